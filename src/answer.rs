@@ -1,0 +1,278 @@
+//! Building answers. Every answer starts with CZ, then echoes the request's
+//! CJ CA CB CD CE byte for byte, then AE/AF, then the result tags in a fixed
+//! order (AC AA AL AB AI CF CC CI CG CH ZT): one public client reads the PAN
+//! as the text between AA and CF, and the private data between CF and CC.
+
+use crate::tlv::{tags::*, Frame, Tag};
+
+/// Our own protocol version, used only when the request carried no usable CZ.
+pub const OUR_CZ: &[u8] = b"0320";
+
+/// `AF`: why an operation was not performed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Af {
+    Unknown,
+    Phone,
+    Forcing,
+    Refused,
+    Forbidden,
+    Abandon,
+    NotEnded,
+    InputTimeout,
+    Format,
+    Selection,
+    OperatorAbandon,
+    UnknownOperation,
+    Currency,
+}
+
+impl Af {
+    pub fn code(self) -> &'static str {
+        match self {
+            Af::Unknown => "00",
+            Af::Phone => "02",
+            Af::Forcing => "03",
+            Af::Refused => "04",
+            Af::Forbidden => "05",
+            Af::Abandon => "06",
+            Af::NotEnded => "07",
+            Af::InputTimeout => "08",
+            Af::Format => "09",
+            Af::Selection => "10",
+            Af::OperatorAbandon => "11",
+            Af::UnknownOperation => "12",
+            Af::Currency => "13",
+        }
+    }
+
+    pub fn from_code(code: &[u8]) -> Option<Af> {
+        Some(match code.get(..2)? {
+            b"00" => Af::Unknown,
+            b"02" => Af::Phone,
+            b"03" => Af::Forcing,
+            b"04" => Af::Refused,
+            b"05" => Af::Forbidden,
+            b"06" => Af::Abandon,
+            b"07" => Af::NotEnded,
+            b"08" => Af::InputTimeout,
+            b"09" => Af::Format,
+            b"10" => Af::Selection,
+            b"11" => Af::OperatorAbandon,
+            b"12" => Af::UnknownOperation,
+            b"13" => Af::Currency,
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Af::Unknown => "unknown error",
+            Af::Phone => "phone call to the bank needed",
+            Af::Forcing => "forcing",
+            Af::Refused => "refused",
+            Af::Forbidden => "forbidden card",
+            Af::Abandon => "abandoned by the cardholder",
+            Af::NotEnded => "not ended",
+            Af::InputTimeout => "input time-out",
+            Af::Format => "bad message format",
+            Af::Selection => "bad selection",
+            Af::OperatorAbandon => "operator abandon",
+            Af::UnknownOperation => "unknown operation",
+            Af::Currency => "currency not supported",
+        }
+    }
+}
+
+/// What the backend says of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Approved,
+    Declined(Af),
+}
+
+/// The result of a transaction, as the backend reports it. Values are
+/// printable ASCII of legal lengths; `pan` is already masked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// CB when it differs from the request (partial approval).
+    pub amount: Option<String>,
+    pub auth: Option<String>,
+    pub pan: Option<String>,
+    pub expiry: Option<String>,
+    pub aid: Option<String>,
+    pub application: Option<String>,
+    pub read_mode: Option<String>,
+    pub contract: Option<String>,
+    /// The ZT value (CK + AK), built from the request's CK.
+    pub ticket: Option<Vec<u8>>,
+}
+
+impl Outcome {
+    pub fn approved() -> Outcome {
+        Outcome::with_status(Status::Approved)
+    }
+
+    pub fn declined(af: Af) -> Outcome {
+        Outcome::with_status(Status::Declined(af))
+    }
+
+    fn with_status(status: Status) -> Outcome {
+        Outcome {
+            status,
+            amount: None,
+            auth: None,
+            pan: None,
+            expiry: None,
+            aid: None,
+            application: None,
+            read_mode: None,
+            contract: None,
+            ticket: None,
+        }
+    }
+
+    pub fn is_approved(&self) -> bool {
+        self.status == Status::Approved
+    }
+}
+
+fn cz(req: &Frame) -> Vec<u8> {
+    req.get(CZ).map(<[u8]>::to_vec).unwrap_or_else(|| OUR_CZ.to_vec())
+}
+
+fn head(req: &Frame, cb: Option<&[u8]>) -> Frame {
+    let mut f = Frame::new();
+    f.push(CZ, cz(req));
+    f.echo(req, CJ);
+    f.echo(req, CA);
+    match cb {
+        Some(v) => f.push(CB, v.to_vec()),
+        None => f.echo(req, CB),
+    }
+    f.echo(req, CD);
+    f.echo(req, CE);
+    f
+}
+
+fn push_opt(f: &mut Frame, tag: Tag, v: &Option<String>) {
+    if let Some(v) = v {
+        f.push(tag, v.as_bytes().to_vec());
+    }
+}
+
+/// The answer at the end of a transaction.
+pub fn result(req: &Frame, o: &Outcome) -> Frame {
+    let mut f = head(req, o.amount.as_deref().map(str::as_bytes));
+    match o.status {
+        Status::Approved => f.push(AE, &b"10"[..]),
+        Status::Declined(af) => {
+            f.push(AE, &b"01"[..]);
+            f.push(AF, af.code().as_bytes().to_vec());
+        }
+    }
+    push_opt(&mut f, AC, &o.auth);
+    if let Some(pan) = &o.pan {
+        f.push(AA, pan.as_bytes().to_vec());
+        f.push(AL, &b"1"[..]);
+    }
+    push_opt(&mut f, AB, &o.expiry);
+    push_opt(&mut f, AI, &o.aid);
+    f.echo(req, CF);
+    push_opt(&mut f, CC, &o.application);
+    push_opt(&mut f, CI, &o.read_mode);
+    push_opt(&mut f, CG, &o.contract);
+    f.echo(req, CH);
+    if let Some(t) = &o.ticket {
+        f.push(ZT, t.clone());
+    }
+    f
+}
+
+/// Not performed: `AE=01` with this AF, or with no AF at all (busy).
+pub fn refusal(req: &Frame, af: Option<Af>) -> Frame {
+    let mut f = head(req, None);
+    f.push(AE, &b"01"[..]);
+    if let Some(af) = af {
+        f.push(AF, af.code().as_bytes().to_vec());
+    }
+    f.echo(req, CF);
+    f.echo(req, CH);
+    f
+}
+
+/// Performed, with no result tags (print, telecollection).
+pub fn done(req: &Frame) -> Frame {
+    let mut f = head(req, None);
+    f.push(AE, &b"10"[..]);
+    f.echo(req, CF);
+    f.echo(req, CH);
+    f
+}
+
+/// The identification answer: `CZ CJ CA CD AE10`, as a real Ingenico
+/// terminal answers.
+pub fn identification(req: &Frame) -> Frame {
+    let mut f = Frame::new();
+    f.push(CZ, cz(req));
+    f.echo(req, CJ);
+    f.echo(req, CA);
+    f.echo(req, CD);
+    f.push(AE, &b"10"[..]);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> Frame {
+        Frame::decode(b"CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978CF003abcOD001x")
+            .unwrap()
+    }
+
+    #[test]
+    fn approved_answer_order() {
+        let mut o = Outcome::approved();
+        o.auth = Some("123456".into());
+        o.pan = Some("497010######0674".into());
+        o.application = Some("00B".into());
+        o.read_mode = Some("2".into());
+        let a = result(&req(), &o).encode();
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            "CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978AE00210AC006123456\
+             AA016497010######0674AL0011CF003abcCC00300BCI0012"
+        );
+    }
+
+    #[test]
+    fn busy_and_refusal() {
+        assert_eq!(
+            refusal(&req(), None).encode(),
+            b"CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978AE00201CF003abc"
+        );
+        let mut partial = Frame::new();
+        partial.push(CA, &b"01"[..]);
+        assert_eq!(refusal(&partial, Some(Af::Format)).encode(), b"CZ0040320CA00201AE00201AF00209");
+    }
+
+    #[test]
+    fn identification_answer() {
+        let r = Frame::decode(b"CZ0040300CJ012012345678901CA00201CD001I").unwrap();
+        assert_eq!(
+            identification(&r).encode(),
+            b"CZ0040300CJ012012345678901CA00201CD001IAE00210"
+        );
+    }
+
+    #[test]
+    fn af_codes_round_trip() {
+        for c in 0..=13u8 {
+            let s = format!("{c:02}");
+            if let Some(af) = Af::from_code(s.as_bytes()) {
+                assert_eq!(af.code(), s);
+            }
+        }
+    }
+}

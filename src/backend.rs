@@ -1,0 +1,44 @@
+//! The interface between the worker and whatever performs transactions.
+//! A backend never blocks the worker: `start` returns at once and the
+//! outcome arrives later on the `done` channel.
+
+use crate::answer::Outcome;
+use crate::request::Request;
+use crossbeam_channel::Sender;
+use std::sync::Arc;
+
+/// A transaction handed to a backend.
+#[derive(Clone, Debug)]
+pub struct Transaction {
+    pub id: u64,
+    pub request: Request,
+    /// For a cancellation: the register's last approved debit, if any.
+    pub original: Option<Arc<Original>>,
+}
+
+/// What a cancellation needs to know of the debit it cancels.
+#[derive(Clone, Debug)]
+pub struct Original {
+    pub id: u64,
+    pub amount: u64,
+    pub currency: u16,
+    pub outcome: Outcome,
+}
+
+/// A finished transaction, reported by the backend.
+#[derive(Debug)]
+pub struct Done {
+    pub id: u64,
+    pub outcome: Outcome,
+}
+
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+
+    /// Starts the transaction; its outcome is sent on `done` with the same id.
+    fn start(&mut self, tx: &Transaction, done: Sender<Done>);
+
+    /// The transaction ran past `transaction-timeout`: stop it and say what
+    /// to report. Whatever it sends on `done` afterwards is ignored.
+    fn abort(&mut self, id: u64) -> Outcome;
+}

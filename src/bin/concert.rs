@@ -1,0 +1,148 @@
+//! concert: play the cash register against a Concert terminal.
+
+use concert::client::{self, Options, Verdict};
+use concert::currency;
+use concert::pan;
+use concert::tlv::Frame;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
+\x20              [-k ck] [-P private] [-t timeout] [-z version] command [argument]\n\
+commands: pay AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate | ping\n\
+\x20         telecollect | print TEXT | send FRAME";
+
+struct Run {
+    addr: String,
+    raw: bool,
+    timeout: Duration,
+    request: Vec<u8>,
+}
+
+fn usage(msg: impl std::fmt::Display) -> String {
+    format!("{msg}\n{USAGE}")
+}
+
+fn parse() -> Result<Run, String> {
+    let mut o = getopts::Options::new();
+    o.optopt("h", "host", "terminal host (default 127.0.0.1)", "HOST");
+    o.optopt("p", "port", "terminal port (default 8888)", "PORT");
+    o.optopt("c", "currency", "currency, numeric or alphabetic (default EUR)", "CUR");
+    o.optopt("r", "register", "register number CA (default 01)", "N");
+    o.optopt("k", "ticket", "ticket selection CK, e.g. 100", "CK");
+    o.optopt("P", "private", "private data CF", "TEXT");
+    o.optopt("t", "timeout", "seconds to wait for the answer (default 180)", "SECS");
+    o.optopt("z", "version", "protocol version CZ (default 0320)", "CZ");
+    o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
+    o.optflag("", "raw", "print the answer frame as it came");
+    o.optflag("", "help", "this help");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let m = o.parse(&args).map_err(usage)?;
+    if m.opt_present("help") {
+        return Err(o.usage(USAGE));
+    }
+    let host = m.opt_str("h").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = match m.opt_str("p") {
+        Some(p) => p.parse().map_err(|_| usage(format!("bad port {p:?}")))?,
+        None => 8888,
+    };
+    let mut opts = Options::default();
+    if let Some(c) = m.opt_str("c") {
+        opts.currency = currency::parse(&c).ok_or_else(|| usage(format!("unknown currency {c:?}")))?;
+    }
+    if let Some(r) = m.opt_str("r") {
+        if r.is_empty() || r.len() > 2 || !r.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(usage(format!("register must be 1 or 2 digits, not {r:?}")));
+        }
+        opts.register = format!("{:02}", r.parse::<u8>().unwrap_or(0));
+    }
+    opts.ticket = m.opt_str("k");
+    opts.private = m.opt_str("P");
+    opts.immediate = m.opt_present("i");
+    if let Some(z) = m.opt_str("z") {
+        opts.version = z;
+    }
+    let timeout = match m.opt_str("t") {
+        Some(t) => Duration::from_secs(t.parse().map_err(|_| usage(format!("bad timeout {t:?}")))?),
+        None => Duration::from_secs(180),
+    };
+    let (cmd, arg) = match m.free.as_slice() {
+        [c] => (c.as_str(), None),
+        [c, a] => (c.as_str(), Some(a.as_str())),
+        [] => return Err(usage("no command")),
+        _ => return Err(usage("too many arguments")),
+    };
+    let amount = |a: Option<&str>| -> Result<u64, String> {
+        let a = a.ok_or_else(|| usage(format!("{cmd} needs an AMOUNT")))?;
+        match currency::parse_amount(a, opts.currency) {
+            Some(v) if v > 0 && v < 1_000_000_000_000 => Ok(v),
+            _ => Err(usage(format!("bad amount {a:?}"))),
+        }
+    };
+    let frame = match (cmd, arg) {
+        ("pay", a) => client::payment(b'0', amount(a)?, &opts),
+        ("refund", a) => client::payment(b'1', amount(a)?, &opts),
+        ("cancel", a) => client::payment(b'2', amount(a)?, &opts),
+        ("duplicate", None) => client::simple(b'3', &opts),
+        ("ping", None) => client::simple(b'I', &opts),
+        ("telecollect", None) => client::simple(b'B', &opts),
+        ("print", Some(t)) => client::print(t, &opts),
+        ("send", Some(f)) => {
+            return Ok(Run {
+                addr: format!("{host}:{port}"),
+                raw: m.opt_present("raw"),
+                timeout,
+                request: f.as_bytes().to_vec(),
+            })
+        }
+        _ => return Err(usage(format!("bad command {cmd:?}"))),
+    };
+    let addr = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(Run {
+        addr,
+        raw: m.opt_present("raw"),
+        timeout,
+        request: frame.encode(),
+    })
+}
+
+fn main() -> ExitCode {
+    let run = match parse() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = match client::exchange_tcp(&run.addr, &run.request, run.timeout) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("concert: {}: {e}", run.addr);
+            return ExitCode::from(2);
+        }
+    };
+    if answer.is_empty() {
+        eprintln!("concert: {}: the terminal closed without answering", run.addr);
+        return ExitCode::from(2);
+    }
+    let frame = match Frame::decode(&answer) {
+        Ok(f) => f,
+        Err((_, e)) => {
+            eprintln!("concert: bad answer ({e}): {}", pan::scrub(&answer));
+            return ExitCode::from(2);
+        }
+    };
+    if run.raw {
+        println!("{}", String::from_utf8_lossy(&answer));
+    } else {
+        print!("{}", client::describe(&frame));
+    }
+    match client::verdict(&frame) {
+        Verdict::Approved => ExitCode::SUCCESS,
+        Verdict::Declined => ExitCode::from(1),
+    }
+}

@@ -1,0 +1,277 @@
+//! The cash-register side, for the `concert` tool: build a request, send
+//! it over TCP, read the answer, and describe it for a person.
+
+use crate::answer::Af;
+use crate::currency;
+use crate::framing::{lrc, ETX, STX};
+use crate::ticket;
+use crate::tlv::{tags::*, Frame};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// The IPC concertd's client sends (the example value used by HiPay, Viva
+/// and Dolibarr); terminals do not check it.
+pub const CJ_DEFAULT: &str = "247300123456";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub version: String,
+    pub register: String,
+    pub currency: u16,
+    pub ticket: Option<String>,
+    pub private: Option<String>,
+    pub immediate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            version: "0320".into(),
+            register: "01".into(),
+            currency: 978,
+            ticket: None,
+            private: None,
+            immediate: false,
+        }
+    }
+}
+
+fn head(o: &Options) -> Frame {
+    let mut f = Frame::new();
+    f.push(CZ, o.version.as_bytes().to_vec());
+    f.push(CJ, CJ_DEFAULT.as_bytes().to_vec());
+    f.push(CA, o.register.as_bytes().to_vec());
+    f
+}
+
+fn tail(f: &mut Frame, o: &Options) {
+    if o.immediate {
+        f.push(BA, &b"1"[..]);
+    }
+    if let Some(t) = &o.ticket {
+        f.push(CK, t.as_bytes().to_vec());
+    }
+    if let Some(p) = &o.private {
+        f.push(CF, p.as_bytes().to_vec());
+    }
+}
+
+/// Debit `0`, credit `1` or cancellation `2` of `amount` minor units.
+pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
+    let mut f = head(o);
+    f.push(CB, format!("{amount:02}").into_bytes());
+    f.push(CD, vec![cd]);
+    f.push(CE, format!("{:03}", o.currency).into_bytes());
+    tail(&mut f, o);
+    f
+}
+
+/// An operation with no amount: identification `I`, duplicata `3`,
+/// telecollection `B`.
+pub fn simple(cd: u8, o: &Options) -> Frame {
+    let mut f = head(o);
+    f.push(CD, vec![cd]);
+    tail(&mut f, o);
+    f
+}
+
+/// Print `text` (Latin-1 is what terminals print; UTF-8 is converted where
+/// it can be).
+pub fn print(text: &str, o: &Options) -> Frame {
+    let latin1: Vec<u8> = text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect();
+    let mut f = head(o);
+    f.push(CD, &b"P"[..]);
+    let mut zt = Frame::new();
+    zt.push(CK, &b"100"[..]);
+    zt.push(AK, crate::base64::encode(&latin1).into_bytes());
+    f.push(ZT, zt.encode());
+    f
+}
+
+/// Sends one request and reads the answer until the terminal closes.
+/// Returns the raw answer bytes (framing removed).
+pub fn exchange_tcp(addr: &str, request: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))?;
+    let mut s = TcpStream::connect_timeout(&target, timeout.min(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    s.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + timeout;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(unwrap_stx(answer))
+}
+
+/// Removes STX..ETX+LRC around an answer, if there is one and it is good.
+pub fn unwrap_stx(bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.first() == Some(&STX) {
+        if let Some(end) = bytes.iter().position(|&b| b == ETX) {
+            if bytes.get(end + 1) == Some(&lrc(&bytes[1..=end])) {
+                return bytes[1..end].to_vec();
+            }
+        }
+    }
+    bytes
+}
+
+/// What the register concludes from an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Declined,
+}
+
+pub fn verdict(f: &Frame) -> Verdict {
+    if f.get(AE) == Some(b"10") {
+        Verdict::Approved
+    } else {
+        Verdict::Declined
+    }
+}
+
+fn row(out: &mut String, label: &str, value: &str) {
+    out.push_str(&format!("  {label:<15}{value}\n"));
+}
+
+fn operation_name(cd: &[u8]) -> &'static str {
+    match cd {
+        b"0" => "debit",
+        b"1" => "credit",
+        b"2" => "cancellation",
+        b"3" => "duplicata",
+        b"I" => "identification",
+        b"P" => "print",
+        b"B" => "telecollection",
+        b"T" => "transaction status",
+        _ => "operation",
+    }
+}
+
+fn application_name(cc: &str) -> String {
+    match cc {
+        "001" => "CB contact".into(),
+        "00B" => "CB contactless".into(),
+        "002" => "American Express contact".into(),
+        "00D" => "American Express contactless".into(),
+        "00C" => "cheque".into(),
+        other => format!("application {other}"),
+    }
+}
+
+/// A readable description of an answer, ticket decoded.
+pub fn describe(f: &Frame) -> String {
+    let mut out = String::new();
+    let op = operation_name(f.get(CD).unwrap_or_default());
+    let amount = match (f.text(CB).and_then(|b| b.parse::<u64>().ok()), f.text(CE)) {
+        (Some(a), Some(c)) => {
+            let c: u16 = c.parse().unwrap_or(0);
+            format!(" {} {}", currency::format_amount(a, c, false), currency::label(c))
+        }
+        _ => String::new(),
+    };
+    let reg = f.text(CA).map(|r| format!(", register {r}")).unwrap_or_default();
+    match (f.text(AE), f.get(AF)) {
+        (Some("10"), _) => out.push_str(&format!("approved: {op}{amount}{reg}\n")),
+        (Some("01"), None) => out.push_str(&format!("declined: {op}{amount}{reg}: terminal busy\n")),
+        (Some("01"), Some(af)) => {
+            let why = Af::from_code(af).map_or("unknown reason", Af::label);
+            let code = String::from_utf8_lossy(af);
+            out.push_str(&format!("declined: {op}{amount}{reg}: {why} (AF {code})\n"))
+        }
+        (ae, _) => out.push_str(&format!("unexpected answer status AE={}\n", ae.unwrap_or("none"))),
+    }
+    if let Some(v) = f.text(AC) {
+        row(&mut out, "authorisation", v);
+    }
+    if let Some(v) = f.text(AA) {
+        row(&mut out, "card", v);
+    }
+    if let Some(v) = f.text(AB) {
+        row(&mut out, "expiry (YYMM)", v);
+    }
+    if let Some(v) = f.text(CC) {
+        row(&mut out, "application", &application_name(v));
+    }
+    if let Some(v) = f.text(CI) {
+        let mode = match v {
+            "1" => "chip",
+            "2" => "contactless",
+            "3" => "magnetic stripe",
+            "4" => "keyed",
+            _ => v,
+        };
+        row(&mut out, "read", mode);
+    }
+    if let Some(v) = f.text(AI) {
+        row(&mut out, "AID", v);
+    }
+    if let Some(v) = f.text(CG) {
+        row(&mut out, "contract", v);
+    }
+    if let Some(v) = f.text(CF) {
+        row(&mut out, "private data", v);
+    }
+    if let Some(z) = f.get(ZT) {
+        match ticket::decode_zt(z) {
+            Some((_, doc)) => {
+                out.push_str("ticket:\n");
+                // Tickets are Latin-1; show them as text.
+                let text: String = doc.iter().map(|&b| b as char).collect();
+                for l in text.lines() {
+                    out.push_str(&format!("  | {l}\n"));
+                }
+            }
+            None => out.push_str("  ticket not decodable\n"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::{wrap, Wrapping};
+
+    #[test]
+    fn builds_requests() {
+        let o = Options::default();
+        assert_eq!(
+            payment(b'0', 1234, &o).encode(),
+            b"CZ0040320CJ012247300123456CA00201CB0041234CD0010CE003978"
+        );
+        assert_eq!(payment(b'0', 5, &o).text(CB), Some("05"));
+        assert_eq!(simple(b'I', &o).encode(), b"CZ0040320CJ012247300123456CA00201CD001I");
+    }
+
+    #[test]
+    fn unwraps_stx() {
+        assert_eq!(unwrap_stx(wrap(b"CZ0040320", Wrapping::Stx)), b"CZ0040320");
+        assert_eq!(unwrap_stx(b"CZ0040320".to_vec()), b"CZ0040320");
+    }
+
+    #[test]
+    fn describes_answers() {
+        let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00204").unwrap();
+        assert_eq!(describe(&f), "declined: debit 12.34 EUR, register 01: refused (AF 04)\n");
+        assert_eq!(verdict(&f), Verdict::Declined);
+    }
+}

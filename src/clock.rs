@@ -1,0 +1,100 @@
+//! Wall-clock time for tickets and logs, in the machine's local time zone.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+}
+
+pub fn unix_now() -> (i64, u32) {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_millis()),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Local time through localtime_r(3); UTC if the C library cannot say.
+pub fn local(secs: i64, millis: u32) -> Civil {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r writes only into the tm we own and reads only t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return utc(secs, millis);
+    }
+    Civil {
+        year: tm.tm_year + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        millis,
+    }
+}
+
+/// Days since 1970-01-01 to a civil date (proleptic Gregorian).
+pub fn utc(secs: i64, millis: u32) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    Civil {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem / 60 % 60,
+        second: rem % 60,
+        millis,
+    }
+}
+
+pub fn now() -> Civil {
+    let (s, ms) = unix_now();
+    local(s, ms)
+}
+
+impl Civil {
+    /// `2026-11-26 15:58:32.123`
+    pub fn stamp(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
+        )
+    }
+    /// `26/11/2026 15:58:32`, as French tickets print it.
+    pub fn ticket(&self) -> String {
+        format!(
+            "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
+            self.day, self.month, self.year, self.hour, self.minute, self.second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(utc(0, 0).stamp(), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(951_782_400, 5).stamp(), "2000-02-29 00:00:00.005");
+        assert_eq!(utc(1_795_708_712, 0).stamp(), "2026-11-26 15:58:32.000");
+        assert_eq!(utc(1_795_708_712, 0).ticket(), "26/11/2026 15:58:32");
+    }
+}

@@ -1,0 +1,347 @@
+//! concertd.conf(5): one `keyword value...` per line, `#` comments, double
+//! quotes group words. Durations take `ms`, `s` or `m` (a bare number is
+//! seconds); sizes take `K` or `M`.
+
+use crate::allow::{self, Net};
+use crate::currency;
+use crate::error::Error;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
+pub const DEFAULT_PORT: u16 = 8888;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Terminal {
+    Simulator,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// Empty: loopback only.
+    pub allow: Vec<Net>,
+    pub currencies: Vec<u16>,
+    pub terminal: Terminal,
+    pub simulator_delay: Duration,
+    pub transaction_timeout: Duration,
+    pub request_gap: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)],
+            allow: Vec::new(),
+            currencies: vec![978],
+            terminal: Terminal::Simulator,
+            simulator_delay: Duration::from_secs(2),
+            transaction_timeout: Duration::from_secs(100),
+            request_gap: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Splits a line into words: blanks separate, `"..."` groups, `#` outside
+/// quotes starts a comment.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '#' if !quoted => break,
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// `100ms`, `2s`, `1m`, `5` (seconds), `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => Ok(Duration::from_secs_f64(v * scale)),
+        _ => Err(format!("{s:?} is not a duration")),
+    }
+}
+
+/// `8M`, `512K`, `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("{s:?} is not a size"))
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, `*:PORT`, `localhost:PORT` or a bare `PORT`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Some(port) = s.strip_prefix("*:") {
+        let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    match s.rsplit_once(':') {
+        Some(("localhost", p)) => p
+            .parse()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+            .map_err(|_| format!("{s:?}: bad port")),
+        Some((h, _)) if !h.is_empty() => s
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("{s:?}: cannot resolve")),
+        _ => Err(format!("{s:?} is not ADDRESS:PORT")),
+    }
+}
+
+fn one<'a>(key: &str, args: &'a [String]) -> Result<&'a str, String> {
+    match args {
+        [v] => Ok(v),
+        _ => Err(format!("{key} takes one value")),
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        return Err(format!("{key} must be more than 0"));
+    }
+    Ok(d)
+}
+
+impl Config {
+    pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
+        let mut c = Config::default();
+        let mut listen = Vec::new();
+        let mut currencies = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |msg: String| Error::Config {
+                file: file.to_string(),
+                line: i + 1,
+                msg,
+            };
+            let w = words(raw).map_err(err)?;
+            let Some((key, args)) = w.split_first() else {
+                continue;
+            };
+            c.apply(key, args, &mut listen, &mut currencies).map_err(err)?;
+        }
+        if !listen.is_empty() {
+            c.listen = listen;
+        }
+        if !currencies.is_empty() {
+            c.currencies = currencies;
+        }
+        Ok(c)
+    }
+
+    fn apply(
+        &mut self,
+        key: &str,
+        args: &[String],
+        listen: &mut Vec<SocketAddr>,
+        currencies: &mut Vec<u16>,
+    ) -> Result<(), String> {
+        let dur = |args: &[String]| one(key, args).and_then(parse_duration);
+        match key {
+            "listen" => listen.push(parse_listen(one(key, args)?)?),
+            "allow" => {
+                if args.is_empty() {
+                    return Err("allow takes one or more ADDRESS[/PREFIX]".into());
+                }
+                for a in args {
+                    self.allow.push(a.parse()?);
+                }
+            }
+            "currency" => {
+                if args.is_empty() {
+                    return Err("currency takes one or more codes".into());
+                }
+                for a in args {
+                    let n = currency::parse(a).ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
+                    currencies.push(n);
+                }
+            }
+            "terminal" => match args.first().map(String::as_str) {
+                Some("simulator") if args.len() == 1 => self.terminal = Terminal::Simulator,
+                Some(t) => return Err(format!("terminal {t:?} is not supported (only simulator)")),
+                None => return Err("terminal takes a backend name".into()),
+            },
+            "simulator-delay" => self.simulator_delay = dur(args)?,
+            "transaction-timeout" => self.transaction_timeout = positive(key, dur(args)?)?,
+            "request-gap" => self.request_gap = positive(key, dur(args)?)?,
+            "request-timeout" => self.request_timeout = positive(key, dur(args)?)?,
+            "max-connections" => {
+                let v = one(key, args)?;
+                self.max_connections = match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("max-connections {v:?} is not a positive number")),
+                };
+            }
+            _ => return Err(format!("unknown keyword {key:?}")),
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// The allow-list in force: the configured one, or loopback only.
+    pub fn allow_list(&self) -> Vec<Net> {
+        if self.allow.is_empty() {
+            allow::default_list()
+        } else {
+            self.allow.clone()
+        }
+    }
+
+    /// The effective configuration, in the file's own syntax.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for l in &self.listen {
+            let _ = writeln!(s, "listen {l}");
+        }
+        if self.allow.is_empty() {
+            let _ = writeln!(s, "# no allow line: loopback clients only");
+        }
+        for a in &self.allow {
+            let _ = writeln!(s, "allow {a}");
+        }
+        let cur: Vec<String> = self.currencies.iter().map(|c| format!("{c:03}")).collect();
+        let _ = writeln!(s, "currency {}", cur.join(" "));
+        let _ = writeln!(s, "terminal simulator");
+        let _ = writeln!(s, "simulator-delay {}", fmt_duration(self.simulator_delay));
+        let _ = writeln!(s, "transaction-timeout {}", fmt_duration(self.transaction_timeout));
+        let _ = writeln!(s, "request-gap {}", fmt_duration(self.request_gap));
+        let _ = writeln!(s, "request-timeout {}", fmt_duration(self.request_timeout));
+        let _ = writeln!(s, "max-connections {}", self.max_connections);
+        s
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::parse(
+            "# comment\n\nlisten 127.0.0.1:0\nlisten [::1]:8888   # v6\nallow 10.0.0.0/8 192.168.1.2\n\
+             currency EUR 953\nterminal simulator\nsimulator-delay 0\ntransaction-timeout 1m\n\
+             request-gap 250ms\nrequest-timeout 1.5s\nmax-connections 10\n",
+            "t.conf",
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(c.currencies, vec![978, 953]);
+        assert_eq!(c.simulator_delay, Duration::ZERO);
+        assert_eq!(c.transaction_timeout, Duration::from_secs(60));
+        assert_eq!(c.request_gap, Duration::from_millis(250));
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.max_connections, 10);
+        let again = Config::parse(&c.describe(), "d").unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen[0].port(), 8888);
+        assert_eq!(Config::parse(&c.describe(), "d").unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        assert_eq!(err("\nfoo bar\n"), "t.conf:2: unknown keyword \"foo\"");
+        assert!(err("request-gap 5x").starts_with("t.conf:1:"));
+        assert!(err("request-gap 0").contains("more than 0"));
+        assert!(err("listen nowhere").starts_with("t.conf:1:"));
+        assert!(err("allow 300.1.1.1").starts_with("t.conf:1:"));
+        assert!(err("currency EURO").starts_with("t.conf:1:"));
+        assert!(err("terminal exec /bin/pay").contains("not supported"));
+        assert!(err("max-connections 0").starts_with("t.conf:1:"));
+        assert!(err("listen \"127.0.0.1:1").contains("quote"));
+        assert!(err("simulator-delay 1 2").contains("one value"));
+    }
+
+    #[test]
+    fn words_and_units() {
+        assert_eq!(words("a \"b c\" d # e").unwrap(), vec!["a", "b c", "d"]);
+        assert_eq!(words("a \"#x\"").unwrap(), vec!["a", "#x"]);
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert_eq!(parse_size("512K").unwrap(), 512 << 10);
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_listen("8888").unwrap().port(), 8888);
+        assert_eq!(parse_listen("*:99").unwrap().to_string(), "0.0.0.0:99");
+        assert_eq!(parse_listen("localhost:7").unwrap().to_string(), "127.0.0.1:7");
+    }
+}

@@ -1,0 +1,21 @@
+//! concertd: the terminal side of the Concert / Caisse-AP protocol.
+
+pub mod allow;
+pub mod answer;
+pub mod assemble;
+pub mod backend;
+pub mod base64;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod currency;
+pub mod error;
+pub mod framing;
+pub mod logging;
+pub mod net;
+pub mod pan;
+pub mod request;
+pub mod simulator;
+pub mod ticket;
+pub mod tlv;
+pub mod worker;

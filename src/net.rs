@@ -1,0 +1,232 @@
+//! TCP: one accept thread per `listen` address and one small thread per
+//! connection. A connection carries one request and one answer: the answer
+//! goes out in a single write, then concertd closes its side.
+
+use crate::allow::{self, Net};
+use crate::answer::{self, Af};
+use crate::assemble::{Assembled, Assembler, Progress};
+use crate::framing::{self, ACK, EOT};
+use crate::pan;
+use crate::request;
+use crate::tlv::Frame;
+use crate::worker::{Channel, Handle, Origin};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connection threads only parse and copy small buffers.
+const CONNECTION_STACK: usize = 128 * 1024;
+/// How long to wait for the client to close after the answer, so that its
+/// last bytes are read rather than reset.
+const LINGER: Duration = Duration::from_secs(2);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What connection threads need to know; fixed for a connection's life.
+pub struct Settings {
+    pub allow: Vec<Net>,
+    pub currencies: Vec<u16>,
+    pub request_gap: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+pub struct Shared {
+    pub settings: Settings,
+    pub worker: Handle,
+    pub active: AtomicUsize,
+}
+
+/// Counts a connection for `max-connections` while it lives.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn spawn_listener(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    let name = format!("accept {}", listener.local_addr()?);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || accept_loop(listener, shared))?;
+    Ok(())
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                // Out of descriptors or memory: give the system a moment
+                // rather than spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if !allow::allowed(&shared.settings.allow, peer.ip()) {
+            log::warn!("{peer}: not in the allow-list, closed");
+            continue;
+        }
+        let n = shared.active.fetch_add(1, Ordering::Relaxed);
+        if n >= shared.settings.max_connections {
+            shared.active.fetch_sub(1, Ordering::Relaxed);
+            log::warn!("{peer}: {n} connections open (max-connections), closed");
+            continue;
+        }
+        let sh = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _slot = Slot(&sh.active);
+                connection(stream, peer, &sh);
+            });
+        if let Err(e) = spawned {
+            shared.active.fetch_sub(1, Ordering::Relaxed);
+            log::error!("{peer}: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// True when the kernel holds no unread byte for this socket.
+fn nothing_waiting(stream: &TcpStream) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into n; the fd is open for the call.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+    r == 0 && n == 0
+}
+
+enum Incoming {
+    Request(Assembled),
+    Silent,
+    Gone,
+}
+
+fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incoming {
+    let deadline = Instant::now() + s.request_timeout;
+    let mut asm = Assembler::default();
+    let mut whole = false;
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            log::debug!("{peer}: request-timeout");
+            return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+        }
+        let left = deadline - now;
+        let wait = if whole { left.min(s.request_gap) } else { left };
+        if stream.set_read_timeout(Some(wait)).is_err() {
+            return Incoming::Gone;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return asm.finish().map_or(Incoming::Silent, Incoming::Request),
+            Ok(n) => {
+                log::trace!("tcp {peer}: < {}", pan::scrub(&buf[..n]));
+                whole = false;
+                match asm.feed(&buf[..n]) {
+                    Progress::Done(a) => return Incoming::Request(a),
+                    Progress::Whole { ready } => {
+                        if ready && nothing_waiting(stream) {
+                            return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+                        }
+                        whole = true;
+                    }
+                    Progress::Partial | Progress::Empty => {}
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if whole {
+                    return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("{peer}: read: {e}");
+                return Incoming::Gone;
+            }
+        }
+    }
+}
+
+/// The answer to one assembled request.
+fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Frame {
+    if let Some(fault) = &a.fault {
+        log::info!("tcp {peer}: bad request ({fault}): answered AF09");
+        let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
+        return answer::refusal(&partial, Some(Af::Format));
+    }
+    match request::parse(&a.body, &shared.settings.currencies) {
+        Ok(req) => {
+            let origin = Origin {
+                channel: Channel::Tcp,
+                peer: peer.to_string(),
+            };
+            shared.worker.submit(req, origin)
+        }
+        Err(rej) => {
+            log::info!("tcp {peer}: request refused: {rej}");
+            answer::refusal(&rej.frame, Some(rej.af))
+        }
+    }
+}
+
+/// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
+/// and EOT that STX-framing clients send after our answer, do not.
+fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
+    if bytes.iter().any(|b| !matches!(*b, b'\r' | b'\n' | ACK | EOT)) {
+        log::warn!(
+            "tcp {peer}: {} bytes after the request ignored: {}",
+            bytes.len(),
+            pan::scrub(&bytes[..bytes.len().min(64)])
+        );
+    }
+}
+
+fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let a = match read_request(&mut stream, &shared.settings, peer) {
+        Incoming::Request(a) => a,
+        Incoming::Silent => {
+            log::debug!("{peer}: closed without a request");
+            return;
+        }
+        Incoming::Gone => return,
+    };
+    let frame = answer_for(&a, shared, peer);
+    let bytes = framing::wrap(&frame.encode(), a.wrapping);
+    log::trace!("tcp {peer}: > {}", pan::scrub(&bytes));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    if let Err(e) = stream.write_all(&bytes) {
+        log::warn!("tcp {peer}: answer not delivered: {e}");
+        return;
+    }
+    // Close our side first, then read what the client still sends until it
+    // closes: closing with unread bytes would reset the connection and could
+    // destroy the answer before the client reads it.
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut trailing = a.trailing;
+    let until = Instant::now() + LINGER;
+    let mut buf = [0u8; 1024];
+    loop {
+        let now = Instant::now();
+        if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if trailing.len() < 4096 {
+                    trailing.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    report_trailing(peer, &trailing);
+}

@@ -1,0 +1,255 @@
+//! What a V3 request asks for: the operation, its mandatory tags, and the
+//! checks on the values concertd interprets. Values of tags we only echo
+//! (CJ, CF, CH, unknown tags) are not checked.
+
+use crate::answer::Af;
+use crate::ticket::TicketSpec;
+use crate::tlv::{tags::*, DecodeError, Frame, Tag};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Debit,
+    Credit,
+    Cancel,
+    Duplicata,
+    Identify,
+    Print,
+    Telecollect,
+}
+
+impl Operation {
+    pub fn from_cd(cd: &[u8]) -> Option<Operation> {
+        Some(match cd {
+            b"0" => Operation::Debit,
+            b"1" => Operation::Credit,
+            b"2" => Operation::Cancel,
+            b"3" => Operation::Duplicata,
+            b"I" => Operation::Identify,
+            b"P" => Operation::Print,
+            b"B" => Operation::Telecollect,
+            _ => return None,
+        })
+    }
+
+    /// Tags that must be present besides CZ.
+    pub fn mandatory(self) -> &'static [Tag] {
+        match self {
+            Operation::Debit | Operation::Credit | Operation::Cancel => &[CA, CB, CD, CE],
+            Operation::Duplicata | Operation::Identify | Operation::Telecollect => &[CA, CD],
+            Operation::Print => &[CA, CD, ZT],
+        }
+    }
+
+    /// Operations that need the terminal itself and so obey the
+    /// one-transaction rule. Identification and duplicata are answered from
+    /// what concertd knows, even while a transaction runs.
+    pub fn occupies_terminal(self) -> bool {
+        !matches!(self, Operation::Identify | Operation::Duplicata)
+    }
+
+    /// Money moves: these have outcomes kept per register.
+    pub fn is_payment(self) -> bool {
+        matches!(self, Operation::Debit | Operation::Credit | Operation::Cancel)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Debit => "debit",
+            Operation::Credit => "credit",
+            Operation::Cancel => "cancel",
+            Operation::Duplicata => "duplicata",
+            Operation::Identify => "identification",
+            Operation::Print => "print",
+            Operation::Telecollect => "telecollection",
+        }
+    }
+}
+
+/// The mandatory tags for a raw CD value, for deciding on the wire whether
+/// a request can already be complete.
+pub fn mandatory_for_cd(cd: &[u8]) -> Option<&'static [Tag]> {
+    Operation::from_cd(cd).map(Operation::mandatory)
+}
+
+/// A request concertd will act on.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub frame: Frame,
+    pub op: Operation,
+    /// CA as a number: `1` and `01` are the same register.
+    pub register: u8,
+    pub amount: Option<u64>,
+    pub currency: Option<u16>,
+    pub ticket: Option<TicketSpec>,
+    pub immediate: bool,
+    pub force_auth: bool,
+    pub partial_ok: bool,
+    pub cheque: bool,
+}
+
+impl Request {
+    /// The request's own CB text (for answers that echo it).
+    pub fn amount_text(&self) -> Option<&str> {
+        self.frame.text(CB)
+    }
+}
+
+/// A request that gets an error answer without reaching the terminal.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    /// What could be read of the request, for the echo in the answer.
+    pub frame: Frame,
+    pub af: Af,
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AF{} {}: {}", self.af.code(), self.af.label(), self.reason)
+    }
+}
+
+fn all_digits(v: &[u8]) -> bool {
+    v.iter().all(u8::is_ascii_digit)
+}
+
+fn number(v: &[u8]) -> u64 {
+    v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+}
+
+/// Checks a value we interpret; `None` when it is acceptable.
+fn bad_value(tag: Tag, v: &[u8]) -> Option<&'static str> {
+    let ok = match tag {
+        CZ => v.len() == 4 && v.starts_with(b"03") && all_digits(v),
+        CD => v.len() == 1,
+        CA => (1..=2).contains(&v.len()) && all_digits(v),
+        CB => (1..=12).contains(&v.len()) && all_digits(v),
+        CE => v.len() == 3 && all_digits(v),
+        BA | BB | BF => v == b"0" || v == b"1",
+        CK => v.len() == 3,
+        _ => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match tag {
+        CZ => "CZ must be 03xx",
+        CD => "CD must be one character",
+        CA => "CA must be 1 or 2 digits",
+        CB => "CB must be 1 to 12 digits",
+        CE => "CE must be 3 digits (numeric ISO 4217)",
+        CK => "CK must be 3 characters",
+        _ => "BA, BB and BF must be 0 or 1",
+    })
+}
+
+fn reject(frame: Frame, af: Af, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        frame,
+        af,
+        reason: reason.into(),
+    }
+}
+
+/// Decodes and checks a request body (TLV bytes, no framing).
+pub fn parse(body: &[u8], currencies: &[u16]) -> Result<Request, Rejection> {
+    let frame = Frame::decode(body).map_err(|(partial, e): (Frame, DecodeError)| {
+        reject(partial, Af::Format, e.to_string())
+    })?;
+    interpret(frame, currencies)
+}
+
+pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection> {
+    for tag in [CZ, CD, CA, CB, CE, BA, BB, BF, CK] {
+        if let Some(why) = frame.get(tag).and_then(|v| bad_value(tag, v)) {
+            return Err(reject(frame, Af::Format, why));
+        }
+    }
+    let Some(cd) = frame.get(CD) else {
+        return Err(reject(frame, Af::Format, "CD missing"));
+    };
+    let Some(op) = Operation::from_cd(cd) else {
+        let why = format!("operation CD={} not supported", String::from_utf8_lossy(cd));
+        return Err(reject(frame, Af::UnknownOperation, why));
+    };
+    if let Some(t) = op.mandatory().iter().find(|t| !frame.has(**t)) {
+        let why = format!("{t} missing for {}", op.name());
+        return Err(reject(frame, Af::Format, why));
+    }
+    let amount = frame.get(CB).map(number);
+    let currency = frame.get(CE).map(|v| number(v) as u16);
+    if op.is_payment() {
+        if let Some(c) = currency.filter(|c| !currencies.contains(c)) {
+            return Err(reject(frame, Af::Currency, format!("currency {c:03} not accepted")));
+        }
+    }
+    if matches!(op, Operation::Debit | Operation::Credit) && amount == Some(0) {
+        return Err(reject(frame, Af::Format, "amount 0"));
+    }
+    let flag = |t: Tag| frame.get(t) == Some(b"1");
+    Ok(Request {
+        register: frame.get(CA).map(number).unwrap_or(0) as u8,
+        amount,
+        currency,
+        ticket: frame.get(CK).and_then(TicketSpec::from_ck),
+        immediate: flag(BA),
+        force_auth: flag(BB),
+        partial_ok: flag(BF),
+        cheque: frame.get(CC) == Some(b"00C"),
+        op,
+        frame,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EUR: &[u16] = &[978];
+
+    fn af(body: &str) -> Af {
+        parse(body.as_bytes(), EUR).unwrap_err().af
+    }
+
+    #[test]
+    fn accepts_what_real_clients_send() {
+        for body in [
+            "CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978",
+            // Odoo addon: tag order, CB of one digit, legacy BF0010.
+            "CZ0040300CJ012012345678901CA00201CE003978BF0010CD0010CB0015",
+            // PayXpert: CA of one digit, no CJ.
+            "CZ0040320CA0011CB0041000CD0011CE003978",
+            "CZ0040300CJ012012345678901CA00201CD001I",
+            "CZ0040320CJ012247300123456CA00201CD0013CK003100",
+        ] {
+            let r = parse(body.as_bytes(), EUR);
+            assert!(r.is_ok(), "{body}: {:?}", r.err());
+        }
+        let r = parse(b"CZ0040320CA0011CB0015CD0010CE003978", EUR).unwrap();
+        assert_eq!((r.register, r.amount, r.currency), (1, Some(5), Some(978)));
+    }
+
+    #[test]
+    fn errors_map_to_af_codes() {
+        assert_eq!(af("CZ0040320CJ012247300123456CA00201CB0042500CD0010"), Af::Format);
+        assert_eq!(af("CZ0040320CJ012247300123456CA00201CB0042500CD001XCE003978"), Af::UnknownOperation);
+        assert_eq!(af("CZ0040320CA00201CB0042500CD001RCE003978"), Af::UnknownOperation);
+        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003840"), Af::Currency);
+        assert_eq!(af("CZ0040320CA00201CB0010CD0010CE003978"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003978CA00201"), Af::Format);
+        assert_eq!(af("CZ0040220CA00201CB0042500CD0010CE003978"), Af::Format);
+        assert_eq!(af("CZ0040320CA003001CB0042500CD0010CE003978"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE0049780"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201CB0131234567890123CD0010CE003978"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003978BA0012"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201CD001P"), Af::Format);
+        assert_eq!(af("CZ0040320CA00201"), Af::Format);
+    }
+
+    #[test]
+    fn rejection_keeps_the_parsed_echo() {
+        let e = parse(b"CZ0040320CJ012247300123456CA00201CB0042500CD0010", EUR).unwrap_err();
+        assert_eq!(e.frame.text(CB), Some("2500"));
+    }
+}
