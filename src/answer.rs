@@ -138,7 +138,9 @@ impl Outcome {
 }
 
 fn cz(req: &Frame) -> Vec<u8> {
-    req.get(CZ).map(<[u8]>::to_vec).unwrap_or_else(|| OUR_CZ.to_vec())
+    req.get(CZ)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| OUR_CZ.to_vec())
 }
 
 fn head(req: &Frame, cb: Option<&[u8]>) -> Frame {
@@ -254,7 +256,10 @@ mod tests {
         );
         let mut partial = Frame::new();
         partial.push(CA, &b"01"[..]);
-        assert_eq!(refusal(&partial, Some(Af::Format)).encode(), b"CZ0040320CA00201AE00201AF00209");
+        assert_eq!(
+            refusal(&partial, Some(Af::Format)).encode(),
+            b"CZ0040320CA00201AE00201AF00209"
+        );
     }
 
     #[test]

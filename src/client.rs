@@ -79,7 +79,10 @@ pub fn simple(cd: u8, o: &Options) -> Frame {
 /// Print `text` (Latin-1 is what terminals print; UTF-8 is converted where
 /// it can be).
 pub fn print(text: &str, o: &Options) -> Frame {
-    let latin1: Vec<u8> = text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect();
+    let latin1: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect();
     let mut f = head(o);
     f.push(CD, &b"P"[..]);
     let mut zt = Frame::new();
@@ -184,20 +187,32 @@ pub fn describe(f: &Frame) -> String {
     let amount = match (f.text(CB).and_then(|b| b.parse::<u64>().ok()), f.text(CE)) {
         (Some(a), Some(c)) => {
             let c: u16 = c.parse().unwrap_or(0);
-            format!(" {} {}", currency::format_amount(a, c, false), currency::label(c))
+            format!(
+                " {} {}",
+                currency::format_amount(a, c, false),
+                currency::label(c)
+            )
         }
         _ => String::new(),
     };
-    let reg = f.text(CA).map(|r| format!(", register {r}")).unwrap_or_default();
+    let reg = f
+        .text(CA)
+        .map(|r| format!(", register {r}"))
+        .unwrap_or_default();
     match (f.text(AE), f.get(AF)) {
         (Some("10"), _) => out.push_str(&format!("approved: {op}{amount}{reg}\n")),
-        (Some("01"), None) => out.push_str(&format!("declined: {op}{amount}{reg}: terminal busy\n")),
+        (Some("01"), None) => {
+            out.push_str(&format!("declined: {op}{amount}{reg}: terminal busy\n"))
+        }
         (Some("01"), Some(af)) => {
             let why = Af::from_code(af).map_or("unknown reason", Af::label);
             let code = String::from_utf8_lossy(af);
             out.push_str(&format!("declined: {op}{amount}{reg}: {why} (AF {code})\n"))
         }
-        (ae, _) => out.push_str(&format!("unexpected answer status AE={}\n", ae.unwrap_or("none"))),
+        (ae, _) => out.push_str(&format!(
+            "unexpected answer status AE={}\n",
+            ae.unwrap_or("none")
+        )),
     }
     if let Some(v) = f.text(AC) {
         row(&mut out, "authorisation", v);
@@ -259,7 +274,10 @@ mod tests {
             b"CZ0040320CJ012247300123456CA00201CB0041234CD0010CE003978"
         );
         assert_eq!(payment(b'0', 5, &o).text(CB), Some("05"));
-        assert_eq!(simple(b'I', &o).encode(), b"CZ0040320CJ012247300123456CA00201CD001I");
+        assert_eq!(
+            simple(b'I', &o).encode(),
+            b"CZ0040320CJ012247300123456CA00201CD001I"
+        );
     }
 
     #[test]
@@ -271,7 +289,10 @@ mod tests {
     #[test]
     fn describes_answers() {
         let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00204").unwrap();
-        assert_eq!(describe(&f), "declined: debit 12.34 EUR, register 01: refused (AF 04)\n");
+        assert_eq!(
+            describe(&f),
+            "declined: debit 12.34 EUR, register 01: refused (AF 04)\n"
+        );
         assert_eq!(verdict(&f), Verdict::Declined);
     }
 }

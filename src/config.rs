@@ -10,6 +10,19 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+/// Every keyword of the file, for `-n` and for the man page's test.
+pub const KEYWORDS: &[&str] = &[
+    "listen",
+    "allow",
+    "currency",
+    "terminal",
+    "simulator-delay",
+    "transaction-timeout",
+    "request-gap",
+    "request-timeout",
+    "max-connections",
+];
+
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
 
@@ -35,7 +48,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)],
+            listen: vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_PORT,
+            )],
             allow: Vec::new(),
             currencies: vec![978],
             terminal: Terminal::Simulator,
@@ -96,7 +112,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unit must be ms, s or m")),
     };
     match num.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => Ok(Duration::from_secs_f64(v * scale)),
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
         _ => Err(format!("{s:?} is not a duration")),
     }
 }
@@ -169,7 +187,8 @@ impl Config {
             let Some((key, args)) = w.split_first() else {
                 continue;
             };
-            c.apply(key, args, &mut listen, &mut currencies).map_err(err)?;
+            c.apply(key, args, &mut listen, &mut currencies)
+                .map_err(err)?;
         }
         if !listen.is_empty() {
             c.listen = listen;
@@ -203,7 +222,8 @@ impl Config {
                     return Err("currency takes one or more codes".into());
                 }
                 for a in args {
-                    let n = currency::parse(a).ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
+                    let n = currency::parse(a)
+                        .ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
                     currencies.push(n);
                 }
             }
@@ -262,7 +282,11 @@ impl Config {
         let _ = writeln!(s, "currency {}", cur.join(" "));
         let _ = writeln!(s, "terminal simulator");
         let _ = writeln!(s, "simulator-delay {}", fmt_duration(self.simulator_delay));
-        let _ = writeln!(s, "transaction-timeout {}", fmt_duration(self.transaction_timeout));
+        let _ = writeln!(
+            s,
+            "transaction-timeout {}",
+            fmt_duration(self.transaction_timeout)
+        );
         let _ = writeln!(s, "request-gap {}", fmt_duration(self.request_gap));
         let _ = writeln!(s, "request-timeout {}", fmt_duration(self.request_timeout));
         let _ = writeln!(s, "max-connections {}", self.max_connections);
@@ -272,7 +296,7 @@ impl Config {
 
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -309,6 +333,22 @@ mod tests {
     }
 
     #[test]
+    fn keyword_list_matches_the_parser() {
+        let d = Config::default().describe();
+        for line in d.lines().filter(|l| !l.starts_with('#')) {
+            let k = line.split_whitespace().next().unwrap();
+            assert!(KEYWORDS.contains(&k), "{k}");
+        }
+        for k in KEYWORDS {
+            let e = Config::parse(k, "t")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.contains("unknown keyword"), "{k}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::parse("", "t").unwrap();
         assert_eq!(c, Config::default());
@@ -342,6 +382,9 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert_eq!(parse_listen("8888").unwrap().port(), 8888);
         assert_eq!(parse_listen("*:99").unwrap().to_string(), "0.0.0.0:99");
-        assert_eq!(parse_listen("localhost:7").unwrap().to_string(), "127.0.0.1:7");
+        assert_eq!(
+            parse_listen("localhost:7").unwrap().to_string(),
+            "127.0.0.1:7"
+        );
     }
 }

@@ -11,43 +11,191 @@ pub struct Currency {
 /// overseas territories first), then the common ones of neighbouring and
 /// tourist markets.
 static TABLE: &[Currency] = &[
-    Currency { alpha: "EUR", numeric: 978, exponent: 2 },
-    Currency { alpha: "XPF", numeric: 953, exponent: 0 },
-    Currency { alpha: "USD", numeric: 840, exponent: 2 },
-    Currency { alpha: "GBP", numeric: 826, exponent: 2 },
-    Currency { alpha: "CHF", numeric: 756, exponent: 2 },
-    Currency { alpha: "JPY", numeric: 392, exponent: 0 },
-    Currency { alpha: "CAD", numeric: 124, exponent: 2 },
-    Currency { alpha: "AUD", numeric: 36, exponent: 2 },
-    Currency { alpha: "CNY", numeric: 156, exponent: 2 },
-    Currency { alpha: "DKK", numeric: 208, exponent: 2 },
-    Currency { alpha: "SEK", numeric: 752, exponent: 2 },
-    Currency { alpha: "NOK", numeric: 578, exponent: 2 },
-    Currency { alpha: "PLN", numeric: 985, exponent: 2 },
-    Currency { alpha: "CZK", numeric: 203, exponent: 2 },
-    Currency { alpha: "HUF", numeric: 348, exponent: 2 },
-    Currency { alpha: "RON", numeric: 946, exponent: 2 },
-    Currency { alpha: "MAD", numeric: 504, exponent: 2 },
-    Currency { alpha: "TND", numeric: 788, exponent: 3 },
-    Currency { alpha: "DZD", numeric: 12, exponent: 2 },
-    Currency { alpha: "XOF", numeric: 952, exponent: 0 },
-    Currency { alpha: "XAF", numeric: 950, exponent: 0 },
-    Currency { alpha: "MUR", numeric: 480, exponent: 2 },
-    Currency { alpha: "MGA", numeric: 969, exponent: 2 },
-    Currency { alpha: "HKD", numeric: 344, exponent: 2 },
-    Currency { alpha: "SGD", numeric: 702, exponent: 2 },
-    Currency { alpha: "AED", numeric: 784, exponent: 2 },
-    Currency { alpha: "BRL", numeric: 986, exponent: 2 },
-    Currency { alpha: "INR", numeric: 356, exponent: 2 },
-    Currency { alpha: "KRW", numeric: 410, exponent: 0 },
-    Currency { alpha: "TRY", numeric: 949, exponent: 2 },
-    Currency { alpha: "ILS", numeric: 376, exponent: 2 },
-    Currency { alpha: "ZAR", numeric: 710, exponent: 2 },
-    Currency { alpha: "MXN", numeric: 484, exponent: 2 },
-    Currency { alpha: "NZD", numeric: 554, exponent: 2 },
-    Currency { alpha: "ISK", numeric: 352, exponent: 0 },
-    Currency { alpha: "KWD", numeric: 414, exponent: 3 },
-    Currency { alpha: "BHD", numeric: 48, exponent: 3 },
+    Currency {
+        alpha: "EUR",
+        numeric: 978,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "XPF",
+        numeric: 953,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "USD",
+        numeric: 840,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "GBP",
+        numeric: 826,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CHF",
+        numeric: 756,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "JPY",
+        numeric: 392,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "CAD",
+        numeric: 124,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "AUD",
+        numeric: 36,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CNY",
+        numeric: 156,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "DKK",
+        numeric: 208,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "SEK",
+        numeric: 752,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "NOK",
+        numeric: 578,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "PLN",
+        numeric: 985,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CZK",
+        numeric: 203,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "HUF",
+        numeric: 348,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "RON",
+        numeric: 946,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "MAD",
+        numeric: 504,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "TND",
+        numeric: 788,
+        exponent: 3,
+    },
+    Currency {
+        alpha: "DZD",
+        numeric: 12,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "XOF",
+        numeric: 952,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "XAF",
+        numeric: 950,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "MUR",
+        numeric: 480,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "MGA",
+        numeric: 969,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "HKD",
+        numeric: 344,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "SGD",
+        numeric: 702,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "AED",
+        numeric: 784,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "BRL",
+        numeric: 986,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "INR",
+        numeric: 356,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "KRW",
+        numeric: 410,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "TRY",
+        numeric: 949,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "ILS",
+        numeric: 376,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "ZAR",
+        numeric: 710,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "MXN",
+        numeric: 484,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "NZD",
+        numeric: 554,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "ISK",
+        numeric: 352,
+        exponent: 0,
+    },
+    Currency {
+        alpha: "KWD",
+        numeric: 414,
+        exponent: 3,
+    },
+    Currency {
+        alpha: "BHD",
+        numeric: 48,
+        exponent: 3,
+    },
 ];
 
 pub fn by_numeric(n: u16) -> Option<&'static Currency> {
@@ -105,7 +253,11 @@ pub fn parse_amount(s: &str, currency: u16) -> Option<u64> {
     for _ in 0..exp {
         v = v.checked_mul(10)?;
     }
-    let mut f: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut f: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..exp {
         f *= 10;
     }

@@ -11,7 +11,11 @@ pub enum Error {
     /// A configuration file that cannot be read.
     ConfigRead { file: String, source: io::Error },
     /// A line of a configuration file that is wrong.
-    Config { file: String, line: usize, msg: String },
+    Config {
+        file: String,
+        line: usize,
+        msg: String,
+    },
     /// A `listen` address that cannot be bound.
     Bind { addr: SocketAddr, source: io::Error },
     /// Any other I/O failure, with what was being done.
@@ -33,9 +37,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::ConfigRead { source, .. } | Error::Bind { source, .. } | Error::Io { source, .. } => {
-                Some(source)
-            }
+            Error::ConfigRead { source, .. }
+            | Error::Bind { source, .. }
+            | Error::Io { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -34,7 +34,13 @@ pub fn init(verbosity: usize) {
         if journal {
             writeln!(buf, "<{}>{}", priority(r.level()), r.args())
         } else {
-            writeln!(buf, "{} {:<5} {}", crate::clock::now().stamp(), r.level(), r.args())
+            writeln!(
+                buf,
+                "{} {:<5} {}",
+                crate::clock::now().stamp(),
+                r.level(),
+                r.args()
+            )
         }
     });
     b.target(env_logger::Target::Stderr);

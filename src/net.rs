@@ -83,8 +83,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .name("connection".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                let _slot = Slot(&sh.active);
+                let slot = Slot(&sh.active);
                 connection(stream, peer, &sh);
+                drop(slot);
+                log::debug!("tcp {peer}: closed");
             });
         if let Err(e) = spawned {
             shared.active.fetch_sub(1, Ordering::Relaxed);
@@ -139,7 +141,12 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
                     Progress::Partial | Progress::Empty => {}
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if whole {
                     return asm.finish().map_or(Incoming::Silent, Incoming::Request);
                 }
@@ -178,7 +185,10 @@ fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Frame {
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
 /// and EOT that STX-framing clients send after our answer, do not.
 fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
-    if bytes.iter().any(|b| !matches!(*b, b'\r' | b'\n' | ACK | EOT)) {
+    if bytes
+        .iter()
+        .any(|b| !matches!(*b, b'\r' | b'\n' | ACK | EOT))
+    {
         log::warn!(
             "tcp {peer}: {} bytes after the request ignored: {}",
             bytes.len(),

@@ -18,7 +18,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Masks, in place, every run of 13..=19 digits that passes Luhn.

@@ -50,7 +50,10 @@ impl Operation {
 
     /// Money moves: these have outcomes kept per register.
     pub fn is_payment(self) -> bool {
-        matches!(self, Operation::Debit | Operation::Credit | Operation::Cancel)
+        matches!(
+            self,
+            Operation::Debit | Operation::Credit | Operation::Cancel
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -106,7 +109,13 @@ pub struct Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AF{} {}: {}", self.af.code(), self.af.label(), self.reason)
+        write!(
+            f,
+            "AF{} {}: {}",
+            self.af.code(),
+            self.af.label(),
+            self.reason
+        )
     }
 }
 
@@ -154,9 +163,8 @@ fn reject(frame: Frame, af: Af, reason: impl Into<String>) -> Rejection {
 
 /// Decodes and checks a request body (TLV bytes, no framing).
 pub fn parse(body: &[u8], currencies: &[u16]) -> Result<Request, Rejection> {
-    let frame = Frame::decode(body).map_err(|(partial, e): (Frame, DecodeError)| {
-        reject(partial, Af::Format, e.to_string())
-    })?;
+    let frame = Frame::decode(body)
+        .map_err(|(partial, e): (Frame, DecodeError)| reject(partial, Af::Format, e.to_string()))?;
     interpret(frame, currencies)
 }
 
@@ -181,7 +189,11 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
     let currency = frame.get(CE).map(|v| number(v) as u16);
     if op.is_payment() {
         if let Some(c) = currency.filter(|c| !currencies.contains(c)) {
-            return Err(reject(frame, Af::Currency, format!("currency {c:03} not accepted")));
+            return Err(reject(
+                frame,
+                Af::Currency,
+                format!("currency {c:03} not accepted"),
+            ));
         }
     }
     if matches!(op, Operation::Debit | Operation::Credit) && amount == Some(0) {
@@ -232,17 +244,35 @@ mod tests {
 
     #[test]
     fn errors_map_to_af_codes() {
-        assert_eq!(af("CZ0040320CJ012247300123456CA00201CB0042500CD0010"), Af::Format);
-        assert_eq!(af("CZ0040320CJ012247300123456CA00201CB0042500CD001XCE003978"), Af::UnknownOperation);
-        assert_eq!(af("CZ0040320CA00201CB0042500CD001RCE003978"), Af::UnknownOperation);
+        assert_eq!(
+            af("CZ0040320CJ012247300123456CA00201CB0042500CD0010"),
+            Af::Format
+        );
+        assert_eq!(
+            af("CZ0040320CJ012247300123456CA00201CB0042500CD001XCE003978"),
+            Af::UnknownOperation
+        );
+        assert_eq!(
+            af("CZ0040320CA00201CB0042500CD001RCE003978"),
+            Af::UnknownOperation
+        );
         assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003840"), Af::Currency);
         assert_eq!(af("CZ0040320CA00201CB0010CD0010CE003978"), Af::Format);
-        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003978CA00201"), Af::Format);
+        assert_eq!(
+            af("CZ0040320CA00201CB0042500CD0010CE003978CA00201"),
+            Af::Format
+        );
         assert_eq!(af("CZ0040220CA00201CB0042500CD0010CE003978"), Af::Format);
         assert_eq!(af("CZ0040320CA003001CB0042500CD0010CE003978"), Af::Format);
         assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE0049780"), Af::Format);
-        assert_eq!(af("CZ0040320CA00201CB0131234567890123CD0010CE003978"), Af::Format);
-        assert_eq!(af("CZ0040320CA00201CB0042500CD0010CE003978BA0012"), Af::Format);
+        assert_eq!(
+            af("CZ0040320CA00201CB0131234567890123CD0010CE003978"),
+            Af::Format
+        );
+        assert_eq!(
+            af("CZ0040320CA00201CB0042500CD0010CE003978BA0012"),
+            Af::Format
+        );
         assert_eq!(af("CZ0040320CA00201CD001P"), Af::Format);
         assert_eq!(af("CZ0040320CA00201"), Af::Format);
     }

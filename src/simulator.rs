@@ -24,9 +24,18 @@ struct Card {
 }
 
 static CARDS: &[Card] = &[
-    Card { masked: "497010######0674", aid: "A0000000421010" },
-    Card { masked: "513100######4242", aid: "A0000000041010" },
-    Card { masked: "400000######0002", aid: "A0000000031010" },
+    Card {
+        masked: "497010######0674",
+        aid: "A0000000421010",
+    },
+    Card {
+        masked: "513100######4242",
+        aid: "A0000000041010",
+    },
+    Card {
+        masked: "400000######0002",
+        aid: "A0000000031010",
+    },
 ];
 
 /// Approved sums since the last telecollection, per currency.
@@ -99,13 +108,20 @@ impl Simulator {
         let amount = r.amount.unwrap_or(0);
         if r.op == Operation::Cancel {
             let Some(orig) = &tx.original else {
-                log::info!("tx {}: no approved debit to cancel for register {:02}", tx.id, r.register);
+                log::info!(
+                    "tx {}: no approved debit to cancel for register {:02}",
+                    tx.id,
+                    r.register
+                );
                 return Outcome::declined(Af::Refused);
             };
             if orig.amount != amount || Some(orig.currency) != r.currency {
                 log::info!(
                     "tx {}: cancellation amount {} does not match debit {} ({})",
-                    tx.id, amount, orig.id, orig.amount
+                    tx.id,
+                    amount,
+                    orig.id,
+                    orig.amount
                 );
                 return Outcome::declined(Af::Refused);
             }
@@ -141,7 +157,12 @@ impl Simulator {
         match ticket::decode_zt(zt) {
             Some((_, doc)) => {
                 let text: String = doc.iter().map(|&b| b as char).collect();
-                log::info!("tx {}: print {} bytes:\n{}", tx.id, doc.len(), text.trim_end());
+                log::info!(
+                    "tx {}: print {} bytes:\n{}",
+                    tx.id,
+                    doc.len(),
+                    text.trim_end()
+                );
                 Outcome::approved()
             }
             None => {
@@ -157,7 +178,10 @@ impl Simulator {
             Err(p) => p.into_inner(),
         };
         if ledger.totals.is_empty() {
-            log::info!("tx {}: telecollection: no transaction since the last one", tx.id);
+            log::info!(
+                "tx {}: telecollection: no transaction since the last one",
+                tx.id
+            );
         }
         for (cur, (count, total)) in &ledger.totals {
             let sign = if *total < 0 { "-" } else { "" };
@@ -210,7 +234,11 @@ impl Backend for Simulator {
             _ => self.payment(tx),
         };
         // Only payments wait for the simulated cardholder.
-        let delay = if tx.request.op.is_payment() { self.delay } else { Duration::ZERO };
+        let delay = if tx.request.op.is_payment() {
+            self.delay
+        } else {
+            Duration::ZERO
+        };
         let ledger = Arc::clone(&self.ledger);
         let tx = tx.clone();
         if delay.is_zero() {

@@ -86,7 +86,11 @@ fn copy_text(f: &Facts, merchant: bool) -> Vec<u8> {
     if f.duplicata {
         line(b"*** DUPLICATA ***");
     }
-    line(if f.cheque { b"CHEQUE" } else { f.application.as_bytes() });
+    line(if f.cheque {
+        b"CHEQUE"
+    } else {
+        f.application.as_bytes()
+    });
     if let Some(aid) = &f.aid {
         line(aid.as_bytes());
     }
@@ -108,7 +112,11 @@ fn copy_text(f: &Facts, merchant: bool) -> Vec<u8> {
         line(format!("AUTORISATION : {a}").as_bytes());
     }
     line(status_line(f));
-    line(if merchant { b"TICKET COMMERCANT" } else { b"TICKET CLIENT" });
+    line(if merchant {
+        b"TICKET COMMERCANT"
+    } else {
+        b"TICKET CLIENT"
+    });
     if !merchant {
         line(b"A CONSERVER");
     }
@@ -159,7 +167,10 @@ pub fn zt(spec: &TicketSpec, f: &Facts) -> Vec<u8> {
     let mut doc = document(spec, f);
     let max = MAX_AK / 4 * 3;
     if doc.len() > max {
-        let cut = doc[..max].iter().rposition(|&b| b == b'\n').map_or(max, |p| p + 1);
+        let cut = doc[..max]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(max, |p| p + 1);
         doc.truncate(cut);
     }
     let mut z = Frame::new();
@@ -220,7 +231,10 @@ mod tests {
         assert_eq!(ck, Some(*b"121"));
         let doc = String::from_utf8(doc).unwrap();
         assert!(doc.contains("TICKET CLIENT"), "{doc}");
-        assert!(doc.find("TICKET CLIENT") < doc.find("TICKET COMMERCANT"), "{doc}");
+        assert!(
+            doc.find("TICKET CLIENT") < doc.find("TICKET COMMERCANT"),
+            "{doc}"
+        );
         assert!(doc.contains("ACCEPT&#201;E"), "{doc}");
     }
 

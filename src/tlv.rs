@@ -201,7 +201,13 @@ impl Frame {
             match step(&bytes[pos..], pos) {
                 Step::Whole(el, n) => {
                     if frame.get(el.tag).is_some() {
-                        return Err((frame, DecodeError::Duplicate { tag: el.tag, offset: pos }));
+                        return Err((
+                            frame,
+                            DecodeError::Duplicate {
+                                tag: el.tag,
+                                offset: pos,
+                            },
+                        ));
                     }
                     frame.elements.push(el);
                     pos += n;
@@ -293,7 +299,13 @@ mod tests {
     #[test]
     fn rejects_duplicate_tag_and_keeps_what_came_before() {
         let (partial, e) = Frame::decode(b"CZ0040320CA00201CA00202").unwrap_err();
-        assert_eq!(e, DecodeError::Duplicate { tag: tags::CA, offset: 16 });
+        assert_eq!(
+            e,
+            DecodeError::Duplicate {
+                tag: tags::CA,
+                offset: 16
+            }
+        );
         assert_eq!(partial.text(tags::CA), Some("01"));
     }
 
@@ -317,7 +329,10 @@ mod tests {
         );
         assert_eq!(
             Frame::decode(b"CZ0040320CA002\x0101").unwrap_err().1,
-            DecodeError::BadByte { offset: 14, byte: 1 }
+            DecodeError::BadByte {
+                offset: 14,
+                byte: 1
+            }
         );
     }
 

@@ -9,7 +9,9 @@ use crate::currency;
 use crate::request::{Operation, Request};
 use crate::ticket::{self, Facts, TicketSpec};
 use crate::tlv::Frame;
-use crossbeam_channel::{at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{
+    at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -91,13 +93,21 @@ impl Handle {
     pub fn submit(&self, request: Request, origin: Origin) -> Frame {
         let (reply, answer) = bounded(1);
         let frame = request.frame.clone();
-        match self.jobs.try_send(Job { request, origin, reply }) {
+        match self.jobs.try_send(Job {
+            request,
+            origin,
+            reply,
+        }) {
             Ok(()) => answer.recv().unwrap_or_else(|_| {
                 log::error!("worker gone before answering");
                 answer::refusal(&frame, Some(Af::Unknown))
             }),
             Err(TrySendError::Full(job)) => {
-                log::warn!("{} {}: worker queue full, answered busy", job.origin.channel, job.origin.peer);
+                log::warn!(
+                    "{} {}: worker queue full, answered busy",
+                    job.origin.channel,
+                    job.origin.peer
+                );
                 answer::refusal(&frame, None)
             }
             Err(TrySendError::Disconnected(_)) => answer::refusal(&frame, Some(Af::Unknown)),
@@ -125,7 +135,9 @@ impl Worker {
     }
 
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name("worker".into()).spawn(move || self.run())
+        std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || self.run())
     }
 
     pub fn run(mut self) {
@@ -215,7 +227,11 @@ impl Worker {
             job.origin.channel,
             job.origin.peer
         );
-        let tx = Transaction { id, request: req.clone(), original };
+        let tx = Transaction {
+            id,
+            request: req.clone(),
+            original,
+        };
         self.backend.start(&tx, self.done_tx.clone());
         let now = Instant::now();
         self.running = Some(Running {
@@ -253,10 +269,19 @@ impl Worker {
             "tx {id}: {} {verdict} in {:.1} s{}",
             req.op.name(),
             run.started.elapsed().as_secs_f64(),
-            outcome.auth.as_ref().map(|a| format!(", authorisation {a}")).unwrap_or_default()
+            outcome
+                .auth
+                .as_ref()
+                .map(|a| format!(", authorisation {a}"))
+                .unwrap_or_default()
         );
         if req.op.is_payment() {
-            let done = Arc::new(Completed { id, request: req, outcome, when });
+            let done = Arc::new(Completed {
+                id,
+                request: req,
+                outcome,
+                when,
+            });
             let reg = self.registers.entry(done.request.register).or_default();
             if done.outcome.is_approved() {
                 match done.request.op {
@@ -271,7 +296,11 @@ impl Worker {
     }
 
     fn duplicata(&self, req: &Request) -> Frame {
-        let Some(last) = self.registers.get(&req.register).and_then(|r| r.last.as_ref()) else {
+        let Some(last) = self
+            .registers
+            .get(&req.register)
+            .and_then(|r| r.last.as_ref())
+        else {
             return answer::refusal(&req.frame, Some(Af::Unknown));
         };
         let spec = req
@@ -287,7 +316,10 @@ impl Worker {
         let mut f = answer::done(&req.frame);
         f.push(
             crate::tlv::tags::ZT,
-            ticket::zt(&spec, &facts(&last.request, &last.outcome, &last.when, true)),
+            ticket::zt(
+                &spec,
+                &facts(&last.request, &last.outcome, &last.when, true),
+            ),
         );
         f
     }
@@ -322,7 +354,12 @@ fn application_label(cc: Option<&str>) -> &'static str {
 
 /// What the ticket of a transaction shows.
 fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
-    let minor = o.amount.as_deref().and_then(|a| a.parse().ok()).or(req.amount).unwrap_or(0);
+    let minor = o
+        .amount
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .or(req.amount)
+        .unwrap_or(0);
     let cur = req.currency.unwrap_or(978);
     Facts {
         op: Some(req.op),
@@ -331,7 +368,11 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
             answer::Status::Declined(af) => Some(af),
             answer::Status::Approved => None,
         },
-        amount: format!("{} {}", currency::format_amount(minor, cur, true), currency::label(cur)),
+        amount: format!(
+            "{} {}",
+            currency::format_amount(minor, cur, true),
+            currency::label(cur)
+        ),
         cheque: req.cheque,
         application: application_label(o.application.as_deref()).to_string(),
         aid: o.aid.clone(),

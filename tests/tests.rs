@@ -1,1 +1,7 @@
+//! Integration tests: the real `concertd` and `concert` binaries.
 
+mod util;
+
+mod cli;
+mod manpage;
+mod tcp;

@@ -27,11 +27,21 @@ fn parse() -> Result<Run, String> {
     let mut o = getopts::Options::new();
     o.optopt("h", "host", "terminal host (default 127.0.0.1)", "HOST");
     o.optopt("p", "port", "terminal port (default 8888)", "PORT");
-    o.optopt("c", "currency", "currency, numeric or alphabetic (default EUR)", "CUR");
+    o.optopt(
+        "c",
+        "currency",
+        "currency, numeric or alphabetic (default EUR)",
+        "CUR",
+    );
     o.optopt("r", "register", "register number CA (default 01)", "N");
     o.optopt("k", "ticket", "ticket selection CK, e.g. 100", "CK");
     o.optopt("P", "private", "private data CF", "TEXT");
-    o.optopt("t", "timeout", "seconds to wait for the answer (default 180)", "SECS");
+    o.optopt(
+        "t",
+        "timeout",
+        "seconds to wait for the answer (default 180)",
+        "SECS",
+    );
     o.optopt("z", "version", "protocol version CZ (default 0320)", "CZ");
     o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
     o.optflag("", "raw", "print the answer frame as it came");
@@ -48,7 +58,8 @@ fn parse() -> Result<Run, String> {
     };
     let mut opts = Options::default();
     if let Some(c) = m.opt_str("c") {
-        opts.currency = currency::parse(&c).ok_or_else(|| usage(format!("unknown currency {c:?}")))?;
+        opts.currency =
+            currency::parse(&c).ok_or_else(|| usage(format!("unknown currency {c:?}")))?;
     }
     if let Some(r) = m.opt_str("r") {
         if r.is_empty() || r.len() > 2 || !r.bytes().all(|b| b.is_ascii_digit()) {
@@ -126,7 +137,10 @@ fn main() -> ExitCode {
         }
     };
     if answer.is_empty() {
-        eprintln!("concert: {}: the terminal closed without answering", run.addr);
+        eprintln!(
+            "concert: {}: the terminal closed without answering",
+            run.addr
+        );
         return ExitCode::from(2);
     }
     let frame = match Frame::decode(&answer) {

@@ -27,9 +27,14 @@ fn parse_args() -> Result<Args, Error> {
     o.optflag("n", "", "check the configuration, print it and exit");
     o.optflagmulti("v", "", "more verbose (-vv: wire trace)");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let m = o.parse(&args).map_err(|e| Error::Usage(format!("{e}\n{USAGE}")))?;
+    let m = o
+        .parse(&args)
+        .map_err(|e| Error::Usage(format!("{e}\n{USAGE}")))?;
     if !m.free.is_empty() {
-        return Err(Error::Usage(format!("unexpected argument {:?}\n{USAGE}", m.free[0])));
+        return Err(Error::Usage(format!(
+            "unexpected argument {:?}\n{USAGE}",
+            m.free[0]
+        )));
     }
     Ok(Args {
         foreground: m.opt_present("d"),
@@ -68,14 +73,19 @@ fn run(args: Args) -> Result<(), Error> {
     // a startup error and nothing half-runs.
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
-        let l = TcpListener::bind(addr).map_err(|source| Error::Bind { addr: *addr, source })?;
+        let l = TcpListener::bind(addr).map_err(|source| Error::Bind {
+            addr: *addr,
+            source,
+        })?;
         listeners.push(l);
     }
     let backend = match cfg.terminal {
         Terminal::Simulator => Box::new(Simulator::new(cfg.simulator_delay)),
     };
     let (worker, handle) = Worker::new(backend, cfg.transaction_timeout);
-    worker.spawn().map_err(|e| Error::io("cannot start the worker", e))?;
+    worker
+        .spawn()
+        .map_err(|e| Error::io("cannot start the worker", e))?;
     let shared = Arc::new(Shared {
         settings: Settings {
             allow: cfg.allow_list(),
@@ -99,7 +109,12 @@ fn run(args: Args) -> Result<(), Error> {
             .map_err(|e| Error::io(format!("cannot start the listener on {addr}"), e))?;
         log::info!("listening on {addr}");
     }
-    let allow: Vec<String> = shared.settings.allow.iter().map(ToString::to_string).collect();
+    let allow: Vec<String> = shared
+        .settings
+        .allow
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     log::info!(
         "ready: terminal simulator (delay {}), allow {}",
         config::fmt_duration(cfg.simulator_delay),
@@ -108,7 +123,9 @@ fn run(args: Args) -> Result<(), Error> {
     for sig in signals.forever() {
         match sig {
             signal_hook::consts::SIGHUP => {
-                log::warn!("SIGHUP: configuration reload is not implemented yet; restart to apply changes")
+                log::warn!(
+                    "SIGHUP: configuration reload is not implemented yet; restart to apply changes"
+                )
             }
             _ => {
                 log::info!("signal {sig}: stopping");

@@ -1,0 +1,116 @@
+//! Command lines of both binaries, and configuration checking.
+
+use crate::util::*;
+
+#[test]
+fn check_prints_the_effective_configuration() {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(
+        &conf,
+        "listen 127.0.0.1:9999\ncurrency EUR XPF\nrequest-gap 250ms\n",
+    )
+    .unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("listen 127.0.0.1:9999"), "{out}");
+    assert!(out.contains("currency 978 953"), "{out}");
+    assert!(out.contains("request-gap 250ms"), "{out}");
+    assert!(out.contains("simulator-delay 2s"), "{out}");
+    assert!(out.ends_with("configuration OK\n"), "{out}");
+}
+
+#[test]
+fn bad_configuration_names_file_and_line() {
+    let dir = temp_dir();
+    let conf = dir.join("bad.conf");
+    std::fs::write(&conf, "# ok\nlisten 127.0.0.1:0\nrequest-gap soon\n").unwrap();
+    let path = conf.to_str().unwrap();
+    for flags in [&["-n", "-f", path][..], &["-d", "-f", path][..]] {
+        let o = run(CONCERTD, flags);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains(&format!("{path}:3: ")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = run(CONCERTD, &["-n", "-f", "/nonexistent/concertd.conf"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/concertd.conf"));
+}
+
+#[test]
+fn unknown_flag_prints_usage() {
+    let o = run(CONCERTD, &["-x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("usage: concertd"), "{}", stderr(&o));
+}
+
+#[test]
+fn port_in_use_is_a_startup_error() {
+    let d = Daemon::start("");
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, format!("listen {}\n", d.addr)).unwrap();
+    let o = run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("cannot listen on {}", d.addr)),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn client_tour() {
+    let d = Daemon::start("");
+    let o = d.concert(&["pay", "12.34"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 12.34 EUR, register 01\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("authorisation"));
+    let o = d.concert(&["pay", "12.51"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("refused (AF 04)"), "{}", stdout(&o));
+    let o = d.concert(&["-k", "100", "-r", "7", "-P", "order-42", "refund", "3"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(
+        out.contains("approved: credit 3.00 EUR, register 07"),
+        "{out}"
+    );
+    assert!(out.contains("order-42"), "{out}");
+    assert!(
+        out.contains("| CREDIT") && out.contains("| MONTANT : 3,00 EUR"),
+        "{out}"
+    );
+    let o = d.concert(&["--raw", "ping"]);
+    assert_eq!(
+        stdout(&o),
+        "CZ0040320CJ012247300123456CA00201CD001IAE00210\n"
+    );
+    let o = d.concert(&["send", "CZ0040320CA00201CD001X"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("unknown operation (AF 12)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = d.concert(&["-c", "XPF", "pay", "1.5"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn client_without_terminal_is_an_error() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let o = run(CONCERT, &["-p", &port, "ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("concert: 127.0.0.1:"), "{}", stderr(&o));
+}

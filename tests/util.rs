@@ -1,0 +1,215 @@
+//! Drives the real binaries: a concertd per test on 127.0.0.1:0, its log
+//! read line by line so tests wait on what it says, never on the clock.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const CONCERTD: &str = env!("CARGO_BIN_EXE_concertd");
+pub const CONCERT: &str = env!("CARGO_BIN_EXE_concert");
+
+/// Generous: only reached when something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "concertd-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<(Mutex<Log>, Condvar)>,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts concertd with `listen 127.0.0.1:0`, `simulator-delay 0` and
+    /// the given extra configuration lines (later lines win).
+    pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with(extra, &["-v"])
+    }
+
+    pub fn start_with(extra: &str, flags: &[&str]) -> Daemon {
+        let dir = temp_dir();
+        let conf = dir.join("concertd.conf");
+        std::fs::write(
+            &conf,
+            format!("listen 127.0.0.1:0\nsimulator-delay 0\n{extra}\n"),
+        )
+        .unwrap();
+        let mut child = Command::new(CONCERTD)
+            .arg("-d")
+            .args(flags)
+            .arg("-f")
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn concertd");
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (m, c) = &*l2;
+                m.lock().unwrap().lines.push(line);
+                c.notify_all();
+            }
+            let (m, c) = &*l2;
+            m.lock().unwrap().closed = true;
+            c.notify_all();
+        });
+        let mut d = Daemon {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            log,
+            dir,
+        };
+        d.wait_log("ready:");
+        let line = d.wait_log("listening on ");
+        let addr = line.rsplit("listening on ").next().unwrap().trim();
+        d.addr = addr.parse().expect("bound address");
+        d
+    }
+
+    /// Waits until a log line contains `pat`; returns the first such line.
+    pub fn wait_log(&self, pat: &str) -> String {
+        self.wait_log_n(pat, 1)
+    }
+
+    /// Waits until `n` log lines contain `pat`; returns the n-th.
+    pub fn wait_log_n(&self, pat: &str, n: usize) -> String {
+        let (m, c) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut g = m.lock().unwrap();
+        loop {
+            let hits: Vec<&String> = g.lines.iter().filter(|l| l.contains(pat)).collect();
+            if hits.len() >= n {
+                return hits[n - 1].clone();
+            }
+            let now = Instant::now();
+            if g.closed || now >= deadline {
+                panic!(
+                    "no log line with {pat:?} (x{n}); log:\n{}",
+                    g.lines.join("\n")
+                );
+            }
+            g = c.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.0.lock().unwrap().lines.join("\n")
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    pub fn concert(&self, args: &[&str]) -> Output {
+        Command::new(CONCERT)
+            .args(["-p", &self.port()])
+            .args(args)
+            .output()
+            .expect("run concert")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until the terminal closes.
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    match s.read_to_end(&mut v) {
+        Ok(_) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => v,
+        Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&v)),
+    }
+}
+
+/// Sends a request and shuts the sending side, as most clients do.
+pub fn exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(req).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    read_all(&mut s)
+}
+
+/// Sends a request and keeps the socket open, as the Odoo addon does.
+pub fn exchange_open(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(req).unwrap();
+    read_all(&mut s)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Tags of a TLV answer, in order, with their values.
+pub fn elements(answer: &[u8]) -> Vec<(String, String)> {
+    let f = concert::tlv::Frame::decode(answer)
+        .unwrap_or_else(|e| panic!("answer {:?} does not decode: {e:?}", text(answer)));
+    f.elements()
+        .iter()
+        .map(|e| (e.tag.to_string(), text(&e.value)))
+        .collect()
+}
+
+pub fn get(answer: &[u8], tag: &str) -> Option<String> {
+    elements(answer)
+        .into_iter()
+        .find(|(t, _)| t == tag)
+        .map(|(_, v)| v)
+}
+
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
