@@ -135,6 +135,29 @@ impl Outcome {
     pub fn is_approved(&self) -> bool {
         self.status == Status::Approved
     }
+
+    /// The outcome an answer reports (for answers read back from the
+    /// journal). CB is kept only when it differs from the request's.
+    pub fn from_answer(answer: &Frame, request: &Frame) -> Outcome {
+        let text = |t: Tag| answer.text(t).map(str::to_string);
+        let status = match (answer.get(AE), answer.get(AF)) {
+            (Some(b"10"), _) => Status::Approved,
+            (_, Some(af)) => Status::Declined(Af::from_code(af).unwrap_or(Af::Unknown)),
+            _ => Status::Declined(Af::Unknown),
+        };
+        Outcome {
+            status,
+            amount: text(CB).filter(|cb| request.text(CB) != Some(cb)),
+            auth: text(AC),
+            pan: text(AA),
+            expiry: text(AB),
+            aid: text(AI),
+            application: text(CC),
+            read_mode: text(CI),
+            contract: text(CG),
+            ticket: answer.get(ZT).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 fn cz(req: &Frame) -> Vec<u8> {
@@ -203,7 +226,14 @@ pub fn refusal(req: &Frame, af: Option<Af>) -> Frame {
     f
 }
 
-/// Performed, with no result tags (print, telecollection).
+/// A status request about a transaction still running: `AE=01 AF=07`, the
+/// echoed `CD=T` telling it apart from a final "not ended".
+pub fn still_running(req: &Frame) -> Frame {
+    refusal(req, Some(Af::NotEnded))
+}
+
+/// Performed, with no result tags (print, telecollection, and the
+/// immediate acknowledgement of `BA=1`).
 pub fn done(req: &Frame) -> Frame {
     let mut f = head(req, None);
     f.push(AE, &b"10"[..]);

@@ -64,6 +64,17 @@ pub fn utc(secs: i64, millis: u32) -> Civil {
     }
 }
 
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 pub fn now() -> Civil {
     let (s, ms) = unix_now();
     local(s, ms)
@@ -96,5 +107,7 @@ mod tests {
         assert_eq!(utc(951_782_400, 5).stamp(), "2000-02-29 00:00:00.005");
         assert_eq!(utc(1_795_708_712, 0).stamp(), "2026-11-26 15:58:32.000");
         assert_eq!(utc(1_795_708_712, 0).ticket(), "26/11/2026 15:58:32");
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 2, 29) * 86_400, 951_782_400);
     }
 }

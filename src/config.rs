@@ -7,7 +7,7 @@ use crate::currency;
 use crate::error::Error;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every keyword of the file, for `-n` and for the man page's test.
@@ -21,7 +21,13 @@ pub const KEYWORDS: &[&str] = &[
     "request-gap",
     "request-timeout",
     "max-connections",
+    "journal",
+    "journal-size",
+    "journal-keep",
+    "retry-window",
 ];
+
+pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
@@ -43,6 +49,10 @@ pub struct Config {
     pub request_gap: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub journal: PathBuf,
+    pub journal_size: u64,
+    pub journal_keep: u32,
+    pub retry_window: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +70,10 @@ impl Default for Config {
             request_gap: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            journal: PathBuf::from(DEFAULT_JOURNAL),
+            journal_size: 8 << 20,
+            journal_keep: 4,
+            retry_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -99,7 +113,7 @@ fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// `100ms`, `2s`, `1m`, `5` (seconds), `1.5s`.
+/// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&s[..i], &s[i..]),
@@ -109,7 +123,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => 0.001,
         "s" => 1.0,
         "m" => 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     match num.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
@@ -243,6 +258,21 @@ impl Config {
                     _ => return Err(format!("max-connections {v:?} is not a positive number")),
                 };
             }
+            "journal" => self.journal = PathBuf::from(one(key, args)?),
+            "journal-size" => {
+                let v = parse_size(one(key, args)?)?;
+                if v < 4096 {
+                    return Err("journal-size must be at least 4K".into());
+                }
+                self.journal_size = v;
+            }
+            "journal-keep" => {
+                let v = one(key, args)?;
+                self.journal_keep = v
+                    .parse()
+                    .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
+            }
+            "retry-window" => self.retry_window = dur(args)?,
             _ => return Err(format!("unknown keyword {key:?}")),
         }
         Ok(())
@@ -290,13 +320,29 @@ impl Config {
         let _ = writeln!(s, "request-gap {}", fmt_duration(self.request_gap));
         let _ = writeln!(s, "request-timeout {}", fmt_duration(self.request_timeout));
         let _ = writeln!(s, "max-connections {}", self.max_connections);
+        let _ = writeln!(s, "journal \"{}\"", self.journal.display());
+        let _ = writeln!(s, "journal-size {}", fmt_size(self.journal_size));
+        let _ = writeln!(s, "journal-keep {}", self.journal_keep);
+        let _ = writeln!(s, "retry-window {}", fmt_duration(self.retry_window));
         s
+    }
+}
+
+pub fn fmt_size(n: u64) -> String {
+    if n.is_multiple_of(1 << 20) {
+        format!("{}M", n >> 20)
+    } else if n.is_multiple_of(1 << 10) {
+        format!("{}K", n >> 10)
+    } else {
+        n.to_string()
     }
 }
 
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -316,7 +362,8 @@ mod tests {
         let c = Config::parse(
             "# comment\n\nlisten 127.0.0.1:0\nlisten [::1]:8888   # v6\nallow 10.0.0.0/8 192.168.1.2\n\
              currency EUR 953\nterminal simulator\nsimulator-delay 0\ntransaction-timeout 1m\n\
-             request-gap 250ms\nrequest-timeout 1.5s\nmax-connections 10\n",
+             request-gap 250ms\nrequest-timeout 1.5s\nmax-connections 10\n\
+             journal \"/tmp/my journal\"\njournal-size 64K\njournal-keep 2\nretry-window 2h\n",
             "t.conf",
         )
         .unwrap();
@@ -328,6 +375,9 @@ mod tests {
         assert_eq!(c.request_gap, Duration::from_millis(250));
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
         assert_eq!(c.max_connections, 10);
+        assert_eq!(c.journal, PathBuf::from("/tmp/my journal"));
+        assert_eq!((c.journal_size, c.journal_keep), (64 << 10, 2));
+        assert_eq!(c.retry_window, Duration::from_secs(7200));
         let again = Config::parse(&c.describe(), "d").unwrap();
         assert_eq!(again, c);
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod currency;
 pub mod error;
 pub mod framing;
+pub mod journal;
 pub mod logging;
 pub mod net;
 pub mod pan;

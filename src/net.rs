@@ -9,7 +9,7 @@ use crate::framing::{self, ACK, EOT};
 use crate::pan;
 use crate::request;
 use crate::tlv::Frame;
-use crate::worker::{Channel, Handle, Origin};
+use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -23,6 +23,8 @@ const CONNECTION_STACK: usize = 128 * 1024;
 /// last bytes are read rather than reset.
 const LINGER: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `TCP_CLOSE` of the kernel's tcp_states.h (not exported by libc).
+const TCP_CLOSE: u8 = 7;
 
 /// What connection threads need to know; fixed for a connection's life.
 pub struct Settings {
@@ -161,11 +163,15 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
 }
 
 /// The answer to one assembled request.
-fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Frame {
+fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Reply {
+    let refused = |frame: &Frame, af| Reply {
+        frame: answer::refusal(frame, Some(af)),
+        tx: None,
+    };
     if let Some(fault) = &a.fault {
         log::info!("tcp {peer}: bad request ({fault}): answered AF09");
         let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
-        return answer::refusal(&partial, Some(Af::Format));
+        return refused(&partial, Af::Format);
     }
     match request::parse(&a.body, &shared.settings.currencies) {
         Ok(req) => {
@@ -177,7 +183,7 @@ fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Frame {
         }
         Err(rej) => {
             log::info!("tcp {peer}: request refused: {rej}");
-            answer::refusal(&rej.frame, Some(rej.af))
+            refused(&rej.frame, rej.af)
         }
     }
 }
@@ -197,6 +203,47 @@ fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
     }
 }
 
+/// Waits until the register's TCP has acknowledged every byte of the
+/// answer. A register that closed its socket before the answer resets the
+/// connection instead; that is how a client gone is told apart from one
+/// that only shut its sending side.
+fn acknowledged(stream: &TcpStream) -> Result<(), String> {
+    let fd = stream.as_raw_fd();
+    let until = Instant::now() + LINGER;
+    loop {
+        // SAFETY: tcp_info is plain data; getsockopt writes at most len bytes.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error().to_string());
+        }
+        if let Ok(Some(e)) = stream.take_error() {
+            return Err(e.to_string());
+        }
+        if info.tcpi_state == TCP_CLOSE {
+            return Err("connection reset by the register".into());
+        }
+        if info.tcpi_unacked == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err("answer not acknowledged".into());
+        }
+        // Acknowledgements come within a round trip (or a delayed-ACK
+        // period): check again shortly.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let a = match read_request(&mut stream, &shared.settings, peer) {
@@ -207,12 +254,23 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         Incoming::Gone => return,
     };
-    let frame = answer_for(&a, shared, peer);
-    let bytes = framing::wrap(&frame.encode(), a.wrapping);
+    let reply = answer_for(&a, shared, peer);
+    if reply.frame.elements().is_empty() {
+        // The outcome could not be journaled: no answer goes out.
+        return;
+    }
+    let bytes = framing::wrap(&reply.frame.encode(), a.wrapping);
     log::trace!("tcp {peer}: > {}", pan::scrub(&bytes));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    if let Err(e) = stream.write_all(&bytes) {
-        log::warn!("tcp {peer}: answer not delivered: {e}");
+    let sent = stream
+        .write_all(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|()| acknowledged(&stream));
+    if let Some(id) = reply.tx {
+        shared.worker.delivered(id, sent.clone());
+    }
+    if let Err(e) = sent {
+        log::debug!("tcp {peer}: answer not delivered: {e}");
         return;
     }
     // Close our side first, then read what the client still sends until it

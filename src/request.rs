@@ -16,6 +16,7 @@ pub enum Operation {
     Identify,
     Print,
     Telecollect,
+    Status,
 }
 
 impl Operation {
@@ -28,6 +29,7 @@ impl Operation {
             b"I" => Operation::Identify,
             b"P" => Operation::Print,
             b"B" => Operation::Telecollect,
+            b"T" => Operation::Status,
             _ => return None,
         })
     }
@@ -36,7 +38,10 @@ impl Operation {
     pub fn mandatory(self) -> &'static [Tag] {
         match self {
             Operation::Debit | Operation::Credit | Operation::Cancel => &[CA, CB, CD, CE],
-            Operation::Duplicata | Operation::Identify | Operation::Telecollect => &[CA, CD],
+            Operation::Duplicata
+            | Operation::Identify
+            | Operation::Telecollect
+            | Operation::Status => &[CA, CD],
             Operation::Print => &[CA, CD, ZT],
         }
     }
@@ -45,7 +50,10 @@ impl Operation {
     /// one-transaction rule. Identification and duplicata are answered from
     /// what concertd knows, even while a transaction runs.
     pub fn occupies_terminal(self) -> bool {
-        !matches!(self, Operation::Identify | Operation::Duplicata)
+        !matches!(
+            self,
+            Operation::Identify | Operation::Duplicata | Operation::Status
+        )
     }
 
     /// Money moves: these have outcomes kept per register.
@@ -65,6 +73,7 @@ impl Operation {
             Operation::Identify => "identification",
             Operation::Print => "print",
             Operation::Telecollect => "telecollection",
+            Operation::Status => "status",
         }
     }
 }
@@ -166,6 +175,18 @@ pub fn parse(body: &[u8], currencies: &[u16]) -> Result<Request, Rejection> {
     let frame = Frame::decode(body)
         .map_err(|(partial, e): (Frame, DecodeError)| reject(partial, Af::Format, e.to_string()))?;
     interpret(frame, currencies)
+}
+
+/// Reads back a request journaled earlier, whatever the currencies
+/// accepted now.
+pub fn reparse(body: &[u8]) -> Option<Request> {
+    let frame = Frame::decode(body).ok()?;
+    let own: Vec<u16> = frame
+        .get(CE)
+        .map(|v| number(v) as u16)
+        .into_iter()
+        .collect();
+    interpret(frame, &own).ok()
 }
 
 pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection> {

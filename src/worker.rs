@@ -1,14 +1,21 @@
-//! The one worker that owns the terminal backend. It alone holds the
-//! one-transaction rule: connection and serial threads send it jobs; while
-//! a transaction runs, every other transaction gets an immediate busy
-//! answer, and identification and duplicata are still answered at once.
+//! The one worker that owns the terminal backend and the journal. It alone
+//! holds the one-transaction rule: connection and serial threads send it
+//! jobs; while a transaction runs, every other transaction gets an
+//! immediate busy answer, and identification, duplicata and status are
+//! still answered at once.
+//!
+//! Durability order, for every transaction: the "begun" record is on disk
+//! before the backend starts, and the "ended" record is on disk before the
+//! answer is handed to the connection that writes it. A crash in between
+//! leaves a begun record that the next start closes as "unknown".
 
-use crate::answer::{self, Af, Outcome};
+use crate::answer::{self, Af, Outcome, Status};
 use crate::backend::{Backend, Done, Original, Transaction};
 use crate::currency;
-use crate::request::{Operation, Request};
+use crate::journal::{self, Event, Journal, Record, Verdict};
+use crate::request::{self, Operation, Request};
 use crate::ticket::{self, Facts, TicketSpec};
-use crate::tlv::Frame;
+use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
@@ -19,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Jobs waiting for the worker; past this the sender answers busy itself.
 const QUEUE: usize = 256;
+/// At shutdown, how long to wait for the last answer's delivery report.
+const DELIVERY_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -41,20 +50,52 @@ pub struct Origin {
     pub peer: String,
 }
 
+/// The worker's answer to a job.
+#[derive(Debug)]
+pub struct Reply {
+    pub frame: Frame,
+    /// Set when this is the final answer of a transaction: the sender then
+    /// reports whether it reached the register.
+    pub tx: Option<u64>,
+}
+
 pub struct Job {
     pub request: Request,
     pub origin: Origin,
-    pub reply: Sender<Frame>,
+    pub reply: Sender<Reply>,
 }
 
-/// A transaction that ended, kept per register for cancellation and
-/// duplicata.
+/// Whether a transaction's answer reached its register.
+pub struct Delivery {
+    pub id: u64,
+    pub result: Result<(), String>,
+}
+
+pub enum Control {
+    /// Refuse new transactions, let the running one end and its answer go
+    /// out, then return.
+    Stop,
+}
+
+/// Settings the worker applies.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub transaction_timeout: Duration,
+    /// 0: no replays.
+    pub retry_window: Duration,
+}
+
+/// A transaction that ended, kept per register for status, cancellation
+/// and duplicata.
 #[derive(Debug)]
 pub struct Completed {
-    pub id: u64,
     pub request: Request,
     pub outcome: Outcome,
-    pub when: String,
+    /// The V3 answer, as sent (or as it would have been).
+    pub answer: Vec<u8>,
+    pub record: Record,
+    /// Unix seconds at which it began, for the retry window.
+    pub began: i64,
 }
 
 #[derive(Default)]
@@ -64,43 +105,89 @@ struct Register {
     last_debit: Option<Arc<Completed>>,
 }
 
+/// Equal requests within the retry window are one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RetryKey {
+    register: u8,
+    cd: Vec<u8>,
+    cb: Vec<u8>,
+    ce: Vec<u8>,
+    cf: Vec<u8>,
+}
+
+impl RetryKey {
+    fn of(req: &Request) -> Option<RetryKey> {
+        if !matches!(req.op, Operation::Debit | Operation::Credit) {
+            return None;
+        }
+        let f = &req.frame;
+        Some(RetryKey {
+            register: req.register,
+            cd: f.get(CD)?.to_vec(),
+            cb: f.get(CB)?.to_vec(),
+            ce: f.get(CE)?.to_vec(),
+            cf: f.get(CF).filter(|v| !v.is_empty())?.to_vec(),
+        })
+    }
+}
+
 struct Running {
     id: u64,
-    job: Job,
+    request: Request,
+    origin: Origin,
+    /// `None` after an immediate (`BA=1`) acknowledgement.
+    reply: Option<Sender<Reply>>,
+    record: Record,
+    began: i64,
     started: Instant,
     deadline: Instant,
 }
 
 pub struct Worker {
     backend: Box<dyn Backend>,
+    journal: Journal,
+    settings: Settings,
     jobs: Receiver<Job>,
+    deliveries: Receiver<Delivery>,
+    control: Receiver<Control>,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
-    timeout: Duration,
     running: Option<Running>,
     registers: HashMap<u8, Register>,
+    retries: HashMap<RetryKey, Arc<Completed>>,
     next_id: u64,
+    stopping: bool,
+    /// Transactions whose answer was handed out and whose delivery is not
+    /// reported yet.
+    undelivered: HashMap<u64, Arc<Completed>>,
 }
 
 /// The senders' side: what connection and serial threads hold.
 #[derive(Clone)]
 pub struct Handle {
     jobs: Sender<Job>,
+    deliveries: Sender<Delivery>,
 }
 
 impl Handle {
     /// Hands a request to the worker and waits for its answer.
-    pub fn submit(&self, request: Request, origin: Origin) -> Frame {
+    pub fn submit(&self, request: Request, origin: Origin) -> Reply {
         let (reply, answer) = bounded(1);
         let frame = request.frame.clone();
+        let refused = |af| Reply {
+            frame: answer::refusal(&frame, af),
+            tx: None,
+        };
         match self.jobs.try_send(Job {
             request,
             origin,
             reply,
         }) {
-            Ok(()) => answer.recv().unwrap_or_else(|_| {
-                log::error!("worker gone before answering");
-                answer::refusal(&frame, Some(Af::Unknown))
+            // The worker always answers; it drops the sender without an
+            // answer only when the answer could not be journaled.
+            Ok(()) => answer.recv().unwrap_or_else(|_| Reply {
+                frame: Frame::new(),
+                tx: None,
             }),
             Err(TrySendError::Full(job)) => {
                 log::warn!(
@@ -108,55 +195,166 @@ impl Handle {
                     job.origin.channel,
                     job.origin.peer
                 );
-                answer::refusal(&frame, None)
+                refused(None)
             }
-            Err(TrySendError::Disconnected(_)) => answer::refusal(&frame, Some(Af::Unknown)),
+            Err(TrySendError::Disconnected(_)) => refused(None),
         }
+    }
+
+    pub fn delivered(&self, id: u64, result: Result<(), String>) {
+        let _ = self.deliveries.send(Delivery { id, result });
+    }
+}
+
+fn unix_now() -> i64 {
+    crate::clock::unix_now().0
+}
+
+fn verdict_of(o: &Outcome) -> Verdict {
+    match o.status {
+        Status::Approved => Verdict::Approved,
+        Status::Declined(Af::NotEnded) => Verdict::Unknown,
+        Status::Declined(_) => Verdict::Declined,
     }
 }
 
 impl Worker {
-    pub fn new(backend: Box<dyn Backend>, timeout: Duration) -> (Worker, Handle) {
+    /// Builds the worker from what the journal holds: transactions begun
+    /// and never ended are closed as unknown, and each register's last
+    /// transaction is known again.
+    pub fn new(
+        backend: Box<dyn Backend>,
+        mut journal: Journal,
+        contents: journal::Contents,
+        settings: Settings,
+    ) -> (Worker, Handle, Sender<Control>) {
         let (jobs_tx, jobs) = bounded(QUEUE);
+        let (deliveries_tx, deliveries) = unbounded();
+        let (control_tx, control) = unbounded();
         let (done_tx, done_rx) = unbounded();
-        let (s, _) = crate::clock::unix_now();
-        let worker = Worker {
+        let mut max_id = 0;
+        let mut completed = Vec::new();
+        for mut r in contents.records {
+            max_id = max_id.max(r.id);
+            if r.answer.is_none() {
+                let partial = Frame::decode(&r.request).unwrap_or_else(|(p, _)| p);
+                let answer = answer::refusal(&partial, Some(Af::NotEnded)).encode();
+                log::warn!(
+                    "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
+                    r.id,
+                    r.begun_at,
+                    r.channel,
+                    r.peer
+                );
+                if let Err(e) = journal.record(
+                    r.id,
+                    &Event::Recovered {
+                        answer: answer.clone(),
+                    },
+                ) {
+                    log::error!(
+                        "{}: cannot close tx {}: {e}",
+                        journal.path().display(),
+                        r.id
+                    );
+                }
+                r.ended_at = Some(r.begun_at.clone());
+                r.verdict = Some(Verdict::Unknown);
+                r.answer = Some(answer);
+                r.recovered = true;
+            }
+            completed.push(r);
+        }
+        let mut w = Worker {
             backend,
+            journal,
+            settings,
             jobs,
+            deliveries,
+            control,
             done_tx,
             done_rx,
-            timeout,
             running: None,
             registers: HashMap::new(),
-            // Unique across restarts: seconds since the epoch, then a count.
-            next_id: (s.max(0) as u64) * 1000,
+            retries: HashMap::new(),
+            // Unique across restarts: past every id in the journal, and
+            // seconds since the epoch times 1000 plus a count.
+            next_id: max_id.max((unix_now().max(0) as u64) * 1000),
+            stopping: false,
+            undelivered: HashMap::new(),
         };
-        (worker, Handle { jobs: jobs_tx })
+        for r in completed {
+            w.restore(r);
+        }
+        let handle = Handle {
+            jobs: jobs_tx,
+            deliveries: deliveries_tx,
+        };
+        (w, handle, control_tx)
     }
 
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("worker".into())
-            .spawn(move || self.run())
+    /// Puts a journaled transaction back in the per-register state.
+    fn restore(&mut self, r: Record) {
+        let Some(request) = request::reparse(&r.request) else {
+            log::debug!("tx {}: journaled request not readable, skipped", r.id);
+            return;
+        };
+        let answer = r.answer.clone().unwrap_or_default();
+        let Ok(frame) = Frame::decode(&answer) else {
+            log::debug!("tx {}: journaled answer not readable, skipped", r.id);
+            return;
+        };
+        let outcome = Outcome::from_answer(&frame, &request.frame);
+        let began = journal::unix_time(&r.begun_at).unwrap_or(0);
+        let c = Arc::new(Completed {
+            request,
+            outcome,
+            answer,
+            record: r,
+            began,
+        });
+        self.remember(c);
     }
 
     pub fn run(mut self) {
+        let mut stop_by: Option<Instant> = None;
         loop {
-            let deadline = match &self.running {
-                Some(r) => at(r.deadline),
-                None => never(),
+            if self.stopping && self.running.is_none() {
+                let now = Instant::now();
+                let by = *stop_by.get_or_insert(now + DELIVERY_WAIT);
+                if self.undelivered.is_empty() || now >= by {
+                    log::info!("worker stopped");
+                    return;
+                }
+            }
+            let deadline = match (&self.running, stop_by) {
+                (Some(r), _) => at(r.deadline),
+                (None, Some(by)) => at(by),
+                (None, None) => never(),
             };
             select_biased! {
+                recv(self.control) -> c => match c {
+                    Ok(Control::Stop) | Err(_) => {
+                        if !self.stopping {
+                            log::info!("stopping: new transactions refused");
+                        }
+                        self.stopping = true;
+                    }
+                },
                 recv(self.done_rx) -> done => {
                     if let Ok(done) = done {
                         self.finish(done.id, done.outcome);
                     }
                 }
+                recv(self.deliveries) -> d => {
+                    if let Ok(d) = d {
+                        self.delivery(d);
+                    }
+                }
                 recv(deadline) -> _ => self.time_out(),
                 recv(self.jobs) -> job => match job {
                     Ok(job) => self.handle(job),
-                    Err(_) if self.running.is_none() => return,
-                    Err(_) => {}
+                    Err(_) => self.stopping = true,
                 },
             }
         }
@@ -171,33 +369,91 @@ impl Worker {
             req.op.name(),
             req.register
         );
-        match req.op {
-            Operation::Identify => reply(&job, answer::identification(&req.frame)),
-            Operation::Duplicata => {
-                let a = self.duplicata(req);
-                reply(&job, a)
-            }
-            _ if self.running.is_some() => {
-                if let Some(r) = &self.running {
-                    log::info!(
-                        "{} {}: {} refused busy: tx {} for register {:02} running",
-                        job.origin.channel,
-                        job.origin.peer,
-                        req.op.name(),
-                        r.id,
-                        r.job.request.register
-                    );
-                }
-                reply(&job, answer::refusal(&req.frame, None))
-            }
-            _ => self.start(job),
+        let frame = match req.op {
+            Operation::Identify => answer::identification(&req.frame),
+            Operation::Duplicata => self.duplicata(req),
+            Operation::Status => self.status(req),
+            _ => return self.transaction(job),
+        };
+        send(&job.reply, frame, None);
+    }
+
+    fn transaction(&mut self, job: Job) {
+        let req = &job.request;
+        if let Some(r) = &self.running {
+            log::info!(
+                "{} {}: {} refused busy: tx {} for register {:02} running",
+                job.origin.channel,
+                job.origin.peer,
+                req.op.name(),
+                r.id,
+                r.request.register
+            );
+            return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
+        if self.stopping {
+            log::info!(
+                "{} {}: {} refused: stopping",
+                job.origin.channel,
+                job.origin.peer,
+                req.op.name()
+            );
+            return send(&job.reply, answer::refusal(&req.frame, None), None);
+        }
+        if let Some(done) = self.replay_of(req) {
+            log::info!(
+                "{} {}: same {} as tx {} (CA CD CB CE CF): its answer replayed",
+                job.origin.channel,
+                job.origin.peer,
+                req.op.name(),
+                done.record.id
+            );
+            let ev = Event::Replayed {
+                peer: format!("{} {}", job.origin.channel, job.origin.peer),
+            };
+            if let Err(e) = self.journal.record(done.record.id, &ev) {
+                log::error!("{}: {e}", self.journal.path().display());
+            }
+            let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
+            return send(&job.reply, frame, None);
+        }
+        self.start(job);
+    }
+
+    fn replay_of(&self, req: &Request) -> Option<Arc<Completed>> {
+        if self.settings.retry_window.is_zero() {
+            return None;
+        }
+        let done = self.retries.get(&RetryKey::of(req)?)?;
+        let age = unix_now() - done.began;
+        (age >= 0 && (age as u64) < self.settings.retry_window.as_secs().max(1))
+            .then(|| Arc::clone(done))
     }
 
     fn start(&mut self, job: Job) {
         self.next_id += 1;
         let id = self.next_id;
-        let req = &job.request;
+        let req = job.request.clone();
+        let begun = Event::Begun {
+            channel: job.origin.channel.to_string(),
+            peer: job.origin.peer.clone(),
+            register: req.register,
+            request: req.frame.encode(),
+        };
+        // On disk before the backend starts: a crash from here on leaves a
+        // record that the next start closes as unknown.
+        if let Err(e) = self.journal.record(id, &begun) {
+            log::error!(
+                "{}: {e}: {} refused, transactions are not run unrecorded",
+                self.journal.path().display(),
+                req.op.name()
+            );
+            return send(
+                &job.reply,
+                answer::refusal(&req.frame, Some(Af::Unknown)),
+                None,
+            );
+        }
         let original = match req.op {
             Operation::Cancel => self
                 .registers
@@ -205,7 +461,7 @@ impl Worker {
                 .and_then(|r| r.last_debit.as_ref())
                 .map(|c| {
                     Arc::new(Original {
-                        id: c.id,
+                        id: c.record.id,
                         amount: c
                             .outcome
                             .amount
@@ -220,12 +476,17 @@ impl Worker {
             _ => None,
         };
         log::info!(
-            "tx {id}: {}{} register {:02} from {} {}",
+            "tx {id}: {}{} register {:02} from {} {}{}",
             req.op.name(),
-            amount_label(req),
+            amount_label(&req),
             req.register,
             job.origin.channel,
-            job.origin.peer
+            job.origin.peer,
+            if req.immediate {
+                " (immediate answer)"
+            } else {
+                ""
+            }
         );
         let tx = Transaction {
             id,
@@ -233,12 +494,31 @@ impl Worker {
             original,
         };
         self.backend.start(&tx, self.done_tx.clone());
+        let mut reply = Some(job.reply);
+        if req.immediate {
+            if let Some(r) = reply.take() {
+                send(&r, answer::done(&req.frame), None);
+            }
+        }
         let now = Instant::now();
+        let (time, _) = crate::clock::unix_now();
         self.running = Some(Running {
             id,
-            job,
+            record: Record {
+                id,
+                begun_at: journal::stamp(),
+                channel: job.origin.channel.to_string(),
+                peer: job.origin.peer.clone(),
+                register: req.register,
+                request: req.frame.encode(),
+                ..Record::default()
+            },
+            request: req,
+            origin: job.origin,
+            reply,
+            began: time,
             started: now,
-            deadline: now + self.timeout,
+            deadline: now + self.settings.transaction_timeout,
         });
     }
 
@@ -255,18 +535,19 @@ impl Worker {
             log::debug!("tx {id}: late outcome ignored");
             return;
         };
-        let req = run.job.request.clone();
+        let req = run.request;
         let when = crate::clock::now().ticket();
         if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
             outcome.ticket = Some(ticket::zt(spec, &facts(&req, &outcome, &when, false)));
         }
-        let frame = answer::result(&req.frame, &outcome);
-        let verdict = match outcome.status {
-            answer::Status::Approved => "approved".to_string(),
-            answer::Status::Declined(af) => format!("declined AF{} ({})", af.code(), af.label()),
+        let answer = answer::result(&req.frame, &outcome).encode();
+        let verdict = verdict_of(&outcome);
+        let detail = match outcome.status {
+            Status::Approved => "approved".to_string(),
+            Status::Declined(af) => format!("declined AF{} ({})", af.code(), af.label()),
         };
         log::info!(
-            "tx {id}: {} {verdict} in {:.1} s{}",
+            "tx {id}: {} {detail} in {:.1} s{}",
             req.op.name(),
             run.started.elapsed().as_secs_f64(),
             outcome
@@ -275,24 +556,142 @@ impl Worker {
                 .map(|a| format!(", authorisation {a}"))
                 .unwrap_or_default()
         );
-        if req.op.is_payment() {
-            let done = Arc::new(Completed {
-                id,
-                request: req,
-                outcome,
-                when,
-            });
-            let reg = self.registers.entry(done.request.register).or_default();
-            if done.outcome.is_approved() {
-                match done.request.op {
-                    Operation::Debit => reg.last_debit = Some(Arc::clone(&done)),
-                    Operation::Cancel => reg.last_debit = None,
-                    _ => {}
+        let mut record = run.record;
+        record.ended_at = Some(journal::stamp());
+        record.verdict = Some(verdict);
+        record.answer = Some(answer.clone());
+        // On disk before the first byte of the answer goes out.
+        let journaled = self.journal.record(
+            id,
+            &Event::Ended {
+                verdict,
+                answer: answer.clone(),
+            },
+        );
+        let done = Arc::new(Completed {
+            request: req,
+            outcome,
+            answer,
+            record,
+            began: run.began,
+        });
+        self.remember(Arc::clone(&done));
+        match (journaled, run.reply) {
+            (Err(e), reply) => {
+                log::error!(
+                    "tx {id}: {}: {e}: the outcome is not on disk, so no answer is sent; \
+                     a status request (CD=T) returns it",
+                    self.journal.path().display()
+                );
+                drop(reply);
+            }
+            (Ok(()), Some(reply)) => {
+                let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
+                self.undelivered.insert(id, done);
+                send(&reply, frame, Some(id));
+            }
+            (Ok(()), None) => {
+                log::info!(
+                    "tx {id}: outcome kept for a status request from {} {}",
+                    run.origin.channel,
+                    run.origin.peer
+                );
+            }
+        }
+        self.rotate_if_needed();
+    }
+
+    fn delivery(&mut self, d: Delivery) {
+        let Some(done) = self.undelivered.remove(&d.id) else {
+            return;
+        };
+        let ev = match d.result {
+            Ok(()) => Event::Delivered,
+            Err(reason) => {
+                log::warn!(
+                    "tx {}: answer not delivered to {} ({reason}); a status request (CD=T) returns it",
+                    d.id,
+                    done.record.peer
+                );
+                Event::Undelivered { reason }
+            }
+        };
+        if let Err(e) = self.journal.record(d.id, &ev) {
+            log::error!("{}: {e}", self.journal.path().display());
+        }
+        self.rotate_if_needed();
+    }
+
+    fn remember(&mut self, c: Arc<Completed>) {
+        if let Some(k) = RetryKey::of(&c.request) {
+            self.retries.insert(k, Arc::clone(&c));
+        }
+        let window = self.settings.retry_window.as_secs() as i64;
+        let now = unix_now();
+        self.retries.retain(|_, c| now - c.began < window.max(1));
+        let reg = self.registers.entry(c.request.register).or_default();
+        if c.outcome.is_approved() {
+            match c.request.op {
+                Operation::Debit => reg.last_debit = Some(Arc::clone(&c)),
+                Operation::Cancel => reg.last_debit = None,
+                _ => {}
+            }
+        }
+        if c.request.op.is_payment() {
+            reg.last = Some(c);
+        }
+    }
+
+    /// Past `journal-size`, a new generation starts with each register's
+    /// last transaction (and the running one's begun record) copied in, so
+    /// that dropping the oldest generation never loses them.
+    fn rotate_if_needed(&mut self) {
+        if !self.journal.needs_rotation() {
+            return;
+        }
+        let mut carry: Vec<Record> = Vec::new();
+        for reg in self.registers.values() {
+            for c in [&reg.last, &reg.last_debit].into_iter().flatten() {
+                if !carry.iter().any(|r| r.id == c.record.id) {
+                    carry.push(c.record.clone());
                 }
             }
-            reg.last = Some(done);
         }
-        reply(&run.job, frame);
+        for c in self.retries.values() {
+            if !carry.iter().any(|r| r.id == c.record.id) {
+                carry.push(c.record.clone());
+            }
+        }
+        if let Some(r) = &self.running {
+            carry.push(r.record.clone());
+        }
+        carry.sort_by_key(|r| r.id);
+        match self.journal.rotate(&carry) {
+            Ok(()) => log::info!(
+                "{}: rotated, {} transactions carried over",
+                self.journal.path().display(),
+                carry.len()
+            ),
+            Err(e) => log::error!("{}: rotation failed: {e}", self.journal.path().display()),
+        }
+    }
+
+    fn status(&self, req: &Request) -> Frame {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.request.register == req.register)
+        {
+            return answer::still_running(&req.frame);
+        }
+        match self
+            .registers
+            .get(&req.register)
+            .and_then(|r| r.last.as_ref())
+        {
+            Some(last) => Frame::decode(&last.answer).unwrap_or_else(|(p, _)| p),
+            None => answer::refusal(&req.frame, Some(Af::Unknown)),
+        }
     }
 
     fn duplicata(&self, req: &Request) -> Frame {
@@ -307,27 +706,35 @@ impl Worker {
             .ticket
             .clone()
             .or_else(|| last.request.ticket.clone())
-            .or_else(|| TicketSpec::from_ck(b"100"))
             .unwrap_or(TicketSpec {
                 ck: *b"100",
                 copies: ticket::Copies::Customer,
                 html: false,
             });
+        let when = last.record.ended_at.clone().unwrap_or_default();
         let mut f = answer::done(&req.frame);
         f.push(
-            crate::tlv::tags::ZT,
+            ZT,
             ticket::zt(
                 &spec,
-                &facts(&last.request, &last.outcome, &last.when, true),
+                &facts(&last.request, &last.outcome, &ticket_time(&when), true),
             ),
         );
         f
     }
 }
 
-fn reply(job: &Job, frame: Frame) {
+/// `2026-11-26T16:07:29.100Z` -> `26/11/2026 16:07:29` in local time.
+fn ticket_time(stamp: &str) -> String {
+    match journal::unix_time(stamp) {
+        Some(s) => crate::clock::local(s, 0).ticket(),
+        None => crate::clock::now().ticket(),
+    }
+}
+
+fn send(reply: &Sender<Reply>, frame: Frame, tx: Option<u64>) {
     // A connection that went away no longer listens; its thread logs that.
-    let _ = job.reply.send(frame);
+    let _ = reply.send(Reply { frame, tx });
 }
 
 fn amount_label(req: &Request) -> String {
@@ -365,8 +772,8 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
         op: Some(req.op),
         approved: o.is_approved(),
         af: match o.status {
-            answer::Status::Declined(af) => Some(af),
-            answer::Status::Approved => None,
+            Status::Declined(af) => Some(af),
+            Status::Approved => None,
         },
         amount: format!(
             "{} {}",

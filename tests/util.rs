@@ -50,11 +50,12 @@ impl Daemon {
     pub fn start_with(extra: &str, flags: &[&str]) -> Daemon {
         let dir = temp_dir();
         let conf = dir.join("concertd.conf");
-        std::fs::write(
-            &conf,
-            format!("listen 127.0.0.1:0\nsimulator-delay 0\n{extra}\n"),
-        )
-        .unwrap();
+        let journal = dir.join("journal");
+        let text = format!(
+            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\n{extra}\n",
+            journal.display()
+        );
+        std::fs::write(&conf, text).unwrap();
         let mut child = Command::new(CONCERTD)
             .arg("-d")
             .args(flags)

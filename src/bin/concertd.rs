@@ -2,9 +2,11 @@
 
 use concert::config::{self, Config, Terminal};
 use concert::error::Error;
+use concert::journal::Journal;
 use concert::net::{self, Settings, Shared};
 use concert::simulator::Simulator;
-use concert::worker::Worker;
+use concert::worker::{self, Control, Worker};
+use crossbeam_channel::{select, unbounded};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,12 +81,37 @@ fn run(args: Args) -> Result<(), Error> {
         })?;
         listeners.push(l);
     }
+    let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
+        .map_err(|e| Error::io(format!("journal {}", cfg.journal.display()), e))?;
+    if let Some(torn) = &contents.torn {
+        log::warn!(
+            "{}: torn last line skipped (cut by a crash): {}",
+            cfg.journal.display(),
+            concert::pan::scrub(torn.as_bytes())
+        );
+    }
+    if contents.bad_lines > 0 {
+        log::warn!(
+            "{}: {} unreadable lines skipped",
+            cfg.journal.display(),
+            contents.bad_lines
+        );
+    }
     let backend = match cfg.terminal {
         Terminal::Simulator => Box::new(Simulator::new(cfg.simulator_delay)),
     };
-    let (worker, handle) = Worker::new(backend, cfg.transaction_timeout);
-    worker
-        .spawn()
+    let settings = worker::Settings {
+        transaction_timeout: cfg.transaction_timeout,
+        retry_window: cfg.retry_window,
+    };
+    let (worker, handle, control) = Worker::new(backend, journal, contents, settings);
+    let (stopped_tx, stopped) = unbounded::<()>();
+    std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            worker.run();
+            let _ = stopped_tx.send(());
+        })
         .map_err(|e| Error::io("cannot start the worker", e))?;
     let shared = Arc::new(Shared {
         settings: Settings {
@@ -116,24 +143,46 @@ fn run(args: Args) -> Result<(), Error> {
         .map(ToString::to_string)
         .collect();
     log::info!(
-        "ready: terminal simulator (delay {}), allow {}",
+        "ready: terminal simulator (delay {}), journal {}, allow {}",
         config::fmt_duration(cfg.simulator_delay),
+        cfg.journal.display(),
         allow.join(" ")
     );
-    for sig in signals.forever() {
-        match sig {
-            signal_hook::consts::SIGHUP => {
-                log::warn!(
-                    "SIGHUP: configuration reload is not implemented yet; restart to apply changes"
-                )
+    let (sig_tx, sig_rx) = unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
             }
-            _ => {
-                log::info!("signal {sig}: stopping");
-                break;
+        })
+        .map_err(|e| Error::io("cannot start the signal thread", e))?;
+    let mut stopping = false;
+    loop {
+        select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(signal_hook::consts::SIGHUP) => log::warn!(
+                    "SIGHUP: configuration reload is not implemented yet; restart to apply changes"
+                ),
+                Ok(sig) if !stopping => {
+                    log::info!("signal {sig}: stopping once the running transaction has ended");
+                    stopping = true;
+                    let _ = control.send(Control::Stop);
+                }
+                Ok(sig) => {
+                    log::warn!("signal {sig} again: exiting at once");
+                    return Err(Error::Usage("stopped before the running transaction ended".into()));
+                }
+                Err(_) => return Ok(()),
+            },
+            recv(stopped) -> _ => {
+                log::info!("stopped");
+                return Ok(());
             }
         }
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
