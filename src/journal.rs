@@ -19,6 +19,9 @@ use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The environment variable of the fault-injection test hook.
+pub const FAULT_ENV: &str = "CONCERTD_TEST_JOURNAL_FAULT";
+
 /// How a transaction ended, as the journal says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -97,9 +100,9 @@ pub struct Journal {
     size: u64,
     max_size: u64,
     keep: u32,
-    /// Test hook: refuse to write "ended" records, to show that no answer
-    /// goes out unjournaled.
-    fail_ended: bool,
+    /// Test hook: records refused as if the disk failed (`begun`, `ended`),
+    /// to show what happens then.
+    faults: String,
 }
 
 /// What `open` found.
@@ -314,6 +317,9 @@ impl Journal {
         }
         // Create it first so that an unwritable place fails here, at start.
         let mut file = open_append(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
         read_file(path, true, &mut contents)?;
         let size = file.seek(SeekFrom::End(0))?;
         contents.records.sort_by_key(|r| r.id);
@@ -324,7 +330,7 @@ impl Journal {
                 size,
                 max_size,
                 keep,
-                fail_ended: std::env::var_os("CONCERTD_FAULT_JOURNAL_ENDED").is_some(),
+                faults: std::env::var(FAULT_ENV).unwrap_or_default(),
             },
             contents,
         ))
@@ -336,10 +342,15 @@ impl Journal {
 
     /// Appends one event and waits until it is on disk.
     pub fn record(&mut self, id: u64, ev: &Event) -> io::Result<()> {
-        if self.fail_ended && matches!(ev, Event::Ended { .. }) {
-            return Err(io::Error::other(
-                "ended record refused by CONCERTD_FAULT_JOURNAL_ENDED",
-            ));
+        let name = match ev {
+            Event::Begun { .. } => "begun",
+            Event::Ended { .. } => "ended",
+            _ => "other",
+        };
+        if self.faults.split(',').any(|f| f == name) {
+            return Err(io::Error::other(format!(
+                "{name} record refused by {FAULT_ENV}"
+            )));
         }
         let mut line = format_line(&stamp(), id, ev);
         line.push('\n');

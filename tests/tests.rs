@@ -3,5 +3,6 @@
 mod util;
 
 mod cli;
+mod durability;
 mod manpage;
 mod tcp;

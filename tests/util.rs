@@ -38,6 +38,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     log: Arc<(Mutex<Log>, Condvar)>,
     pub dir: PathBuf,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -48,6 +50,10 @@ impl Daemon {
     }
 
     pub fn start_with(extra: &str, flags: &[&str]) -> Daemon {
+        Daemon::start_env(extra, flags, &[])
+    }
+
+    pub fn start_env(extra: &str, flags: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = temp_dir();
         let conf = dir.join("concertd.conf");
         let journal = dir.join("journal");
@@ -56,18 +62,39 @@ impl Daemon {
             journal.display()
         );
         std::fs::write(&conf, text).unwrap();
-        let mut child = Command::new(CONCERTD)
-            .arg("-d")
-            .args(flags)
+        let mut d = Daemon {
+            child: Command::new("true").spawn().unwrap(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            log: Arc::new((Mutex::new(Log::default()), Condvar::new())),
+            dir,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) the daemon on the same configuration and journal,
+    /// once the previous process is gone.
+    pub fn spawn(&mut self) {
+        let _ = self.child.wait();
+        let mut cmd = Command::new(CONCERTD);
+        cmd.arg("-d")
+            .args(&self.flags)
             .arg("-f")
-            .arg(&conf)
+            .arg(self.dir.join("concertd.conf"))
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn concertd");
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn concertd");
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
         let l2 = Arc::clone(&log);
@@ -82,17 +109,26 @@ impl Daemon {
             m.lock().unwrap().closed = true;
             c.notify_all();
         });
-        let mut d = Daemon {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            log,
-            dir,
-        };
-        d.wait_log("ready:");
-        let line = d.wait_log("listening on ");
+        self.child = child;
+        self.log = log;
+        self.wait_log("ready:");
+        let line = self.wait_log("listening on ");
         let addr = line.rsplit("listening on ").next().unwrap().trim();
-        d.addr = addr.parse().expect("bound address");
-        d
+        self.addr = addr.parse().expect("bound address");
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to end; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn journal(&self) -> String {
+        std::fs::read_to_string(self.dir.join("journal")).unwrap_or_default()
     }
 
     /// Waits until a log line contains `pat`; returns the first such line.
