@@ -54,7 +54,7 @@ fn killed_mid_transaction_is_unknown_after_restart() {
     let a = exchange(d.addr, status("01").as_bytes());
     assert_eq!(text(&a), format!("{req}AE00201AF00207"));
     let j = d.journal();
-    assert!(j.contains(&format!(" begun tcp 127.0.0.1:")), "{j}");
+    assert!(j.contains(" begun tcp 127.0.0.1:"), "{j}");
     assert!(
         j.contains(&format!(" ended unknown-recovered {req}AE00201AF00207")),
         "{j}"
