@@ -326,3 +326,32 @@ fn unwritable_journal_is_a_startup_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn client_status_and_immediate_payment() {
+    let d = Daemon::start("simulator-delay 1s");
+    let o = d.concert(&["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("unknown error (AF 00)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = d.concert(&["--immediate", "-P", "order-7", "pay", "7.00"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("accepted, waiting for the outcome\napproved: debit 7.00 EUR"),
+        "{out}"
+    );
+    let o = d.concert(&["status"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("approved: debit 7.00 EUR, register 01"),
+        "{}",
+        stdout(&o)
+    );
+    let o = d.concert(&["-i", "pay", "7.51"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("refused (AF 04)"), "{}", stdout(&o));
+}

@@ -3,16 +3,21 @@
 use concert::client::{self, Options, Verdict};
 use concert::currency;
 use concert::pan;
+use concert::tlv::tags;
 use concert::tlv::Frame;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
 \x20              [-k ck] [-P private] [-t timeout] [-z version] command [argument]\n\
 commands: pay AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate | ping\n\
-\x20         telecollect | print TEXT | send FRAME";
+\x20         status | telecollect | print TEXT | send FRAME";
+
+/// Between two status requests of `--immediate`.
+const POLL: Duration = Duration::from_millis(500);
 
 struct Run {
+    options: Options,
     addr: String,
     raw: bool,
     timeout: Duration,
@@ -96,10 +101,12 @@ fn parse() -> Result<Run, String> {
         ("cancel", a) => client::payment(b'2', amount(a)?, &opts),
         ("duplicate", None) => client::simple(b'3', &opts),
         ("ping", None) => client::simple(b'I', &opts),
+        ("status", None) => client::simple(b'T', &opts),
         ("telecollect", None) => client::simple(b'B', &opts),
         ("print", Some(t)) => client::print(t, &opts),
         ("send", Some(f)) => {
             return Ok(Run {
+                options: opts.clone(),
                 addr: format!("{host}:{port}"),
                 raw: m.opt_present("raw"),
                 timeout,
@@ -114,11 +121,55 @@ fn parse() -> Result<Run, String> {
         format!("{host}:{port}")
     };
     Ok(Run {
+        options: opts,
         addr,
         raw: m.opt_present("raw"),
         timeout,
         request: frame.encode(),
     })
+}
+
+/// One exchange, the answer decoded; errors already printed.
+fn ask(run: &Run, request: &[u8]) -> Result<(Vec<u8>, Frame), ExitCode> {
+    let answer = client::exchange_tcp(&run.addr, request, run.timeout).map_err(|e| {
+        eprintln!("concert: {}: {e}", run.addr);
+        ExitCode::from(2)
+    })?;
+    if answer.is_empty() {
+        eprintln!(
+            "concert: {}: the terminal closed without answering",
+            run.addr
+        );
+        return Err(ExitCode::from(2));
+    }
+    match Frame::decode(&answer) {
+        Ok(f) => Ok((answer, f)),
+        Err((_, e)) => {
+            eprintln!("concert: bad answer ({e}): {}", pan::scrub(&answer));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// After an immediate acknowledgement, asks for the transaction status
+/// until the outcome is final (a status answer that no longer echoes
+/// `CD=T`).
+fn poll_outcome(run: &Run) -> Result<(Vec<u8>, Frame), ExitCode> {
+    let deadline = Instant::now() + run.timeout;
+    let status = client::simple(b'T', &run.options).encode();
+    loop {
+        std::thread::sleep(POLL);
+        let (raw, f) = ask(run, &status)?;
+        if f.get(tags::CD) != Some(b"T") {
+            return Ok((raw, f));
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "concert: no final outcome within the timeout; ask again with `concert status`"
+            );
+            return Err(ExitCode::from(2));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,27 +180,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let answer = match client::exchange_tcp(&run.addr, &run.request, run.timeout) {
+    let (mut answer, mut frame) = match ask(&run, &run.request) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("concert: {}: {e}", run.addr);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if answer.is_empty() {
-        eprintln!(
-            "concert: {}: the terminal closed without answering",
-            run.addr
-        );
-        return ExitCode::from(2);
+    if run.options.immediate && client::verdict(&frame) == Verdict::Approved {
+        if !run.raw {
+            println!("accepted, waiting for the outcome");
+        }
+        (answer, frame) = match poll_outcome(&run) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
     }
-    let frame = match Frame::decode(&answer) {
-        Ok(f) => f,
-        Err((_, e)) => {
-            eprintln!("concert: bad answer ({e}): {}", pan::scrub(&answer));
-            return ExitCode::from(2);
-        }
-    };
     if run.raw {
         println!("{}", String::from_utf8_lossy(&answer));
     } else {
