@@ -12,10 +12,13 @@ build:
 	$(CARGO) build --release --locked
 
 # The simulator on port 8888, in the foreground, logging to the terminal.
-# Nothing is written outside the checkout.
+# Nothing is written outside the checkout: the journal goes to run/.
 run:
 	$(CARGO) build --locked
-	exec target/debug/concertd -d -f etc/concertd.conf
+	mkdir -p run
+	cp etc/concertd.conf run/concertd.conf
+	echo 'journal "$(CURDIR)/run/journal"' >> run/concertd.conf
+	exec target/debug/concertd -d -f run/concertd.conf
 
 test: check lint
 
