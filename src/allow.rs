@@ -45,7 +45,6 @@ impl FromStr for Net {
         let addr: IpAddr = a
             .parse()
             .map_err(|_| format!("{a:?} is not an IP address"))?;
-        let addr = addr.to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -54,7 +53,14 @@ impl FromStr for Net {
                 _ => return Err(format!("prefix {p:?} is not 0 to {max}")),
             },
         };
-        Ok(Net { addr, prefix })
+        // ::ffff:a.b.c.d/N is the IPv4 network a.b.c.d/(N-96).
+        match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() && prefix >= 96 => Ok(Net {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            }),
+            _ => Ok(Net { addr, prefix }),
+        }
     }
 }
 
@@ -103,6 +109,9 @@ mod tests {
         let v6: Net = "fd00::/8".parse().unwrap();
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
         assert!("10.0.0.0/33".parse::<Net>().is_err());
+        let mapped: Net = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains(ip("10.9.9.9")) && mapped.contains(ip("::ffff:10.1.1.1")));
         assert!("host".parse::<Net>().is_err());
     }
 

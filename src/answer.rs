@@ -160,10 +160,14 @@ impl Outcome {
     }
 }
 
+/// The request's CZ when it is a version we speak (`03xx`), else ours.
 fn cz(req: &Frame) -> Vec<u8> {
-    req.get(CZ)
-        .map(<[u8]>::to_vec)
-        .unwrap_or_else(|| OUR_CZ.to_vec())
+    match req.get(CZ) {
+        Some(v) if v.len() == 4 && v.starts_with(b"03") && v.iter().all(u8::is_ascii_digit) => {
+            v.to_vec()
+        }
+        _ => OUR_CZ.to_vec(),
+    }
 }
 
 fn head(req: &Frame, cb: Option<&[u8]>) -> Frame {
@@ -288,6 +292,11 @@ mod tests {
         partial.push(CA, &b"01"[..]);
         assert_eq!(
             refusal(&partial, Some(Af::Format)).encode(),
+            b"CZ0040320CA00201AE00201AF00209"
+        );
+        let bad_cz = Frame::decode(b"CZ0040220CA00201").unwrap();
+        assert_eq!(
+            refusal(&bad_cz, Some(Af::Format)).encode(),
             b"CZ0040320CA00201AE00201AF00209"
         );
     }

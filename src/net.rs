@@ -130,7 +130,9 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
         match stream.read(&mut buf) {
             Ok(0) => return asm.finish().map_or(Incoming::Silent, Incoming::Request),
             Ok(n) => {
-                log::trace!("tcp {peer}: < {}", pan::scrub(&buf[..n]));
+                // Only the count: a card number split across two reads
+                // would escape masking.
+                log::trace!("tcp {peer}: read {n} bytes");
                 whole = false;
                 match asm.feed(&buf[..n]) {
                     Progress::Done(a) => return Incoming::Request(a),
@@ -254,6 +256,10 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         Incoming::Gone => return,
     };
+    log::trace!(
+        "tcp {peer}: < {}",
+        pan::scrub(&framing::wrap(&a.body, a.wrapping))
+    );
     let reply = answer_for(&a, shared, peer);
     if reply.frame.elements().is_empty() {
         // The outcome could not be journaled: no answer goes out.

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Contactless is offered up to this amount (in minor units), as the
-/// French 50 EUR contactless limit; above it the card goes in the reader.
-const CONTACTLESS_LIMIT: u64 = 5000;
+/// Contactless is offered up to 50 units of the currency, as the French
+/// 50 EUR contactless limit; above it the card goes in the reader.
+const CONTACTLESS_LIMIT: u64 = 50;
 const CONTRACT: &str = "1999403";
 
 struct Card {
@@ -90,14 +90,15 @@ impl Simulator {
         self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn card_data(&mut self, o: &mut Outcome, amount: u64) {
+    fn card_data(&mut self, o: &mut Outcome, amount: u64, cur: u16) {
         let card = &CARDS[(self.random() % CARDS.len() as u64) as usize];
         let year = crate::clock::now().year % 100 + 3;
         o.auth = Some(format!("{:06}", self.random() % 1_000_000));
         o.pan = Some(card.masked.to_string());
         o.expiry = Some(format!("{:02}{:02}", year % 100, self.random() % 12 + 1));
         o.aid = Some(card.aid.to_string());
-        let contactless = amount <= CONTACTLESS_LIMIT;
+        let limit = CONTACTLESS_LIMIT * 10u64.pow(u32::from(currency::exponent(cur)));
+        let contactless = amount <= limit;
         o.application = Some(if contactless { "00B" } else { "001" }.to_string());
         o.read_mode = Some(if contactless { "2" } else { "1" }.to_string());
         o.contract = Some(CONTRACT.to_string());
@@ -145,7 +146,7 @@ impl Simulator {
                 if r.cheque {
                     o.application = Some("00C".to_string());
                 } else {
-                    self.card_data(&mut o, amount);
+                    self.card_data(&mut o, amount, r.currency.unwrap_or(978));
                 }
                 o
             }

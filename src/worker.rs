@@ -537,7 +537,7 @@ impl Worker {
         };
         let req = run.request;
         let when = crate::clock::now().ticket();
-        if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
+        if let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) {
             outcome.ticket = Some(ticket::zt(spec, &facts(&req, &outcome, &when, false)));
         }
         let answer = answer::result(&req.frame, &outcome).encode();

@@ -114,3 +114,38 @@ fn client_without_terminal_is_an_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("concert: 127.0.0.1:"), "{}", stderr(&o));
 }
+
+#[test]
+fn client_refuses_values_it_cannot_send() {
+    for args in [
+        &["-k", "", "ping"][..],
+        &["-k", "1000", "pay", "1"],
+        &["-P", "", "pay", "1"],
+        &["-P", "commande n°7", "pay", "1"],
+        &["-z", "", "ping"],
+        &["-t", "0", "ping"],
+        &["print", ""],
+    ] {
+        let o = run(CONCERT, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("usage: concert"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let long = "x".repeat(700);
+    let o = run(CONCERT, &["print", &long]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(CONCERT, &["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("usage: concert"));
+}
+
+#[test]
+fn immediate_flag_only_polls_payments() {
+    let d = Daemon::start("");
+    assert_eq!(d.concert(&["pay", "3"]).status.code(), Some(0));
+    let o = d.concert(&["-i", "ping"]);
+    assert_eq!(stdout(&o), "approved: identification, register 01\n");
+}

@@ -204,7 +204,7 @@ fn request_cut_inside_an_element_then_completed() {
     let mut s = connect(d.addr);
     s.write_all(&req.as_bytes()[..30]).unwrap();
     // The trace shows the daemon holds the cut request.
-    d.wait_log(&format!("< {}", &req[..30]));
+    d.wait_log("read 30 bytes");
     s.write_all(&req.as_bytes()[30..]).unwrap();
     let a = read_all(&mut s);
     assert!(
@@ -407,7 +407,7 @@ fn max_connections_closes_extra_connections() {
     );
     let mut held = connect(d.addr);
     held.write_all(b"CZ004").unwrap();
-    d.wait_log("< CZ004");
+    d.wait_log("read 5 bytes");
     let a = exchange(d.addr, debit("100").as_bytes());
     assert!(a.is_empty());
     d.wait_log("max-connections");

@@ -18,6 +18,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 struct Run {
     options: Options,
+    /// After an immediate acknowledgement, poll the status for the outcome.
+    poll: bool,
     addr: String,
     raw: bool,
     timeout: Duration,
@@ -26,6 +28,22 @@ struct Run {
 
 fn usage(msg: impl std::fmt::Display) -> String {
     format!("{msg}\n{USAGE}")
+}
+
+/// A tag value from the command line: printable ASCII of a legal length.
+fn value(opt: &str, v: &str, len: std::ops::RangeInclusive<usize>) -> Result<String, String> {
+    if !len.contains(&v.len()) || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        let (lo, hi) = (len.start(), len.end());
+        let size = if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo} to {hi}")
+        };
+        return Err(usage(format!(
+            "{opt} takes {size} printable ASCII characters, not {v:?}"
+        )));
+    }
+    Ok(v.to_string())
 }
 
 fn parse() -> Result<Run, String> {
@@ -54,7 +72,8 @@ fn parse() -> Result<Run, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let m = o.parse(&args).map_err(usage)?;
     if m.opt_present("help") {
-        return Err(o.usage(USAGE));
+        print!("{}", o.usage(USAGE));
+        std::process::exit(0);
     }
     let host = m.opt_str("h").unwrap_or_else(|| "127.0.0.1".into());
     let port: u16 = match m.opt_str("p") {
@@ -72,14 +91,24 @@ fn parse() -> Result<Run, String> {
         }
         opts.register = format!("{:02}", r.parse::<u8>().unwrap_or(0));
     }
-    opts.ticket = m.opt_str("k");
-    opts.private = m.opt_str("P");
+    opts.ticket = m.opt_str("k").map(|v| value("-k", &v, 3..=3)).transpose()?;
+    opts.private = m
+        .opt_str("P")
+        .map(|v| value("-P", &v, 1..=999))
+        .transpose()?;
     opts.immediate = m.opt_present("i");
     if let Some(z) = m.opt_str("z") {
-        opts.version = z;
+        opts.version = value("-z", &z, 4..=4)?;
     }
     let timeout = match m.opt_str("t") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| usage(format!("bad timeout {t:?}")))?),
+        Some(t) => match t.parse::<u64>() {
+            Ok(n) if n > 0 => Duration::from_secs(n),
+            _ => {
+                return Err(usage(format!(
+                    "bad timeout {t:?}: whole seconds, at least 1"
+                )))
+            }
+        },
         None => Duration::from_secs(180),
     };
     let (cmd, arg) = match m.free.as_slice() {
@@ -103,10 +132,16 @@ fn parse() -> Result<Run, String> {
         ("ping", None) => client::simple(b'I', &opts),
         ("status", None) => client::simple(b'T', &opts),
         ("telecollect", None) => client::simple(b'B', &opts),
-        ("print", Some(t)) => client::print(t, &opts),
+        ("print", Some(t)) => {
+            if t.is_empty() || t.chars().count() > concert::ticket::MAX_AK / 4 * 3 {
+                return Err(usage("print takes 1 to 675 characters"));
+            }
+            client::print(t, &opts)
+        }
         ("send", Some(f)) => {
             return Ok(Run {
                 options: opts.clone(),
+                poll: false,
                 addr: format!("{host}:{port}"),
                 raw: m.opt_present("raw"),
                 timeout,
@@ -121,6 +156,7 @@ fn parse() -> Result<Run, String> {
         format!("{host}:{port}")
     };
     Ok(Run {
+        poll: opts.immediate && matches!(cmd, "pay" | "refund" | "cancel"),
         options: opts,
         addr,
         raw: m.opt_present("raw"),
@@ -184,7 +220,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    if run.options.immediate && client::verdict(&frame) == Verdict::Approved {
+    if run.poll && client::verdict(&frame) == Verdict::Approved {
         if !run.raw {
             println!("accepted, waiting for the outcome");
         }

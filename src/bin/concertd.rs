@@ -197,7 +197,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // Straight to stderr: a startup error must be seen even when
+            // logging is turned down.
+            eprintln!("concertd: {e}");
             ExitCode::from(1)
         }
     }
