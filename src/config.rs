@@ -25,6 +25,17 @@ pub const KEYWORDS: &[&str] = &[
     "journal-size",
     "journal-keep",
     "retry-window",
+    "serial",
+    "serial-speed",
+    "serial-format",
+    "serial-flow",
+    "serial-protocol",
+    "serial-split",
+    "serial-retry",
+    "serial-ack-timeout",
+    "serial-frame-timeout",
+    "serial-eot-timeout",
+    "serial-retry-pause",
 ];
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
@@ -53,6 +64,97 @@ pub struct Config {
     pub journal_size: u64,
     pub journal_keep: u32,
     pub retry_window: Duration,
+    pub serial: Serial,
+}
+
+/// Character format of the serial line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    pub data_bits: u8,
+    /// `N`, `E` or `O`.
+    pub parity: u8,
+    pub stop_bits: u8,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Format, String> {
+        let b = s.as_bytes();
+        let bad = || format!("serial-format {s:?} is not like 7E1 or 8N1");
+        if b.len() != 3 {
+            return Err(bad());
+        }
+        let parity = b[1].to_ascii_uppercase();
+        let f = Format {
+            data_bits: b[0].wrapping_sub(b'0'),
+            parity,
+            stop_bits: b[2].wrapping_sub(b'0'),
+        };
+        if !(5..=8).contains(&f.data_bits)
+            || !matches!(parity, b'N' | b'E' | b'O')
+            || !(1..=2).contains(&f.stop_bits)
+        {
+            return Err(bad());
+        }
+        Ok(f)
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}{}",
+            self.data_bits, self.parity as char, self.stop_bits
+        )
+    }
+}
+
+/// Which protocol a serial request speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SerialProtocol {
+    /// Told from each frame: V3 starts with `CZ`, anything else is V2.
+    Auto,
+    V2,
+    V3,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Serial {
+    /// None: no serial line.
+    pub device: Option<PathBuf>,
+    pub speed: u32,
+    pub format: Format,
+    pub rtscts: bool,
+    pub protocol: SerialProtocol,
+    /// Send answers over 512 bytes in ETB blocks rather than drop tickets.
+    pub split: bool,
+    pub retry: Duration,
+    pub ack_timeout: Duration,
+    pub frame_timeout: Duration,
+    pub eot_timeout: Duration,
+    pub retry_pause: Duration,
+}
+
+impl Default for Serial {
+    fn default() -> Serial {
+        Serial {
+            device: None,
+            speed: 9600,
+            format: Format {
+                data_bits: 7,
+                parity: b'E',
+                stop_bits: 1,
+            },
+            rtscts: false,
+            protocol: SerialProtocol::Auto,
+            split: false,
+            retry: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(3),
+            frame_timeout: Duration::from_secs(3),
+            eot_timeout: Duration::from_secs(3),
+            retry_pause: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for Config {
@@ -74,6 +176,7 @@ impl Default for Config {
             journal_size: 8 << 20,
             journal_keep: 4,
             retry_window: Duration::from_secs(24 * 3600),
+            serial: Serial::default(),
         }
     }
 }
@@ -273,6 +376,42 @@ impl Config {
                     .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
             }
             "retry-window" => self.retry_window = dur(args)?,
+            "serial" => self.serial.device = Some(PathBuf::from(one(key, args)?)),
+            "serial-speed" => {
+                let v = one(key, args)?;
+                self.serial.speed = match v.parse::<u32>() {
+                    Ok(n) if (50..=4_000_000).contains(&n) => n,
+                    _ => return Err(format!("serial-speed {v:?} is not a baud rate")),
+                };
+            }
+            "serial-format" => self.serial.format = Format::parse(one(key, args)?)?,
+            "serial-flow" => {
+                self.serial.rtscts = match one(key, args)? {
+                    "none" => false,
+                    "rtscts" => true,
+                    v => return Err(format!("serial-flow {v:?} is not none or rtscts")),
+                }
+            }
+            "serial-protocol" => {
+                self.serial.protocol = match one(key, args)? {
+                    "auto" => SerialProtocol::Auto,
+                    "v2" => SerialProtocol::V2,
+                    "v3" => SerialProtocol::V3,
+                    v => return Err(format!("serial-protocol {v:?} is not auto, v2 or v3")),
+                }
+            }
+            "serial-split" => {
+                self.serial.split = match one(key, args)? {
+                    "yes" => true,
+                    "no" => false,
+                    v => return Err(format!("serial-split {v:?} is not yes or no")),
+                }
+            }
+            "serial-retry" => self.serial.retry = positive(key, dur(args)?)?,
+            "serial-ack-timeout" => self.serial.ack_timeout = positive(key, dur(args)?)?,
+            "serial-frame-timeout" => self.serial.frame_timeout = positive(key, dur(args)?)?,
+            "serial-eot-timeout" => self.serial.eot_timeout = positive(key, dur(args)?)?,
+            "serial-retry-pause" => self.serial.retry_pause = dur(args)?,
             _ => return Err(format!("unknown keyword {key:?}")),
         }
         Ok(())
@@ -324,6 +463,34 @@ impl Config {
         let _ = writeln!(s, "journal-size {}", fmt_size(self.journal_size));
         let _ = writeln!(s, "journal-keep {}", self.journal_keep);
         let _ = writeln!(s, "retry-window {}", fmt_duration(self.retry_window));
+        let sr = &self.serial;
+        match &sr.device {
+            Some(d) => {
+                let _ = writeln!(s, "serial \"{}\"", d.display());
+            }
+            None => {
+                let _ = writeln!(s, "# no serial line");
+            }
+        }
+        let _ = writeln!(s, "serial-speed {}", sr.speed);
+        let _ = writeln!(s, "serial-format {}", sr.format);
+        let _ = writeln!(
+            s,
+            "serial-flow {}",
+            if sr.rtscts { "rtscts" } else { "none" }
+        );
+        let proto = match sr.protocol {
+            SerialProtocol::Auto => "auto",
+            SerialProtocol::V2 => "v2",
+            SerialProtocol::V3 => "v3",
+        };
+        let _ = writeln!(s, "serial-protocol {proto}");
+        let _ = writeln!(s, "serial-split {}", if sr.split { "yes" } else { "no" });
+        let _ = writeln!(s, "serial-retry {}", fmt_duration(sr.retry));
+        let _ = writeln!(s, "serial-ack-timeout {}", fmt_duration(sr.ack_timeout));
+        let _ = writeln!(s, "serial-frame-timeout {}", fmt_duration(sr.frame_timeout));
+        let _ = writeln!(s, "serial-eot-timeout {}", fmt_duration(sr.eot_timeout));
+        let _ = writeln!(s, "serial-retry-pause {}", fmt_duration(sr.retry_pause));
         s
     }
 }
@@ -363,7 +530,10 @@ mod tests {
             "# comment\n\nlisten 127.0.0.1:0\nlisten [::1]:8888   # v6\nallow 10.0.0.0/8 192.168.1.2\n\
              currency EUR 953\nterminal simulator\nsimulator-delay 0\ntransaction-timeout 1m\n\
              request-gap 250ms\nrequest-timeout 1.5s\nmax-connections 10\n\
-             journal \"/tmp/my journal\"\njournal-size 64K\njournal-keep 2\nretry-window 2h\n",
+             journal \"/tmp/my journal\"\njournal-size 64K\njournal-keep 2\nretry-window 2h\n\
+             serial /dev/ttyACM0\nserial-speed 19200\nserial-format 8N1\nserial-flow rtscts\n\
+             serial-protocol v2\nserial-split yes\nserial-retry 2s\nserial-ack-timeout 500ms\n\
+             serial-frame-timeout 1s\nserial-eot-timeout 2s\nserial-retry-pause 250ms\n",
             "t.conf",
         )
         .unwrap();
@@ -378,6 +548,14 @@ mod tests {
         assert_eq!(c.journal, PathBuf::from("/tmp/my journal"));
         assert_eq!((c.journal_size, c.journal_keep), (64 << 10, 2));
         assert_eq!(c.retry_window, Duration::from_secs(7200));
+        assert_eq!(c.serial.device, Some(PathBuf::from("/dev/ttyACM0")));
+        assert_eq!(
+            (c.serial.speed, c.serial.format.to_string()),
+            (19200, "8N1".to_string())
+        );
+        assert!(c.serial.rtscts && c.serial.split);
+        assert_eq!(c.serial.protocol, SerialProtocol::V2);
+        assert_eq!(c.serial.ack_timeout, Duration::from_millis(500));
         let again = Config::parse(&c.describe(), "d").unwrap();
         assert_eq!(again, c);
     }
@@ -418,6 +596,9 @@ mod tests {
         assert!(err("max-connections 0").starts_with("t.conf:1:"));
         assert!(err("listen \"127.0.0.1:1").contains("quote"));
         assert!(err("simulator-delay 1 2").contains("one value"));
+        assert!(err("serial-format 7X1").contains("7E1"));
+        assert!(err("serial-flow xon").starts_with("t.conf:1:"));
+        assert!(err("serial-speed fast").starts_with("t.conf:1:"));
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use crate::allow::{self, Net};
 use crate::answer::{self, Af};
 use crate::assemble::{Assembled, Assembler, Progress};
-use crate::framing::{self, ACK, EOT};
+use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
 use crate::request;
-use crate::tlv::Frame;
+use crate::tlv::{tags, Frame};
+use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -164,16 +165,33 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
     }
 }
 
-/// The answer to one assembled request.
-fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Reply {
-    let refused = |frame: &Frame, af| Reply {
-        frame: answer::refusal(frame, Some(af)),
-        tx: None,
+/// The bytes to send back for one assembled request (none: nothing may be
+/// sent), and the transaction whose final answer they are.
+fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> (Vec<u8>, Option<u64>) {
+    let v3 = |reply: Reply| {
+        if reply.frame.elements().is_empty() {
+            // The outcome could not be journaled: no answer goes out.
+            return (Vec::new(), None);
+        }
+        (framing::wrap(&reply.frame.encode(), a.wrapping), reply.tx)
+    };
+    let refused = |frame: &Frame, af| {
+        v3(Reply {
+            frame: answer::refusal(frame, Some(af)),
+            tx: None,
+        })
     };
     if let Some(fault) = &a.fault {
         log::info!("tcp {peer}: bad request ({fault}): answered AF09");
         let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
         return refused(&partial, Af::Format);
+    }
+    if a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ") {
+        return match v2_answer(&a.body, shared, peer) {
+            V2Answer::Reply(p, _) if p.is_empty() => (Vec::new(), None),
+            V2Answer::Reply(p, tx) => (framing::wrap(&p, Wrapping::Stx), tx),
+            V2Answer::Nak => (vec![NAK], None),
+        };
     }
     match request::parse(&a.body, &shared.settings.currencies) {
         Ok(req) => {
@@ -181,13 +199,60 @@ fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> Reply {
                 channel: Channel::Tcp,
                 peer: peer.to_string(),
             };
-            shared.worker.submit(req, origin)
+            v3(shared.worker.submit(req, origin))
         }
         Err(rej) => {
             log::info!("tcp {peer}: request refused: {rej}");
             refused(&rej.frame, rej.af)
         }
     }
+}
+
+/// What goes back for a V2 request over TCP (STX-framed, as some clients
+/// send it): the V2 reply in the same framing, or a NAK for a frame that
+/// is not a V2 request.
+enum V2Answer {
+    Reply(Vec<u8>, Option<u64>),
+    Nak,
+}
+
+fn v2_answer(body: &[u8], shared: &Shared, peer: SocketAddr) -> V2Answer {
+    let v = match v2::parse(body) {
+        Ok(v) => v,
+        Err(e) => {
+            log::info!("tcp {peer}: not a V2 request ({e}): NAK");
+            return V2Answer::Nak;
+        }
+    };
+    let refused = |why: String| {
+        log::info!("tcp {peer}: V2 request refused: {why}");
+        V2Answer::Reply(v2::reply(&v, b'7', v.amount, None), None)
+    };
+    if !matches!(v.kind, b'0' | b'1' | b'2') {
+        return refused(format!(
+            "transaction type {:?} not supported",
+            v.kind as char
+        ));
+    }
+    let req = match request::interpret(v.to_v3(), &shared.settings.currencies) {
+        Ok(r) => r,
+        Err(rej) => return refused(rej.to_string()),
+    };
+    let origin = Origin {
+        channel: Channel::Tcp,
+        peer: peer.to_string(),
+    };
+    let reply = shared.worker.submit(req, origin);
+    if reply.frame.elements().is_empty() {
+        return V2Answer::Reply(Vec::new(), None);
+    }
+    let immediate = v.immediate && reply.tx.is_none() && reply.frame.get(tags::AE) == Some(b"10");
+    let payload = if immediate {
+        v2::immediate_reply(&v)
+    } else {
+        v2::reply_from_answer(&v, &reply.frame)
+    };
+    V2Answer::Reply(payload, reply.tx)
 }
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
@@ -260,19 +325,17 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         "tcp {peer}: < {}",
         pan::scrub(&framing::wrap(&a.body, a.wrapping))
     );
-    let reply = answer_for(&a, shared, peer);
-    if reply.frame.elements().is_empty() {
-        // The outcome could not be journaled: no answer goes out.
+    let (bytes, tx) = answer_for(&a, shared, peer);
+    if bytes.is_empty() {
         return;
     }
-    let bytes = framing::wrap(&reply.frame.encode(), a.wrapping);
     log::trace!("tcp {peer}: > {}", pan::scrub(&bytes));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let sent = stream
         .write_all(&bytes)
         .map_err(|e| e.to_string())
         .and_then(|()| acknowledged(&stream));
-    if let Some(id) = reply.tx {
+    if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
     if let Err(e) = sent {

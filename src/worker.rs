@@ -63,6 +63,15 @@ pub struct Job {
     pub request: Request,
     pub origin: Origin,
     pub reply: Sender<Reply>,
+    /// Told the transaction id once a transaction has started (its begun
+    /// record on disk): the serial link ACKs a request only then.
+    pub started: Option<Sender<u64>>,
+}
+
+/// A job handed over without waiting: what the serial link holds.
+pub struct Pending {
+    pub started: Receiver<u64>,
+    pub reply: Receiver<Reply>,
 }
 
 /// Whether a transaction's answer reached its register.
@@ -171,33 +180,47 @@ pub struct Handle {
 
 impl Handle {
     /// Hands a request to the worker and waits for its answer.
+    /// Hands a request to the worker and waits for its answer. An answer
+    /// with no element means none may be sent (its outcome could not be
+    /// journaled).
     pub fn submit(&self, request: Request, origin: Origin) -> Reply {
-        let (reply, answer) = bounded(1);
-        let frame = request.frame.clone();
-        let refused = |af| Reply {
-            frame: answer::refusal(&frame, af),
-            tx: None,
-        };
-        match self.jobs.try_send(Job {
-            request,
-            origin,
-            reply,
-        }) {
-            // The worker always answers; it drops the sender without an
-            // answer only when the answer could not be journaled.
-            Ok(()) => answer.recv().unwrap_or_else(|_| Reply {
+        self.hand_over(request, origin)
+            .reply
+            .recv()
+            .unwrap_or_else(|_| Reply {
                 frame: Frame::new(),
                 tx: None,
-            }),
+            })
+    }
+
+    /// Hands a request to the worker without waiting. When the worker
+    /// cannot take it (queue full, stopped), the busy answer is already in
+    /// the reply channel.
+    pub fn hand_over(&self, request: Request, origin: Origin) -> Pending {
+        let (reply, answer) = bounded(2);
+        let (started_tx, started) = bounded(1);
+        let frame = request.frame.clone();
+        let job = Job {
+            request,
+            origin,
+            reply: reply.clone(),
+            started: Some(started_tx),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
             Err(TrySendError::Full(job)) => {
                 log::warn!(
                     "{} {}: worker queue full, answered busy",
                     job.origin.channel,
                     job.origin.peer
                 );
-                refused(None)
+                send(&reply, answer::refusal(&frame, None), None);
             }
-            Err(TrySendError::Disconnected(_)) => refused(None),
+            Err(TrySendError::Disconnected(_)) => send(&reply, answer::refusal(&frame, None), None),
+        }
+        Pending {
+            started,
+            reply: answer,
         }
     }
 
@@ -494,6 +517,9 @@ impl Worker {
             original,
         };
         self.backend.start(&tx, self.done_tx.clone());
+        if let Some(s) = &job.started {
+            let _ = s.send(id);
+        }
         let mut reply = Some(job.reply);
         if req.immediate {
             if let Some(r) = reply.take() {

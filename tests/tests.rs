@@ -5,4 +5,5 @@ mod util;
 mod cli;
 mod durability;
 mod manpage;
+mod serial;
 mod tcp;

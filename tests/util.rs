@@ -15,6 +15,19 @@ pub const CONCERT: &str = env!("CARGO_BIN_EXE_concert");
 /// Generous: only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Held while a test creates file descriptors a child must not inherit
+/// (pty pairs are not opened close-on-exec) and while it spawns a daemon.
+pub static SPAWN: Mutex<()> = Mutex::new(());
+
+/// Marks a descriptor close-on-exec.
+pub fn cloexec(fd: i32) {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+    }
+}
+
 pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -94,7 +107,10 @@ impl Daemon {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn concertd");
+        let mut child = {
+            let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+            cmd.spawn().expect("spawn concertd")
+        };
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
         let l2 = Arc::clone(&log);
@@ -143,6 +159,11 @@ impl Daemon {
         let mut g = m.lock().unwrap();
         loop {
             let hits: Vec<&String> = g.lines.iter().filter(|l| l.contains(pat)).collect();
+            if hits.len() < n && (g.closed || Instant::now() >= deadline) {
+                let log = g.lines.join("\n");
+                drop(g);
+                panic!("no log line with {pat:?} (x{n}); log:\n{log}");
+            }
             if hits.len() >= n {
                 return hits[n - 1].clone();
             }

@@ -130,6 +130,15 @@ fn run(args: Args) -> Result<(), Error> {
         signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if cfg.serial.device.is_some() {
+        concert::serial::spawn(concert::serial::Context {
+            settings: cfg.serial.clone(),
+            worker: shared.worker.clone(),
+            currencies: cfg.currencies.clone(),
+            request_gap: cfg.request_gap,
+        })
+        .map_err(|e| Error::io("cannot start the serial thread", e))?;
+    }
     for l in listeners {
         let addr = l.local_addr().map_err(|e| Error::io("listener", e))?;
         net::spawn_listener(l, Arc::clone(&shared))

@@ -1,0 +1,647 @@
+//! The serial line, terminal side. One thread owns the port and drives the
+//! half-duplex link layer of Concert: the register opens a session with
+//! ENQ, sends STX payload ETX LRC, and closes with EOT; when the answer is
+//! ready the terminal opens its own session the same way. Requests go to
+//! the same worker as TCP, so the one-transaction rule holds across both.
+
+use crate::answer;
+use crate::assemble::{Assembler, Progress};
+use crate::config::{Serial as Settings, SerialProtocol};
+use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use crate::pan;
+use crate::request::{self, Request};
+use crate::tlv::{tags, Frame};
+use crate::v2::{self, V2Request};
+use crate::worker::{Channel, Handle, Origin, Reply};
+use crossbeam_channel::{select, Receiver};
+use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Most data bytes a frame may carry on a serial line.
+pub const MAX_FRAME: usize = 512;
+/// How often the idle line looks for a finished transaction to answer.
+const POLL: Duration = Duration::from_millis(20);
+/// Sessions are retried this many times (ENQ, frame, bad request frames).
+const TRIES: u32 = 3;
+/// The worker answers every hand-over at once; past this it is stuck.
+const WORKER_ANSWER: Duration = Duration::from_secs(2);
+
+/// The link timers, named after their keywords so that the log says which
+/// one fired.
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    Ack,
+    Frame,
+    Eot,
+}
+
+impl Timer {
+    fn keyword(self) -> &'static str {
+        match self {
+            Timer::Ack => "serial-ack-timeout",
+            Timer::Frame => "serial-frame-timeout",
+            Timer::Eot => "serial-eot-timeout",
+        }
+    }
+}
+
+/// What the serial thread needs.
+pub struct Context {
+    pub settings: Settings,
+    pub worker: Handle,
+    pub currencies: Vec<u16>,
+    /// Silence that ends a raw (unframed) V3 request.
+    pub request_gap: Duration,
+}
+
+/// How a request came, so that its answer goes back the same way.
+enum Kind {
+    V2(V2Request),
+    V3,
+    /// V3 with no link layer at all, as one public client sends it.
+    Raw,
+}
+
+/// A transaction accepted on this line whose answer is not ready yet.
+struct Waiting {
+    reply: Receiver<Reply>,
+    kind: Kind,
+}
+
+enum Rx {
+    Good(Vec<u8>),
+    Bad(String),
+    Eot,
+    Silence,
+}
+
+pub fn spawn(ctx: Context) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("serial".into())
+        .spawn(move || run(ctx))?;
+    Ok(())
+}
+
+fn open(s: &Settings, path: &str) -> serialport::Result<Box<dyn SerialPort>> {
+    let data = match s.format.data_bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        _ => DataBits::Eight,
+    };
+    let parity = match s.format.parity {
+        b'E' => Parity::Even,
+        b'O' => Parity::Odd,
+        _ => Parity::None,
+    };
+    let stop = if s.format.stop_bits == 2 {
+        StopBits::Two
+    } else {
+        StopBits::One
+    };
+    let flow = if s.rtscts {
+        FlowControl::Hardware
+    } else {
+        FlowControl::None
+    };
+    serialport::new(path, s.speed)
+        .data_bits(data)
+        .parity(parity)
+        .stop_bits(stop)
+        .flow_control(flow)
+        .timeout(POLL)
+        .open()
+}
+
+/// Opens the device, serves it until it fails, and opens it again every
+/// `serial-retry`: a USB cable pulled out and plugged back is picked up.
+fn run(ctx: Context) {
+    let Some(device) = ctx.settings.device.clone() else {
+        return;
+    };
+    let path = device.display().to_string();
+    let mut reported = false;
+    let mut waiting: Option<Waiting> = None;
+    loop {
+        match open(&ctx.settings, &path) {
+            Ok(port) => {
+                reported = false;
+                log::info!(
+                    "serial {path}: open, {} baud {}{}",
+                    ctx.settings.speed,
+                    ctx.settings.format,
+                    if ctx.settings.rtscts { " rtscts" } else { "" }
+                );
+                let mut line = Line {
+                    port,
+                    ctx: &ctx,
+                    path: &path,
+                    input: VecDeque::new(),
+                    waiting: waiting.take(),
+                };
+                let e = line.serve();
+                waiting = line.waiting.take();
+                log::warn!(
+                    "serial {path}: {e}; trying to open it again every {}",
+                    crate::config::fmt_duration(ctx.settings.retry)
+                );
+            }
+            Err(e) if !reported => {
+                log::warn!(
+                    "serial {path}: cannot open: {e}; trying again every {}",
+                    crate::config::fmt_duration(ctx.settings.retry)
+                );
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(ctx.settings.retry);
+    }
+}
+
+struct Line<'a> {
+    port: Box<dyn SerialPort>,
+    ctx: &'a Context,
+    path: &'a str,
+    input: VecDeque<u8>,
+    waiting: Option<Waiting>,
+}
+
+fn wrap(block: &[u8], end: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(block.len() + 3);
+    f.push(STX);
+    f.extend_from_slice(block);
+    f.push(end);
+    f.push(lrc(&f[1..]));
+    f
+}
+
+/// Is this the worker's busy answer (`AE=01`, no AF) to a transaction?
+fn is_busy(req: &Request, reply: &Reply) -> bool {
+    reply.tx.is_none()
+        && req.op.occupies_terminal()
+        && reply.frame.get(tags::AE) == Some(b"01")
+        && !reply.frame.has(tags::AF)
+}
+
+impl Line<'_> {
+    fn origin(&self) -> Origin {
+        Origin {
+            channel: Channel::Serial,
+            peer: self.path.to_string(),
+        }
+    }
+
+    /// The next byte, masked to 7 bits (parity is the line's business; a
+    /// USB link opened 8N1 may still carry it), or `None` at `until`.
+    fn byte(&mut self, until: Instant) -> io::Result<Option<u8>> {
+        loop {
+            if let Some(b) = self.input.pop_front() {
+                return Ok(Some(b & 0x7f));
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            let mut buf = [0u8; 256];
+            match self.port.read(&mut buf) {
+                // A tty that reads nothing after poll said it could: hung up.
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "device hung up",
+                    ))
+                }
+                Ok(n) => self.input.extend(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.port.write_all(bytes)?;
+        self.port.flush()
+    }
+
+    /// Waits for one of `wanted`, ignoring anything else, until `timer`.
+    fn wait_for(&mut self, wanted: &[u8], timer: Timer, d: Duration) -> io::Result<Option<u8>> {
+        let until = Instant::now() + d;
+        while let Some(b) = self.byte(until)? {
+            if wanted.contains(&b) {
+                return Ok(Some(b));
+            }
+        }
+        log::debug!("serial {}: {} fired", self.path, timer.keyword());
+        Ok(None)
+    }
+
+    fn serve(&mut self) -> io::Error {
+        match self.serve_inner() {
+            Ok(()) => io::Error::other("stopped"),
+            Err(e) => e,
+        }
+    }
+
+    fn serve_inner(&mut self) -> io::Result<()> {
+        loop {
+            self.answer_if_ready()?;
+            let Some(b) = self.byte(Instant::now() + POLL)? else {
+                continue;
+            };
+            match b {
+                ENQ => {
+                    self.send(&[ACK])?;
+                    self.session()?;
+                }
+                b'C' if self.ctx.settings.protocol != SerialProtocol::V2 => {
+                    match self.byte(Instant::now() + self.ctx.settings.frame_timeout)? {
+                        Some(b'Z') => self.raw()?,
+                        _ => log::debug!("serial {}: stray bytes ignored", self.path),
+                    }
+                }
+                b => log::debug!("serial {}: stray byte 0x{b:02x} ignored", self.path),
+            }
+        }
+    }
+
+    /// Sends the answer of the transaction accepted on this line once the
+    /// worker has it.
+    fn answer_if_ready(&mut self) -> io::Result<()> {
+        let Some(w) = &self.waiting else {
+            return Ok(());
+        };
+        match w.reply.try_recv() {
+            Ok(reply) => {
+                if let Some(w) = self.waiting.take() {
+                    self.answer(&w.kind, reply)?;
+                }
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                // The outcome could not be journaled: no answer may go out.
+                self.waiting = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// After our ACK to the register's ENQ: read its frame, NAK a bad one
+    /// and take a retransmission, at most three times.
+    fn session(&mut self) -> io::Result<()> {
+        for attempt in 1..=TRIES {
+            match self.receive_frame()? {
+                Rx::Eot => return Ok(()),
+                Rx::Silence => {
+                    log::info!(
+                        "serial {}: {} fired waiting for the request frame",
+                        self.path,
+                        Timer::Frame.keyword()
+                    );
+                    return Ok(());
+                }
+                Rx::Bad(why) => {
+                    log::info!(
+                        "serial {}: bad frame ({why}): NAK ({attempt}/{TRIES})",
+                        self.path
+                    );
+                    self.send(&[NAK])?;
+                }
+                Rx::Good(payload) => {
+                    log::trace!("serial {}: < {}", self.path, pan::scrub(&payload));
+                    match self.request(payload)? {
+                        Some(why) => {
+                            log::info!("serial {}: {why}: NAK ({attempt}/{TRIES})", self.path);
+                            self.send(&[NAK])?;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+            }
+        }
+        log::info!("serial {}: {TRIES} bad frames, back to idle", self.path);
+        Ok(())
+    }
+
+    /// STX payload ETX, then exactly one LRC byte (it may look like any
+    /// control byte).
+    fn receive_frame(&mut self) -> io::Result<Rx> {
+        let wait = self.ctx.settings.frame_timeout;
+        loop {
+            match self.byte(Instant::now() + wait)? {
+                None => return Ok(Rx::Silence),
+                Some(STX) => break,
+                Some(EOT) => return Ok(Rx::Eot),
+                // The register did not see our ACK and asks again.
+                Some(ENQ) => self.send(&[ACK])?,
+                Some(_) => {}
+            }
+        }
+        let mut payload = Vec::with_capacity(64);
+        loop {
+            match self.byte(Instant::now() + wait)? {
+                None => {
+                    return Ok(Rx::Bad(format!(
+                        "frame cut, {} fired",
+                        Timer::Frame.keyword()
+                    )))
+                }
+                Some(ETX) => break,
+                Some(b) if payload.len() > MAX_FRAME => {
+                    let _ = b;
+                    return Ok(Rx::Bad(format!("frame longer than {MAX_FRAME} bytes")));
+                }
+                Some(b) => payload.push(b),
+            }
+        }
+        let Some(got) = self.byte(Instant::now() + wait)? else {
+            return Ok(Rx::Bad("no LRC".into()));
+        };
+        let want = lrc(&payload) ^ ETX;
+        if got != want {
+            return Ok(Rx::Bad(format!(
+                "bad LRC 0x{got:02x}, expected 0x{want:02x}"
+            )));
+        }
+        if let Some(b) = payload.iter().find(|b| !(0x20..0x7f).contains(*b)) {
+            return Ok(Rx::Bad(format!("control byte 0x{b:02x} in the frame")));
+        }
+        Ok(Rx::Good(payload))
+    }
+
+    fn is_v3(&self, payload: &[u8]) -> bool {
+        match self.ctx.settings.protocol {
+            SerialProtocol::V3 => true,
+            SerialProtocol::V2 => false,
+            SerialProtocol::Auto => payload.starts_with(b"CZ"),
+        }
+    }
+
+    /// Acts on a good frame. `Some(reason)` asks for a NAK (and a
+    /// retransmission); `None` means the request was dealt with.
+    fn request(&mut self, payload: Vec<u8>) -> io::Result<Option<String>> {
+        if self.is_v3(&payload) {
+            return match request::parse(&payload, &self.ctx.currencies) {
+                Ok(req) => self.submit(req, Kind::V3),
+                Err(rej) => {
+                    log::info!("serial {}: request refused: {rej}", self.path);
+                    self.accept_frame()?;
+                    let reply = Reply {
+                        frame: answer::refusal(&rej.frame, Some(rej.af)),
+                        tx: None,
+                    };
+                    self.answer(&Kind::V3, reply)?;
+                    Ok(None)
+                }
+            };
+        }
+        let v = match v2::parse(&payload) {
+            Ok(v) => v,
+            Err(e) => return Ok(Some(format!("not a V2 request ({e})"))),
+        };
+        let refused = |why: String| -> Reply {
+            log::info!("V2 request refused: {why}");
+            Reply {
+                frame: answer::refusal(&Frame::new(), Some(answer::Af::Refused)),
+                tx: None,
+            }
+        };
+        if !matches!(v.kind, b'0' | b'1' | b'2') {
+            let reply = refused(format!(
+                "transaction type {:?} not supported",
+                v.kind as char
+            ));
+            self.accept_frame()?;
+            self.answer(&Kind::V2(v), reply)?;
+            return Ok(None);
+        }
+        match request::interpret(v.to_v3(), &self.ctx.currencies) {
+            Ok(req) => self.submit(req, Kind::V2(v)),
+            Err(rej) => {
+                let reply = refused(rej.to_string());
+                self.accept_frame()?;
+                self.answer(&Kind::V2(v), reply)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// ACK the request frame and let the register close its session.
+    fn accept_frame(&mut self) -> io::Result<()> {
+        self.send(&[ACK])?;
+        let d = self.ctx.settings.eot_timeout;
+        self.wait_for(&[EOT], Timer::Eot, d)?;
+        Ok(())
+    }
+
+    /// Hands a request to the worker and ACKs it only once the worker has
+    /// started it (or answered it at once); a busy terminal NAKs it, since
+    /// V2 registers count an ACKed request as accepted.
+    fn submit(&mut self, req: Request, kind: Kind) -> io::Result<Option<String>> {
+        let pending = self.ctx.worker.hand_over(req.clone(), self.origin());
+        select! {
+            recv(pending.started) -> id => {
+                if id.is_err() {
+                    return Ok(Some("worker unavailable".into()));
+                }
+                self.accept_frame()?;
+                self.waiting = Some(Waiting { reply: pending.reply, kind });
+                Ok(None)
+            }
+            recv(pending.reply) -> reply => {
+                let Ok(reply) = reply else {
+                    return Ok(Some("worker unavailable".into()));
+                };
+                if is_busy(&req, &reply) {
+                    log::info!("serial {}: {} refused busy: NAK", self.path, req.op.name());
+                    self.send(&[NAK])?;
+                    return Ok(None);
+                }
+                self.accept_frame()?;
+                self.answer(&kind, reply)?;
+                Ok(None)
+            }
+            default(WORKER_ANSWER) => Ok(Some("worker did not answer".into())),
+        }
+    }
+
+    /// Sends an answer the way its request came, and reports its delivery.
+    fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
+        if reply.frame.elements().is_empty() {
+            return Ok(());
+        }
+        let result = match kind {
+            Kind::Raw => {
+                let bytes = reply.frame.encode();
+                log::trace!("serial {}: > {}", self.path, pan::scrub(&bytes));
+                self.send(&bytes).map_err(|e| e.to_string())
+            }
+            Kind::V3 => {
+                let blocks = self.blocks(reply.frame.clone());
+                self.send_session(&blocks)?
+            }
+            Kind::V2(v) => {
+                let payload = if v.immediate
+                    && reply.tx.is_none()
+                    && reply.frame.get(tags::AE) == Some(b"10")
+                {
+                    v2::immediate_reply(v)
+                } else {
+                    v2::reply_from_answer(v, &reply.frame)
+                };
+                self.send_session(&[payload])?
+            }
+        };
+        if let Err(e) = &result {
+            log::warn!("serial {}: answer not delivered: {e}", self.path);
+        }
+        if let Some(id) = reply.tx {
+            self.ctx.worker.delivered(id, result);
+        }
+        Ok(())
+    }
+
+    /// A V3 answer in frames of at most 512 data bytes: a longer one loses
+    /// its ticket, or with `serial-split yes` goes in several blocks.
+    fn blocks(&self, frame: Frame) -> Vec<Vec<u8>> {
+        let bytes = frame.encode();
+        if bytes.len() <= MAX_FRAME {
+            return vec![bytes];
+        }
+        if self.ctx.settings.split {
+            return bytes.chunks(MAX_FRAME).map(<[u8]>::to_vec).collect();
+        }
+        let mut short = Frame::new();
+        for e in frame.elements().iter().filter(|e| e.tag != tags::ZT) {
+            short.push(e.tag, e.value.clone());
+        }
+        log::warn!(
+            "serial {}: answer of {} bytes is over {MAX_FRAME}: ticket dropped (serial-split no)",
+            self.path,
+            bytes.len()
+        );
+        vec![short.encode()]
+    }
+
+    /// The terminal's session: ENQ, wait ACK (else EOT, pause, again, three
+    /// times), each block until ACKed (three tries), EOT. The outer error is
+    /// the device failing; the inner one an answer that did not get through.
+    fn send_session(&mut self, blocks: &[Vec<u8>]) -> io::Result<Result<(), String>> {
+        let s = &self.ctx.settings;
+        let (ack, pause) = (s.ack_timeout, s.retry_pause);
+        let mut open = false;
+        for attempt in 1..=TRIES {
+            self.input.clear();
+            let _ = self.port.clear(serialport::ClearBuffer::Input);
+            self.send(&[ENQ])?;
+            if self.wait_for(&[ACK], Timer::Ack, ack)? == Some(ACK) {
+                open = true;
+                break;
+            }
+            log::info!(
+                "serial {}: no ACK to our ENQ, {} fired ({attempt}/{TRIES})",
+                self.path,
+                Timer::Ack.keyword()
+            );
+            self.send(&[EOT])?;
+            if attempt < TRIES {
+                std::thread::sleep(pause);
+            }
+        }
+        if !open {
+            return Ok(Err(format!("no ACK to {TRIES} ENQ")));
+        }
+        for (i, block) in blocks.iter().enumerate() {
+            let end = if i + 1 == blocks.len() { ETX } else { ETB };
+            let frame = wrap(block, end);
+            log::trace!("serial {}: > {}", self.path, pan::scrub(&frame));
+            let mut acked = false;
+            for attempt in 1..=TRIES {
+                self.send(&frame)?;
+                match self.wait_for(&[ACK, NAK], Timer::Ack, ack)? {
+                    Some(ACK) => {
+                        acked = true;
+                        break;
+                    }
+                    Some(_) => {
+                        log::info!("serial {}: NAK to our frame ({attempt}/{TRIES})", self.path)
+                    }
+                    None => log::info!(
+                        "serial {}: no ACK to our frame, {} fired ({attempt}/{TRIES})",
+                        self.path,
+                        Timer::Ack.keyword()
+                    ),
+                }
+            }
+            if !acked {
+                self.send(&[EOT])?;
+                return Ok(Err(format!("frame not acknowledged after {TRIES} tries")));
+            }
+        }
+        self.send(&[EOT])?;
+        Ok(Ok(()))
+    }
+
+    /// A V3 request with no link layer (`CZ` already read): it ends at a
+    /// whole element followed by `request-gap` of silence, or at CR/LF, and
+    /// is answered the same way, raw.
+    fn raw(&mut self) -> io::Result<()> {
+        let mut asm = Assembler::default();
+        let mut progress = asm.feed(b"CZ");
+        let assembled = loop {
+            if let Progress::Done(a) = progress {
+                break Some(a);
+            }
+            let wait = match progress {
+                Progress::Whole { .. } => self.ctx.request_gap,
+                _ => self.ctx.settings.frame_timeout,
+            };
+            match self.byte(Instant::now() + wait)? {
+                Some(b) => progress = asm.feed(&[b]),
+                None => break asm.finish(),
+            }
+        };
+        let Some(a) = assembled else { return Ok(()) };
+        log::trace!("serial {}: < {}", self.path, pan::scrub(&a.body));
+        let reply = match (&a.fault, request::parse(&a.body, &self.ctx.currencies)) {
+            (Some(fault), _) => {
+                log::info!(
+                    "serial {}: bad raw request ({fault}): answered AF09",
+                    self.path
+                );
+                let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
+                answer::refusal(&partial, Some(answer::Af::Format))
+            }
+            (None, Err(rej)) => {
+                log::info!("serial {}: request refused: {rej}", self.path);
+                answer::refusal(&rej.frame, Some(rej.af))
+            }
+            (None, Ok(req)) => {
+                let pending = self.ctx.worker.hand_over(req, self.origin());
+                select! {
+                    recv(pending.started) -> _ => {
+                        self.waiting = Some(Waiting { reply: pending.reply, kind: Kind::Raw });
+                        return Ok(());
+                    }
+                    recv(pending.reply) -> r => match r {
+                        Ok(r) => return self.answer(&Kind::Raw, r),
+                        Err(_) => return Ok(()),
+                    },
+                    default(WORKER_ANSWER) => return Ok(()),
+                }
+            }
+        };
+        self.answer(
+            &Kind::Raw,
+            Reply {
+                frame: reply,
+                tx: None,
+            },
+        )
+    }
+}

@@ -1,0 +1,340 @@
+//! The serial link on pty pairs: the test plays the cash register on the
+//! master side, concertd opens the slave through a symlink (so the device
+//! can be removed and created again).
+
+use crate::util::*;
+use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use serialport::{SerialPort, TTYPort};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TIMERS: &str =
+    "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\nserial-eot-timeout 200ms\n\
+                      serial-retry-pause 50ms\nserial-retry 100ms";
+
+struct Register {
+    master: TTYPort,
+    _slave: TTYPort,
+}
+
+fn pty(link: &Path) -> Register {
+    let (mut master, slave) = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, s) = TTYPort::pair().expect("pty pair");
+        cloexec(m.as_raw_fd());
+        cloexec(s.as_raw_fd());
+        (m, s)
+    };
+    master.set_timeout(Duration::from_millis(50)).unwrap();
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
+    Register {
+        master,
+        _slave: slave,
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![STX];
+    f.extend_from_slice(payload);
+    f.push(ETX);
+    f.push(lrc(&f[1..]));
+    f
+}
+
+impl Register {
+    fn send(&mut self, b: &[u8]) {
+        self.master.write_all(b).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// The next byte within `d`.
+    fn byte_within(&mut self, d: Duration) -> Option<u8> {
+        let until = Instant::now() + d;
+        let mut b = [0u8; 1];
+        while Instant::now() < until {
+            match self.master.read(&mut b) {
+                Ok(1) => return Some(b[0]),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("pty read: {e}"),
+            }
+        }
+        None
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.byte_within(PATIENCE).expect("a byte from concertd")
+    }
+
+    /// Session 1: ENQ, ACK, frame; returns what the terminal said to the
+    /// frame (and closes with EOT after an ACK).
+    fn request(&mut self, payload: &[u8]) -> u8 {
+        self.send(&[ENQ]);
+        assert_eq!(self.byte(), ACK, "ACK to ENQ");
+        self.send(&frame(payload));
+        let r = self.byte();
+        if r == ACK {
+            self.send(&[EOT]);
+        }
+        r
+    }
+
+    /// Session 2: the terminal's ENQ, our ACK, its frame(s), our ACKs, its
+    /// EOT. Returns the payload, ETB blocks joined.
+    fn answer(&mut self) -> Vec<u8> {
+        assert_eq!(self.byte(), ENQ, "terminal opens its session");
+        self.send(&[ACK]);
+        let mut payload = Vec::new();
+        loop {
+            assert_eq!(self.byte(), STX);
+            let start = payload.len();
+            let end = loop {
+                match self.byte() {
+                    ETX => break ETX,
+                    ETB => break ETB,
+                    b => payload.push(b),
+                }
+            };
+            assert!(payload.len() - start <= 512, "frame over 512 data bytes");
+            let got = self.byte();
+            assert_eq!(got, lrc(&payload[start..]) ^ end, "LRC");
+            self.send(&[ACK]);
+            if end == ETX {
+                break;
+            }
+        }
+        assert_eq!(self.byte(), EOT);
+        payload
+    }
+}
+
+fn serial_daemon(extra: &str) -> (Daemon, Register) {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let reg = pty(&link);
+    let d = Daemon::start(&format!("serial {}\n{TIMERS}\n{extra}", link.display()));
+    d.wait_log(": open, 9600 baud 7E1");
+    (d, reg)
+}
+
+/// pyTeliumManager's E+ request for 10.00 EUR: long reply, wait for the end.
+const PTM: &[u8] = b"0100001000110978          A010B010";
+
+#[test]
+fn v2_eplus_long_reply_approved_and_refused() {
+    let (d, mut r) = serial_daemon("");
+    assert_eq!(r.request(PTM), ACK);
+    let a = r.answer();
+    assert_eq!(a.len(), 80, "{}", text(&a));
+    assert!(a.starts_with(b"010000010001"), "{}", text(&a));
+    let rep = &a[12..67];
+    let pan = text(rep).trim_end().to_string();
+    assert!(pan.len() == 16 && &pan[6..12] == "######", "{pan:?}");
+    assert!(rep[16..].iter().all(|&b| b == b' '));
+    assert_eq!(&a[67..], b"978          ");
+    let refused = b"0100001051110978          A010B010";
+    assert_eq!(r.request(refused), ACK);
+    let mut want = b"017000010511".to_vec();
+    want.extend_from_slice(&[b' '; 55]);
+    want.extend_from_slice(b"978          ");
+    assert_eq!(r.answer(), want);
+    // A V2 transaction is journaled in V3 form, and status answers it so.
+    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
+    assert_eq!(
+        text(&s),
+        "CZ0040320CA00201CB0041051CD0010CE003978AE00201AF00204"
+    );
+}
+
+#[test]
+fn v2_e_short_reply_is_28_bytes_on_the_wire() {
+    let (_d, mut r) = serial_daemon("");
+    assert_eq!(r.request(b"0100001000010978ORDER00042"), ACK);
+    assert_eq!(r.answer(), b"010000010001978ORDER00042");
+}
+
+#[test]
+fn v2_immediate_answer_then_the_outcome_is_journaled() {
+    let (d, mut r) = serial_daemon("simulator-delay 1s");
+    // pypostelium's request: A011, short reply.
+    assert_eq!(r.request(b"0100001000010978          A011B010"), ACK);
+    assert_eq!(r.answer(), b"019000010001978          ");
+    d.wait_log("debit approved");
+    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
+    assert!(
+        text(&s).starts_with("CZ0040320CA00201CB0041000CD0010CE003978AE00210"),
+        "{}",
+        text(&s)
+    );
+}
+
+#[test]
+fn v2_unsupported_type_and_bad_length() {
+    let (_d, mut r) = serial_daemon("");
+    // Pre-authorisation (4) is refused, not run.
+    assert_eq!(r.request(b"0100001000014978          "), ACK);
+    assert_eq!(r.answer(), b"017000010001978          ");
+    // A 33-character frame is not a V2 request.
+    assert_eq!(r.request(b"010000100001097800000000000A010B0"), NAK);
+}
+
+#[test]
+fn v3_over_serial_and_raw_v3() {
+    let (_d, mut r) = serial_daemon("");
+    let req = b"CZ0040320CJ012247300123456CA00201CB0041234CD0010CE003978";
+    assert_eq!(r.request(req), ACK);
+    let a = r.answer();
+    assert!(
+        a.starts_with(&[&req[..], b"AE00210"].concat()),
+        "{}",
+        text(&a)
+    );
+    // Raw: no ENQ, no STX; answered raw.
+    r.send(b"CZ0040320CA00201CD001I");
+    let mut got = Vec::new();
+    while let Some(b) = r.byte_within(Duration::from_millis(300)) {
+        got.push(b);
+    }
+    assert_eq!(text(&got), "CZ0040320CA00201CD001IAE00210");
+}
+
+#[test]
+fn bad_lrc_is_naked_and_a_retransmission_accepted() {
+    let (d, mut r) = serial_daemon("");
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK);
+    let mut bad = frame(PTM);
+    *bad.last_mut().unwrap() ^= 1;
+    r.send(&bad);
+    assert_eq!(r.byte(), NAK);
+    r.send(&frame(PTM));
+    assert_eq!(r.byte(), ACK);
+    r.send(&[EOT]);
+    assert_eq!(r.answer()[..12], *b"010000010001");
+    d.wait_log("bad LRC");
+}
+
+#[test]
+fn three_bad_frames_then_idle_and_noise_is_ignored() {
+    let (d, mut r) = serial_daemon("");
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK);
+    for _ in 0..3 {
+        let mut bad = frame(PTM);
+        *bad.last_mut().unwrap() ^= 1;
+        r.send(&bad);
+        assert_eq!(r.byte(), NAK);
+    }
+    d.wait_log("3 bad frames, back to idle");
+    // Noise while idle, then a normal session.
+    r.send(b"\x00garbage\x7f\x03\x06");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer()[..12], *b"010000010001");
+}
+
+#[test]
+fn enq_then_silence_goes_back_to_idle() {
+    let (d, mut r) = serial_daemon("");
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK);
+    d.wait_log("serial-frame-timeout fired waiting for the request frame");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+#[test]
+fn no_ack_to_our_enq_three_tries_then_idle() {
+    let (d, mut r) = serial_daemon("");
+    assert_eq!(r.request(PTM), ACK);
+    for _ in 0..3 {
+        assert_eq!(r.byte(), ENQ);
+        // Say nothing: the terminal gives up on this try with EOT.
+        assert_eq!(r.byte(), EOT);
+    }
+    d.wait_log("answer not delivered: no ACK to 3 ENQ");
+    d.wait_log("answer not delivered to");
+    assert!(
+        d.journal().contains(" undelivered no ACK to 3 ENQ"),
+        "{}",
+        d.journal()
+    );
+    // The link is idle again and the outcome is kept for a status request.
+    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
+    assert!(text(&s).contains("AE00210"), "{}", text(&s));
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+#[test]
+fn long_answers_drop_the_ticket_or_split_in_etb_blocks() {
+    let req = b"CZ0040320CJ012247300123456CA00201CB0041234CD0010CE003978CK003121";
+    let (d, mut r) = serial_daemon("");
+    assert_eq!(r.request(req), ACK);
+    let a = r.answer();
+    assert!(a.len() <= 512 && !text(&a).contains("ZT"), "{}", text(&a));
+    d.wait_log("ticket dropped (serial-split no)");
+    let (_d, mut r) = serial_daemon("serial-split yes");
+    assert_eq!(r.request(req), ACK);
+    let a = r.answer();
+    assert!(a.len() > 512, "{}", a.len());
+    let zt = get(&a, "ZT").unwrap();
+    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    assert!(String::from_utf8_lossy(&doc).contains("TICKET COMMERCANT"));
+}
+
+#[test]
+fn busy_across_tcp_and_serial() {
+    let (d, mut r) = serial_daemon("simulator-delay 2s");
+    // A TCP debit runs: the serial request is NAKed, never ACKed.
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, b"CZ0040320CA00202CB003500CD0010CE003978"));
+    d.wait_log("debit 5.00 EUR register 02 from tcp");
+    assert_eq!(r.request(PTM), NAK);
+    d.wait_log("refused busy: NAK");
+    assert!(text(&t.join().unwrap()).contains("AE00210"));
+    // A serial debit runs: TCP gets the busy answer.
+    assert_eq!(r.request(PTM), ACK);
+    let busy = b"CZ0040320CA00202CB003500CD0010CE003978";
+    assert_eq!(
+        text(&exchange(d.addr, busy)),
+        format!("{}AE00201", text(busy))
+    );
+    assert_eq!(r.answer().len(), 80);
+}
+
+#[test]
+fn device_removed_and_created_again() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let r = pty(&link);
+    let d = Daemon::start(&format!("serial {}\n{TIMERS}", link.display()));
+    d.wait_log(": open, 9600 baud 7E1");
+    drop(r);
+    std::fs::remove_file(&link).unwrap();
+    d.wait_log("trying to open it again");
+    d.wait_log("cannot open");
+    // TCP keeps serving meanwhile.
+    assert_eq!(
+        text(&exchange(d.addr, b"CZ0040320CA00201CD001I")),
+        "CZ0040320CA00201CD001IAE00210"
+    );
+    let mut r = pty(&link);
+    d.wait_log_n(": open, 9600 baud 7E1", 2);
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+#[test]
+fn device_missing_at_start_is_retried() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let d = Daemon::start(&format!("serial {}\n{TIMERS}", link.display()));
+    d.wait_log("cannot open");
+    let mut r = pty(&link);
+    d.wait_log(": open, 9600 baud 7E1");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
