@@ -296,3 +296,150 @@ mod tests {
         assert_eq!(verdict(&f), Verdict::Declined);
     }
 }
+
+/// The register's side of the serial link layer, for `concert -s`.
+pub mod serial_link {
+    use crate::config::Format;
+    use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+    use serialport::{DataBits, Parity, SerialPort, StopBits};
+    use std::io::{self, Read, Write};
+    use std::time::{Duration, Instant};
+
+    /// The timers real registers use (reference: 3 s waits, 1 s pause).
+    const WAIT: Duration = Duration::from_secs(3);
+    const PAUSE: Duration = Duration::from_secs(1);
+
+    fn err(msg: impl Into<String>) -> io::Error {
+        io::Error::other(msg.into())
+    }
+
+    pub struct Line {
+        port: Box<dyn SerialPort>,
+    }
+
+    impl Line {
+        pub fn open(path: &str, speed: u32, format: Format) -> io::Result<Line> {
+            let data = match format.data_bits {
+                5 => DataBits::Five,
+                6 => DataBits::Six,
+                7 => DataBits::Seven,
+                _ => DataBits::Eight,
+            };
+            let parity = match format.parity {
+                b'E' => Parity::Even,
+                b'O' => Parity::Odd,
+                _ => Parity::None,
+            };
+            let stop = if format.stop_bits == 2 {
+                StopBits::Two
+            } else {
+                StopBits::One
+            };
+            let port = serialport::new(path, speed)
+                .data_bits(data)
+                .parity(parity)
+                .stop_bits(stop)
+                .timeout(Duration::from_millis(50))
+                .open()
+                .map_err(io::Error::from)?;
+            Ok(Line { port })
+        }
+
+        fn send(&mut self, b: &[u8]) -> io::Result<()> {
+            self.port.write_all(b)?;
+            self.port.flush()
+        }
+
+        fn byte(&mut self, d: Duration) -> io::Result<Option<u8>> {
+            let until = Instant::now() + d;
+            let mut b = [0u8; 1];
+            while Instant::now() < until {
+                match self.port.read(&mut b) {
+                    Ok(1) => return Ok(Some(b[0] & 0x7f)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(None)
+        }
+
+        fn wait_for(&mut self, wanted: &[u8], d: Duration) -> io::Result<Option<u8>> {
+            let until = Instant::now() + d;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match self.byte(left)? {
+                    Some(b) if wanted.contains(&b) => return Ok(Some(b)),
+                    Some(_) => {}
+                    None => return Ok(None),
+                }
+            }
+        }
+
+        /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
+        pub fn send_request(&mut self, payload: &[u8]) -> io::Result<()> {
+            let mut open = false;
+            for _ in 0..3 {
+                self.send(&[ENQ])?;
+                if self.wait_for(&[ACK], WAIT)? == Some(ACK) {
+                    open = true;
+                    break;
+                }
+                self.send(&[EOT])?;
+                std::thread::sleep(PAUSE);
+            }
+            if !open {
+                return Err(err(
+                    "the terminal does not answer ENQ (not ready, or not a Concert line)",
+                ));
+            }
+            let mut frame = vec![STX];
+            frame.extend_from_slice(payload);
+            frame.push(ETX);
+            frame.push(lrc(&frame[1..]));
+            self.send(&frame)?;
+            match self.wait_for(&[ACK, NAK], WAIT)? {
+                Some(ACK) => self.send(&[EOT]),
+                Some(_) => Err(err(
+                    "request refused (NAK): the terminal is busy or did not accept the frame",
+                )),
+                None => Err(err("no ACK to the request frame")),
+            }
+        }
+
+        /// Session 2: waits for the terminal's ENQ, reads its frame or ETB
+        /// blocks (NAK on a bad LRC), and returns the joined payload.
+        pub fn receive_answer(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
+            if self.wait_for(&[ENQ], timeout)?.is_none() {
+                return Err(err("no answer in time"));
+            }
+            self.send(&[ACK])?;
+            let mut payload = Vec::new();
+            loop {
+                if self.wait_for(&[STX], WAIT)?.is_none() {
+                    return Err(err("no frame after ACK"));
+                }
+                let mut block = Vec::new();
+                let end = loop {
+                    match self.byte(WAIT)? {
+                        Some(b @ (ETX | ETB)) => break b,
+                        Some(b) => block.push(b),
+                        None => return Err(err("answer frame cut")),
+                    }
+                };
+                let got = self.byte(WAIT)?;
+                if got != Some(lrc(&block) ^ end) {
+                    self.send(&[NAK])?;
+                    continue;
+                }
+                self.send(&[ACK])?;
+                payload.extend_from_slice(&block);
+                if end == ETX {
+                    break;
+                }
+            }
+            let _ = self.wait_for(&[EOT], WAIT)?;
+            Ok(payload)
+        }
+    }
+}

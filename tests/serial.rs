@@ -338,3 +338,76 @@ fn device_missing_at_start_is_retried() {
     assert_eq!(r.request(PTM), ACK);
     assert_eq!(r.answer().len(), 80);
 }
+
+/// Joins two pty masters the way socat joins two ptys, until dropped.
+struct Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _ends: (TTYPort, TTYPort),
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn relay(a: Register, b: Register) -> Relay {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = std::sync::Arc::clone(&stop);
+    let (mut am, mut bm) = (a.master, b.master);
+    am.set_timeout(Duration::from_millis(5)).unwrap();
+    bm.set_timeout(Duration::from_millis(5)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = am.read(&mut buf) {
+                let _ = bm.write_all(&buf[..n]);
+            }
+            if let Ok(n) = bm.read(&mut buf) {
+                let _ = am.write_all(&buf[..n]);
+            }
+        }
+    });
+    Relay {
+        stop,
+        _ends: (a._slave, b._slave),
+    }
+}
+
+#[test]
+fn concert_plays_the_register_on_a_serial_line() {
+    let dir = temp_dir();
+    let (tpe, ecr) = (dir.join("ttyTPE"), dir.join("ttyECR"));
+    let _relay = relay(pty(&tpe), pty(&ecr));
+    let d = Daemon::start(&format!(
+        "serial {}\nserial-split yes\n{TIMERS}",
+        tpe.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    let dev = ecr.to_str().unwrap();
+    let o = d.concert(&["-s", dev, "-k", "121", "pay", "12.34"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("approved: debit 12.34 EUR, register 01"),
+        "{out}"
+    );
+    assert!(out.contains("TICKET COMMERCANT"), "{out}");
+    let o = d.concert(&["-s", dev, "--v2", "pay", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: 10.00 EUR, register 01 (V2 result 0)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("######"), "{}", stdout(&o));
+    let o = d.concert(&["-s", dev, "--v2", "pay", "10.51"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with("declined: 10.51 EUR"),
+        "{}",
+        stdout(&o)
+    );
+    let o = d.concert(&["-s", dev, "ping"]);
+    assert_eq!(stdout(&o), "approved: identification, register 01\n");
+}

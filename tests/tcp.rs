@@ -420,3 +420,22 @@ fn max_connections_closes_extra_connections() {
     let a = exchange(d.addr, debit("100").as_bytes());
     assert_eq!(get(&a, "AE").unwrap(), "10");
 }
+
+#[test]
+fn v2_over_tcp_is_answered_in_v2() {
+    let d = Daemon::start("");
+    let a = exchange_open(d.addr, &wrap(b"0100001000010978ORDER00042", Wrapping::Stx));
+    assert_eq!(a, wrap(b"010000010001978ORDER00042", Wrapping::Stx));
+    assert_eq!(a.len(), 28);
+    let a = exchange_open(
+        d.addr,
+        &wrap(b"0100001051110978          A010B010", Wrapping::Stx),
+    );
+    assert_eq!(a.len(), 83);
+    assert!(a[1..].starts_with(b"017"));
+    // Not a V2 frame: NAK.
+    assert_eq!(
+        exchange_open(d.addr, &wrap(b"01000010000109", Wrapping::Stx)),
+        [concert::framing::NAK]
+    );
+}

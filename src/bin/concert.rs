@@ -9,15 +9,26 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
-\x20              [-k ck] [-P private] [-t timeout] [-z version] command [argument]\n\
+\x20              [-k ck] [-P private] [-t timeout] [-z version]\n\
+\x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 commands: pay AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate | ping\n\
 \x20         status | telecollect | print TEXT | send FRAME";
 
 /// Between two status requests of `--immediate`.
 const POLL: Duration = Duration::from_millis(500);
 
+/// A serial line to play the register on, instead of TCP.
+struct SerialTarget {
+    path: String,
+    speed: u32,
+    format: concert::config::Format,
+}
+
 struct Run {
     options: Options,
+    serial: Option<SerialTarget>,
+    /// The request is a Concert V2 (E+) payload (serial only).
+    v2: bool,
     /// After an immediate acknowledgement, poll the status for the outcome.
     poll: bool,
     addr: String,
@@ -68,6 +79,16 @@ fn parse() -> Result<Run, String> {
     o.optopt("z", "version", "protocol version CZ (default 0320)", "CZ");
     o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
     o.optflag("", "raw", "print the answer frame as it came");
+    o.optopt(
+        "s",
+        "serial",
+        "play the register on this serial device",
+        "DEVICE",
+    );
+    o.optopt("", "speed", "serial speed (default 9600)", "BAUD");
+    o.optopt("", "format", "serial character format (default 7E1)", "7E1");
+    o.optflag("", "v2", "on serial: send Concert V2 (E+) instead of V3");
+    o.optflag("", "v3", "on serial: send Concert V3 (the default)");
     o.optflag("", "help", "this help");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let m = o.parse(&args).map_err(usage)?;
@@ -111,6 +132,24 @@ fn parse() -> Result<Run, String> {
         },
         None => Duration::from_secs(180),
     };
+    let serial = match m.opt_str("s") {
+        None => None,
+        Some(path) => Some(SerialTarget {
+            path,
+            speed: match m.opt_str("speed") {
+                Some(v) => v.parse().map_err(|_| usage(format!("bad speed {v:?}")))?,
+                None => 9600,
+            },
+            format: match m.opt_str("format") {
+                Some(f) => concert::config::Format::parse(&f).map_err(usage)?,
+                None => concert::config::Format::parse("7E1").map_err(usage)?,
+            },
+        }),
+    };
+    let v2 = m.opt_present("v2");
+    if v2 && serial.is_none() {
+        return Err(usage("--v2 needs -s DEVICE"));
+    }
     let (cmd, arg) = match m.free.as_slice() {
         [c] => (c.as_str(), None),
         [c, a] => (c.as_str(), Some(a.as_str())),
@@ -124,6 +163,46 @@ fn parse() -> Result<Run, String> {
             _ => Err(usage(format!("bad amount {a:?}"))),
         }
     };
+    if v2 {
+        let kind = match cmd {
+            "pay" => b'0',
+            "refund" => b'1',
+            "cancel" => b'2',
+            _ => return Err(usage("with --v2 only pay, refund and cancel")),
+        };
+        let amount = amount(arg)?;
+        if amount > 99_999_999 {
+            return Err(usage("a V2 amount has 8 digits at most"));
+        }
+        let pos = opts.register.as_bytes();
+        let mut private = [b' '; 10];
+        if let Some(p) = &opts.private {
+            for (d, s) in private.iter_mut().zip(p.bytes()) {
+                *d = s;
+            }
+        }
+        let request = concert::v2::request_eplus(
+            [pos[0], pos[1]],
+            amount,
+            b'1',
+            b'1',
+            kind,
+            opts.currency,
+            private,
+            opts.immediate,
+            false,
+        );
+        return Ok(Run {
+            options: opts.clone(),
+            serial,
+            v2: true,
+            poll: false,
+            addr: String::new(),
+            raw: m.opt_present("raw"),
+            timeout,
+            request,
+        });
+    }
     let frame = match (cmd, arg) {
         ("pay", a) => client::payment(b'0', amount(a)?, &opts),
         ("refund", a) => client::payment(b'1', amount(a)?, &opts),
@@ -141,6 +220,8 @@ fn parse() -> Result<Run, String> {
         ("send", Some(f)) => {
             return Ok(Run {
                 options: opts.clone(),
+                serial,
+                v2: false,
                 poll: false,
                 addr: format!("{host}:{port}"),
                 raw: m.opt_present("raw"),
@@ -156,6 +237,8 @@ fn parse() -> Result<Run, String> {
         format!("{host}:{port}")
     };
     Ok(Run {
+        serial,
+        v2: false,
         poll: opts.immediate && matches!(cmd, "pay" | "refund" | "cancel"),
         options: opts,
         addr,
@@ -166,18 +249,88 @@ fn parse() -> Result<Run, String> {
 }
 
 /// One exchange, the answer decoded; errors already printed.
-fn ask(run: &Run, request: &[u8]) -> Result<(Vec<u8>, Frame), ExitCode> {
-    let answer = client::exchange_tcp(&run.addr, request, run.timeout).map_err(|e| {
-        eprintln!("concert: {}: {e}", run.addr);
+fn target(run: &Run) -> &str {
+    match &run.serial {
+        Some(s) => &s.path,
+        None => &run.addr,
+    }
+}
+
+/// One request and its answer over the chosen transport.
+fn exchange(run: &Run, request: &[u8]) -> Result<Vec<u8>, ExitCode> {
+    let answer = match &run.serial {
+        None => client::exchange_tcp(&run.addr, request, run.timeout),
+        Some(s) => client::serial_link::Line::open(&s.path, s.speed, s.format).and_then(|mut l| {
+            l.send_request(request)?;
+            l.receive_answer(run.timeout)
+        }),
+    };
+    let answer = answer.map_err(|e| {
+        eprintln!("concert: {}: {e}", target(run));
         ExitCode::from(2)
     })?;
     if answer.is_empty() {
         eprintln!(
             "concert: {}: the terminal closed without answering",
-            run.addr
+            target(run)
         );
         return Err(ExitCode::from(2));
     }
+    Ok(answer)
+}
+
+/// The V2 flow: one request, one fixed-position reply.
+fn run_v2(run: &Run) -> ExitCode {
+    let answer = match exchange(run, &run.request) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if run.raw {
+        println!("{}", String::from_utf8_lossy(&answer));
+    }
+    let r = match concert::v2::parse_reply(&answer) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("concert: bad V2 reply ({e}): {}", pan::scrub(&answer));
+            return ExitCode::from(2);
+        }
+    };
+    let cur: u16 = std::str::from_utf8(&r.currency)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(978);
+    let amount = format!(
+        "{} {}",
+        currency::format_amount(r.amount, cur, false),
+        currency::label(cur)
+    );
+    let reg = String::from_utf8_lossy(&r.pos);
+    if !run.raw {
+        let verdict = match r.stat {
+            b'0' => "approved",
+            b'9' => "accepted, outcome not reported (immediate answer)",
+            _ => "declined",
+        };
+        println!(
+            "{verdict}: {amount}, register {reg} (V2 result {})",
+            r.stat as char
+        );
+        if let Some(rep) = &r.rep {
+            println!("  card           {rep}");
+        }
+        let private = String::from_utf8_lossy(&r.private);
+        if !private.trim().is_empty() {
+            println!("  private data   {}", private.trim_end());
+        }
+    }
+    match r.stat {
+        b'0' | b'9' => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn ask(run: &Run, request: &[u8]) -> Result<(Vec<u8>, Frame), ExitCode> {
+    let answer = exchange(run, request)?;
     match Frame::decode(&answer) {
         Ok(f) => Ok((answer, f)),
         Err((_, e)) => {
@@ -216,6 +369,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if run.v2 {
+        return run_v2(&run);
+    }
     let (mut answer, mut frame) = match ask(&run, &run.request) {
         Ok(a) => a,
         Err(code) => return code,
