@@ -4,6 +4,8 @@ mod util;
 
 mod cli;
 mod durability;
+#[cfg(feature = "hardware-tests")]
+mod hardware;
 mod manpage;
 mod serial;
 mod tcp;
