@@ -41,4 +41,7 @@ pub trait Backend: Send {
     /// The transaction ran past `transaction-timeout`: stop it and say what
     /// to report. Whatever it sends on `done` afterwards is ignored.
     fn abort(&mut self, id: u64) -> Outcome;
+
+    /// A reload: take the new configuration from the next transaction on.
+    fn reload(&mut self, _cfg: &crate::config::Config) {}
 }

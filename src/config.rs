@@ -36,7 +36,14 @@ pub const KEYWORDS: &[&str] = &[
     "serial-frame-timeout",
     "serial-eot-timeout",
     "serial-retry-pause",
+    "config-watch",
+    "user",
+    "group",
+    "pidfile",
+    "log-file",
 ];
+
+pub const DEFAULT_PIDFILE: &str = "/run/concertd/concertd.pid";
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
@@ -65,6 +72,12 @@ pub struct Config {
     pub journal_keep: u32,
     pub retry_window: Duration,
     pub serial: Serial,
+    /// How often the file is checked for changes; zero: never.
+    pub config_watch: Duration,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub pidfile: PathBuf,
+    pub log_file: Option<PathBuf>,
 }
 
 /// Character format of the serial line.
@@ -177,6 +190,11 @@ impl Default for Config {
             journal_keep: 4,
             retry_window: Duration::from_secs(24 * 3600),
             serial: Serial::default(),
+            config_watch: Duration::from_secs(2),
+            user: None,
+            group: None,
+            pidfile: PathBuf::from(DEFAULT_PIDFILE),
+            log_file: None,
         }
     }
 }
@@ -412,6 +430,11 @@ impl Config {
             "serial-frame-timeout" => self.serial.frame_timeout = positive(key, dur(args)?)?,
             "serial-eot-timeout" => self.serial.eot_timeout = positive(key, dur(args)?)?,
             "serial-retry-pause" => self.serial.retry_pause = dur(args)?,
+            "config-watch" => self.config_watch = dur(args)?,
+            "user" => self.user = Some(one(key, args)?.to_string()),
+            "group" => self.group = Some(one(key, args)?.to_string()),
+            "pidfile" => self.pidfile = PathBuf::from(one(key, args)?),
+            "log-file" => self.log_file = Some(PathBuf::from(one(key, args)?)),
             _ => return Err(format!("unknown keyword {key:?}")),
         }
         Ok(())
@@ -436,6 +459,43 @@ impl Config {
     }
 
     /// The effective configuration, in the file's own syntax.
+    /// Keywords whose change only a restart applies, with their values.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("user", format!("{:?}", self.user)),
+            ("group", format!("{:?}", self.group)),
+            ("pidfile", self.pidfile.display().to_string()),
+            ("journal", self.journal.display().to_string()),
+            ("journal-size", self.journal_size.to_string()),
+            ("journal-keep", self.journal_keep.to_string()),
+            ("log-file", format!("{:?}", self.log_file)),
+        ]
+    }
+
+    /// One line for the log: what is running.
+    pub fn summary(&self) -> String {
+        let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
+        let allow: Vec<String> = self.allow_list().iter().map(ToString::to_string).collect();
+        let serial = match &self.serial.device {
+            Some(d) => format!(
+                "{} {} {}{}",
+                d.display(),
+                self.serial.speed,
+                self.serial.format,
+                if self.serial.rtscts { " rtscts" } else { "" }
+            ),
+            None => "none".into(),
+        };
+        format!(
+            "listen {}; allow {}; serial {}; terminal simulator (delay {}); journal {}",
+            listen.join(" "),
+            allow.join(" "),
+            serial,
+            fmt_duration(self.simulator_delay),
+            self.journal.display()
+        )
+    }
+
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for l in &self.listen {
@@ -491,6 +551,22 @@ impl Config {
         let _ = writeln!(s, "serial-frame-timeout {}", fmt_duration(sr.frame_timeout));
         let _ = writeln!(s, "serial-eot-timeout {}", fmt_duration(sr.eot_timeout));
         let _ = writeln!(s, "serial-retry-pause {}", fmt_duration(sr.retry_pause));
+        let _ = writeln!(s, "config-watch {}", fmt_duration(self.config_watch));
+        match &self.user {
+            Some(u) => {
+                let _ = writeln!(s, "user \"{u}\"");
+            }
+            None => {
+                let _ = writeln!(s, "# no user: runs as the user that started it");
+            }
+        }
+        if let Some(g) = &self.group {
+            let _ = writeln!(s, "group \"{g}\"");
+        }
+        let _ = writeln!(s, "pidfile \"{}\"", self.pidfile.display());
+        if let Some(l) = &self.log_file {
+            let _ = writeln!(s, "log-file \"{}\"", l.display());
+        }
         s
     }
 }

@@ -1,8 +1,20 @@
-//! Logs go to stderr. Under systemd (stderr connected to the journal, which
-//! sets JOURNAL_STREAM) each line starts with its sd-daemon(3) priority;
+//! Where log lines go: stderr in the foreground (`-d`), syslog once
+//! detached (facility daemon, through /dev/log), or a `log-file` where
+//! there is no syslog. The destination can change once, when concertd
+//! detaches, so one logger serves the whole life of the process.
+//!
+//! On stderr under systemd (stderr connected to the journal, which sets
+//! JOURNAL_STREAM) each line starts with its sd-daemon(3) priority;
 //! otherwise with a local timestamp and the level.
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+pub const SYSLOG_SOCKET: &str = "/dev/log";
 
 /// `-v` count to a level: info by default, debug at `-v`, the wire trace
 /// (every frame in and out, card numbers masked) at `-vv`.
@@ -23,26 +35,132 @@ fn priority(l: log::Level) -> u8 {
     }
 }
 
+enum Sink {
+    Stderr { journal: bool },
+    Syslog(UnixDatagram),
+    File(File),
+}
+
+struct Logger {
+    /// The level from `-v`, refined by RUST_LOG.
+    filter: env_logger::Logger,
+    sink: Mutex<Sink>,
+}
+
+static LOGGER: OnceLock<&'static Logger> = OnceLock::new();
+
+/// Syslog's facility "daemon".
+const DAEMON: u8 = 3 << 3;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(m)
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.filter.matches(r) {
+            return;
+        }
+        let mut sink = match self.sink.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        // A log line that cannot be written is dropped: logging must never
+        // stop the service.
+        let _ = match &mut *sink {
+            Sink::Stderr { journal: true } => {
+                writeln!(io::stderr(), "<{}>{}", priority(r.level()), r.args())
+            }
+            Sink::Stderr { journal: false } => writeln!(
+                io::stderr(),
+                "{} {:<5} {}",
+                crate::clock::now().stamp(),
+                r.level(),
+                r.args()
+            ),
+            Sink::Syslog(sock) => {
+                let pri = DAEMON | priority(r.level());
+                let line = format!("<{pri}>concertd[{}]: {}", std::process::id(), r.args());
+                // Syslog daemons take datagrams of at least 1024 bytes.
+                let cut = floor_char_boundary(&line, 1024);
+                sock.send(&line.as_bytes()[..cut]).map(|_| ())
+            }
+            Sink::File(f) => writeln!(
+                f,
+                "{} {:<5} {}",
+                crate::clock::now().stamp(),
+                r.level(),
+                r.args()
+            ),
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
 pub fn init(verbosity: usize) {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let mut b = env_logger::Builder::new();
     b.filter_level(level(verbosity));
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.format(move |buf, r| {
-        if journal {
-            writeln!(buf, "<{}>{}", priority(r.level()), r.args())
-        } else {
-            writeln!(
-                buf,
-                "{} {:<5} {}",
-                crate::clock::now().stamp(),
-                r.level(),
-                r.args()
-            )
+    let filter = b.build();
+    let max = filter.filter();
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        filter,
+        sink: Mutex::new(Sink::Stderr {
+            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+        }),
+    }));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(max);
+        let _ = LOGGER.set(logger);
+    }
+}
+
+fn set_sink(s: Sink) {
+    if let Some(l) = LOGGER.get() {
+        match l.sink.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
         }
+    }
+}
+
+/// A connected syslog socket, if this machine has one.
+pub fn syslog_socket() -> io::Result<UnixDatagram> {
+    let s = UnixDatagram::unbound()?;
+    s.connect(SYSLOG_SOCKET)?;
+    Ok(s)
+}
+
+pub fn open_log_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Where logs go once detached.
+pub enum Destination {
+    Syslog(UnixDatagram),
+    File(File),
+}
+
+pub fn detach_to(d: Destination) {
+    set_sink(match d {
+        Destination::Syslog(s) => Sink::Syslog(s),
+        Destination::File(f) => Sink::File(f),
     });
-    b.target(env_logger::Target::Stderr);
-    let _ = b.try_init();
 }

@@ -12,10 +12,10 @@ use crate::tlv::{tags, Frame};
 use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Connection threads only parse and copy small buffers.
@@ -37,9 +37,60 @@ pub struct Settings {
 }
 
 pub struct Shared {
-    pub settings: Settings,
+    /// Replaced whole on reload; each connection keeps the one it started
+    /// with.
+    settings: RwLock<Arc<Settings>>,
     pub worker: Handle,
     pub active: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, worker: Handle) -> Shared {
+        Shared {
+            settings: RwLock::new(Arc::new(settings)),
+            worker,
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        match self.settings.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    pub fn set_settings(&self, s: Settings) {
+        match self.settings.write() {
+            Ok(mut g) => *g = Arc::new(s),
+            Err(p) => *p.into_inner() = Arc::new(s),
+        }
+    }
+}
+
+/// A listening socket and the way to close it.
+pub struct Listening {
+    /// The address as configured (port 0 stays 0).
+    pub configured: SocketAddr,
+    /// The address actually bound.
+    pub local: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listening {
+    /// Stops accepting: the flag is set, then a connection to ourselves
+    /// wakes the blocked accept so that it sees it.
+    pub fn close(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut wake = self.local;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
 }
 
 /// Counts a connection for `max-connections` while it lives.
@@ -51,17 +102,37 @@ impl Drop for Slot<'_> {
     }
 }
 
-pub fn spawn_listener(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
-    let name = format!("accept {}", listener.local_addr()?);
+pub fn spawn_listener(
+    listener: TcpListener,
+    configured: SocketAddr,
+    shared: Arc<Shared>,
+) -> io::Result<Listening> {
+    let local = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
     std::thread::Builder::new()
-        .name(name)
-        .spawn(move || accept_loop(listener, shared))?;
-    Ok(())
+        .name(format!("accept {local}"))
+        .spawn(move || accept_loop(listener, shared, flag))?;
+    Ok(Listening {
+        configured,
+        local,
+        stop,
+    })
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     loop {
-        let (stream, peer) = match listener.accept() {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            log::info!(
+                "stopped listening on {}",
+                listener
+                    .local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string())
+            );
+            return;
+        }
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("accept: {e}");
@@ -71,12 +142,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if !allow::allowed(&shared.settings.allow, peer.ip()) {
+        let settings = shared.settings();
+        if !allow::allowed(&settings.allow, peer.ip()) {
             log::warn!("{peer}: not in the allow-list, closed");
             continue;
         }
         let n = shared.active.fetch_add(1, Ordering::Relaxed);
-        if n >= shared.settings.max_connections {
+        if n >= settings.max_connections {
             shared.active.fetch_sub(1, Ordering::Relaxed);
             log::warn!("{peer}: {n} connections open (max-connections), closed");
             continue;
@@ -167,7 +239,12 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
 
 /// The bytes to send back for one assembled request (none: nothing may be
 /// sent), and the transaction whose final answer they are.
-fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> (Vec<u8>, Option<u64>) {
+fn answer_for(
+    a: &Assembled,
+    shared: &Shared,
+    settings: &Settings,
+    peer: SocketAddr,
+) -> (Vec<u8>, Option<u64>) {
     let v3 = |reply: Reply| {
         if reply.frame.elements().is_empty() {
             // The outcome could not be journaled: no answer goes out.
@@ -187,13 +264,13 @@ fn answer_for(a: &Assembled, shared: &Shared, peer: SocketAddr) -> (Vec<u8>, Opt
         return refused(&partial, Af::Format);
     }
     if a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ") {
-        return match v2_answer(&a.body, shared, peer) {
+        return match v2_answer(&a.body, shared, settings, peer) {
             V2Answer::Reply(p, _) if p.is_empty() => (Vec::new(), None),
             V2Answer::Reply(p, tx) => (framing::wrap(&p, Wrapping::Stx), tx),
             V2Answer::Nak => (vec![NAK], None),
         };
     }
-    match request::parse(&a.body, &shared.settings.currencies) {
+    match request::parse(&a.body, &settings.currencies) {
         Ok(req) => {
             let origin = Origin {
                 channel: Channel::Tcp,
@@ -216,7 +293,7 @@ enum V2Answer {
     Nak,
 }
 
-fn v2_answer(body: &[u8], shared: &Shared, peer: SocketAddr) -> V2Answer {
+fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr) -> V2Answer {
     let v = match v2::parse(body) {
         Ok(v) => v,
         Err(e) => {
@@ -234,7 +311,7 @@ fn v2_answer(body: &[u8], shared: &Shared, peer: SocketAddr) -> V2Answer {
             v.kind as char
         ));
     }
-    let req = match request::interpret(v.to_v3(), &shared.settings.currencies) {
+    let req = match request::interpret(v.to_v3(), &settings.currencies) {
         Ok(r) => r,
         Err(rej) => return refused(rej.to_string()),
     };
@@ -313,7 +390,8 @@ fn acknowledged(stream: &TcpStream) -> Result<(), String> {
 
 fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_nodelay(true);
-    let a = match read_request(&mut stream, &shared.settings, peer) {
+    let settings = shared.settings();
+    let a = match read_request(&mut stream, &settings, peer) {
         Incoming::Request(a) => a,
         Incoming::Silent => {
             log::debug!("{peer}: closed without a request");
@@ -325,7 +403,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         "tcp {peer}: < {}",
         pan::scrub(&framing::wrap(&a.body, a.wrapping))
     );
-    let (bytes, tx) = answer_for(&a, shared, peer);
+    let (bytes, tx) = answer_for(&a, shared, &settings, peer);
     if bytes.is_empty() {
         return;
     }

@@ -47,13 +47,21 @@ impl Timer {
     }
 }
 
-/// What the serial thread needs.
-pub struct Context {
+/// The part of the configuration the serial thread follows; a reload sends
+/// a new one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conf {
     pub settings: Settings,
-    pub worker: Handle,
     pub currencies: Vec<u16>,
     /// Silence that ends a raw (unframed) V3 request.
     pub request_gap: Duration,
+}
+
+/// What the serial thread needs.
+pub struct Context {
+    pub conf: Conf,
+    pub updates: Receiver<Conf>,
+    pub worker: Handle,
 }
 
 /// How a request came, so that its answer goes back the same way.
@@ -78,6 +86,7 @@ enum Rx {
 }
 
 pub fn spawn(ctx: Context) -> io::Result<()> {
+    // Always running, so that a reload can add a serial line.
     std::thread::Builder::new()
         .name("serial".into())
         .spawn(move || run(ctx))?;
@@ -115,55 +124,83 @@ fn open(s: &Settings, path: &str) -> serialport::Result<Box<dyn SerialPort>> {
         .open()
 }
 
-/// Opens the device, serves it until it fails, and opens it again every
-/// `serial-retry`: a USB cable pulled out and plugged back is picked up.
+/// The settings that need the device opened again when they change.
+fn port_settings(s: &Settings) -> (Option<std::path::PathBuf>, u32, String, bool) {
+    (s.device.clone(), s.speed, s.format.to_string(), s.rtscts)
+}
+
+/// Opens the device, serves it until it fails or its settings change, and
+/// opens it again every `serial-retry`: a USB cable pulled out and plugged
+/// back is picked up. Without a device it waits for a reload that names one.
 fn run(ctx: Context) {
-    let Some(device) = ctx.settings.device.clone() else {
-        return;
-    };
-    let path = device.display().to_string();
+    let Context {
+        mut conf,
+        updates,
+        worker,
+    } = ctx;
     let mut reported = false;
     let mut waiting: Option<Waiting> = None;
     loop {
-        match open(&ctx.settings, &path) {
+        let Some(device) = conf.settings.device.clone() else {
+            match updates.recv() {
+                Ok(c) => conf = c,
+                Err(_) => return,
+            }
+            continue;
+        };
+        let path = device.display().to_string();
+        match open(&conf.settings, &path) {
             Ok(port) => {
                 reported = false;
                 log::info!(
                     "serial {path}: open, {} baud {}{}",
-                    ctx.settings.speed,
-                    ctx.settings.format,
-                    if ctx.settings.rtscts { " rtscts" } else { "" }
+                    conf.settings.speed,
+                    conf.settings.format,
+                    if conf.settings.rtscts { " rtscts" } else { "" }
                 );
                 let mut line = Line {
                     port,
-                    ctx: &ctx,
+                    conf: conf.clone(),
+                    updates: &updates,
+                    worker: &worker,
                     path: &path,
                     input: VecDeque::new(),
                     waiting: waiting.take(),
                 };
                 let e = line.serve();
                 waiting = line.waiting.take();
+                let changed = line.conf != conf;
+                conf = line.conf;
+                if changed {
+                    log::info!("serial {path}: closed for the new configuration ({e})");
+                    continue;
+                }
                 log::warn!(
                     "serial {path}: {e}; trying to open it again every {}",
-                    crate::config::fmt_duration(ctx.settings.retry)
+                    crate::config::fmt_duration(conf.settings.retry)
                 );
             }
             Err(e) if !reported => {
                 log::warn!(
                     "serial {path}: cannot open: {e}; trying again every {}",
-                    crate::config::fmt_duration(ctx.settings.retry)
+                    crate::config::fmt_duration(conf.settings.retry)
                 );
                 reported = true;
             }
             Err(_) => {}
         }
-        std::thread::sleep(ctx.settings.retry);
+        // Wait for the retry, or for a new configuration.
+        if let Ok(c) = updates.recv_timeout(conf.settings.retry) {
+            conf = c;
+        }
     }
 }
 
 struct Line<'a> {
     port: Box<dyn SerialPort>,
-    ctx: &'a Context,
+    conf: Conf,
+    updates: &'a Receiver<Conf>,
+    worker: &'a Handle,
     path: &'a str,
     input: VecDeque<u8>,
     waiting: Option<Waiting>,
@@ -176,6 +213,31 @@ fn wrap(block: &[u8], end: u8) -> Vec<u8> {
     f.push(end);
     f.push(lrc(&f[1..]));
     f
+}
+
+/// A payload for the wire trace. V2 payloads are cut into their fields
+/// first: their numeric header is one long run of digits that could pass
+/// for a card number, while a card number in the REP field must be masked.
+fn trace(payload: &[u8]) -> String {
+    let cuts: &[usize] = match payload.len() {
+        _ if payload.starts_with(b"CZ") => &[],
+        26 => &[2, 10, 11, 12, 13, 16],
+        28 => &[2, 10, 11, 12, 13, 16, 26, 27],
+        34 => &[2, 10, 11, 12, 13, 16, 26, 30],
+        25 => &[2, 3, 11, 12, 15],
+        80 => &[2, 3, 11, 12, 67, 70],
+        _ => &[],
+    };
+    if cuts.is_empty() {
+        return pan::scrub(payload);
+    }
+    let mut fields = Vec::new();
+    let mut start = 0;
+    for &c in cuts.iter().chain(std::iter::once(&payload.len())) {
+        fields.push(pan::scrub(&payload[start..c]));
+        start = c;
+    }
+    fields.join("|")
 }
 
 /// Is this the worker's busy answer (`AE=01`, no AF) to a transaction?
@@ -251,6 +313,14 @@ impl Line<'_> {
     fn serve_inner(&mut self) -> io::Result<()> {
         loop {
             self.answer_if_ready()?;
+            // A reload applies between link sessions.
+            if let Some(c) = self.updates.try_iter().last() {
+                let reopen = port_settings(&c.settings) != port_settings(&self.conf.settings);
+                self.conf = c;
+                if reopen {
+                    return Err(io::Error::other("device settings changed"));
+                }
+            }
             let Some(b) = self.byte(Instant::now() + POLL)? else {
                 continue;
             };
@@ -259,8 +329,8 @@ impl Line<'_> {
                     self.send(&[ACK])?;
                     self.session()?;
                 }
-                b'C' if self.ctx.settings.protocol != SerialProtocol::V2 => {
-                    match self.byte(Instant::now() + self.ctx.settings.frame_timeout)? {
+                b'C' if self.conf.settings.protocol != SerialProtocol::V2 => {
+                    match self.byte(Instant::now() + self.conf.settings.frame_timeout)? {
                         Some(b'Z') => self.raw()?,
                         _ => log::debug!("serial {}: stray bytes ignored", self.path),
                     }
@@ -313,7 +383,7 @@ impl Line<'_> {
                     self.send(&[NAK])?;
                 }
                 Rx::Good(payload) => {
-                    log::trace!("serial {}: < {}", self.path, pan::scrub(&payload));
+                    log::trace!("serial {}: < {}", self.path, trace(&payload));
                     match self.request(payload)? {
                         Some(why) => {
                             log::info!("serial {}: {why}: NAK ({attempt}/{TRIES})", self.path);
@@ -331,7 +401,7 @@ impl Line<'_> {
     /// STX payload ETX, then exactly one LRC byte (it may look like any
     /// control byte).
     fn receive_frame(&mut self) -> io::Result<Rx> {
-        let wait = self.ctx.settings.frame_timeout;
+        let wait = self.conf.settings.frame_timeout;
         loop {
             match self.byte(Instant::now() + wait)? {
                 None => return Ok(Rx::Silence),
@@ -375,7 +445,7 @@ impl Line<'_> {
     }
 
     fn is_v3(&self, payload: &[u8]) -> bool {
-        match self.ctx.settings.protocol {
+        match self.conf.settings.protocol {
             SerialProtocol::V3 => true,
             SerialProtocol::V2 => false,
             SerialProtocol::Auto => payload.starts_with(b"CZ"),
@@ -386,7 +456,7 @@ impl Line<'_> {
     /// retransmission); `None` means the request was dealt with.
     fn request(&mut self, payload: Vec<u8>) -> io::Result<Option<String>> {
         if self.is_v3(&payload) {
-            return match request::parse(&payload, &self.ctx.currencies) {
+            return match request::parse(&payload, &self.conf.currencies) {
                 Ok(req) => self.submit(req, Kind::V3),
                 Err(rej) => {
                     log::info!("serial {}: request refused: {rej}", self.path);
@@ -420,7 +490,7 @@ impl Line<'_> {
             self.answer(&Kind::V2(v), reply)?;
             return Ok(None);
         }
-        match request::interpret(v.to_v3(), &self.ctx.currencies) {
+        match request::interpret(v.to_v3(), &self.conf.currencies) {
             Ok(req) => self.submit(req, Kind::V2(v)),
             Err(rej) => {
                 let reply = refused(rej.to_string());
@@ -434,7 +504,7 @@ impl Line<'_> {
     /// ACK the request frame and let the register close its session.
     fn accept_frame(&mut self) -> io::Result<()> {
         self.send(&[ACK])?;
-        let d = self.ctx.settings.eot_timeout;
+        let d = self.conf.settings.eot_timeout;
         self.wait_for(&[EOT], Timer::Eot, d)?;
         Ok(())
     }
@@ -443,7 +513,7 @@ impl Line<'_> {
     /// started it (or answered it at once); a busy terminal NAKs it, since
     /// V2 registers count an ACKed request as accepted.
     fn submit(&mut self, req: Request, kind: Kind) -> io::Result<Option<String>> {
-        let pending = self.ctx.worker.hand_over(req.clone(), self.origin());
+        let pending = self.worker.hand_over(req.clone(), self.origin());
         select! {
             recv(pending.started) -> id => {
                 if id.is_err() {
@@ -501,7 +571,7 @@ impl Line<'_> {
             log::warn!("serial {}: answer not delivered: {e}", self.path);
         }
         if let Some(id) = reply.tx {
-            self.ctx.worker.delivered(id, result);
+            self.worker.delivered(id, result);
         }
         Ok(())
     }
@@ -513,7 +583,7 @@ impl Line<'_> {
         if bytes.len() <= MAX_FRAME {
             return vec![bytes];
         }
-        if self.ctx.settings.split {
+        if self.conf.settings.split {
             return bytes.chunks(MAX_FRAME).map(<[u8]>::to_vec).collect();
         }
         let mut short = Frame::new();
@@ -532,7 +602,7 @@ impl Line<'_> {
     /// times), each block until ACKed (three tries), EOT. The outer error is
     /// the device failing; the inner one an answer that did not get through.
     fn send_session(&mut self, blocks: &[Vec<u8>]) -> io::Result<Result<(), String>> {
-        let s = &self.ctx.settings;
+        let s = &self.conf.settings;
         let (ack, pause) = (s.ack_timeout, s.retry_pause);
         let mut open = false;
         for attempt in 1..=TRIES {
@@ -559,7 +629,7 @@ impl Line<'_> {
         for (i, block) in blocks.iter().enumerate() {
             let end = if i + 1 == blocks.len() { ETX } else { ETB };
             let frame = wrap(block, end);
-            log::trace!("serial {}: > {}", self.path, pan::scrub(&frame));
+            log::trace!("serial {}: > {}", self.path, trace(block));
             let mut acked = false;
             for attempt in 1..=TRIES {
                 self.send(&frame)?;
@@ -598,8 +668,8 @@ impl Line<'_> {
                 break Some(a);
             }
             let wait = match progress {
-                Progress::Whole { .. } => self.ctx.request_gap,
-                _ => self.ctx.settings.frame_timeout,
+                Progress::Whole { .. } => self.conf.request_gap,
+                _ => self.conf.settings.frame_timeout,
             };
             match self.byte(Instant::now() + wait)? {
                 Some(b) => progress = asm.feed(&[b]),
@@ -608,7 +678,7 @@ impl Line<'_> {
         };
         let Some(a) = assembled else { return Ok(()) };
         log::trace!("serial {}: < {}", self.path, pan::scrub(&a.body));
-        let reply = match (&a.fault, request::parse(&a.body, &self.ctx.currencies)) {
+        let reply = match (&a.fault, request::parse(&a.body, &self.conf.currencies)) {
             (Some(fault), _) => {
                 log::info!(
                     "serial {}: bad raw request ({fault}): answered AF09",
@@ -622,7 +692,7 @@ impl Line<'_> {
                 answer::refusal(&rej.frame, Some(rej.af))
             }
             (None, Ok(req)) => {
-                let pending = self.ctx.worker.hand_over(req, self.origin());
+                let pending = self.worker.hand_over(req, self.origin());
                 select! {
                     recv(pending.started) -> _ => {
                         self.waiting = Some(Waiting { reply: pending.reply, kind: Kind::Raw });
@@ -643,5 +713,26 @@ impl Line<'_> {
                 tx: None,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_traces_keep_amounts_and_mask_card_numbers() {
+        // 0100001051110978 passes the Luhn check: it must not be masked.
+        assert_eq!(
+            trace(b"0100001051110978          A010B010"),
+            "01|00001051|1|1|0|978|          |A010|B010"
+        );
+        let mut reply = b"01000001051".to_vec();
+        reply.push(b'1');
+        reply.extend_from_slice(b"4111111111111111");
+        reply.extend_from_slice(&[b' '; 39]);
+        reply.extend_from_slice(b"978          ");
+        let t = trace(&reply);
+        assert!(t.contains("|411111######1111"), "{t}");
     }
 }

@@ -78,10 +78,6 @@ impl Simulator {
         }
     }
 
-    pub fn set_delay(&mut self, delay: Duration) {
-        self.delay = delay;
-    }
-
     fn random(&mut self) -> u64 {
         // xorshift64*: enough to vary authorisation numbers and cards.
         self.seed ^= self.seed >> 12;
@@ -264,6 +260,10 @@ impl Backend for Simulator {
         if let Err(e) = spawned {
             log::error!("simulator: cannot start a thread: {e}");
         }
+    }
+
+    fn reload(&mut self, cfg: &crate::config::Config) {
+        self.delay = cfg.simulator_delay;
     }
 
     fn abort(&mut self, id: u64) -> Outcome {

@@ -84,6 +84,11 @@ pub enum Control {
     /// Refuse new transactions, let the running one end and its answer go
     /// out, then return.
     Stop,
+    /// New settings, and the new configuration for the backend; they apply
+    /// from the next transaction on.
+    Reload(Settings, Box<crate::config::Config>),
+    /// Log the live state (SIGUSR1).
+    Report,
 }
 
 /// Settings the worker applies.
@@ -357,6 +362,11 @@ impl Worker {
             };
             select_biased! {
                 recv(self.control) -> c => match c {
+                    Ok(Control::Reload(settings, cfg)) => {
+                        self.settings = settings;
+                        self.backend.reload(&cfg);
+                    }
+                    Ok(Control::Report) => self.report(),
                     Ok(Control::Stop) | Err(_) => {
                         if !self.stopping {
                             log::info!("stopping: new transactions refused");
@@ -699,6 +709,39 @@ impl Worker {
                 carry.len()
             ),
             Err(e) => log::error!("{}: rotation failed: {e}", self.journal.path().display()),
+        }
+    }
+
+    fn report(&self) {
+        match &self.running {
+            Some(r) => log::info!(
+                "state: running tx {} {}{} register {:02} from {} {} for {:.1} s",
+                r.id,
+                r.request.op.name(),
+                amount_label(&r.request),
+                r.request.register,
+                r.origin.channel,
+                r.origin.peer,
+                r.started.elapsed().as_secs_f64()
+            ),
+            None if self.stopping => log::info!("state: stopping"),
+            None => log::info!("state: idle"),
+        }
+        let last = self
+            .registers
+            .values()
+            .filter_map(|r| r.last.as_ref())
+            .max_by_key(|c| c.record.id);
+        match last {
+            Some(c) => log::info!(
+                "state: last outcome tx {} {}{} register {:02}: {}",
+                c.record.id,
+                c.request.op.name(),
+                amount_label(&c.request),
+                c.request.register,
+                c.record.verdict.map_or("unknown", Verdict::word)
+            ),
+            None => log::info!("state: no transaction yet"),
         }
     }
 

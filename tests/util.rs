@@ -127,7 +127,7 @@ impl Daemon {
         });
         self.child = child;
         self.log = log;
-        self.wait_log("ready:");
+        self.wait_log("INFO  ready");
         let line = self.wait_log("listening on ");
         let addr = line.rsplit("listening on ").next().unwrap().trim();
         self.addr = addr.parse().expect("bound address");

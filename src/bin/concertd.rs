@@ -1,17 +1,15 @@
 //! concertd: the Concert / Caisse-AP terminal service.
 
-use concert::config::{self, Config, Terminal};
+use concert::config::{self, Config};
+use concert::daemon::{self, PidFile};
 use concert::error::Error;
 use concert::journal::Journal;
-use concert::net::{self, Settings, Shared};
-use concert::simulator::Simulator;
-use concert::worker::{self, Control, Worker};
-use crossbeam_channel::{select, unbounded};
-use std::net::TcpListener;
+use concert::logging;
+use concert::service::{self, Service};
+use crossbeam_channel::{after, never, select, unbounded};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 
 struct Args {
     foreground: bool,
@@ -32,10 +30,9 @@ fn parse_args() -> Result<Args, Error> {
     let m = o
         .parse(&args)
         .map_err(|e| Error::Usage(format!("{e}\n{USAGE}")))?;
-    if !m.free.is_empty() {
+    if let Some(extra) = m.free.first() {
         return Err(Error::Usage(format!(
-            "unexpected argument {:?}\n{USAGE}",
-            m.free[0]
+            "unexpected argument {extra:?}\n{USAGE}"
         )));
     }
     Ok(Args {
@@ -46,41 +43,49 @@ fn parse_args() -> Result<Args, Error> {
     })
 }
 
-fn load(args: &Args) -> Result<Config, Error> {
-    match &args.file {
-        Some(f) => Config::load(f),
+/// The configuration, and the file it came from (none: the defaults).
+fn load(args: &Args) -> Result<(Config, Option<PathBuf>), Error> {
+    let f = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
+    if args.file.is_none() && !f.exists() {
+        log::info!("{}: not found, using the defaults", f.display());
+        return Ok((Config::default(), None));
+    }
+    Ok((Config::load(&f)?, Some(f)))
+}
+
+/// Where logs go once detached: syslog, else `log-file`, else nowhere
+/// (said on stderr while there still is one).
+fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
+    if let Ok(s) = logging::syslog_socket() {
+        return Ok(Some(logging::Destination::Syslog(s)));
+    }
+    match &cfg.log_file {
+        Some(p) => logging::open_log_file(p)
+            .map(|f| Some(logging::Destination::File(f)))
+            .map_err(|e| Error::io(format!("log-file {}", p.display()), e)),
         None => {
-            let f = PathBuf::from(config::DEFAULT_FILE);
-            if f.exists() {
-                Config::load(&f)
-            } else {
-                log::info!("{}: not found, using the defaults", f.display());
-                Ok(Config::default())
-            }
+            eprintln!(
+                "concertd: warning: no syslog ({}) and no log-file: once detached, nothing is logged",
+                logging::SYSLOG_SOCKET
+            );
+            Ok(None)
         }
     }
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let cfg = load(&args)?;
+    let (cfg, file) = load(&args)?;
     if args.check {
         print!("{}", cfg.describe());
         println!("configuration OK");
         return Ok(());
     }
-    if !args.foreground {
-        log::debug!("detaching is not implemented yet: staying in the foreground");
-    }
-    // Bind everything before starting any thread, so that a bad address is
-    // a startup error and nothing half-runs.
-    let mut listeners = Vec::new();
-    for addr in &cfg.listen {
-        let l = TcpListener::bind(addr).map_err(|source| Error::Bind {
-            addr: *addr,
-            source,
-        })?;
-        listeners.push(l);
-    }
+    // Everything that can fail at start is done here, in the foreground,
+    // so that the error reaches the terminal with a non-zero exit.
+    let bound = service::bind_all(&cfg.listen)?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| Error::io(format!("journal {}", cfg.journal.display()), e))?;
     if let Some(torn) = &contents.torn {
@@ -97,67 +102,62 @@ fn run(args: Args) -> Result<(), Error> {
             contents.bad_lines
         );
     }
-    let backend = match cfg.terminal {
-        Terminal::Simulator => Box::new(Simulator::new(cfg.simulator_delay)),
+    let account = match &cfg.user {
+        Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
+        None => None,
     };
-    let settings = worker::Settings {
-        transaction_timeout: cfg.transaction_timeout,
-        retry_window: cfg.retry_window,
+    let mut ready = None;
+    let mut _pidfile = None;
+    if !args.foreground {
+        daemon::check_pidfile(&cfg.pidfile)?;
+        let dest = destination(&cfg)?;
+        // No thread exists yet: the fork copies the whole service.
+        let r = daemon::detach()?;
+        if let Some(d) = dest {
+            logging::detach_to(d);
+        }
+        match PidFile::write(&cfg.pidfile) {
+            Ok(p) => _pidfile = Some(p),
+            Err(e) => {
+                r.fail(&e.to_string());
+                return Err(e);
+            }
+        }
+        ready = Some(r);
+    }
+    if let Some(a) = &account {
+        // The journal directory and the pid file's stay the service's own,
+        // so that rotation and removal work after the drop.
+        for p in [cfg.journal.parent(), cfg.pidfile.parent()]
+            .into_iter()
+            .flatten()
+        {
+            if !p.as_os_str().is_empty() {
+                daemon::give(p, a);
+            }
+        }
+        daemon::give(&cfg.journal, a);
+        if let Err(e) = daemon::drop_to(a) {
+            if let Some(r) = ready.take() {
+                r.fail(&e.to_string());
+            }
+            return Err(e);
+        }
+        log::info!("running as user {}", a.name);
+    }
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let (mut service, stopped) = match Service::start(cfg, file, bound, journal, contents) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = ready.take() {
+                r.fail(&e.to_string());
+            }
+            return Err(e);
+        }
     };
-    let (worker, handle, control) = Worker::new(backend, journal, contents, settings);
-    let (stopped_tx, stopped) = unbounded::<()>();
-    std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || {
-            worker.run();
-            let _ = stopped_tx.send(());
-        })
-        .map_err(|e| Error::io("cannot start the worker", e))?;
-    let shared = Arc::new(Shared {
-        settings: Settings {
-            allow: cfg.allow_list(),
-            currencies: cfg.currencies.clone(),
-            request_gap: cfg.request_gap,
-            request_timeout: cfg.request_timeout,
-            max_connections: cfg.max_connections,
-        },
-        worker: handle,
-        active: AtomicUsize::new(0),
-    });
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    if cfg.serial.device.is_some() {
-        concert::serial::spawn(concert::serial::Context {
-            settings: cfg.serial.clone(),
-            worker: shared.worker.clone(),
-            currencies: cfg.currencies.clone(),
-            request_gap: cfg.request_gap,
-        })
-        .map_err(|e| Error::io("cannot start the serial thread", e))?;
-    }
-    for l in listeners {
-        let addr = l.local_addr().map_err(|e| Error::io("listener", e))?;
-        net::spawn_listener(l, Arc::clone(&shared))
-            .map_err(|e| Error::io(format!("cannot start the listener on {addr}"), e))?;
-        log::info!("listening on {addr}");
-    }
-    let allow: Vec<String> = shared
-        .settings
-        .allow
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    log::info!(
-        "ready: terminal simulator (delay {}), journal {}, allow {}",
-        config::fmt_duration(cfg.simulator_delay),
-        cfg.journal.display(),
-        allow.join(" ")
-    );
     let (sig_tx, sig_rx) = unbounded();
+    let mut signals = signals;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -168,17 +168,29 @@ fn run(args: Args) -> Result<(), Error> {
             }
         })
         .map_err(|e| Error::io("cannot start the signal thread", e))?;
+    log::info!("ready");
+    if let Some(r) = ready.take() {
+        r.ok();
+    }
     let mut stopping = false;
     loop {
+        let watch = service.config().config_watch;
+        let tick = if watch.is_zero() {
+            never()
+        } else {
+            after(watch)
+        };
         select! {
             recv(sig_rx) -> sig => match sig {
-                Ok(signal_hook::consts::SIGHUP) => log::warn!(
-                    "SIGHUP: configuration reload is not implemented yet; restart to apply changes"
-                ),
+                Ok(SIGHUP) => {
+                    log::info!("SIGHUP: reading the configuration again");
+                    service.reload();
+                }
+                Ok(SIGUSR1) => service.report(),
                 Ok(sig) if !stopping => {
                     log::info!("signal {sig}: stopping once the running transaction has ended");
                     stopping = true;
-                    let _ = control.send(Control::Stop);
+                    service.stop();
                 }
                 Ok(sig) => {
                     log::warn!("signal {sig} again: exiting at once");
@@ -186,6 +198,7 @@ fn run(args: Args) -> Result<(), Error> {
                 }
                 Err(_) => return Ok(()),
             },
+            recv(tick) -> _ => service.check_file(),
             recv(stopped) -> _ => {
                 log::info!("stopped");
                 return Ok(());
@@ -202,12 +215,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    concert::logging::init(args.verbosity);
+    logging::init(args.verbosity);
+    let foreground = args.foreground;
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Straight to stderr: a startup error must be seen even when
-            // logging is turned down.
+            // logging is turned down. A detached daemon's stderr goes
+            // nowhere: its log has it.
+            if !foreground {
+                log::error!("{e}");
+            }
             eprintln!("concertd: {e}");
             ExitCode::from(1)
         }

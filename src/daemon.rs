@@ -1,0 +1,219 @@
+//! Running as a daemon: detaching from the terminal with a readiness
+//! handshake, the pid file, and dropping root.
+
+use crate::error::Error;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+fn last_error(what: &str) -> Error {
+    Error::io(what, io::Error::last_os_error())
+}
+
+/// The detached child's end of the readiness pipe: the parent waits on it
+/// and exits 0 only when told the service is listening.
+pub struct Ready {
+    pipe: File,
+}
+
+impl Ready {
+    pub fn ok(mut self) {
+        let _ = self.pipe.write_all(b"ok\n");
+    }
+
+    pub fn fail(mut self, msg: &str) {
+        let _ = self.pipe.write_all(msg.as_bytes());
+    }
+}
+
+/// Forks. The parent waits for the child's word and exits with it; the
+/// child starts a new session, leaves the working directory, points stdio
+/// at /dev/null and returns. Must be called before any thread exists: a
+/// fork copies only the calling thread.
+pub fn detach() -> Result<Ready, Error> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(last_error("pipe"));
+    }
+    // SAFETY: freshly created, owned here.
+    let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread runs yet (the caller's contract).
+    match unsafe { libc::fork() } {
+        -1 => Err(last_error("fork")),
+        0 => {
+            drop(read);
+            // SAFETY: plain system calls on our own process.
+            if unsafe { libc::setsid() } == -1 {
+                return Err(last_error("setsid"));
+            }
+            let _ = std::env::set_current_dir("/");
+            let null = OpenOptions::new().read(true).write(true).open("/dev/null");
+            if let Ok(null) = null {
+                let fd: OwnedFd = null.into();
+                for target in 0..=2 {
+                    // SAFETY: dup2 onto the standard descriptors.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), target) };
+                }
+            }
+            Ok(Ready { pipe: write })
+        }
+        child => {
+            drop(write);
+            let mut word = String::new();
+            let mut read = read;
+            let _ = read.read_to_string(&mut word);
+            if word == "ok\n" {
+                std::process::exit(0);
+            }
+            if word.is_empty() {
+                eprintln!("concertd: the daemon (pid {child}) died during start-up");
+            } else {
+                eprintln!("concertd: {word}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Refuses to start when the pid file names a live process.
+pub fn check_pidfile(path: &Path) -> Result<(), Error> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::Usage(format!(
+            "already running as pid {pid} (pid file {})",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The pid file, removed when dropped.
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    pub fn write(path: &Path) -> Result<PidFile, Error> {
+        check_pidfile(path)?;
+        let ctx = || format!("pid file {}", path.display());
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| Error::io(ctx(), e))?;
+        writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(ctx(), e))?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A user to run as.
+pub struct Account {
+    pub name: String,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+fn cstring(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Usage(format!("{s:?}: bad name")))
+}
+
+pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
+    let name = cstring(user)?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; read at
+    // once, before any other call could overwrite it (no threads yet).
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(Error::Usage(format!("user {user:?} does not exist")));
+    }
+    let (uid, mut gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    if let Some(g) = group {
+        let gname = cstring(g)?;
+        // SAFETY: as above.
+        let gr = unsafe { libc::getgrnam(gname.as_ptr()) };
+        if gr.is_null() {
+            return Err(Error::Usage(format!("group {g:?} does not exist")));
+        }
+        gid = unsafe { (*gr).gr_gid };
+    }
+    Ok(Account {
+        name: user.to_string(),
+        uid,
+        gid,
+    })
+}
+
+/// Gives `path` to the account, when we are root (so that rotation and
+/// the pid file keep working after the drop).
+pub fn give(path: &Path, a: &Account) {
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    if let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) {
+        // SAFETY: chown on a path we name.
+        if unsafe { libc::chown(c.as_ptr(), a.uid, a.gid) } != 0 {
+            log::warn!(
+                "{}: cannot give it to {}: {}",
+                path.display(),
+                a.name,
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Becomes the account for good: supplementary groups (dialout for the
+/// serial line), group, then user; and checks root cannot come back.
+pub fn drop_to(a: &Account) -> Result<(), Error> {
+    // SAFETY: plain system calls on our own process.
+    unsafe {
+        if libc::geteuid() != 0 {
+            if libc::geteuid() == a.uid {
+                return Ok(());
+            }
+            return Err(Error::Usage(format!(
+                "cannot become user {}: not started as root",
+                a.name
+            )));
+        }
+        let name = cstring(&a.name)?;
+        if libc::initgroups(name.as_ptr(), a.gid) != 0 {
+            return Err(last_error("initgroups"));
+        }
+        if libc::setgid(a.gid) != 0 {
+            return Err(last_error("setgid"));
+        }
+        if libc::setuid(a.uid) != 0 {
+            return Err(last_error("setuid"));
+        }
+        if a.uid != 0 && libc::setuid(0) == 0 {
+            return Err(Error::Usage(
+                "root privileges could be regained after the drop".into(),
+            ));
+        }
+    }
+    Ok(())
+}

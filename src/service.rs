@@ -1,0 +1,264 @@
+//! The running service: its threads, and a configuration that a reload
+//! replaces without dropping a running transaction or a connection.
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::journal::{Contents, Journal};
+use crate::net::{self, Listening, Shared};
+use crate::serial;
+use crate::simulator::Simulator;
+use crate::worker::{self, Control, Worker};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long a reload waits for an old listener to let go of an address
+/// that the new configuration binds again.
+const REBIND: Duration = Duration::from_secs(2);
+
+/// Binds every `listen` address: done before anything else, so that a bad
+/// or busy address is a startup error.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>, Error> {
+    addrs
+        .iter()
+        .map(|a| {
+            TcpListener::bind(a)
+                .map(|l| (*a, l))
+                .map_err(|source| Error::Bind { addr: *a, source })
+        })
+        .collect()
+}
+
+fn net_settings(c: &Config) -> net::Settings {
+    net::Settings {
+        allow: c.allow_list(),
+        currencies: c.currencies.clone(),
+        request_gap: c.request_gap,
+        request_timeout: c.request_timeout,
+        max_connections: c.max_connections,
+    }
+}
+
+fn worker_settings(c: &Config) -> worker::Settings {
+    worker::Settings {
+        transaction_timeout: c.transaction_timeout,
+        retry_window: c.retry_window,
+    }
+}
+
+fn serial_conf(c: &Config) -> serial::Conf {
+    serial::Conf {
+        settings: c.serial.clone(),
+        currencies: c.currencies.clone(),
+        request_gap: c.request_gap,
+    }
+}
+
+/// The file's identity for `config-watch`: changed when either changes.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+pub struct Service {
+    cfg: Config,
+    file: Option<PathBuf>,
+    file_stamp: Option<(SystemTime, u64)>,
+    shared: Arc<Shared>,
+    listeners: Vec<Listening>,
+    control: Sender<Control>,
+    serial: Sender<serial::Conf>,
+}
+
+impl Service {
+    /// Starts the worker, the serial thread and the listeners. Returns the
+    /// service and a channel that closes when the worker has stopped.
+    pub fn start(
+        cfg: Config,
+        file: Option<PathBuf>,
+        bound: Vec<(SocketAddr, TcpListener)>,
+        journal: Journal,
+        contents: Contents,
+    ) -> Result<(Service, Receiver<()>), Error> {
+        let backend = Box::new(Simulator::new(cfg.simulator_delay));
+        let (worker, handle, control) =
+            Worker::new(backend, journal, contents, worker_settings(&cfg));
+        let (stopped_tx, stopped) = unbounded::<()>();
+        std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                worker.run();
+                drop(stopped_tx);
+            })
+            .map_err(|e| Error::io("cannot start the worker", e))?;
+        let shared = Arc::new(Shared::new(net_settings(&cfg), handle));
+        let (serial_tx, updates) = unbounded();
+        serial::spawn(serial::Context {
+            conf: serial_conf(&cfg),
+            updates,
+            worker: shared.worker.clone(),
+        })
+        .map_err(|e| Error::io("cannot start the serial thread", e))?;
+        let mut listeners = Vec::new();
+        for (configured, l) in bound {
+            let listening = net::spawn_listener(l, configured, Arc::clone(&shared))
+                .map_err(|e| Error::io(format!("cannot start the listener on {configured}"), e))?;
+            log::info!("listening on {}", listening.local);
+            listeners.push(listening);
+        }
+        let file_stamp = file.as_deref().and_then(stamp);
+        let service = Service {
+            cfg,
+            file,
+            file_stamp,
+            shared,
+            listeners,
+            control,
+            serial: serial_tx,
+        };
+        log::info!("running: {}", service.cfg.summary());
+        Ok((service, stopped))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// `config-watch`: reloads when the file changed on disk.
+    pub fn check_file(&mut self) {
+        let Some(f) = &self.file else { return };
+        let now = stamp(f);
+        if now != self.file_stamp {
+            self.file_stamp = now;
+            log::info!("{}: changed on disk", f.display());
+            self.reload();
+        }
+    }
+
+    /// Reads the file again and applies it. An invalid file changes
+    /// nothing; keywords that need a restart keep their running values.
+    pub fn reload(&mut self) {
+        let Some(file) = self.file.clone() else {
+            log::warn!("reload: concertd runs on its defaults, there is no file to read again");
+            return;
+        };
+        self.file_stamp = stamp(&file);
+        let mut new = match Config::load(&file) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: {e}; the running configuration is kept");
+                return;
+            }
+        };
+        for ((key, old), (_, now)) in self.cfg.restart_only().into_iter().zip(new.restart_only()) {
+            if old != now {
+                log::warn!(
+                    "reload: {key} changed; that needs a restart, the running value is kept"
+                );
+            }
+        }
+        new.user = self.cfg.user.clone();
+        new.group = self.cfg.group.clone();
+        new.pidfile = self.cfg.pidfile.clone();
+        new.journal = self.cfg.journal.clone();
+        new.journal_size = self.cfg.journal_size;
+        new.journal_keep = self.cfg.journal_keep;
+        new.log_file = self.cfg.log_file.clone();
+        self.rebind(&new.listen);
+        self.shared.set_settings(net_settings(&new));
+        let _ = self.control.send(Control::Reload(
+            worker_settings(&new),
+            Box::new(new.clone()),
+        ));
+        let _ = self.serial.send(serial_conf(&new));
+        self.cfg = new;
+        log::info!("reloaded: {}", self.cfg.summary());
+    }
+
+    /// New listeners are bound before old ones close, so that no client
+    /// finds the door shut; where a new address overlaps an old one, the
+    /// old one closes first.
+    fn rebind(&mut self, wanted: &[SocketAddr]) {
+        let (mut keep, mut old): (Vec<Listening>, Vec<Listening>) = self
+            .listeners
+            .drain(..)
+            .partition(|l| wanted.contains(&l.configured));
+        for addr in wanted {
+            if keep.iter().any(|l| l.configured == *addr) {
+                continue;
+            }
+            let bound = match TcpListener::bind(addr) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    match old.iter().position(|o| o.local.port() == addr.port()) {
+                        Some(i) => {
+                            let o = old.remove(i);
+                            log::info!(
+                                "reload: {addr} overlaps {}: closing that one first",
+                                o.local
+                            );
+                            o.close();
+                            bind_retrying(addr)
+                        }
+                        None => Err(e),
+                    }
+                }
+                other => other,
+            };
+            let listener = match bound {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("reload: cannot listen on {addr}: {e}");
+                    continue;
+                }
+            };
+            match net::spawn_listener(listener, *addr, Arc::clone(&self.shared)) {
+                Ok(l) => {
+                    log::info!("listening on {}", l.local);
+                    keep.push(l);
+                }
+                Err(e) => log::error!("reload: cannot start the listener on {addr}: {e}"),
+            }
+        }
+        for o in old {
+            o.close();
+        }
+        self.listeners = keep;
+    }
+
+    /// SIGUSR1: the live state, in the log.
+    pub fn report(&self) {
+        let listening: Vec<String> = self.listeners.iter().map(|l| l.local.to_string()).collect();
+        log::info!(
+            "state: listening on {}; {} connections open; {}",
+            listening.join(" "),
+            self.shared
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.cfg.summary()
+        );
+        let _ = self.control.send(Control::Report);
+    }
+
+    /// Refuses new transactions and lets the running one end; the worker's
+    /// channel closes once it has.
+    pub fn stop(&self) {
+        let _ = self.control.send(Control::Stop);
+    }
+}
+
+/// An old listener's thread lets go of its socket as soon as it wakes;
+/// until then the address is still taken.
+fn bind_retrying(addr: &SocketAddr) -> io::Result<TcpListener> {
+    let until = std::time::Instant::now() + REBIND;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
