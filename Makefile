@@ -1,9 +1,18 @@
 # concertd: the terminal side of the Concert / Caisse-AP payment protocol.
 
 CARGO ?= cargo
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# Where `install` takes the binaries from; `make` builds them there.
+TARGET ?= target/release
+
 MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1
 
-.PHONY: all build run test check lint clean
+.PHONY: all build run test check lint install uninstall clean
 
 all: build
 
@@ -37,6 +46,47 @@ lint:
 		echo "mandoc -T lint -W warning $(MANPAGES)"; \
 		mandoc -T lint -W warning $(MANPAGES); \
 	else echo "mandoc not installed: man pages not linted"; fi
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		echo "systemd-analyze verify etc/concertd.service.in"; \
+		tmp=$$(mktemp -d) && \
+		sed 's|@SBINDIR@|$(CURDIR)/target/debug|' etc/concertd.service.in > $$tmp/concertd.service && \
+		systemd-analyze verify --man=no $$tmp/concertd.service; rc=$$?; rm -rf $$tmp; exit $$rc; \
+	else echo "systemd-analyze not installed: unit not checked"; fi
+
+# Installs what `make` built; builds nothing, so that `sudo make install`
+# leaves no root-owned files in target/. An existing configuration file is
+# never replaced.
+install:
+	@test -x $(TARGET)/concertd -a -x $(TARGET)/concert || \
+		{ echo "$(TARGET)/concertd missing: run make first (install builds nothing)"; exit 1; }
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR) \
+		$(DESTDIR)$(UNITDIR)
+	install -m 0755 $(TARGET)/concertd $(DESTDIR)$(SBINDIR)/concertd
+	install -m 0755 $(TARGET)/concert $(DESTDIR)$(BINDIR)/concert
+	install -m 0644 man/concertd.8 $(DESTDIR)$(MANDIR)/man8/concertd.8
+	install -m 0644 man/concertd.conf.5 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5
+	install -m 0644 man/concert.1 $(DESTDIR)$(MANDIR)/man1/concert.1
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
+		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf exists: kept"; \
+	else \
+		echo "install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
+		install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \
+	fi
+	sed 's|@SBINDIR@|$(SBINDIR)|g' etc/concertd.service.in > $(DESTDIR)$(UNITDIR)/concertd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/concertd.service
+
+# Removes what install put in place; the configuration only if unchanged.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
+		$(DESTDIR)$(MANDIR)/man8/concertd.8 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5 \
+		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service
+	@if cmp -s etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; then \
+		echo "rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
+		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf was changed: kept"; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -8,9 +8,17 @@ use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn last_error(what: &str) -> Error {
     Error::io(what, io::Error::last_os_error())
+}
+
+static DETACHED: AtomicBool = AtomicBool::new(false);
+
+/// True in the detached daemon, whose stderr goes nowhere.
+pub fn detached() -> bool {
+    DETACHED.load(Ordering::Relaxed)
 }
 
 /// The detached child's end of the readiness pipe: the parent waits on it
@@ -46,6 +54,7 @@ pub fn detach() -> Result<Ready, Error> {
         -1 => Err(last_error("fork")),
         0 => {
             drop(read);
+            DETACHED.store(true, Ordering::Relaxed);
             // SAFETY: plain system calls on our own process.
             if unsafe { libc::setsid() } == -1 {
                 return Err(last_error("setsid"));

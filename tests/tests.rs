@@ -3,9 +3,11 @@
 mod util;
 
 mod cli;
+mod daemon;
 mod durability;
 #[cfg(feature = "hardware-tests")]
 mod hardware;
+mod install;
 mod manpage;
 mod serial;
 mod tcp;

@@ -143,6 +143,22 @@ impl Daemon {
         self.child.wait().unwrap()
     }
 
+    /// The configuration lines every test daemon has, but `listen`.
+    pub fn base_config(&self) -> String {
+        format!(
+            "simulator-delay 0\njournal {}\n",
+            self.dir.join("journal").display()
+        )
+    }
+
+    /// Replaces the configuration file (the daemon reads it on reload).
+    pub fn write_config(&self, text: &str) {
+        let path = self.dir.join("concertd.conf");
+        let tmp = self.dir.join("concertd.conf.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+
     pub fn journal(&self) -> String {
         std::fs::read_to_string(self.dir.join("journal")).unwrap_or_default()
     }

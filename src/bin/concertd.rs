@@ -85,6 +85,9 @@ fn run(args: Args) -> Result<(), Error> {
     }
     // Everything that can fail at start is done here, in the foreground,
     // so that the error reaches the terminal with a non-zero exit.
+    if !args.foreground {
+        daemon::check_pidfile(&cfg.pidfile)?;
+    }
     let bound = service::bind_all(&cfg.listen)?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| Error::io(format!("journal {}", cfg.journal.display()), e))?;
@@ -109,7 +112,6 @@ fn run(args: Args) -> Result<(), Error> {
     let mut ready = None;
     let mut _pidfile = None;
     if !args.foreground {
-        daemon::check_pidfile(&cfg.pidfile)?;
         let dest = destination(&cfg)?;
         // No thread exists yet: the fork copies the whole service.
         let r = daemon::detach()?;
@@ -216,14 +218,13 @@ fn main() -> ExitCode {
         }
     };
     logging::init(args.verbosity);
-    let foreground = args.foreground;
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Straight to stderr: a startup error must be seen even when
             // logging is turned down. A detached daemon's stderr goes
             // nowhere: its log has it.
-            if !foreground {
+            if daemon::detached() {
                 log::error!("{e}");
             }
             eprintln!("concertd: {e}");

@@ -1,0 +1,178 @@
+//! Operating like a Linux daemon: reload, state, daemon mode, pid file.
+
+use crate::util::*;
+use std::process::Command;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+const PING: &[u8] = b"CZ0040320CA00201CD001I";
+
+#[test]
+fn sighup_moves_the_listener_without_dropping_a_transaction() {
+    let d = Daemon::start("simulator-delay 2s\nconfig-watch 0");
+    let old = d.addr;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(exchange(old, b"CZ0040320CA00201CB003700CD0010CE003978"))
+            .unwrap()
+    });
+    d.wait_log("debit 7.00 EUR register 01 from tcp");
+    let port = free_port();
+    d.write_config(&format!(
+        "{}simulator-delay 2s\nconfig-watch 0\nlisten 127.0.0.1:{port}\n",
+        d.base_config()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log(&format!("listening on 127.0.0.1:{port}"));
+    d.wait_log(&format!("stopped listening on {old}"));
+    let new: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(text(&exchange(new, PING)), "CZ0040320CA00201CD001IAE00210");
+    assert!(
+        std::net::TcpStream::connect(old).is_err(),
+        "old port still open"
+    );
+    // The debit that ran across the reload got its answer.
+    let a = rx.recv().unwrap();
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    d.wait_log("reloaded: listen 127.0.0.1:");
+}
+
+#[test]
+fn invalid_file_keeps_the_running_configuration() {
+    let d = Daemon::start("config-watch 0");
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nrequest-gap forever\n",
+        d.base_config()
+    ));
+    d.signal(libc::SIGHUP);
+    let line = d.wait_log("the running configuration is kept");
+    assert!(line.contains("concertd.conf:4: "), "{line}");
+    assert_eq!(
+        text(&exchange(d.addr, PING)),
+        "CZ0040320CA00201CD001IAE00210"
+    );
+}
+
+#[test]
+fn file_edited_on_disk_changes_the_allow_list() {
+    let d = Daemon::start("allow 192.0.2.0/24\nconfig-watch 100ms");
+    assert!(exchange(d.addr, PING).is_empty());
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nallow 127.0.0.1\nconfig-watch 100ms\n",
+        d.base_config()
+    ));
+    d.wait_log("changed on disk");
+    d.wait_log("reloaded:");
+    // `listen 127.0.0.1:0` is the same configured address: kept as it is.
+    assert_eq!(
+        text(&exchange(d.addr, PING)),
+        "CZ0040320CA00201CD001IAE00210"
+    );
+}
+
+#[test]
+fn restart_only_keywords_are_kept_and_said() {
+    let d = Daemon::start("config-watch 0");
+    let other = d.dir.join("other-journal");
+    d.write_config(&format!(
+        "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\n",
+        other.display()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log("journal changed; that needs a restart");
+    exchange(d.addr, b"CZ0040320CA00201CB003100CD0010CE003978");
+    assert!(d.journal().contains(" begun "));
+    assert!(!other.exists());
+}
+
+#[test]
+fn sigusr1_logs_the_live_state() {
+    let d = Daemon::start("simulator-delay 2s");
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, b"CZ0040320CA00203CB003900CD0010CE003978"));
+    d.wait_log("debit 9.00 EUR register 03 from tcp");
+    d.signal(libc::SIGUSR1);
+    d.wait_log("state: listening on 127.0.0.1:");
+    let line = d.wait_log("state: running tx");
+    assert!(line.contains("debit 9.00 EUR register 03"), "{line}");
+    t.join().unwrap();
+    d.signal(libc::SIGUSR1);
+    let line = d.wait_log("state: last outcome");
+    assert!(line.contains("approved"), "{line}");
+}
+
+#[test]
+fn daemon_mode_pid_file_and_second_instance() {
+    let dir = temp_dir();
+    let port = free_port();
+    let pidfile = dir.join("concertd.pid");
+    let conf = dir.join("concertd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:{port}\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
+            dir.join("journal").display(),
+            pidfile.display(),
+            dir.join("log").display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(CONCERTD)
+            .arg("-f")
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    // The parent returns once the daemon listens.
+    let o = start();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A second one refuses to start.
+    let o = start();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("already running as pid {pid}")),
+        "{}",
+        stderr(&o)
+    );
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    // The daemon is not our child: watch its pid file go.
+    while pidfile.exists() {
+        assert!(std::time::Instant::now() < deadline, "pid file not removed");
+        std::thread::yield_now();
+    }
+    // The pid file goes just before the process: the port closes with it.
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still listening");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn daemon_startup_errors_reach_the_terminal() {
+    let d = Daemon::start("");
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(
+        &conf,
+        format!("listen {}\njournal {}\n", d.addr, dir.join("j").display()),
+    )
+    .unwrap();
+    let o = run(CONCERTD, &["-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot listen on"), "{}", stderr(&o));
+}
