@@ -379,14 +379,16 @@ pub mod serial_link {
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
         pub fn send_request(&mut self, payload: &[u8]) -> io::Result<()> {
             let mut open = false;
-            for _ in 0..3 {
+            for attempt in 1..=3 {
                 self.send(&[ENQ])?;
                 if self.wait_for(&[ACK], WAIT)? == Some(ACK) {
                     open = true;
                     break;
                 }
                 self.send(&[EOT])?;
-                std::thread::sleep(PAUSE);
+                if attempt < 3 {
+                    std::thread::sleep(PAUSE);
+                }
             }
             if !open {
                 return Err(err(
@@ -415,6 +417,7 @@ pub mod serial_link {
             }
             self.send(&[ACK])?;
             let mut payload = Vec::new();
+            let mut naks = 0;
             loop {
                 if self.wait_for(&[STX], WAIT)?.is_none() {
                     return Err(err("no frame after ACK"));
@@ -429,6 +432,10 @@ pub mod serial_link {
                 };
                 let got = self.byte(WAIT)?;
                 if got != Some(lrc(&block) ^ end) {
+                    naks += 1;
+                    if naks > 3 {
+                        return Err(err("answer frame with a bad LRC, 3 times"));
+                    }
                     self.send(&[NAK])?;
                     continue;
                 }

@@ -120,7 +120,10 @@ impl PidFile {
         let ctx = || format!("pid file {}", path.display());
         // /run/concertd does not survive a reboot; under systemd the unit's
         // RuntimeDirectory makes it, under a plain init this does.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             fs::create_dir(dir).map_err(|e| Error::io(ctx(), e))?;
         }
         let mut f = OpenOptions::new()

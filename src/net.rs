@@ -8,7 +8,7 @@ use crate::assemble::{Assembled, Assembler, Progress};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
 use crate::request;
-use crate::tlv::{tags, Frame};
+use crate::tlv::Frame;
 use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
@@ -256,8 +256,15 @@ fn answer_for(
         v3(Reply {
             frame: answer::refusal(frame, Some(af)),
             tx: None,
+            immediate: false,
         })
     };
+    if let (Some(fault), Wrapping::Stx) = (&a.fault, a.wrapping) {
+        if !a.body.starts_with(b"CZ") {
+            log::info!("tcp {peer}: bad V2 frame ({fault}): NAK");
+            return (vec![NAK], None);
+        }
+    }
     if let Some(fault) = &a.fault {
         log::info!("tcp {peer}: bad request ({fault}): answered AF09");
         let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
@@ -323,8 +330,7 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
     if reply.frame.elements().is_empty() {
         return V2Answer::Reply(Vec::new(), None);
     }
-    let immediate = v.immediate && reply.tx.is_none() && reply.frame.get(tags::AE) == Some(b"10");
-    let payload = if immediate {
+    let payload = if reply.immediate {
         v2::immediate_reply(&v)
     } else {
         v2::reply_from_answer(&v, &reply.frame)
@@ -399,10 +405,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         Incoming::Gone => return,
     };
-    log::trace!(
-        "tcp {peer}: < {}",
-        pan::scrub(&framing::wrap(&a.body, a.wrapping))
-    );
+    log::trace!("tcp {peer}: < {}", crate::serial::trace(&a.body));
     let (bytes, tx) = answer_for(&a, shared, &settings, peer);
     if bytes.is_empty() {
         return;

@@ -25,8 +25,6 @@ pub const MAX_FRAME: usize = 512;
 const POLL: Duration = Duration::from_millis(20);
 /// Sessions are retried this many times (ENQ, frame, bad request frames).
 const TRIES: u32 = 3;
-/// The worker answers every hand-over at once; past this it is stuck.
-const WORKER_ANSWER: Duration = Duration::from_secs(2);
 
 /// The link timers, named after their keywords so that the log says which
 /// one fired.
@@ -218,7 +216,7 @@ fn wrap(block: &[u8], end: u8) -> Vec<u8> {
 /// A payload for the wire trace. V2 payloads are cut into their fields
 /// first: their numeric header is one long run of digits that could pass
 /// for a card number, while a card number in the REP field must be masked.
-fn trace(payload: &[u8]) -> String {
+pub fn trace(payload: &[u8]) -> String {
     let cuts: &[usize] = match payload.len() {
         _ if payload.starts_with(b"CZ") => &[],
         26 => &[2, 10, 11, 12, 13, 16],
@@ -332,7 +330,13 @@ impl Line<'_> {
                 b'C' if self.conf.settings.protocol != SerialProtocol::V2 => {
                     match self.byte(Instant::now() + self.conf.settings.frame_timeout)? {
                         Some(b'Z') => self.raw()?,
-                        _ => log::debug!("serial {}: stray bytes ignored", self.path),
+                        Some(other) => {
+                            // Not a raw request: look at that byte again
+                            // (it may be the ENQ of a session).
+                            self.input.push_front(other);
+                            log::debug!("serial {}: stray byte 0x43 ignored", self.path);
+                        }
+                        None => log::debug!("serial {}: stray byte 0x43 ignored", self.path),
                     }
                 }
                 b => log::debug!("serial {}: stray byte 0x{b:02x} ignored", self.path),
@@ -422,15 +426,14 @@ impl Line<'_> {
                     )))
                 }
                 Some(ETX) => break,
-                Some(b) if payload.len() > MAX_FRAME => {
-                    let _ = b;
+                Some(_) if payload.len() >= MAX_FRAME => {
                     return Ok(Rx::Bad(format!("frame longer than {MAX_FRAME} bytes")));
                 }
                 Some(b) => payload.push(b),
             }
         }
         let Some(got) = self.byte(Instant::now() + wait)? else {
-            return Ok(Rx::Bad("no LRC".into()));
+            return Ok(Rx::Bad(format!("no LRC, {} fired", Timer::Frame.keyword())));
         };
         let want = lrc(&payload) ^ ETX;
         if got != want {
@@ -464,6 +467,7 @@ impl Line<'_> {
                     let reply = Reply {
                         frame: answer::refusal(&rej.frame, Some(rej.af)),
                         tx: None,
+                        immediate: false,
                     };
                     self.answer(&Kind::V3, reply)?;
                     Ok(None)
@@ -479,6 +483,7 @@ impl Line<'_> {
             Reply {
                 frame: answer::refusal(&Frame::new(), Some(answer::Af::Refused)),
                 tx: None,
+                immediate: false,
             }
         };
         if !matches!(v.kind, b'0' | b'1' | b'2') {
@@ -505,7 +510,13 @@ impl Line<'_> {
     fn accept_frame(&mut self) -> io::Result<()> {
         self.send(&[ACK])?;
         let d = self.conf.settings.eot_timeout;
-        self.wait_for(&[EOT], Timer::Eot, d)?;
+        if self.wait_for(&[EOT], Timer::Eot, d)?.is_none() {
+            log::info!(
+                "serial {}: no EOT, {} fired; going on",
+                self.path,
+                Timer::Eot.keyword()
+            );
+        }
         Ok(())
     }
 
@@ -519,8 +530,10 @@ impl Line<'_> {
                 if id.is_err() {
                     return Ok(Some("worker unavailable".into()));
                 }
-                self.accept_frame()?;
+                // Waiting first: if the ACK cannot be written (device gone),
+                // the answer still goes out once the line is back.
                 self.waiting = Some(Waiting { reply: pending.reply, kind });
+                self.accept_frame()?;
                 Ok(None)
             }
             recv(pending.reply) -> reply => {
@@ -536,7 +549,6 @@ impl Line<'_> {
                 self.answer(&kind, reply)?;
                 Ok(None)
             }
-            default(WORKER_ANSWER) => Ok(Some("worker did not answer".into())),
         }
     }
 
@@ -545,27 +557,30 @@ impl Line<'_> {
         if reply.frame.elements().is_empty() {
             return Ok(());
         }
-        let result = match kind {
+        let sent: io::Result<Result<(), String>> = match kind {
             Kind::Raw => {
                 let bytes = reply.frame.encode();
                 log::trace!("serial {}: > {}", self.path, pan::scrub(&bytes));
-                self.send(&bytes).map_err(|e| e.to_string())
+                Ok(self.send(&bytes).map_err(|e| e.to_string()))
             }
             Kind::V3 => {
                 let blocks = self.blocks(reply.frame.clone());
-                self.send_session(&blocks)?
+                self.send_session(&blocks)
             }
             Kind::V2(v) => {
-                let payload = if v.immediate
-                    && reply.tx.is_none()
-                    && reply.frame.get(tags::AE) == Some(b"10")
-                {
+                let payload = if reply.immediate {
                     v2::immediate_reply(v)
                 } else {
                     v2::reply_from_answer(v, &reply.frame)
                 };
-                self.send_session(&[payload])?
+                self.send_session(&[payload])
             }
+        };
+        // The device failing mid-answer is a failed delivery too: report
+        // it before the line is opened again.
+        let (result, device) = match sent {
+            Ok(r) => (r, Ok(())),
+            Err(e) => (Err(e.to_string()), Err(e)),
         };
         if let Err(e) = &result {
             log::warn!("serial {}: answer not delivered: {e}", self.path);
@@ -573,7 +588,7 @@ impl Line<'_> {
         if let Some(id) = reply.tx {
             self.worker.delivered(id, result);
         }
-        Ok(())
+        device
     }
 
     /// A V3 answer in frames of at most 512 data bytes: a longer one loses
@@ -590,12 +605,24 @@ impl Line<'_> {
         for e in frame.elements().iter().filter(|e| e.tag != tags::ZT) {
             short.push(e.tag, e.value.clone());
         }
+        let short = short.encode();
+        if short.len() <= MAX_FRAME {
+            log::warn!(
+                "serial {}: answer of {} bytes is over {MAX_FRAME}: ticket dropped (serial-split no)",
+                self.path,
+                bytes.len()
+            );
+            return vec![short];
+        }
+        // Still too long (a long CF echo): blocks are the only way to keep
+        // frames within 512 bytes without dropping the register's data.
         log::warn!(
-            "serial {}: answer of {} bytes is over {MAX_FRAME}: ticket dropped (serial-split no)",
+            "serial {}: answer of {} bytes is over {MAX_FRAME} even without its ticket: \
+             sent in ETB blocks",
             self.path,
             bytes.len()
         );
-        vec![short.encode()]
+        bytes.chunks(MAX_FRAME).map(<[u8]>::to_vec).collect()
     }
 
     /// The terminal's session: ENQ, wait ACK (else EOT, pause, again, three
@@ -702,7 +729,6 @@ impl Line<'_> {
                         Ok(r) => return self.answer(&Kind::Raw, r),
                         Err(_) => return Ok(()),
                     },
-                    default(WORKER_ANSWER) => return Ok(()),
                 }
             }
         };
@@ -711,6 +737,7 @@ impl Line<'_> {
             Reply {
                 frame: reply,
                 tx: None,
+                immediate: false,
             },
         )
     }

@@ -57,6 +57,9 @@ pub struct Reply {
     /// Set when this is the final answer of a transaction: the sender then
     /// reports whether it reached the register.
     pub tx: Option<u64>,
+    /// The acknowledgement of an immediate-answer request (`BA=1`, V2
+    /// `A011`), not an outcome.
+    pub immediate: bool,
 }
 
 pub struct Job {
@@ -195,6 +198,7 @@ impl Handle {
             .unwrap_or_else(|_| Reply {
                 frame: Frame::new(),
                 tx: None,
+                immediate: false,
             })
     }
 
@@ -533,7 +537,11 @@ impl Worker {
         let mut reply = Some(job.reply);
         if req.immediate {
             if let Some(r) = reply.take() {
-                send(&r, answer::done(&req.frame), None);
+                let _ = r.send(Reply {
+                    frame: answer::done(&req.frame),
+                    tx: None,
+                    immediate: true,
+                });
             }
         }
         let now = Instant::now();
@@ -803,7 +811,11 @@ fn ticket_time(stamp: &str) -> String {
 
 fn send(reply: &Sender<Reply>, frame: Frame, tx: Option<u64>) {
     // A connection that went away no longer listens; its thread logs that.
-    let _ = reply.send(Reply { frame, tx });
+    let _ = reply.send(Reply {
+        frame,
+        tx,
+        immediate: false,
+    });
 }
 
 fn amount_label(req: &Request) -> String {

@@ -137,7 +137,10 @@ fn parse() -> Result<Run, String> {
         Some(path) => Some(SerialTarget {
             path,
             speed: match m.opt_str("speed") {
-                Some(v) => v.parse().map_err(|_| usage(format!("bad speed {v:?}")))?,
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n) if (50..=4_000_000).contains(&n) => n,
+                    _ => return Err(usage(format!("bad speed {v:?}"))),
+                },
                 None => 9600,
             },
             format: match m.opt_str("format") {
@@ -147,6 +150,9 @@ fn parse() -> Result<Run, String> {
         }),
     };
     let v2 = m.opt_present("v2");
+    if v2 && m.opt_present("v3") {
+        return Err(usage("--v2 and --v3 exclude each other"));
+    }
     if v2 && serial.is_none() {
         return Err(usage("--v2 needs -s DEVICE"));
     }
