@@ -106,6 +106,8 @@ pub struct Outcome {
     pub contract: Option<String>,
     /// The ZT value (CK + AK), built from the request's CK.
     pub ticket: Option<Vec<u8>>,
+    /// A ticket document from the backend, packed into ZT as CK asks.
+    pub document: Option<Vec<u8>>,
 }
 
 impl Outcome {
@@ -129,6 +131,7 @@ impl Outcome {
             read_mode: None,
             contract: None,
             ticket: None,
+            document: None,
         }
     }
 
@@ -156,6 +159,7 @@ impl Outcome {
             read_mode: text(CI),
             contract: text(CG),
             ticket: answer.get(ZT).map(<[u8]>::to_vec),
+            document: None,
         }
     }
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct Transaction {
     pub id: u64,
     pub request: Request,
+    /// `tcp` or `serial`.
+    pub channel: String,
     /// For a cancellation: the register's last approved debit, if any.
     pub original: Option<Arc<Original>>,
 }
@@ -30,6 +32,9 @@ pub struct Original {
 pub struct Done {
     pub id: u64,
     pub outcome: Outcome,
+    /// A later answer for a transaction already closed as unknown (a relay
+    /// that asked its upstream for the status).
+    pub resolved: bool,
 }
 
 pub trait Backend: Send {
@@ -44,4 +49,21 @@ pub trait Backend: Send {
 
     /// A reload: take the new configuration from the next transaction on.
     fn reload(&mut self, _cfg: &crate::config::Config) {}
+
+    /// The register asked for the status of its last transaction: a backend
+    /// still resolving an unknown outcome can try at once.
+    fn status_requested(&mut self, _register: u8) {}
+}
+
+/// The backend a configuration names. A program that cannot run is an
+/// error here, so that it is a startup (or reload) error.
+pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Backend>, String> {
+    use crate::config::Terminal;
+    Ok(match &cfg.terminal {
+        Terminal::Simulator => Box::new(crate::simulator::Simulator::new(cfg.simulator_delay)),
+        Terminal::Exec { program, args } => Box::new(crate::exec::Exec::new(program, args)?),
+        Terminal::Relay { link, v2 } => {
+            Box::new(crate::relay::Relay::new(link, *v2, cfg.transaction_timeout))
+        }
+    })
 }

@@ -50,9 +50,122 @@ pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
 
+/// What performs the transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Terminal {
     Simulator,
+    /// A program run for each transaction.
+    Exec {
+        program: PathBuf,
+        args: Vec<String>,
+    },
+    /// An upstream Concert terminal.
+    Relay {
+        link: Upstream,
+        v2: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    Tcp(String),
+    Serial {
+        device: PathBuf,
+        speed: u32,
+        format: Format,
+    },
+}
+
+fn quote(w: &str) -> String {
+    if w.is_empty() || w.contains(char::is_whitespace) || w.contains('#') {
+        format!("\"{w}\"")
+    } else {
+        w.to_string()
+    }
+}
+
+impl Terminal {
+    fn parse(args: &[String]) -> Result<Terminal, String> {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["simulator"] => Ok(Terminal::Simulator),
+            ["exec", program, rest @ ..] => Ok(Terminal::Exec {
+                program: PathBuf::from(program),
+                args: rest.iter().map(|a| a.to_string()).collect(),
+            }),
+            ["relay", "tcp", addr, rest @ ..] => {
+                let v2 = match rest {
+                    [] | ["v3"] => false,
+                    ["v2"] => true,
+                    _ => return Err("terminal relay tcp HOST:PORT [v2|v3]".into()),
+                };
+                if !addr.contains(':') {
+                    return Err(format!("{addr:?} is not HOST:PORT"));
+                }
+                Ok(Terminal::Relay {
+                    link: Upstream::Tcp(addr.to_string()),
+                    v2,
+                })
+            }
+            ["relay", "serial", device, rest @ ..] => {
+                let (v2, rest) = match rest {
+                    ["v3", r @ ..] => (false, r),
+                    ["v2", r @ ..] => (true, r),
+                    r => (true, r),
+                };
+                let (speed, format) = match rest {
+                    [] => (9600, Format::parse("7E1")?),
+                    [sp] => (
+                        sp.parse().map_err(|_| format!("bad speed {sp:?}"))?,
+                        Format::parse("7E1")?,
+                    ),
+                    [sp, f] => (
+                        sp.parse().map_err(|_| format!("bad speed {sp:?}"))?,
+                        Format::parse(f)?,
+                    ),
+                    _ => return Err("terminal relay serial DEVICE [v2|v3] [SPEED [FORMAT]]".into()),
+                };
+                Ok(Terminal::Relay {
+                    link: Upstream::Serial {
+                        device: PathBuf::from(device),
+                        speed,
+                        format,
+                    },
+                    v2,
+                })
+            }
+            [] => Err("terminal takes simulator, exec PROGRAM... or relay tcp|serial ...".into()),
+            [t, ..] => Err(format!("terminal {t:?} is not simulator, exec or relay")),
+        }
+    }
+
+    /// As written in the file.
+    pub fn line(&self) -> String {
+        match self {
+            Terminal::Simulator => "simulator".into(),
+            Terminal::Exec { program, args } => {
+                let mut w = vec!["exec".to_string(), quote(&program.display().to_string())];
+                w.extend(args.iter().map(|a| quote(a)));
+                w.join(" ")
+            }
+            Terminal::Relay { link, v2 } => {
+                let p = if *v2 { "v2" } else { "v3" };
+                match link {
+                    Upstream::Tcp(a) => format!("relay tcp {a} {p}"),
+                    Upstream::Serial {
+                        device,
+                        speed,
+                        format,
+                    } => {
+                        format!(
+                            "relay serial {} {p} {speed} {format}",
+                            quote(&device.display().to_string())
+                        )
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -363,11 +476,7 @@ impl Config {
                     currencies.push(n);
                 }
             }
-            "terminal" => match args.first().map(String::as_str) {
-                Some("simulator") if args.len() == 1 => self.terminal = Terminal::Simulator,
-                Some(t) => return Err(format!("terminal {t:?} is not supported (only simulator)")),
-                None => return Err("terminal takes a backend name".into()),
-            },
+            "terminal" => self.terminal = Terminal::parse(args)?,
             "simulator-delay" => self.simulator_delay = dur(args)?,
             "transaction-timeout" => self.transaction_timeout = positive(key, dur(args)?)?,
             "request-gap" => self.request_gap = positive(key, dur(args)?)?,
@@ -487,11 +596,15 @@ impl Config {
             None => "none".into(),
         };
         format!(
-            "listen {}; allow {}; serial {}; terminal simulator (delay {}); journal {}",
+            "listen {}; allow {}; serial {}; terminal {}; journal {}",
             listen.join(" "),
             allow.join(" "),
             serial,
-            fmt_duration(self.simulator_delay),
+            match self.terminal {
+                Terminal::Simulator =>
+                    format!("simulator (delay {})", fmt_duration(self.simulator_delay)),
+                ref t => t.line(),
+            },
             self.journal.display()
         )
     }
@@ -509,7 +622,7 @@ impl Config {
         }
         let cur: Vec<String> = self.currencies.iter().map(|c| format!("{c:03}")).collect();
         let _ = writeln!(s, "currency {}", cur.join(" "));
-        let _ = writeln!(s, "terminal simulator");
+        let _ = writeln!(s, "terminal {}", self.terminal.line());
         let _ = writeln!(s, "simulator-delay {}", fmt_duration(self.simulator_delay));
         let _ = writeln!(
             s,
@@ -668,7 +781,19 @@ mod tests {
         assert!(err("listen nowhere").starts_with("t.conf:1:"));
         assert!(err("allow 300.1.1.1").starts_with("t.conf:1:"));
         assert!(err("currency EURO").starts_with("t.conf:1:"));
-        assert!(err("terminal exec /bin/pay").contains("not supported"));
+        assert!(err("terminal pos").contains("not simulator, exec or relay"));
+        assert!(err("terminal relay tcp nowhere").starts_with("t.conf:1:"));
+        assert!(err("terminal relay tcp h:1 v4").starts_with("t.conf:1:"));
+        for t in [
+            "exec /usr/bin/pay --test \"two words\"",
+            "relay tcp 10.0.0.5:8888 v3",
+            "relay tcp 10.0.0.5:8888 v2",
+            "relay serial /dev/ttyUSB0 v2 9600 7E1",
+        ] {
+            let c = Config::parse(&format!("terminal {t}"), "t").unwrap();
+            let again = Config::parse(&c.describe(), "d").unwrap();
+            assert_eq!(again.terminal, c.terminal, "{t}");
+        }
         assert!(err("max-connections 0").starts_with("t.conf:1:"));
         assert!(err("listen \"127.0.0.1:1").contains("quote"));
         assert!(err("simulator-delay 1 2").contains("one value"));

@@ -63,6 +63,12 @@ pub enum Event {
         verdict: Verdict,
         answer: Vec<u8>,
     },
+    /// A later outcome for a transaction that ended unknown (a relay
+    /// that asked its upstream).
+    Resolved {
+        verdict: Verdict,
+        answer: Vec<u8>,
+    },
     /// Closed at start-up: begun before a crash, never ended.
     Recovered {
         answer: Vec<u8>,
@@ -167,6 +173,9 @@ pub fn format_line(time: &str, id: u64, ev: &Event) -> String {
         } => format!("begun {channel} {peer} {register:02} {}", masked(request)),
         Event::Ended { verdict, answer } => format!("ended {} {}", verdict.word(), masked(answer)),
         Event::Recovered { answer } => format!("ended unknown-recovered {}", masked(answer)),
+        Event::Resolved { verdict, answer } => {
+            format!("resolved {} {}", verdict.word(), masked(answer))
+        }
         Event::Delivered => "delivered".to_string(),
         Event::Undelivered { reason } => format!("undelivered {}", reason.replace('\n', " ")),
         Event::Replayed { peer } => format!("replayed {peer}"),
@@ -205,6 +214,13 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
                     verdict: Verdict::parse(v)?,
                     answer,
                 }
+            }
+        }
+        "resolved" => {
+            let (v, answer) = rest.split_once(' ')?;
+            Event::Resolved {
+                verdict: Verdict::parse(v)?,
+                answer: answer.as_bytes().to_vec(),
             }
         }
         "delivered" => Event::Delivered,
@@ -262,6 +278,11 @@ fn apply(
             r.verdict = Some(Verdict::Unknown);
             r.answer = Some(answer);
             r.recovered = true;
+        }
+        Event::Resolved { verdict, answer } => {
+            r.verdict = Some(verdict);
+            r.answer = Some(answer);
+            r.recovered = false;
         }
         Event::Delivered => r.delivered = Some(true),
         Event::Undelivered { .. } => r.delivered = Some(false),
@@ -495,6 +516,10 @@ mod tests {
                 answer: b"CZ0040320AE00201AF00207".to_vec(),
             },
             Event::Delivered,
+            Event::Resolved {
+                verdict: Verdict::Approved,
+                answer: b"CZ0040320AE00210".to_vec(),
+            },
             Event::Undelivered {
                 reason: "Broken pipe".into(),
             },

@@ -6,7 +6,6 @@ use crate::error::Error;
 use crate::journal::{Contents, Journal};
 use crate::net::{self, Listening, Shared};
 use crate::serial;
-use crate::simulator::Simulator;
 use crate::worker::{self, Control, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::io;
@@ -80,12 +79,17 @@ impl Service {
         cfg: Config,
         file: Option<PathBuf>,
         bound: Vec<(SocketAddr, TcpListener)>,
+        backend: Box<dyn crate::backend::Backend>,
         journal: Journal,
         contents: Contents,
     ) -> Result<(Service, Receiver<()>), Error> {
-        let backend = Box::new(Simulator::new(cfg.simulator_delay));
-        let (worker, handle, control) =
-            Worker::new(backend, journal, contents, worker_settings(&cfg));
+        let (worker, handle, control) = Worker::new(
+            backend,
+            cfg.terminal.clone(),
+            journal,
+            contents,
+            worker_settings(&cfg),
+        );
         let (stopped_tx, stopped) = unbounded::<()>();
         std::thread::Builder::new()
             .name("worker".into())

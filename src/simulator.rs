@@ -240,7 +240,11 @@ impl Backend for Simulator {
         let tx = tx.clone();
         if delay.is_zero() {
             book(&ledger, &tx, &outcome);
-            let _ = done.send(Done { id: tx.id, outcome });
+            let _ = done.send(Done {
+                id: tx.id,
+                outcome,
+                resolved: false,
+            });
             return;
         }
         let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -250,12 +254,16 @@ impl Backend for Simulator {
             .stack_size(64 * 1024)
             .spawn(move || {
                 select! {
-                    recv(stop_rx) -> _ => {}
-                    recv(after(delay)) -> _ => {
-                        book(&ledger, &tx, &outcome);
-                        let _ = done.send(Done { id: tx.id, outcome });
+                        recv(stop_rx) -> _ => {}
+                        recv(after(delay)) -> _ => {
+                            book(&ledger, &tx, &outcome);
+                            let _ = done.send(Done {
+                    id: tx.id,
+                    outcome,
+                    resolved: false,
+                });
+                        }
                     }
-                }
             });
         if let Err(e) = spawned {
             log::error!("simulator: cannot start a thread: {e}");

@@ -164,7 +164,12 @@ pub fn document(spec: &TicketSpec, f: &Facts) -> Vec<u8> {
 /// The ZT value: `CK` as asked, then `AK` with the base64 ticket. A document
 /// too long for AK is cut at a line end so that ZT stays within 999 bytes.
 pub fn zt(spec: &TicketSpec, f: &Facts) -> Vec<u8> {
-    let mut doc = document(spec, f);
+    zt_of(spec, document(spec, f))
+}
+
+/// The ZT value for a ticket document made elsewhere (a payment
+/// application's own ticket).
+pub fn zt_of(spec: &TicketSpec, mut doc: Vec<u8>) -> Vec<u8> {
     let max = MAX_AK / 4 * 3;
     if doc.len() > max {
         let cut = doc[..max]

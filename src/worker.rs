@@ -162,6 +162,9 @@ struct Running {
 
 pub struct Worker {
     backend: Box<dyn Backend>,
+    terminal: crate::config::Terminal,
+    /// A new backend from a reload, waiting for the running transaction.
+    next_backend: Option<(Box<dyn Backend>, crate::config::Terminal)>,
     journal: Journal,
     settings: Settings,
     jobs: Receiver<Job>,
@@ -256,6 +259,7 @@ impl Worker {
     /// transaction is known again.
     pub fn new(
         backend: Box<dyn Backend>,
+        terminal: crate::config::Terminal,
         mut journal: Journal,
         contents: journal::Contents,
         settings: Settings,
@@ -299,6 +303,8 @@ impl Worker {
         }
         let mut w = Worker {
             backend,
+            terminal,
+            next_backend: None,
             journal,
             settings,
             jobs,
@@ -366,10 +372,7 @@ impl Worker {
             };
             select_biased! {
                 recv(self.control) -> c => match c {
-                    Ok(Control::Reload(settings, cfg)) => {
-                        self.settings = settings;
-                        self.backend.reload(&cfg);
-                    }
+                    Ok(Control::Reload(settings, cfg)) => self.reload(settings, &cfg),
                     Ok(Control::Report) => self.report(),
                     Ok(Control::Stop) | Err(_) => {
                         if !self.stopping {
@@ -378,11 +381,11 @@ impl Worker {
                         self.stopping = true;
                     }
                 },
-                recv(self.done_rx) -> done => {
-                    if let Ok(done) = done {
-                        self.finish(done.id, done.outcome);
-                    }
-                }
+                recv(self.done_rx) -> done => match done {
+                    Ok(d) if d.resolved => self.resolve(d.id, d.outcome),
+                    Ok(d) => self.finish(d.id, d.outcome),
+                    Err(_) => {}
+                },
                 recv(self.deliveries) -> d => {
                     if let Ok(d) = d {
                         self.delivery(d);
@@ -526,6 +529,7 @@ impl Worker {
             }
         );
         let tx = Transaction {
+            channel: job.origin.channel.to_string(),
             id,
             request: req.clone(),
             original,
@@ -574,6 +578,90 @@ impl Worker {
         }
     }
 
+    fn reload(&mut self, settings: Settings, cfg: &crate::config::Config) {
+        self.settings = settings;
+        if cfg.terminal == self.terminal {
+            self.backend.reload(cfg);
+            return;
+        }
+        match crate::backend::build(cfg) {
+            Ok(b) => {
+                log::info!(
+                    "terminal {}: takes over after the running transaction",
+                    cfg.terminal.line()
+                );
+                self.next_backend = Some((b, cfg.terminal.clone()));
+                self.swap_backend();
+            }
+            Err(e) => log::error!(
+                "reload: terminal {}: {e}; the running backend is kept",
+                cfg.terminal.line()
+            ),
+        }
+    }
+
+    /// A backend change waits for the running transaction to end.
+    fn swap_backend(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        if let Some((b, t)) = self.next_backend.take() {
+            log::info!("terminal {}: now in use", t.line());
+            self.backend = b;
+            self.terminal = t;
+        }
+    }
+
+    /// A later outcome for a transaction closed as unknown: journaled, and
+    /// from then on what status and duplicata return.
+    fn resolve(&mut self, id: u64, mut outcome: Outcome) {
+        let Some(old) = self
+            .registers
+            .values()
+            .filter_map(|r| r.last.as_ref())
+            .find(|c| c.record.id == id && c.record.verdict == Some(Verdict::Unknown))
+            .cloned()
+        else {
+            log::info!("tx {id}: resolved outcome no longer needed");
+            return;
+        };
+        let req = old.request.clone();
+        if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
+            if let Some(doc) = outcome.document.take() {
+                outcome.ticket = Some(ticket::zt_of(spec, doc));
+            }
+        }
+        let answer = answer::result(&req.frame, &outcome).encode();
+        let verdict = verdict_of(&outcome);
+        if verdict == Verdict::Unknown {
+            log::info!("tx {id}: the upstream does not know the outcome either");
+            return;
+        }
+        let ev = Event::Resolved {
+            verdict,
+            answer: answer.clone(),
+        };
+        if let Err(e) = self.journal.record(id, &ev) {
+            log::error!(
+                "{}: {e}: resolution of tx {id} not recorded",
+                self.journal.path().display()
+            );
+            return;
+        }
+        log::info!("tx {id}: outcome resolved: {}", verdict.word());
+        let mut record = old.record.clone();
+        record.verdict = Some(verdict);
+        record.answer = Some(answer.clone());
+        record.recovered = false;
+        self.remember(Arc::new(Completed {
+            request: req,
+            outcome,
+            answer,
+            record,
+            began: old.began,
+        }));
+    }
+
     fn finish(&mut self, id: u64, mut outcome: Outcome) {
         let Some(run) = self.running.take_if(|r| r.id == id) else {
             log::debug!("tx {id}: late outcome ignored");
@@ -582,7 +670,10 @@ impl Worker {
         let req = run.request;
         let when = crate::clock::now().ticket();
         if let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) {
-            outcome.ticket = Some(ticket::zt(spec, &facts(&req, &outcome, &when, false)));
+            outcome.ticket = Some(match outcome.document.take() {
+                Some(doc) => ticket::zt_of(spec, doc),
+                None => ticket::zt(spec, &facts(&req, &outcome, &when, false)),
+            });
         }
         let answer = answer::result(&req.frame, &outcome).encode();
         let verdict = verdict_of(&outcome);
@@ -643,6 +734,7 @@ impl Worker {
             }
         }
         self.rotate_if_needed();
+        self.swap_backend();
     }
 
     fn delivery(&mut self, d: Delivery) {
@@ -753,7 +845,7 @@ impl Worker {
         }
     }
 
-    fn status(&self, req: &Request) -> Frame {
+    fn status(&mut self, req: &Request) -> Frame {
         if self
             .running
             .as_ref()
@@ -761,12 +853,17 @@ impl Worker {
         {
             return answer::still_running(&req.frame);
         }
-        match self
+        let last = self
             .registers
             .get(&req.register)
-            .and_then(|r| r.last.as_ref())
-        {
-            Some(last) => Frame::decode(&last.answer).unwrap_or_else(|(p, _)| p),
+            .and_then(|r| r.last.clone());
+        match last {
+            Some(last) => {
+                if last.record.verdict == Some(Verdict::Unknown) {
+                    self.backend.status_requested(req.register);
+                }
+                Frame::decode(&last.answer).unwrap_or_else(|(p, _)| p)
+            }
             None => answer::refusal(&req.frame, Some(Af::Unknown)),
         }
     }

@@ -105,6 +105,8 @@ fn run(args: Args) -> Result<(), Error> {
             contents.bad_lines
         );
     }
+    let backend = concert::backend::build(&cfg)
+        .map_err(|e| Error::Usage(format!("terminal {}: {e}", cfg.terminal.line())))?;
     let account = match &cfg.user {
         Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
         None => None,
@@ -149,7 +151,8 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    let (mut service, stopped) = match Service::start(cfg, file, bound, journal, contents) {
+    let (mut service, stopped) = match Service::start(cfg, file, bound, backend, journal, contents)
+    {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.take() {
