@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CONNECT: Duration = Duration::from_secs(5);
@@ -31,7 +31,7 @@ const RESOLVE_FOR: Duration = Duration::from_secs(3600);
 /// What became of a request sent upstream.
 enum Sent {
     /// It never reached the terminal (unreachable, refused, NAKed).
-    NotSent(String),
+    Refused(String),
     Answer(Vec<u8>),
     /// It left, and no usable answer came back.
     Lost(String),
@@ -66,14 +66,14 @@ impl Relay {
 fn tcp(addr: &str, bytes: &[u8], until: Instant, stx: bool) -> Sent {
     let target = match addr.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(t)) => t,
-        _ => return Sent::NotSent(format!("{addr}: cannot resolve")),
+        _ => return Sent::Refused(format!("{addr}: cannot resolve")),
     };
     let mut s = match TcpStream::connect_timeout(&target, CONNECT) {
         Ok(s) => s,
-        Err(e) => return Sent::NotSent(format!("{addr}: {e}")),
+        Err(e) => return Sent::Refused(format!("{addr}: {e}")),
     };
     if let Err(e) = s.write_all(bytes) {
-        return Sent::NotSent(format!("{addr}: {e}"));
+        return Sent::Refused(format!("{addr}: {e}"));
     }
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -117,7 +117,7 @@ fn tcp(addr: &str, bytes: &[u8], until: Instant, stx: bool) -> Sent {
         }
     }
     if stx && answer == [NAK] {
-        return Sent::NotSent(format!("{addr}: request refused (NAK)"));
+        return Sent::Refused(format!("{addr}: request refused (NAK)"));
     }
     if answer.is_empty() {
         return Sent::Lost(format!("{addr}: closed without an answer"));
@@ -129,14 +129,14 @@ fn tcp(addr: &str, bytes: &[u8], until: Instant, stx: bool) -> Sent {
     })
 }
 
-fn serial(device: &PathBuf, speed: u32, format: Format, payload: &[u8], timeout: Duration) -> Sent {
+fn serial(device: &Path, speed: u32, format: Format, payload: &[u8], timeout: Duration) -> Sent {
     let path = device.display().to_string();
     let mut line = match Line::open(&path, speed, format) {
         Ok(l) => l,
-        Err(e) => return Sent::NotSent(format!("{path}: {e}")),
+        Err(e) => return Sent::Refused(format!("{path}: {e}")),
     };
     if let Err(e) = line.send_request(payload) {
-        return Sent::NotSent(format!("{path}: {e}"));
+        return Sent::Refused(format!("{path}: {e}"));
     }
     match line.receive_answer(timeout) {
         Ok(a) => Sent::Answer(a),
@@ -333,7 +333,7 @@ impl Backend for Relay {
                         Outcome::declined(Af::UnknownOperation)
                     }
                     Ok(p) => match link.exchange(&p, until) {
-                        Sent::NotSent(why) => {
+                        Sent::Refused(why) => {
                             log::warn!("tx {id}: upstream: {why}: declined");
                             Outcome::declined(Af::Unknown)
                         }
