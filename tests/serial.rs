@@ -14,12 +14,12 @@ const TIMERS: &str =
     "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\nserial-eot-timeout 200ms\n\
                       serial-retry-pause 50ms\nserial-retry 100ms";
 
-struct Register {
+pub struct Register {
     master: TTYPort,
     _slave: TTYPort,
 }
 
-fn pty(link: &Path) -> Register {
+pub fn pty(link: &Path) -> Register {
     let (mut master, slave) = {
         let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
         let (m, s) = TTYPort::pair().expect("pty pair");
@@ -340,7 +340,7 @@ fn device_missing_at_start_is_retried() {
 }
 
 /// Joins two pty masters the way socat joins two ptys, until dropped.
-struct Relay {
+pub struct Relay {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _ends: (TTYPort, TTYPort),
 }
@@ -351,7 +351,7 @@ impl Drop for Relay {
     }
 }
 
-fn relay(a: Register, b: Register) -> Relay {
+pub fn relay(a: Register, b: Register) -> Relay {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = std::sync::Arc::clone(&stop);
     let (mut am, mut bm) = (a.master, b.master);

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod backends;
 mod cli;
 mod daemon;
 mod durability;

@@ -1,0 +1,253 @@
+//! Real payment backends: `terminal exec` and `terminal relay`.
+
+use crate::util::*;
+use std::os::unix::fs::PermissionsExt;
+
+const PAY_SH: &str = r#"#!/bin/sh
+# A stand-in payment application, by amount.
+env | grep '^CONCERT_' | sort > "$(dirname "$0")/env.$CONCERT_AMOUNT"
+echo "paying $CONCERT_AMOUNT" >&2
+case "$CONCERT_AMOUNT" in
+100) echo AE=10; echo AC=654321; echo AA=497010######0674; echo CC=001; echo CI=1
+     echo TICKET=TU9OIFRJQ0tFVAo= ;;
+200) echo AE=01; echo AF=04 ;;
+300) exit 3 ;;
+400) echo 'all good!'; exit 0 ;;
+500) echo AE=10; echo AA=4970101234560674 ;;
+600) echo ATTEMPTED=1; exec sleep 60 ;;
+700) echo ATTEMPTED=1; exit 1 ;;
+esac
+"#;
+
+fn exec_daemon(extra: &str) -> Daemon {
+    let dir = temp_dir();
+    let script = dir.join("pay.sh");
+    std::fs::write(&script, PAY_SH).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&format!(
+        "terminal exec {} --test\n{extra}",
+        script.display()
+    ));
+    d
+}
+
+fn debit(amount: &str, extra: &str) -> String {
+    format!(
+        "CZ0040320CJ012247300123456CA00201CB{:03}{amount}CD0010CE003978{extra}",
+        amount.len()
+    )
+}
+
+#[test]
+fn exec_backend_outcomes() {
+    let d = exec_daemon("transaction-timeout 1s");
+    let script_dir = {
+        let line = d.wait_log("terminal exec ");
+        let path = line
+            .split("terminal exec ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        std::path::PathBuf::from(path)
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    };
+    // Approved, with the program's own ticket packed as CK asks.
+    let a = exchange(d.addr, debit("100", "CK003100CF005ORD-1").as_bytes());
+    let t = text(&a);
+    assert!(
+        t.starts_with(&format!(
+            "{}AE00210AC006654321AA016497010######0674AL0011",
+            debit("100", "")
+        )),
+        "{t}"
+    );
+    let (ck, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    assert_eq!((ck, doc), (Some(*b"100"), b"MON TICKET\n".to_vec()));
+    let env = std::fs::read_to_string(script_dir.join("env.100")).unwrap();
+    for want in [
+        "CONCERT_AMOUNT=100",
+        "CONCERT_CHANNEL=tcp",
+        "CONCERT_CURRENCY=978",
+        "CONCERT_OPERATION=debit",
+        "CONCERT_PRIVATE=ORD-1",
+        "CONCERT_REGISTER=01",
+        "CONCERT_TICKET=100",
+        "CONCERT_FORCE_AUTH=0",
+        "CONCERT_PARTIAL_OK=0",
+    ] {
+        assert!(env.contains(want), "{want} not in\n{env}");
+    }
+    assert!(env.contains("CONCERT_FRAME=CZ0040320"), "{env}");
+    assert!(env.contains("CONCERT_ID="), "{env}");
+    d.wait_log("paying 100");
+    // Refused.
+    assert_eq!(
+        text(&exchange(d.addr, debit("200", "").as_bytes())),
+        format!("{}AE00201AF00204", debit("200", ""))
+    );
+    // Crash, or garbage, before anything: declined AF00.
+    assert_eq!(
+        text(&exchange(d.addr, debit("300", "").as_bytes())),
+        format!("{}AE00201AF00200", debit("300", ""))
+    );
+    assert_eq!(
+        text(&exchange(d.addr, debit("400", "").as_bytes())),
+        format!("{}AE00201AF00200", debit("400", ""))
+    );
+    // A full card number is masked, with a warning.
+    let a = exchange(d.addr, debit("500", "").as_bytes());
+    assert_eq!(get(&a, "AA").unwrap(), "497010######0674");
+    d.wait_log("printed a full card number in AA: masked");
+    assert!(!d.journal().contains("4970101234560674"));
+    // Hangs: killed at transaction-timeout, outcome unknown.
+    let a = exchange(d.addr, debit("600", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("600", "")));
+    d.wait_log("killed at transaction-timeout");
+    assert!(
+        d.journal().contains(&format!(
+            " ended unknown {}AE00201AF00207",
+            debit("600", "")
+        )),
+        "{}",
+        d.journal()
+    );
+    // Fails after starting the payment: unknown too.
+    assert_eq!(
+        text(&exchange(d.addr, debit("700", "").as_bytes())),
+        format!("{}AE00201AF00207", debit("700", ""))
+    );
+}
+
+#[test]
+fn exec_program_missing_is_a_startup_error() {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:0\njournal {}\nterminal exec /nonexistent/pay\n",
+            dir.join("j").display()
+        ),
+    )
+    .unwrap();
+    let o = run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/pay: no such program"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn relay_tcp_to_another_concertd() {
+    let up = Daemon::start("");
+    let d = Daemon::start(&format!("terminal relay tcp {} v3", up.addr));
+    let a = exchange(d.addr, debit("1234", "CF004ABCD").as_bytes());
+    assert!(
+        text(&a).starts_with(&format!("{}AE00210AC", debit("1234", ""))),
+        "{}",
+        text(&a)
+    );
+    assert_eq!(get(&a, "CF").unwrap(), "ABCD");
+    let a = exchange(d.addr, debit("1251", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00204", debit("1251", "")));
+    // Identification is answered by the relay itself.
+    let ping = "CZ0040320CA00201CD001I";
+    assert_eq!(
+        text(&exchange(d.addr, ping.as_bytes())),
+        format!("{ping}AE00210")
+    );
+    up.wait_log("debit 12.51 EUR register 01 from tcp");
+}
+
+#[test]
+fn relay_upstream_unreachable_is_declined() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(&format!("terminal relay tcp 127.0.0.1:{port}"));
+    assert_eq!(
+        text(&exchange(d.addr, debit("100", "").as_bytes())),
+        format!("{}AE00201AF00200", debit("100", ""))
+    );
+    assert!(d.journal().contains(" ended declined "), "{}", d.journal());
+}
+
+#[test]
+fn relay_unknown_outcome_resolved_through_status() {
+    // The upstream takes longer than the relay waits.
+    let up = Daemon::start("simulator-delay 2s");
+    let d = Daemon::start(&format!(
+        "terminal relay tcp {} v3\ntransaction-timeout 1s",
+        up.addr
+    ));
+    let a = exchange(d.addr, debit("4200", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("4200", "")));
+    up.wait_log("debit approved");
+    // The register asks; the relay asks its upstream.
+    let status = "CZ0040320CJ012247300123456CA00201CD001T";
+    exchange(d.addr, status.as_bytes());
+    d.wait_log("outcome resolved: approved");
+    let s = exchange(d.addr, status.as_bytes());
+    assert!(
+        text(&s).starts_with(&format!("{}AE00210AC", debit("4200", ""))),
+        "{}",
+        text(&s)
+    );
+    assert!(
+        d.journal().contains(" resolved approved "),
+        "{}",
+        d.journal()
+    );
+}
+
+#[test]
+fn relay_upstream_killed_mid_transaction() {
+    let mut up = Daemon::start("simulator-delay 30s");
+    let d = Daemon::start(&format!("terminal relay tcp {} v3", up.addr));
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, debit("4300", "").as_bytes()));
+    up.wait_log("debit 43.00 EUR register 01 from tcp");
+    up.signal(libc::SIGKILL);
+    up.wait_exit();
+    let a = t.join().unwrap();
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("4300", "")));
+    d.wait_log("outcome unknown");
+    assert!(d.journal().contains(" ended unknown "), "{}", d.journal());
+}
+
+#[test]
+fn relay_serial_to_a_v2_terminal() {
+    let dir = temp_dir();
+    let (tpe, ecr) = (dir.join("ttyTPE"), dir.join("ttyECR"));
+    let _link = crate::serial::relay(crate::serial::pty(&tpe), crate::serial::pty(&ecr));
+    let up = Daemon::start(&format!("serial {}\nserial-protocol v2", tpe.display()));
+    up.wait_log(": open, 9600 baud 7E1");
+    let d = Daemon::start(&format!("terminal relay serial {} v2", ecr.display()));
+    let a = exchange(d.addr, debit("1000", "CF010ORDER00042CK003100").as_bytes());
+    let t = text(&a);
+    assert!(
+        t.starts_with(&format!("{}AE00210AA016", debit("1000", ""))),
+        "{t}"
+    );
+    assert_eq!(get(&a, "AA").unwrap().len(), 16);
+    assert!(get(&a, "AA").unwrap().contains("######"));
+    d.wait_log("V2 upstream cannot carry CK: dropped");
+    // The upstream saw a V2 request (its journal keeps the V3 form).
+    assert!(
+        up.journal()
+            .contains("CB0041000CD0010CE003978CF010ORDER00042"),
+        "{}",
+        up.journal()
+    );
+    let a = exchange(d.addr, debit("1051", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00204", debit("1051", "")));
+}
