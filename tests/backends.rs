@@ -251,3 +251,14 @@ fn relay_serial_to_a_v2_terminal() {
     let a = exchange(d.addr, debit("1051", "").as_bytes());
     assert_eq!(text(&a), format!("{}AE00201AF00204", debit("1051", "")));
 }
+
+#[test]
+fn the_shipped_example_program_works() {
+    let script = format!("{}/etc/concertd-pay.example", env!("CARGO_MANIFEST_DIR"));
+    let d = Daemon::start(&format!("terminal exec {script}"));
+    let a = exchange(d.addr, debit("1234", "CK003100").as_bytes());
+    assert!(text(&a).contains("AE00210AC006"), "{}", text(&a));
+    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    assert_eq!(String::from_utf8_lossy(&doc), "PAIEMENT ACCEPTE\nMONTANT 1234\n");
+    d.wait_log("debit of 1234 (978) for register 01");
+}
