@@ -12,7 +12,7 @@ TARGET ?= target/release
 
 MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1
 
-.PHONY: all build run test check lint install uninstall clean
+.PHONY: all build run test check lint install uninstall clean bench stress fuzz
 
 all: build
 
@@ -87,6 +87,25 @@ uninstall:
 	elif [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
 		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf was changed: kept"; \
 	fi
+
+# Figures, against a limit server run in the same process (release build).
+bench:
+	$(CARGO) bench --locked --bench bench
+
+# Kills, floods and garbage; prints what was tried and what was lost.
+stress:
+	$(CARGO) bench --locked --bench stress
+
+# Each fuzz target for FUZZ_TIME seconds, on stable (no sanitizer); needs
+# cargo-fuzz (`cargo install cargo-fuzz`). Crashes land in fuzz/artifacts.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS = tlv_decode v2_decode assembler serial_link config_parse
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo install cargo-fuzz first"; exit 1; }
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && cp -n seeds/$$t/* corpus/$$t/ 2>/dev/null; \
+		$(CARGO) fuzz run -s none $$t -- -max_total_time=$(FUZZ_TIME) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
