@@ -157,7 +157,7 @@ fn run(ctx: Context) {
                     if conf.settings.rtscts { " rtscts" } else { "" }
                 );
                 let mut line = Line {
-                    port,
+                    port: Box::new(port),
                     conf: conf.clone(),
                     updates: &updates,
                     worker: &worker,
@@ -194,8 +194,21 @@ fn run(ctx: Context) {
     }
 }
 
+/// What the link layer needs of a port: a real serial port, or the fake
+/// one the fuzz target feeds.
+pub trait Port: Read + Write + Send {
+    fn clear_input(&mut self) -> io::Result<()>;
+}
+
+impl Port for Box<dyn SerialPort> {
+    fn clear_input(&mut self) -> io::Result<()> {
+        self.clear(serialport::ClearBuffer::Input)
+            .map_err(io::Error::from)
+    }
+}
+
 struct Line<'a> {
-    port: Box<dyn SerialPort>,
+    port: Box<dyn Port>,
     conf: Conf,
     updates: &'a Receiver<Conf>,
     worker: &'a Handle,
@@ -236,6 +249,23 @@ pub fn trace(payload: &[u8]) -> String {
         start = c;
     }
     fields.join("|")
+}
+
+/// Serves one port until it fails, with this configuration: for the fuzz
+/// target, which passes a fake port that fails once its bytes are read.
+#[doc(hidden)]
+pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) -> io::Error {
+    let (_keep, updates) = crossbeam_channel::unbounded();
+    let mut line = Line {
+        port,
+        conf,
+        updates: &updates,
+        worker,
+        path,
+        input: VecDeque::new(),
+        waiting: None,
+    };
+    line.serve()
 }
 
 /// Is this the worker's busy answer (`AE=01`, no AF) to a transaction?
@@ -634,7 +664,7 @@ impl Line<'_> {
         let mut open = false;
         for attempt in 1..=TRIES {
             self.input.clear();
-            let _ = self.port.clear(serialport::ClearBuffer::Input);
+            let _ = self.port.clear_input();
             self.send(&[ENQ])?;
             if self.wait_for(&[ACK], Timer::Ack, ack)? == Some(ACK) {
                 open = true;
