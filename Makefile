@@ -49,7 +49,8 @@ lint:
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
 		echo "systemd-analyze verify etc/concertd.service.in"; \
 		tmp=$$(mktemp -d) && \
-		sed 's|@SBINDIR@|$(CURDIR)/target/debug|' etc/concertd.service.in > $$tmp/concertd.service && \
+		sed -e 's|@SBINDIR@|$(CURDIR)/target/debug|' -e 's|@SYSCONFDIR@|/etc|' \
+			etc/concertd.service.in > $$tmp/concertd.service && \
 		systemd-analyze verify --man=no $$tmp/concertd.service; rc=$$?; rm -rf $$tmp; exit $$rc; \
 	else echo "systemd-analyze not installed: unit not checked"; fi
 
@@ -73,7 +74,8 @@ install:
 		echo "install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
 		install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \
 	fi
-	sed 's|@SBINDIR@|$(SBINDIR)|g' etc/concertd.service.in > $(DESTDIR)$(UNITDIR)/concertd.service
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		etc/concertd.service.in > $(DESTDIR)$(UNITDIR)/concertd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/concertd.service
 
 # Removes what install put in place; the configuration only if unchanged.

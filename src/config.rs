@@ -47,6 +47,12 @@ pub const DEFAULT_PIDFILE: &str = "/run/concertd/concertd.pid";
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
+/// The directory concertd started in, remembered before it detaches.
+pub fn start_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")))
+}
+
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
 
@@ -555,7 +561,35 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Config::parse(&text, &file)
+        let mut c = Config::parse(&text, &file)?;
+        c.absolute_paths();
+        Ok(c)
+    }
+
+    /// Relative paths are taken from the directory concertd started in,
+    /// also after it has detached (which moves it to `/`) and on reloads.
+    pub fn absolute_paths(&mut self) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = start_dir().join(&*p);
+            }
+        };
+        abs(&mut self.journal);
+        abs(&mut self.pidfile);
+        if let Some(l) = &mut self.log_file {
+            abs(l);
+        }
+        if let Some(d) = &mut self.serial.device {
+            abs(d);
+        }
+        match &mut self.terminal {
+            Terminal::Exec { program, .. } if program.components().count() > 1 => abs(program),
+            Terminal::Relay {
+                link: Upstream::Serial { device, .. },
+                ..
+            } => abs(device),
+            _ => {}
+        }
     }
 
     /// The allow-list in force: the configured one, or loopback only.

@@ -32,7 +32,8 @@ pub fn resolve(program: &Path) -> Result<PathBuf, String> {
     for c in &candidates {
         if let Ok(m) = std::fs::metadata(c) {
             if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(c.clone());
+                // Absolute: concertd may run from / once detached.
+                return Ok(crate::config::start_dir().join(c));
             }
             return Err(format!("{} is not an executable file", c.display()));
         }

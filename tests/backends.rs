@@ -259,6 +259,9 @@ fn the_shipped_example_program_works() {
     let a = exchange(d.addr, debit("1234", "CK003100").as_bytes());
     assert!(text(&a).contains("AE00210AC006"), "{}", text(&a));
     let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
-    assert_eq!(String::from_utf8_lossy(&doc), "PAIEMENT ACCEPTE\nMONTANT 1234\n");
+    assert_eq!(
+        String::from_utf8_lossy(&doc),
+        "PAIEMENT ACCEPTE\nMONTANT 1234\n"
+    );
     d.wait_log("debit of 1234 (978) for register 01");
 }

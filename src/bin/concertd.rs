@@ -111,6 +111,10 @@ fn run(args: Args) -> Result<(), Error> {
         Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
         None => None,
     };
+    // Handlers first: a signal during start-up is queued, not fatal. They
+    // start no thread, so the fork below still copies everything.
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let mut ready = None;
     let mut _pidfile = None;
     if !args.foreground {
@@ -132,15 +136,27 @@ fn run(args: Args) -> Result<(), Error> {
     if let Some(a) = &account {
         // The journal directory and the pid file's stay the service's own,
         // so that rotation and removal work after the drop.
-        for p in [cfg.journal.parent(), cfg.pidfile.parent()]
-            .into_iter()
-            .flatten()
-        {
-            if !p.as_os_str().is_empty() {
+        // Only directories of concertd's own (…/concertd): giving away a
+        // shared one such as /run would be a gift to that user.
+        let pid_dir = if args.foreground {
+            None
+        } else {
+            cfg.pidfile.parent()
+        };
+        for p in [cfg.journal.parent(), pid_dir].into_iter().flatten() {
+            if p.file_name().is_some_and(|n| n == "concertd") {
                 daemon::give(p, a);
             }
         }
         daemon::give(&cfg.journal, a);
+        for n in 1..=cfg.journal_keep {
+            let mut g = cfg.journal.clone().into_os_string();
+            g.push(format!(".{n}"));
+            let g = PathBuf::from(g);
+            if g.exists() {
+                daemon::give(&g, a);
+            }
+        }
         if let Err(e) = daemon::drop_to(a) {
             if let Some(r) = ready.take() {
                 r.fail(&e.to_string());
@@ -149,8 +165,6 @@ fn run(args: Args) -> Result<(), Error> {
         }
         log::info!("running as user {}", a.name);
     }
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let (mut service, stopped) = match Service::start(cfg, file, bound, backend, journal, contents)
     {
         Ok(s) => s,
