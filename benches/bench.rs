@@ -1,1 +1,473 @@
-fn main() {}
+//! `make bench`: figures for concertd, each printed as a table row and as
+//! a `name=value` line. The ping figure is set against a limit server run
+//! by this program in the same run (accept, read, write a fixed answer,
+//! close, nothing else), so the ratio says how close concertd is to what
+//! this machine can do at all.
+
+use serialport::{SerialPort, TTYPort};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONCERTD: &str = env!("CARGO_BIN_EXE_concertd");
+const PING: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001I";
+const PING_ANSWER: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001IAE00210";
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    started: Duration,
+}
+
+impl Daemon {
+    fn start(name: &str, extra: &str) -> Daemon {
+        let dir =
+            std::env::temp_dir().join(format!("concertd-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("concertd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n{extra}\n",
+                dir.join("journal").display()
+            ),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut child = Command::new(CONCERTD)
+            .args(["-d", "-v", "-f"])
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn concertd");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(a) = line.split("listening on ").nth(1) {
+                addr = Some(a.trim().parse().unwrap());
+            }
+            if line.ends_with("INFO  ready") {
+                break;
+            }
+        }
+        let started = t0.elapsed();
+        // Keep draining the log so that the daemon never blocks on it.
+        let show = std::env::var_os("BENCH_LOG").is_some();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("{l}");
+                }
+            }
+        });
+        Daemon {
+            child,
+            addr: addr.expect("listening address"),
+            dir,
+            started,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One request on a fresh connection, answer read until the server closes.
+fn exchange(addr: SocketAddr, req: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(req)?;
+    let mut a = Vec::new();
+    s.read_to_end(&mut a)?;
+    Ok(a)
+}
+
+struct Stats {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn stats(mut v: Vec<Duration>, total: Duration) -> Stats {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
+    Stats {
+        per_sec: v.len() as f64 / total.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+        max: *v.last().unwrap(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The limit server: accept, read the request, write a fixed answer,
+/// close. Runs until the program ends.
+fn limit_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_nodelay(true);
+            let mut got = 0;
+            while got < PING.len() {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            let _ = s.write_all(PING_ANSWER);
+            let _ = s.shutdown(Shutdown::Write);
+        }
+    });
+    addr
+}
+
+fn sequential(addr: SocketAddr, n: usize, req: &[u8]) -> (Stats, usize) {
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        match exchange(addr, req) {
+            Ok(a) if a.starts_with(b"CZ") && a.windows(7).any(|w| w == b"AE00210") => {}
+            _ => errors += 1,
+        }
+        lat.push(t.elapsed());
+    }
+    (stats(lat, t0.elapsed()), errors)
+}
+
+fn row(name: &str, value: String) {
+    println!("  {name:<34}{value}");
+}
+
+fn line(name: &str, value: impl std::fmt::Display) {
+    println!("{name}={value}");
+}
+
+fn ping() {
+    const N: usize = 20_000;
+    let d = Daemon::start("ping", "");
+    let limit = limit_server();
+    // Warm both up.
+    sequential(d.addr, 200, PING);
+    sequential(limit, 200, PING);
+    let (c, ce) = sequential(d.addr, N, PING);
+    let (l, _) = sequential(limit, N, PING);
+    let ratio = c.per_sec / l.per_sec;
+    println!("ping: {N} identification requests, one connection each");
+    row(
+        "concertd",
+        format!(
+            "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            c.per_sec,
+            ms(c.p50),
+            ms(c.p99),
+            ms(c.max)
+        ),
+    );
+    row(
+        "limit server",
+        format!(
+            "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+            l.per_sec,
+            ms(l.p50),
+            ms(l.p99)
+        ),
+    );
+    row(
+        "ratio concertd/limit",
+        format!("{ratio:.2} (target >= 0.5)"),
+    );
+    line("ping.req_per_s", format!("{:.0}", c.per_sec));
+    line("ping.p50_ms", format!("{:.3}", ms(c.p50)));
+    line("ping.p99_ms", format!("{:.3}", ms(c.p99)));
+    line("ping.max_ms", format!("{:.3}", ms(c.max)));
+    line("ping.limit_req_per_s", format!("{:.0}", l.per_sec));
+    line("ping.ratio", format!("{ratio:.2}"));
+    line("ping.errors", ce);
+}
+
+fn busy_storm() {
+    let d = Daemon::start("busy", "simulator-delay 600s\ntransaction-timeout 600s");
+    let addr = d.addr;
+    std::thread::spawn(move || exchange(addr, b"CZ0040320CA00201CB0041000CD0010CE003978"));
+    // The running debit must be running before the storm: its status says so.
+    let status = b"CZ0040320CA00201CD001T";
+    while !exchange(addr, status)
+        .unwrap_or_default()
+        .ends_with(b"AE00201AF00207")
+    {
+        std::thread::yield_now();
+    }
+    println!("busy storm: a debit running, clients sending debits for 5 s");
+    for clients in [64usize, 256, 512] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..clients)
+            .map(|i| {
+                let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+                let req = format!("CZ0040320CA002{:02}CB0041000CD0010CE003978", 2 + i % 90);
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            match exchange(addr, req.as_bytes()) {
+                                Ok(a) if a == [req.as_bytes(), b"AE00201"].concat() => {
+                                    ok.fetch_add(1, Ordering::Relaxed)
+                                }
+                                _ => bad.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+        row(
+            &format!("{clients} clients"),
+            format!("{:.0} busy answers/s, {bad} errors", ok as f64 / secs),
+        );
+        line(
+            &format!("busy.c{clients}.answers_per_s"),
+            format!("{:.0}", ok as f64 / secs),
+        );
+        line(&format!("busy.c{clients}.errors"), bad);
+    }
+}
+
+fn transactions() {
+    const N: usize = 2_000;
+    let d = Daemon::start("tx", "");
+    let mut lat = Vec::with_capacity(N);
+    let mut errors = 0;
+    let t0 = Instant::now();
+    for i in 0..N {
+        let req = format!("CZ0040320CA00201CB004{:04}CD0010CE003978", 1000 + i % 40);
+        let t = Instant::now();
+        match exchange(d.addr, req.as_bytes()) {
+            Ok(a) if a.windows(7).any(|w| w == b"AE00210") => {}
+            _ => errors += 1,
+        }
+        lat.push(t.elapsed());
+    }
+    let s = stats(lat, t0.elapsed());
+    println!("transactions: {N} sequential debits, simulator-delay 0, journal on (fdatasync)");
+    row(
+        "debits",
+        format!(
+            "{:.0} tx/s, p50 {:.3} ms, p99 {:.3} ms",
+            s.per_sec,
+            ms(s.p50),
+            ms(s.p99)
+        ),
+    );
+    line("tx.per_s", format!("{:.0}", s.per_sec));
+    line("tx.p50_ms", format!("{:.3}", ms(s.p50)));
+    line("tx.p99_ms", format!("{:.3}", ms(s.p99)));
+    line("tx.errors", errors);
+}
+
+fn memory() {
+    let d = Daemon::start("mem", "request-timeout 120s\nrequest-gap 60s");
+    // Let it settle after start.
+    exchange(d.addr, PING).unwrap();
+    let idle = d.rss_kib();
+    let held: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect(d.addr).unwrap())
+        .collect();
+    // Every connection has its thread once a ping behind them is answered
+    // (accepts are served in order).
+    exchange(d.addr, PING).unwrap();
+    let busy = d.rss_kib();
+    drop(held);
+    let size = std::fs::metadata(CONCERTD).map(|m| m.len()).unwrap_or(0);
+    println!("memory");
+    row("RSS idle", format!("{idle} KiB"));
+    row("RSS with 500 idle connections", format!("{busy} KiB"));
+    row("binary size (stripped)", format!("{} KiB", size / 1024));
+    line("mem.rss_idle_kib", idle);
+    line("mem.rss_500_conn_kib", busy);
+    line("mem.binary_kib", size / 1024);
+}
+
+fn serial() {
+    const ROUNDS: usize = 300;
+    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-tty", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let link = dir.join("tty");
+    let (mut master, slave) = TTYPort::pair().expect("pty pair");
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on descriptors we own: not inherited by concertd.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let d = Daemon::start(
+        "serial",
+        &format!("serial {}\nserial-format 8N1", link.display()),
+    );
+    master.set_timeout(Duration::from_secs(5)).unwrap();
+    let byte = |m: &mut TTYPort| {
+        let mut b = [0u8; 1];
+        m.read_exact(&mut b).map(|_| b[0])
+    };
+    // The serial thread opens the device shortly after "ready": wait for
+    // the first ACK.
+    loop {
+        master.write_all(&[0x05]).unwrap();
+        let mut b = [0u8; 1];
+        master.set_timeout(Duration::from_millis(100)).unwrap();
+        if master.read_exact(&mut b).is_ok() && b[0] == 0x06 {
+            master.write_all(&[0x04]).unwrap();
+            break;
+        }
+    }
+    // ENQs sent before the device was open are all answered: drop the
+    // extra ACKs before measuring.
+    master.set_timeout(Duration::from_millis(200)).unwrap();
+    let mut sink = [0u8; 64];
+    while matches!(master.read(&mut sink), Ok(n) if n > 0) {}
+    master.set_timeout(Duration::from_secs(5)).unwrap();
+    let mut frame = vec![0x02];
+    frame.extend_from_slice(PING);
+    frame.push(0x03);
+    let lrc = frame[1..].iter().fold(0, |a, b| a ^ b);
+    frame.push(lrc);
+    let (mut after_enq, mut after_lrc) = (Vec::new(), Vec::new());
+    let mut errors = 0;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        master.write_all(&[0x05]).unwrap();
+        let ack = byte(&mut master);
+        after_enq.push(t.elapsed());
+        let t = Instant::now();
+        master.write_all(&frame).unwrap();
+        let ack2 = byte(&mut master);
+        after_lrc.push(t.elapsed());
+        if ack.as_ref().ok() != Some(&0x06) || ack2.as_ref().ok() != Some(&0x06) {
+            if errors < 3 {
+                eprintln!("serial: ACKs {ack:?} {ack2:?}");
+            }
+            errors += 1;
+            continue;
+        }
+        master.write_all(&[0x04]).unwrap();
+        // The answer session: ENQ, our ACK, the frame, our ACK, EOT.
+        let ok = (|| -> std::io::Result<bool> {
+            if byte(&mut master)? != 0x05 {
+                return Ok(false);
+            }
+            master.write_all(&[0x06])?;
+            while byte(&mut master)? != 0x03 {}
+            byte(&mut master)?;
+            master.write_all(&[0x06])?;
+            Ok(byte(&mut master)? == 0x04)
+        })();
+        if !matches!(ok, Ok(true)) {
+            if errors < 3 {
+                eprintln!("serial: answer session {ok:?}");
+            }
+            errors += 1;
+        }
+    }
+    let total = Duration::from_secs(1);
+    let (e, l) = (stats(after_enq, total), stats(after_lrc, total));
+    println!("serial: {ROUNDS} identification sessions on a pty pair");
+    row(
+        "ACK after ENQ",
+        format!("p50 {:.3} ms, p99 {:.3} ms", ms(e.p50), ms(e.p99)),
+    );
+    row(
+        "ACK after LRC",
+        format!(
+            "p50 {:.3} ms, p99 {:.3} ms (target p99 < 5 ms)",
+            ms(l.p50),
+            ms(l.p99)
+        ),
+    );
+    line("serial.ack_enq_p50_ms", format!("{:.3}", ms(e.p50)));
+    line("serial.ack_enq_p99_ms", format!("{:.3}", ms(e.p99)));
+    line("serial.ack_lrc_p50_ms", format!("{:.3}", ms(l.p50)));
+    line("serial.ack_lrc_p99_ms", format!("{:.3}", ms(l.p99)));
+    line("serial.errors", errors);
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn start() {
+    let mut v: Vec<Duration> = (0..9)
+        .map(|i| Daemon::start(&format!("start{i}"), "").started)
+        .collect();
+    v.sort();
+    println!("start: exec to accepting connections (\"ready\" logged), median of 9");
+    row("start", format!("{:.1} ms", ms(v[4])));
+    line("start.ms", format!("{:.1}", ms(v[4])));
+}
+
+fn main() {
+    // `cargo bench` passes --bench; BENCH_ONLY=name runs one part.
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        match only.as_str() {
+            "ping" => ping(),
+            "busy" => busy_storm(),
+            "tx" => transactions(),
+            "memory" => memory(),
+            "serial" => serial(),
+            "start" => start(),
+            _ => eprintln!("BENCH_ONLY: ping, busy, tx, memory, serial or start"),
+        }
+        return;
+    }
+    println!(
+        "concertd bench on {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    ping();
+    busy_storm();
+    transactions();
+    memory();
+    serial();
+    start();
+}

@@ -12,8 +12,8 @@ use crate::pan;
 use crate::request::{self, Request};
 use crate::tlv::{tags, Frame};
 use crate::v2::{self, V2Request};
-use crate::worker::{Channel, Handle, Origin, Reply};
-use crossbeam_channel::{select, Receiver};
+use crate::worker::{Channel, Decision, Handle, Origin, Reply};
+use crossbeam_channel::Receiver;
 use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -555,30 +555,28 @@ impl Line<'_> {
     /// V2 registers count an ACKed request as accepted.
     fn submit(&mut self, req: Request, kind: Kind) -> io::Result<Option<String>> {
         let pending = self.worker.hand_over(req.clone(), self.origin());
-        select! {
-            recv(pending.started) -> id => {
-                if id.is_err() {
-                    return Ok(Some("worker unavailable".into()));
-                }
+        match pending.decision() {
+            Decision::Started(_) => {
                 // Waiting first: if the ACK cannot be written (device gone),
                 // the answer still goes out once the line is back.
-                self.waiting = Some(Waiting { reply: pending.reply, kind });
+                self.waiting = Some(Waiting {
+                    reply: pending.reply,
+                    kind,
+                });
                 self.accept_frame()?;
                 Ok(None)
             }
-            recv(pending.reply) -> reply => {
-                let Ok(reply) = reply else {
-                    return Ok(Some("worker unavailable".into()));
-                };
-                if is_busy(&req, &reply) {
-                    log::info!("serial {}: {} refused busy: NAK", self.path, req.op.name());
-                    self.send(&[NAK])?;
-                    return Ok(None);
-                }
+            Decision::Answered(reply) if is_busy(&req, &reply) => {
+                log::info!("serial {}: {} refused busy: NAK", self.path, req.op.name());
+                self.send(&[NAK])?;
+                Ok(None)
+            }
+            Decision::Answered(reply) => {
                 self.accept_frame()?;
                 self.answer(&kind, reply)?;
                 Ok(None)
             }
+            Decision::Gone => Ok(Some("worker unavailable".into())),
         }
     }
 
@@ -750,16 +748,17 @@ impl Line<'_> {
             }
             (None, Ok(req)) => {
                 let pending = self.worker.hand_over(req, self.origin());
-                select! {
-                    recv(pending.started) -> _ => {
-                        self.waiting = Some(Waiting { reply: pending.reply, kind: Kind::Raw });
-                        return Ok(());
+                return match pending.decision() {
+                    Decision::Started(_) => {
+                        self.waiting = Some(Waiting {
+                            reply: pending.reply,
+                            kind: Kind::Raw,
+                        });
+                        Ok(())
                     }
-                    recv(pending.reply) -> r => match r {
-                        Ok(r) => return self.answer(&Kind::Raw, r),
-                        Err(_) => return Ok(()),
-                    },
-                }
+                    Decision::Answered(r) => self.answer(&Kind::Raw, r),
+                    Decision::Gone => Ok(()),
+                };
             }
         };
         self.answer(

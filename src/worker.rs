@@ -77,6 +77,32 @@ pub struct Pending {
     pub reply: Receiver<Reply>,
 }
 
+/// What the worker made of a job.
+pub enum Decision {
+    /// A transaction started; its answer comes later on `reply`.
+    Started(u64),
+    /// Answered at once (identification, status, busy, a refusal...).
+    Answered(Reply),
+    /// No answer will come (the outcome could not be journaled).
+    Gone,
+}
+
+impl Pending {
+    /// Waits for the worker's decision, which it takes at once.
+    pub fn decision(&self) -> Decision {
+        crossbeam_channel::select! {
+            recv(self.started) -> id => if let Ok(id) = id {
+                return Decision::Started(id);
+            },
+            recv(self.reply) -> r => return r.map_or(Decision::Gone, Decision::Answered),
+        }
+        // `started` closed without an id: the job was answered, not
+        // started; the answer is in `reply` (both channels can be ready at
+        // once, so this order matters).
+        self.reply.recv().map_or(Decision::Gone, Decision::Answered)
+    }
+}
+
 /// Whether a transaction's answer reached its register.
 pub struct Delivery {
     pub id: u64,

@@ -411,3 +411,14 @@ fn concert_plays_the_register_on_a_serial_line() {
     let o = d.concert(&["-s", dev, "ping"]);
     assert_eq!(stdout(&o), "approved: identification, register 01\n");
 }
+
+#[test]
+fn identification_sessions_are_never_naked() {
+    // The worker answers these at once and starts nothing: a race between
+    // "not started" and "answered" once NAKed about one request in twenty.
+    let (_d, mut r) = serial_daemon("");
+    for _ in 0..100 {
+        assert_eq!(r.request(b"CZ0040320CA00201CD001I"), ACK);
+        assert_eq!(r.answer(), b"CZ0040320CA00201CD001IAE00210");
+    }
+}

@@ -6,6 +6,7 @@ mod backends;
 mod cli;
 mod daemon;
 mod durability;
+mod fuzz_regressions;
 #[cfg(feature = "hardware-tests")]
 mod hardware;
 mod install;
