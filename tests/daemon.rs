@@ -176,3 +176,28 @@ fn daemon_startup_errors_reach_the_terminal() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot listen on"), "{}", stderr(&o));
 }
+
+#[test]
+fn reload_moves_the_serial_line_to_another_device() {
+    let dir = temp_dir();
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let _ra = crate::serial::pty(&a);
+    let mut rb = crate::serial::pty(&b);
+    let timers =
+        "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\nserial-retry 100ms\nconfig-watch 0";
+    let d = Daemon::start(&format!("serial {}\n{timers}", a.display()));
+    d.wait_log(&format!("serial {}: open", a.display()));
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nserial {}\n{timers}\n",
+        d.base_config(),
+        b.display()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log(&format!(
+        "serial {}: closed for the new configuration",
+        a.display()
+    ));
+    d.wait_log(&format!("serial {}: open", b.display()));
+    assert_eq!(rb.request(b"CZ0040320CA00201CD001I"), concert::framing::ACK);
+    assert_eq!(rb.answer(), b"CZ0040320CA00201CD001IAE00210");
+}

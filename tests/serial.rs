@@ -71,7 +71,7 @@ impl Register {
 
     /// Session 1: ENQ, ACK, frame; returns what the terminal said to the
     /// frame (and closes with EOT after an ACK).
-    fn request(&mut self, payload: &[u8]) -> u8 {
+    pub fn request(&mut self, payload: &[u8]) -> u8 {
         self.send(&[ENQ]);
         assert_eq!(self.byte(), ACK, "ACK to ENQ");
         self.send(&frame(payload));
@@ -84,7 +84,7 @@ impl Register {
 
     /// Session 2: the terminal's ENQ, our ACK, its frame(s), our ACKs, its
     /// EOT. Returns the payload, ETB blocks joined.
-    fn answer(&mut self) -> Vec<u8> {
+    pub fn answer(&mut self) -> Vec<u8> {
         assert_eq!(self.byte(), ENQ, "terminal opens its session");
         self.send(&[ACK]);
         let mut payload = Vec::new();
