@@ -7,6 +7,7 @@ SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/concertd
 # Where `install` takes the binaries from; `make` builds them there.
 TARGET ?= target/release
 
@@ -68,6 +69,8 @@ install:
 	install -m 0644 man/concertd.8 $(DESTDIR)$(MANDIR)/man8/concertd.8
 	install -m 0644 man/concertd.conf.5 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5
 	install -m 0644 man/concert.1 $(DESTDIR)$(MANDIR)/man1/concert.1
+	install -d $(DESTDIR)$(DOCDIR)
+	install -m 0755 etc/concertd-pay.example $(DESTDIR)$(DOCDIR)/concertd-pay.example
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
 		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf exists: kept"; \
 	else \
@@ -82,7 +85,8 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
 		$(DESTDIR)$(MANDIR)/man8/concertd.8 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5 \
-		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service
+		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service \
+		$(DESTDIR)$(DOCDIR)/concertd-pay.example
 	@if cmp -s etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; then \
 		echo "rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \

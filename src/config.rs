@@ -119,14 +119,15 @@ impl Terminal {
                     ["v2", r @ ..] => (true, r),
                     r => (true, r),
                 };
+                let speed = |sp: &str| match sp.parse::<u32>() {
+                    Ok(n) if (50..=4_000_000).contains(&n) => Ok(n),
+                    _ => Err(format!("bad speed {sp:?}")),
+                };
                 let (speed, format) = match rest {
                     [] => (9600, Format::parse("7E1")?),
-                    [sp] => (
-                        sp.parse().map_err(|_| format!("bad speed {sp:?}"))?,
-                        Format::parse("7E1")?,
-                    ),
+                    [sp] => (speed(sp)?, Format::parse("7E1")?),
                     [sp, f] => (
-                        sp.parse().map_err(|_| format!("bad speed {sp:?}"))?,
+                        speed(sp)?,
                         Format::parse(f)?,
                     ),
                     _ => return Err("terminal relay serial DEVICE [v2|v3] [SPEED [FORMAT]]".into()),
@@ -140,6 +141,10 @@ impl Terminal {
                     v2,
                 })
             }
+            ["exec"] => Err("terminal exec needs a PROGRAM".into()),
+            ["relay", ..] => Err(
+                "terminal relay tcp HOST:PORT [v2|v3] or relay serial DEVICE [v2|v3] [SPEED [FORMAT]]".into(),
+            ),
             [] => Err("terminal takes simulator, exec PROGRAM... or relay tcp|serial ...".into()),
             [t, ..] => Err(format!("terminal {t:?} is not simulator, exec or relay")),
         }

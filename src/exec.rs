@@ -134,7 +134,10 @@ impl Output {
             "CI" if printable(&value, 1) => set(&mut o.read_mode, &value),
             "CG" if printable(&value, 10) => set(&mut o.contract, &value),
             "TICKET" => match base64::decode(value.as_bytes()) {
-                Some(doc) => {
+                Some(mut doc) => {
+                    if pan::mask_in_place(&mut doc) {
+                        log::warn!("tx {id}: the program's ticket held a full card number: masked");
+                    }
                     o.document = Some(doc);
                     true
                 }
@@ -217,6 +220,7 @@ impl Backend for Exec {
             // Its own group, so that a time-out kills it and its children.
             .process_group(0);
         let id = tx.id;
+        let (partial_ok, requested) = (r.partial_ok, r.amount);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -268,9 +272,24 @@ impl Backend for Exec {
                     Ok(st) => (false, st.to_string()),
                     Err(e) => (false, e.to_string()),
                 };
+                let mut outcome = out.outcome(id, ok, &why);
+                // A smaller amount only when the register accepts partial
+                // payment; never a larger one.
+                let cb = outcome
+                    .amount
+                    .as_deref()
+                    .and_then(|a| a.parse::<u64>().ok());
+                if let Some(cb) = cb {
+                    if !partial_ok || requested.is_some_and(|r| cb > r) {
+                        log::warn!(
+                            "tx {id}: the program's CB={cb} ignored (partial payment not accepted)"
+                        );
+                        outcome.amount = None;
+                    }
+                }
                 let _ = done.send(Done {
                     id,
-                    outcome: out.outcome(id, ok, &why),
+                    outcome,
                     resolved: false,
                 });
             });

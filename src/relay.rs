@@ -266,7 +266,35 @@ fn outcome_of(link: &Link, req: &Request, answer: &[u8]) -> Result<Outcome, Stri
     if !f.has(tags::AE) {
         return Err("answer without AE".into());
     }
-    Ok(Outcome::from_answer(&f, &req.frame))
+    Ok(masked(Outcome::from_answer(&f, &req.frame)))
+}
+
+/// Is this status answer about the lost request, and not an older one of
+/// the same register? Same operation, currency and private data, and the
+/// same amount (or less, approved, for a partial approval).
+fn same_transaction(answer: &Frame, req: &Request) -> bool {
+    let digits = |v: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(v?).ok()?.parse().ok() };
+    let amount_ok = match (digits(answer.get(tags::CB)), req.amount) {
+        (Some(a), Some(r)) => a == r || (a < r && answer.get(tags::AE) == Some(b"10")),
+        (None, None) => true,
+        _ => false,
+    };
+    answer.get(tags::CD) == req.frame.get(tags::CD)
+        && answer.get(tags::CE) == req.frame.get(tags::CE)
+        && answer.get(tags::CF) == req.frame.get(tags::CF)
+        && amount_ok
+}
+
+/// A card number from upstream never goes further whole.
+fn masked(mut o: Outcome) -> Outcome {
+    if let Some(p) = &o.pan {
+        let mut b = p.clone().into_bytes();
+        if pan::mask_in_place(&mut b) {
+            log::warn!("upstream sent a full card number: masked");
+        }
+        o.pan = Some(String::from_utf8_lossy(&b).into_owned());
+    }
+    o
 }
 
 /// Asks a V3 upstream for the status of the register's last transaction
@@ -288,8 +316,7 @@ fn resolve(link: Link, id: u64, req: Request, pokes: Receiver<()>, done: Sender<
             continue;
         };
         let Ok(f) = Frame::decode(&a) else { continue };
-        let same = f.get(tags::CD) == req.frame.get(tags::CD)
-            && f.get(tags::CE) == req.frame.get(tags::CE);
+        let same = same_transaction(&f, &req);
         if !same {
             // Still running upstream (CD=T), or not this transaction.
             continue;
@@ -297,7 +324,7 @@ fn resolve(link: Link, id: u64, req: Request, pokes: Receiver<()>, done: Sender<
         log::info!("tx {id}: the upstream answered the status request");
         let _ = done.send(Done {
             id,
-            outcome: Outcome::from_answer(&f, &req.frame),
+            outcome: masked(Outcome::from_answer(&f, &req.frame)),
             resolved: true,
         });
         return;
@@ -423,6 +450,22 @@ mod tests {
             crate::answer::Status::Declined(Af::Refused)
         );
         assert!(v2_request(1, &req("CZ0040320CA00201CD001B")).is_err());
+    }
+
+    #[test]
+    fn resolution_matches_only_the_lost_request() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF003abc");
+        let ok = Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210CF003abc").unwrap();
+        assert!(same_transaction(&ok, &r));
+        let partial =
+            Frame::decode(b"CZ0040320CA00201CB003500CD0010CE003978AE00210CF003abc").unwrap();
+        assert!(same_transaction(&partial, &r));
+        let older =
+            Frame::decode(b"CZ0040320CA00201CB0042000CD0010CE003978AE00210CF003abc").unwrap();
+        assert!(!same_transaction(&older, &r));
+        let other_cf =
+            Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210CF003xyz").unwrap();
+        assert!(!same_transaction(&other_cf, &r));
     }
 
     #[test]

@@ -607,6 +607,8 @@ impl Worker {
     fn reload(&mut self, settings: Settings, cfg: &crate::config::Config) {
         self.settings = settings;
         if cfg.terminal == self.terminal {
+            // Back to the running backend: a pending change is dropped.
+            self.next_backend = None;
             self.backend.reload(cfg);
             return;
         }

@@ -67,3 +67,104 @@ fn seeds_config_parse() {
 fn seeds_serial_link() {
     replay("serial_link", properties::serial_link);
 }
+
+// Inputs that break a fuzz property. Each test asserts what should happen
+// and fails until the code is fixed.
+
+use concert::config::Config;
+
+/// A configuration that parses must be described in a form that parses
+/// back to it (`config_parse`); or the parser must refuse it.
+fn assert_config_round_trips(text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    let Ok(c) = Config::parse(&text, "t") else {
+        return;
+    };
+    let d = c.describe();
+    match Config::parse(&d, "d") {
+        Ok(again) => assert_eq!(again, c, "{text:?} described as:\n{d}"),
+        Err(e) => panic!("{text:?} described as a file that does not parse: {e}\n{d}"),
+    }
+}
+
+/// `fmt_duration` writes whole milliseconds: 2.5 ms is described as
+/// `2ms`, a different configuration.
+#[test]
+fn config_sub_millisecond_duration_is_described_as_is() {
+    assert_config_round_trips(b"request-gap 2.5ms\n");
+}
+
+/// 100 µs is described as `0s`, which `request-gap` refuses ("must be more
+/// than 0"): `concertd -n` prints a file concertd would not start with.
+#[test]
+fn config_tiny_positive_duration_is_not_described_as_zero() {
+    assert_config_round_trips(b"request-gap 0.1ms\n");
+}
+
+/// `Terminal::line` writes the relay address unquoted: a quoted address
+/// with a blank (or a `#`) comes back as several words (or a comment).
+#[test]
+fn config_relay_tcp_address_is_quoted_in_the_description() {
+    assert_config_round_trips(b"terminal relay tcp \"a b:1\"\n");
+    assert_config_round_trips(b"terminal relay tcp \"#a:1\"\n");
+}
+
+/// Every transaction the serial link starts gets its answer sent, or its
+/// delivery reported as failed. Here the register sends a second request
+/// (a credit) before the terminal has sent the answer to its first (a
+/// debit, already approved): the link starts the credit and drops the
+/// debit's reply receiver (`self.waiting = Some(..)` in `submit`
+/// overwrites the one waiting), so the approved debit is never answered
+/// and the journal never says it was not delivered.
+#[test]
+fn serial_answer_waiting_is_not_dropped_by_a_second_request() {
+    let dir = std::env::temp_dir().join(format!("concertd-fuzz-regress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("journal");
+    let (handle, _control) = properties::start_worker(&path);
+    // ENQ, STX debit ETX LRC, EOT; ENQ, STX credit ETX LRC, EOT; a pause
+    // (the answer is ready), then ACKs for the terminal's ENQ and frame.
+    let input =
+        b"\x05\x02CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978BA0010\x03\x14\x04\
+\x05\x02CZ0040320CJ012247300123456CA00201CB0041000CD0011CE003978\x03\x11\x04\x80\x06\x06";
+    properties::serial_exchange(input, &handle);
+    // The worker writes delivery reports after the link reports them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<(u64, concert::journal::Event)> = text
+            .lines()
+            .filter_map(concert::journal::parse_line)
+            .map(|(_, id, ev)| (id, ev))
+            .collect();
+        let ended: Vec<u64> = events
+            .iter()
+            .filter(|(_, ev)| matches!(ev, concert::journal::Event::Ended { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        let unreported: Vec<u64> = ended
+            .iter()
+            .copied()
+            .filter(|id| {
+                !events.iter().any(|(i, ev)| {
+                    i == id
+                        && matches!(
+                            ev,
+                            concert::journal::Event::Delivered
+                                | concert::journal::Event::Undelivered { .. }
+                        )
+                })
+            })
+            .collect();
+        if ended.len() == 2 && unreported.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transactions ended but neither delivered nor reported undelivered: {unreported:?}\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
