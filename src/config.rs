@@ -162,7 +162,7 @@ impl Terminal {
             Terminal::Relay { link, v2 } => {
                 let p = if *v2 { "v2" } else { "v3" };
                 match link {
-                    Upstream::Tcp(a) => format!("relay tcp {a} {p}"),
+                    Upstream::Tcp(a) => format!("relay tcp {} {p}", quote(a)),
                     Upstream::Serial {
                         device,
                         speed,
@@ -372,8 +372,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     match num.parse::<f64>() {
+        // Whole milliseconds: the finest any timer needs, and what `-n`
+        // prints back exactly.
         Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
-            Ok(Duration::from_secs_f64(v * scale))
+            Ok(Duration::from_millis((v * scale * 1000.0).round() as u64))
         }
         _ => Err(format!("{s:?} is not a duration")),
     }

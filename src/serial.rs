@@ -137,7 +137,7 @@ fn run(ctx: Context) {
         worker,
     } = ctx;
     let mut reported = false;
-    let mut waiting: Option<Waiting> = None;
+    let mut waiting: Vec<Waiting> = Vec::new();
     loop {
         let Some(device) = conf.settings.device.clone() else {
             match updates.recv() {
@@ -163,10 +163,10 @@ fn run(ctx: Context) {
                     worker: &worker,
                     path: &path,
                     input: VecDeque::new(),
-                    waiting: waiting.take(),
+                    waiting: std::mem::take(&mut waiting),
                 };
                 let e = line.serve();
-                waiting = line.waiting.take();
+                waiting = std::mem::take(&mut line.waiting);
                 let changed = line.conf != conf;
                 conf = line.conf;
                 if changed {
@@ -214,7 +214,9 @@ struct Line<'a> {
     worker: &'a Handle,
     path: &'a str,
     input: VecDeque<u8>,
-    waiting: Option<Waiting>,
+    /// Transactions accepted on this line whose answer is not sent yet
+    /// (the register may send a new request before fetching an answer).
+    waiting: Vec<Waiting>,
 }
 
 fn wrap(block: &[u8], end: u8) -> Vec<u8> {
@@ -263,7 +265,7 @@ pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) 
         worker,
         path,
         input: VecDeque::new(),
-        waiting: None,
+        waiting: Vec::new(),
     };
     line.serve()
 }
@@ -377,19 +379,18 @@ impl Line<'_> {
     /// Sends the answer of the transaction accepted on this line once the
     /// worker has it.
     fn answer_if_ready(&mut self) -> io::Result<()> {
-        let Some(w) = &self.waiting else {
-            return Ok(());
-        };
-        match w.reply.try_recv() {
-            Ok(reply) => {
-                if let Some(w) = self.waiting.take() {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            match self.waiting[i].reply.try_recv() {
+                Ok(reply) => {
+                    let w = self.waiting.remove(i);
                     self.answer(&w.kind, reply)?;
                 }
-            }
-            Err(crossbeam_channel::TryRecvError::Empty) => {}
-            Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                // The outcome could not be journaled: no answer may go out.
-                self.waiting = None;
+                Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    // The outcome could not be journaled: no answer may go out.
+                    self.waiting.remove(i);
+                }
             }
         }
         Ok(())
@@ -559,7 +560,7 @@ impl Line<'_> {
             Decision::Started(_) => {
                 // Waiting first: if the ACK cannot be written (device gone),
                 // the answer still goes out once the line is back.
-                self.waiting = Some(Waiting {
+                self.waiting.push(Waiting {
                     reply: pending.reply,
                     kind,
                 });
@@ -750,7 +751,7 @@ impl Line<'_> {
                 let pending = self.worker.hand_over(req, self.origin());
                 return match pending.decision() {
                     Decision::Started(_) => {
-                        self.waiting = Some(Waiting {
+                        self.waiting.push(Waiting {
                             reply: pending.reply,
                             kind: Kind::Raw,
                         });
