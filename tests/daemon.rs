@@ -139,6 +139,15 @@ fn daemon_mode_pid_file_and_second_instance() {
         .trim()
         .parse()
         .unwrap();
+    // Whatever happens below, the daemon does not outlive the test.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(pid);
     // A second one refuses to start.
     let o = start();
     assert_eq!(o.status.code(), Some(1));
