@@ -751,7 +751,18 @@ impl Worker {
             (Ok(()), Some(reply)) => {
                 let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
                 self.undelivered.insert(id, done);
-                send(&reply, frame, Some(id));
+                let sent = reply.send(Reply {
+                    frame,
+                    tx: Some(id),
+                    immediate: false,
+                });
+                if sent.is_err() {
+                    // Its connection or line is gone: nobody will report.
+                    self.delivery(Delivery {
+                        id,
+                        result: Err("the channel that asked is gone".into()),
+                    });
+                }
             }
             (Ok(()), None) => {
                 log::info!(

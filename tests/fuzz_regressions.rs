@@ -1,7 +1,7 @@
 //! The fuzz properties (fuzz/src/lib.rs, included here as is) replayed on
 //! every seed under fuzz/seeds/, so that `make test` checks what `make
-//! fuzz` asserts without cargo-fuzz; and inputs the fuzzer found, as plain
-//! regression tests.
+//! fuzz` asserts without cargo-fuzz; and inputs that broke a property, as
+//! plain regression tests.
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
@@ -68,8 +68,9 @@ fn seeds_serial_link() {
     replay("serial_link", properties::serial_link);
 }
 
-// Inputs that break a fuzz property. Each test asserts what should happen
-// and fails until the code is fixed.
+// Inputs that broke a fuzz property (found while writing the targets, by
+// reading the code, and confirmed on the target binaries; fixed in
+// 94669f4). Each test asserts what should happen.
 
 use concert::config::Config;
 
@@ -87,22 +88,23 @@ fn assert_config_round_trips(text: &[u8]) {
     }
 }
 
-/// `fmt_duration` writes whole milliseconds: 2.5 ms is described as
+/// `fmt_duration` writes whole milliseconds: 2.5 ms was described as
 /// `2ms`, a different configuration.
 #[test]
 fn config_sub_millisecond_duration_is_described_as_is() {
     assert_config_round_trips(b"request-gap 2.5ms\n");
 }
 
-/// 100 µs is described as `0s`, which `request-gap` refuses ("must be more
-/// than 0"): `concertd -n` prints a file concertd would not start with.
+/// 100 µs was described as `0s`, which `request-gap` refuses ("must be
+/// more than 0"): `concertd -n` printed a file concertd would not start
+/// with.
 #[test]
 fn config_tiny_positive_duration_is_not_described_as_zero() {
     assert_config_round_trips(b"request-gap 0.1ms\n");
 }
 
-/// `Terminal::line` writes the relay address unquoted: a quoted address
-/// with a blank (or a `#`) comes back as several words (or a comment).
+/// `Terminal::line` wrote the relay address unquoted: a quoted address
+/// with a blank (or a `#`) came back as several words (or a comment).
 #[test]
 fn config_relay_tcp_address_is_quoted_in_the_description() {
     assert_config_round_trips(b"terminal relay tcp \"a b:1\"\n");
@@ -112,15 +114,23 @@ fn config_relay_tcp_address_is_quoted_in_the_description() {
 /// Every transaction the serial link starts gets its answer sent, or its
 /// delivery reported as failed. Here the register sends a second request
 /// (a credit) before the terminal has sent the answer to its first (a
-/// debit, already approved): the link starts the credit and drops the
-/// debit's reply receiver (`self.waiting = Some(..)` in `submit`
-/// overwrites the one waiting), so the approved debit is never answered
-/// and the journal never says it was not delivered.
+/// debit, already approved). The link used to start the credit and drop
+/// the debit's reply receiver (`self.waiting = Some(..)` overwrote the one
+/// waiting), so the approved debit was never answered and the journal
+/// never said it was not delivered.
 #[test]
 fn serial_answer_waiting_is_not_dropped_by_a_second_request() {
     let dir = std::env::temp_dir().join(format!("concertd-fuzz-regress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    /// Removes the directory however the test ends.
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
     let path = dir.join("journal");
     let (handle, _control) = properties::start_worker(&path);
     // ENQ, STX debit ETX LRC, EOT; ENQ, STX credit ETX LRC, EOT; a pause
@@ -166,5 +176,4 @@ fn serial_answer_waiting_is_not_dropped_by_a_second_request() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

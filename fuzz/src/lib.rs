@@ -1,0 +1,572 @@
+//! The properties the fuzz targets assert, one function per target. Each
+//! panics when the property fails, which libFuzzer reports as a crash.
+//!
+//! `tests/fuzz_regressions.rs` includes this file by path, so that
+//! `make test` replays every seed under `fuzz/seeds/` through exactly what
+//! the fuzzer checks; keep it free of anything but `std` and `concert`.
+
+use concert::answer::{self, Af};
+use concert::assemble::{Assembled, Assembler, Progress};
+use concert::config::Config;
+use concert::framing::{lrc, Wrapping, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use concert::request::{self, mandatory_for_cd};
+use concert::serial::{self, Port};
+use concert::tlv::{self, tags, Element, Frame, Step, Tag};
+use concert::v2;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Bytes shown in an assertion message.
+fn show(b: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(b))
+}
+
+/// An answer concertd would send must be a well-formed V3 message.
+fn assert_answer(a: &Frame, what: &str, input: &[u8]) {
+    let bytes = a.encode();
+    if let Err((_, e)) = Frame::decode(&bytes) {
+        panic!(
+            "{what} {} does not decode ({e}); input {}",
+            show(&bytes),
+            show(input)
+        );
+    }
+}
+
+/// `tlv_decode`: whatever decodes re-encodes to the same bytes, a request
+/// that parses is that frame, and every error answer built from what could
+/// be read is itself a valid message.
+pub fn tlv_decode(data: &[u8]) {
+    match Frame::decode(data) {
+        Ok(f) => assert_eq!(
+            f.encode(),
+            data,
+            "decoded frame does not re-encode to its input"
+        ),
+        Err((partial, _)) => {
+            assert_answer(&answer::refusal(&partial, Some(Af::Format)), "AF09", data)
+        }
+    }
+    match request::parse(data, &[978]) {
+        Ok(req) => {
+            assert_eq!(
+                req.frame.encode(),
+                data,
+                "parsed request does not re-encode to its input"
+            );
+            assert_answer(&answer::refusal(&req.frame, None), "busy answer", data);
+            assert_answer(&answer::done(&req.frame), "done answer", data);
+            assert_answer(
+                &answer::identification(&req.frame),
+                "identification answer",
+                data,
+            );
+        }
+        Err(rej) => assert_answer(&answer::refusal(&rej.frame, Some(rej.af)), "refusal", data),
+    }
+}
+
+/// `v2_decode`: the parsers never panic; a request that parses means a V3
+/// frame that decodes, and its replies are 25 or 80 bytes that the reply
+/// parser reads back.
+pub fn v2_decode(data: &[u8]) {
+    let _ = v2::parse_reply(data);
+    let Ok(req) = v2::parse(data) else {
+        return;
+    };
+    let frame = req.to_v3();
+    let bytes = frame.encode();
+    match Frame::decode(&bytes) {
+        Ok(back) => assert_eq!(back, frame, "to_v3 {} decodes differently", show(&bytes)),
+        Err((_, e)) => panic!("to_v3 of {} gives {} ({e})", show(data), show(&bytes)),
+    }
+    for (what, reply) in [
+        ("reply_from_answer", v2::reply_from_answer(&req, &frame)),
+        ("immediate_reply", v2::immediate_reply(&req)),
+    ] {
+        let want = if req.long_reply() { 80 } else { 25 };
+        assert_eq!(
+            reply.len(),
+            want,
+            "{what} of {} is {}",
+            show(data),
+            show(&reply)
+        );
+        match v2::parse_reply(&reply) {
+            Ok(r) => {
+                assert_eq!(r.pos, req.pos, "{what}: POS");
+                assert_eq!(r.amount, req.amount, "{what}: amount");
+                assert_eq!(r.currency, req.currency, "{what}: currency");
+                assert_eq!(r.private, req.private, "{what}: private data");
+            }
+            Err(e) => panic!("{what} {} does not parse back ({e})", show(&reply)),
+        }
+    }
+}
+
+/// The elements of `body` when it is nothing but whole elements (in any
+/// order, duplicates included).
+fn whole_elements(body: &[u8]) -> Option<Vec<Element>> {
+    let mut els = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        match tlv::step(&body[pos..], pos) {
+            Step::Whole(el, n) => {
+                els.push(el);
+                pos += n;
+            }
+            _ => return None,
+        }
+    }
+    Some(els)
+}
+
+/// What an assembled request without fault must be. A raw request is whole
+/// TLV elements: `Frame::decode_any` accepts it, or refuses only a
+/// duplicate tag, which the assembler does not look for (`request::parse`
+/// answers it AF09). An STX frame may hold a V2 payload, so it is only
+/// checked to be printable.
+fn check_assembled(a: &Assembled, input: &[u8]) {
+    if a.fault.is_some() {
+        return;
+    }
+    match a.wrapping {
+        Wrapping::Raw => {
+            assert!(!a.body.is_empty(), "empty raw request from {}", show(input));
+            match Frame::decode_any(&a.body) {
+                Ok(_) | Err((_, tlv::DecodeError::Duplicate { .. })) => {}
+                Err((_, e)) => panic!(
+                    "raw request {} assembled without fault but does not decode ({e}); input {}",
+                    show(&a.body),
+                    show(input)
+                ),
+            }
+        }
+        Wrapping::Stx => assert!(
+            a.body.iter().copied().all(tlv::is_printable),
+            "STX body {} assembled without fault holds a control byte; input {}",
+            show(&a.body),
+            show(input)
+        ),
+    }
+}
+
+/// `assembler`: the first byte chooses the chunk sizes (low nibble, high
+/// nibble, alternately, plus one; 0xff: all at once), the rest is fed in
+/// those chunks until the assembler says `Done`; `finish` is called either
+/// way. Beyond [`check_assembled`]: a `Done` request is the input's own
+/// bytes (leading CR/LF, framing, CR/LF tail and trailing bytes put back
+/// give the bytes fed), and `Whole { ready }` means whole elements that
+/// hold every mandatory tag of CD.
+pub fn assembler(data: &[u8]) {
+    let Some((&ctl, input)) = data.split_first() else {
+        return;
+    };
+    let sizes = [usize::from(ctl & 0x0f) + 1, usize::from(ctl >> 4) + 1];
+    let mut asm = Assembler::default();
+    let mut fed = 0;
+    let mut last = None;
+    let mut i = 0;
+    while fed < input.len() {
+        let n = if ctl == 0xff {
+            input.len()
+        } else {
+            sizes[i % 2].min(input.len() - fed)
+        };
+        i += 1;
+        let progress = asm.feed(&input[fed..fed + n]);
+        fed += n;
+        match progress {
+            Progress::Done(a) => {
+                check_assembled(&a, input);
+                check_done(&a, &input[..fed]);
+                last = None;
+                break;
+            }
+            p => last = Some(p),
+        }
+    }
+    if let Some(Progress::Whole { ready }) = last {
+        let a = asm.finish().expect("whole elements but nothing to finish");
+        assert_eq!(a.fault, None, "whole elements finished with a fault");
+        let els = whole_elements(&a.body)
+            .unwrap_or_else(|| panic!("Whole but {} is not whole elements", show(&a.body)));
+        if ready {
+            // The assembler goes by the last CD it saw.
+            let has = |t: Tag| els.iter().any(|e| e.tag == t);
+            let cd = els.iter().rev().find(|e| e.tag == tags::CD);
+            let mandatory = cd.and_then(|e| mandatory_for_cd(&e.value));
+            assert!(
+                has(tags::CZ) && mandatory.is_some_and(|m| m.iter().all(|&t| has(t))),
+                "ready without every mandatory tag: {}",
+                show(&a.body)
+            );
+        }
+    }
+    if let Some(a) = asm.finish() {
+        check_assembled(&a, input);
+    }
+}
+
+/// A `Done` request put back together gives the bytes fed (after any
+/// leading CR/LF).
+fn check_done(a: &Assembled, fed: &[u8]) {
+    let start = fed
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let fed = &fed[start..];
+    if a.fault.is_some() {
+        return;
+    }
+    let mut again = match a.wrapping {
+        Wrapping::Raw => {
+            let mut v = a.body.clone();
+            let tail = fed[a.body.len().min(fed.len())..]
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            assert!(tail > 0, "raw request done without a CR/LF tail");
+            v.extend_from_slice(&fed[a.body.len()..a.body.len() + tail]);
+            v
+        }
+        Wrapping::Stx => concert::framing::wrap(&a.body, Wrapping::Stx),
+    };
+    again.extend_from_slice(&a.trailing);
+    assert!(
+        again == fed,
+        "assembled request gives back {}, not the bytes fed {}",
+        show(&again),
+        show(fed)
+    );
+}
+
+/// `config_parse`: a configuration that parses is described in the file's
+/// own syntax, and that description parses to the same configuration.
+/// Inputs that would make `listen` resolve a host name are skipped, so
+/// that the fuzzer sends no DNS queries.
+pub fn config_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if text.lines().any(needs_resolver) {
+        return;
+    }
+    let Ok(c) = Config::parse(&text, "fuzz") else {
+        return;
+    };
+    let d = c.describe();
+    match Config::parse(&d, "d") {
+        Ok(again) => assert_eq!(
+            again,
+            c,
+            "description parses to another configuration:\n{d}\ninput {}",
+            show(data)
+        ),
+        Err(e) => panic!("description does not parse: {e}\n{d}\ninput {}", show(data)),
+    }
+}
+
+/// Whether this line is a `listen` line whose address only a resolver
+/// can read (the last case of `config::parse_listen`). Words are split as
+/// the configuration file splits them.
+fn needs_resolver(line: &str) -> bool {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let (mut in_word, mut quoted) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '#' if !quoted => break,
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    let [key, addr] = words.as_slice() else {
+        return false;
+    };
+    if key != "listen"
+        || addr.parse::<u16>().is_ok()
+        || addr.starts_with("*:")
+        || addr.parse::<std::net::SocketAddr>().is_ok()
+    {
+        return false;
+    }
+    matches!(addr.rsplit_once(':'), Some((h, _)) if !h.is_empty() && h != "localhost")
+}
+
+/// What the fake port saw.
+#[derive(Default)]
+struct Wire {
+    /// One entry per `write` call (the link writes each send at once).
+    writes: Vec<Vec<u8>>,
+    /// Input bytes handed out.
+    read: usize,
+}
+
+/// The register's end of a serial line, played from fuzz bytes: it hands
+/// them out a few at a time, then fails with `UnexpectedEof`, which ends
+/// `serve_port`. [`PAUSE_BYTE`] (a NUL with the parity bit set, which the
+/// link ignores wherever it comes) stands for a pause on the line: one read
+/// that times out after [`PAUSE`], long enough for the 1 ms link timers to
+/// fire and for the worker to finish a transaction, then the byte alone. At
+/// most [`PAUSES`] pauses per input keep a run fast.
+struct FakePort {
+    input: Vec<u8>,
+    pos: usize,
+    pauses: u32,
+    paused: bool,
+    reads: usize,
+    wire: Arc<Mutex<Wire>>,
+}
+
+pub const PAUSE_BYTE: u8 = 0x80;
+const PAUSES: u32 = 8;
+const PAUSE: Duration = Duration::from_millis(3);
+
+impl Read for FakePort {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(&next) = self.input.get(self.pos) else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "fuzz input exhausted",
+            ));
+        };
+        let pause = next == PAUSE_BYTE && self.pauses < PAUSES;
+        if pause && !self.paused {
+            self.pauses += 1;
+            self.paused = true;
+            std::thread::sleep(PAUSE);
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "pause"));
+        }
+        self.paused = false;
+        self.reads += 1;
+        // A byte after a pause comes alone, else 1 to 4 bytes, never past
+        // the next pause.
+        let mut n = if pause {
+            1
+        } else {
+            (self.reads % 4 + 1)
+                .min(buf.len())
+                .min(self.input.len() - self.pos)
+        };
+        if let Some(p) = self.input[self.pos + 1..self.pos + n]
+            .iter()
+            .position(|&b| b == PAUSE_BYTE)
+        {
+            n = p + 1;
+        }
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        self.wire.lock().unwrap_or_else(|p| p.into_inner()).read = self.pos;
+        Ok(n)
+    }
+}
+
+impl Write for FakePort {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .writes
+            .push(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Port for FakePort {
+    fn clear_input(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A worker on the simulator answering at once, journaling to `path`, in
+/// its own thread; with the control sender that keeps it running (it
+/// stops when that is dropped).
+pub fn start_worker(
+    path: &std::path::Path,
+) -> (
+    concert::worker::Handle,
+    Box<dyn std::any::Any + Send + Sync>,
+) {
+    use concert::worker::{Settings, Worker};
+    let (journal, contents) = concert::journal::Journal::open(path, 1 << 20, 1)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (worker, handle, control) = Worker::new(
+        Box::new(concert::simulator::Simulator::new(Duration::ZERO)),
+        concert::config::Terminal::Simulator,
+        journal,
+        contents,
+        Settings {
+            transaction_timeout: Duration::from_secs(5),
+            retry_window: Duration::ZERO,
+        },
+    );
+    std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || worker.run())
+        .expect("worker thread");
+    (handle, Box::new(control))
+}
+
+const JOURNAL_PREFIX: &str = "concertd-fuzz-journal-";
+
+/// Removes the journals (and their generations) left in `dir` by fuzz and
+/// test runs whose process is gone, and this process's own; without /proc
+/// to tell, only this process's own.
+fn remove_stale_journals(dir: &std::path::Path) {
+    let proc_fs = std::path::Path::new("/proc/self").exists();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(JOURNAL_PREFIX)) else {
+            continue;
+        };
+        let Ok(pid) = rest.split('.').next().unwrap_or("").parse::<u32>() else {
+            continue;
+        };
+        let gone = proc_fs && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if gone || pid == std::process::id() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The worker of the whole run, journaling to a file of this process in
+/// the temporary directory (left there; a later run removes it).
+fn worker() -> concert::worker::Handle {
+    struct Shared {
+        handle: concert::worker::Handle,
+        _control: Box<dyn std::any::Any + Send + Sync>,
+    }
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let tmp = std::env::temp_dir();
+            remove_stale_journals(&tmp);
+            let path = tmp.join(format!("{JOURNAL_PREFIX}{}", std::process::id()));
+            let (handle, control) = start_worker(&path);
+            Shared {
+                handle,
+                _control: control,
+            }
+        })
+        .handle
+        .clone()
+}
+
+/// `serial_link`: the terminal side of the serial link, fed arbitrary
+/// bytes, returns once they are used up (no panic, no hang, no other
+/// error), and everything it writes is well formed: single control bytes,
+/// STX frames of at most 512 printable bytes with a right LRC (a V3 answer
+/// that decodes, or a 25- or 80-byte V2 reply), or a raw V3 answer.
+pub fn serial_link(data: &[u8]) {
+    let writes = serial_exchange(data, &worker());
+    check_written(&writes, data);
+}
+
+/// Serves a fake port that plays `data` with 1 ms link timers, on
+/// `worker`; returns what the link wrote, one entry per write.
+pub fn serial_exchange(data: &[u8], worker: &concert::worker::Handle) -> Vec<Vec<u8>> {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let port = FakePort {
+        input: data.to_vec(),
+        pos: 0,
+        pauses: 0,
+        paused: false,
+        reads: 0,
+        wire: Arc::clone(&wire),
+    };
+    let ms = Duration::from_millis(1);
+    let conf = serial::Conf {
+        settings: concert::config::Serial {
+            device: None,
+            ack_timeout: ms,
+            frame_timeout: ms,
+            eot_timeout: ms,
+            retry_pause: Duration::ZERO,
+            ..Default::default()
+        },
+        currencies: vec![978],
+        request_gap: ms,
+    };
+    let e = serial::serve_port(Box::new(port), conf, worker, "fuzz");
+    assert_eq!(
+        (e.kind(), e.to_string()),
+        (io::ErrorKind::UnexpectedEof, "fuzz input exhausted".into()),
+        "serve_port ended otherwise"
+    );
+    let mut wire = wire.lock().unwrap_or_else(|p| p.into_inner());
+    assert_eq!(wire.read, data.len(), "serve_port left input unread");
+    std::mem::take(&mut wire.writes)
+}
+
+fn check_written(writes: &[Vec<u8>], input: &[u8]) {
+    // Blocks of the V3 answer being sent (ETB ... ETX), for decoding it
+    // whole.
+    let mut blocks: Vec<u8> = Vec::new();
+    let mut last: &[u8] = &[];
+    for w in writes {
+        match w.as_slice() {
+            [ACK] | [NAK] | [EOT] => {}
+            [ENQ] => blocks.clear(),
+            [STX, payload @ .., end, got] if [ETX, ETB].contains(end) => {
+                let want = lrc(payload) ^ end;
+                assert_eq!(*got, want, "LRC of {}; input {}", show(w), show(input));
+                assert!(
+                    payload.len() <= serial::MAX_FRAME,
+                    "frame of {} bytes; input {}",
+                    payload.len(),
+                    show(input)
+                );
+                assert!(
+                    payload.iter().copied().all(tlv::is_printable),
+                    "control byte in {}; input {}",
+                    show(w),
+                    show(input)
+                );
+                if w.as_slice() == last {
+                    // Sent again after a NAK or a timeout.
+                    continue;
+                }
+                last = w;
+                blocks.extend_from_slice(payload);
+                if *end == ETB {
+                    continue;
+                }
+                let whole = std::mem::take(&mut blocks);
+                if whole.starts_with(b"CZ") {
+                    if let Err((_, e)) = Frame::decode(&whole) {
+                        panic!("V3 answer {} ({e}); input {}", show(&whole), show(input));
+                    }
+                } else if let Err(e) = v2::parse_reply(&whole) {
+                    panic!("V2 reply {} ({e}); input {}", show(&whole), show(input));
+                }
+            }
+            raw if raw.starts_with(b"CZ") => {
+                if let Err((_, e)) = Frame::decode(raw) {
+                    panic!("raw answer {} ({e}); input {}", show(raw), show(input));
+                }
+            }
+            other => panic!("wrote {}; input {}", show(other), show(input)),
+        }
+    }
+}
