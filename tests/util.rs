@@ -239,15 +239,20 @@ pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
 /// Sends a request and shuts the sending side, as most clients do.
 pub fn exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
     let mut s = connect(addr);
-    s.write_all(req).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
+    // A daemon that refuses the peer (allow-list, max-connections) may
+    // have closed already: what it sent back, nothing, is the answer.
+    if s.write_all(req).is_err() || s.shutdown(Shutdown::Write).is_err() {
+        return Vec::new();
+    }
     read_all(&mut s)
 }
 
 /// Sends a request and keeps the socket open, as the Odoo addon does.
 pub fn exchange_open(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
     let mut s = connect(addr);
-    s.write_all(req).unwrap();
+    if s.write_all(req).is_err() {
+        return Vec::new();
+    }
     read_all(&mut s)
 }
 
