@@ -780,19 +780,22 @@ impl Worker {
         let Some(done) = self.undelivered.remove(&d.id) else {
             return;
         };
-        let ev = match d.result {
+        let ev = match &d.result {
             Ok(()) => Event::Delivered,
-            Err(reason) => {
-                log::warn!(
-                    "tx {}: answer not delivered to {} ({reason}); a status request (CD=T) returns it",
-                    d.id,
-                    done.record.peer
-                );
-                Event::Undelivered { reason }
-            }
+            Err(reason) => Event::Undelivered {
+                reason: reason.clone(),
+            },
         };
+        // Journal first, then the log: the log line says it is on record.
         if let Err(e) = self.journal.record(d.id, &ev) {
             log::error!("{}: {e}", self.journal.path().display());
+        }
+        if let Err(reason) = d.result {
+            log::warn!(
+                "tx {}: answer not delivered to {} ({reason}); a status request (CD=T) returns it",
+                d.id,
+                done.record.peer
+            );
         }
         self.rotate_if_needed();
     }

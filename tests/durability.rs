@@ -69,7 +69,7 @@ fn client_gone_then_status_returns_the_answer() {
     s.write_all(req.as_bytes()).unwrap();
     d.wait_log("debit 15.00 EUR register 01 from tcp");
     drop(s);
-    d.wait_log("answer not delivered");
+    d.wait_log("answer not delivered to");
     let a = exchange(d.addr, status("01").as_bytes());
     assert!(
         text(&a).starts_with(&format!("{req}AE00210")),
