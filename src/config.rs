@@ -325,7 +325,7 @@ impl Default for Config {
 
 /// Splits a line into words: blanks separate, `"..."` groups, `#` outside
 /// quotes starts a comment.
-fn words(line: &str) -> Result<Vec<String>, String> {
+pub fn words(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

@@ -270,31 +270,7 @@ pub fn config_parse(data: &[u8]) {
 /// can read (the last case of `config::parse_listen`). Words are split as
 /// the configuration file splits them.
 fn needs_resolver(line: &str) -> bool {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let (mut in_word, mut quoted) = (false, false);
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            '#' if !quoted => break,
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
+    let words = concert::config::words(line).unwrap_or_default();
     let [key, addr] = words.as_slice() else {
         return false;
     };
