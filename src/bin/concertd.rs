@@ -80,6 +80,10 @@ fn run(args: Args) -> Result<(), Error> {
     let (cfg, file) = load(&args)?;
     if args.check {
         print!("{}", cfg.describe());
+        // The backend as start-up would build it: a program that cannot
+        // run fails the check too.
+        concert::backend::build(&cfg)
+            .map_err(|e| Error::Usage(format!("terminal {}: {e}", cfg.terminal.line())))?;
         println!("configuration OK");
         return Ok(());
     }
