@@ -139,6 +139,16 @@ impl Outcome {
         self.status == Status::Approved
     }
 
+    /// The amount the answer reports: CB when the backend set one (partial
+    /// approval), else the requested amount.
+    pub fn charged(&self, requested: Option<u64>) -> u64 {
+        self.amount
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .or(requested)
+            .unwrap_or(0)
+    }
+
     /// The outcome an answer reports (for answers read back from the
     /// journal). CB is kept only when it differs from the request's.
     pub fn from_answer(answer: &Frame, request: &Frame) -> Outcome {

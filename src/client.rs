@@ -301,7 +301,7 @@ mod tests {
 pub mod serial_link {
     use crate::config::Format;
     use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
-    use serialport::{DataBits, Parity, SerialPort, StopBits};
+    use serialport::SerialPort;
     use std::io::{self, Read, Write};
     use std::time::{Duration, Instant};
 
@@ -319,29 +319,9 @@ pub mod serial_link {
 
     impl Line {
         pub fn open(path: &str, speed: u32, format: Format) -> io::Result<Line> {
-            let data = match format.data_bits {
-                5 => DataBits::Five,
-                6 => DataBits::Six,
-                7 => DataBits::Seven,
-                _ => DataBits::Eight,
-            };
-            let parity = match format.parity {
-                b'E' => Parity::Even,
-                b'O' => Parity::Odd,
-                _ => Parity::None,
-            };
-            let stop = if format.stop_bits == 2 {
-                StopBits::Two
-            } else {
-                StopBits::One
-            };
-            let port = serialport::new(path, speed)
-                .data_bits(data)
-                .parity(parity)
-                .stop_bits(stop)
-                .timeout(Duration::from_millis(50))
-                .open()
-                .map_err(io::Error::from)?;
+            let port =
+                crate::serial::open_port(path, speed, format, false, Duration::from_millis(50))
+                    .map_err(io::Error::from)?;
             Ok(Line { port })
         }
 

@@ -6,7 +6,7 @@
 
 use crate::answer;
 use crate::assemble::{Assembler, Progress};
-use crate::config::{Serial as Settings, SerialProtocol};
+use crate::config::{Format, Serial as Settings, SerialProtocol};
 use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use crate::pan;
 use crate::request::{self, Request};
@@ -91,35 +91,47 @@ pub fn spawn(ctx: Context) -> io::Result<()> {
     Ok(())
 }
 
-fn open(s: &Settings, path: &str) -> serialport::Result<Box<dyn SerialPort>> {
-    let data = match s.format.data_bits {
+/// A port opened with a character format, flow control and read timeout:
+/// the one way both sides of the link (concertd and `concert -s`) open it.
+pub fn open_port(
+    path: &str,
+    speed: u32,
+    format: Format,
+    rtscts: bool,
+    timeout: Duration,
+) -> serialport::Result<Box<dyn SerialPort>> {
+    let data = match format.data_bits {
         5 => DataBits::Five,
         6 => DataBits::Six,
         7 => DataBits::Seven,
         _ => DataBits::Eight,
     };
-    let parity = match s.format.parity {
+    let parity = match format.parity {
         b'E' => Parity::Even,
         b'O' => Parity::Odd,
         _ => Parity::None,
     };
-    let stop = if s.format.stop_bits == 2 {
+    let stop = if format.stop_bits == 2 {
         StopBits::Two
     } else {
         StopBits::One
     };
-    let flow = if s.rtscts {
+    let flow = if rtscts {
         FlowControl::Hardware
     } else {
         FlowControl::None
     };
-    serialport::new(path, s.speed)
+    serialport::new(path, speed)
         .data_bits(data)
         .parity(parity)
         .stop_bits(stop)
         .flow_control(flow)
-        .timeout(POLL)
+        .timeout(timeout)
         .open()
+}
+
+fn open(s: &Settings, path: &str) -> serialport::Result<Box<dyn SerialPort>> {
+    open_port(path, s.speed, s.format, s.rtscts, POLL)
 }
 
 /// The settings that need the device opened again when they change.

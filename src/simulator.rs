@@ -200,12 +200,7 @@ fn book(ledger: &Mutex<Ledger>, tx: &Transaction, o: &Outcome) {
     if !o.is_approved() || !r.op.is_payment() {
         return;
     }
-    let amount = o
-        .amount
-        .as_deref()
-        .and_then(|a| a.parse::<u64>().ok())
-        .or(r.amount)
-        .unwrap_or(0);
+    let amount = o.charged(r.amount);
     let signed = match r.op {
         Operation::Debit => i128::from(amount),
         _ => -i128::from(amount),

@@ -528,13 +528,7 @@ impl Worker {
                 .map(|c| {
                     Arc::new(Original {
                         id: c.record.id,
-                        amount: c
-                            .outcome
-                            .amount
-                            .as_deref()
-                            .and_then(|a| a.parse().ok())
-                            .or(c.request.amount)
-                            .unwrap_or(0),
+                        amount: c.outcome.charged(c.request.amount),
                         currency: c.request.currency.unwrap_or(0),
                         outcome: c.outcome.clone(),
                     })
@@ -981,12 +975,7 @@ fn application_label(cc: Option<&str>) -> &'static str {
 
 /// What the ticket of a transaction shows.
 fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
-    let minor = o
-        .amount
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .or(req.amount)
-        .unwrap_or(0);
+    let minor = o.charged(req.amount);
     let cur = req.currency.unwrap_or(978);
     Facts {
         op: Some(req.op),
