@@ -312,7 +312,7 @@ impl Default for Config {
             journal: PathBuf::from(DEFAULT_JOURNAL),
             journal_size: 8 << 20,
             journal_keep: 4,
-            retry_window: Duration::from_secs(24 * 3600),
+            retry_window: Duration::ZERO,
             serial: Serial::default(),
             config_watch: Duration::from_secs(2),
             user: None,

@@ -92,6 +92,9 @@ pub struct Record {
     pub peer: String,
     pub register: u8,
     pub request: Vec<u8>,
+    /// The retry key's journaled part, for a transaction that may be
+    /// replayed (see the worker).
+    pub key: Option<String>,
     pub ended_at: Option<String>,
     pub verdict: Option<Verdict>,
     pub answer: Option<Vec<u8>>,

@@ -282,6 +282,7 @@ fn answer_for(
             let origin = Origin {
                 channel: Channel::Tcp,
                 peer: peer.to_string(),
+                v2: false,
             };
             v3(shared.worker.submit(req, origin))
         }
@@ -325,6 +326,7 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
     let origin = Origin {
         channel: Channel::Tcp,
         peer: peer.to_string(),
+        v2: true,
     };
     let reply = shared.worker.submit(req, origin);
     if reply.frame.elements().is_empty() {

@@ -291,10 +291,11 @@ fn is_busy(req: &Request, reply: &Reply) -> bool {
 }
 
 impl Line<'_> {
-    fn origin(&self) -> Origin {
+    fn origin(&self, v2: bool) -> Origin {
         Origin {
             channel: Channel::Serial,
             peer: self.path.to_string(),
+            v2,
         }
     }
 
@@ -567,7 +568,8 @@ impl Line<'_> {
     /// started it (or answered it at once); a busy terminal NAKs it, since
     /// V2 registers count an ACKed request as accepted.
     fn submit(&mut self, req: Request, kind: Kind) -> io::Result<Option<String>> {
-        let pending = self.worker.hand_over(req.clone(), self.origin());
+        let v2 = matches!(kind, Kind::V2(_));
+        let pending = self.worker.hand_over(req.clone(), self.origin(v2));
         match pending.decision() {
             Decision::Started(_) => {
                 // Waiting first: if the ACK cannot be written (device gone),
@@ -760,7 +762,7 @@ impl Line<'_> {
                 answer::refusal(&rej.frame, Some(rej.af))
             }
             (None, Ok(req)) => {
-                let pending = self.worker.hand_over(req, self.origin());
+                let pending = self.worker.hand_over(req, self.origin(false));
                 return match pending.decision() {
                     Decision::Started(_) => {
                         self.waiting.push(Waiting {

@@ -124,6 +124,16 @@ impl Service {
             serial: serial_tx,
         };
         log::info!("running: {}", service.cfg.summary());
+        if !service.cfg.retry_window.is_zero() {
+            // Replays used to be on by default: say that they are on here
+            // because the file asks, and what that requires of registers.
+            log::warn!(
+                "retry-window {}: safe retry is on (the default is now 0, off); \
+                 approved and unknown outcomes are replayed for a V3 debit or credit with the \
+                 same CA CD CB CE CF, so every register must send a new CF for each payment attempt",
+                crate::config::fmt_duration(service.cfg.retry_window)
+            );
+        }
         Ok((service, stopped))
     }
 

@@ -48,6 +48,9 @@ impl fmt::Display for Channel {
 pub struct Origin {
     pub channel: Channel,
     pub peer: String,
+    /// A Concert V2 request: its private field is not a sale identifier,
+    /// so it is never replayed.
+    pub v2: bool,
 }
 
 /// The worker's answer to a job.
@@ -137,8 +140,43 @@ pub struct Completed {
     /// The V3 answer, as sent (or as it would have been).
     pub answer: Vec<u8>,
     pub record: Record,
-    /// Unix seconds at which it began, for the retry window.
-    pub began: i64,
+    /// How old it is, for the retry window.
+    pub age: Age,
+    /// Set when a retry of it may be answered with its answer.
+    key: Option<RetryKey>,
+}
+
+/// The age of a transaction. Those begun by this process age on the
+/// monotonic clock, so that a clock stepped back or forward changes
+/// nothing; those read back from the journal start from the age their
+/// time stamp gave at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Age {
+    base: Duration,
+    since: Instant,
+}
+
+impl Age {
+    fn fresh(since: Instant) -> Age {
+        Age {
+            base: Duration::ZERO,
+            since,
+        }
+    }
+
+    /// From a journal stamp: a stamp in the future counts as made now.
+    fn from_stamp(stamp: &str, now_unix: i64, since: Instant) -> Age {
+        let began = journal::unix_time(stamp).unwrap_or(i64::MIN);
+        let secs = now_unix.saturating_sub(began).max(0);
+        Age {
+            base: Duration::from_secs(secs as u64),
+            since,
+        }
+    }
+
+    pub fn get(&self) -> Duration {
+        self.base.saturating_add(self.since.elapsed())
+    }
 }
 
 #[derive(Default)]
@@ -149,17 +187,45 @@ struct Register {
 }
 
 /// Equal requests within the retry window are one transaction.
+///
+/// CF is held in the masked form the journal keeps (a digit run that
+/// looks like a card number is never written whole), plus a 12-bit check
+/// of the unmasked bytes when masking changed them: a key read back from
+/// the journal after a restart then equals the live one, and two CFs that
+/// differ only in masked digits are still told apart (but for a 1 in 4096
+/// chance, on top of an equal amount, currency and register).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct RetryKey {
     register: u8,
     cd: Vec<u8>,
     cb: Vec<u8>,
     ce: Vec<u8>,
-    cf: Vec<u8>,
+    cf: String,
+    check: Option<u16>,
+}
+
+/// FNV-1a, folded to 12 bits: a short check, not a digest of the card
+/// number (12 bits leave thousands of candidates for the masked digits).
+fn check12(bytes: &[u8]) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 20) ^ (h & 0xfff)) as u16 & 0xfff
 }
 
 impl RetryKey {
+    /// The key of a request that may be replayed: a V3 debit or credit
+    /// with a CF. `check` is the journaled check when read back.
     fn of(req: &Request) -> Option<RetryKey> {
+        let cf = req.frame.get(CF).filter(|v| !v.is_empty())?;
+        let masked = crate::pan::scrub(cf);
+        let check = (masked.as_bytes() != cf).then(|| check12(cf));
+        RetryKey::with_check(req, check)
+    }
+
+    fn with_check(req: &Request, check: Option<u16>) -> Option<RetryKey> {
         if !matches!(req.op, Operation::Debit | Operation::Credit) {
             return None;
         }
@@ -169,9 +235,67 @@ impl RetryKey {
             cd: f.get(CD)?.to_vec(),
             cb: f.get(CB)?.to_vec(),
             ce: f.get(CE)?.to_vec(),
-            cf: f.get(CF).filter(|v| !v.is_empty())?.to_vec(),
+            cf: crate::pan::scrub(f.get(CF).filter(|v| !v.is_empty())?),
+            check,
         })
     }
+
+    /// What the journal keeps of it: the masked CF is in the request
+    /// already, so only the check is written (`-` when there is none).
+    pub fn token(&self) -> String {
+        self.check.map_or("-".into(), |c| format!("{c:03x}"))
+    }
+
+    fn from_token(req: &Request, token: &str) -> Option<RetryKey> {
+        let check = match token {
+            "-" => None,
+            t if t.len() == 3 => Some(u16::from_str_radix(t, 16).ok()?),
+            _ => return None,
+        };
+        RetryKey::with_check(req, check)
+    }
+
+    /// Which payment attempt a CF names: a debit and the credit that
+    /// refunds it may share it.
+    fn attempt(&self) -> (u8, Vec<u8>, String, Option<u16>) {
+        (self.register, self.cd.clone(), self.cf.clone(), self.check)
+    }
+}
+
+/// What the retry rule remembers of a payment attempt's CF: the amount and
+/// currency it was first seen with.
+struct Seen {
+    cb: Vec<u8>,
+    ce: Vec<u8>,
+    age: Age,
+}
+
+/// Most transactions the retry rule remembers; past this the oldest is
+/// forgotten (and a retry of it runs again), so memory and the records
+/// carried over on rotation stay bounded.
+const MAX_RETRIES: usize = 10_000;
+
+/// Drops the oldest entries past `MAX_RETRIES`.
+fn bound<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    age: impl Fn(&V) -> Duration,
+) {
+    while map.len() > MAX_RETRIES {
+        let Some(oldest) = map
+            .iter()
+            .max_by_key(|(_, v)| age(v))
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        map.remove(&oldest);
+    }
+}
+
+/// Replays are answered only for outcomes a retry must not repeat: money
+/// moved, or nobody knows yet whether it did.
+fn replayable(c: &Completed) -> bool {
+    c.outcome.is_approved() || c.record.verdict == Some(Verdict::Unknown)
 }
 
 struct Running {
@@ -181,7 +305,7 @@ struct Running {
     /// `None` after an immediate (`BA=1`) acknowledgement.
     reply: Option<Sender<Reply>>,
     record: Record,
-    began: i64,
+    key: Option<RetryKey>,
     started: Instant,
     deadline: Instant,
 }
@@ -201,6 +325,13 @@ pub struct Worker {
     running: Option<Running>,
     registers: HashMap<u8, Register>,
     retries: HashMap<RetryKey, Arc<Completed>>,
+    /// Every debit's and credit's CF within the window, to tell a register
+    /// whose CF names an order, not a payment attempt.
+    seen: HashMap<(u8, Vec<u8>, String, Option<u16>), Seen>,
+    /// Registers whose CF was seen with two amounts: never replayed again.
+    no_replay: std::collections::BTreeSet<u8>,
+    /// When the worker started: restored records age from here.
+    born: Instant,
     next_id: u64,
     stopping: bool,
     /// Transactions whose answer was handed out and whose delivery is not
@@ -341,6 +472,9 @@ impl Worker {
             running: None,
             registers: HashMap::new(),
             retries: HashMap::new(),
+            seen: HashMap::new(),
+            no_replay: Default::default(),
+            born: Instant::now(),
             // Unique across restarts: past every id in the journal, and
             // seconds since the epoch times 1000 plus a count.
             next_id: max_id.max((unix_now().max(0) as u64) * 1000),
@@ -369,13 +503,18 @@ impl Worker {
             return;
         };
         let outcome = Outcome::from_answer(&frame, &request.frame);
-        let began = journal::unix_time(&r.begun_at).unwrap_or(0);
+        let age = Age::from_stamp(&r.begun_at, unix_now(), self.born);
+        let key = r
+            .key
+            .as_deref()
+            .and_then(|t| RetryKey::from_token(&request, t));
         let c = Arc::new(Completed {
             request,
             outcome,
             answer,
             record: r,
-            began,
+            age,
+            key,
         });
         self.remember(c);
     }
@@ -466,7 +605,11 @@ impl Worker {
             );
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
-        if let Some(done) = self.replay_of(req) {
+        let key = (!job.origin.v2).then(|| RetryKey::of(req)).flatten();
+        if let Some(k) = &key {
+            self.check_attempt(k, &format!("{} {}", job.origin.channel, job.origin.peer));
+        }
+        if let Some(done) = key.as_ref().and_then(|k| self.replay_of(k)) {
             log::info!(
                 "{} {}: same {} as tx {} (CA CD CB CE CF): its answer replayed",
                 job.origin.channel,
@@ -480,23 +623,42 @@ impl Worker {
             if let Err(e) = self.journal.record(done.record.id, &ev) {
                 log::error!("{}: {e}", self.journal.path().display());
             }
-            let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
-            return send(&job.reply, frame, None);
+            return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
         }
-        self.start(job);
+        self.start(job, key);
     }
 
-    fn replay_of(&self, req: &Request) -> Option<Arc<Completed>> {
-        if self.settings.retry_window.is_zero() {
+    fn replay_of(&self, key: &RetryKey) -> Option<Arc<Completed>> {
+        if self.settings.retry_window.is_zero() || self.no_replay.contains(&key.register) {
             return None;
         }
-        let done = self.retries.get(&RetryKey::of(req)?)?;
-        let age = unix_now() - done.began;
-        (age >= 0 && (age as u64) < self.settings.retry_window.as_secs().max(1))
-            .then(|| Arc::clone(done))
+        let done = self.retries.get(key)?;
+        (replayable(done) && done.age.get() < self.settings.retry_window).then(|| Arc::clone(done))
     }
 
-    fn start(&mut self, job: Job) {
+    /// A CF seen again for the same register and operation with another
+    /// amount or currency names an order, not a payment attempt: replaying
+    /// on it could answer a new sale with an old one's outcome, so replays
+    /// stop for that register.
+    fn check_attempt(&mut self, key: &RetryKey, from: &str) {
+        if self.settings.retry_window.is_zero() {
+            return;
+        }
+        let conflict = self.seen.get(&key.attempt()).is_some_and(|s| {
+            s.age.get() < self.settings.retry_window && (s.cb != key.cb || s.ce != key.ce)
+        });
+        if conflict && self.no_replay.insert(key.register) {
+            log::warn!(
+                "register {:02} ({from}): CF {} came again with another amount or currency: \
+                 this register's CF does not name one payment attempt, so its retries are \
+                 no longer replayed (retry-window)",
+                key.register,
+                key.cf
+            );
+        }
+    }
+
+    fn start(&mut self, job: Job, key: Option<RetryKey>) {
         self.next_id += 1;
         let id = self.next_id;
         let req = job.request.clone();
@@ -569,7 +731,6 @@ impl Worker {
             }
         }
         let now = Instant::now();
-        let (time, _) = crate::clock::unix_now();
         self.running = Some(Running {
             id,
             record: Record {
@@ -579,12 +740,13 @@ impl Worker {
                 peer: job.origin.peer.clone(),
                 register: req.register,
                 request: req.frame.encode(),
+                key: key.as_ref().map(RetryKey::token),
                 ..Record::default()
             },
             request: req,
             origin: job.origin,
             reply,
-            began: time,
+            key,
             started: now,
             deadline: now + self.settings.transaction_timeout,
         });
@@ -680,7 +842,8 @@ impl Worker {
             outcome,
             answer,
             record,
-            began: old.began,
+            age: old.age,
+            key: old.key.clone(),
         }));
     }
 
@@ -730,7 +893,8 @@ impl Worker {
             outcome,
             answer,
             record,
-            began: run.began,
+            age: Age::fresh(run.started),
+            key: run.key,
         });
         self.remember(Arc::clone(&done));
         match (journaled, run.reply) {
@@ -795,12 +959,25 @@ impl Worker {
     }
 
     fn remember(&mut self, c: Arc<Completed>) {
-        if let Some(k) = RetryKey::of(&c.request) {
-            self.retries.insert(k, Arc::clone(&c));
+        let window = self.settings.retry_window;
+        self.retries.retain(|_, c| c.age.get() < window);
+        self.seen.retain(|_, s| s.age.get() < window);
+        if let (Some(k), false) = (&c.key, window.is_zero()) {
+            self.check_attempt(k, &c.record.peer);
+            if replayable(&c) {
+                self.retries.insert(k.clone(), Arc::clone(&c));
+            } else {
+                // Refused, abandoned, not done: a retry is a new attempt.
+                self.retries.remove(k);
+            }
+            self.seen.entry(k.attempt()).or_insert_with(|| Seen {
+                cb: k.cb.clone(),
+                ce: k.ce.clone(),
+                age: c.age,
+            });
+            bound(&mut self.retries, |c| c.age.get());
+            bound(&mut self.seen, |s| s.age.get());
         }
-        let window = self.settings.retry_window.as_secs() as i64;
-        let now = unix_now();
-        self.retries.retain(|_, c| now - c.began < window.max(1));
         let reg = self.registers.entry(c.request.register).or_default();
         if c.outcome.is_approved() {
             match c.request.op {
@@ -862,6 +1039,18 @@ impl Worker {
             ),
             None if self.stopping => log::info!("state: stopping"),
             None => log::info!("state: idle"),
+        }
+        if self.settings.retry_window.is_zero() {
+            log::info!("state: retries are not replayed (retry-window 0)");
+        } else {
+            log::info!(
+                "state: {} transactions held for replay (retry-window {})",
+                self.retries.len(),
+                crate::config::fmt_duration(self.settings.retry_window)
+            );
+        }
+        for reg in &self.no_replay {
+            log::info!("state: register {reg:02}: replays stopped, its CF came with two amounts");
         }
         let last = self
             .registers
@@ -940,6 +1129,20 @@ fn ticket_time(stamp: &str) -> String {
         Some(s) => crate::clock::local(s, 0).ticket(),
         None => crate::clock::now().ticket(),
     }
+}
+
+/// A replayed answer, its CF the retry's own bytes: the journal keeps a
+/// card-like CF masked, and the register must get back what it sent.
+fn echo_cf(answer: &[u8], req: &Frame) -> Frame {
+    let old = Frame::decode(answer).unwrap_or_else(|(p, _)| p);
+    let mut f = Frame::new();
+    for e in old.elements() {
+        match (e.tag, req.get(CF)) {
+            (CF, Some(cf)) => f.push(CF, cf.to_vec()),
+            _ => f.push(e.tag, e.value.clone()),
+        }
+    }
+    f
 }
 
 fn send(reply: &Sender<Reply>, frame: Frame, tx: Option<u64>) {

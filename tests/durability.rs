@@ -161,7 +161,7 @@ fn registers_keep_their_own_last_transaction_across_a_restart() {
 
 #[test]
 fn safe_retry_replays_the_stored_answer() {
-    let d = Daemon::start("");
+    let d = Daemon::start("retry-window 24h");
     let req = debit("01", "3300", "CF008ORDER-42");
     let a = exchange(d.addr, req.as_bytes());
     let b = exchange(d.addr, req.as_bytes());

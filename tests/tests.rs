@@ -11,5 +11,6 @@ mod fuzz_regressions;
 mod hardware;
 mod install;
 mod manpage;
+mod retry;
 mod serial;
 mod tcp;
