@@ -56,16 +56,55 @@ fn serial_conf(c: &Config) -> serial::Conf {
     }
 }
 
-/// The file's identity for `config-watch`: changed when either changes.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// The file's identity for `config-watch`: changed when any part changes
+/// (a save by rename gives a new inode).
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Why a file read for a reload is not applied as it stands. An editor
+/// saving in place truncates the file and then writes it: caught in
+/// between, the file is empty or ends mid-line, and applying it would put
+/// every keyword back to its default (the simulator, which approves
+/// everything, on 0.0.0.0:8888).
+fn unfinished(text: &str) -> Option<&'static str> {
+    let keyword = text
+        .lines()
+        .any(|l| crate::config::words(l).is_ok_and(|w| !w.is_empty()));
+    if !keyword {
+        return Some("it has no keyword line (empty, or being written)");
+    }
+    if !text.ends_with('\n') {
+        return Some("its last line has no newline (being written)");
+    }
+    None
+}
+
+/// Whether the file names a backend at all.
+fn names_terminal(text: &str) -> bool {
+    text.lines()
+        .any(|l| crate::config::words(l).is_ok_and(|w| w.first().is_some_and(|k| k == "terminal")))
+}
+
+/// Says what the simulator is whenever it is the backend: an operator
+/// must never take its approvals for payments.
+fn warn_if_simulator(cfg: &Config) {
+    if cfg.terminal == crate::config::Terminal::Simulator {
+        log::warn!("terminal simulator: no card is charged; every outcome is simulated");
+    }
 }
 
 pub struct Service {
     cfg: Config,
     file: Option<PathBuf>,
-    file_stamp: Option<(SystemTime, u64)>,
+    file_stamp: Option<Stamp>,
+    /// A change `config-watch` saw, applied once it has stayed the same
+    /// for one more period.
+    settling: Option<Option<Stamp>>,
     shared: Arc<Shared>,
     listeners: Vec<Listening>,
     control: Sender<Control>,
@@ -118,12 +157,14 @@ impl Service {
             cfg,
             file,
             file_stamp,
+            settling: None,
             shared,
             listeners,
             control,
             serial: serial_tx,
         };
         log::info!("running: {}", service.cfg.summary());
+        warn_if_simulator(&service.cfg);
         if !service.cfg.retry_window.is_zero() {
             // Replays used to be on by default: say that they are on here
             // because the file asks, and what that requires of registers.
@@ -141,15 +182,27 @@ impl Service {
         &self.cfg
     }
 
-    /// `config-watch`: reloads when the file changed on disk.
+    /// `config-watch`: reloads when the file changed on disk and has then
+    /// stayed the same for one whole period, so that a file still being
+    /// written is not read half-way.
     pub fn check_file(&mut self) {
         let Some(f) = &self.file else { return };
         let now = stamp(f);
-        if now != self.file_stamp {
-            self.file_stamp = now;
-            log::info!("{}: changed on disk", f.display());
-            self.reload();
+        if now == self.file_stamp {
+            self.settling = None;
+            return;
         }
+        if self.settling != Some(now) {
+            log::debug!(
+                "{}: changed on disk; applied once it stays unchanged",
+                f.display()
+            );
+            self.settling = Some(now);
+            return;
+        }
+        self.settling = None;
+        log::info!("{}: changed on disk", f.display());
+        self.reload();
     }
 
     /// Reads the file again and applies it. An invalid file changes
@@ -159,9 +212,39 @@ impl Service {
             log::warn!("reload: concertd runs on its defaults, there is no file to read again");
             return;
         };
+        // Until the file changes again, config-watch leaves it alone.
         self.file_stamp = stamp(&file);
-        let mut new = match Config::load(&file) {
-            Ok(c) => c,
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!(
+                    "reload: {}: {e}; the running configuration is kept",
+                    file.display()
+                );
+                return;
+            }
+        };
+        if let Some(why) = unfinished(&text) {
+            log::error!(
+                "reload: {} not applied: {why}; the running configuration is kept",
+                file.display()
+            );
+            return;
+        }
+        if self.cfg.terminal != crate::config::Terminal::Simulator && !names_terminal(&text) {
+            log::error!(
+                "reload: {} not applied: it has no terminal line, which would replace \
+                 terminal {} with the simulator; the running configuration is kept",
+                file.display(),
+                self.cfg.terminal.line()
+            );
+            return;
+        }
+        let mut new = match Config::parse(&text, &file.display().to_string()) {
+            Ok(mut c) => {
+                c.absolute_paths();
+                c
+            }
             Err(e) => {
                 log::error!("reload: {e}; the running configuration is kept");
                 return;
@@ -190,6 +273,7 @@ impl Service {
         let _ = self.serial.send(serial_conf(&new));
         self.cfg = new;
         log::info!("reloaded: {}", self.cfg.summary());
+        warn_if_simulator(&self.cfg);
     }
 
     /// New listeners are bound before old ones close, so that no client

@@ -60,7 +60,13 @@ pub struct Facts {
     pub register: u8,
     pub when: String,
     pub duplicata: bool,
+    /// Made by the simulator: no card was charged.
+    pub simulated: bool,
 }
+
+/// First line of every copy of a simulated ticket: first, so that a ticket
+/// cut to fit ZT never loses it.
+pub const SIMULATED: &[u8] = b"SIMULATION - AUCUN PAIEMENT REEL";
 
 fn status_line(f: &Facts) -> &'static [u8] {
     if f.approved {
@@ -83,6 +89,9 @@ fn copy_text(f: &Facts, merchant: bool) -> Vec<u8> {
         t.extend_from_slice(s);
         t.push(b'\n');
     };
+    if f.simulated {
+        line(SIMULATED);
+    }
     if f.duplicata {
         line(b"*** DUPLICATA ***");
     }
@@ -241,6 +250,24 @@ mod tests {
             "{doc}"
         );
         assert!(doc.contains("ACCEPT&#201;E"), "{doc}");
+    }
+
+    #[test]
+    fn a_simulated_ticket_says_so_and_still_fits_whole() {
+        let spec = TicketSpec::from_ck(b"121").unwrap();
+        let mut f = facts();
+        f.duplicata = true;
+        f.simulated = true;
+        // Both copies, in HTML, duplicata: the longest ticket concertd makes.
+        let doc = document(&spec, &f);
+        assert!(doc.len() <= MAX_AK / 4 * 3, "cut: {} bytes", doc.len());
+        let (_, back) = decode_zt(&zt(&spec, &f)).unwrap();
+        assert_eq!(back, doc);
+        let n = back
+            .windows(SIMULATED.len())
+            .filter(|w| *w == SIMULATED)
+            .count();
+        assert_eq!(n, 2, "{}", String::from_utf8_lossy(&back));
     }
 
     #[test]

@@ -857,7 +857,7 @@ impl Worker {
         if let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) {
             outcome.ticket = Some(match outcome.document.take() {
                 Some(doc) => ticket::zt_of(spec, doc),
-                None => ticket::zt(spec, &facts(&req, &outcome, &when, false)),
+                None => ticket::zt(spec, &facts(&req, &outcome, &when, false, self.simulated())),
             });
         }
         let answer = answer::result(&req.frame, &outcome).encode();
@@ -1093,6 +1093,11 @@ impl Worker {
         }
     }
 
+    /// Tickets made while the simulator is the backend say so.
+    fn simulated(&self) -> bool {
+        self.terminal == crate::config::Terminal::Simulator
+    }
+
     fn duplicata(&self, req: &Request) -> Frame {
         let Some(last) = self
             .registers
@@ -1116,7 +1121,13 @@ impl Worker {
             ZT,
             ticket::zt(
                 &spec,
-                &facts(&last.request, &last.outcome, &ticket_time(&when), true),
+                &facts(
+                    &last.request,
+                    &last.outcome,
+                    &ticket_time(&when),
+                    true,
+                    self.simulated(),
+                ),
             ),
         );
         f
@@ -1177,7 +1188,7 @@ fn application_label(cc: Option<&str>) -> &'static str {
 }
 
 /// What the ticket of a transaction shows.
-fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
+fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool, simulated: bool) -> Facts {
     let minor = o.charged(req.amount);
     let cur = req.currency.unwrap_or(978);
     Facts {
@@ -1201,5 +1212,6 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
         register: req.register,
         when: when.to_string(),
         duplicata,
+        simulated,
     }
 }

@@ -210,3 +210,114 @@ fn reload_moves_the_serial_line_to_another_device() {
     assert_eq!(rb.request(b"CZ0040320CA00201CD001I"), concert::framing::ACK);
     assert_eq!(rb.answer(), b"CZ0040320CA00201CD001IAE00210");
 }
+
+/// A payment program that refuses every payment: told apart at once from
+/// the simulator, which would approve.
+fn refusing_program(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("refuse.sh");
+    std::fs::write(&p, "#!/bin/sh\necho AE=01\necho AF=04\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+const SALE: &[u8] = b"CZ0040320CA00201CB0041000CD0010CE003978";
+
+/// The running configuration, as SIGUSR1 reports it.
+fn state(d: &Daemon, n: usize) -> String {
+    d.signal(libc::SIGUSR1);
+    d.wait_log_n("state: listening on", n)
+}
+
+#[test]
+fn unfinished_files_never_replace_the_running_configuration() {
+    let dir = temp_dir();
+    let prog = refusing_program(&dir);
+    let d = Daemon::start(&format!(
+        "terminal exec {}\nallow 127.0.0.1\nconfig-watch 100ms",
+        prog.display()
+    ));
+    let conf = d.dir.join("concertd.conf");
+    let running = |n: usize| {
+        // Still the exec backend (the simulator would approve), on the
+        // same listener, with the same allow-list.
+        let a = exchange(d.addr, SALE);
+        assert!(text(&a).ends_with("AE00201AF00204"), "{}", text(&a));
+        let s = state(&d, n);
+        assert!(s.contains(&format!("listening on {}", d.addr)), "{s}");
+        assert!(s.contains("allow 127.0.0.1/32;"), "{s}");
+        assert!(s.contains("terminal exec"), "{s}");
+    };
+    running(1);
+    // An editor saving in place, caught after the truncation.
+    std::fs::write(&conf, "").unwrap();
+    d.wait_log("not applied: it has no keyword line");
+    running(2);
+    // Caught half-way: the last line has no newline yet.
+    let whole = std::fs::read_to_string(&conf).unwrap_or_default();
+    let full = format!(
+        "{}terminal exec {}\nallow 127.0.0.1\nconfig-watch 100ms\nlisten 0.0.0.0:8888\nterminal simu",
+        d.base_config(),
+        prog.display()
+    );
+    assert!(whole.is_empty());
+    std::fs::write(&conf, &full).unwrap();
+    d.wait_log("its last line has no newline");
+    running(3);
+    // Comments only.
+    std::fs::write(&conf, "# being rewritten\n\n").unwrap();
+    d.wait_log_n("not applied: it has no keyword line", 2);
+    running(4);
+    // Keywords, but no terminal line: it would fall back to the simulator.
+    std::fs::write(&conf, format!("{}config-watch 100ms\n", d.base_config())).unwrap();
+    d.wait_log("it has no terminal line");
+    running(5);
+    assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
+}
+
+#[test]
+fn sighup_refuses_an_empty_file() {
+    let d = Daemon::start("allow 127.0.0.1\nconfig-watch 0");
+    std::fs::write(d.dir.join("concertd.conf"), "").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("not applied: it has no keyword line");
+    let s = state(&d, 1);
+    assert!(s.contains("allow 127.0.0.1/32;"), "{s}");
+    assert!(!d.log_text().contains("reloaded:"));
+}
+
+#[test]
+fn a_change_is_applied_once_the_file_has_settled() {
+    let d = Daemon::start("config-watch 100ms");
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nallow 127.0.0.1\nconfig-watch 100ms\n",
+        d.base_config()
+    ));
+    d.wait_log("reloaded:");
+    // The change was seen, then applied a period later, not at once.
+    let log = d.log_text();
+    let seen = log.find("applied once it stays unchanged");
+    let applied = log
+        .find("changed on disk\n")
+        .or(log.find("changed on disk"));
+    assert!(seen.is_some(), "{log}");
+    assert!(seen < applied.map(|a| a + 1), "{log}");
+}
+
+#[test]
+fn the_simulator_says_no_card_is_charged() {
+    let d = Daemon::start("config-watch 0");
+    d.wait_log("terminal simulator: no card is charged");
+    let a = exchange(d.addr, b"CZ0040320CA00201CB0041000CD0010CE003978CK003100");
+    let zt = get(&a, "ZT").expect("a ticket");
+    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    assert!(
+        doc.starts_with(concert::ticket::SIMULATED),
+        "{}",
+        String::from_utf8_lossy(&doc)
+    );
+    d.write_config(&format!("{}config-watch 0\n", d.base_config()));
+    d.signal(libc::SIGHUP);
+    d.wait_log("reloaded:");
+    d.wait_log_n("terminal simulator: no card is charged", 2);
+}
