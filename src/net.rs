@@ -355,6 +355,32 @@ fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
     }
 }
 
+/// Where the answer is, as the kernel tells it.
+#[derive(Debug, PartialEq, Eq)]
+enum Ack {
+    /// Every byte acknowledged by the register's TCP.
+    Done,
+    /// Bytes still in flight, or not sent yet (the register's receive
+    /// window is full: it does not read).
+    Waiting,
+    /// The connection was reset: what was not acknowledged is lost.
+    Reset,
+}
+
+/// The decision on one reading: `unacked` segments in flight (tcp_info)
+/// and `queued` bytes the socket still holds, sent or not (SIOCOUTQ).
+/// Both must be zero: a register whose window is closed leaves the answer
+/// unsent with nothing in flight, and that is not a delivery.
+fn ack_state(state: u8, unacked: u32, queued: Option<i32>) -> Ack {
+    if state == TCP_CLOSE {
+        return Ack::Reset;
+    }
+    match queued {
+        Some(0) if unacked == 0 => Ack::Done,
+        _ => Ack::Waiting,
+    }
+}
+
 /// Waits until the register's TCP has acknowledged every byte of the
 /// answer. A register that closed its socket before the answer resets the
 /// connection instead; that is how a client gone is told apart from one
@@ -378,17 +404,27 @@ fn acknowledged(stream: &TcpStream) -> Result<(), String> {
         if r != 0 {
             return Err(io::Error::last_os_error().to_string());
         }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int: the bytes in the send
+        // queue, acknowledged or not.
+        let q = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
         if let Ok(Some(e)) = stream.take_error() {
             return Err(e.to_string());
         }
-        if info.tcpi_state == TCP_CLOSE {
-            return Err("connection reset by the register".into());
-        }
-        if info.tcpi_unacked == 0 {
-            return Ok(());
+        match ack_state(
+            info.tcpi_state,
+            info.tcpi_unacked,
+            (q == 0).then_some(queued),
+        ) {
+            Ack::Done => return Ok(()),
+            Ack::Reset => return Err("connection reset by the register".into()),
+            Ack::Waiting => {}
         }
         if Instant::now() >= until {
-            return Err("answer not acknowledged".into());
+            return Err(format!(
+                "answer not acknowledged: {} bytes not taken by the register",
+                queued.max(0)
+            ));
         }
         // Acknowledgements come within a round trip (or a delayed-ACK
         // period): check again shortly.
@@ -449,4 +485,43 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     }
     report_trailing(peer, &trailing);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ESTABLISHED: u8 = 1;
+
+    #[test]
+    fn delivered_only_when_nothing_is_left_to_send_or_acknowledge() {
+        assert_eq!(ack_state(ESTABLISHED, 0, Some(0)), Ack::Done);
+        // In flight.
+        assert_eq!(ack_state(ESTABLISHED, 1, Some(1200)), Ack::Waiting);
+        // The register's window is shut: nothing in flight, all unsent.
+        assert_eq!(ack_state(ESTABLISHED, 0, Some(1200)), Ack::Waiting);
+        // The queue could not be read: not known, so not delivered.
+        assert_eq!(ack_state(ESTABLISHED, 0, None), Ack::Waiting);
+        assert_eq!(ack_state(TCP_CLOSE, 0, Some(0)), Ack::Reset);
+        assert_eq!(ack_state(TCP_CLOSE, 0, Some(1200)), Ack::Reset);
+    }
+
+    #[test]
+    fn bytes_a_register_does_not_read_are_not_delivered() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let register = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut answer, _) = l.accept().unwrap();
+        // Fill the register's window and our send queue: everything that
+        // was sent is acknowledged, the rest waits, unsent.
+        answer.set_nonblocking(true).unwrap();
+        let chunk = [b'x'; 65536];
+        while answer.write(&chunk).is_ok() {}
+        answer.set_nonblocking(false).unwrap();
+        let r = acknowledged(&answer);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("not acknowledged")),
+            "{r:?}"
+        );
+        drop(register);
+    }
 }
