@@ -13,8 +13,11 @@
 //! 5. noise bursts on a serial line (a pty pair) between V2 E+ sessions.
 //!
 //! It prints what each stage tried and lost, a summary table, and lines
-//! `stress.<name>=<value>`, ending with `stress.tried=N` and
-//! `stress.lost=M`; it exits 1 when something was lost.
+//! `stress.<name>=<value>`, ending with `stress.tried=N`,
+//! `stress.wrong=W` and `stress.lost=M`; it exits 1 when something was
+//! lost or an answer was wrong. A wrong answer disagrees with what the
+//! backend (the simulator, whose outcome follows from the amount) did: an
+//! approval for a refused amount, another amount, another outcome.
 //!
 //! Environment: `STRESS_SEED` repeats a run, `STRESS_KILLS` (100),
 //! `STRESS_GARBAGE_SECS` (60) and `STRESS_SERIAL_ROUNDS` (100) shorten one.
@@ -444,6 +447,38 @@ fn check_approved(req: &str, answer: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Does this final answer to a debit of `amount` (no partial payment
+/// allowed) say what the simulator did? Its table: by the last two digits
+/// of the amount. `unknown_ok`: an answer read back after a kill, where
+/// AF07 (closed as unknown at recovery) is also true.
+fn check_outcome(amount: u64, answer: &[u8], unknown_ok: bool) -> Result<(), String> {
+    use concert::answer::Af;
+    let f = Frame::decode(answer).map_err(|_| format!("does not decode: {:?}", text(answer)))?;
+    let cb = field(answer, "CB").and_then(|c| c.parse::<u64>().ok());
+    if cb != Some(amount) {
+        return Err(format!("CB {cb:?} for {amount}: {:?}", text(answer)));
+    }
+    let ae = field(answer, "AE");
+    let af = field(answer, "AF");
+    if unknown_ok && af.as_deref() == Some("07") && ae.as_deref() == Some("01") {
+        return Ok(());
+    }
+    let want = concert::simulator::outcome_for(amount, false);
+    let ok = match (&want, ae.as_deref(), af.as_deref()) {
+        (Ok(None), Some("10"), None) => f.get(concert::tlv::tags::AC).is_some(),
+        (Err(w), Some("01"), Some(got)) => Af::from_code(got.as_bytes()) == Some(*w),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{amount}: the simulator did {want:?}, the answer says AE {ae:?} AF {af:?}: {:?}",
+            text(answer)
+        ))
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -465,6 +500,8 @@ struct Stage {
     title: &'static str,
     tried: u64,
     lost: u64,
+    /// Answers that disagree with what the backend did.
+    wrong: u64,
     secs: f64,
     /// `stress.<key>.<name>=<value>`, in order.
     figures: Vec<(String, String)>,
@@ -496,6 +533,14 @@ impl Stage {
     fn lose(&mut self, s: String) {
         self.lost += 1;
         self.evidence(s);
+    }
+
+    /// Counts a wrong outcome: checked for every final answer to a debit.
+    fn outcome(&mut self, amount: u64, answer: &[u8], unknown_ok: bool) {
+        if let Err(e) = check_outcome(amount, answer, unknown_ok) {
+            self.wrong += 1;
+            self.evidence(format!("wrong outcome: {e}"));
+        }
     }
 
     /// Panics and errors in the daemon's log are reported; a panic is a
@@ -689,6 +734,9 @@ fn stage_kill(mut rng: Rng, root: &Path) -> Stage {
             let got_status = exchange(d.addr, status(reg).as_bytes(), false, PATIENCE)
                 .map(|a| text(&a))
                 .unwrap_or_else(|e| format!("(error {e})"));
+            if let Some(a) = field(got_status.as_bytes(), "CB").and_then(|c| c.parse().ok()) {
+                st.outcome(a, got_status.as_bytes(), true);
+            }
             if got_status != want && flagged.insert(format!("status {reg} {want}")) {
                 st.lose(format!(
                     "CD=T contradicts the journal for register {reg} after kill {i}: \
@@ -715,6 +763,7 @@ fn stage_kill(mut rng: Rng, root: &Path) -> Stage {
                     }
                 } else {
                     answered += 1;
+                    st.outcome(amount, &got, false);
                     if v == "unknown-recovered" {
                         st.lose(format!(
                             "tx {id}: the client got {:?} but the journal closed it as \
@@ -827,6 +876,9 @@ fn stage_busy(root: &Path) -> Stage {
             if let Err(e) = check_approved(&running_req, &a) {
                 st.lose(format!("running debit: {e}"));
             }
+            if let Some(amount) = field(&a, "CB").and_then(|c| c.parse().ok()) {
+                st.outcome(amount, &a, false);
+            }
         }
         Err(e) => st.lose(format!("running debit: no answer: {e}")),
     }
@@ -893,6 +945,7 @@ fn stage_idle(root: &Path) -> Stage {
             if let Err(e) = check_approved(&req, &a) {
                 st.lose(format!("debit: {e}"));
             }
+            st.outcome(1234, &a, false);
         }
         Err(e) => st.lose(format!("debit: no answer: {e}")),
     }
@@ -962,6 +1015,8 @@ struct Tally {
     debit_busy: u64,
     debit_other: u64,
     garbage_answered: u64,
+    /// Debit outcomes that disagree with the simulator's table.
+    wrong: u64,
     evidence: Vec<String>,
 }
 
@@ -1113,6 +1168,20 @@ fn garbage_client(addr: SocketAddr, mut rng: Rng, stop: Arc<AtomicBool>) -> Tall
                         (Some("01"), true) => t.debit_other += 1,
                         _ => {}
                     }
+                    let busy = field(&answer, "AE").as_deref() == Some("01")
+                        && field(&answer, "AF").is_none();
+                    let amount = Frame::decode(req.as_bytes()).ok().and_then(|f| {
+                        std::str::from_utf8(f.get(concert::tlv::tags::CB)?)
+                            .ok()?
+                            .parse()
+                            .ok()
+                    });
+                    if let (false, Some(amount)) = (busy, amount) {
+                        if let Err(e) = check_outcome(amount, &answer, false) {
+                            t.wrong += 1;
+                            t.note(format!("wrong outcome: {e}"));
+                        }
+                    }
                     None
                 }
             }
@@ -1170,6 +1239,7 @@ fn stage_garbage(mut rng: Rng, root: &Path) -> Stage {
         t.debit_busy += x.debit_busy;
         t.debit_other += x.debit_other;
         t.garbage_answered += x.garbage_answered;
+        t.wrong += x.wrong;
         for e in x.evidence {
             st.evidence(e);
         }
@@ -1177,6 +1247,7 @@ fn stage_garbage(mut rng: Rng, root: &Path) -> Stage {
     let total: u64 = t.sent.iter().sum();
     st.tried = total;
     st.lost = t.bad + t.hung;
+    st.wrong = t.wrong;
     // Every connection closed again, then the memory once more.
     let mut open_after = usize::MAX;
     let until = Instant::now() + Duration::from_secs(15);
@@ -1576,6 +1647,7 @@ fn main() {
     ];
     let tried: u64 = stages.iter().map(|s| s.tried).sum();
     let lost: u64 = stages.iter().map(|s| s.lost).sum();
+    let wrong: u64 = stages.iter().map(|s| s.wrong).sum();
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -1613,11 +1685,13 @@ fn main() {
         println!("stress.{}.seconds={:.1}", s.key, s.secs);
         println!("stress.{}.tried={}", s.key, s.tried);
         println!("stress.{}.lost={}", s.key, s.lost);
+        println!("stress.{}.wrong={}", s.key, s.wrong);
     }
     println!("stress.seconds={:.1}", t0.elapsed().as_secs_f64());
     println!("stress.tried={tried}");
+    println!("stress.wrong={wrong}");
     println!("stress.lost={lost}");
-    if lost == 0 {
+    if lost == 0 && wrong == 0 {
         let _ = std::fs::remove_dir_all(&root);
     } else {
         eprintln!(
