@@ -346,7 +346,7 @@ enum Settled {
     NotYet,
     /// The status taken before the request, unchanged: it never ran.
     NotDone,
-    Outcome(Outcome),
+    Outcome(Box<Outcome>),
 }
 
 /// Compares a status answer with the one `kept` (masked) before the
@@ -364,7 +364,7 @@ fn settle(answer: &[u8], req: &Request, kept: &[u8]) -> Settled {
     if !same_transaction(&f, req) {
         return Settled::NotYet;
     }
-    Settled::Outcome(masked(Outcome::from_answer(&f, &req.frame)))
+    Settled::Outcome(Box::new(masked(Outcome::from_answer(&f, &req.frame))))
 }
 
 /// Is this status answer, which differs from the one kept before the
@@ -433,7 +433,7 @@ fn resolve(
             }
             Settled::Outcome(o) => {
                 log::info!("tx {id}: the upstream answered the status request");
-                (o, None)
+                (*o, None)
             }
         };
         let _ = done.send(Done {
