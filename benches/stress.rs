@@ -570,7 +570,8 @@ struct JRec {
     register: String,
     request: String,
     begun: usize,
-    /// `approved`, `declined`, `unknown` or `unknown-recovered`.
+    /// `approved`, `declined`, `unknown`, `unknown-recovered` or
+    /// `not-done`.
     verdict: Option<String>,
     /// The answer of the `ended` line.
     ended: Option<String>,
@@ -636,7 +637,7 @@ fn read_journal(path: &Path) -> (BTreeMap<u64, JRec>, Vec<String>) {
                     r.delivered = Some(false);
                 }
             }
-            Some("replayed") => {}
+            Some("replayed") | Some("upstream-status") => {}
             _ => problems.push(format!("unknown event: {line:?}")),
         }
     }

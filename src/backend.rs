@@ -35,6 +35,23 @@ pub struct Done {
     /// A later answer for a transaction already closed as unknown (a relay
     /// that asked its upstream for the status).
     pub resolved: bool,
+    /// What a relay learned besides the outcome; `None` for every other
+    /// backend.
+    pub note: Option<Note>,
+}
+
+/// A relay's report that is not (only) an outcome.
+#[derive(Debug)]
+pub enum Note {
+    /// Sent before the request goes upstream: the upstream's status answer
+    /// (CD=T), card numbers masked, kept to tell later whether a lost
+    /// request ran there. `outcome` means nothing with it: the worker only
+    /// journals the frame.
+    UpstreamStatus(Vec<u8>),
+    /// With `resolved`: the upstream still reports what it reported before
+    /// the request, so the request never ran there and nothing was
+    /// charged. The register keeps its "not ended" answer.
+    NotDone,
 }
 
 pub trait Backend: Send {
@@ -53,6 +70,12 @@ pub trait Backend: Send {
     /// The register asked for the status of its last transaction: a backend
     /// still resolving an unknown outcome can try at once.
     fn status_requested(&mut self, _register: u8) {}
+
+    /// At start: `tx` ended with an unknown outcome before a restart, and
+    /// `kept` is the upstream status journaled before its request went
+    /// upstream. A backend that can still learn the outcome does so and
+    /// reports it on `done` as `resolved`.
+    fn resume(&mut self, _tx: &Transaction, _kept: &[u8], _done: Sender<Done>) {}
 }
 
 /// The backend a configuration names. A program that cannot run is an

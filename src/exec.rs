@@ -229,6 +229,7 @@ impl Backend for Exec {
                     id,
                     outcome: Outcome::declined(Af::Unknown),
                     resolved: false,
+                    note: None,
                 });
                 return;
             }
@@ -291,6 +292,7 @@ impl Backend for Exec {
                     id,
                     outcome,
                     resolved: false,
+                    note: None,
                 });
             });
         if let Err(e) = spawned {

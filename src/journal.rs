@@ -30,6 +30,10 @@ pub enum Verdict {
     /// Nobody knows whether money moved: the service stopped mid-way, or
     /// the backend could not say.
     Unknown,
+    /// Settled later: the request never ran upstream, nothing was charged
+    /// (a relay whose upstream still reported its previous transaction).
+    /// The register's answer stays "not ended".
+    NotDone,
 }
 
 impl Verdict {
@@ -38,6 +42,7 @@ impl Verdict {
             Verdict::Approved => "approved",
             Verdict::Declined => "declined",
             Verdict::Unknown => "unknown",
+            Verdict::NotDone => "not-done",
         }
     }
 
@@ -46,6 +51,7 @@ impl Verdict {
             "approved" => Verdict::Approved,
             "declined" => Verdict::Declined,
             "unknown" => Verdict::Unknown,
+            "not-done" => Verdict::NotDone,
             _ => return None,
         })
     }
@@ -81,6 +87,11 @@ pub enum Event {
     Replayed {
         peer: String,
     },
+    /// A relay's upstream status answer taken before the request went
+    /// upstream: what a later status answer is compared with.
+    UpstreamStatus {
+        answer: Vec<u8>,
+    },
 }
 
 /// One transaction as read back from the journal.
@@ -101,6 +112,8 @@ pub struct Record {
     pub delivered: Option<bool>,
     /// Closed by recovery rather than by its backend.
     pub recovered: bool,
+    /// A relay's upstream status before the request (masked).
+    pub upstream_status: Option<Vec<u8>>,
 }
 
 pub struct Journal {
@@ -182,6 +195,7 @@ pub fn format_line(time: &str, id: u64, ev: &Event) -> String {
         Event::Delivered => "delivered".to_string(),
         Event::Undelivered { reason } => format!("undelivered {}", reason.replace('\n', " ")),
         Event::Replayed { peer } => format!("replayed {peer}"),
+        Event::UpstreamStatus { answer } => format!("upstream-status {}", masked(answer)),
     };
     format!("{time} {id} {body}")
 }
@@ -232,6 +246,9 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
         },
         "replayed" => Event::Replayed {
             peer: rest.to_string(),
+        },
+        "upstream-status" => Event::UpstreamStatus {
+            answer: rest.as_bytes().to_vec(),
         },
         _ => return None,
     };
@@ -289,6 +306,7 @@ fn apply(
         }
         Event::Delivered => r.delivered = Some(true),
         Event::Undelivered { .. } => r.delivered = Some(false),
+        Event::UpstreamStatus { answer } => r.upstream_status = Some(answer),
         Event::Begun { .. } | Event::Replayed { .. } => {}
     }
 }
@@ -449,6 +467,13 @@ fn carry_lines(r: &Record) -> String {
         },
     );
     s.push('\n');
+    if let Some(answer) = &r.upstream_status {
+        let ev = Event::UpstreamStatus {
+            answer: answer.clone(),
+        };
+        s.push_str(&format_line(&r.begun_at, r.id, &ev));
+        s.push('\n');
+    }
     if let (Some(at), Some(answer)) = (&r.ended_at, &r.answer) {
         let ev = if r.recovered {
             Event::Recovered {
@@ -528,6 +553,13 @@ mod tests {
             },
             Event::Replayed {
                 peer: "tcp 127.0.0.1:9".into(),
+            },
+            Event::UpstreamStatus {
+                answer: b"CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111".to_vec(),
+            },
+            Event::Resolved {
+                verdict: Verdict::NotDone,
+                answer: b"CZ0040320CA00201AE00201AF00207".to_vec(),
             },
         ] {
             let l = format_line("2026-11-26T16:00:00.000", 42, &ev);
@@ -626,6 +658,51 @@ mod tests {
             assert_eq!(last.delivered, Some(true));
             assert!(last.id >= 10, "register {reg}: {}", last.id);
         }
+    }
+
+    #[test]
+    fn upstream_status_and_not_done_survive_rotation() {
+        let d = dir();
+        let p = d.join("journal");
+        let kept = b"CZ0040320CA00201CB003500CD0010CE003978AE00210AA016497010######0674".to_vec();
+        let not_ended = b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00207".to_vec();
+        let (mut j, _) = Journal::open(&p, 1 << 20, 1).unwrap();
+        j.record(7, &begun(1)).unwrap();
+        // Masked again on the way in: a kept frame reads back unchanged.
+        j.record(
+            7,
+            &Event::UpstreamStatus {
+                answer: b"CZ0040320CA00201CB003500CD0010CE003978AE00210AA0164970101234560674"
+                    .to_vec(),
+            },
+        )
+        .unwrap();
+        j.record(
+            7,
+            &Event::Ended {
+                verdict: Verdict::Unknown,
+                answer: not_ended.clone(),
+            },
+        )
+        .unwrap();
+        j.record(
+            7,
+            &Event::Resolved {
+                verdict: Verdict::NotDone,
+                answer: not_ended.clone(),
+            },
+        )
+        .unwrap();
+        let (_, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let r = c.records[0].clone();
+        assert_eq!(r.upstream_status.as_deref(), Some(&kept[..]));
+        assert_eq!(r.verdict, Some(Verdict::NotDone));
+        assert_eq!(r.answer.as_deref(), Some(&not_ended[..]));
+        j.rotate(std::slice::from_ref(&r)).unwrap();
+        // Only the carried copy is left: the old generation is dropped.
+        fs::remove_file(generation(&p, 1)).unwrap();
+        let (_, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        assert_eq!(c.records, vec![r]);
     }
 
     #[test]

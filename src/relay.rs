@@ -3,9 +3,15 @@
 //! and its outcome comes back. A request that left but got no answer has
 //! an outcome nobody knows: it is answered as such and, with a V3 upstream,
 //! resolved later by asking the upstream for the transaction status.
+//!
+//! A status answer describes the register's last transaction upstream,
+//! which after a loss may be the one before the lost request. So the status
+//! is asked before every payment too, and kept: the same answer after the
+//! loss means the request never ran there. Without a kept answer there is
+//! nothing to tell the two apart, and the outcome stays unknown.
 
 use crate::answer::{Af, Outcome};
-use crate::backend::{Backend, Done, Transaction};
+use crate::backend::{Backend, Done, Note, Transaction};
 use crate::client::{self, serial_link::Line};
 use crate::config::{Format, Upstream};
 use crate::framing::{self, Wrapping, NAK};
@@ -27,6 +33,9 @@ const QUIET: Duration = Duration::from_millis(300);
 /// How often, and how long, an unknown outcome is asked for upstream.
 const RESOLVE_EVERY: Duration = Duration::from_secs(2);
 const RESOLVE_FOR: Duration = Duration::from_secs(3600);
+/// How long one status request may take; a working terminal answers it at
+/// once.
+const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of a request sent upstream.
 enum Sent {
@@ -257,8 +266,8 @@ fn from_v2(req: &Request, r: &v2::V2Reply) -> Outcome {
 }
 
 /// The outcome an upstream answer reports, or why it is not usable.
-fn outcome_of(link: &Link, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
-    if link.v2 {
+fn outcome_of(v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
+    if v2 {
         let r = v2::parse_reply(answer).map_err(|e| format!("bad V2 reply: {e}"))?;
         return Ok(from_v2(req, &r));
     }
@@ -269,13 +278,108 @@ fn outcome_of(link: &Link, req: &Request, answer: &[u8]) -> Result<Outcome, Stri
     Ok(masked(Outcome::from_answer(&f, &req.frame)))
 }
 
-/// Is this status answer about the lost request, and not an older one of
-/// the same register? Same operation, currency and private data, and the
-/// same amount (or less, approved, for a partial approval).
+/// The outcome an upstream's answer (V2 reply or V3 frame) reports for
+/// `req`, or why it is not usable; for fuzzing the relay's reading of
+/// whatever an upstream sends.
+pub fn outcome_from_answer(v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
+    outcome_of(v2, req, answer)
+}
+
+/// The status request about the register's last transaction upstream.
+fn status_request(req: &Request) -> Vec<u8> {
+    let mut status = Frame::new();
+    for t in [tags::CZ, tags::CJ, tags::CA] {
+        status.echo(&req.frame, t);
+    }
+    status.push(tags::CD, &b"T"[..]);
+    status.encode()
+}
+
+/// The upstream's answer to a status request about a transaction it is
+/// still running.
+fn still_running(f: &Frame) -> bool {
+    f.get(tags::CD) == Some(b"T")
+        && f.get(tags::AE) == Some(b"01")
+        && f.get(tags::AF) == Some(b"07")
+}
+
+/// Is this status answer, taken before a request, worth keeping? It must
+/// describe a payment, approved or not performed for a reason; an upstream
+/// that answers CD=T with a format or unknown-operation error (it does not
+/// know the request) or busy says nothing that a later answer can be told
+/// apart from. (A frame that decodes is printable: it fits a journal line.)
+fn keepable(f: &Frame) -> bool {
+    match (f.get(tags::AE), f.get(tags::AF)) {
+        (Some(b"10"), _) => true,
+        (Some(b"01"), Some(af)) => af != b"09" && af != b"12" && !still_running(f),
+        _ => false,
+    }
+}
+
+/// Before a payment goes upstream: the upstream's status answer, masked,
+/// if it can be compared with one taken after a loss.
+fn status_before(link: &Link, id: u64, req: &Request, until: Instant) -> Option<Vec<u8>> {
+    let by = until.min(Instant::now() + STATUS_WAIT);
+    let answer = match link.exchange(&status_request(req), by) {
+        Sent::Answer(a) => a,
+        Sent::Refused(why) | Sent::Lost(why) => {
+            log::info!("tx {id}: status before the request: {why}");
+            return None;
+        }
+    };
+    match Frame::decode(&answer) {
+        Ok(f) if keepable(&f) => Some(pan::scrub(&answer).into_bytes()),
+        _ => {
+            log::info!(
+                "tx {id}: the upstream's status answer describes no payment: {}",
+                pan::scrub(&answer)
+            );
+            None
+        }
+    }
+}
+
+/// What a status answer taken after a loss says of the lost request.
+#[derive(Debug)]
+enum Settled {
+    /// Nothing yet: still running, not an answer, or not this request.
+    NotYet,
+    /// The status taken before the request, unchanged: it never ran.
+    NotDone,
+    Outcome(Box<Outcome>),
+}
+
+/// Compares a status answer with the one `kept` (masked) before the
+/// request, then with the request itself.
+fn settle(answer: &[u8], req: &Request, kept: &[u8]) -> Settled {
+    let Ok(f) = Frame::decode(answer) else {
+        return Settled::NotYet;
+    };
+    if !f.has(tags::AE) || still_running(&f) {
+        return Settled::NotYet;
+    }
+    if pan::scrub(answer).as_bytes() == kept {
+        return Settled::NotDone;
+    }
+    if !same_transaction(&f, req) {
+        return Settled::NotYet;
+    }
+    Settled::Outcome(Box::new(masked(Outcome::from_answer(&f, &req.frame))))
+}
+
+/// Is this status answer, which differs from the one kept before the
+/// request, about the lost request? Same operation, currency and private
+/// data, and the same amount, or less if approved when the request allowed
+/// a partial payment (BF=1).
 fn same_transaction(answer: &Frame, req: &Request) -> bool {
-    let digits = |v: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(v?).ok()?.parse().ok() };
+    let digits = |v: Option<&[u8]>| -> Option<u64> {
+        let v = v.filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))?;
+        std::str::from_utf8(v).ok()?.parse().ok()
+    };
     let amount_ok = match (digits(answer.get(tags::CB)), req.amount) {
-        (Some(a), Some(r)) => a == r || (a < r && answer.get(tags::AE) == Some(b"10")),
+        (Some(a), Some(r)) => {
+            a == r || (a < r && req.partial_ok && answer.get(tags::AE) == Some(b"10"))
+        }
         (None, None) => true,
         _ => false,
     };
@@ -298,34 +402,45 @@ fn masked(mut o: Outcome) -> Outcome {
 }
 
 /// Asks a V3 upstream for the status of the register's last transaction
-/// until it says how the lost one ended.
-fn resolve(link: Link, id: u64, req: Request, pokes: Receiver<()>, done: Sender<Done>) {
-    let mut status = Frame::new();
-    for t in [tags::CZ, tags::CJ, tags::CA] {
-        status.echo(&req.frame, t);
-    }
-    status.push(tags::CD, &b"T"[..]);
-    let status = status.encode();
+/// until it says how the lost one ended, for up to RESOLVE_FOR from now
+/// (also after a restart: the hour starts again).
+fn resolve(
+    link: Link,
+    id: u64,
+    req: Request,
+    kept: Vec<u8>,
+    pokes: Receiver<()>,
+    done: Sender<Done>,
+) {
+    let status = status_request(&req);
     let until = Instant::now() + RESOLVE_FOR;
     while Instant::now() < until {
         match pokes.recv_timeout(RESOLVE_EVERY) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let Sent::Answer(a) = link.exchange(&status, Instant::now() + RESOLVE_EVERY * 5) else {
+        let Sent::Answer(a) = link.exchange(&status, Instant::now() + STATUS_WAIT) else {
             continue;
         };
-        let Ok(f) = Frame::decode(&a) else { continue };
-        let same = same_transaction(&f, &req);
-        if !same {
-            // Still running upstream (CD=T), or not this transaction.
-            continue;
-        }
-        log::info!("tx {id}: the upstream answered the status request");
+        let (outcome, note) = match settle(&a, &req, &kept) {
+            Settled::NotYet => continue,
+            Settled::NotDone => {
+                log::info!(
+                    "tx {id}: the upstream's status is the one from before the request: \
+                     it never ran there"
+                );
+                (Outcome::declined(Af::NotEnded), Some(Note::NotDone))
+            }
+            Settled::Outcome(o) => {
+                log::info!("tx {id}: the upstream answered the status request");
+                (*o, None)
+            }
+        };
         let _ = done.send(Done {
             id,
-            outcome: masked(Outcome::from_answer(&f, &req.frame)),
+            outcome,
             resolved: true,
+            note,
         });
         return;
     }
@@ -359,22 +474,26 @@ impl Backend for Relay {
                         log::warn!("tx {id}: not relayed: {why}");
                         Outcome::declined(Af::UnknownOperation)
                     }
-                    Ok(p) => match link.exchange(&p, until) {
-                        Sent::Refused(why) => {
-                            log::warn!("tx {id}: upstream: {why}: declined");
-                            Outcome::declined(Af::Unknown)
+                    Ok(p) => {
+                        let kept = (!link.v2 && req.op.is_payment())
+                            .then(|| status_before(&link, id, &req, until))
+                            .flatten();
+                        if let Some(k) = &kept {
+                            let _ = done.send(Done {
+                                id,
+                                outcome: Outcome::declined(Af::NotEnded),
+                                resolved: false,
+                                note: Some(Note::UpstreamStatus(k.clone())),
+                            });
                         }
-                        Sent::Answer(a) => match outcome_of(&link, &req, &a) {
-                            Ok(o) => o,
-                            Err(why) => lost(id, &link, &req, &why, poke_rx.clone(), &done),
-                        },
-                        Sent::Lost(why) => lost(id, &link, &req, &why, poke_rx.clone(), &done),
-                    },
+                        relay_one(id, &link, &req, &p, until, kept, &poke_rx, &done)
+                    }
                 };
                 let _ = done.send(Done {
                     id,
                     outcome,
                     resolved: false,
+                    note: None,
                 });
             });
         if let Err(e) = spawned {
@@ -396,24 +515,82 @@ impl Backend for Relay {
             let _ = p.try_send(());
         }
     }
+
+    fn resume(&mut self, tx: &Transaction, kept: &[u8], done: Sender<Done>) {
+        if self.link.v2 {
+            return;
+        }
+        let id = tx.id;
+        let (poke_tx, poke_rx) = bounded(1);
+        self.pokes.insert(tx.request.register, poke_tx);
+        log::info!("tx {id}: outcome unknown before the restart: asking the upstream again");
+        let (link, req, kept) = (self.link.clone(), tx.request.clone(), kept.to_vec());
+        let spawned = std::thread::Builder::new()
+            .name("relay-resolve".into())
+            .spawn(move || resolve(link, id, req, kept, poke_rx, done));
+        if let Err(e) = spawned {
+            log::error!("tx {id}: cannot start the resolver: {e}");
+        }
+    }
 }
 
-/// A request that left without a usable answer: unknown, and for a V3
-/// upstream a resolver starts asking for the status.
+/// The request upstream and what its answer says.
+#[allow(clippy::too_many_arguments)]
+fn relay_one(
+    id: u64,
+    link: &Link,
+    req: &Request,
+    payload: &[u8],
+    until: Instant,
+    kept: Option<Vec<u8>>,
+    pokes: &Receiver<()>,
+    done: &Sender<Done>,
+) -> Outcome {
+    if Instant::now() >= until {
+        // The status request took all the time: the request never left.
+        log::warn!("tx {id}: not relayed: no time left after the status request");
+        return Outcome::declined(Af::Unknown);
+    }
+    match link.exchange(payload, until) {
+        Sent::Refused(why) => {
+            log::warn!("tx {id}: upstream: {why}: declined");
+            Outcome::declined(Af::Unknown)
+        }
+        Sent::Answer(a) => match outcome_of(link.v2, req, &a) {
+            Ok(o) => o,
+            Err(why) => lost(id, link, req, &why, kept, pokes.clone(), done),
+        },
+        Sent::Lost(why) => lost(id, link, req, &why, kept, pokes.clone(), done),
+    }
+}
+
+/// A request that left without a usable answer: unknown, and when a status
+/// answer was kept before it a resolver starts asking for the status.
 fn lost(
     id: u64,
     link: &Link,
     req: &Request,
     why: &str,
+    kept: Option<Vec<u8>>,
     pokes: Receiver<()>,
     done: &Sender<Done>,
 ) -> Outcome {
-    log::warn!("tx {id}: upstream: {why}: outcome unknown");
-    if !link.v2 {
-        let (link, req, done) = (link.clone(), req.clone(), done.clone());
-        let _ = std::thread::Builder::new()
-            .name("relay-resolve".into())
-            .spawn(move || resolve(link, id, req, pokes, done));
+    let Some(kept) = kept else {
+        let cannot = if link.v2 {
+            "a V2 upstream cannot be asked"
+        } else {
+            "no status answer kept before the request"
+        };
+        log::warn!("tx {id}: upstream: {why}: outcome unknown, and stays so ({cannot})");
+        return Outcome::declined(Af::NotEnded);
+    };
+    log::warn!("tx {id}: upstream: {why}: outcome unknown, asking the upstream");
+    let (link, req, done) = (link.clone(), req.clone(), done.clone());
+    let spawned = std::thread::Builder::new()
+        .name("relay-resolve".into())
+        .spawn(move || resolve(link, id, req, kept, pokes, done));
+    if let Err(e) = spawned {
+        log::error!("tx {id}: cannot start the resolver: {e}");
     }
     Outcome::declined(Af::NotEnded)
 }
@@ -459,13 +636,103 @@ mod tests {
         assert!(same_transaction(&ok, &r));
         let partial =
             Frame::decode(b"CZ0040320CA00201CB003500CD0010CE003978AE00210CF003abc").unwrap();
-        assert!(same_transaction(&partial, &r));
+        // Less than asked is a partial approval only when the request
+        // allowed one: otherwise it is an older, smaller sale.
+        assert!(!same_transaction(&partial, &r));
+        let r_bf = req("CZ0040320CA00201CB0041000CD0010CE003978CF003abcBF0011");
+        assert!(same_transaction(&partial, &r_bf));
+        let partial_refused =
+            Frame::decode(b"CZ0040320CA00201CB003500CD0010CE003978AE00201AF00204CF003abc").unwrap();
+        assert!(!same_transaction(&partial_refused, &r_bf));
         let older =
             Frame::decode(b"CZ0040320CA00201CB0042000CD0010CE003978AE00210CF003abc").unwrap();
         assert!(!same_transaction(&older, &r));
         let other_cf =
             Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210CF003xyz").unwrap();
         assert!(!same_transaction(&other_cf, &r));
+        let no_cf = Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210").unwrap();
+        assert!(!same_transaction(&no_cf, &r));
+        let other_ce =
+            Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003840AE00210CF003abc").unwrap();
+        assert!(!same_transaction(&other_ce, &r));
+        let signed =
+            Frame::decode(b"CZ0040320CA00201CB005+1000CD0010CE003978AE00210CF003abc").unwrap();
+        assert!(!same_transaction(&signed, &r));
+    }
+
+    #[test]
+    fn only_a_payment_status_is_kept() {
+        let keep = |a: &[u8]| keepable(&Frame::decode(a).unwrap());
+        assert!(keep(
+            b"CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111"
+        ));
+        assert!(keep(
+            b"CZ0040320CA00201CB003500CD0010CE003978AE00201AF00204"
+        ));
+        // What a concertd upstream answers before any transaction.
+        assert!(keep(b"CZ0040320CA00201CD001TAE00201AF00200"));
+        // Does not know CD=T, or did not understand it.
+        assert!(!keep(b"CZ0040320CA00201CD001TAE00201AF00212"));
+        assert!(!keep(b"CZ0040320CA00201CD001TAE00201AF00209"));
+        // Busy, still running, or no result at all.
+        assert!(!keep(b"CZ0040320CA00201CD001TAE00201"));
+        assert!(!keep(b"CZ0040320CA00201CD001TAE00201AF00207"));
+        assert!(!keep(b"CZ0040320CA00201CD001T"));
+    }
+
+    #[test]
+    fn a_lost_request_is_settled_against_the_kept_status() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
+        let before =
+            b"CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111AA0164970101234560674";
+        let kept = pan::scrub(before).into_bytes();
+        // The previous 5.00 sale, as before the request: it never ran.
+        assert!(matches!(settle(before, &r, &kept), Settled::NotDone));
+        // Still running, or not a whole answer: ask again.
+        let running = b"CZ0040320CA00201CD001TAE00201AF00207";
+        assert!(matches!(settle(running, &r, &kept), Settled::NotYet));
+        assert!(matches!(settle(b"CZ004", &r, &kept), Settled::NotYet));
+        // Another register's or an older sale, changed since: not this one.
+        let other = b"CZ0040320CA00201CB003700CD0010CE003978AE00210AC006222222";
+        assert!(matches!(settle(other, &r, &kept), Settled::NotYet));
+        // The lost request itself, approved: its card number masked.
+        let done =
+            b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006333333AA0164970101234560674";
+        match settle(done, &r, &kept) {
+            Settled::Outcome(o) => {
+                assert!(o.is_approved());
+                assert_eq!(o.auth.as_deref(), Some("333333"));
+                assert_eq!(o.pan.as_deref(), Some("497010######0674"));
+            }
+            s => panic!("{s:?}"),
+        }
+        let refused = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00204";
+        match settle(refused, &r, &kept) {
+            Settled::Outcome(o) => assert!(!o.is_approved()),
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_from_upstream_never_panic() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CK003100");
+        for a in [
+            &b""[..],
+            b"\x02\x03",
+            b"AE00210",
+            b"CZ0040320AE00210CB0039999",
+            b"CZ0040320AE003999AF0029Z",
+            b"0000099999999",
+            b"\xff\xfe\x00",
+        ] {
+            let _ = outcome_from_answer(false, &r, a);
+            let _ = outcome_from_answer(true, &r, a);
+        }
+        assert!(
+            outcome_from_answer(false, &r, b"CZ0040320CA00201CB0041000CD0010CE003978AE00210")
+                .unwrap()
+                .is_approved()
+        );
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl Backend for Simulator {
                 id: tx.id,
                 outcome,
                 resolved: false,
+                note: None,
             });
             return;
         }
@@ -256,6 +257,7 @@ impl Backend for Simulator {
                     id: tx.id,
                     outcome,
                     resolved: false,
+                    note: None,
                 });
                         }
                     }

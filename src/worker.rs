@@ -10,7 +10,7 @@
 //! leaves a begun record that the next start closes as "unknown".
 
 use crate::answer::{self, Af, Outcome, Status};
-use crate::backend::{Backend, Done, Original, Transaction};
+use crate::backend::{Backend, Done, Note, Original, Transaction};
 use crate::currency;
 use crate::journal::{self, Event, Journal, Record, Verdict};
 use crate::request::{self, Operation, Request};
@@ -484,6 +484,7 @@ impl Worker {
         for r in completed {
             w.restore(r);
         }
+        w.resume_unknown();
         let handle = Handle {
             jobs: jobs_tx,
             deliveries: deliveries_tx,
@@ -519,6 +520,30 @@ impl Worker {
         self.remember(c);
     }
 
+    /// Relay outcomes left unknown by the previous run, which the backend
+    /// may still learn: only a register's last transaction, as a status
+    /// request answers nothing older.
+    fn resume_unknown(&mut self) {
+        let unknown: Vec<Arc<Completed>> = self
+            .registers
+            .values()
+            .filter_map(|r| r.last.clone())
+            .filter(|c| {
+                c.record.verdict == Some(Verdict::Unknown) && c.record.upstream_status.is_some()
+            })
+            .collect();
+        for c in unknown {
+            let tx = Transaction {
+                id: c.record.id,
+                request: c.request.clone(),
+                channel: c.record.channel.clone(),
+                original: None,
+            };
+            let kept = c.record.upstream_status.as_deref().unwrap_or_default();
+            self.backend.resume(&tx, kept, self.done_tx.clone());
+        }
+    }
+
     pub fn run(mut self) {
         let mut stop_by: Option<Instant> = None;
         loop {
@@ -547,7 +572,13 @@ impl Worker {
                     }
                 },
                 recv(self.done_rx) -> done => match done {
-                    Ok(d) if d.resolved => self.resolve(d.id, d.outcome),
+                    Ok(Done { id, note: Some(Note::UpstreamStatus(kept)), .. }) => {
+                        self.keep_status(id, kept)
+                    }
+                    Ok(d) if d.resolved => {
+                        let not_done = matches!(d.note, Some(Note::NotDone));
+                        self.resolve(d.id, d.outcome, not_done)
+                    }
                     Ok(d) => self.finish(d.id, d.outcome),
                     Err(_) => {}
                 },
@@ -796,9 +827,31 @@ impl Worker {
         }
     }
 
+    /// A relay's upstream status before the running transaction's request
+    /// went upstream: journaled with it, so that its outcome can still be
+    /// settled after a restart.
+    fn keep_status(&mut self, id: u64, kept: Vec<u8>) {
+        let Some(run) = self.running.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        let ev = Event::UpstreamStatus {
+            answer: kept.clone(),
+        };
+        match self.journal.record(id, &ev) {
+            Ok(()) => run.record.upstream_status = Some(kept),
+            Err(e) => log::error!(
+                "{}: {e}: upstream status of tx {id} not recorded; \
+                 if lost, its outcome cannot be settled after a restart",
+                self.journal.path().display()
+            ),
+        }
+    }
+
     /// A later outcome for a transaction closed as unknown: journaled, and
-    /// from then on what status and duplicata return.
-    fn resolve(&mut self, id: u64, mut outcome: Outcome) {
+    /// from then on what status and duplicata return. `not_done`: the
+    /// request never ran upstream; the register keeps its "not ended"
+    /// answer, the journal knows nothing was charged.
+    fn resolve(&mut self, id: u64, mut outcome: Outcome, not_done: bool) {
         let Some(old) = self
             .registers
             .values()
@@ -810,13 +863,18 @@ impl Worker {
             return;
         };
         let req = old.request.clone();
-        if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
-            if let Some(doc) = outcome.document.take() {
-                outcome.ticket = Some(ticket::zt_of(spec, doc));
+        let (answer, verdict) = if not_done {
+            outcome = old.outcome.clone();
+            (old.answer.clone(), Verdict::NotDone)
+        } else {
+            if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
+                if let Some(doc) = outcome.document.take() {
+                    outcome.ticket = Some(ticket::zt_of(spec, doc));
+                }
             }
-        }
-        let answer = answer::result(&req.frame, &outcome).encode();
-        let verdict = verdict_of(&outcome);
+            let answer = answer::result(&req.frame, &outcome).encode();
+            (answer, verdict_of(&outcome))
+        };
         if verdict == Verdict::Unknown {
             log::info!("tx {id}: the upstream does not know the outcome either");
             return;

@@ -265,3 +265,207 @@ fn the_shipped_example_program_works() {
     );
     d.wait_log("debit of 1234 (978) for register 01");
 }
+
+/// A scripted V3 upstream terminal on loopback: one request per
+/// connection; `answer` gives what to send back, or `None` to close
+/// without answering (the request dropped). Every request is reported on
+/// the channel once handled, in order, so tests wait on it.
+fn fake_upstream(
+    answer: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // The relay sends a whole request and waits: read until it
+            // parses.
+            while concert::request::parse(&buf, &[978]).is_err() {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let req = text(&buf);
+            if let Some(a) = answer(&req) {
+                let _ = s.write_all(a.as_bytes());
+            }
+            drop(s);
+            if seen_tx.send(req).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn next(seen: &std::sync::mpsc::Receiver<String>) -> String {
+    seen.recv_timeout(PATIENCE).expect("a request upstream")
+}
+
+const STATUS: &str = "CZ0040320CJ012247300123456CA00201CD001T";
+
+fn relay_to(addr: std::net::SocketAddr) -> Daemon {
+    Daemon::start(&format!(
+        "terminal relay tcp {addr} v3\ntransaction-timeout 2s"
+    ))
+}
+
+#[test]
+fn relay_lost_sale_is_not_settled_by_the_previous_one() {
+    // Answers the first sale; drops the second without performing it: its
+    // status answer is still the first sale's.
+    let last = std::sync::Mutex::new(None::<String>);
+    let (up, seen) = fake_upstream(move |req| {
+        let mut last = last.lock().unwrap();
+        match get(req.as_bytes(), "CD").as_deref() {
+            Some("T") => Some(
+                last.clone()
+                    .unwrap_or_else(|| format!("{STATUS}AE00201AF00200")),
+            ),
+            _ if get(req.as_bytes(), "CB").as_deref() == Some("500") => {
+                let a = format!("{req}AE00210AC006111111");
+                *last = Some(a.clone());
+                Some(a)
+            }
+            _ => None,
+        }
+    });
+    let d = relay_to(up);
+    let a = exchange(d.addr, debit("500", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00210AC006111111", debit("500", "")));
+    let a = exchange(d.addr, debit("1000", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("1000", "")));
+    // The register asks; the relay asks its upstream at once.
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{}AE00201AF00207", debit("1000", "")));
+    let line = d.wait_log("outcome resolved");
+    assert!(line.ends_with("outcome resolved: not-done"), "{line}");
+    d.wait_log("it never ran there");
+    // Not the previous sale's approval: still "not ended".
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{}AE00201AF00207", debit("1000", "")));
+    let j = d.journal();
+    assert!(
+        j.contains(&format!(
+            " upstream-status {}AE00210AC006111111\n",
+            debit("500", "")
+        )),
+        "{j}"
+    );
+    assert!(
+        j.contains(&format!(
+            " resolved not-done {}AE00201AF00207\n",
+            debit("1000", "")
+        )),
+        "{j}"
+    );
+    assert!(!j.contains(" resolved approved "), "{j}");
+    for want in [STATUS, &debit("500", ""), STATUS, &debit("1000", "")] {
+        assert_eq!(next(&seen), want, "the status is asked before each sale");
+    }
+}
+
+#[test]
+fn relay_upstream_without_status_leaves_the_outcome_unknown() {
+    // Does not know CD=T; drops the sale.
+    let (up, seen) = fake_upstream(|req| {
+        (get(req.as_bytes(), "CD").as_deref() == Some("T"))
+            .then(|| format!("{STATUS}AE00201AF00212"))
+    });
+    let d = relay_to(up);
+    let a = exchange(d.addr, debit("1000", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("1000", "")));
+    d.wait_log("the upstream's status answer describes no payment");
+    d.wait_log("outcome unknown, and stays so (no status answer kept before the request)");
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{}AE00201AF00207", debit("1000", "")));
+    let j = d.journal();
+    assert!(j.contains(" ended unknown "), "{j}");
+    assert!(!j.contains(" upstream-status "), "{j}");
+    assert!(!j.contains(" resolved "), "{j}");
+    assert_eq!(next(&seen), STATUS, "the status is asked first");
+    assert_eq!(next(&seen), debit("1000", ""));
+}
+
+#[test]
+fn relay_lost_sale_performed_upstream_is_resolved() {
+    // The previous sale was of the same amount, with the same CF; the lost
+    // one is performed upstream, its answer lost.
+    let prev = format!("{}AE00210AC006111111CF003abc", debit("1000", ""));
+    let last = std::sync::Mutex::new(prev.clone());
+    let (up, seen) = fake_upstream(move |req| {
+        let mut last = last.lock().unwrap();
+        if get(req.as_bytes(), "CD").as_deref() == Some("T") {
+            return Some(last.clone());
+        }
+        *last = format!("{}AE00210AC006222222CF003abc", debit("1000", ""));
+        None
+    });
+    let d = relay_to(up);
+    let a = exchange(d.addr, debit("1000", "CF003abc").as_bytes());
+    assert_eq!(
+        text(&a),
+        format!("{}AE00201AF00207CF003abc", debit("1000", ""))
+    );
+    exchange(d.addr, STATUS.as_bytes());
+    d.wait_log("outcome resolved: approved");
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(
+        text(&s),
+        format!("{}AE00210AC006222222CF003abc", debit("1000", ""))
+    );
+    let j = d.journal();
+    assert!(j.contains(&format!(" upstream-status {prev}\n")), "{j}");
+    assert!(j.contains(" resolved approved "), "{j}");
+    assert_eq!(next(&seen), STATUS, "the status is asked first");
+}
+
+#[test]
+fn relay_unknown_outcome_is_resumed_after_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The sale is dropped, then reported running until the test says it
+    // was performed.
+    let performed = Arc::new(AtomicBool::new(false));
+    let sale_seen = AtomicBool::new(false);
+    let p = Arc::clone(&performed);
+    let (up, seen) = fake_upstream(move |req| {
+        if get(req.as_bytes(), "CD").as_deref() != Some("T") {
+            sale_seen.store(true, Ordering::SeqCst);
+            return None;
+        }
+        Some(if p.load(Ordering::SeqCst) {
+            format!("{}AE00210AC006333333", debit("1000", ""))
+        } else if sale_seen.load(Ordering::SeqCst) {
+            format!("{STATUS}AE00201AF00207")
+        } else {
+            format!("{}AE00201AF00204", debit("700", ""))
+        })
+    });
+    let mut d = relay_to(up);
+    let a = exchange(d.addr, debit("1000", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("1000", "")));
+    d.wait_log("outcome unknown, asking the upstream");
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    performed.store(true, Ordering::SeqCst);
+    d.spawn();
+    d.wait_log("outcome unknown before the restart: asking the upstream again");
+    exchange(d.addr, STATUS.as_bytes());
+    d.wait_log("outcome resolved: approved");
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{}AE00210AC006333333", debit("1000", "")));
+    assert!(
+        d.journal().contains(" resolved approved "),
+        "{}",
+        d.journal()
+    );
+    assert_eq!(next(&seen), STATUS, "the status is asked first");
+    assert_eq!(next(&seen), debit("1000", ""));
+}
