@@ -1273,3 +1273,47 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool, simulated: boo
         simulated,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(body: &str) -> Request {
+        request::parse(body.as_bytes(), &[978]).unwrap()
+    }
+
+    #[test]
+    fn ages_never_go_negative_or_follow_the_wall_clock() {
+        let born = Instant::now();
+        // A stamp in the future (the clock was stepped back since).
+        let a = Age::from_stamp("2999-01-01T00:00:00.000Z", 1_800_000_000, born);
+        assert!(a.get() < Duration::from_secs(60));
+        // An hour-old stamp is an hour old.
+        let b = Age::from_stamp(&journal::stamp(), crate::clock::unix_now().0 + 3600, born);
+        assert!(b.get() >= Duration::from_secs(3599));
+        // An unreadable stamp is older than any window.
+        let c = Age::from_stamp("garbage", 1_800_000_000, born);
+        assert!(c.get() > Duration::from_secs(10 * 365 * 86_400));
+    }
+
+    #[test]
+    fn a_card_like_cf_keys_the_same_after_a_journal_round_trip() {
+        let live = req("CZ0040320CA00201CB0042000CD0010CE003978CF0164970101234560674");
+        let k = RetryKey::of(&live).unwrap();
+        assert_eq!(k.cf, "497010######0674");
+        assert!(k.check.is_some());
+        // What restore sees: the masked request and the journaled token.
+        let masked = req(&crate::pan::scrub(&live.frame.encode()));
+        assert_eq!(RetryKey::from_token(&masked, &k.token()), Some(k.clone()));
+        // Another number that masks the same way is another key.
+        let other = req("CZ0040320CA00201CB0042000CD0010CE003978CF0164970109999880674");
+        assert_ne!(RetryKey::of(&other), Some(k));
+        // A plain CF needs no check.
+        let plain = RetryKey::of(&req("CZ0040320CA00201CB0042000CD0010CE003978CF003abc")).unwrap();
+        assert_eq!(plain.token(), "-");
+        // No CF, or not a debit or credit: no key.
+        assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0010CE003978")).is_none());
+        assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0012CE003978CF003abc")).is_none());
+        assert!(RetryKey::from_token(&masked, "zz").is_none());
+    }
+}
