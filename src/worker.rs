@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const QUEUE: usize = 256;
 /// At shutdown, how long to wait for the last answer's delivery report.
 const DELIVERY_WAIT: Duration = Duration::from_secs(15);
+/// Transactions ended unknown kept for a late outcome, beyond each
+/// register's last; past this the oldest is forgotten (its record stays).
+const MAX_UNRESOLVED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -206,6 +209,9 @@ pub struct Worker {
     /// Transactions whose answer was handed out and whose delivery is not
     /// reported yet.
     undelivered: HashMap<u64, Arc<Completed>>,
+    /// Transactions ended unknown in this run, by id: a late outcome
+    /// resolves them even once their register has moved on.
+    unresolved: HashMap<u64, Arc<Completed>>,
 }
 
 /// The senders' side: what connection and serial threads hold.
@@ -346,6 +352,7 @@ impl Worker {
             next_id: max_id.max((unix_now().max(0) as u64) * 1000),
             stopping: false,
             undelivered: HashMap::new(),
+            unresolved: HashMap::new(),
         };
         for r in completed {
             w.restore(r);
@@ -635,24 +642,27 @@ impl Worker {
     }
 
     /// A later outcome for a transaction closed as unknown: journaled, and
-    /// from then on what status and duplicata return.
+    /// from then on what status and duplicata return (while it is its
+    /// register's last transaction).
     fn resolve(&mut self, id: u64, mut outcome: Outcome) {
         let Some(old) = self
-            .registers
-            .values()
-            .filter_map(|r| r.last.as_ref())
-            .find(|c| c.record.id == id && c.record.verdict == Some(Verdict::Unknown))
+            .unresolved
+            .get(&id)
             .cloned()
+            .or_else(|| {
+                self.registers
+                    .values()
+                    .filter_map(|r| r.last.as_ref())
+                    .find(|c| c.record.id == id)
+                    .cloned()
+            })
+            .filter(|c| c.record.verdict == Some(Verdict::Unknown))
         else {
             log::info!("tx {id}: resolved outcome no longer needed");
             return;
         };
         let req = old.request.clone();
-        if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
-            if let Some(doc) = outcome.document.take() {
-                outcome.ticket = Some(ticket::zt_of(spec, doc));
-            }
-        }
+        with_ticket(&req, &mut outcome, &crate::clock::now().ticket());
         let answer = answer::result(&req.frame, &outcome).encode();
         let verdict = verdict_of(&outcome);
         if verdict == Verdict::Unknown {
@@ -671,6 +681,20 @@ impl Worker {
             return;
         }
         log::info!("tx {id}: outcome resolved: {}", verdict.word());
+        self.unresolved.remove(&id);
+        let current = self
+            .registers
+            .get(&req.register)
+            .and_then(|r| r.last.as_ref())
+            .is_some_and(|c| c.record.id == id);
+        if !current {
+            // The status request describes the register's last transaction.
+            log::info!(
+                "tx {id}: register {:02} has had a transaction since; the resolution is in the journal",
+                req.register
+            );
+            return;
+        }
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
@@ -686,17 +710,17 @@ impl Worker {
 
     fn finish(&mut self, id: u64, mut outcome: Outcome) {
         let Some(run) = self.running.take_if(|r| r.id == id) else {
+            // Answered AF07 at transaction-timeout, the backend learnt the
+            // outcome after all (a payment program that exits by itself
+            // after it): a definite one resolves the transaction.
+            if verdict_of(&outcome) != Verdict::Unknown {
+                return self.resolve(id, outcome);
+            }
             log::debug!("tx {id}: late outcome ignored");
             return;
         };
         let req = run.request;
-        let when = crate::clock::now().ticket();
-        if let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) {
-            outcome.ticket = Some(match outcome.document.take() {
-                Some(doc) => ticket::zt_of(spec, doc),
-                None => ticket::zt(spec, &facts(&req, &outcome, &when, false)),
-            });
-        }
+        with_ticket(&req, &mut outcome, &crate::clock::now().ticket());
         let answer = answer::result(&req.frame, &outcome).encode();
         let verdict = verdict_of(&outcome);
         let detail = match outcome.status {
@@ -732,6 +756,14 @@ impl Worker {
             record,
             began: run.began,
         });
+        if verdict == Verdict::Unknown {
+            if self.unresolved.len() >= MAX_UNRESOLVED {
+                if let Some(&oldest) = self.unresolved.keys().min() {
+                    self.unresolved.remove(&oldest);
+                }
+            }
+            self.unresolved.insert(id, Arc::clone(&done));
+        }
         self.remember(Arc::clone(&done));
         match (journaled, run.reply) {
             (Err(e), reply) => {
@@ -829,7 +861,7 @@ impl Worker {
                 }
             }
         }
-        for c in self.retries.values() {
+        for c in self.retries.values().chain(self.unresolved.values()) {
             if !carry.iter().any(|r| r.id == c.record.id) {
                 carry.push(c.record.clone());
             }
@@ -932,6 +964,23 @@ impl Worker {
         );
         f
     }
+}
+
+/// Puts the ticket a payment's request asks for (CK) in its outcome: the
+/// backend's own document when it gave one, else one made from the outcome,
+/// dated `when`.
+pub fn with_ticket(req: &Request, outcome: &mut Outcome, when: &str) {
+    let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) else {
+        return;
+    };
+    let own = outcome
+        .document
+        .take()
+        .and_then(|doc| ticket::zt_of(spec, doc));
+    outcome.ticket = Some(match own {
+        Some(zt) => zt,
+        None => ticket::zt(spec, &facts(req, outcome, when, false)),
+    });
 }
 
 /// `2026-11-26T16:07:29.100Z` -> `26/11/2026 16:07:29` in local time.
