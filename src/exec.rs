@@ -651,6 +651,60 @@ mod tests {
         assert_eq!(o.pan.as_deref(), Some("497010######0674"));
     }
 
+    fn debit(extra: &str) -> Request {
+        let raw = format!("CZ0040320CA00201CB0042500CD0010CE003978{extra}");
+        crate::request::parse(raw.as_bytes(), &[978]).unwrap()
+    }
+
+    #[test]
+    fn an_empty_ticket_is_a_bad_value() {
+        let o = read(&["AE=10", "TICKET="], true);
+        assert_eq!((o.status, o.document), (Status::Approved, None));
+        assert_eq!(read(&["AE=10", "TICKET=="], true).document, None);
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        let mut f = |l: &[u8]| got.push(l.len());
+        lines.feed(&[b'a'; 5000], &mut f);
+        lines.feed(b"\nAE=10\r\nAC=1", &mut f);
+        lines.finish(&mut f);
+        assert_eq!(got, [MAX_LINE, 5000 - MAX_LINE, 6, 4]);
+    }
+
+    #[test]
+    fn crlf_lines_and_a_last_line_without_lf() {
+        let o = outcome_of(1, b"AE=10\r\nAC=123456", true, &debit(""));
+        assert_eq!(o.status, Status::Approved);
+        assert_eq!(o.auth.as_deref(), Some("123456"));
+    }
+
+    #[test]
+    fn standard_output_is_bounded() {
+        let mut out = "X=1\n".repeat(MAX_STDOUT / 4 - 1).into_bytes();
+        out.extend_from_slice(b"AE=10\n");
+        let mut s = Stdout::new(1);
+        s.feed(&out);
+        let o = s.finish();
+        // AE=10 straddles the limit: cut, so not taken.
+        assert_eq!(o.ae, None);
+        assert_eq!(o.problems.len(), MAX_PROBLEMS);
+        assert!(o.more_problems > 1000);
+        assert!(o.problems[0].contains("X: bad or unknown value"));
+    }
+
+    #[test]
+    fn partial_amounts_only_when_allowed() {
+        let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit(""));
+        assert_eq!(o.amount, None);
+        let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit("BF0011"));
+        assert_eq!(o.amount.as_deref(), Some("1000"));
+        let o = outcome_of(1, b"AE=10\nCB=3000\n", true, &debit("BF0011"));
+        assert_eq!(o.amount, None);
+    }
+
     #[test]
     fn programs_are_checked() {
         assert!(resolve(Path::new("sh")).is_ok());
