@@ -455,7 +455,11 @@ fn settle(id: u64, out: Output, exit_ok: bool, why: &str, request: &Request) -> 
         .as_deref()
         .and_then(|a| a.parse::<u64>().ok());
     if let Some(cb) = cb {
-        if !request.partial_ok || request.amount.is_some_and(|r| cb > r) {
+        if request.amount == Some(cb) {
+            // The whole amount (`CB=0100` for `CB=100`): the answer echoes
+            // the request's own CB.
+            outcome.amount = None;
+        } else if !request.partial_ok || request.amount.is_some_and(|r| cb > r) {
             log::warn!("tx {id}: the program's CB={cb} ignored (partial payment not accepted)");
             outcome.amount = None;
         }
@@ -702,6 +706,10 @@ mod tests {
         let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit("BF0011"));
         assert_eq!(o.amount.as_deref(), Some("1000"));
         let o = outcome_of(1, b"AE=10\nCB=3000\n", true, &debit("BF0011"));
+        assert_eq!(o.amount, None);
+        // Found by the backend_output fuzz target: the whole amount written
+        // otherwise was sent as another CB.
+        let o = outcome_of(1, b"AE=10\nCB=02500\n", true, &debit("BF0011"));
         assert_eq!(o.amount, None);
     }
 
