@@ -3,7 +3,7 @@
 //! order (AC AA AL AB AI CF CC CI CG CH ZT): one public client reads the PAN
 //! as the text between AA and CF, and the private data between CF and CC.
 
-use crate::tlv::{tags::*, Frame, Tag};
+use crate::tlv::{self, tags::*, Frame, Tag};
 
 /// Our own protocol version, used only when the request carried no usable CZ.
 pub const OUR_CZ: &[u8] = b"0320";
@@ -184,23 +184,65 @@ fn cz(req: &Frame) -> Vec<u8> {
     }
 }
 
+/// Appends an element to an answer being built, when the register can
+/// read it back: a value the decoder would refuse (empty, longer than 999
+/// bytes, not printable, or a tag given twice) is dropped with a warning
+/// rather than sent. Backends are checked where they produce values; this
+/// is the last check before the wire, whatever the backend.
+fn put(f: &mut Frame, tag: Tag, v: &[u8]) -> bool {
+    let why = if f.has(tag) {
+        "given twice"
+    } else if v.is_empty() {
+        "empty"
+    } else if v.len() > tlv::MAX_VALUE {
+        "longer than 999 bytes"
+    } else if !tlv::is_valid_value(v) {
+        "not printable ASCII"
+    } else if tag == ZT && broken_inside(v) {
+        "its CK or AK element does not decode"
+    } else {
+        f.push(tag, v.to_vec());
+        return true;
+    };
+    let what = if tag == ZT { "the ticket " } else { "" };
+    log::warn!(
+        "answer: {what}{tag} of {} bytes dropped ({why}): an element holds 1 to 999 printable bytes",
+        v.len()
+    );
+    false
+}
+
+/// A ZT made of CK and AK elements (as concertd and V3 terminals write it)
+/// that the register's decoder would refuse, such as an empty AK.
+fn broken_inside(zt: &[u8]) -> bool {
+    let tlv_like = zt.len() >= 5
+        && (zt.starts_with(b"CK") || zt.starts_with(b"AK"))
+        && zt[2..5].iter().all(u8::is_ascii_digit);
+    tlv_like && Frame::decode_any(zt).is_err()
+}
+
+fn echo(f: &mut Frame, req: &Frame, tag: Tag) {
+    if let Some(v) = req.get(tag) {
+        put(f, tag, v);
+    }
+}
+
 fn head(req: &Frame, cb: Option<&[u8]>) -> Frame {
     let mut f = Frame::new();
     f.push(CZ, cz(req));
-    f.echo(req, CJ);
-    f.echo(req, CA);
-    match cb {
-        Some(v) => f.push(CB, v.to_vec()),
-        None => f.echo(req, CB),
+    echo(&mut f, req, CJ);
+    echo(&mut f, req, CA);
+    if !cb.is_some_and(|v| put(&mut f, CB, v)) {
+        echo(&mut f, req, CB);
     }
-    f.echo(req, CD);
-    f.echo(req, CE);
+    echo(&mut f, req, CD);
+    echo(&mut f, req, CE);
     f
 }
 
 fn push_opt(f: &mut Frame, tag: Tag, v: &Option<String>) {
     if let Some(v) = v {
-        f.push(tag, v.as_bytes().to_vec());
+        put(f, tag, v.as_bytes());
     }
 }
 
@@ -216,18 +258,19 @@ pub fn result(req: &Frame, o: &Outcome) -> Frame {
     }
     push_opt(&mut f, AC, &o.auth);
     if let Some(pan) = &o.pan {
-        f.push(AA, pan.as_bytes().to_vec());
-        f.push(AL, &b"1"[..]);
+        if put(&mut f, AA, pan.as_bytes()) {
+            f.push(AL, &b"1"[..]);
+        }
     }
     push_opt(&mut f, AB, &o.expiry);
     push_opt(&mut f, AI, &o.aid);
-    f.echo(req, CF);
+    echo(&mut f, req, CF);
     push_opt(&mut f, CC, &o.application);
     push_opt(&mut f, CI, &o.read_mode);
     push_opt(&mut f, CG, &o.contract);
-    f.echo(req, CH);
+    echo(&mut f, req, CH);
     if let Some(t) = &o.ticket {
-        f.push(ZT, t.clone());
+        put(&mut f, ZT, t);
     }
     f
 }
@@ -239,8 +282,8 @@ pub fn refusal(req: &Frame, af: Option<Af>) -> Frame {
     if let Some(af) = af {
         f.push(AF, af.code().as_bytes().to_vec());
     }
-    f.echo(req, CF);
-    f.echo(req, CH);
+    echo(&mut f, req, CF);
+    echo(&mut f, req, CH);
     f
 }
 
@@ -255,8 +298,8 @@ pub fn still_running(req: &Frame) -> Frame {
 pub fn done(req: &Frame) -> Frame {
     let mut f = head(req, None);
     f.push(AE, &b"10"[..]);
-    f.echo(req, CF);
-    f.echo(req, CH);
+    echo(&mut f, req, CF);
+    echo(&mut f, req, CH);
     f
 }
 
@@ -265,9 +308,9 @@ pub fn done(req: &Frame) -> Frame {
 pub fn identification(req: &Frame) -> Frame {
     let mut f = Frame::new();
     f.push(CZ, cz(req));
-    f.echo(req, CJ);
-    f.echo(req, CA);
-    f.echo(req, CD);
+    echo(&mut f, req, CJ);
+    echo(&mut f, req, CA);
+    echo(&mut f, req, CD);
     f.push(AE, &b"10"[..]);
     f
 }
@@ -322,6 +365,62 @@ mod tests {
             identification(&r).encode(),
             b"CZ0040300CJ012012345678901CA00201CD001IAE00210"
         );
+    }
+
+    #[test]
+    fn values_that_cannot_be_read_back_are_dropped() {
+        let mut o = Outcome::approved();
+        o.ticket = Some(b"CK003110AK000".to_vec());
+        o.auth = Some(String::new());
+        o.pan = Some("4970\u{1}".into());
+        o.amount = Some(String::new());
+        o.contract = Some("x".repeat(1000));
+        let a = result(&req(), &o);
+        let bytes = a.encode();
+        assert_eq!(Frame::decode(&bytes).as_ref(), Ok(&a));
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978AE00210CF003abc"
+        );
+        // An empty ZT, or one past 999 bytes, is not sent at all.
+        for t in [Vec::new(), vec![b'A'; 1000], b"a\nb".to_vec()] {
+            o.ticket = Some(t);
+            let a = result(&req(), &o);
+            assert_eq!(a.get(ZT), None);
+            assert!(Frame::decode(&a.encode()).is_ok());
+        }
+        for t in [&b"CK003110AK008TU9OIFRJ"[..], b"TU9OIFRJQ0tFVAo="] {
+            o.ticket = Some(t.to_vec());
+            assert_eq!(result(&req(), &o).get(ZT), Some(t));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_result_decodes(
+            fields in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..1100)),
+                9,
+            ),
+            declined in proptest::option::of(0u8..14),
+        ) {
+            let s = |i: usize| fields[i].as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+            let mut o = match declined.and_then(|c| Af::from_code(format!("{c:02}").as_bytes())) {
+                Some(af) => Outcome::declined(af),
+                None => Outcome::approved(),
+            };
+            o.amount = s(0);
+            o.auth = s(1);
+            o.pan = s(2);
+            o.expiry = s(3);
+            o.aid = s(4);
+            o.application = s(5);
+            o.read_mode = s(6);
+            o.contract = s(7);
+            o.ticket = fields[8].clone();
+            let bytes = result(&req(), &o).encode();
+            proptest::prop_assert!(Frame::decode(&bytes).is_ok(), "{:?}", String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]

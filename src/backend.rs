@@ -61,7 +61,10 @@ pub trait Backend: Send {
     fn start(&mut self, tx: &Transaction, done: Sender<Done>);
 
     /// The transaction ran past `transaction-timeout`: stop it and say what
-    /// to report. Whatever it sends on `done` afterwards is ignored.
+    /// to report. An outcome it sends on `done` afterwards resolves the
+    /// transaction when it is definite (not AF07): send one only when it is
+    /// true, such as a program that exited by itself, never for a
+    /// transaction this abort stopped.
     fn abort(&mut self, id: u64) -> Outcome;
 
     /// A reload: take the new configuration from the next transaction on.

@@ -7,17 +7,37 @@ use crate::answer::{Af, Outcome, Status};
 use crate::backend::{Backend, Done, Transaction};
 use crate::base64;
 use crate::pan;
-use crate::request::Operation;
+use crate::request::{Operation, Request};
 use crate::tlv::tags;
 use crossbeam_channel::Sender;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Longest line read from the program.
 const MAX_LINE: usize = 4096;
+/// After the program exits, how long its pipes are still read. A child it
+/// left behind may hold them open for as long as it runs: what it writes
+/// later is not the program's outcome, and waiting for it would turn an
+/// outcome into a time-out.
+pub const GRACE: Duration = Duration::from_millis(100);
+/// While the pipes are open, how often to look whether the program has
+/// exited (a child may keep them open past its exit).
+const TICK_MS: i32 = 50;
+/// Standard output taken into account; the rest is read and dropped, so
+/// that a program stuck printing cannot fill memory or block on the pipe.
+pub const MAX_STDOUT: usize = 64 * 1024;
+/// Standard error lines logged per transaction; the rest are read and
+/// dropped, with one line saying so.
+const MAX_STDERR_LINES: usize = 100;
+/// Output problems reported per transaction.
+const MAX_PROBLEMS: usize = 20;
 
 /// Finds PROGRAM (in PATH when it has no slash) and checks it can run:
 /// a missing or non-executable program is a startup error.
@@ -44,8 +64,9 @@ pub fn resolve(program: &Path) -> Result<PathBuf, String> {
 pub struct Exec {
     program: PathBuf,
     args: Vec<String>,
-    /// The running transaction and its process group.
-    running: Option<(u64, i32)>,
+    /// The running transaction, its process group, and the flag that says
+    /// it was killed at transaction-timeout.
+    running: Option<(u64, i32, Arc<AtomicBool>)>,
 }
 
 impl Exec {
@@ -79,6 +100,8 @@ struct Output {
     /// refusal but an outcome nobody knows.
     attempted: bool,
     problems: Vec<String>,
+    /// Problems past `MAX_PROBLEMS`, only counted.
+    more_problems: usize,
 }
 
 fn printable(v: &str, max: usize) -> bool {
@@ -86,11 +109,18 @@ fn printable(v: &str, max: usize) -> bool {
 }
 
 impl Output {
+    fn problem(&mut self, p: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        } else {
+            self.more_problems += 1;
+        }
+    }
+
     fn line(&mut self, id: u64, line: &str) {
         let Some((key, value)) = line.split_once('=') else {
             if !line.trim().is_empty() {
-                self.problems
-                    .push(format!("not KEY=value: {}", pan::scrub(line.as_bytes())));
+                self.problem(format!("not KEY=value: {}", pan::scrub(line.as_bytes())));
             }
             return;
         };
@@ -133,7 +163,9 @@ impl Output {
             "CC" if printable(&value, 3) => set(&mut o.application, &value),
             "CI" if printable(&value, 1) => set(&mut o.read_mode, &value),
             "CG" if printable(&value, 10) => set(&mut o.contract, &value),
-            "TICKET" => match base64::decode(value.as_bytes()) {
+            // An empty ticket cannot be sent (an element holds 1 to 999
+            // bytes): concertd makes its own instead.
+            "TICKET" => match base64::decode(value.as_bytes()).filter(|d| !d.is_empty()) {
                 Some(mut doc) => {
                     if pan::mask_in_place(&mut doc) {
                         log::warn!("tx {id}: the program's ticket held a full card number: masked");
@@ -149,8 +181,7 @@ impl Output {
         if ok {
             self.attempted = true;
         } else {
-            self.problems
-                .push(format!("{key}: bad or unknown value ignored"));
+            self.problem(format!("{key}: bad or unknown value ignored"));
         }
     }
 
@@ -158,6 +189,12 @@ impl Output {
     fn outcome(mut self, id: u64, exit_ok: bool, why: &str) -> Outcome {
         for p in &self.problems {
             log::warn!("tx {id}: program output: {p}");
+        }
+        if self.more_problems > 0 {
+            log::warn!(
+                "tx {id}: program output: {} more problems not logged",
+                self.more_problems
+            );
         }
         match (exit_ok, self.ae.as_deref(), self.outcome.take()) {
             (true, Some(ae), Some(mut o)) => {
@@ -184,6 +221,260 @@ impl Output {
 fn set(field: &mut Option<String>, v: &str) -> bool {
     *field = Some(v.to_string());
     true
+}
+
+/// Cuts a byte stream into lines, without their LF; a line longer than
+/// `MAX_LINE` comes out in pieces.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn feed(&mut self, mut bytes: &[u8], f: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE - self.buf.len();
+            let chunk = &bytes[..bytes.len().min(room)];
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.buf.extend_from_slice(&chunk[..p]);
+                    f(&self.buf);
+                    self.buf.clear();
+                    bytes = &bytes[p + 1..];
+                }
+                None => {
+                    self.buf.extend_from_slice(chunk);
+                    bytes = &bytes[chunk.len()..];
+                    if self.buf.len() == MAX_LINE {
+                        f(&self.buf);
+                        self.buf.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last line, when the output does not end with LF.
+    fn finish(&mut self, f: &mut impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            f(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// Standard output, read into an `Output` as it comes, up to `MAX_STDOUT`.
+struct Stdout {
+    id: u64,
+    lines: Lines,
+    seen: usize,
+    out: Output,
+}
+
+impl Stdout {
+    fn new(id: u64) -> Stdout {
+        Stdout {
+            id,
+            lines: Lines::default(),
+            seen: 0,
+            out: Output::default(),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let room = MAX_STDOUT.saturating_sub(self.seen);
+        if room == 0 {
+            return;
+        }
+        let take = &bytes[..bytes.len().min(room)];
+        self.seen += take.len();
+        let (id, out) = (self.id, &mut self.out);
+        self.lines.feed(take, &mut |l| out.line(id, &text(l)));
+        if self.seen == MAX_STDOUT {
+            // The line cut at the limit is not the program's value.
+            self.lines.buf.clear();
+            self.out.problem(format!(
+                "more than {MAX_STDOUT} bytes on standard output: the rest ignored"
+            ));
+        }
+    }
+
+    fn finish(mut self) -> Output {
+        let (id, out) = (self.id, &mut self.out);
+        self.lines.finish(&mut |l| out.line(id, &text(l)));
+        self.out
+    }
+}
+
+/// Standard error, logged line by line, up to `MAX_STDERR_LINES`.
+struct Stderr<'a> {
+    id: u64,
+    name: &'a str,
+    lines: Lines,
+    logged: usize,
+}
+
+impl Stderr<'_> {
+    fn feed(&mut self, bytes: &[u8]) {
+        let (id, name, logged) = (self.id, self.name, &mut self.logged);
+        self.lines
+            .feed(bytes, &mut |l| log_stderr(id, name, logged, l));
+    }
+
+    fn finish(mut self) {
+        let (id, name, logged) = (self.id, self.name, &mut self.logged);
+        self.lines.finish(&mut |l| log_stderr(id, name, logged, l));
+    }
+}
+
+fn log_stderr(id: u64, name: &str, logged: &mut usize, line: &[u8]) {
+    if *logged < MAX_STDERR_LINES {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        log::info!("tx {id}: {name}: {}", pan::scrub(line));
+    } else if *logged == MAX_STDERR_LINES {
+        log::warn!("tx {id}: {name}: more than {MAX_STDERR_LINES} lines on standard error: the rest not logged");
+    }
+    *logged = logged.saturating_add(1);
+}
+
+fn text(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+/// Reads one chunk from a pipe that poll(2) found ready; `None` closes it
+/// (end of file, or an error that will not go away).
+fn read_ready(pipe: &mut impl Read, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match pipe.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reads the program's standard output and error until it has exited and
+/// both pipes are closed, or `GRACE` after its exit, whichever comes first;
+/// then closes them and reaps the program. One thread does it all, so that
+/// a child the program left behind costs neither a thread nor a descriptor
+/// once the transaction is over.
+fn watch(
+    id: u64,
+    name: &str,
+    mut child: Child,
+    mut out_pipe: Option<ChildStdout>,
+    mut err_pipe: Option<ChildStderr>,
+) -> (Output, std::io::Result<ExitStatus>) {
+    let mut stdout = Stdout::new(id);
+    let mut stderr = Stderr {
+        id,
+        name,
+        lines: Lines::default(),
+        logged: 0,
+    };
+    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut grace_end: Option<Instant> = None;
+    let mut buf = vec![0u8; 8192];
+    while out_pipe.is_some() || err_pipe.is_some() {
+        if status.is_none() {
+            match child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(st)) => status = Some(Ok(st)),
+                Err(e) => status = Some(Err(e)),
+            }
+            if status.is_some() {
+                grace_end = Some(Instant::now() + GRACE);
+            }
+        }
+        let timeout = match grace_end {
+            None => TICK_MS,
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Rounded up: poll(2) counts whole milliseconds.
+                (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+            }
+        };
+        let fd = |p: Option<i32>| libc::pollfd {
+            fd: p.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [
+            fd(out_pipe.as_ref().map(AsRawFd::as_raw_fd)),
+            fd(err_pipe.as_ref().map(AsRawFd::as_raw_fd)),
+        ];
+        // SAFETY: poll(2) on an array we own; a negative fd is skipped.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("tx {id}: cannot wait for the output of {name}: {e}");
+            break;
+        }
+        if fds[0].revents != 0 {
+            match out_pipe.as_mut().and_then(|p| read_ready(p, &mut buf)) {
+                Some(n) => stdout.feed(&buf[..n]),
+                None => out_pipe = None,
+            }
+        }
+        if fds[1].revents != 0 {
+            match err_pipe.as_mut().and_then(|p| read_ready(p, &mut buf)) {
+                Some(n) => stderr.feed(&buf[..n]),
+                None => err_pipe = None,
+            }
+        }
+    }
+    if out_pipe.is_some() || err_pipe.is_some() {
+        log::info!(
+            "tx {id}: {name} has exited; a child of it still holds its output, no longer read"
+        );
+    }
+    drop((out_pipe, err_pipe));
+    // Pipes closed before the exit: the program is still running, and
+    // transaction-timeout kills it if need be.
+    let status = status.unwrap_or_else(|| child.wait());
+    stderr.finish();
+    (stdout.finish(), status)
+}
+
+/// The outcome from what was read and how the program ended, with the
+/// partial-payment rule applied.
+fn settle(id: u64, out: Output, exit_ok: bool, why: &str, request: &Request) -> Outcome {
+    let mut outcome = out.outcome(id, exit_ok, why);
+    // A smaller amount only when the register accepts partial payment;
+    // never a larger one.
+    let cb = outcome
+        .amount
+        .as_deref()
+        .and_then(|a| a.parse::<u64>().ok());
+    if let Some(cb) = cb {
+        if request.amount == Some(cb) {
+            // The whole amount (`CB=0100` for `CB=100`): the answer echoes
+            // the request's own CB.
+            outcome.amount = None;
+        } else if !request.partial_ok || request.amount.is_some_and(|r| cb > r) {
+            log::warn!("tx {id}: the program's CB={cb} ignored (partial payment not accepted)");
+            outcome.amount = None;
+        }
+    }
+    outcome
+}
+
+/// The outcome concertd takes from a program that printed `stdout` and
+/// exited with status 0 (`exit_ok`) or otherwise, for `request`: what the
+/// reading thread makes of the same bytes (for the fuzz target and tests).
+pub fn outcome_of(id: u64, stdout: &[u8], exit_ok: bool, request: &Request) -> Outcome {
+    let mut s = Stdout::new(id);
+    s.feed(stdout);
+    let why = if exit_ok { "exit 0" } else { "exit status: 1" };
+    settle(id, s.finish(), exit_ok, why, request)
 }
 
 impl Backend for Exec {
@@ -220,7 +511,7 @@ impl Backend for Exec {
             // Its own group, so that a time-out kills it and its children.
             .process_group(0);
         let id = tx.id;
-        let (partial_ok, requested) = (r.partial_ok, r.amount);
+        let request = tx.request.clone();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -234,61 +525,34 @@ impl Backend for Exec {
                 return;
             }
         };
-        self.running = Some((id, child.id() as i32));
+        let killed = Arc::new(AtomicBool::new(false));
+        let pid = child.id() as i32;
+        self.running = Some((id, pid, Arc::clone(&killed)));
         let name = self.program.display().to_string();
-        if let Some(err) = child.stderr.take() {
-            let name = name.clone();
-            let _ = std::thread::Builder::new()
-                .name("exec-stderr".into())
-                .spawn(move || {
-                    for line in BufReader::new(err).lines().map_while(Result::ok) {
-                        log::info!("tx {id}: {name}: {}", pan::scrub(line.as_bytes()));
-                    }
-                });
-        }
-        let stdout = child.stdout.take();
+        let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
+        let late = done.clone();
         let spawned = std::thread::Builder::new()
             .name("exec".into())
             .spawn(move || {
-                let mut out = Output::default();
-                if let Some(s) = stdout {
-                    let mut reader = BufReader::new(s);
-                    let mut buf = Vec::new();
-                    loop {
-                        buf.clear();
-                        match (&mut reader)
-                            .take(MAX_LINE as u64)
-                            .read_until(b'\n', &mut buf)
-                        {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => out.line(
-                                id,
-                                String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']),
-                            ),
-                        }
-                    }
-                }
-                let (ok, why) = match child.wait() {
+                let (out, status) = watch(id, &name, child, out_pipe, err_pipe);
+                let (ok, why) = match status {
                     Ok(st) if st.success() => (true, "exit 0".to_string()),
                     Ok(st) => (false, st.to_string()),
                     Err(e) => (false, e.to_string()),
                 };
-                let mut outcome = out.outcome(id, ok, &why);
-                // A smaller amount only when the register accepts partial
-                // payment; never a larger one.
-                let cb = outcome
-                    .amount
-                    .as_deref()
-                    .and_then(|a| a.parse::<u64>().ok());
-                if let Some(cb) = cb {
-                    if !partial_ok || requested.is_some_and(|r| cb > r) {
-                        log::warn!(
-                            "tx {id}: the program's CB={cb} ignored (partial payment not accepted)"
-                        );
-                        outcome.amount = None;
-                    }
+                // Read after the reaping: a kill of ours, if any, is in the
+                // status by now.
+                if killed.load(Ordering::SeqCst) && !(ok && out.ae.is_some()) {
+                    log::info!(
+                        "tx {id}: the program ended ({why}) after transaction-timeout: \
+                         its output resolves nothing"
+                    );
+                    return;
                 }
-                let _ = done.send(Done {
+                let outcome = settle(id, out, ok, &why, &request);
+                // Answered AF07 at the timeout, yet it exited by itself with
+                // an outcome: the worker takes it as the resolution.
+                let _ = late.send(Done {
                     id,
                     outcome,
                     resolved: false,
@@ -296,13 +560,32 @@ impl Backend for Exec {
                 });
             });
         if let Err(e) = spawned {
-            log::error!("tx {id}: cannot start a thread for {name}: {e}");
+            log::error!(
+                "tx {id}: cannot start a thread for {}: {e}; killed",
+                self.program.display()
+            );
+            // Nobody would read or reap it. It ran for an instant: whether
+            // it started the payment, nobody knows.
+            // SAFETY: kill(2) on the process group we created, then
+            // waitpid(2) on our own child, which the kill ends.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            self.running = None;
+            let _ = done.send(Done {
+                id,
+                outcome: Outcome::declined(Af::NotEnded),
+                resolved: false,
+                note: None,
+            });
         }
     }
 
     fn abort(&mut self, id: u64) -> Outcome {
-        if let Some((rid, pgid)) = self.running.take() {
+        if let Some((rid, pgid, killed)) = self.running.take() {
             if rid == id {
+                killed.store(true, Ordering::SeqCst);
                 // SAFETY: kill(2) on the process group we created.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 log::warn!(
@@ -373,6 +656,64 @@ mod tests {
     fn full_card_numbers_are_masked() {
         let o = read(&["AE=10", "AA=4970101234560674"], true);
         assert_eq!(o.pan.as_deref(), Some("497010######0674"));
+    }
+
+    fn debit(extra: &str) -> Request {
+        let raw = format!("CZ0040320CA00201CB0042500CD0010CE003978{extra}");
+        crate::request::parse(raw.as_bytes(), &[978]).unwrap()
+    }
+
+    #[test]
+    fn an_empty_ticket_is_a_bad_value() {
+        let o = read(&["AE=10", "TICKET="], true);
+        assert_eq!((o.status, o.document), (Status::Approved, None));
+        assert_eq!(read(&["AE=10", "TICKET=="], true).document, None);
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        let mut f = |l: &[u8]| got.push(l.len());
+        lines.feed(&[b'a'; 5000], &mut f);
+        lines.feed(b"\nAE=10\r\nAC=1", &mut f);
+        lines.finish(&mut f);
+        assert_eq!(got, [MAX_LINE, 5000 - MAX_LINE, 6, 4]);
+    }
+
+    #[test]
+    fn crlf_lines_and_a_last_line_without_lf() {
+        let o = outcome_of(1, b"AE=10\r\nAC=123456", true, &debit(""));
+        assert_eq!(o.status, Status::Approved);
+        assert_eq!(o.auth.as_deref(), Some("123456"));
+    }
+
+    #[test]
+    fn standard_output_is_bounded() {
+        let mut out = "X=1\n".repeat(MAX_STDOUT / 4 - 1).into_bytes();
+        out.extend_from_slice(b"AE=10\n");
+        let mut s = Stdout::new(1);
+        s.feed(&out);
+        let o = s.finish();
+        // AE=10 straddles the limit: cut, so not taken.
+        assert_eq!(o.ae, None);
+        assert_eq!(o.problems.len(), MAX_PROBLEMS);
+        assert!(o.more_problems > 1000);
+        assert!(o.problems[0].contains("X: bad or unknown value"));
+    }
+
+    #[test]
+    fn partial_amounts_only_when_allowed() {
+        let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit(""));
+        assert_eq!(o.amount, None);
+        let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit("BF0011"));
+        assert_eq!(o.amount.as_deref(), Some("1000"));
+        let o = outcome_of(1, b"AE=10\nCB=3000\n", true, &debit("BF0011"));
+        assert_eq!(o.amount, None);
+        // Found by the backend_output fuzz target: the whole amount written
+        // otherwise was sent as another CB.
+        let o = outcome_of(1, b"AE=10\nCB=02500\n", true, &debit("BF0011"));
+        assert_eq!(o.amount, None);
     }
 
     #[test]

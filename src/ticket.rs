@@ -173,12 +173,18 @@ pub fn document(spec: &TicketSpec, f: &Facts) -> Vec<u8> {
 /// The ZT value: `CK` as asked, then `AK` with the base64 ticket. A document
 /// too long for AK is cut at a line end so that ZT stays within 999 bytes.
 pub fn zt(spec: &TicketSpec, f: &Facts) -> Vec<u8> {
-    zt_of(spec, document(spec, f))
+    // A ticket made here always has lines; were it ever empty, the answer
+    // drops the empty ZT (`answer::result`).
+    zt_of(spec, document(spec, f)).unwrap_or_default()
 }
 
 /// The ZT value for a ticket document made elsewhere (a payment
-/// application's own ticket).
-pub fn zt_of(spec: &TicketSpec, mut doc: Vec<u8>) -> Vec<u8> {
+/// application's own ticket); none for an empty document, which AK cannot
+/// carry (an element holds 1 to 999 bytes).
+pub fn zt_of(spec: &TicketSpec, mut doc: Vec<u8>) -> Option<Vec<u8>> {
+    if doc.is_empty() {
+        return None;
+    }
     let max = MAX_AK / 4 * 3;
     if doc.len() > max {
         let cut = doc[..max]
@@ -190,7 +196,7 @@ pub fn zt_of(spec: &TicketSpec, mut doc: Vec<u8>) -> Vec<u8> {
     let mut z = Frame::new();
     z.push(tags::CK, spec.ck.to_vec());
     z.push(tags::AK, base64::encode(&doc).into_bytes());
-    z.encode()
+    Some(z.encode())
 }
 
 /// The ticket text inside a ZT value, for the `concert` client and for
@@ -276,6 +282,14 @@ mod tests {
         let (_, doc) = decode_zt(&zt(&spec, &facts())).unwrap();
         assert!(doc.windows(2).any(|w| w == b"\xc9E"));
         assert!(!doc.windows(13).any(|w| w == b"TICKET COMMER"));
+    }
+
+    #[test]
+    fn an_empty_document_makes_no_zt() {
+        let spec = TicketSpec::from_ck(b"110").unwrap();
+        assert_eq!(zt_of(&spec, Vec::new()), None);
+        let z = zt_of(&spec, b"x".to_vec()).unwrap();
+        assert_eq!(decode_zt(&z), Some((Some(*b"110"), b"x".to_vec())));
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub fn is_printable(b: u8) -> bool {
     (0x20..=0x7e).contains(&b)
 }
 
+/// Whether the decoder accepts `v` as a value: 1 to 999 printable bytes.
+pub fn is_valid_value(v: &[u8]) -> bool {
+    (1..=MAX_VALUE).contains(&v.len()) && v.iter().copied().all(is_printable)
+}
+
 /// Reads one element at `bytes[0..]`; `base` is its offset in the message
 /// (for error reports only).
 pub fn step(bytes: &[u8], base: usize) -> Step {

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const QUEUE: usize = 256;
 /// At shutdown, how long to wait for the last answer's delivery report.
 const DELIVERY_WAIT: Duration = Duration::from_secs(15);
+/// Transactions ended unknown kept for a late outcome, beyond each
+/// register's last; past this the oldest is forgotten (its record stays).
+const MAX_UNRESOLVED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -337,6 +340,9 @@ pub struct Worker {
     /// Transactions whose answer was handed out and whose delivery is not
     /// reported yet.
     undelivered: HashMap<u64, Arc<Completed>>,
+    /// Transactions ended unknown in this run, by id: a late outcome
+    /// resolves them even once their register has moved on.
+    unresolved: HashMap<u64, Arc<Completed>>,
 }
 
 /// The senders' side: what connection and serial threads hold.
@@ -480,6 +486,7 @@ impl Worker {
             next_id: max_id.max((unix_now().max(0) as u64) * 1000),
             stopping: false,
             undelivered: HashMap::new(),
+            unresolved: HashMap::new(),
         };
         for r in completed {
             w.restore(r);
@@ -848,16 +855,23 @@ impl Worker {
     }
 
     /// A later outcome for a transaction closed as unknown: journaled, and
-    /// from then on what status and duplicata return. `not_done`: the
-    /// request never ran upstream; the register keeps its "not ended"
-    /// answer, the journal knows nothing was charged.
+    /// from then on what status and duplicata return (while it is its
+    /// register's last transaction). `not_done`: the request never ran
+    /// upstream; the register keeps its "not ended" answer, the journal
+    /// knows nothing was charged.
     fn resolve(&mut self, id: u64, mut outcome: Outcome, not_done: bool) {
         let Some(old) = self
-            .registers
-            .values()
-            .filter_map(|r| r.last.as_ref())
-            .find(|c| c.record.id == id && c.record.verdict == Some(Verdict::Unknown))
+            .unresolved
+            .get(&id)
             .cloned()
+            .or_else(|| {
+                self.registers
+                    .values()
+                    .filter_map(|r| r.last.as_ref())
+                    .find(|c| c.record.id == id)
+                    .cloned()
+            })
+            .filter(|c| c.record.verdict == Some(Verdict::Unknown))
         else {
             log::info!("tx {id}: resolved outcome no longer needed");
             return;
@@ -867,11 +881,8 @@ impl Worker {
             outcome = old.outcome.clone();
             (old.answer.clone(), Verdict::NotDone)
         } else {
-            if let (Some(spec), None) = (&req.ticket, &outcome.ticket) {
-                if let Some(doc) = outcome.document.take() {
-                    outcome.ticket = Some(ticket::zt_of(spec, doc));
-                }
-            }
+            let when = crate::clock::now().ticket();
+            with_ticket(&req, &mut outcome, &when, self.simulated());
             let answer = answer::result(&req.frame, &outcome).encode();
             (answer, verdict_of(&outcome))
         };
@@ -891,6 +902,20 @@ impl Worker {
             return;
         }
         log::info!("tx {id}: outcome resolved: {}", verdict.word());
+        self.unresolved.remove(&id);
+        let current = self
+            .registers
+            .get(&req.register)
+            .and_then(|r| r.last.as_ref())
+            .is_some_and(|c| c.record.id == id);
+        if !current {
+            // The status request describes the register's last transaction.
+            log::info!(
+                "tx {id}: register {:02} has had a transaction since; the resolution is in the journal",
+                req.register
+            );
+            return;
+        }
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
@@ -907,17 +932,18 @@ impl Worker {
 
     fn finish(&mut self, id: u64, mut outcome: Outcome) {
         let Some(run) = self.running.take_if(|r| r.id == id) else {
+            // Answered AF07 at transaction-timeout, the backend learnt the
+            // outcome after all (a payment program that exits by itself
+            // after it): a definite one resolves the transaction.
+            if verdict_of(&outcome) != Verdict::Unknown {
+                return self.resolve(id, outcome, false);
+            }
             log::debug!("tx {id}: late outcome ignored");
             return;
         };
         let req = run.request;
         let when = crate::clock::now().ticket();
-        if let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) {
-            outcome.ticket = Some(match outcome.document.take() {
-                Some(doc) => ticket::zt_of(spec, doc),
-                None => ticket::zt(spec, &facts(&req, &outcome, &when, false, self.simulated())),
-            });
-        }
+        with_ticket(&req, &mut outcome, &when, self.simulated());
         let answer = answer::result(&req.frame, &outcome).encode();
         let verdict = verdict_of(&outcome);
         let detail = match outcome.status {
@@ -954,6 +980,14 @@ impl Worker {
             age: Age::fresh(run.started),
             key: run.key,
         });
+        if verdict == Verdict::Unknown {
+            if self.unresolved.len() >= MAX_UNRESOLVED {
+                if let Some(&oldest) = self.unresolved.keys().min() {
+                    self.unresolved.remove(&oldest);
+                }
+            }
+            self.unresolved.insert(id, Arc::clone(&done));
+        }
         self.remember(Arc::clone(&done));
         match (journaled, run.reply) {
             (Err(e), reply) => {
@@ -1064,7 +1098,7 @@ impl Worker {
                 }
             }
         }
-        for c in self.retries.values() {
+        for c in self.retries.values().chain(self.unresolved.values()) {
             if !carry.iter().any(|r| r.id == c.record.id) {
                 carry.push(c.record.clone());
             }
@@ -1190,6 +1224,23 @@ impl Worker {
         );
         f
     }
+}
+
+/// Puts the ticket a payment's request asks for (CK) in its outcome: the
+/// backend's own document when it gave one, else one made from the outcome,
+/// dated `when`.
+pub fn with_ticket(req: &Request, outcome: &mut Outcome, when: &str, simulated: bool) {
+    let (true, Some(spec), None) = (req.op.is_payment(), &req.ticket, &outcome.ticket) else {
+        return;
+    };
+    let own = outcome
+        .document
+        .take()
+        .and_then(|doc| ticket::zt_of(spec, doc));
+    outcome.ticket = Some(match own {
+        Some(zt) => zt,
+        None => ticket::zt(spec, &facts(req, outcome, when, false, simulated)),
+    });
 }
 
 /// `2026-11-26T16:07:29.100Z` -> `26/11/2026 16:07:29` in local time.

@@ -469,3 +469,159 @@ fn relay_unknown_outcome_is_resumed_after_a_restart() {
     assert_eq!(next(&seen), STATUS, "the status is asked first");
     assert_eq!(next(&seen), debit("1000", ""));
 }
+
+/// Programs that misbehave in ways a real payment application can: by
+/// amount, as `PAY_SH`. `$GO` is a file the test creates to let 900 end.
+const ODD_SH: &str = r#"#!/bin/sh
+case "$CONCERT_AMOUNT" in
+# A background child that inherits stdout and stderr.
+801) sleep 10 & echo AE=10; echo AC=801801 ;;
+# The same child in a session of its own: the group kill misses it.
+802) setsid sleep 30 & echo AE=10; echo AC=802802 ;;
+# An empty ticket.
+803) echo AE=10; echo TICKET= ;;
+# Approves, then hangs until killed at transaction-timeout.
+804) echo AE=10; echo AC=804804; exec sleep 60 ;;
+# Leaves its process group (joins concertd's), so that the kill at
+# transaction-timeout misses it; approves once the test says so.
+900) GO="$(dirname "$0")/go" exec perl -e '
+       setpgrp(0, getpgrp(getppid())) or die "setpgrp: $!";
+       for (1 .. 600) { last if -e $ENV{GO}; select(undef, undef, undef, 0.05) }
+       print "AE=10\nAC=900900\n"' ;;
+*) echo AE=10 ;;
+esac
+"#;
+
+fn odd_daemon(extra: &str) -> (Daemon, std::path::PathBuf) {
+    let dir = temp_dir();
+    let script = dir.join("odd.sh");
+    std::fs::write(&script, ODD_SH).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&format!("terminal exec {}\n{extra}", script.display()));
+    (d, dir)
+}
+
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Children of `pid` that are zombies.
+fn zombies_of(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold blanks, so split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str()) {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until `ok` holds; whether it did.
+fn eventually(mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_outcome_is_taken_at_exit_despite_a_child_holding_stdout() {
+    // The children outlive the timeout: an answer at all means it came at
+    // the program's exit.
+    let (d, _dir) = odd_daemon("transaction-timeout 5s");
+    let pid = d.pid();
+    let (tasks, fds) = (format!("/proc/{pid}/task"), format!("/proc/{pid}/fd"));
+    // Baseline once a transaction has run (threads made on first use).
+    let a = exchange(d.addr, debit("1", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00210", debit("1", "")));
+    assert!(eventually(|| zombies_of(pid).is_empty()));
+    let (base_tasks, base_fds) = (count_dir(&tasks), count_dir(&fds));
+    for _ in 0..3 {
+        for amount in ["801", "802"] {
+            let a = exchange(d.addr, debit(amount, "").as_bytes());
+            assert_eq!(
+                text(&a),
+                format!("{}AE00210AC006{amount}{amount}", debit(amount, ""))
+            );
+        }
+    }
+    assert!(
+        eventually(|| count_dir(&tasks) <= base_tasks && count_dir(&fds) <= base_fds),
+        "threads {} (baseline {base_tasks}), fds {} (baseline {base_fds})",
+        count_dir(&tasks),
+        count_dir(&fds)
+    );
+    assert!(
+        eventually(|| zombies_of(pid).is_empty()),
+        "{:?}",
+        zombies_of(pid)
+    );
+    assert!(!d.log_text().contains("late outcome"), "{}", d.log_text());
+}
+
+#[test]
+fn exec_late_exit_after_the_timeout_resolves_the_outcome() {
+    let (d, dir) = odd_daemon("transaction-timeout 1s");
+    let status = "CZ0040320CJ012247300123456CA00201CD001T";
+    // Killed at the timeout after printing AE=10: nothing resolved.
+    let a = exchange(d.addr, debit("804", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("804", "")));
+    d.wait_log("(signal: 9 (SIGKILL)) after transaction-timeout: its output resolves nothing");
+    assert_eq!(
+        text(&exchange(d.addr, status.as_bytes())),
+        format!("{}AE00201AF00207", debit("804", ""))
+    );
+    // Escapes the kill, then exits by itself having approved.
+    let a = exchange(d.addr, debit("900", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("900", "")));
+    d.wait_log_n("killed at transaction-timeout", 2);
+    std::fs::write(dir.join("go"), "").unwrap();
+    d.wait_log("outcome resolved: approved");
+    assert_eq!(
+        text(&exchange(d.addr, status.as_bytes())),
+        format!("{}AE00210AC006900900", debit("900", ""))
+    );
+    assert!(
+        d.journal().contains(&format!(
+            " resolved approved {}AE00210AC006900900",
+            debit("900", "")
+        )),
+        "{}",
+        d.journal()
+    );
+    assert!(
+        !d.journal()
+            .contains(" resolved approved CZ0040320CJ012247300123456CA00201CB003804"),
+        "{}",
+        d.journal()
+    );
+}
+
+#[test]
+fn exec_empty_ticket_gives_a_valid_answer() {
+    let (d, _dir) = odd_daemon("");
+    let a = exchange(d.addr, debit("803", "CK003110").as_bytes());
+    // `elements` decodes the whole answer.
+    let els = elements(&a);
+    assert!(els.contains(&("AE".into(), "10".into())), "{}", text(&a));
+    if let Some(zt) = get(&a, "ZT") {
+        let (ck, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+        assert_eq!(ck, Some(*b"110"));
+        assert!(!doc.is_empty());
+    }
+    d.wait_log("TICKET: bad or unknown value ignored");
+}

@@ -68,6 +68,11 @@ fn seeds_serial_link() {
     replay("serial_link", properties::serial_link);
 }
 
+#[test]
+fn seeds_backend_output() {
+    replay("backend_output", properties::backend_output);
+}
+
 // Inputs that broke a fuzz property (found while writing the targets, by
 // reading the code, and confirmed on the target binaries; fixed in
 // 94669f4). Each test asserts what should happen.
@@ -176,4 +181,25 @@ fn serial_answer_waiting_is_not_dropped_by_a_second_request() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// An exec program printing `AE=10` and an empty `TICKET=` for a request
+/// with `CK003110` got an approved answer ending `ZT013CK003110AK000`, a
+/// zero-length element (debug builds panicked in `Frame::push`).
+#[test]
+fn backend_output_empty_ticket_gives_a_valid_answer() {
+    let req = concert::request::parse(
+        b"CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978CK003110",
+        &[978],
+    )
+    .unwrap();
+    let mut o = concert::exec::outcome_of(1, b"AE=10\nTICKET=\n", true, &req);
+    concert::worker::with_ticket(&req, &mut o, "01/12/2026 10:00:00", false);
+    let a = concert::answer::result(&req.frame, &o).encode();
+    let f = concert::tlv::Frame::decode(&a).unwrap();
+    let zt = f.get(concert::tlv::tags::ZT).unwrap();
+    let (ck, doc) = concert::ticket::decode_zt(zt).unwrap();
+    assert_eq!(ck, Some(*b"110"));
+    assert!(String::from_utf8_lossy(&doc).contains("TICKET COMMERCANT"));
+    properties::backend_output(b"x\x01AE=10\nTICKET=\n");
 }

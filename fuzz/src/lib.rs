@@ -546,3 +546,76 @@ fn check_written(writes: &[Vec<u8>], input: &[u8]) {
         }
     }
 }
+
+/// Requests a backend output is answered for, chosen by the input: tickets
+/// of every layout, partial payment allowed or not, and a print.
+const BACKEND_REQUESTS: [&[u8]; 8] = [
+    b"CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978CK003100",
+    b"CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978CK003110",
+    b"CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978BF0011CK003121",
+    b"CZ0040320CJ012247300123456CA00201CB0042500CD0011CE003978CK003111CF005ORD-1",
+    b"CZ0040320CJ012247300123456CA00201CB003123CD0010CE003978BF0011",
+    b"CZ0040320CJ012247300123456CA00201CB0042500CD0012CE003978CK003120CH003abc",
+    b"CZ0040320CJ012247300123456CA00201CD001PZT008TU9OIFRJ",
+    b"CZ0040320CA00201CB0011CD0010CE003978BF0011CK003101",
+];
+
+/// `backend_output`: what a backend hands the worker, turned into the
+/// answer the register gets as the worker turns it (`worker::with_ticket`,
+/// `answer::result`), never panics and gives an answer that decodes, whose
+/// ticket's CK and AK decode too, with no amount above the one asked and a
+/// different one only when the request allows partial payment; the same
+/// holds for the answer rebuilt from it (what a restart does).
+///
+/// The first byte says what kind of output follows; today only an exec
+/// program's standard output (any byte: keep `r` for relay answers, to
+/// come). For it, the second byte chooses the request (low 3 bits) and
+/// whether the program exited with status 0 (high bit clear); the rest is
+/// what it printed.
+pub fn backend_output(data: &[u8]) {
+    let Some((&_kind, rest)) = data.split_first() else {
+        return;
+    };
+    exec_output(rest);
+}
+
+fn exec_output(data: &[u8]) {
+    let Some((&ctl, stdout)) = data.split_first() else {
+        return;
+    };
+    let raw = BACKEND_REQUESTS[usize::from(ctl & 7)];
+    let req = request::parse(raw, &[978]).expect("a request of the table does not parse");
+    let exit_ok = ctl & 0x80 == 0;
+    let outcome = concert::exec::outcome_of(1, stdout, exit_ok, &req);
+    check_backend_answer(&req, outcome, data);
+}
+
+/// The answer for `outcome`, and the one rebuilt from it, are valid.
+fn check_backend_answer(req: &request::Request, mut outcome: answer::Outcome, input: &[u8]) {
+    concert::worker::with_ticket(req, &mut outcome, "01/12/2026 10:00:00", false);
+    let a = answer::result(&req.frame, &outcome);
+    assert_answer(&a, "answer", input);
+    if let Some(zt) = a.get(tags::ZT) {
+        if let Err((_, e)) = Frame::decode_any(zt) {
+            panic!(
+                "ZT {} does not decode ({e}); input {}",
+                show(zt),
+                show(input)
+            );
+        }
+    }
+    let asked = req.frame.get(tags::CB);
+    if let (Some(cb), Some(asked)) = (a.get(tags::CB), asked) {
+        let n = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u64>().ok();
+        assert!(
+            cb == asked || (req.partial_ok && n(cb) < n(asked) && n(cb).is_some()),
+            "answer CB {} for CB {} (partial {}); input {}",
+            show(cb),
+            show(asked),
+            req.partial_ok,
+            show(input)
+        );
+    }
+    let again = answer::result(&req.frame, &answer::Outcome::from_answer(&a, &req.frame));
+    assert_answer(&again, "answer rebuilt from the journal", input);
+}
