@@ -54,6 +54,47 @@ pub enum Note {
     NotDone,
 }
 
+/// The amount rule every backend's outcome passes before it becomes an
+/// answer: an approval reports the requested amount, or a smaller one only
+/// when the register allowed partial payment (`BF=1`). A backend that
+/// reports any other amount contradicts what the register asked for, so
+/// nobody knows what was charged: the outcome is unknown (`AF=07`) and the
+/// log says what the backend claimed. A refusal always echoes the
+/// request's amount.
+pub fn amount_rule(id: u64, who: &str, mut o: Outcome, req: &Request) -> Outcome {
+    let Some(cb) = o.amount.take() else {
+        return o;
+    };
+    if !o.is_approved() {
+        return o;
+    }
+    let reported = (!cb.is_empty() && cb.len() <= 12 && cb.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| cb.parse::<u64>().ok())
+        .flatten();
+    match (reported, req.amount) {
+        // The whole amount, written another way (`0100` for `100`).
+        (Some(r), Some(asked)) if r == asked => o,
+        (Some(r), Some(asked)) if r < asked && req.partial_ok => {
+            o.amount = Some(cb);
+            o
+        }
+        _ => {
+            log::error!(
+                "tx {id}: {who} approved CB={} for a request of CB={}{}: it contradicts the \
+                 request, so the outcome is unknown (AF07)",
+                crate::pan::scrub(cb.as_bytes()),
+                req.amount_text().unwrap_or("(none)"),
+                if req.partial_ok {
+                    ""
+                } else {
+                    " without partial payment (BF=1)"
+                }
+            );
+            Outcome::declined(crate::answer::Af::NotEnded)
+        }
+    }
+}
+
 pub trait Backend: Send {
     fn name(&self) -> &'static str;
 

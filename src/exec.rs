@@ -447,24 +447,8 @@ fn watch(
 /// The outcome from what was read and how the program ended, with the
 /// partial-payment rule applied.
 fn settle(id: u64, out: Output, exit_ok: bool, why: &str, request: &Request) -> Outcome {
-    let mut outcome = out.outcome(id, exit_ok, why);
-    // A smaller amount only when the register accepts partial payment;
-    // never a larger one.
-    let cb = outcome
-        .amount
-        .as_deref()
-        .and_then(|a| a.parse::<u64>().ok());
-    if let Some(cb) = cb {
-        if request.amount == Some(cb) {
-            // The whole amount (`CB=0100` for `CB=100`): the answer echoes
-            // the request's own CB.
-            outcome.amount = None;
-        } else if !request.partial_ok || request.amount.is_some_and(|r| cb > r) {
-            log::warn!("tx {id}: the program's CB={cb} ignored (partial payment not accepted)");
-            outcome.amount = None;
-        }
-    }
-    outcome
+    let outcome = out.outcome(id, exit_ok, why);
+    crate::backend::amount_rule(id, "the program", outcome, request)
 }
 
 /// The outcome concertd takes from a program that printed `stdout` and
@@ -704,12 +688,18 @@ mod tests {
 
     #[test]
     fn partial_amounts_only_when_allowed() {
+        // A smaller amount the register did not allow, or a larger one:
+        // what was charged contradicts the request, so nobody knows.
         let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit(""));
-        assert_eq!(o.amount, None);
+        assert_eq!(o.status, Status::Declined(Af::NotEnded));
         let o = outcome_of(1, b"AE=10\nCB=1000\n", true, &debit("BF0011"));
+        assert_eq!(o.status, Status::Approved);
         assert_eq!(o.amount.as_deref(), Some("1000"));
         let o = outcome_of(1, b"AE=10\nCB=3000\n", true, &debit("BF0011"));
-        assert_eq!(o.amount, None);
+        assert_eq!(o.status, Status::Declined(Af::NotEnded));
+        // A refusal's CB is the request's.
+        let o = outcome_of(1, b"AE=01\nAF=04\nCB=1000\n", true, &debit(""));
+        assert_eq!((o.status, o.amount), (Status::Declined(Af::Refused), None));
         // Found by the backend_output fuzz target: the whole amount written
         // otherwise was sent as another CB.
         let o = outcome_of(1, b"AE=10\nCB=02500\n", true, &debit("BF0011"));

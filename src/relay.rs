@@ -266,23 +266,25 @@ fn from_v2(req: &Request, r: &v2::V2Reply) -> Outcome {
 }
 
 /// The outcome an upstream answer reports, or why it is not usable.
-fn outcome_of(v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
-    if v2 {
+fn outcome_of(id: u64, v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
+    let o = if v2 {
         let r = v2::parse_reply(answer).map_err(|e| format!("bad V2 reply: {e}"))?;
-        return Ok(from_v2(req, &r));
-    }
-    let f = Frame::decode(answer).map_err(|(_, e)| format!("bad answer: {e}"))?;
-    if !f.has(tags::AE) {
-        return Err("answer without AE".into());
-    }
-    Ok(masked(Outcome::from_answer(&f, &req.frame)))
+        from_v2(req, &r)
+    } else {
+        let f = Frame::decode(answer).map_err(|(_, e)| format!("bad answer: {e}"))?;
+        if !f.has(tags::AE) {
+            return Err("answer without AE".into());
+        }
+        masked(Outcome::from_answer(&f, &req.frame))
+    };
+    Ok(crate::backend::amount_rule(id, "the upstream", o, req))
 }
 
 /// The outcome an upstream's answer (V2 reply or V3 frame) reports for
 /// `req`, or why it is not usable; for fuzzing the relay's reading of
 /// whatever an upstream sends.
 pub fn outcome_from_answer(v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
-    outcome_of(v2, req, answer)
+    outcome_of(0, v2, req, answer)
 }
 
 /// The status request about the register's last transaction upstream.
@@ -556,7 +558,7 @@ fn relay_one(
             log::warn!("tx {id}: upstream: {why}: declined");
             Outcome::declined(Af::Unknown)
         }
-        Sent::Answer(a) => match outcome_of(link.v2, req, &a) {
+        Sent::Answer(a) => match outcome_of(id, link.v2, req, &a) {
             Ok(o) => o,
             Err(why) => lost(id, link, req, &why, kept, pokes.clone(), done),
         },
@@ -733,6 +735,29 @@ mod tests {
                 .unwrap()
                 .is_approved()
         );
+    }
+
+    #[test]
+    fn an_upstream_approving_another_amount_gives_an_unknown_outcome() {
+        let af = |o: Outcome| o.status;
+        let unknown = crate::answer::Status::Declined(Af::NotEnded);
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
+        // More than asked, or less without BF=1: nobody knows what moved.
+        for a in [
+            &b"CZ0040320CA00201CB00599999CD0010CE003978AE00210"[..],
+            b"CZ0040320CA00201CB003500CD0010CE003978AE00210",
+        ] {
+            assert_eq!(af(outcome_from_answer(false, &r, a).unwrap()), unknown);
+        }
+        let partial = req("CZ0040320CA00201CB0041000CD0010CE003978BF0011");
+        let o = outcome_from_answer(
+            false,
+            &partial,
+            b"CZ0040320CA00201CB003500CD0010CE003978AE00210",
+        )
+        .unwrap();
+        assert!(o.is_approved());
+        assert_eq!(o.amount.as_deref(), Some("500"));
     }
 
     #[test]

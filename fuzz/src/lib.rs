@@ -567,16 +567,33 @@ const BACKEND_REQUESTS: [&[u8]; 8] = [
 /// different one only when the request allows partial payment; the same
 /// holds for the answer rebuilt from it (what a restart does).
 ///
-/// The first byte says what kind of output follows; today only an exec
-/// program's standard output (any byte: keep `r` for relay answers, to
-/// come). For it, the second byte chooses the request (low 3 bits) and
+/// The first byte says what kind of output follows: `r` a V3 upstream's
+/// answer to a relayed request, `v` a V2 upstream's reply, anything else an
+/// exec program's standard output. For a relay, the second byte chooses
+/// the request (low 3 bits) and the rest is the upstream's answer. For an
+/// exec program, the second byte chooses the request (low 3 bits) and
 /// whether the program exited with status 0 (high bit clear); the rest is
 /// what it printed.
 pub fn backend_output(data: &[u8]) {
-    let Some((&_kind, rest)) = data.split_first() else {
+    let Some((&kind, rest)) = data.split_first() else {
         return;
     };
-    exec_output(rest);
+    match kind {
+        b'r' | b'v' => relay_output(kind == b'v', rest),
+        _ => exec_output(rest),
+    }
+}
+
+fn relay_output(v2: bool, data: &[u8]) {
+    let Some((&ctl, answer)) = data.split_first() else {
+        return;
+    };
+    let raw = BACKEND_REQUESTS[usize::from(ctl & 7)];
+    let req = request::parse(raw, &[978]).expect("a request of the table does not parse");
+    // Not usable (the relay then reports an unknown outcome): nothing to check.
+    if let Ok(outcome) = concert::relay::outcome_from_answer(v2, &req, answer) {
+        check_backend_answer(&req, outcome, data);
+    }
 }
 
 fn exec_output(data: &[u8]) {
