@@ -19,7 +19,7 @@ use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const QUEUE: usize = 256;
 /// At shutdown, how long to wait for the last answer's delivery report.
 const DELIVERY_WAIT: Duration = Duration::from_secs(15);
+/// Ids are start seconds x 1000 plus a count: a journal id more than this
+/// past the start time's came from no clock (a corrupt or crafted line).
+const ID_SLACK: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -202,6 +205,8 @@ pub struct Worker {
     registers: HashMap<u8, Register>,
     retries: HashMap<RetryKey, Arc<Completed>>,
     next_id: u64,
+    /// Journal ids past `next_id` (beyond the sane bound): never given out.
+    taken: HashSet<u64>,
     stopping: bool,
     /// Transactions whose answer was handed out and whose delivery is not
     /// reported yet.
@@ -294,13 +299,38 @@ impl Worker {
         let (deliveries_tx, deliveries) = unbounded();
         let (control_tx, control) = unbounded();
         let (done_tx, done_rx) = unbounded();
-        let mut max_id = 0;
+        // Unique across restarts: past every sane id in the journal, and
+        // seconds since the epoch times 1000 plus a count. Checked
+        // arithmetic: a clock or a journal cannot make it wrap.
+        let floor = u64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000);
+        let bound = floor.saturating_add(ID_SLACK);
+        let mut records = contents.records;
+        let beyond: HashSet<u64> = records
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id > bound)
+            .collect();
+        if let Some(max) = beyond.iter().max() {
+            log::warn!(
+                "{}: {} transaction ids beyond {bound} (start time x 1000 + 10^9), up to {max}, \
+                 ignored when choosing new ids: corrupt or crafted lines",
+                journal.path().display(),
+                beyond.len()
+            );
+        }
+        let max_id = records
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id <= bound)
+            .max()
+            .unwrap_or(0);
+        // Restored oldest first, so that each register's last is the
+        // newest; ids beyond the bound say nothing of age: first.
+        records.sort_by_key(|r| (r.id <= bound, r.id));
         let mut completed = Vec::new();
-        for mut r in contents.records {
-            max_id = max_id.max(r.id);
+        for mut r in records {
             if r.answer.is_none() {
-                let partial = Frame::decode(&r.request).unwrap_or_else(|(p, _)| p);
-                let answer = answer::refusal(&partial, Some(Af::NotEnded)).encode();
+                let answer = recovery_answer(&r.request);
                 log::warn!(
                     "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
                     r.id,
@@ -341,9 +371,8 @@ impl Worker {
             running: None,
             registers: HashMap::new(),
             retries: HashMap::new(),
-            // Unique across restarts: past every id in the journal, and
-            // seconds since the epoch times 1000 plus a count.
-            next_id: max_id.max((unix_now().max(0) as u64) * 1000),
+            next_id: max_id.max(floor),
+            taken: beyond,
             stopping: false,
             undelivered: HashMap::new(),
         };
@@ -359,15 +388,21 @@ impl Worker {
 
     /// Puts a journaled transaction back in the per-register state.
     fn restore(&mut self, r: Record) {
-        let Some(request) = request::reparse(&r.request) else {
-            log::debug!("tx {}: journaled request not readable, skipped", r.id);
-            return;
+        let (request, frame) = match reread(&r) {
+            Ok(v) => v,
+            Err(why) => {
+                log::warn!(
+                    "{}: tx {} (begun {} from {} {}): {why}; skipped",
+                    self.journal.path().display(),
+                    r.id,
+                    r.begun_at,
+                    r.channel,
+                    r.peer
+                );
+                return;
+            }
         };
         let answer = r.answer.clone().unwrap_or_default();
-        let Ok(frame) = Frame::decode(&answer) else {
-            log::debug!("tx {}: journaled answer not readable, skipped", r.id);
-            return;
-        };
         let outcome = Outcome::from_answer(&frame, &request.frame);
         let began = journal::unix_time(&r.begun_at).unwrap_or(0);
         let c = Arc::new(Completed {
@@ -496,14 +531,35 @@ impl Worker {
             .then(|| Arc::clone(done))
     }
 
+    /// The next id: never one the journal holds, never a wrapped one.
+    fn new_id(&mut self) -> Option<u64> {
+        loop {
+            self.next_id = self.next_id.checked_add(1)?;
+            if !self.taken.contains(&self.next_id) {
+                return Some(self.next_id);
+            }
+        }
+    }
+
     fn start(&mut self, job: Job) {
-        self.next_id += 1;
-        let id = self.next_id;
         let req = job.request.clone();
+        let Some(id) = self.new_id() else {
+            log::error!(
+                "no transaction id left after {}: {} refused",
+                self.next_id,
+                req.op.name()
+            );
+            return send(
+                &job.reply,
+                answer::refusal(&req.frame, Some(Af::Unknown)),
+                None,
+            );
+        };
         let begun = Event::Begun {
             channel: job.origin.channel.to_string(),
             peer: job.origin.peer.clone(),
             register: req.register,
+            key: None,
             request: req.frame.encode(),
         };
         // On disk before the backend starts: a crash from here on leaves a
@@ -931,6 +987,30 @@ impl Worker {
             ),
         );
         f
+    }
+}
+
+/// The answer of a transaction begun and never ended, closed at start:
+/// AF07, echoing what can be read of its request.
+pub fn recovery_answer(request: &[u8]) -> Vec<u8> {
+    let partial = Frame::decode(request).unwrap_or_else(|(p, _)| p);
+    answer::refusal(&partial, Some(Af::NotEnded)).encode()
+}
+
+/// A journaled transaction read back with the checks a request gets now:
+/// its request, and its answer, which must decode and say AE 10 or 01.
+/// The error says what is wrong.
+pub fn reread(r: &Record) -> Result<(Request, Frame), String> {
+    let request =
+        request::reread(&r.request).map_err(|e| format!("journaled request not readable ({e})"))?;
+    let Some(answer) = &r.answer else {
+        return Err("no answer journaled".into());
+    };
+    let frame =
+        Frame::decode(answer).map_err(|(_, e)| format!("journaled answer not readable ({e})"))?;
+    match frame.get(AE) {
+        Some(b"10" | b"01") => Ok((request, frame)),
+        _ => Err("journaled answer not valid (no AE 10 or 01)".into()),
     }
 }
 
