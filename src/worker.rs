@@ -1080,3 +1080,48 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool) -> Facts {
         duplicata,
     }
 }
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    fn worker(records: Vec<Record>) -> Worker {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        contents.records = records;
+        let (w, _, _) = Worker::new(
+            Box::new(crate::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+            },
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        w
+    }
+
+    #[test]
+    fn new_ids_skip_journal_ids_and_never_wrap() {
+        let rec = |id| Record {
+            id,
+            begun_at: "2026-01-01T00:00:00.000Z".into(),
+            request: b"CZ0040320CA00201CB0041000CD0010CE003978".to_vec(),
+            answer: Some(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210".to_vec()),
+            ..Record::default()
+        };
+        let mut w = worker(vec![rec(u64::MAX - 1), rec(7)]);
+        // Past the sane bound: ignored when choosing, still never reused.
+        assert!(w.next_id < u64::MAX / 2, "{}", w.next_id);
+        assert_eq!(w.taken, HashSet::from([u64::MAX - 1]));
+        w.next_id = u64::MAX - 3;
+        assert_eq!(w.new_id(), Some(u64::MAX - 2));
+        assert_eq!(w.new_id(), Some(u64::MAX));
+        assert_eq!(w.new_id(), None);
+        assert_eq!(w.new_id(), None);
+    }
+}

@@ -68,6 +68,11 @@ fn seeds_serial_link() {
     replay("serial_link", properties::serial_link);
 }
 
+#[test]
+fn seeds_journal_read() {
+    replay("journal_read", properties::journal_read);
+}
+
 // Inputs that broke a fuzz property (found while writing the targets, by
 // reading the code, and confirmed on the target binaries; fixed in
 // 94669f4). Each test asserts what should happen.
