@@ -581,6 +581,34 @@ struct JRec {
     delivered: Option<bool>,
 }
 
+/// A frame field as the journal writes it: as is, or `%` and the bytes
+/// with `%XX` escapes.
+fn journal_frame(field: &str) -> String {
+    let Some(esc) = field.strip_prefix('%') else {
+        return field.to_string();
+    };
+    let b = esc.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    text(&out)
+}
+
 /// Reads the journal independently of concertd's own reader.
 fn read_journal(path: &Path) -> (BTreeMap<u64, JRec>, Vec<String>) {
     let mut recs: BTreeMap<u64, JRec> = BTreeMap::new();
@@ -589,7 +617,14 @@ fn read_journal(path: &Path) -> (BTreeMap<u64, JRec>, Vec<String>) {
     if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
         problems.push("journal does not end with a newline after a restart".into());
     }
-    for line in text(&bytes).lines() {
+    let mut lines = Vec::new();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match std::str::from_utf8(line) {
+            Ok(l) => lines.push(l),
+            Err(_) => problems.push(format!("line not UTF-8: {:?}", text(line))),
+        }
+    }
+    for line in lines {
         let mut it = line.splitn(4, ' ');
         let (_time, id, event, rest) = (it.next(), it.next(), it.next(), it.next());
         let Some(id) = id.and_then(|i| i.parse::<u64>().ok()) else {
@@ -599,12 +634,19 @@ fn read_journal(path: &Path) -> (BTreeMap<u64, JRec>, Vec<String>) {
         let rest = rest.unwrap_or("");
         match event {
             Some("begun") => {
-                let f: Vec<&str> = rest.splitn(4, ' ').collect();
+                let mut f: Vec<&str> = rest.splitn(4, ' ').collect();
+                // An optional `key=` field comes before the frame.
+                if f.len() == 4 && f[3].starts_with("key=") {
+                    match f[3].split_once(' ') {
+                        Some((_, frame)) => f[3] = frame,
+                        None => f.truncate(3),
+                    }
+                }
                 let r = recs.entry(id).or_default();
                 r.begun += 1;
                 if f.len() == 4 {
                     r.register = f[2].to_string();
-                    r.request = f[3].to_string();
+                    r.request = journal_frame(f[3]);
                 } else {
                     problems.push(format!("short begun line: {line:?}"));
                 }
@@ -614,6 +656,7 @@ fn read_journal(path: &Path) -> (BTreeMap<u64, JRec>, Vec<String>) {
                     problems.push(format!("short line: {line:?}"));
                     continue;
                 };
+                let answer = &journal_frame(answer);
                 let Some(r) = recs.get_mut(&id) else {
                     problems.push(format!("tx {id} {} without begun", event.unwrap()));
                     continue;

@@ -2,20 +2,36 @@
 //! transaction, so that no outcome is ever lost. Lines look like
 //!
 //! ```text
-//! 2026-11-26T16:07:28.800 1795709248001 begun tcp 127.0.0.1:41240 01 CZ0040320...
-//! 2026-11-26T16:07:29.100 1795709248001 ended approved CZ0040320...AE00210...
-//! 2026-11-26T16:07:29.101 1795709248001 delivered
-//! 2026-11-26T16:07:29.101 1795709248002 undelivered Broken pipe (os error 32)
+//! 2026-11-26T16:07:28.800Z 1795709248001 begun tcp 127.0.0.1:41240 01 CZ0040320...
+//! 2026-11-26T16:07:29.100Z 1795709248001 ended approved CZ0040320...AE00210...
+//! 2026-11-26T16:07:29.101Z 1795709248001 delivered
+//! 2026-11-26T16:07:29.101Z 1795709248002 undelivered Broken pipe (os error 32)
+//! 2026-11-26T16:07:30.200Z 1795709248003 begun serial /dev/by-id/usb-Ingenico%20A 01 key=k1 CZ...
 //! ```
 //!
-//! time, transaction id, event, then the event's fields; a frame is always
-//! the last field (it may hold spaces). Card numbers are masked before a
-//! line is written.
+//! time, transaction id, event, then the event's fields, separated by one
+//! space. A field escapes as `%XX` (two upper-case hex digits) every byte
+//! that could break the line: control bytes, `%`, bytes outside ASCII and,
+//! but in the last field, the space. Optional fields are written
+//! `name=value` after the fixed ones (`begun`'s `key`). A frame is always
+//! the last field: written as it is when it is printable ASCII starting
+//! with a tag letter (every frame concertd builds), else as `%` followed
+//! by the escaped bytes. Journals written before escaping existed (commit
+//! c29c8b5) read the same: their fields had no space, their frames began
+//! with `CZ`, and a `%` not followed by the escape of a byte the writer
+//! escapes is taken literally. Card numbers are masked before a line is
+//! written. Every line is ASCII.
+//!
+//! An append is all or nothing: a line that fails part-way is cut off
+//! before anything else is written, so a record never starts in the middle
+//! of a line.
 
 use crate::clock;
 use crate::pan;
+use crate::tlv::{self, Frame};
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +79,9 @@ pub enum Event {
         channel: String,
         peer: String,
         register: u8,
+        /// An opaque token the worker ties to the transaction (no space);
+        /// optional, lines without it read as `None`.
+        key: Option<String>,
         request: Vec<u8>,
     },
     Ended {
@@ -94,6 +113,22 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event as a line written now reads back: card numbers masked.
+    pub fn masked(&self) -> Event {
+        let mut ev = self.clone();
+        match &mut ev {
+            Event::Begun { request: f, .. }
+            | Event::Ended { answer: f, .. }
+            | Event::Resolved { answer: f, .. }
+            | Event::Recovered { answer: f }
+            | Event::UpstreamStatus { answer: f } => *f = masked(f),
+            Event::Delivered | Event::Undelivered { .. } | Event::Replayed { .. } => {}
+        }
+        ev
+    }
+}
+
 /// One transaction as read back from the journal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
@@ -102,10 +137,9 @@ pub struct Record {
     pub channel: String,
     pub peer: String,
     pub register: u8,
-    pub request: Vec<u8>,
-    /// The retry key's journaled part, for a transaction that may be
-    /// replayed (see the worker).
+    /// See [`Event::Begun`]; carried over on rotation.
     pub key: Option<String>,
+    pub request: Vec<u8>,
     pub ended_at: Option<String>,
     pub verdict: Option<Verdict>,
     pub answer: Option<Vec<u8>>,
@@ -119,12 +153,29 @@ pub struct Record {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Bytes up to the end of the last whole line: where a failed append
+    /// is cut back to.
     size: u64,
+    /// A failed append could not be cut off: the file may end in a partial
+    /// line, and nothing is appended until the cut succeeds.
+    dirty: bool,
     max_size: u64,
     keep: u32,
     /// Test hook: records refused as if the disk failed (`begun`, `ended`),
     /// to show what happens then.
     faults: String,
+    #[cfg(test)]
+    injected: Injected,
+}
+
+/// Unit-test faults at the places a real disk fails.
+#[cfg(test)]
+#[derive(Default)]
+struct Injected {
+    /// The next append writes this many bytes, then fails.
+    short_write: Option<usize>,
+    /// This many cuts fail.
+    cut_failures: u32,
 }
 
 /// What `open` found.
@@ -132,7 +183,8 @@ pub struct Journal {
 pub struct Contents {
     /// Transactions in id order, from the oldest kept generation on.
     pub records: Vec<Record>,
-    /// Lines that could not be read (reported, skipped).
+    /// Lines that could not be read (reported, skipped), those that are
+    /// not UTF-8 included.
     pub bad_lines: usize,
     /// A torn last line, cut off at start-up.
     pub torn: Option<String>,
@@ -174,56 +226,269 @@ pub fn unix_time(stamp: &str) -> Option<i64> {
     Some(days * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?)
 }
 
-fn masked(frame: &[u8]) -> String {
-    pan::scrub(frame)
+fn mask_once(raw: &[u8]) -> Vec<u8> {
+    match Frame::decode(raw) {
+        // Element by element, so that a digit run never straddles a
+        // length field.
+        Ok(f) => {
+            let mut out = Frame::new();
+            for e in f.elements() {
+                let mut v = e.value.clone();
+                pan::mask_in_place(&mut v);
+                out.push(e.tag, v);
+            }
+            out.encode()
+        }
+        Err(_) => {
+            let mut v = raw.to_vec();
+            pan::mask_in_place(&mut v);
+            v
+        }
+    }
+}
+
+/// A frame with its card numbers masked. Masking again changes nothing
+/// (masking can only shorten digit runs, so this ends), which is what lets
+/// a line read back be written again as the same line.
+fn masked(frame: &[u8]) -> Vec<u8> {
+    let mut cur = frame.to_vec();
+    loop {
+        let next = mask_once(&cur);
+        if next == cur {
+            return cur;
+        }
+        cur = next;
+    }
+}
+
+/// Bytes a field never holds as they are. `space`: the field is not the
+/// last, so a space would end it.
+fn escaped(b: u8, space: bool) -> bool {
+    b < 0x20 || b == b'%' || b >= 0x7f || (space && b == b' ')
+}
+
+fn escape_into(out: &mut String, bytes: &[u8], space: bool) {
+    for &b in bytes {
+        if escaped(b, space) {
+            let _ = write!(out, "%{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The bytes of an escaped field. Only the escape of a byte the writer
+/// escapes is one: any other `%` is that character, as c29c8b5 wrote it
+/// (an IPv6 peer's `%scope`).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                let v = h << 4 | l;
+                if escaped(v, true) {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A text field read back; `None` when its bytes are not UTF-8.
+fn text(s: &str) -> Option<String> {
+    String::from_utf8(unescape(s)).ok()
+}
+
+/// A frame as the last field of a line.
+fn frame_into(out: &mut String, frame: &[u8]) {
+    let plain = frame.first().is_none_or(u8::is_ascii_uppercase)
+        && frame.iter().all(|&b| tlv::is_printable(b));
+    if plain {
+        // Printable ASCII: one char per byte.
+        out.extend(frame.iter().map(|&b| char::from(b)));
+    } else {
+        out.push('%');
+        escape_into(out, frame, false);
+    }
+}
+
+fn frame_of(s: &str) -> Vec<u8> {
+    match s.strip_prefix('%') {
+        Some(e) => unescape(e),
+        None => s.as_bytes().to_vec(),
+    }
+}
+
+/// A line being written.
+struct LineOut(String);
+
+impl LineOut {
+    fn new(time: &str, id: u64, event: &str) -> LineOut {
+        let mut s = String::new();
+        escape_into(&mut s, time.as_bytes(), true);
+        let _ = write!(s, " {id} {event}");
+        LineOut(s)
+    }
+
+    fn word(&mut self, w: &str) {
+        self.0.push(' ');
+        escape_into(&mut self.0, w.as_bytes(), true);
+    }
+
+    fn named(&mut self, name: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            let _ = write!(self.0, " {name}=");
+            escape_into(&mut self.0, v.as_bytes(), true);
+        }
+    }
+
+    /// Text as the last field: spaces stay as they are.
+    fn last_text(&mut self, t: &str) {
+        self.0.push(' ');
+        escape_into(&mut self.0, t.as_bytes(), false);
+    }
+
+    fn last_frame(&mut self, f: &[u8]) {
+        self.0.push(' ');
+        frame_into(&mut self.0, &masked(f));
+    }
+}
+
+/// A line being read: its fields one by one.
+struct LineIn<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> LineIn<'a> {
+    /// The next field as written; `None` past the end of the line.
+    fn word(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        Some(match r.split_once(' ') {
+            Some((w, more)) => {
+                self.rest = Some(more);
+                w
+            }
+            None => {
+                self.rest = None;
+                r
+            }
+        })
+    }
+
+    /// An optional `name=value` field: taken when the next field is one.
+    /// `None` for a value that is not UTF-8.
+    fn named(&mut self, name: &str) -> Option<Option<String>> {
+        let value = self
+            .rest
+            .and_then(|r| r.strip_prefix(name))
+            .and_then(|r| r.strip_prefix('='));
+        if value.is_none() {
+            return Some(None);
+        }
+        self.word()
+            .and_then(|w| w.split_once('='))
+            .and_then(|(_, v)| text(v))
+            .map(Some)
+    }
+
+    /// Everything after the fields read: the last field.
+    fn last(&mut self) -> Option<&'a str> {
+        self.rest.take()
+    }
 }
 
 /// The text of one line, without its newline.
 pub fn format_line(time: &str, id: u64, ev: &Event) -> String {
-    let body = match ev {
+    let mut l;
+    match ev {
         Event::Begun {
             channel,
             peer,
             register,
+            key,
             request,
-        } => format!("begun {channel} {peer} {register:02} {}", masked(request)),
-        Event::Ended { verdict, answer } => format!("ended {} {}", verdict.word(), masked(answer)),
-        Event::Recovered { answer } => format!("ended unknown-recovered {}", masked(answer)),
-        Event::Resolved { verdict, answer } => {
-            format!("resolved {} {}", verdict.word(), masked(answer))
+        } => {
+            l = LineOut::new(time, id, "begun");
+            l.word(channel);
+            l.word(peer);
+            l.word(&format!("{register:02}"));
+            l.named("key", key.as_deref());
+            l.last_frame(request);
         }
-        Event::Delivered => "delivered".to_string(),
-        Event::Undelivered { reason } => format!("undelivered {}", reason.replace('\n', " ")),
-        Event::Replayed { peer } => format!("replayed {peer}"),
-        Event::UpstreamStatus { answer } => format!("upstream-status {}", masked(answer)),
-    };
-    format!("{time} {id} {body}")
+        Event::Ended { verdict, answer } => {
+            l = LineOut::new(time, id, "ended");
+            l.word(verdict.word());
+            l.last_frame(answer);
+        }
+        Event::Recovered { answer } => {
+            l = LineOut::new(time, id, "ended");
+            l.word("unknown-recovered");
+            l.last_frame(answer);
+        }
+        Event::Resolved { verdict, answer } => {
+            l = LineOut::new(time, id, "resolved");
+            l.word(verdict.word());
+            l.last_frame(answer);
+        }
+        Event::Delivered => l = LineOut::new(time, id, "delivered"),
+        Event::Undelivered { reason } => {
+            l = LineOut::new(time, id, "undelivered");
+            l.last_text(reason);
+        }
+        Event::Replayed { peer } => {
+            l = LineOut::new(time, id, "replayed");
+            l.last_text(peer);
+        }
+        Event::UpstreamStatus { answer } => {
+            l = LineOut::new(time, id, "upstream-status");
+            l.last_frame(answer);
+        }
+    }
+    l.0
 }
 
 /// Reads one line back; `None` if it is not a journal line.
 pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
-    let mut it = line.splitn(4, ' ');
-    let time = it.next()?.to_string();
-    let id: u64 = it.next()?.parse().ok()?;
-    let event = it.next()?;
-    let rest = it.next().unwrap_or("");
-    let ev = match event {
+    let mut l = LineIn { rest: Some(line) };
+    let time = text(l.word()?)?;
+    let id: u64 = l.word()?.parse().ok()?;
+    let ev = match l.word()? {
         "begun" => {
-            let mut f = rest.splitn(4, ' ');
-            let channel = f.next()?.to_string();
-            let peer = f.next()?.to_string();
-            let register = f.next()?.parse().ok()?;
-            let request = f.next()?.as_bytes().to_vec();
+            let channel = text(l.word()?)?;
+            let peer = text(l.word()?)?;
+            let register = l.word()?.parse().ok()?;
+            let key = l.named("key")?;
+            let request = frame_of(l.last()?);
             Event::Begun {
                 channel,
                 peer,
                 register,
+                key,
                 request,
             }
         }
         "ended" => {
-            let (v, answer) = rest.split_once(' ')?;
-            let answer = answer.as_bytes().to_vec();
+            let v = l.word()?;
+            let answer = frame_of(l.last()?);
             if v == "unknown-recovered" {
                 Event::Recovered { answer }
             } else {
@@ -234,21 +499,21 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
             }
         }
         "resolved" => {
-            let (v, answer) = rest.split_once(' ')?;
+            let verdict = Verdict::parse(l.word()?)?;
             Event::Resolved {
-                verdict: Verdict::parse(v)?,
-                answer: answer.as_bytes().to_vec(),
+                verdict,
+                answer: frame_of(l.last()?),
             }
         }
         "delivered" => Event::Delivered,
         "undelivered" => Event::Undelivered {
-            reason: rest.to_string(),
+            reason: text(l.last().unwrap_or(""))?,
         },
         "replayed" => Event::Replayed {
-            peer: rest.to_string(),
+            peer: text(l.last().unwrap_or(""))?,
         },
         "upstream-status" => Event::UpstreamStatus {
-            answer: rest.as_bytes().to_vec(),
+            answer: frame_of(l.last()?),
         },
         _ => return None,
     };
@@ -266,6 +531,7 @@ fn apply(
         channel,
         peer,
         register,
+        key,
         request,
     } = ev
     {
@@ -280,6 +546,7 @@ fn apply(
             channel,
             peer,
             register,
+            key,
             request,
             ..Record::default()
         });
@@ -336,12 +603,13 @@ fn read_file(path: &Path, cut_torn: bool, out: &mut Contents) -> io::Result<()> 
         .enumerate()
         .map(|(i, r)| (r.id, i))
         .collect();
-    for line in BufReader::new(&bytes[..whole]).lines() {
-        let line = line.unwrap_or_default();
+    for line in bytes[..whole].split(|&b| b == b'\n') {
+        // As `BufRead::lines` did before: a CR before the newline goes.
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             continue;
         }
-        match parse_line(&line) {
+        match std::str::from_utf8(line).ok().and_then(parse_line) {
             Some((time, id, ev)) => apply(&mut out.records, &mut index, time, id, ev),
             None => out.bad_lines += 1,
         }
@@ -370,6 +638,9 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 size,
+                dirty: false,
+                #[cfg(test)]
+                injected: Injected::default(),
                 max_size,
                 keep,
                 faults: std::env::var(FAULT_ENV).unwrap_or_default(),
@@ -382,7 +653,10 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one event and waits until it is on disk.
+    /// Appends one event and waits until it is on disk. All or nothing:
+    /// when the append fails (short write, full disk, `EFBIG` past a file
+    /// size limit, failed `fdatasync`), what it wrote is cut off before the
+    /// error is returned, so that the next record starts a line.
     pub fn record(&mut self, id: u64, ev: &Event) -> io::Result<()> {
         let name = match ev {
             Event::Begun { .. } => "begun",
@@ -394,12 +668,68 @@ impl Journal {
                 "{name} record refused by {FAULT_ENV}"
             )));
         }
+        if self.dirty {
+            // Appending after a partial line would glue this record to it.
+            self.cut().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{name} record refused: the journal still ends in a partial line \
+                         that cannot be cut off ({e})"
+                    ),
+                )
+            })?;
+            self.dirty = false;
+            log::warn!(
+                "{}: partial line of a failed append cut off at last",
+                self.path.display()
+            );
+        }
         let mut line = format_line(&stamp(), id, ev);
         line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.file.sync_data()?;
+        if let Err(e) = self.append(line.as_bytes()) {
+            return Err(match self.cut() {
+                Ok(()) => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} (the {name} record is not written: cut back to the last whole line)"
+                    ),
+                ),
+                Err(c) => {
+                    self.dirty = true;
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e}; cutting the {name} record back to the last whole line failed \
+                             too ({c}): no record is appended until that cut succeeds"
+                        ),
+                    )
+                }
+            });
+        }
         self.size += line.len() as u64;
         Ok(())
+    }
+
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.injected.short_write.take() {
+            self.file.write_all(&line[..n.min(line.len())])?;
+            return Err(io::Error::other("injected short write"));
+        }
+        self.file.write_all(line)?;
+        self.file.sync_data()
+    }
+
+    /// Cuts the file back to its last whole line, durably.
+    fn cut(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.injected.cut_failures > 0 {
+            self.injected.cut_failures -= 1;
+            return Err(io::Error::other("injected cut failure"));
+        }
+        self.file.set_len(self.size)?;
+        self.file.sync_data()
     }
 
     pub fn needs_rotation(&self) -> bool {
@@ -450,6 +780,8 @@ impl Journal {
         }
         self.file = open_append(&self.path)?;
         self.size = self.file.seek(SeekFrom::End(0))?;
+        // The new file holds whole lines only.
+        self.dirty = false;
         Ok(())
     }
 }
@@ -463,6 +795,7 @@ fn carry_lines(r: &Record) -> String {
             channel: r.channel.clone(),
             peer: r.peer.clone(),
             register: r.register,
+            key: r.key.clone(),
             request: r.request.clone(),
         },
     );
@@ -510,6 +843,7 @@ fn carry_lines(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn dir() -> PathBuf {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -528,8 +862,18 @@ mod tests {
             channel: "tcp".into(),
             peer: "127.0.0.1:1".into(),
             register: reg,
+            key: None,
             request: b"CZ0040320CA00201CB0041234CD0010CE003978CF003a b".to_vec(),
         }
+    }
+
+    const T: &str = "2026-11-26T16:00:00.000Z";
+
+    fn round_trip(ev: &Event) -> String {
+        let l = format_line(T, 42, ev);
+        assert_eq!(parse_line(&l), Some((T.into(), 42, ev.clone())), "{l}");
+        assert!(l.is_ascii() && !l.contains('\n'), "{l:?}");
+        l
     }
 
     #[test]
@@ -562,16 +906,338 @@ mod tests {
                 answer: b"CZ0040320CA00201AE00201AF00207".to_vec(),
             },
         ] {
-            let l = format_line("2026-11-26T16:00:00.000", 42, &ev);
-            assert_eq!(
-                parse_line(&l),
-                Some(("2026-11-26T16:00:00.000".into(), 42, ev)),
-                "{l}"
-            );
+            round_trip(&ev);
         }
         assert_eq!(parse_line("garbage"), None);
         assert_eq!(unix_time("2026-11-26T15:58:32.123Z"), Some(1_795_708_712));
         assert_eq!(unix_time(&stamp()), Some(clock::unix_now().0));
+    }
+
+    #[test]
+    fn fields_with_spaces_newlines_and_odd_bytes_round_trip() {
+        let l = round_trip(&Event::Begun {
+            channel: "serial".into(),
+            peer: "/dev/serial/by-id/usb-Ingenico A".into(),
+            register: 1,
+            key: None,
+            request: b"CZ0040320CA00201CB0041000CD0010CE003978".to_vec(),
+        });
+        assert!(
+            l.ends_with(" begun serial /dev/serial/by-id/usb-Ingenico%20A 01 CZ0040320CA00201CB0041000CD0010CE003978"),
+            "{l}"
+        );
+        round_trip(&Event::Begun {
+            channel: "a b%\n".into(),
+            peer: "é\t\u{7f}".into(),
+            register: 255,
+            key: Some("k 1%".into()),
+            request: b"CZ0040320CF004a\nb\xff".to_vec(),
+        });
+        // The key is optional, and can be empty, as can every field.
+        let l = round_trip(&Event::Begun {
+            channel: String::new(),
+            peer: String::new(),
+            register: 0,
+            key: Some("tok-1".into()),
+            request: Vec::new(),
+        });
+        assert!(l.ends_with(" begun   00 key=tok-1 "), "{l:?}");
+        round_trip(&Event::Undelivered {
+            reason: "line one\nline two 100%".into(),
+        });
+        let l = round_trip(&Event::Replayed {
+            peer: "serial /dev/serial/by-id/usb-Ingenico A".into(),
+        });
+        assert!(l.ends_with(" replayed serial /dev/serial/by-id/usb-Ingenico A"));
+        // A frame: not UTF-8, a newline, a leading `%` or a non-tag start.
+        for f in [
+            &b"CZ0040320ZT004\xc3\x28\n\r"[..],
+            b"%41",
+            b"key=x CZ0040320",
+            b" CZ",
+            b"cz0040320",
+            b"\x00",
+        ] {
+            let l = round_trip(&Event::Ended {
+                verdict: Verdict::Declined,
+                answer: f.to_vec(),
+            });
+            assert!(l.contains(" ended declined %"), "{l}");
+        }
+        assert_eq!(
+            format_line(T, 1, &Event::Delivered),
+            format!("{T} 1 delivered")
+        );
+        // The time stamp is a field too.
+        let l = format_line("a b", 7, &Event::Delivered);
+        assert_eq!(parse_line(&l), Some(("a b".into(), 7, Event::Delivered)));
+    }
+
+    #[test]
+    fn lines_written_before_escaping_read_as_before() {
+        // As c29c8b5 wrote them: nothing escaped, spaces in last fields.
+        let old = [
+            (
+                "2026-11-26T16:07:28.800Z 1795709248001 begun tcp 127.0.0.1:41240 01 CZ0040320CA00201CB003100CD0010CE003978CF005a b%c",
+                Event::Begun {
+                    channel: "tcp".into(),
+                    peer: "127.0.0.1:41240".into(),
+                    register: 1,
+                    key: None,
+                    request: b"CZ0040320CA00201CB003100CD0010CE003978CF005a b%c".to_vec(),
+                },
+            ),
+            (
+                "t 5 begun tcp [fe80::1%2]:80 07 CZ0040320",
+                Event::Begun {
+                    channel: "tcp".into(),
+                    peer: "[fe80::1%2]:80".into(),
+                    register: 7,
+                    key: None,
+                    request: b"CZ0040320".to_vec(),
+                },
+            ),
+            (
+                "t 5 ended unknown-recovered CZ0040320AE00201AF00207",
+                Event::Recovered {
+                    answer: b"CZ0040320AE00201AF00207".to_vec(),
+                },
+            ),
+            (
+                "t 5 undelivered Broken pipe (os error 32)",
+                Event::Undelivered {
+                    reason: "Broken pipe (os error 32)".into(),
+                },
+            ),
+            (
+                "t 5 undelivered 100%ok",
+                Event::Undelivered {
+                    reason: "100%ok".into(),
+                },
+            ),
+            (
+                "t 5 replayed tcp 127.0.0.1:9",
+                Event::Replayed {
+                    peer: "tcp 127.0.0.1:9".into(),
+                },
+            ),
+            ("t 5 delivered", Event::Delivered),
+        ];
+        for (line, ev) in old {
+            assert_eq!(parse_line(line).map(|(_, _, e)| e), Some(ev), "{line}");
+        }
+        for bad in [
+            "t 5 begun tcp 127.0.0.1:1 01",
+            "t 5 begun tcp 127.0.0.1:1 x1 CZ",
+            "t 5 ended approved",
+            "t 5 ended maybe CZ",
+            "t x delivered",
+            "t 5 begun tcp %FF 01 CZ",
+            "t 5 begun tcp p 01 key=%C3",
+        ] {
+            assert_eq!(parse_line(bad), None, "{bad}");
+        }
+    }
+
+    fn odd_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(' '),
+                Just('%'),
+                Just('\n'),
+                Just('='),
+                Just('é'),
+                proptest::char::range('0', 'F'),
+                any::<char>(),
+            ],
+            0..12,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn odd_frame() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            // Frames as concertd writes them, with digit runs that may be
+            // card numbers.
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b'C'),
+                    Just(b' '),
+                    Just(b'%'),
+                    b'0'..=b'9',
+                    0x20u8..0x7f
+                ],
+                0..60
+            )
+            .prop_map(|v| [b"CZ0040320CF".to_vec(), v].concat()),
+        ]
+    }
+
+    fn any_verdict() -> impl Strategy<Value = Verdict> {
+        prop_oneof![
+            Just(Verdict::Approved),
+            Just(Verdict::Declined),
+            Just(Verdict::Unknown)
+        ]
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (
+                odd_text(),
+                odd_text(),
+                any::<u8>(),
+                proptest::option::of(odd_text()),
+                odd_frame()
+            )
+                .prop_map(|(channel, peer, register, key, request)| Event::Begun {
+                    channel,
+                    peer,
+                    register,
+                    key,
+                    request
+                }),
+            (any_verdict(), odd_frame())
+                .prop_map(|(verdict, answer)| Event::Ended { verdict, answer }),
+            (any_verdict(), odd_frame())
+                .prop_map(|(verdict, answer)| Event::Resolved { verdict, answer }),
+            odd_frame().prop_map(|answer| Event::Recovered { answer }),
+            Just(Event::Delivered),
+            odd_text().prop_map(|reason| Event::Undelivered { reason }),
+            odd_text().prop_map(|peer| Event::Replayed { peer }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_event_reads_back_as_written(
+            ev in any_event(), time in odd_text(), id in any::<u64>()
+        ) {
+            let l = format_line(&time, id, &ev);
+            prop_assert!(l.is_ascii() && !l.contains('\n'), "{:?}", l);
+            let want = ev.masked();
+            prop_assert_eq!(parse_line(&l), Some((time.clone(), id, want.clone())), "{}", l);
+            // Written again, the same line.
+            prop_assert_eq!(format_line(&time, id, &want), l);
+        }
+
+        #[test]
+        fn any_line_parses_without_panic(line in odd_text()) {
+            if let Some((time, id, ev)) = parse_line(&line) {
+                let again = format_line(&time, id, &ev);
+                prop_assert_eq!(parse_line(&again), Some((time, id, ev.masked())));
+            }
+        }
+    }
+
+    #[test]
+    fn lines_not_utf8_count_as_unreadable() {
+        let d = dir();
+        let p = d.join("journal");
+        let mut bytes = format_line(T, 1, &begun(1)).into_bytes();
+        bytes.extend_from_slice(
+            b"\n2026-11-26T16:00:00.000Z 1 ended approved CZ0040320AE002\xff\xfe\n",
+        );
+        bytes.extend_from_slice(b"\xc3\x28 2 delivered\r\n\n");
+        fs::write(&p, bytes).unwrap();
+        let (_, c) = Journal::open(&p, 1 << 20, 0).unwrap();
+        assert_eq!(c.bad_lines, 2);
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].answer, None);
+    }
+
+    fn ended() -> Event {
+        Event::Ended {
+            verdict: Verdict::Approved,
+            answer: b"CZ0040320AE00210".to_vec(),
+        }
+    }
+
+    /// Every line of the file parses, and the file ends with a newline.
+    fn whole_lines(p: &Path) -> Vec<(u64, Event)> {
+        let text = fs::read_to_string(p).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+        text.lines()
+            .map(|l| parse_line(l).unwrap_or_else(|| panic!("glued or partial: {l:?}\n{text}")))
+            .map(|(_, id, ev)| (id, ev))
+            .collect()
+    }
+
+    #[test]
+    fn failed_append_is_cut_back_to_the_last_whole_line() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 1 << 20, 0).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        let size = fs::metadata(&p).unwrap().len();
+        j.injected.short_write = Some(10);
+        let e = j.record(1, &ended()).unwrap_err();
+        assert!(
+            e.to_string().contains("cut back to the last whole line"),
+            "{e}"
+        );
+        assert_eq!(fs::metadata(&p).unwrap().len(), size);
+        j.record(2, &begun(2)).unwrap();
+        assert_eq!(whole_lines(&p), vec![(1, begun(1)), (2, begun(2))]);
+    }
+
+    #[test]
+    fn no_append_after_a_partial_line_that_cannot_be_cut() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 1 << 20, 0).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        j.injected.short_write = Some(7);
+        j.injected.cut_failures = 2;
+        let e = j.record(1, &ended()).unwrap_err();
+        assert!(e.to_string().contains("no record is appended"), "{e}");
+        // The partial line is still there: appends are refused while the
+        // cut fails.
+        let e = j.record(2, &begun(2)).unwrap_err();
+        assert!(e.to_string().contains("partial line"), "{e}");
+        assert!(!fs::read(&p).unwrap().ends_with(b"\n"));
+        // Once the cut succeeds, records go on from a whole line.
+        j.record(3, &begun(3)).unwrap();
+        assert_eq!(whole_lines(&p), vec![(1, begun(1)), (3, begun(3))]);
+    }
+
+    #[test]
+    fn key_and_odd_peer_survive_reopening_and_rotation() {
+        let d = dir();
+        let p = d.join("journal");
+        let ev = Event::Begun {
+            channel: "serial".into(),
+            peer: "/dev/serial/by-id/usb-Ingenico A".into(),
+            register: 3,
+            key: Some("k-42".into()),
+            request: b"CZ0040320CA00203CB0041000CD0010CE003978".to_vec(),
+        };
+        {
+            let (mut j, _) = Journal::open(&p, 1 << 20, 1).unwrap();
+            j.record(9, &ev).unwrap();
+            j.record(9, &ended()).unwrap();
+            j.record(
+                9,
+                &Event::Undelivered {
+                    reason: "gone\naway".into(),
+                },
+            )
+            .unwrap();
+        }
+        let (mut j, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        assert_eq!(c.bad_lines, 0);
+        let r = &c.records[0];
+        assert_eq!(r.peer, "/dev/serial/by-id/usb-Ingenico A");
+        assert_eq!(r.key.as_deref(), Some("k-42"));
+        assert_eq!(r.delivered, Some(false));
+        j.rotate(&c.records).unwrap();
+        drop(j);
+        fs::remove_file(generation(&p, 1)).unwrap();
+        let (_, c2) = Journal::open(&p, 1 << 20, 1).unwrap();
+        assert_eq!(c2.records.len(), 1);
+        assert_eq!(c2.records[0].key.as_deref(), Some("k-42"));
+        assert_eq!(c2.records[0].peer, r.peer);
     }
 
     #[test]

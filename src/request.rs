@@ -132,8 +132,17 @@ fn all_digits(v: &[u8]) -> bool {
     v.iter().all(u8::is_ascii_digit)
 }
 
-fn number(v: &[u8]) -> u64 {
-    v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+/// A value of digits as a number; `None` for anything else or past
+/// `u64`. Also used on values not checked yet (`reparse`), so it must not
+/// trust them.
+fn number(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Checks a value we interpret; `None` when it is acceptable.
@@ -178,15 +187,23 @@ pub fn parse(body: &[u8], currencies: &[u16]) -> Result<Request, Rejection> {
 }
 
 /// Reads back a request journaled earlier, whatever the currencies
-/// accepted now.
+/// accepted now, with the checks of a request received now.
 pub fn reparse(body: &[u8]) -> Option<Request> {
-    let frame = Frame::decode(body).ok()?;
+    reread(body).ok()
+}
+
+/// [`reparse`], saying why a request is refused.
+pub fn reread(body: &[u8]) -> Result<Request, Rejection> {
+    let frame = Frame::decode(body)
+        .map_err(|(partial, e): (Frame, DecodeError)| reject(partial, Af::Format, e.to_string()))?;
+    // Its own currency, when CE is one: a bad CE is refused by `interpret`.
     let own: Vec<u16> = frame
         .get(CE)
-        .map(|v| number(v) as u16)
+        .and_then(number)
+        .and_then(|c| u16::try_from(c).ok())
         .into_iter()
         .collect();
-    interpret(frame, &own).ok()
+    interpret(frame, &own)
 }
 
 pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection> {
@@ -206,8 +223,12 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
         let why = format!("{t} missing for {}", op.name());
         return Err(reject(frame, Af::Format, why));
     }
-    let amount = frame.get(CB).map(number);
-    let currency = frame.get(CE).map(|v| number(v) as u16);
+    // Checked above: CB is 1 to 12 digits, CE 3 and CA 1 or 2.
+    let amount = frame.get(CB).and_then(number);
+    let currency = frame
+        .get(CE)
+        .and_then(number)
+        .and_then(|c| u16::try_from(c).ok());
     if op.is_payment() {
         if let Some(c) = currency.filter(|c| !currencies.contains(c)) {
             return Err(reject(
@@ -222,7 +243,11 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
     }
     let flag = |t: Tag| frame.get(t) == Some(b"1");
     Ok(Request {
-        register: frame.get(CA).map(number).unwrap_or(0) as u8,
+        register: frame
+            .get(CA)
+            .and_then(number)
+            .and_then(|n| u8::try_from(n).ok())
+            .unwrap_or(0),
         amount,
         currency,
         ticket: frame.get(CK).and_then(TicketSpec::from_ck),
@@ -296,6 +321,29 @@ mod tests {
         );
         assert_eq!(af("CZ0040320CA00201CD001P"), Af::Format);
         assert_eq!(af("CZ0040320CA00201"), Af::Format);
+    }
+
+    #[test]
+    fn numbers_never_overflow() {
+        assert_eq!(number(b"0039"), Some(39));
+        assert_eq!(number(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(number(b"18446744073709551616"), None);
+        assert_eq!(number(b"99999999999999999999999"), None);
+        assert_eq!(number(b"0039-8"), None);
+        assert_eq!(number(b"9:"), None);
+        assert_eq!(number(b""), None);
+    }
+
+    #[test]
+    fn reparse_checks_a_journaled_request_as_a_new_one() {
+        // A corrupt currency used to overflow in `number` (debug builds
+        // panicked at start-up); it is a format error like any other.
+        let e = reread(b"CZ0040320CA00201CB0041000CD0010CE0039-8").unwrap_err();
+        assert_eq!(e.af, Af::Format);
+        let r = reparse(b"CZ0040320CA00201CB0041000CD0010CE003840").unwrap();
+        assert_eq!((r.amount, r.currency), (Some(1000), Some(840)));
+        assert!(reparse(b"CZ0040320CA00201CB0041000CD0010CE003").is_none());
+        assert!(reparse(b"CA00201").is_none());
     }
 
     #[test]

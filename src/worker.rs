@@ -19,7 +19,7 @@ use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(15);
 /// Transactions ended unknown kept for a late outcome, beyond each
 /// register's last; past this the oldest is forgotten (its record stays).
 const MAX_UNRESOLVED: usize = 64;
+/// Ids are start seconds x 1000 plus a count: a journal id more than this
+/// past the start time's came from no clock (a corrupt or crafted line).
+const ID_SLACK: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -336,6 +339,8 @@ pub struct Worker {
     /// When the worker started: restored records age from here.
     born: Instant,
     next_id: u64,
+    /// Journal ids past `next_id` (beyond the sane bound): never given out.
+    taken: HashSet<u64>,
     stopping: bool,
     /// Transactions whose answer was handed out and whose delivery is not
     /// reported yet.
@@ -431,13 +436,38 @@ impl Worker {
         let (deliveries_tx, deliveries) = unbounded();
         let (control_tx, control) = unbounded();
         let (done_tx, done_rx) = unbounded();
-        let mut max_id = 0;
+        // Unique across restarts: past every sane id in the journal, and
+        // seconds since the epoch times 1000 plus a count. Checked
+        // arithmetic: a clock or a journal cannot make it wrap.
+        let floor = u64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000);
+        let bound = floor.saturating_add(ID_SLACK);
+        let mut records = contents.records;
+        let beyond: HashSet<u64> = records
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id > bound)
+            .collect();
+        if let Some(max) = beyond.iter().max() {
+            log::warn!(
+                "{}: {} transaction ids beyond {bound} (start time x 1000 + 10^9), up to {max}, \
+                 ignored when choosing new ids: corrupt or crafted lines",
+                journal.path().display(),
+                beyond.len()
+            );
+        }
+        let max_id = records
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| id <= bound)
+            .max()
+            .unwrap_or(0);
+        // Restored oldest first, so that each register's last is the
+        // newest; ids beyond the bound say nothing of age: first.
+        records.sort_by_key(|r| (r.id <= bound, r.id));
         let mut completed = Vec::new();
-        for mut r in contents.records {
-            max_id = max_id.max(r.id);
+        for mut r in records {
             if r.answer.is_none() {
-                let partial = Frame::decode(&r.request).unwrap_or_else(|(p, _)| p);
-                let answer = answer::refusal(&partial, Some(Af::NotEnded)).encode();
+                let answer = recovery_answer(&r.request);
                 log::warn!(
                     "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
                     r.id,
@@ -481,9 +511,8 @@ impl Worker {
             seen: HashMap::new(),
             no_replay: Default::default(),
             born: Instant::now(),
-            // Unique across restarts: past every id in the journal, and
-            // seconds since the epoch times 1000 plus a count.
-            next_id: max_id.max((unix_now().max(0) as u64) * 1000),
+            next_id: max_id.max(floor),
+            taken: beyond,
             stopping: false,
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
@@ -501,15 +530,21 @@ impl Worker {
 
     /// Puts a journaled transaction back in the per-register state.
     fn restore(&mut self, r: Record) {
-        let Some(request) = request::reparse(&r.request) else {
-            log::debug!("tx {}: journaled request not readable, skipped", r.id);
-            return;
+        let (request, frame) = match reread(&r) {
+            Ok(v) => v,
+            Err(why) => {
+                log::warn!(
+                    "{}: tx {} (begun {} from {} {}): {why}; skipped",
+                    self.journal.path().display(),
+                    r.id,
+                    r.begun_at,
+                    r.channel,
+                    r.peer
+                );
+                return;
+            }
         };
         let answer = r.answer.clone().unwrap_or_default();
-        let Ok(frame) = Frame::decode(&answer) else {
-            log::debug!("tx {}: journaled answer not readable, skipped", r.id);
-            return;
-        };
         let outcome = Outcome::from_answer(&frame, &request.frame);
         let age = Age::from_stamp(&r.begun_at, unix_now(), self.born);
         let key = r
@@ -696,14 +731,35 @@ impl Worker {
         }
     }
 
+    /// The next id: never one the journal holds, never a wrapped one.
+    fn new_id(&mut self) -> Option<u64> {
+        loop {
+            self.next_id = self.next_id.checked_add(1)?;
+            if !self.taken.contains(&self.next_id) {
+                return Some(self.next_id);
+            }
+        }
+    }
+
     fn start(&mut self, job: Job, key: Option<RetryKey>) {
-        self.next_id += 1;
-        let id = self.next_id;
         let req = job.request.clone();
+        let Some(id) = self.new_id() else {
+            log::error!(
+                "no transaction id left after {}: {} refused",
+                self.next_id,
+                req.op.name()
+            );
+            return send(
+                &job.reply,
+                answer::refusal(&req.frame, Some(Af::Unknown)),
+                None,
+            );
+        };
         let begun = Event::Begun {
             channel: job.origin.channel.to_string(),
             peer: job.origin.peer.clone(),
             register: req.register,
+            key: key.as_ref().map(RetryKey::token),
             request: req.frame.encode(),
         };
         // On disk before the backend starts: a crash from here on leaves a
@@ -1243,6 +1299,30 @@ pub fn with_ticket(req: &Request, outcome: &mut Outcome, when: &str, simulated: 
     });
 }
 
+/// The answer of a transaction begun and never ended, closed at start:
+/// AF07, echoing what can be read of its request.
+pub fn recovery_answer(request: &[u8]) -> Vec<u8> {
+    let partial = Frame::decode(request).unwrap_or_else(|(p, _)| p);
+    answer::refusal(&partial, Some(Af::NotEnded)).encode()
+}
+
+/// A journaled transaction read back with the checks a request gets now:
+/// its request, and its answer, which must decode and say AE 10 or 01.
+/// The error says what is wrong.
+pub fn reread(r: &Record) -> Result<(Request, Frame), String> {
+    let request =
+        request::reread(&r.request).map_err(|e| format!("journaled request not readable ({e})"))?;
+    let Some(answer) = &r.answer else {
+        return Err("no answer journaled".into());
+    };
+    let frame =
+        Frame::decode(answer).map_err(|(_, e)| format!("journaled answer not readable ({e})"))?;
+    match frame.get(AE) {
+        Some(b"10" | b"01") => Ok((request, frame)),
+        _ => Err("journaled answer not valid (no AE 10 or 01)".into()),
+    }
+}
+
 /// `2026-11-26T16:07:29.100Z` -> `26/11/2026 16:07:29` in local time.
 fn ticket_time(stamp: &str) -> String {
     match journal::unix_time(stamp) {
@@ -1366,5 +1446,50 @@ mod tests {
         assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0010CE003978")).is_none());
         assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0012CE003978CF003abc")).is_none());
         assert!(RetryKey::from_token(&masked, "zz").is_none());
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    fn worker(records: Vec<Record>) -> Worker {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        contents.records = records;
+        let (w, _, _) = Worker::new(
+            Box::new(crate::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+            },
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        w
+    }
+
+    #[test]
+    fn new_ids_skip_journal_ids_and_never_wrap() {
+        let rec = |id| Record {
+            id,
+            begun_at: "2026-01-01T00:00:00.000Z".into(),
+            request: b"CZ0040320CA00201CB0041000CD0010CE003978".to_vec(),
+            answer: Some(b"CZ0040320CA00201CB0041000CD0010CE003978AE00210".to_vec()),
+            ..Record::default()
+        };
+        let mut w = worker(vec![rec(u64::MAX - 1), rec(7)]);
+        // Past the sane bound: ignored when choosing, still never reused.
+        assert!(w.next_id < u64::MAX / 2, "{}", w.next_id);
+        assert_eq!(w.taken, HashSet::from([u64::MAX - 1]));
+        w.next_id = u64::MAX - 3;
+        assert_eq!(w.new_id(), Some(u64::MAX - 2));
+        assert_eq!(w.new_id(), Some(u64::MAX));
+        assert_eq!(w.new_id(), None);
+        assert_eq!(w.new_id(), None);
     }
 }

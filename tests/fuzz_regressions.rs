@@ -73,6 +73,11 @@ fn seeds_backend_output() {
     replay("backend_output", properties::backend_output);
 }
 
+#[test]
+fn seeds_journal_read() {
+    replay("journal_read", properties::journal_read);
+}
+
 // Inputs that broke a fuzz property (found while writing the targets, by
 // reading the code, and confirmed on the target binaries; fixed in
 // 94669f4). Each test asserts what should happen.

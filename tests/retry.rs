@@ -102,7 +102,6 @@ fn a_cf_seen_with_another_amount_stops_replays_for_that_register() {
 }
 
 #[test]
-#[ignore = "the journal does not write the retry key yet"]
 fn a_replay_survives_a_restart_with_a_card_like_cf() {
     // A Luhn-valid digit run: the journal keeps it masked.
     let mut d = Daemon::start("retry-window 1h");

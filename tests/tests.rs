@@ -10,6 +10,7 @@ mod fuzz_regressions;
 #[cfg(feature = "hardware-tests")]
 mod hardware;
 mod install;
+mod journal;
 mod manpage;
 mod retry;
 mod serial;

@@ -133,6 +133,7 @@ impl Daemon {
         self.addr = addr.parse().expect("bound address");
     }
 
+    /// The running daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

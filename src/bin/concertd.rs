@@ -87,6 +87,13 @@ fn run(args: Args) -> Result<(), Error> {
         println!("configuration OK");
         return Ok(());
     }
+    // Past a file size limit (systemd's LimitFSIZE) a write must fail with
+    // EFBIG, which the journal undoes, rather than kill the terminal in
+    // the middle of a transaction. Before any thread, so all inherit it.
+    // SAFETY: signal(2) with SIG_IGN, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // Everything that can fail at start is done here, in the foreground,
     // so that the error reaches the terminal with a non-zero exit.
     if !args.foreground {

@@ -1,0 +1,277 @@
+//! The journal through the real daemon: appends that fail part-way, ids
+//! near the top of `u64`, fields with spaces, corrupt values read back.
+
+use crate::util::*;
+use concert::journal::{format_line, parse_line, Event};
+
+fn debit(ca: &str, amount: &str) -> String {
+    format!(
+        "CZ0040320CJ012247300123456CA002{ca}CB{:03}{amount}CD0010CE003978",
+        amount.len()
+    )
+}
+
+fn status(ca: &str) -> String {
+    format!("CZ0040320CJ012247300123456CA002{ca}CD001T")
+}
+
+/// Polls a condition that the daemon makes true without logging it.
+fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition never met");
+        std::thread::yield_now();
+    }
+}
+
+/// Every line of the journal is a whole journal line; the events.
+fn events(j: &str) -> Vec<(u64, Event)> {
+    assert!(j.is_empty() || j.ends_with('\n'), "{j:?}");
+    j.lines()
+        .map(|l| {
+            let (_, id, ev) =
+                parse_line(l).unwrap_or_else(|| panic!("unreadable line {l:?} in\n{j}"));
+            (id, ev)
+        })
+        .collect()
+}
+
+/// Sets the soft RLIMIT_FSIZE of a process of ours; the previous limits.
+fn set_fsize(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) reading into a local, on our own child.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // Only the soft limit: an unprivileged process can raise it again up
+    // to the hard one.
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+fn restore_fsize(pid: u32, old: libc::rlimit) {
+    // SAFETY: prlimit(2) on our own child, with a local.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &old,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn an_append_that_fails_part_way_is_cut_off_and_the_daemon_lives_on() {
+    let mut d = Daemon::start("");
+    let path = d.dir.join("journal");
+    exchange(d.addr, debit("01", "100").as_bytes());
+    let j = loop_until(|| {
+        let j = d.journal();
+        j.contains(" delivered").then_some(j)
+    });
+    let size = std::fs::metadata(&path).unwrap().len();
+    let last_id: u64 = events(&j).last().unwrap().0;
+    // Room for the next debit's begun record and a few bytes of its ended
+    // record: that one is written in part, then fails with EFBIG.
+    let req = debit("01", "4242");
+    let mut s = connect(d.addr);
+    let begun = format_line(
+        "2026-11-26T16:07:28.800Z",
+        last_id + 1,
+        &Event::Begun {
+            channel: "tcp".into(),
+            peer: s.local_addr().unwrap().to_string(),
+            register: 1,
+            key: None,
+            request: req.clone().into_bytes(),
+        },
+    );
+    let room = begun.len() as u64 + 1 + 8;
+    let old = set_fsize(d.pid(), size + room);
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let a = read_all(&mut s);
+    assert!(
+        a.is_empty(),
+        "answer sent for an outcome not on disk: {}",
+        text(&a)
+    );
+    let err = d.wait_log("the outcome is not on disk, so no answer is sent");
+    assert!(err.contains("cut back to the last whole line"), "{err}");
+    // The partial ended record is gone: the file ends with the begun one.
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size + begun.len() as u64 + 1
+    );
+    restore_fsize(d.pid(), old);
+    // Alive (SIGXFSZ ignored), and the next records start whole lines.
+    let req2 = debit("01", "777");
+    let a2 = exchange(d.addr, req2.as_bytes());
+    assert!(
+        text(&a2).starts_with(&format!("{req2}AE00210")),
+        "{}",
+        text(&a2)
+    );
+    d.wait_log("debit approved");
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    assert_eq!(text(&exchange(d.addr, status("01").as_bytes())), text(&a2));
+    let evs = events(&d.journal());
+    let begun_ids: Vec<u64> = evs
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Begun { .. }))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(begun_ids.len(), 3, "{evs:?}");
+    // The debit whose outcome could not be written is unknown.
+    assert!(evs
+        .iter()
+        .any(|(id, e)| *id == begun_ids[1] && matches!(e, Event::Recovered { .. })));
+    assert!(!d.log_text().contains("unreadable"), "{}", d.log_text());
+}
+
+/// Stops the daemon, puts `lines` in its journal, starts it again.
+fn restart_on(d: &mut Daemon, lines: &[u8]) {
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    std::fs::write(d.dir.join("journal"), lines).unwrap();
+    d.spawn();
+}
+
+/// The id `concertd` logged for the transaction of this amount.
+fn logged_id(d: &Daemon, label: &str) -> u64 {
+    let l = d.wait_log(&format!(": debit {label} EUR register"));
+    let t = l.split("tx ").nth(1).unwrap();
+    t.split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn ids_near_the_top_of_u64_neither_wrap_nor_collide() {
+    let mut d = Daemon::start("");
+    let (r1, r2) = (debit("01", "5555"), debit("02", "6666"));
+    let crafted = format!(
+        "2026-01-01T00:00:00.000Z {max} begun tcp 127.0.0.1:1 01 {r1}\n\
+         2026-01-01T00:00:00.001Z {max} ended approved {r1}AE00210AC006999999\n\
+         2026-01-01T00:00:00.002Z {max1} begun tcp 127.0.0.1:1 02 {r2}\n\
+         2026-01-01T00:00:00.003Z {max1} ended approved {r2}AE00210AC006888888\n",
+        max = u64::MAX,
+        max1 = u64::MAX - 1,
+    );
+    restart_on(&mut d, crafted.as_bytes());
+    let a1 = exchange(d.addr, debit("01", "1111").as_bytes());
+    let a2 = exchange(d.addr, debit("02", "2222").as_bytes());
+    assert!(text(&a1).contains("AE00210"), "{}", text(&a1));
+    assert!(text(&a2).contains("AE00210"), "{}", text(&a2));
+    let (i1, i2) = (logged_id(&d, "11.11"), logged_id(&d, "22.22"));
+    assert!(i1 < i2 && i2 < u64::MAX - 1, "{i1} {i2}");
+    let w = d.wait_log("transaction ids beyond");
+    assert!(
+        w.contains(": 2 transaction ids beyond") && w.contains(&u64::MAX.to_string()),
+        "{w}"
+    );
+    for _ in 0..2 {
+        assert_eq!(exchange(d.addr, status("01").as_bytes()), a1);
+        assert_eq!(exchange(d.addr, status("02").as_bytes()), a2);
+        // Also after a restart: the crafted ids say nothing of age.
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit().success());
+        d.spawn();
+    }
+}
+
+#[test]
+fn a_journaled_request_with_a_corrupt_currency_is_reported_and_skipped() {
+    let mut d = Daemon::start("");
+    let bad = "CZ0040320CJ012247300123456CA00201CB0041000CD0010CE0039-8";
+    let good = debit("02", "300");
+    let lines = format!(
+        "2026-01-01T00:00:00.000Z 1000 begun tcp 127.0.0.1:1 01 {bad}\n\
+         2026-01-01T00:00:00.001Z 1000 ended approved {bad}AE00210\n\
+         2026-01-01T00:00:00.002Z 1001 begun tcp 127.0.0.1:1 02 {good}\n\
+         2026-01-01T00:00:00.003Z 1001 ended approved {good}AE00210AC006123456\n\
+         2026-01-01T00:00:00.004Z 1002 begun tcp 127.0.0.1:1 03 {r3}\n\
+         2026-01-01T00:00:00.005Z 1002 ended approved CZ0040320CA00203AF00207\n",
+        r3 = debit("03", "300"),
+    );
+    let mut bytes = lines.into_bytes();
+    bytes.extend_from_slice(b"2026-01-01T00:00:00.006Z 1003 delivered \xff\n");
+    restart_on(&mut d, &bytes);
+    let w = d.wait_log("tx 1000 (begun");
+    assert!(
+        w.contains("journaled request not readable") && w.contains("CE must be 3 digits"),
+        "{w}"
+    );
+    let w = d.wait_log("tx 1002 (begun");
+    assert!(w.contains("journaled answer not valid"), "{w}");
+    d.wait_log("1 unreadable lines skipped");
+    assert_eq!(
+        text(&exchange(d.addr, status("01").as_bytes())),
+        format!("{}AE00201AF00200", status("01"))
+    );
+    assert_eq!(
+        text(&exchange(d.addr, status("02").as_bytes())),
+        format!("{good}AE00210AC006123456")
+    );
+}
+
+const TIMERS: &str = "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\n\
+                      serial-eot-timeout 200ms\nserial-retry-pause 50ms\nserial-retry 100ms";
+
+#[test]
+fn a_serial_path_with_a_space_survives_a_restart() {
+    let dir = temp_dir();
+    let link = dir.join("usb-Ingenico A");
+    let mut reg = crate::serial::pty(&link);
+    let mut d = Daemon::start(&format!("serial \"{}\"\n{TIMERS}", link.display()));
+    d.wait_log(": open, 9600 baud 7E1");
+    let req = debit("01", "1234");
+    assert_eq!(reg.request(req.as_bytes()), concert::framing::ACK);
+    let a = reg.answer();
+    assert!(
+        text(&a).starts_with(&format!("{req}AE00210")),
+        "{}",
+        text(&a)
+    );
+    let j = loop_until(|| {
+        let j = d.journal();
+        j.contains(" delivered").then_some(j)
+    });
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    assert_eq!(text(&exchange(d.addr, status("01").as_bytes())), text(&a));
+    let escaped = format!(" begun serial {} 01 ", link.display()).replace("o A", "o%20A");
+    assert!(j.contains(&escaped), "{j}");
+    assert!(!d.log_text().contains("unreadable"), "{}", d.log_text());
+    drop(d);
+    drop(reg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
