@@ -494,6 +494,15 @@ impl Backend for Exec {
             .stderr(Stdio::piped())
             // Its own group, so that a time-out kills it and its children.
             .process_group(0);
+        // concertd ignores SIGXFSZ for its journal; the program gets the
+        // default disposition back, as any program expects.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let id = tx.id;
         let request = tx.request.clone();
         let mut child = match cmd.spawn() {

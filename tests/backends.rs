@@ -480,6 +480,9 @@ case "$CONCERT_AMOUNT" in
 802) setsid sleep 30 & echo AE=10; echo AC=802802 ;;
 # An empty ticket.
 803) echo AE=10; echo TICKET= ;;
+# Approves only if SIGXFSZ (signal 25, bit 24 of SigIgn) is not ignored.
+805) ign=$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status)
+     if [ $(( 0x$ign & 0x1000000 )) -eq 0 ]; then echo AE=10; else echo AE=01; echo AF=04; fi ;;
 # Approves, then hangs until killed at transaction-timeout.
 804) echo AE=10; echo AC=804804; exec sleep 60 ;;
 # Leaves its process group (joins concertd's), so that the kill at
@@ -624,4 +627,13 @@ fn exec_empty_ticket_gives_a_valid_answer() {
         assert!(!doc.is_empty());
     }
     d.wait_log("TICKET: bad or unknown value ignored");
+}
+
+#[test]
+fn exec_programs_get_the_default_sigxfsz_back() {
+    // concertd ignores SIGXFSZ for its journal; its programs must not
+    // inherit that.
+    let (d, _dir) = odd_daemon("");
+    let a = exchange(d.addr, debit("805", "").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
 }
