@@ -5,8 +5,10 @@
 use crate::allow::{self, Net};
 use crate::answer::{self, Af};
 use crate::assemble::{Assembled, Assembler, Progress};
+use crate::floodgate::{Floodgate, Kind};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
+use crate::peers::{Admission, Held, Peers};
 use crate::request;
 use crate::tlv::Frame;
 use crate::v2;
@@ -14,7 +16,7 @@ use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,7 @@ pub struct Settings {
     pub request_gap: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 pub struct Shared {
@@ -41,16 +44,32 @@ pub struct Shared {
     /// with.
     settings: RwLock<Arc<Settings>>,
     pub worker: Handle,
-    pub active: AtomicUsize,
+    /// Every open connection, by client address.
+    pub peers: Arc<Peers>,
+    /// Refusals and bad requests, logged in full only at first.
+    pub floodgate: Arc<Floodgate>,
 }
 
 impl Shared {
-    pub fn new(settings: Settings, worker: Handle) -> Shared {
-        Shared {
+    pub fn new(settings: Settings, worker: Handle) -> io::Result<Shared> {
+        Ok(Shared {
             settings: RwLock::new(Arc::new(settings)),
             worker,
-            active: AtomicUsize::new(0),
-        }
+            peers: Arc::new(Peers::default()),
+            floodgate: Floodgate::start()?,
+        })
+    }
+
+    /// Logs a line a peer can cause at will: in full for the first few
+    /// from an address in a minute, then counted.
+    fn flood(
+        &self,
+        peer: SocketAddr,
+        kind: Kind,
+        level: log::Level,
+        line: impl FnOnce() -> String,
+    ) {
+        self.floodgate.note(peer.ip(), kind, level, line);
     }
 
     pub fn settings(&self) -> Arc<Settings> {
@@ -90,15 +109,6 @@ impl Listening {
             });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-    }
-}
-
-/// Counts a connection for `max-connections` while it lives.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -144,27 +154,56 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
         };
         let settings = shared.settings();
         if !allow::allowed(&settings.allow, peer.ip()) {
-            log::warn!("{peer}: not in the allow-list, closed");
+            shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                format!("{peer}: not in the allow-list, closed")
+            });
             continue;
         }
-        let n = shared.active.fetch_add(1, Ordering::Relaxed);
-        if n >= settings.max_connections {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("{peer}: {n} connections open (max-connections), closed");
-            continue;
+        let held = match shared.peers.admit(
+            peer,
+            stream.as_raw_fd(),
+            settings.max_connections,
+            settings.max_connections_per_peer,
+        ) {
+            Admission::Admitted(h) => h,
+            Admission::PeerFull(n) => {
+                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                    format!(
+                        "{peer}: its address holds {n} connections \
+                         (max-connections-per-peer), closed"
+                    )
+                });
+                continue;
+            }
+            Admission::Full(n) => {
+                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                    format!("{peer}: {n} connections open (max-connections), closed")
+                });
+                continue;
+            }
+        };
+        if let Some(old) = held.displaced {
+            shared.flood(old, Kind::Refused, log::Level::Warn, || {
+                format!(
+                    "{old}: idle connection closed to make room for {peer} \
+                     (max-connections reached; {old} holds the most)"
+                )
+            });
         }
         let sh = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("connection".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                let slot = Slot(&sh.active);
-                connection(stream, peer, &sh);
-                drop(slot);
+                let mut stream = stream;
+                connection(&mut stream, peer, &sh, &held);
+                // Out of the table before the socket closes: the table
+                // may shut down the descriptor while it holds the entry.
+                drop(held);
+                drop(stream);
                 log::debug!("tcp {peer}: closed");
             });
         if let Err(e) = spawned {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
             log::error!("{peer}: cannot start a connection thread: {e}");
         }
     }
@@ -184,7 +223,7 @@ enum Incoming {
     Gone,
 }
 
-fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incoming {
+fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &Held) -> Incoming {
     let deadline = Instant::now() + s.request_timeout;
     let mut asm = Assembler::default();
     let mut whole = false;
@@ -200,7 +239,12 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
         if stream.set_read_timeout(Some(wait)).is_err() {
             return Incoming::Gone;
         }
-        match stream.read(&mut buf) {
+        let read = stream.read(&mut buf);
+        if held.is_displaced() {
+            log::debug!("tcp {peer}: displaced by another peer's connection");
+            return Incoming::Gone;
+        }
+        match read {
             Ok(0) => return asm.finish().map_or(Incoming::Silent, Incoming::Request),
             Ok(n) => {
                 // Only the count: a card number split across two reads
@@ -261,12 +305,16 @@ fn answer_for(
     };
     if let (Some(fault), Wrapping::Stx) = (&a.fault, a.wrapping) {
         if !a.body.starts_with(b"CZ") {
-            log::info!("tcp {peer}: bad V2 frame ({fault}): NAK");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: bad V2 frame ({fault}): NAK")
+            });
             return (vec![NAK], None);
         }
     }
     if let Some(fault) = &a.fault {
-        log::info!("tcp {peer}: bad request ({fault}): answered AF09");
+        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+            format!("tcp {peer}: bad request ({fault}): answered AF09")
+        });
         let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
         return refused(&partial, Af::Format);
     }
@@ -287,7 +335,9 @@ fn answer_for(
             v3(shared.worker.submit(req, origin))
         }
         Err(rej) => {
-            log::info!("tcp {peer}: request refused: {rej}");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: request refused: {rej}")
+            });
             refused(&rej.frame, rej.af)
         }
     }
@@ -305,12 +355,16 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
     let v = match v2::parse(body) {
         Ok(v) => v,
         Err(e) => {
-            log::info!("tcp {peer}: not a V2 request ({e}): NAK");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: not a V2 request ({e}): NAK")
+            });
             return V2Answer::Nak;
         }
     };
     let refused = |why: String| {
-        log::info!("tcp {peer}: V2 request refused: {why}");
+        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+            format!("tcp {peer}: V2 request refused: {why}")
+        });
         V2Answer::Reply(v2::reply(&v, b'7', v.amount, None), None)
     };
     if !matches!(v.kind, b'0' | b'1' | b'2') {
@@ -342,16 +396,18 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
 /// and EOT that STX-framing clients send after our answer, do not.
-fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
+fn report_trailing(shared: &Shared, peer: SocketAddr, bytes: &[u8]) {
     if bytes
         .iter()
         .any(|b| !matches!(*b, b'\r' | b'\n' | ACK | EOT))
     {
-        log::warn!(
-            "tcp {peer}: {} bytes after the request ignored: {}",
-            bytes.len(),
-            pan::scrub(&bytes[..bytes.len().min(64)])
-        );
+        shared.flood(peer, Kind::BadRequest, log::Level::Warn, || {
+            format!(
+                "tcp {peer}: {} bytes after the request ignored: {}",
+                bytes.len(),
+                pan::scrub(&bytes[..bytes.len().min(64)])
+            )
+        });
     }
 }
 
@@ -432,11 +488,14 @@ fn acknowledged(stream: &TcpStream) -> Result<(), String> {
     }
 }
 
-fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &Held) {
     let _ = stream.set_nodelay(true);
     let settings = shared.settings();
-    let a = match read_request(&mut stream, &settings, peer) {
-        Incoming::Request(a) => a,
+    let a = match read_request(stream, &settings, peer, held) {
+        Incoming::Request(a) => {
+            held.requested();
+            a
+        }
         Incoming::Silent => {
             log::debug!("{peer}: closed without a request");
             return;
@@ -453,7 +512,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let sent = stream
         .write_all(&bytes)
         .map_err(|e| e.to_string())
-        .and_then(|()| acknowledged(&stream));
+        .and_then(|()| acknowledged(stream));
     if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
@@ -484,7 +543,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(_) => break,
         }
     }
-    report_trailing(peer, &trailing);
+    report_trailing(shared, peer, &trailing);
 }
 
 #[cfg(test)]

@@ -223,6 +223,7 @@ fn run(args: Args) -> Result<(), Error> {
                     service.stop();
                 }
                 Ok(sig) => {
+                    service.flush_logs();
                     log::warn!("signal {sig} again: exiting at once");
                     return Err(Error::Usage("stopped before the running transaction ended".into()));
                 }
@@ -230,6 +231,7 @@ fn run(args: Args) -> Result<(), Error> {
             },
             recv(tick) -> _ => service.check_file(),
             recv(stopped) -> _ => {
+                service.flush_logs();
                 log::info!("stopped");
                 return Ok(());
             }
