@@ -27,4 +27,5 @@ pub mod simulator;
 pub mod ticket;
 pub mod tlv;
 pub mod v2;
+pub mod watch;
 pub mod worker;

@@ -186,6 +186,22 @@ impl Service {
         &self.cfg
     }
 
+    /// The configuration file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// `config-watch` with inotify: the file has been quiet for a whole
+    /// period since its last change; applied if it differs from what was
+    /// last read.
+    pub fn apply_if_changed(&mut self) {
+        let Some(f) = &self.file else { return };
+        if stamp(f) != self.file_stamp {
+            log::info!("{}: changed on disk", f.display());
+            self.reload();
+        }
+    }
+
     /// `config-watch`: reloads when the file changed on disk and has then
     /// stayed the same for one whole period, so that a file still being
     /// written is not read half-way.
