@@ -35,7 +35,10 @@ impl Daemon {
         std::fs::write(
             &conf,
             format!(
-                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n{extra}\n",
+                // One address plays every client: the per-peer cap is
+                // raised to the global one.
+                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n\
+                 max-connections-per-peer 1024\n{extra}\n",
                 dir.join("journal").display()
             ),
         )
