@@ -22,21 +22,6 @@ pub const MASK: u8 = b'#';
 const SHORTEST: usize = 13;
 const LONGEST: usize = 19;
 
-fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(d - b'0');
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum.is_multiple_of(10)
-}
-
 /// Masks, in place, every card number in `bytes` by the masking rule;
 /// whether anything was masked. Masking twice changes nothing: what is
 /// left of a run between masks was already a window of the run.
@@ -220,6 +205,21 @@ pub fn scrub_cut(raw: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn luhn(digits: &[u8]) -> bool {
+        let mut sum = 0u32;
+        for (i, d) in digits.iter().rev().enumerate() {
+            let mut v = u32::from(d - b'0');
+            if i % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+        }
+        sum.is_multiple_of(10)
+    }
 
     fn masked_str(s: &str) -> String {
         let mut v = s.as_bytes().to_vec();
