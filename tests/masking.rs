@@ -166,3 +166,25 @@ fn a_document_to_print_cannot_forge_log_lines() {
     assert!(!log.contains(['\x1b', '\r']), "{log}");
     assert!(!shows_the_card(&log), "{log}");
 }
+
+#[test]
+fn a_replay_survives_a_restart_with_a_grouped_card_like_cf() {
+    // Masked in the journal now, the CF still names its sale after a
+    // restart (by the journaled check of its digits).
+    let mut d = Daemon::start("retry-window 1h");
+    let sale = debit("2000", "CF0194970-1012-3456-0674");
+    let a = exchange(d.addr, sale.as_bytes());
+    assert_eq!(get(&a, "AE").unwrap(), "10");
+    assert_eq!(get(&a, "CF").unwrap(), "4970-1012-3456-0674");
+    assert!(!shows_the_card(&d.journal()), "{}", d.journal());
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    d.spawn();
+    let b = exchange(d.addr, sale.as_bytes());
+    assert_eq!(a, b, "not replayed after the restart");
+    d.wait_log("its answer replayed");
+    // Another CF that masks the same way is another sale.
+    let other = debit("2000", "CF0194970-1099-9988-0674");
+    let c = exchange(d.addr, other.as_bytes());
+    assert_ne!(get(&c, "AC"), get(&a, "AC"));
+}
