@@ -188,3 +188,29 @@ fn a_replay_survives_a_restart_with_a_grouped_card_like_cf() {
     let c = exchange(d.addr, other.as_bytes());
     assert_ne!(get(&c, "AC"), get(&a, "AC"));
 }
+
+#[test]
+fn a_torn_journal_line_is_logged_masked_and_escaped_its_id_whole() {
+    let mut d = Daemon::start("");
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    // 1796089883005 passes Luhn; the frame holds a grouped card number
+    // (cut, it is masked as raw text: its length joins the run).
+    let torn = "2026-11-26T16:00:00.000Z 1796089883005 begun tcp 127.0.0.1:1 01 \
+                CZ0040320CF0194970 1012 3456 0674\x1b[2K";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.dir.join("journal"))
+        .unwrap();
+    f.write_all(torn.as_bytes()).unwrap();
+    drop(f);
+    d.spawn();
+    let line = d.wait_log("torn last line skipped");
+    assert!(
+        line.ends_with(
+            "2026-11-26T16:00:00.000Z 1796089883005 begun tcp 127.0.0.1:1 01 \
+             CZ0040320CF0194970 1### #### 0674\\x1b[2K"
+        ),
+        "{line}"
+    );
+}
