@@ -405,9 +405,26 @@ fn report_trailing(shared: &Shared, peer: SocketAddr, bytes: &[u8]) {
             format!(
                 "tcp {peer}: {} bytes after the request ignored: {}",
                 bytes.len(),
-                pan::scrub(&bytes[..bytes.len().min(64)])
+                // Masked whole before the cut, or the cut could leave the
+                // start of a card number whole.
+                pan::scrub_cut(bytes, 64)
             )
         });
+    }
+}
+
+/// An answer for the wire trace, its body as `serial::trace` shows it: a
+/// V3 frame masked element by element, a V2 reply cut into its fields (its
+/// register, amount, mode and currency digits run together and must not be
+/// taken for a card number).
+fn trace_answer(bytes: &[u8]) -> String {
+    match bytes {
+        [framing::STX, body @ .., framing::ETX, lrc] => format!(
+            "\\x02{}\\x03{}",
+            crate::serial::trace(body),
+            pan::escape(&[*lrc])
+        ),
+        _ => pan::scrub(bytes),
     }
 }
 
@@ -507,7 +524,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     if bytes.is_empty() {
         return;
     }
-    log::trace!("tcp {peer}: > {}", pan::scrub(&bytes));
+    log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let sent = stream
         .write_all(&bytes)
@@ -551,6 +568,31 @@ mod tests {
     use super::*;
 
     const ESTABLISHED: u8 = 1;
+
+    #[test]
+    fn the_trace_of_a_v2_reply_keeps_its_digits() {
+        // Register, result, amount, mode, currency and private data run
+        // into 25 digits, windows of which pass Luhn.
+        let reply = framing::wrap(b"0100000100019781234567890", Wrapping::Stx);
+        assert_eq!(
+            trace_answer(&reply),
+            format!(
+                "\\x0201|0|00001000|1|978|1234567890\\x03{}",
+                pan::escape(&reply[reply.len() - 1..])
+            )
+        );
+        // V3 answers, wrapped or not, are masked element by element.
+        let v3 = b"CZ0040320AE00210AA0164970101234560674";
+        let wrapped = framing::wrap(v3, Wrapping::Stx);
+        assert_eq!(
+            trace_answer(&wrapped),
+            format!(
+                "\\x02CZ0040320AE00210AA016497010######0674\\x03{}",
+                pan::escape(&wrapped[wrapped.len() - 1..])
+            )
+        );
+        assert_eq!(trace_answer(v3), "CZ0040320AE00210AA016497010######0674");
+    }
 
     #[test]
     fn delivered_only_when_nothing_is_left_to_send_or_acknowledge() {

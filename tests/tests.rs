@@ -12,6 +12,7 @@ mod hardware;
 mod install;
 mod journal;
 mod manpage;
+mod masking;
 mod peers;
 mod retry;
 mod serial;

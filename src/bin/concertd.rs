@@ -107,10 +107,14 @@ fn run(args: Args) -> Result<(), Error> {
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| Error::io(format!("journal {}", cfg.journal.display()), e))?;
     if let Some(torn) = &contents.torn {
+        // Its second field, the transaction id, is no card number.
+        let shown = match torn.split(' ').nth(1).and_then(|f| f.parse().ok()) {
+            Some(id) => concert::pan::scrub_except(torn.as_bytes(), id),
+            None => concert::pan::scrub(torn.as_bytes()),
+        };
         log::warn!(
-            "{}: torn last line skipped (cut by a crash): {}",
-            cfg.journal.display(),
-            concert::pan::scrub(torn.as_bytes())
+            "{}: torn last line skipped (cut by a crash): {shown}",
+            cfg.journal.display()
         );
     }
     if contents.bad_lines > 0 {
