@@ -13,15 +13,20 @@ use crate::request;
 use crate::tlv::Frame;
 use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Connection threads only parse and copy small buffers.
 const CONNECTION_STACK: usize = 128 * 1024;
+/// Connection threads kept waiting for the next connection however long
+/// it takes; those beyond end after `SPARE_FOR` without one.
+const WARM: usize = 4;
+const SPARE_FOR: Duration = Duration::from_secs(30);
 /// How long to wait for the client to close after the answer, so that its
 /// last bytes are read rather than reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -48,6 +53,19 @@ pub struct Shared {
     pub peers: Arc<Peers>,
     /// Refusals and bad requests, logged in full only at first.
     pub floodgate: Arc<Floodgate>,
+    /// Hands an accepted connection to a connection thread waiting for
+    /// one: zero capacity, so a hand-over succeeds only when a thread is
+    /// there to take it, and a new thread is started otherwise.
+    handoff: (Sender<Accepted>, Receiver<Accepted>),
+    /// Connection threads alive.
+    threads: AtomicUsize,
+}
+
+/// A connection admitted, on its way to a connection thread.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    held: Held,
 }
 
 impl Shared {
@@ -57,6 +75,8 @@ impl Shared {
             worker,
             peers: Arc::new(Peers::default()),
             floodgate: Floodgate::start()?,
+            handoff: bounded(0),
+            threads: AtomicUsize::new(0),
         })
     }
 
@@ -190,23 +210,70 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
                 )
             });
         }
+        let a = Accepted { stream, peer, held };
+        let a = match shared.handoff.0.try_send(a) {
+            Ok(()) => continue,
+            Err(TrySendError::Full(a) | TrySendError::Disconnected(a)) => a,
+        };
+        // No thread waiting: one more.
         let sh = Arc::clone(&shared);
+        sh.threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("connection".into())
             .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                let mut stream = stream;
-                connection(&mut stream, peer, &sh, &held);
-                // Out of the table before the socket closes: the table
-                // may shut down the descriptor while it holds the entry.
-                drop(held);
-                drop(stream);
-                log::debug!("tcp {peer}: closed");
-            });
+            .spawn(move || connection_thread(a, &sh));
         if let Err(e) = spawned {
+            shared.threads.fetch_sub(1, Ordering::SeqCst);
             log::error!("{peer}: cannot start a connection thread: {e}");
         }
     }
+}
+
+/// Serves connections one after the other: the one it was started with,
+/// then those handed over while it waits. The first `WARM` threads wait
+/// for ever; the others end once no connection came for `SPARE_FOR`.
+fn connection_thread(first: Accepted, sh: &Shared) {
+    let mut next = Some(first);
+    loop {
+        if let Some(Accepted {
+            mut stream,
+            peer,
+            held,
+        }) = next.take()
+        {
+            connection(&mut stream, peer, sh, &held);
+            // Out of the table before the socket closes: the table may
+            // shut down the descriptor while it holds the entry.
+            drop(held);
+            drop(stream);
+            log::debug!("tcp {peer}: closed");
+        }
+        let waited = if sh.threads.load(Ordering::SeqCst) <= WARM {
+            sh.handoff
+                .1
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            sh.handoff.1.recv_timeout(SPARE_FOR)
+        };
+        match waited {
+            Ok(a) => next = Some(a),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // A spare thread ends, unless it is now one of the warm.
+                let spare = sh
+                    .threads
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n > WARM).then(|| n - 1)
+                    })
+                    .is_ok();
+                if spare {
+                    return;
+                }
+            }
+        }
+    }
+    sh.threads.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// True when the kernel holds no unread byte for this socket.
