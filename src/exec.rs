@@ -401,9 +401,18 @@ struct Stderr<'a> {
     id: u64,
     name: &'a str,
     lines: Lines,
+    count: ErrCount,
+}
+
+#[derive(Default)]
+struct ErrCount {
     logged: usize,
     /// Lines past `MAX_STDERR_LINES`.
     more: u64,
+    /// Lines logged cut.
+    cut: u64,
+    /// Bytes read in all.
+    total: u64,
 }
 
 impl Stderr<'_> {
@@ -412,57 +421,48 @@ impl Stderr<'_> {
             id,
             name,
             lines: Lines::new(MAX_STDERR_LINE + PAN_SPAN),
-            logged: 0,
-            more: 0,
+            count: ErrCount::default(),
         }
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        let Stderr {
-            id,
-            name,
-            lines,
-            logged,
-            more,
-        } = self;
-        lines.feed(bytes, &mut |l, cut| {
-            log_stderr(*id, name, logged, more, l, cut)
-        });
+        let (id, name, count) = (self.id, self.name, &mut self.count);
+        count.total += bytes.len() as u64;
+        self.lines
+            .feed(bytes, &mut |l, cut| log_stderr(id, name, count, l, cut));
     }
 
     fn finish(mut self) {
-        let Stderr {
-            id,
-            name,
-            lines,
-            logged,
-            more,
-        } = &mut self;
-        lines.finish(&mut |l, cut| log_stderr(*id, name, logged, more, l, cut));
-        let mut rest = Vec::new();
-        if *more > 0 {
-            rest.push(format!("{more} more lines not logged"));
+        let (id, name, count) = (self.id, self.name, &mut self.count);
+        self.lines
+            .finish(&mut |l, cut| log_stderr(id, name, count, l, cut));
+        let mut what = Vec::new();
+        if count.more > 0 {
+            what.push(format!("{} more lines not logged", count.more));
         }
-        if lines.dropped > 0 {
-            rest.push(format!(
-                "{} bytes of lines over {MAX_STDERR_LINE} bytes not logged",
-                lines.dropped
-            ));
+        if count.cut > 0 {
+            what.push(format!("{} cut at {MAX_STDERR_LINE} bytes", count.cut));
         }
-        if !rest.is_empty() {
-            log::warn!("tx {id}: {name}: standard error: {}", rest.join(", "));
+        if !what.is_empty() {
+            log::warn!(
+                "tx {id}: {name}: standard error: {} ({} bytes in all)",
+                what.join(", "),
+                count.total
+            );
         }
     }
 }
 
-fn log_stderr(id: u64, name: &str, logged: &mut usize, more: &mut u64, line: &[u8], cut: bool) {
-    if *logged >= MAX_STDERR_LINES {
-        *more += 1;
+fn log_stderr(id: u64, name: &str, count: &mut ErrCount, line: &[u8], cut: bool) {
+    if count.logged >= MAX_STDERR_LINES {
+        count.more += 1;
         return;
     }
-    *logged += 1;
-    log::info!("tx {id}: {name}: {}", stderr_text(line, cut));
-    if *logged == MAX_STDERR_LINES {
+    count.logged += 1;
+    let (text, cut) = stderr_text(line, cut);
+    count.cut += u64::from(cut);
+    log::info!("tx {id}: {name}: {text}");
+    if count.logged == MAX_STDERR_LINES {
         log::warn!(
             "tx {id}: {name}: {MAX_STDERR_LINES} lines of standard error logged: \
              the rest counted, not logged"
@@ -470,20 +470,24 @@ fn log_stderr(id: u64, name: &str, logged: &mut usize, more: &mut u64, line: &[u
     }
 }
 
+/// Ends a line of standard error logged cut.
+const CUT_MARK: &str = " [cut at 1024 bytes]";
+
 /// A line of standard error as logged: masked whole, then cut, so that a
 /// card number across the cut is masked too.
-fn stderr_text(line: &[u8], cut: bool) -> String {
+fn stderr_text(line: &[u8], cut: bool) -> (String, bool) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut text = pan::scrub(line);
-    if cut || text.len() > MAX_STDERR_LINE {
+    let cut = cut || text.len() > MAX_STDERR_LINE;
+    if cut {
         let mut end = MAX_STDERR_LINE.min(text.len());
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         text.truncate(end);
-        text.push_str(&format!(" [cut at {MAX_STDERR_LINE} bytes]"));
+        text.push_str(CUT_MARK);
     }
-    text
+    (text, cut)
 }
 
 fn text(line: &[u8]) -> String {
@@ -907,18 +911,16 @@ mod tests {
             e.feed(&[b'e'; 8192]);
         }
         assert!(e.lines.buf.capacity() <= 2 * (MAX_STDERR_LINE + PAN_SPAN));
-        assert_eq!((e.logged, e.more), (1, 0));
-        assert_eq!(
-            e.lines.dropped,
-            1000 * 8192 - (MAX_STDERR_LINE + PAN_SPAN) as u64
-        );
+        let c = &e.count;
+        assert_eq!((c.logged, c.more, c.cut, c.total), (1, 0, 1, 1000 * 8192));
         // Lines: the first ones logged, the others counted.
         e.feed(b"\n");
         for _ in 0..1000 {
             e.feed(b"a line\n");
         }
+        let c = &e.count;
         assert_eq!(
-            (e.logged, e.more),
+            (c.logged, c.more),
             (MAX_STDERR_LINES, 1001 - MAX_STDERR_LINES as u64)
         );
         e.finish();
@@ -926,16 +928,17 @@ mod tests {
 
     #[test]
     fn standard_error_lines_are_masked_then_cut() {
-        let text = |l: &[u8], cut| stderr_text(l, cut);
+        assert_eq!(CUT_MARK, format!(" [cut at {MAX_STDERR_LINE} bytes]"));
+        let text = |l: &[u8], cut| stderr_text(l, cut).0;
         assert_eq!(text(b"paying 1234\r", false), "paying 1234");
         // A card number across the cut shows no more than its first 6.
         let mut line = vec![b'x'; MAX_STDERR_LINE - 12];
         line.extend_from_slice(b"4970101234560674 more");
         let t = text(&line, false);
-        assert!(t.ends_with("x497010###### [cut at 1024 bytes]"), "{t}");
+        assert!(t.ends_with(&format!("x497010######{CUT_MARK}")), "{t}");
         let long = vec![b'y'; MAX_STDERR_LINE + PAN_SPAN];
         let t = text(&long, true);
-        assert_eq!(t.len(), MAX_STDERR_LINE + " [cut at 1024 bytes]".len());
+        assert_eq!(t.len(), MAX_STDERR_LINE + CUT_MARK.len());
     }
 
     #[test]

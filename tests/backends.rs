@@ -698,11 +698,12 @@ fn exec_floods_leave_memory_bounded() {
         line.contains(&format!(": {} [cut", "e".repeat(1024))),
         "{line}"
     );
-    d.wait_log("bytes of lines over 1024 bytes not logged");
+    let summary = d.wait_log(": standard error: 1 cut at 1024 bytes (");
+    assert!(summary.ends_with(" bytes in all)"), "{summary}");
     // Lines on standard error: 100 logged, the rest counted.
     let a = answer_under_flood(&d, debit("808", ""), "100 lines of standard error logged");
     assert_eq!(a, unknown("808"));
-    let summary = d.wait_log("more lines not logged");
+    let summary = d.wait_log(" more lines not logged (");
     assert!(summary.contains(": standard error: "), "{summary}");
     assert_eq!(
         d.log_text()
