@@ -299,6 +299,18 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_answer_is_an_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            while s.write_all(&[b'A'; 4096]).is_ok() {}
+        });
+        let e = exchange_tcp(&addr, b"CZ0040320", Duration::from_secs(30)).unwrap_err();
+        assert_eq!(e.to_string(), "answer longer than 8192 bytes");
+    }
+
+    #[test]
     fn describes_answers() {
         let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00204").unwrap();
         assert_eq!(
@@ -471,14 +483,15 @@ pub mod serial_link {
                         block.push(ETB);
                         block.push(lrc(&block[1..]));
                     }
-                    for _ in 0..2 * MAX_ANSWER / 100 {
-                        if terminal.write_all(&block).is_err()
-                            || blocks && terminal.read_exact(&mut ack).is_err()
-                        {
-                            break;
-                        }
-                    }
+                    // Until the line stops reading: a write or an ACK
+                    // times out.
+                    while terminal.write_all(&block).is_ok()
+                        && (!blocks || terminal.read_exact(&mut ack).is_ok())
+                    {}
                 }
+                // Closed only once the line is done: a hang-up would end
+                // its reading early.
+                terminal
             });
             for _ in 0..2 {
                 let e = l.receive_answer(Duration::from_secs(10)).unwrap_err();
