@@ -10,6 +10,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+/// Longest answer read from a terminal; past it the answer is not read
+/// further. Every tag a terminal is documented to answer, each at its
+/// longest, comes to under 4 KiB; this is also the longest request
+/// concertd takes.
+pub const MAX_ANSWER: usize = crate::assemble::MAX_REQUEST;
+
 /// The IPC concertd's client sends (the example value used by HiPay, Viva
 /// and Dolibarr); terminals do not check it.
 pub const CJ_DEFAULT: &str = "247300123456";
@@ -113,6 +119,12 @@ pub fn exchange_tcp(addr: &str, request: &[u8], timeout: Duration) -> io::Result
         s.set_read_timeout(Some(left))?;
         match s.read(&mut buf) {
             Ok(0) => break,
+            Ok(n) if answer.len() + n > MAX_ANSWER + 3 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("answer longer than {MAX_ANSWER} bytes"),
+                ))
+            }
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {
@@ -287,6 +299,18 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_answer_is_an_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            while s.write_all(&[b'A'; 4096]).is_ok() {}
+        });
+        let e = exchange_tcp(&addr, b"CZ0040320", Duration::from_secs(30)).unwrap_err();
+        assert_eq!(e.to_string(), "answer longer than 8192 bytes");
+    }
+
+    #[test]
     fn describes_answers() {
         let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00204").unwrap();
         assert_eq!(
@@ -299,6 +323,7 @@ mod tests {
 
 /// The register's side of the serial link layer, for `concert -s`.
 pub mod serial_link {
+    use super::MAX_ANSWER;
     use crate::config::Format;
     use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
     use serialport::SerialPort;
@@ -390,7 +415,8 @@ pub mod serial_link {
         }
 
         /// Session 2: waits for the terminal's ENQ, reads its frame or ETB
-        /// blocks (NAK on a bad LRC), and returns the joined payload.
+        /// blocks (NAK on a bad LRC), and returns the joined payload, of at
+        /// most `MAX_ANSWER` bytes.
         pub fn receive_answer(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
             if self.wait_for(&[ENQ], timeout)?.is_none() {
                 return Err(err("no answer in time"));
@@ -406,6 +432,9 @@ pub mod serial_link {
                 let end = loop {
                     match self.byte(WAIT)? {
                         Some(b @ (ETX | ETB)) => break b,
+                        Some(_) if payload.len() + block.len() >= MAX_ANSWER => {
+                            return Err(err(format!("answer longer than {MAX_ANSWER} bytes")))
+                        }
                         Some(b) => block.push(b),
                         None => return Err(err("answer frame cut")),
                     }
@@ -427,6 +456,50 @@ pub mod serial_link {
             }
             let _ = self.wait_for(&[EOT], WAIT)?;
             Ok(payload)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serialport::TTYPort;
+
+        #[test]
+        fn an_endless_answer_is_cut_at_the_largest_frame() {
+            let (mut terminal, line) = TTYPort::pair().expect("pty pair");
+            terminal.set_timeout(Duration::from_secs(1)).unwrap();
+            let path = line.name().expect("pty name");
+            let mut l = Line::open(&path, 9600, Format::parse("7E1").unwrap()).unwrap();
+            // The terminal opens its session, then never ends its frame, in
+            // ETB blocks with good LRCs or in one block.
+            let writer = std::thread::spawn(move || {
+                let mut ack = [0u8; 1];
+                for blocks in [true, false] {
+                    terminal.write_all(&[ENQ]).unwrap();
+                    while terminal.read_exact(&mut ack).is_ok() && ack[0] != ACK {}
+                    let mut block = vec![STX];
+                    block.extend_from_slice(&[b'A'; 100]);
+                    if blocks {
+                        block.push(ETB);
+                        block.push(lrc(&block[1..]));
+                    }
+                    // Until the line stops reading: a write or an ACK
+                    // times out.
+                    while terminal.write_all(&block).is_ok()
+                        && (!blocks || terminal.read_exact(&mut ack).is_ok())
+                    {}
+                }
+                // Closed only once the line is done: a hang-up would end
+                // its reading early.
+                terminal
+            });
+            for _ in 0..2 {
+                let e = l.receive_answer(Duration::from_secs(10)).unwrap_err();
+                assert_eq!(e.to_string(), "answer longer than 8192 bytes");
+            }
+            drop(l);
+            drop(line);
+            let _ = writer.join();
         }
     }
 }

@@ -20,8 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest line read from the program.
+/// Longest line of standard output taken into account; a longer one is
+/// ignored whole, as a cut value is not the program's value.
 const MAX_LINE: usize = 4096;
+/// Longest line of standard error logged: a program that never writes a
+/// newline gets its first KiB logged, the rest counted.
+pub const MAX_STDERR_LINE: usize = 1024;
+/// Read past `MAX_STDERR_LINE` before cutting, so that a card number
+/// straddling the cut is masked whole: 19 digits and 18 separators.
+const PAN_SPAN: usize = 37;
 /// After the program exits, how long its pipes are still read. A child it
 /// left behind may hold them open for as long as it runs: what it writes
 /// later is not the program's outcome, and waiting for it would turn an
@@ -33,9 +40,9 @@ const TICK_MS: i32 = 50;
 /// Standard output taken into account; the rest is read and dropped, so
 /// that a program stuck printing cannot fill memory or block on the pipe.
 pub const MAX_STDOUT: usize = 64 * 1024;
-/// Standard error lines logged per transaction; the rest are read and
-/// dropped, with one line saying so.
-const MAX_STDERR_LINES: usize = 100;
+/// Standard error lines logged per transaction; the rest are read,
+/// counted and dropped, and one line gives their number at the end.
+pub const MAX_STDERR_LINES: usize = 100;
 /// Output problems reported per transaction.
 const MAX_PROBLEMS: usize = 20;
 
@@ -99,6 +106,8 @@ struct Output {
     /// Any recognised key seen: from then on a failure is not a clean
     /// refusal but an outcome nobody knows.
     attempted: bool,
+    /// Standard output went past `MAX_STDOUT`: an AE may have come after.
+    cut: bool,
     problems: Vec<String>,
     /// Problems past `MAX_PROBLEMS`, only counted.
     more_problems: usize,
@@ -115,6 +124,15 @@ impl Output {
         } else {
             self.more_problems += 1;
         }
+    }
+
+    /// A line longer than `MAX_LINE`, of which only the start was read.
+    fn long_line(&mut self, start: &[u8]) {
+        // It may have said how the payment went: nobody knows now.
+        if start.contains(&b'=') {
+            self.attempted = true;
+        }
+        self.problem(format!("a line longer than {MAX_LINE} bytes ignored"));
     }
 
     fn line(&mut self, id: u64, line: &str) {
@@ -210,6 +228,15 @@ impl Output {
                 }
                 o
             }
+            // What came past the limit may have been the outcome, whatever
+            // came before it: a decline could hide a payment made.
+            _ if self.cut => {
+                log::warn!(
+                    "tx {id}: the program ended ({why}) without an AE in the first \
+                     {MAX_STDOUT} bytes of its output: outcome unknown"
+                );
+                Outcome::declined(Af::NotEnded)
+            }
             _ if self.attempted => {
                 log::warn!("tx {id}: the program failed ({why}) after starting the payment: outcome unknown");
                 Outcome::declined(Af::NotEnded)
@@ -227,51 +254,96 @@ fn set(field: &mut Option<String>, v: &str) -> bool {
     true
 }
 
-/// Cuts a byte stream into lines, without their LF; a line longer than
-/// `MAX_LINE` comes out in pieces.
-#[derive(Default)]
+/// Cuts a byte stream into lines, without their LF, in a buffer of at most
+/// `max` bytes: a longer line comes out once, its first `max` bytes flagged
+/// as cut, and the rest of it is dropped as it comes, up to its LF.
 struct Lines {
     buf: Vec<u8>,
+    max: usize,
+    /// Inside a line already given out cut.
+    skipping: bool,
+    /// Bytes dropped that way.
+    dropped: u64,
 }
 
 impl Lines {
-    fn feed(&mut self, mut bytes: &[u8], f: &mut impl FnMut(&[u8])) {
+    fn new(max: usize) -> Lines {
+        Lines {
+            buf: Vec::new(),
+            max,
+            skipping: false,
+            dropped: 0,
+        }
+    }
+
+    /// Calls `f(line, cut)` for each line ended, or cut, in `bytes`.
+    fn feed(&mut self, mut bytes: &[u8], f: &mut impl FnMut(&[u8], bool)) {
         while !bytes.is_empty() {
-            let room = MAX_LINE - self.buf.len();
+            if self.skipping {
+                let n = bytes.iter().position(|&b| b == b'\n');
+                let skip = n.unwrap_or(bytes.len());
+                self.dropped += skip as u64;
+                if n.is_some() {
+                    self.skipping = false;
+                    bytes = &bytes[skip + 1..];
+                } else {
+                    return;
+                }
+                continue;
+            }
+            if self.buf.len() == self.max {
+                // Full: the next byte tells whether the line was longer.
+                if bytes[0] == b'\n' {
+                    f(&self.buf, false);
+                    bytes = &bytes[1..];
+                } else {
+                    f(&self.buf, true);
+                    self.skipping = true;
+                }
+                self.buf.clear();
+                continue;
+            }
+            let room = self.max - self.buf.len();
             let chunk = &bytes[..bytes.len().min(room)];
             match chunk.iter().position(|&b| b == b'\n') {
                 Some(p) => {
                     self.buf.extend_from_slice(&chunk[..p]);
-                    f(&self.buf);
+                    f(&self.buf, false);
                     self.buf.clear();
                     bytes = &bytes[p + 1..];
                 }
                 None => {
                     self.buf.extend_from_slice(chunk);
                     bytes = &bytes[chunk.len()..];
-                    if self.buf.len() == MAX_LINE {
-                        f(&self.buf);
-                        self.buf.clear();
-                    }
                 }
             }
         }
     }
 
+    /// Drops the line being read, which is not whole.
+    fn abandon(&mut self) {
+        self.dropped += self.buf.len() as u64;
+        self.buf.clear();
+        self.skipping = true;
+    }
+
     /// The last line, when the output does not end with LF.
-    fn finish(&mut self, f: &mut impl FnMut(&[u8])) {
+    fn finish(&mut self, f: &mut impl FnMut(&[u8], bool)) {
         if !self.buf.is_empty() {
-            f(&self.buf);
+            f(&self.buf, false);
             self.buf.clear();
         }
     }
 }
 
-/// Standard output, read into an `Output` as it comes, up to `MAX_STDOUT`.
+/// Standard output, read into an `Output` as it comes, up to `MAX_STDOUT`;
+/// the rest is read and counted.
 struct Stdout {
     id: u64,
     lines: Lines,
     seen: usize,
+    /// Bytes past `MAX_STDOUT`.
+    ignored: u64,
     out: Output,
 }
 
@@ -279,66 +351,146 @@ impl Stdout {
     fn new(id: u64) -> Stdout {
         Stdout {
             id,
-            lines: Lines::default(),
+            lines: Lines::new(MAX_LINE),
             seen: 0,
+            ignored: 0,
             out: Output::default(),
         }
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        let room = MAX_STDOUT.saturating_sub(self.seen);
-        if room == 0 {
-            return;
-        }
-        let take = &bytes[..bytes.len().min(room)];
+        let (take, rest) = bytes.split_at(bytes.len().min(MAX_STDOUT - self.seen));
         self.seen += take.len();
         let (id, out) = (self.id, &mut self.out);
-        self.lines.feed(take, &mut |l| out.line(id, &text(l)));
-        if self.seen == MAX_STDOUT {
-            // The line cut at the limit is not the program's value.
-            self.lines.buf.clear();
-            self.out.problem(format!(
-                "more than {MAX_STDOUT} bytes on standard output: the rest ignored"
-            ));
+        self.lines.feed(take, &mut |l, cut| {
+            if cut {
+                out.long_line(l)
+            } else {
+                out.line(id, &text(l))
+            }
+        });
+        if rest.is_empty() {
+            return;
         }
+        if !self.out.cut {
+            self.out.cut = true;
+            // The line cut at the limit is not the program's value.
+            self.lines.abandon();
+            log::warn!(
+                "tx {}: the program wrote more than {MAX_STDOUT} bytes on standard output: \
+                 the rest is read and ignored",
+                self.id
+            );
+        }
+        self.ignored += rest.len() as u64;
     }
 
     fn finish(mut self) -> Output {
         let (id, out) = (self.id, &mut self.out);
-        self.lines.finish(&mut |l| out.line(id, &text(l)));
+        self.lines.finish(&mut |l, _| out.line(id, &text(l)));
+        if self.ignored > 0 {
+            log::warn!(
+                "tx {id}: {} bytes of standard output past {MAX_STDOUT} ignored",
+                self.ignored
+            );
+        }
         self.out
     }
 }
 
-/// Standard error, logged line by line, up to `MAX_STDERR_LINES`.
+/// Standard error, logged a line at a time as it comes, each cut at
+/// `MAX_STDERR_LINE`, up to `MAX_STDERR_LINES` lines; the rest counted.
 struct Stderr<'a> {
     id: u64,
     name: &'a str,
     lines: Lines,
+    count: ErrCount,
+}
+
+#[derive(Default)]
+struct ErrCount {
     logged: usize,
+    /// Lines past `MAX_STDERR_LINES`.
+    more: u64,
+    /// Lines logged cut.
+    cut: u64,
+    /// Bytes read in all.
+    total: u64,
 }
 
 impl Stderr<'_> {
+    fn new(id: u64, name: &str) -> Stderr<'_> {
+        Stderr {
+            id,
+            name,
+            lines: Lines::new(MAX_STDERR_LINE + PAN_SPAN),
+            count: ErrCount::default(),
+        }
+    }
+
     fn feed(&mut self, bytes: &[u8]) {
-        let (id, name, logged) = (self.id, self.name, &mut self.logged);
+        let (id, name, count) = (self.id, self.name, &mut self.count);
+        count.total += bytes.len() as u64;
         self.lines
-            .feed(bytes, &mut |l| log_stderr(id, name, logged, l));
+            .feed(bytes, &mut |l, cut| log_stderr(id, name, count, l, cut));
     }
 
     fn finish(mut self) {
-        let (id, name, logged) = (self.id, self.name, &mut self.logged);
-        self.lines.finish(&mut |l| log_stderr(id, name, logged, l));
+        let (id, name, count) = (self.id, self.name, &mut self.count);
+        self.lines
+            .finish(&mut |l, cut| log_stderr(id, name, count, l, cut));
+        let mut what = Vec::new();
+        if count.more > 0 {
+            what.push(format!("{} more lines not logged", count.more));
+        }
+        if count.cut > 0 {
+            what.push(format!("{} cut at {MAX_STDERR_LINE} bytes", count.cut));
+        }
+        if !what.is_empty() {
+            log::warn!(
+                "tx {id}: {name}: standard error: {} ({} bytes in all)",
+                what.join(", "),
+                count.total
+            );
+        }
     }
 }
 
-fn log_stderr(id: u64, name: &str, logged: &mut usize, line: &[u8]) {
-    if *logged < MAX_STDERR_LINES {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        log::info!("tx {id}: {name}: {}", pan::scrub_except(line, id));
-    } else if *logged == MAX_STDERR_LINES {
-        log::warn!("tx {id}: {name}: more than {MAX_STDERR_LINES} lines on standard error: the rest not logged");
+fn log_stderr(id: u64, name: &str, count: &mut ErrCount, line: &[u8], cut: bool) {
+    if count.logged >= MAX_STDERR_LINES {
+        count.more += 1;
+        return;
     }
-    *logged = logged.saturating_add(1);
+    count.logged += 1;
+    let (text, cut) = stderr_text(id, line, cut);
+    count.cut += u64::from(cut);
+    log::info!("tx {id}: {name}: {text}");
+    if count.logged == MAX_STDERR_LINES {
+        log::warn!(
+            "tx {id}: {name}: {MAX_STDERR_LINES} lines of standard error logged: \
+             the rest counted, not logged"
+        );
+    }
+}
+
+/// Ends a line of standard error logged cut.
+const CUT_MARK: &str = " [cut at 1024 bytes]";
+
+/// A line of standard error as logged: masked whole, then cut, so that a
+/// card number across the cut is masked too.
+fn stderr_text(id: u64, line: &[u8], cut: bool) -> (String, bool) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut text = pan::scrub_except(line, id);
+    let cut = cut || text.len() > MAX_STDERR_LINE;
+    if cut {
+        let mut end = MAX_STDERR_LINE.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(CUT_MARK);
+    }
+    (text, cut)
 }
 
 fn text(line: &[u8]) -> String {
@@ -372,12 +524,7 @@ fn watch(
     mut err_pipe: Option<ChildStderr>,
 ) -> (Output, std::io::Result<ExitStatus>) {
     let mut stdout = Stdout::new(id);
-    let mut stderr = Stderr {
-        id,
-        name,
-        lines: Lines::default(),
-        logged: 0,
-    };
+    let mut stderr = Stderr::new(id, name);
     let mut status: Option<std::io::Result<ExitStatus>> = None;
     let mut grace_end: Option<Instant> = None;
     let mut buf = vec![0u8; 8192];
@@ -699,14 +846,35 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_come_in_pieces() {
-        let mut lines = Lines::default();
+    fn long_lines_are_cut_once() {
+        let mut lines = Lines::new(MAX_LINE);
         let mut got = Vec::new();
-        let mut f = |l: &[u8]| got.push(l.len());
+        let mut f = |l: &[u8], cut: bool| got.push((l.len(), cut));
         lines.feed(&[b'a'; 5000], &mut f);
-        lines.feed(b"\nAE=10\r\nAC=1", &mut f);
+        lines.feed(b"\nAE=10\r\n", &mut f);
+        // A line of exactly the limit is whole.
+        lines.feed(&[b'b'; MAX_LINE], &mut f);
+        lines.feed(b"\nAC=1", &mut f);
         lines.finish(&mut f);
-        assert_eq!(got, [MAX_LINE, 5000 - MAX_LINE, 6, 4]);
+        assert_eq!(
+            got,
+            [(MAX_LINE, true), (6, false), (MAX_LINE, false), (4, false)]
+        );
+        assert_eq!(lines.dropped, 5000 - MAX_LINE as u64);
+    }
+
+    #[test]
+    fn the_rest_of_a_long_line_is_not_a_key() {
+        // Once read as a line of its own, and taken as the outcome.
+        let mut out = vec![b'x'; MAX_LINE];
+        out.extend_from_slice(b"AE=10\n");
+        let o = outcome_of(1, &out, true, &debit(""));
+        assert_eq!(o.status, Status::Declined(Af::Unknown));
+        let mut out = b"TICKET=".to_vec();
+        out.extend_from_slice(&[b'A'; MAX_LINE]);
+        out.extend_from_slice(b"\nAE=10\n");
+        let o = outcome_of(1, &out, true, &debit(""));
+        assert_eq!((o.status, o.document), (Status::Approved, None));
     }
 
     #[test]
@@ -722,12 +890,90 @@ mod tests {
         out.extend_from_slice(b"AE=10\n");
         let mut s = Stdout::new(1);
         s.feed(&out);
+        // Read and counted, not kept.
+        for _ in 0..1000 {
+            s.feed(&[b'y'; 8192]);
+        }
+        assert!(s.lines.buf.capacity() <= 2 * MAX_LINE);
+        assert_eq!(s.ignored, 2 + 1000 * 8192);
         let o = s.finish();
         // AE=10 straddles the limit: cut, so not taken.
         assert_eq!(o.ae, None);
+        assert!(o.cut);
         assert_eq!(o.problems.len(), MAX_PROBLEMS);
         assert!(o.more_problems > 1000);
         assert!(o.problems[0].contains("X: bad or unknown value"));
+    }
+
+    #[test]
+    fn an_ae_past_the_limit_is_an_unknown_outcome() {
+        let flood = |line: &str, then: &str| {
+            let mut out = line.repeat(2 * MAX_STDOUT / line.len()).into_bytes();
+            out.extend_from_slice(then.as_bytes());
+            out
+        };
+        let unknown = Status::Declined(Af::NotEnded);
+        // Keys, then the outcome where it is no longer read.
+        let o = outcome_of(1, &flood("X=1\n", "AE=10\nAC=1\n"), true, &debit(""));
+        assert_eq!(o.status, unknown);
+        let o = outcome_of(1, &flood("DEBUG=", "AE=10\n"), false, &debit(""));
+        assert_eq!(o.status, unknown);
+        // No key at all in what was kept: the AE past the limit may still
+        // say a payment was made.
+        let o = outcome_of(1, &flood("hello\n", "AE=10\n"), true, &debit(""));
+        assert_eq!(o.status, unknown);
+        // The outcome before the limit stands.
+        let mut out = b"AE=10\nAC=123456\n".to_vec();
+        out.extend_from_slice(&flood("X=1\n", "AE=01\n"));
+        let o = outcome_of(1, &out, true, &debit(""));
+        assert_eq!(o.status, Status::Approved);
+        assert_eq!(o.auth.as_deref(), Some("123456"));
+        // Exactly the limit is not past it.
+        let mut out = "X=1\n".repeat(MAX_STDOUT / 4 - 2).into_bytes();
+        out.extend_from_slice(b"AE=10\n\n\n");
+        assert_eq!(out.len(), MAX_STDOUT);
+        assert_eq!(
+            outcome_of(1, &out, true, &debit("")).status,
+            Status::Approved
+        );
+    }
+
+    #[test]
+    fn standard_error_is_bounded() {
+        // Without a newline: one line, cut, the rest counted.
+        let mut e = Stderr::new(1, "pay");
+        for _ in 0..1000 {
+            e.feed(&[b'e'; 8192]);
+        }
+        assert!(e.lines.buf.capacity() <= 2 * (MAX_STDERR_LINE + PAN_SPAN));
+        let c = &e.count;
+        assert_eq!((c.logged, c.more, c.cut, c.total), (1, 0, 1, 1000 * 8192));
+        // Lines: the first ones logged, the others counted.
+        e.feed(b"\n");
+        for _ in 0..1000 {
+            e.feed(b"a line\n");
+        }
+        let c = &e.count;
+        assert_eq!(
+            (c.logged, c.more),
+            (MAX_STDERR_LINES, 1001 - MAX_STDERR_LINES as u64)
+        );
+        e.finish();
+    }
+
+    #[test]
+    fn standard_error_lines_are_masked_then_cut() {
+        assert_eq!(CUT_MARK, format!(" [cut at {MAX_STDERR_LINE} bytes]"));
+        let text = |l: &[u8], cut| stderr_text(1, l, cut).0;
+        assert_eq!(text(b"paying 1234\r", false), "paying 1234");
+        // A card number across the cut shows no more than its first 6.
+        let mut line = vec![b'x'; MAX_STDERR_LINE - 12];
+        line.extend_from_slice(b"4970101234560674 more");
+        let t = text(&line, false);
+        assert!(t.ends_with(&format!("x497010######{CUT_MARK}")), "{t}");
+        let long = vec![b'y'; MAX_STDERR_LINE + PAN_SPAN];
+        let t = text(&long, true);
+        assert_eq!(t.len(), MAX_STDERR_LINE + CUT_MARK.len());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use crate::answer::{Af, Outcome};
 use crate::backend::{Backend, Done, Note, Transaction};
-use crate::client::{self, serial_link::Line};
+use crate::client::{self, serial_link::Line, MAX_ANSWER};
 use crate::config::{Format, Upstream};
 use crate::framing::{self, Wrapping, NAK};
 use crate::pan;
@@ -100,8 +100,13 @@ fn tcp(addr: &str, bytes: &[u8], until: Instant, stx: bool) -> Sent {
         if s.set_read_timeout(Some(wait)).is_err() {
             return Sent::Lost("socket error".into());
         }
-        match s.read(&mut buf) {
+        // One byte past the cap tells an answer that is too long.
+        let want = buf.len().min(MAX_ANSWER + 1 - answer.len());
+        match s.read(&mut buf[..want]) {
             Ok(0) => break,
+            Ok(n) if answer.len() + n > MAX_ANSWER => {
+                return Sent::Lost(format!("{addr}: answer longer than {MAX_ANSWER} bytes"));
+            }
             Ok(n) => {
                 answer.extend_from_slice(&buf[..n]);
                 if stx
@@ -837,6 +842,67 @@ mod tests {
         .unwrap();
         assert!(o.is_approved());
         assert_eq!(o.amount.as_deref(), Some("500"));
+    }
+
+    /// An upstream on loopback that reads a request, then sends `prefix`
+    /// and `chunk` after it for as long as the relay reads.
+    fn streaming_upstream(prefix: &'static [u8], chunk: &'static [u8]) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let _ = s.read(&mut [0u8; 512]);
+                    let _ = s.write_all(prefix);
+                    while s.write_all(chunk).is_ok() {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn an_endless_answer_is_cut_at_the_largest_frame() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
+        for (v2, prefix, chunk) in [
+            (false, &b""[..], &b"garbage "[..]),
+            // Whole elements with AE, and never quiet.
+            (false, b"CZ0040320AE00210", b"CF003abc"),
+            (true, b"\x02", b"0123456789"),
+        ] {
+            let link = Link {
+                upstream: Upstream::Tcp(streaming_upstream(prefix, chunk)),
+                v2,
+            };
+            let until = Instant::now() + Duration::from_secs(30);
+            // The request, and the status exchanges of the resolver.
+            for payload in [v3_request(&r), status_request(&r)] {
+                match link.exchange(&payload, until) {
+                    Sent::Lost(why) => assert!(why.ends_with("answer longer than 8192 bytes")),
+                    Sent::Answer(a) => panic!("{} bytes taken as an answer", a.len()),
+                    Sent::Refused(why) => panic!("refused: {why}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_of_the_largest_frame_is_read() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.read(&mut [0u8; 512]);
+            let mut a = b"CZ0040320AE00210".to_vec();
+            a.resize(MAX_ANSWER, b'x');
+            let _ = s.write_all(&a);
+        });
+        let until = Instant::now() + Duration::from_secs(30);
+        match tcp(&addr, b"CZ0040320CD001T", until, false) {
+            Sent::Answer(a) => assert_eq!(a.len(), MAX_ANSWER),
+            _ => panic!("not read"),
+        }
     }
 
     #[test]

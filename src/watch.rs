@@ -169,10 +169,6 @@ mod tests {
         // The new inode is watched too.
         std::fs::write(&f, "listen 127.0.0.1:3\n").unwrap();
         assert!(seen(&rx));
-        // Another file of the directory is not the configuration.
-        while rx.try_recv().is_ok() {}
-        std::fs::write(d.join("other"), "x").unwrap();
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -485,6 +485,13 @@ case "$CONCERT_AMOUNT" in
      if [ $(( 0x$ign & 0x1000000 )) -eq 0 ]; then echo AE=10; else echo AE=01; echo AF=04; fi ;;
 # Approves, then hangs until killed at transaction-timeout.
 804) echo AE=10; echo AC=804804; exec sleep 60 ;;
+# Floods, until killed: standard output lines; standard error without a
+# newline; standard error lines.
+806) exec yes X=1 ;;
+807) exec tr '\0' e < /dev/zero >&2 ;;
+808) exec yes 'flood line' >&2 ;;
+# 4 MB of keys, then approves where it is no longer read.
+809) yes X=1 | head -c 4000000; echo AE=10 ;;
 # Leaves its process group (joins concertd's), so that the kill at
 # transaction-timeout misses it; approves once the test says so.
 900) GO="$(dirname "$0")/go" exec perl -e '
@@ -638,4 +645,152 @@ fn exec_programs_get_the_default_sigxfsz_back() {
     let (d, _dir) = odd_daemon("");
     let a = exchange(d.addr, debit("805", "").as_bytes());
     assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+}
+
+/// VmRSS of a process, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The limit the issue sets: a flood must not take concertd past it.
+const RSS_LIMIT_KB: u64 = 64 * 1024;
+
+/// Sends `req` from a thread, waits for `flooding` in the log, then samples
+/// concertd's memory until the answer comes: the answer. Past
+/// `RSS_LIMIT_KB` it fails at once, which kills concertd before a
+/// regression takes the machine's memory.
+fn answer_under_flood(d: &Daemon, req: String, flooding: &str) -> String {
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, req.as_bytes()));
+    d.wait_log(flooding);
+    loop {
+        let done = t.is_finished();
+        let rss = rss_kb(d.pid());
+        assert!(rss < RSS_LIMIT_KB, "RSS {rss} kB after {flooding:?}");
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    text(&t.join().unwrap())
+}
+
+#[test]
+fn exec_floods_leave_memory_bounded() {
+    let (d, _dir) = odd_daemon("transaction-timeout 2s");
+    let unknown = |amount| format!("{}AE00201AF00207", debit(amount, ""));
+    // Endless lines on standard output: read and dropped past 64 KiB,
+    // until the kill at transaction-timeout.
+    let a = answer_under_flood(
+        &d,
+        debit("806", ""),
+        "wrote more than 65536 bytes on standard output: the rest is read and ignored",
+    );
+    assert_eq!(a, unknown("806"));
+    d.wait_log("bytes of standard output past 65536 ignored");
+    // Standard error without a newline: its first KiB logged, cut.
+    let a = answer_under_flood(&d, debit("807", ""), " [cut at 1024 bytes]");
+    assert_eq!(a, unknown("807"));
+    let line = d.wait_log(" [cut at 1024 bytes]");
+    assert!(
+        line.contains(&format!(": {} [cut", "e".repeat(1024))),
+        "{line}"
+    );
+    let summary = d.wait_log(": standard error: 1 cut at 1024 bytes (");
+    assert!(summary.ends_with(" bytes in all)"), "{summary}");
+    // Lines on standard error: 100 logged, the rest counted.
+    let a = answer_under_flood(&d, debit("808", ""), "100 lines of standard error logged");
+    assert_eq!(a, unknown("808"));
+    let summary = d.wait_log(" more lines not logged (");
+    assert!(summary.contains(": standard error: "), "{summary}");
+    assert_eq!(
+        d.log_text()
+            .lines()
+            .filter(|l| l.ends_with(": flood line"))
+            .count(),
+        100
+    );
+    // An outcome printed past 64 KiB, after keys: nobody knows it.
+    let a = exchange(d.addr, debit("809", "").as_bytes());
+    assert_eq!(text(&a), unknown("809"));
+    d.wait_log("without an AE in the first 65536 bytes of its output: outcome unknown");
+    assert!(
+        d.journal()
+            .contains(&format!(" ended unknown {}", unknown("809"))),
+        "{}",
+        d.journal()
+    );
+}
+
+#[test]
+fn relay_upstream_streaming_bytes_leaves_memory_bounded() {
+    use std::io::{Read, Write};
+    // The status is the previous sale's until the sale comes. The sale,
+    // then the first status after it, are answered with bytes without end;
+    // the next status is the sale, approved.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut streamed = 0;
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while concert::request::parse(&buf, &[978]).is_err() {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let req = text(&buf);
+            let status = get(req.as_bytes(), "CD").as_deref() == Some("T");
+            if status && streamed != 1 {
+                let a = if streamed == 0 {
+                    format!("{}AE00201AF00204", debit("700", ""))
+                } else {
+                    format!("{}AE00210AC006333333", debit("1000", ""))
+                };
+                let _ = s.write_all(a.as_bytes());
+            } else {
+                streamed += 1;
+                let flood = "CF003abc".repeat(1024);
+                // Until the relay closes.
+                while s.write_all(flood.as_bytes()).is_ok() {}
+            }
+            drop(s);
+            if seen_tx.send(req).is_err() {
+                return;
+            }
+        }
+    });
+    let d = Daemon::start(&format!(
+        "terminal relay tcp {up} v3\ntransaction-timeout 30s"
+    ));
+    let a = answer_under_flood(
+        &d,
+        debit("1000", ""),
+        "debit 10.00 EUR register 01 from tcp",
+    );
+    assert_eq!(a, format!("{}AE00201AF00207", debit("1000", "")));
+    d.wait_log("answer longer than 8192 bytes: outcome unknown, asking the upstream");
+    assert_eq!(next(&seen), STATUS, "the status is asked first");
+    assert_eq!(next(&seen), debit("1000", ""));
+    // The register asks: the resolver's read is cut too, and it asks again.
+    exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(next(&seen), STATUS);
+    exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(next(&seen), STATUS);
+    d.wait_log("outcome resolved: approved");
+    assert!(rss_kb(d.pid()) < RSS_LIMIT_KB);
+    assert!(
+        d.journal().contains(" resolved approved "),
+        "{}",
+        d.journal()
+    );
 }

@@ -67,3 +67,16 @@ fn every_concert_option_is_documented() {
         );
     }
 }
+
+#[test]
+fn no_merge_conflict_is_left_in_the_pages() {
+    for p in ["concertd.8", "concertd.conf.5", "concert.1"] {
+        let man = page(p);
+        for marker in ["<<<<<<< ", ">>>>>>> ", "======="] {
+            assert!(
+                !man.lines().any(|l| l.starts_with(marker)),
+                "{p}: a merge conflict marker {marker:?}"
+            );
+        }
+    }
+}
