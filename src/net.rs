@@ -31,6 +31,9 @@ const SPARE_FOR: Duration = Duration::from_secs(30);
 /// last bytes are read rather than reset.
 const LINGER: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer this long fits in any socket's send buffer (Linux never
+/// makes it smaller than 4608 bytes): its write cannot block.
+const SURE_WRITE: usize = 4096;
 /// `TCP_CLOSE` of the kernel's tcp_states.h (not exported by libc).
 const TCP_CLOSE: u8 = 7;
 
@@ -573,7 +576,8 @@ fn acknowledged(stream: &TcpStream) -> Result<(), String> {
 }
 
 fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &Held) {
-    let _ = stream.set_nodelay(true);
+    // No TCP_NODELAY: the answer is one write followed by a shutdown, which
+    // Nagle's rule never holds back.
     let settings = shared.settings();
     let a = match read_request(stream, &settings, peer, held) {
         Incoming::Request(a) => {
@@ -592,11 +596,17 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         return;
     }
     log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let sent = stream
-        .write_all(&bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|()| acknowledged(stream));
+    if bytes.len() > SURE_WRITE {
+        // Only a large answer can find the send buffer full.
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    }
+    let written = stream.write_all(&bytes).map_err(|e| e.to_string());
+    // A transaction's final answer is journaled delivered or not: wait for
+    // the register's acknowledgement. Other answers need no such record.
+    let sent = match tx {
+        Some(_) => written.and_then(|()| acknowledged(stream)),
+        None => written,
+    };
     if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
