@@ -98,11 +98,14 @@ fn alive(pid: i32) -> bool {
 /// Refuses to start when the pid file names a live process, or is a
 /// link (refused here, in the foreground, rather than after the fork).
 pub fn check_pidfile(path: &Path) -> Result<(), Error> {
-    let text = match files::read(path) {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+    let mut text = String::new();
+    match files::open_nofollow(path, OpenOptions::new().read(true)) {
+        Ok(mut f) => {
+            let _ = f.read_to_string(&mut text);
+        }
         Err(e) if files::is_refused(&e) => return Err(files::error("pid file", path, e)),
-        Ok(None) | Err(_) => return Ok(()),
-    };
+        Err(_) => return Ok(()),
+    }
     match text.trim().parse::<i32>() {
         Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::Usage(format!(
             "already running as pid {pid} (pid file {})",
@@ -243,4 +246,54 @@ pub fn drop_to(a: &Account) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("concertd-daemon-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_pid_file_never_writes_through_a_link() {
+        let d = dir();
+        let target = d.join("root-file");
+        fs::write(&target, "precious\n").unwrap();
+        // A symbolic link: refused, by name, before and after the fork.
+        let p = d.join("concertd.pid");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let e = check_pidfile(&p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("pid file: {} is a symbolic link: refused", p.display())
+        );
+        let e = PidFile::write(&p).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link: refused"), "{e}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        // A hard link left as a stale pid file: replaced, not truncated.
+        fs::remove_file(&p).unwrap();
+        fs::hard_link(&target, &p).unwrap();
+        let pid = PidFile::write(&p).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(pid);
+        assert!(!p.exists());
+        // Its directory, made when missing, is 0750 at most.
+        let _p = PidFile::write(&d.join("concertd").join("concertd.pid")).unwrap();
+        let mode = fs::metadata(d.join("concertd"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7027, 0, "{mode:o}");
+        let _ = fs::remove_dir_all(&d);
+    }
 }

@@ -89,12 +89,17 @@ fn link_error(path: &Path, e: io::Error) -> io::Error {
 /// Opens `path` with `opts` and `O_NOFOLLOW`; a regular file must have no
 /// other hard link. (A directory or device passes as it is.)
 pub fn open(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
-    let f = opts
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| link_error(path, e))?;
+    let f = open_nofollow(path, opts)?;
     single(&f, path)?;
     Ok(f)
+}
+
+/// Opens `path` with `opts` and `O_NOFOLLOW`, whatever its link count:
+/// for reading a file that is then replaced, not written.
+pub fn open_nofollow(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
+    opts.custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| link_error(path, e))
 }
 
 /// Refuses a regular file that has another name elsewhere.
