@@ -174,3 +174,116 @@ fn rotation_does_not_write_through_a_link_planted_at_a_generation_name() {
         d.log_text()
     );
 }
+
+/// The whole sequence as root with `user nobody`: what the account could
+/// plant is refused, what it must own is given by descriptor, and the
+/// rotation after the drop writes no link. Only as root (else skipped).
+#[test]
+fn as_root_with_user_nobody_links_are_refused_and_files_given() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: plain system calls; getpwnam's result is read at once.
+    let nobody = unsafe {
+        let pw = libc::getpwnam(c"nobody".as_ptr());
+        (libc::geteuid() == 0 && !pw.is_null()).then(|| (*pw).pw_uid)
+    };
+    let Some(nobody) = nobody else {
+        eprintln!("not root, or no user nobody: skipped");
+        return;
+    };
+    let dir = temp_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.join("concertd");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(dir.join("run")).unwrap();
+    let shadow = dir.join("shadow");
+    std::fs::write(&shadow, SECRET).unwrap();
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pid = dir.join("run").join("concertd").join("concertd.pid");
+    let log = dir.join("log");
+    let conf = format!(
+        "journal {}\njournal-size 4K\njournal-keep 2\npidfile {}\nlog-file {}\nuser nobody",
+        state.join("journal").display(),
+        pid.display(),
+        log.display()
+    );
+    let untouched = || {
+        let m = std::fs::metadata(&shadow).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600));
+        assert_eq!(std::fs::read_to_string(&shadow).unwrap(), SECRET);
+    };
+    // Planted by the account in its own directory before a start.
+    let gen = state.join("journal.1");
+    std::os::unix::fs::symlink(&shadow, &gen).unwrap();
+    let file = dir.join("concertd.conf");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        format!("listen 127.0.0.1:{port}\nsimulator-delay 0\n{conf}\n"),
+    )
+    .unwrap();
+    let run = || {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(CONCERTD)
+            .arg("-f")
+            .arg(&file)
+            .env_remove("RUST_LOG")
+            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert_refused(&o, "journal", &gen);
+    untouched();
+    std::fs::remove_file(&gen).unwrap();
+    let o = run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let daemon: i32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(daemon);
+    let owner = |p: &Path| std::fs::metadata(p).unwrap().uid();
+    assert_eq!(owner(&state), nobody);
+    assert_eq!(owner(&state.join("journal")), nobody);
+    let run_dir = pid.parent().unwrap();
+    assert_eq!(owner(run_dir), nobody);
+    let mode = std::fs::metadata(run_dir).unwrap().mode() & 0o7777;
+    assert_eq!(mode & !0o750, 0, "{mode:o}");
+    // Planted after the drop: the rotation's temporary.
+    std::os::unix::fs::symlink(&shadow, state.join("journal.0")).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut i = 0;
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches(": rotated,")
+        .count()
+        < 2
+    {
+        i += 1;
+        assert!(i < 400, "not rotated twice");
+        let req = format!("CZ0040320CA00201CB004{}CD0010CE003978", 1000 + i);
+        let a = exchange(addr, req.as_bytes());
+        assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    }
+    untouched();
+    for n in ["journal", "journal.1", "journal.2"] {
+        let m = std::fs::symlink_metadata(state.join(n)).unwrap();
+        assert!(m.is_file() && m.uid() == nobody, "{n}");
+    }
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while pid.exists() {
+        assert!(std::time::Instant::now() < deadline, "pid file not removed");
+        std::thread::yield_now();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
