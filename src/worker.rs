@@ -375,12 +375,16 @@ struct Handed {
 }
 
 /// How the register that asked can still get an outcome it did not
-/// receive.
-fn how_to_fetch(v2: bool) -> &'static str {
+/// receive: Concert V2 has no status request, V3's returns the register's
+/// last outcome.
+fn how_to_fetch(v2: bool, register: u8) -> String {
     if v2 {
-        "Concert V2 has no status request: check its outcome in the journal"
+        format!(
+            "Concert V2 has no status request: check its outcome in the journal \
+             (a V3 status request for register {register:02} also returns it)"
+        )
     } else {
-        "a status request (CD=T) returns it"
+        "a status request (CD=T) returns it".to_string()
     }
 }
 
@@ -1087,7 +1091,7 @@ impl Worker {
                 log::error!(
                     "tx {id}: {}: {e}: the outcome is not on disk, so no answer is sent; {}",
                     self.journal.path().display(),
-                    how_to_fetch(run.origin.v2)
+                    how_to_fetch(run.origin.v2, done.request.register)
                 );
                 drop(reply);
             }
@@ -1139,7 +1143,7 @@ impl Worker {
                 "tx {}: answer not delivered to {} ({reason}); {}",
                 d.id,
                 done.record.peer,
-                how_to_fetch(v2)
+                how_to_fetch(v2, done.request.register)
             );
         }
         self.rotate_if_needed();
