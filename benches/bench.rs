@@ -1,8 +1,12 @@
 //! `make bench`: figures for concertd, each printed as a table row and as
-//! a `name=value` line. The ping figure is set against a limit server run
-//! by this program in the same run (accept, read, write a fixed answer,
-//! close, nothing else), so the ratio says how close concertd is to what
-//! this machine can do at all.
+//! a `name=value` line. The ping figures are set against a limit server run
+//! by this program in the same run, the same as the independent load
+//! client's (`../shared/tools/loadgen serve`: accept, read once, write a
+//! fixed answer, close), and measured the way that client measures (an
+//! answer is in once whole TLV elements holding AE have come), so the
+//! ratio says how close concertd is to what this machine can do at all.
+//! The debit rate is set against the disk's limit for two syncs per
+//! transaction, measured in the same run.
 
 use serialport::{SerialPort, TTYPort};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,7 +39,10 @@ impl Daemon {
         std::fs::write(
             &conf,
             format!(
-                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n{extra}\n",
+                // One address plays every client: the per-peer cap is
+                // raised to the global one.
+                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n\
+                 max-connections-per-peer 1024\n{extra}\n",
                 dir.join("journal").display()
             ),
         )
@@ -132,41 +139,89 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The limit server: accept, read the request, write a fixed answer,
-/// close. Runs until the program ends.
+/// The limit server, as loadgen's `serve`: accept, read once, write a
+/// fixed answer, close. Runs until the program ends.
 fn limit_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let _ = s.set_nodelay(true);
-            let mut got = 0;
-            while got < PING.len() {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n,
-                }
-            }
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
             let _ = s.write_all(PING_ANSWER);
-            let _ = s.shutdown(Shutdown::Write);
         }
     });
     addr
 }
 
-fn sequential(addr: SocketAddr, n: usize, req: &[u8]) -> (Stats, usize) {
-    let mut lat = Vec::with_capacity(n);
-    let mut errors = 0;
-    let t0 = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        match exchange(addr, req) {
-            Ok(a) if a.starts_with(b"CZ") && a.windows(7).any(|w| w == b"AE00210") => {}
-            _ => errors += 1,
+/// Whole TLV elements, one of them AE: the answer is in (loadgen's rule).
+fn complete(buf: &[u8]) -> bool {
+    let mut i = 0;
+    let mut ae = false;
+    while i + 5 <= buf.len() {
+        let Some(len) = std::str::from_utf8(&buf[i + 2..i + 5])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            return false;
+        };
+        ae |= &buf[i..i + 2] == b"AE";
+        i += 5 + len;
+    }
+    i == buf.len() && ae
+}
+
+/// One request as loadgen sends it: connect, write, read until the answer
+/// is whole, close.
+fn one(addr: SocketAddr, req: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_nodelay(true)?;
+    s.write_all(req)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut tmp = [0u8; 4096];
+    loop {
+        match s.read(&mut tmp)? {
+            0 => break,
+            n => {
+                buf.extend_from_slice(&tmp[..n]);
+                if complete(&buf) {
+                    break;
+                }
+            }
         }
-        lat.push(t.elapsed());
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    Ok(buf)
+}
+
+/// `n` requests from `clients` threads, each waiting for its answer before
+/// the next.
+fn load(addr: SocketAddr, n: usize, clients: usize, req: &'static [u8]) -> (Stats, usize) {
+    let next = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || {
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    let t = Instant::now();
+                    match one(addr, req) {
+                        Ok(a) if a.windows(7).any(|w| w == b"AE00210") => lat.push(t.elapsed()),
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in threads {
+        let (l, e) = t.join().expect("client thread");
+        lat.extend(l);
+        errors += e;
     }
     (stats(lat, t0.elapsed()), errors)
 }
@@ -184,42 +239,45 @@ fn ping() {
     let d = Daemon::start("ping", "");
     let limit = limit_server();
     // Warm both up.
-    sequential(d.addr, 200, PING);
-    sequential(limit, 200, PING);
-    let (c, ce) = sequential(d.addr, N, PING);
-    let (l, _) = sequential(limit, N, PING);
-    let ratio = c.per_sec / l.per_sec;
-    println!("ping: {N} identification requests, one connection each");
-    row(
-        "concertd",
-        format!(
-            "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            c.per_sec,
-            ms(c.p50),
-            ms(c.p99),
-            ms(c.max)
-        ),
-    );
-    row(
-        "limit server",
-        format!(
-            "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
-            l.per_sec,
-            ms(l.p50),
-            ms(l.p99)
-        ),
-    );
-    row(
-        "ratio concertd/limit",
-        format!("{ratio:.2} (target >= 0.5)"),
-    );
-    line("ping.req_per_s", format!("{:.0}", c.per_sec));
-    line("ping.p50_ms", format!("{:.3}", ms(c.p50)));
-    line("ping.p99_ms", format!("{:.3}", ms(c.p99)));
-    line("ping.max_ms", format!("{:.3}", ms(c.max)));
-    line("ping.limit_req_per_s", format!("{:.0}", l.per_sec));
-    line("ping.ratio", format!("{ratio:.2}"));
-    line("ping.errors", ce);
+    load(d.addr, 500, 1, PING);
+    load(limit, 500, 1, PING);
+    println!("ping: {N} identification requests, one connection each, as loadgen sends them");
+    for clients in [1usize, 8] {
+        let (c, ce) = load(d.addr, N, clients, PING);
+        let (l, _) = load(limit, N, clients, PING);
+        let ratio = c.per_sec / l.per_sec;
+        row(
+            &format!("concertd, {clients} client(s)"),
+            format!(
+                "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {ce} errors",
+                c.per_sec,
+                ms(c.p50),
+                ms(c.p99),
+                ms(c.max)
+            ),
+        );
+        row(
+            &format!("limit server, {clients} client(s)"),
+            format!(
+                "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+                l.per_sec,
+                ms(l.p50),
+                ms(l.p99)
+            ),
+        );
+        row(
+            &format!("ratio, {clients} client(s)"),
+            format!("{ratio:.2}"),
+        );
+        let k = format!("ping.c{clients}");
+        line(&format!("{k}.req_per_s"), format!("{:.0}", c.per_sec));
+        line(&format!("{k}.p50_ms"), format!("{:.3}", ms(c.p50)));
+        line(&format!("{k}.p99_ms"), format!("{:.3}", ms(c.p99)));
+        line(&format!("{k}.limit_req_per_s"), format!("{:.0}", l.per_sec));
+        line(&format!("{k}.limit_p99_ms"), format!("{:.3}", ms(l.p99)));
+        line(&format!("{k}.ratio"), format!("{ratio:.2}"));
+        line(&format!("{k}.errors"), ce);
+    }
 }
 
 fn busy_storm() {
@@ -277,6 +335,30 @@ fn busy_storm() {
     }
 }
 
+/// The mean time of an fdatasync after appending a 150-byte line (a
+/// journal record's size) to a file in `dir`.
+fn sync_time(dir: &std::path::Path) -> Duration {
+    use std::os::unix::fs::OpenOptionsExt;
+    const N: u32 = 500;
+    let p = dir.join("sync-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    let line = [b'x'; 149];
+    let t0 = Instant::now();
+    for _ in 0..N {
+        f.write_all(&line).unwrap();
+        f.write_all(b"\n").unwrap();
+        f.sync_data().unwrap();
+    }
+    let t = t0.elapsed() / N;
+    let _ = std::fs::remove_file(p);
+    t
+}
+
 fn transactions() {
     const N: usize = 2_000;
     let d = Daemon::start("tx", "");
@@ -286,27 +368,104 @@ fn transactions() {
     for i in 0..N {
         let req = format!("CZ0040320CA00201CB004{:04}CD0010CE003978", 1000 + i % 40);
         let t = Instant::now();
-        match exchange(d.addr, req.as_bytes()) {
+        match one(d.addr, req.as_bytes()) {
             Ok(a) if a.windows(7).any(|w| w == b"AE00210") => {}
             _ => errors += 1,
         }
         lat.push(t.elapsed());
     }
     let s = stats(lat, t0.elapsed());
+    // The disk's limit for two syncs a transaction, in the same run and
+    // the same directory as the journal.
+    let sync = sync_time(&d.dir);
+    let limit = 1.0 / (2.0 * sync.as_secs_f64());
+    let ratio = s.per_sec / limit;
     println!("transactions: {N} sequential debits, simulator-delay 0, journal on (fdatasync)");
     row(
         "debits",
         format!(
-            "{:.0} tx/s, p50 {:.3} ms, p99 {:.3} ms",
+            "{:.0} tx/s, p50 {:.3} ms, p99 {:.3} ms, {errors} errors",
             s.per_sec,
             ms(s.p50),
             ms(s.p99)
         ),
     );
-    line("tx.per_s", format!("{:.0}", s.per_sec));
-    line("tx.p50_ms", format!("{:.3}", ms(s.p50)));
-    line("tx.p99_ms", format!("{:.3}", ms(s.p99)));
-    line("tx.errors", errors);
+    row(
+        "two-sync limit",
+        format!(
+            "{limit:.0} tx/s (fdatasync of a 150-byte append: {:.3} ms)",
+            ms(sync)
+        ),
+    );
+    row("ratio", format!("{ratio:.2}"));
+    line("debit.rps", format!("{:.0}", s.per_sec));
+    line("debit.p50_ms", format!("{:.3}", ms(s.p50)));
+    line("debit.p99_ms", format!("{:.3}", ms(s.p99)));
+    line("debit.sync_ms", format!("{:.3}", ms(sync)));
+    line("debit.sync_limit_rps", format!("{limit:.0}"));
+    line("debit.sync_limit_ratio", format!("{ratio:.2}"));
+    line("debit.errors", errors);
+}
+
+/// Every thread's context switches: each time one wakes up and sleeps
+/// again counts.
+fn wakeups(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Wakeups of the whole idle process over `secs` seconds: with
+/// `config-watch` on (its default), without and with a serial line.
+fn idle() {
+    let secs = std::env::var("BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30u64);
+    let measure = |d: &Daemon| {
+        // Settled after start.
+        std::thread::sleep(Duration::from_secs(3));
+        let w0 = wakeups(d.child.id());
+        std::thread::sleep(Duration::from_secs(secs));
+        wakeups(d.child.id()) - w0
+    };
+    let d = Daemon::start("idle", "config-watch 2s");
+    let plain = measure(&d);
+    drop(d);
+    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-idle-tty", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let (master, slave) = TTYPort::pair().expect("pty pair");
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on descriptors we own: not inherited by concertd.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let link = dir.join("tty");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let d = Daemon::start(
+        "idle-serial",
+        &format!("config-watch 2s\nserial {}", link.display()),
+    );
+    let serial = measure(&d);
+    drop(d);
+    drop((master, slave));
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("idle: wakeups of every thread in {secs} s, config-watch 2s");
+    row("no serial line", format!("{plain}"));
+    row("a serial line", format!("{serial}"));
+    line(&format!("idle.wakeups_{secs}s"), plain);
+    line(&format!("idle.serial_wakeups_{secs}s"), serial);
 }
 
 fn memory() {
@@ -456,7 +615,8 @@ fn main() {
             "memory" => memory(),
             "serial" => serial(),
             "start" => start(),
-            _ => eprintln!("BENCH_ONLY: ping, busy, tx, memory, serial or start"),
+            "idle" => idle(),
+            _ => eprintln!("BENCH_ONLY: ping, busy, tx, memory, serial, start or idle"),
         }
         return;
     }
@@ -470,4 +630,5 @@ fn main() {
     memory();
     serial();
     start();
+    idle();
 }

@@ -319,9 +319,11 @@ impl Drop for Daemon {
     }
 }
 
+/// Every stage plays its registers from one address, 127.0.0.1: the cap
+/// per peer is raised to the global one, which the stages exercise.
 fn write_conf(dir: &Path, extra: &str) {
     let text = format!(
-        "listen 127.0.0.1:0\njournal {}\nconfig-watch 0\n{extra}\n",
+        "listen 127.0.0.1:0\njournal {}\nconfig-watch 0\nmax-connections-per-peer 1024\n{extra}\n",
         dir.join("journal").display()
     );
     std::fs::write(dir.join("concertd.conf"), text).unwrap();

@@ -21,6 +21,7 @@ pub const KEYWORDS: &[&str] = &[
     "request-gap",
     "request-timeout",
     "max-connections",
+    "max-connections-per-peer",
     "journal",
     "journal-size",
     "journal-keep",
@@ -191,6 +192,8 @@ pub struct Config {
     pub request_gap: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_peer: usize,
     pub journal: PathBuf,
     pub journal_size: u64,
     pub journal_keep: u32,
@@ -309,6 +312,7 @@ impl Default for Config {
             request_gap: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            max_connections_per_peer: 16,
             journal: PathBuf::from(DEFAULT_JOURNAL),
             journal_size: 8 << 20,
             journal_keep: 4,
@@ -494,12 +498,17 @@ impl Config {
             "transaction-timeout" => self.transaction_timeout = positive(key, dur(args)?)?,
             "request-gap" => self.request_gap = positive(key, dur(args)?)?,
             "request-timeout" => self.request_timeout = positive(key, dur(args)?)?,
-            "max-connections" => {
+            "max-connections" | "max-connections-per-peer" => {
                 let v = one(key, args)?;
-                self.max_connections = match v.parse::<usize>() {
+                let n = match v.parse::<usize>() {
                     Ok(n) if n > 0 => n,
-                    _ => return Err(format!("max-connections {v:?} is not a positive number")),
+                    _ => return Err(format!("{key} {v:?} is not a positive number")),
                 };
+                if key == "max-connections" {
+                    self.max_connections = n;
+                } else {
+                    self.max_connections_per_peer = n;
+                }
             }
             "journal" => self.journal = PathBuf::from(one(key, args)?),
             "journal-size" => {
@@ -673,6 +682,11 @@ impl Config {
         let _ = writeln!(s, "request-gap {}", fmt_duration(self.request_gap));
         let _ = writeln!(s, "request-timeout {}", fmt_duration(self.request_timeout));
         let _ = writeln!(s, "max-connections {}", self.max_connections);
+        let _ = writeln!(
+            s,
+            "max-connections-per-peer {}",
+            self.max_connections_per_peer
+        );
         let _ = writeln!(s, "journal \"{}\"", self.journal.display());
         let _ = writeln!(s, "journal-size {}", fmt_size(self.journal_size));
         let _ = writeln!(s, "journal-keep {}", self.journal_keep);

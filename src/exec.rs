@@ -120,16 +120,20 @@ impl Output {
     fn line(&mut self, id: u64, line: &str) {
         let Some((key, value)) = line.split_once('=') else {
             if !line.trim().is_empty() {
-                self.problem(format!("not KEY=value: {}", pan::scrub(line.as_bytes())));
+                let shown = pan::scrub_except(line.as_bytes(), id);
+                self.problem(format!("not KEY=value: {shown}"));
             }
             return;
         };
         let key = key.trim();
+        // The key too may hold a card number, or bytes that would forge a
+        // log line: logs show it scrubbed.
+        let shown = pan::scrub_except(key.as_bytes(), id);
         let mut value = value.trim_end().to_string();
         if key != "TICKET" {
             let mut bytes = value.clone().into_bytes();
-            if pan::mask_in_place(&mut bytes) {
-                log::warn!("tx {id}: the program printed a full card number in {key}: masked");
+            if pan::mask_except(&mut bytes, id) {
+                log::warn!("tx {id}: the program printed a full card number in {shown}: masked");
                 value = String::from_utf8_lossy(&bytes).into_owned();
             }
         }
@@ -167,7 +171,7 @@ impl Output {
             // bytes): concertd makes its own instead.
             "TICKET" => match base64::decode(value.as_bytes()).filter(|d| !d.is_empty()) {
                 Some(mut doc) => {
-                    if pan::mask_in_place(&mut doc) {
+                    if pan::mask_except(&mut doc, id) {
                         log::warn!("tx {id}: the program's ticket held a full card number: masked");
                     }
                     o.document = Some(doc);
@@ -181,7 +185,7 @@ impl Output {
         if ok {
             self.attempted = true;
         } else {
-            self.problem(format!("{key}: bad or unknown value ignored"));
+            self.problem(format!("{shown}: bad or unknown value ignored"));
         }
     }
 
@@ -330,7 +334,7 @@ impl Stderr<'_> {
 fn log_stderr(id: u64, name: &str, logged: &mut usize, line: &[u8]) {
     if *logged < MAX_STDERR_LINES {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        log::info!("tx {id}: {name}: {}", pan::scrub(line));
+        log::info!("tx {id}: {name}: {}", pan::scrub_except(line, id));
     } else if *logged == MAX_STDERR_LINES {
         log::warn!("tx {id}: {name}: more than {MAX_STDERR_LINES} lines on standard error: the rest not logged");
     }
@@ -649,6 +653,37 @@ mod tests {
     fn full_card_numbers_are_masked() {
         let o = read(&["AE=10", "AA=4970101234560674"], true);
         assert_eq!(o.pan.as_deref(), Some("497010######0674"));
+    }
+
+    #[test]
+    fn grouped_card_numbers_are_masked_in_values_and_keys() {
+        let o = read(&["AE=10", "AA=4970 1012 3456 0674"], true);
+        assert_eq!(o.pan.as_deref(), Some("4970 10## #### 0674"));
+        let o = read(&["AE=10", "AA=4970-1012-3456-0674"], true);
+        assert_eq!(o.pan.as_deref(), Some("4970-10##-####-0674"));
+        // What reaches the log of a bad line: neither the key nor the line
+        // whole, nor a raw control byte.
+        let mut out = Output::default();
+        out.line(1, "4970 1012 3456 0674\x1b[2K=x");
+        out.line(1, "pan 4970-1012-3456-0674\r");
+        assert_eq!(
+            out.problems,
+            [
+                "4970 10## #### 0674\\x1b[2K: bad or unknown value ignored",
+                "not KEY=value: pan 4970-10##-####-0674\\x0d",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_transaction_id_is_no_card_number() {
+        // 1796089883005 passes Luhn; printed back by the program, it stays.
+        let mut out = Output::default();
+        out.line(1_796_089_883_005, "AA=1796089883005");
+        assert_eq!(
+            out.outcome.and_then(|o| o.pan).as_deref(),
+            Some("1796089883005")
+        );
     }
 
     fn debit(extra: &str) -> Request {

@@ -5,12 +5,15 @@
 use crate::allow::{self, Net};
 use crate::answer::{self, Af};
 use crate::assemble::{Assembled, Assembler, Progress};
+use crate::floodgate::{Floodgate, Kind};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
+use crate::peers::{Admission, Held, Peers};
 use crate::request;
 use crate::tlv::Frame;
 use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -20,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// Connection threads only parse and copy small buffers.
 const CONNECTION_STACK: usize = 128 * 1024;
+/// Connection threads kept waiting for the next connection however long
+/// it takes; those beyond end after `SPARE_FOR` without one.
+const WARM: usize = 4;
+const SPARE_FOR: Duration = Duration::from_secs(30);
 /// How long to wait for the client to close after the answer, so that its
 /// last bytes are read rather than reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -34,6 +41,7 @@ pub struct Settings {
     pub request_gap: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 pub struct Shared {
@@ -41,16 +49,47 @@ pub struct Shared {
     /// with.
     settings: RwLock<Arc<Settings>>,
     pub worker: Handle,
-    pub active: AtomicUsize,
+    /// Every open connection, by client address.
+    pub peers: Arc<Peers>,
+    /// Refusals and bad requests, logged in full only at first.
+    pub floodgate: Arc<Floodgate>,
+    /// Hands an accepted connection to a connection thread waiting for
+    /// one: zero capacity, so a hand-over succeeds only when a thread is
+    /// there to take it, and a new thread is started otherwise.
+    handoff: (Sender<Accepted>, Receiver<Accepted>),
+    /// Connection threads alive.
+    threads: AtomicUsize,
+}
+
+/// A connection admitted, on its way to a connection thread.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    held: Held,
 }
 
 impl Shared {
-    pub fn new(settings: Settings, worker: Handle) -> Shared {
-        Shared {
+    pub fn new(settings: Settings, worker: Handle) -> io::Result<Shared> {
+        Ok(Shared {
             settings: RwLock::new(Arc::new(settings)),
             worker,
-            active: AtomicUsize::new(0),
-        }
+            peers: Arc::new(Peers::default()),
+            floodgate: Floodgate::start()?,
+            handoff: bounded(0),
+            threads: AtomicUsize::new(0),
+        })
+    }
+
+    /// Logs a line a peer can cause at will: in full for the first few
+    /// from an address in a minute, then counted.
+    fn flood(
+        &self,
+        peer: SocketAddr,
+        kind: Kind,
+        level: log::Level,
+        line: impl FnOnce() -> String,
+    ) {
+        self.floodgate.note(peer.ip(), kind, level, line);
     }
 
     pub fn settings(&self) -> Arc<Settings> {
@@ -90,15 +129,6 @@ impl Listening {
             });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-    }
-}
-
-/// Counts a connection for `max-connections` while it lives.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -144,30 +174,106 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
         };
         let settings = shared.settings();
         if !allow::allowed(&settings.allow, peer.ip()) {
-            log::warn!("{peer}: not in the allow-list, closed");
+            shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                format!("{peer}: not in the allow-list, closed")
+            });
             continue;
         }
-        let n = shared.active.fetch_add(1, Ordering::Relaxed);
-        if n >= settings.max_connections {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("{peer}: {n} connections open (max-connections), closed");
-            continue;
+        let held = match shared.peers.admit(
+            peer,
+            stream.as_raw_fd(),
+            settings.max_connections,
+            settings.max_connections_per_peer,
+        ) {
+            Admission::Admitted(h) => h,
+            Admission::PeerFull(n) => {
+                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                    format!(
+                        "{peer}: its address holds {n} connections \
+                         (max-connections-per-peer), closed"
+                    )
+                });
+                continue;
+            }
+            Admission::Full(n) => {
+                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                    format!("{peer}: {n} connections open (max-connections), closed")
+                });
+                continue;
+            }
+        };
+        if let Some(old) = held.displaced {
+            shared.flood(old, Kind::Refused, log::Level::Warn, || {
+                format!(
+                    "{old}: idle connection closed to make room for {peer} \
+                     (max-connections reached; {old} holds the most)"
+                )
+            });
         }
+        let a = Accepted { stream, peer, held };
+        let a = match shared.handoff.0.try_send(a) {
+            Ok(()) => continue,
+            Err(TrySendError::Full(a) | TrySendError::Disconnected(a)) => a,
+        };
+        // No thread waiting: one more.
         let sh = Arc::clone(&shared);
+        sh.threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("connection".into())
             .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                let slot = Slot(&sh.active);
-                connection(stream, peer, &sh);
-                drop(slot);
-                log::debug!("tcp {peer}: closed");
-            });
+            .spawn(move || connection_thread(a, &sh));
         if let Err(e) = spawned {
-            shared.active.fetch_sub(1, Ordering::Relaxed);
+            shared.threads.fetch_sub(1, Ordering::SeqCst);
             log::error!("{peer}: cannot start a connection thread: {e}");
         }
     }
+}
+
+/// Serves connections one after the other: the one it was started with,
+/// then those handed over while it waits. The first `WARM` threads wait
+/// for ever; the others end once no connection came for `SPARE_FOR`.
+fn connection_thread(first: Accepted, sh: &Shared) {
+    let mut next = Some(first);
+    loop {
+        if let Some(Accepted {
+            mut stream,
+            peer,
+            held,
+        }) = next.take()
+        {
+            connection(&mut stream, peer, sh, &held);
+            // Out of the table before the socket closes: the table may
+            // shut down the descriptor while it holds the entry.
+            drop(held);
+            drop(stream);
+            log::debug!("tcp {peer}: closed");
+        }
+        let waited = if sh.threads.load(Ordering::SeqCst) <= WARM {
+            sh.handoff
+                .1
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            sh.handoff.1.recv_timeout(SPARE_FOR)
+        };
+        match waited {
+            Ok(a) => next = Some(a),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // A spare thread ends, unless it is now one of the warm.
+                let spare = sh
+                    .threads
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n > WARM).then(|| n - 1)
+                    })
+                    .is_ok();
+                if spare {
+                    return;
+                }
+            }
+        }
+    }
+    sh.threads.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// True when the kernel holds no unread byte for this socket.
@@ -184,7 +290,7 @@ enum Incoming {
     Gone,
 }
 
-fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incoming {
+fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &Held) -> Incoming {
     let deadline = Instant::now() + s.request_timeout;
     let mut asm = Assembler::default();
     let mut whole = false;
@@ -200,7 +306,12 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr) -> Incom
         if stream.set_read_timeout(Some(wait)).is_err() {
             return Incoming::Gone;
         }
-        match stream.read(&mut buf) {
+        let read = stream.read(&mut buf);
+        if held.is_displaced() {
+            log::debug!("tcp {peer}: displaced by another peer's connection");
+            return Incoming::Gone;
+        }
+        match read {
             Ok(0) => return asm.finish().map_or(Incoming::Silent, Incoming::Request),
             Ok(n) => {
                 // Only the count: a card number split across two reads
@@ -261,12 +372,16 @@ fn answer_for(
     };
     if let (Some(fault), Wrapping::Stx) = (&a.fault, a.wrapping) {
         if !a.body.starts_with(b"CZ") {
-            log::info!("tcp {peer}: bad V2 frame ({fault}): NAK");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: bad V2 frame ({fault}): NAK")
+            });
             return (vec![NAK], None);
         }
     }
     if let Some(fault) = &a.fault {
-        log::info!("tcp {peer}: bad request ({fault}): answered AF09");
+        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+            format!("tcp {peer}: bad request ({fault}): answered AF09")
+        });
         let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
         return refused(&partial, Af::Format);
     }
@@ -287,7 +402,9 @@ fn answer_for(
             v3(shared.worker.submit(req, origin))
         }
         Err(rej) => {
-            log::info!("tcp {peer}: request refused: {rej}");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: request refused: {rej}")
+            });
             refused(&rej.frame, rej.af)
         }
     }
@@ -305,12 +422,16 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
     let v = match v2::parse(body) {
         Ok(v) => v,
         Err(e) => {
-            log::info!("tcp {peer}: not a V2 request ({e}): NAK");
+            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+                format!("tcp {peer}: not a V2 request ({e}): NAK")
+            });
             return V2Answer::Nak;
         }
     };
     let refused = |why: String| {
-        log::info!("tcp {peer}: V2 request refused: {why}");
+        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+            format!("tcp {peer}: V2 request refused: {why}")
+        });
         V2Answer::Reply(v2::reply(&v, b'7', v.amount, None), None)
     };
     if !matches!(v.kind, b'0' | b'1' | b'2') {
@@ -342,16 +463,35 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
 /// and EOT that STX-framing clients send after our answer, do not.
-fn report_trailing(peer: SocketAddr, bytes: &[u8]) {
+fn report_trailing(shared: &Shared, peer: SocketAddr, bytes: &[u8]) {
     if bytes
         .iter()
         .any(|b| !matches!(*b, b'\r' | b'\n' | ACK | EOT))
     {
-        log::warn!(
-            "tcp {peer}: {} bytes after the request ignored: {}",
-            bytes.len(),
-            pan::scrub(&bytes[..bytes.len().min(64)])
-        );
+        shared.flood(peer, Kind::BadRequest, log::Level::Warn, || {
+            format!(
+                "tcp {peer}: {} bytes after the request ignored: {}",
+                bytes.len(),
+                // Masked whole before the cut, or the cut could leave the
+                // start of a card number whole.
+                pan::scrub_cut(bytes, 64)
+            )
+        });
+    }
+}
+
+/// An answer for the wire trace, its body as `serial::trace` shows it: a
+/// V3 frame masked element by element, a V2 reply cut into its fields (its
+/// register, amount, mode and currency digits run together and must not be
+/// taken for a card number).
+fn trace_answer(bytes: &[u8]) -> String {
+    match bytes {
+        [framing::STX, body @ .., framing::ETX, lrc] => format!(
+            "\\x02{}\\x03{}",
+            crate::serial::trace(body),
+            pan::escape(&[*lrc])
+        ),
+        _ => pan::scrub(bytes),
     }
 }
 
@@ -432,11 +572,14 @@ fn acknowledged(stream: &TcpStream) -> Result<(), String> {
     }
 }
 
-fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &Held) {
     let _ = stream.set_nodelay(true);
     let settings = shared.settings();
-    let a = match read_request(&mut stream, &settings, peer) {
-        Incoming::Request(a) => a,
+    let a = match read_request(stream, &settings, peer, held) {
+        Incoming::Request(a) => {
+            held.requested();
+            a
+        }
         Incoming::Silent => {
             log::debug!("{peer}: closed without a request");
             return;
@@ -448,12 +591,12 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     if bytes.is_empty() {
         return;
     }
-    log::trace!("tcp {peer}: > {}", pan::scrub(&bytes));
+    log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let sent = stream
         .write_all(&bytes)
         .map_err(|e| e.to_string())
-        .and_then(|()| acknowledged(&stream));
+        .and_then(|()| acknowledged(stream));
     if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
@@ -484,7 +627,7 @@ fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(_) => break,
         }
     }
-    report_trailing(peer, &trailing);
+    report_trailing(shared, peer, &trailing);
 }
 
 #[cfg(test)]
@@ -492,6 +635,31 @@ mod tests {
     use super::*;
 
     const ESTABLISHED: u8 = 1;
+
+    #[test]
+    fn the_trace_of_a_v2_reply_keeps_its_digits() {
+        // Register, result, amount, mode, currency and private data run
+        // into 25 digits, windows of which pass Luhn.
+        let reply = framing::wrap(b"0100000100019781234567890", Wrapping::Stx);
+        assert_eq!(
+            trace_answer(&reply),
+            format!(
+                "\\x0201|0|00001000|1|978|1234567890\\x03{}",
+                pan::escape(&reply[reply.len() - 1..])
+            )
+        );
+        // V3 answers, wrapped or not, are masked element by element.
+        let v3 = b"CZ0040320AE00210AA0164970101234560674";
+        let wrapped = framing::wrap(v3, Wrapping::Stx);
+        assert_eq!(
+            trace_answer(&wrapped),
+            format!(
+                "\\x02CZ0040320AE00210AA016497010######0674\\x03{}",
+                pan::escape(&wrapped[wrapped.len() - 1..])
+            )
+        );
+        assert_eq!(trace_answer(v3), "CZ0040320AE00210AA016497010######0674");
+    }
 
     #[test]
     fn delivered_only_when_nothing_is_left_to_send_or_acknowledge() {

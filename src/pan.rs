@@ -1,62 +1,129 @@
-//! Card numbers never leave concertd whole: anything that looks like one
-//! (13 to 19 digits passing the Luhn check) is cut to its first 6 and last
-//! 4 digits before it is logged or journaled.
+//! Card numbers never leave concertd whole, and text from outside never
+//! shapes a log line.
+//!
+//! Masking rule: in a run of digits joined by at most one space or dash
+//! between two digits (`4970 1012 3456 0674`, `4970-1012-...`), every
+//! window of 13 to 19 digits (counting digits only) that passes the Luhn
+//! check keeps at most its first 6 and last 4 digits; the others become
+//! `#`, separators stay. Card numbers are written grouped by payment
+//! programs and tickets, so contiguous digits alone would let them through.
+//!
+//! Callers mask values, one field at a time (a TLV element, a V2 field, a
+//! program's `KEY=value`), never a whole message, so that digits of
+//! neighbouring fields never join into a false card number; and they mask
+//! before they cut, so that a cut never shows what masking would hide.
 
 use crate::tlv::Frame;
+use std::fmt::Write;
 
 pub const MASK: u8 = b'#';
 
-fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(d - b'0');
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum.is_multiple_of(10)
+/// Window lengths taken for a card number.
+const SHORTEST: usize = 13;
+const LONGEST: usize = 19;
+
+/// Masks, in place, every card number in `bytes` by the masking rule;
+/// whether anything was masked. Masking twice changes nothing: what is
+/// left of a run between masks was already a window of the run.
+pub fn mask_in_place(bytes: &mut [u8]) -> bool {
+    mask(bytes, None)
 }
 
-/// Masks, in place, every run of 13..=19 digits that passes Luhn.
-pub fn mask_in_place(bytes: &mut [u8]) -> bool {
+/// As `mask_in_place`, but a window whose digits are exactly `id` (a
+/// transaction id, which a program may print back) is not taken for a
+/// card number.
+pub fn mask_except(bytes: &mut [u8], id: u64) -> bool {
+    mask(bytes, Some(id.to_string().as_bytes()))
+}
+
+fn mask(bytes: &mut [u8], keep: Option<&[u8]>) -> bool {
     let mut masked = false;
+    // Positions of the digits of the current run, reused from run to run.
+    let mut pos: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         if !bytes[i].is_ascii_digit() {
             i += 1;
             continue;
         }
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let run = &mut bytes[start..i];
-        if (13..=19).contains(&run.len()) && luhn(run) {
-            let n = run.len();
-            for b in &mut run[6..n - 4] {
-                *b = MASK;
+        pos.clear();
+        pos.push(i);
+        let mut j = i + 1;
+        loop {
+            match bytes.get(j) {
+                Some(b) if b.is_ascii_digit() => {
+                    pos.push(j);
+                    j += 1;
+                }
+                Some(b' ' | b'-') if bytes.get(j + 1).is_some_and(u8::is_ascii_digit) => {
+                    pos.push(j + 1);
+                    j += 2;
+                }
+                _ => break,
             }
-            masked = true;
         }
+        if pos.len() >= SHORTEST {
+            masked |= mask_run(bytes, &pos, keep);
+        }
+        i = j;
     }
     masked
 }
 
-/// A printable copy of a frame (or of raw bytes) for logs: card numbers
-/// masked element by element (so digit runs never straddle a length field),
-/// control bytes shown as `<xx>`.
-pub fn scrub(raw: &[u8]) -> String {
-    let mut bytes = match Frame::decode(raw) {
+/// Masks the windows of one run (`pos`: where its digits are) that pass
+/// Luhn. Sums are taken from each window's last digit leftwards, so every
+/// window ending there is checked in one pass.
+fn mask_run(bytes: &mut [u8], pos: &[usize], keep: Option<&[u8]>) -> bool {
+    let n = pos.len();
+    let mut hide = vec![false; n];
+    let mut any = false;
+    for end in SHORTEST..=n {
+        let mut sum = 0u32;
+        for k in 0..LONGEST.min(end) {
+            let mut v = u32::from(bytes[pos[end - 1 - k]] - b'0');
+            if k % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+            let len = k + 1;
+            if len < SHORTEST || !sum.is_multiple_of(10) {
+                continue;
+            }
+            let start = end - len;
+            if keep.is_some_and(|id| &bytes[pos[start]..=pos[end - 1]] == id) {
+                continue;
+            }
+            for h in &mut hide[start + 6..end - 4] {
+                *h = true;
+            }
+            any = true;
+        }
+    }
+    for (p, h) in pos.iter().zip(hide) {
+        if h {
+            bytes[*p] = MASK;
+        }
+    }
+    any
+}
+
+/// `raw` with its card numbers masked: element by element when it is a
+/// frame (so that digit runs never straddle a length field), else whole.
+pub fn masked(raw: &[u8], except: Option<u64>) -> Vec<u8> {
+    let m = |v: &mut [u8]| match except {
+        Some(id) => mask_except(v, id),
+        None => mask_in_place(v),
+    };
+    match Frame::decode(raw) {
         Ok(f) => {
             let mut out = Vec::with_capacity(raw.len());
             for e in f.elements() {
                 let mut one = Frame::new();
                 let mut v = e.value.clone();
-                mask_in_place(&mut v);
+                m(&mut v);
                 one.push(e.tag, v);
                 one.encode_into(&mut out);
             }
@@ -64,24 +131,101 @@ pub fn scrub(raw: &[u8]) -> String {
         }
         Err(_) => {
             let mut v = raw.to_vec();
-            mask_in_place(&mut v);
+            m(&mut v);
             v
         }
-    };
+    }
+}
+
+/// Text from outside (a register, a program, an upstream) as it may appear
+/// in a log line: control characters (C0, DEL, C1, line and paragraph
+/// separators, bidirectional overrides) and bytes that are not UTF-8 are
+/// written `\xNN` or `\u{NNNN}`, so that no CR, LF or ESC can end, forge
+/// or hide a line. Printable ASCII is kept as it is.
+pub fn escape(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len());
-    for b in bytes.drain(..) {
-        if (0x20..0x7f).contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("<{b:02x}>"));
+    for chunk in bytes.utf8_chunks() {
+        push_escaped(&mut s, chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
         }
     }
     s
 }
 
+/// As `escape`, for text already decoded.
+pub fn escape_str(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    push_escaped(&mut s, text);
+    s
+}
+
+fn push_escaped(s: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            ' '..='~' => s.push(c),
+            '\0'..='\u{1f}' | '\u{7f}' => {
+                let _ = write!(s, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
+                )
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c) =>
+            {
+                let _ = write!(s, "\\u{{{:04x}}}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+}
+
+/// A printable copy of a frame (or of raw bytes) for logs: card numbers
+/// masked element by element, control bytes escaped.
+pub fn scrub(raw: &[u8]) -> String {
+    escape(&masked(raw, None))
+}
+
+/// As `scrub`, for what a transaction's program printed: its own id is
+/// not a card number.
+pub fn scrub_except(raw: &[u8], id: u64) -> String {
+    escape(&masked(raw, Some(id)))
+}
+
+/// As `scrub`, showing at most the first `max` bytes: masked whole first,
+/// so that the cut cannot leave the start of a card number whole.
+pub fn scrub_cut(raw: &[u8], max: usize) -> String {
+    let m = masked(raw, None);
+    escape(&m[..m.len().min(max)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn luhn(digits: &[u8]) -> bool {
+        let mut sum = 0u32;
+        for (i, d) in digits.iter().rev().enumerate() {
+            let mut v = u32::from(d - b'0');
+            if i % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+        }
+        sum.is_multiple_of(10)
+    }
+
+    fn masked_str(s: &str) -> String {
+        let mut v = s.as_bytes().to_vec();
+        mask_in_place(&mut v);
+        String::from_utf8(v).unwrap()
+    }
 
     #[test]
     fn masks_card_numbers_only() {
@@ -93,9 +237,241 @@ mod tests {
     }
 
     #[test]
+    fn grouped_card_numbers_are_masked_separators_kept() {
+        assert_eq!(masked_str("4970 1012 3456 0674"), "4970 10## #### 0674");
+        assert_eq!(masked_str("4970-1012-3456-0674"), "4970-10##-####-0674");
+        assert_eq!(
+            masked_str("AA=4970 1012-3456 0674."),
+            "AA=4970 10##-#### 0674."
+        );
+        // Two separators, or another one, end the run: no 13 digits left.
+        for s in ["4970  1012 3456 0674", "4970 - 1012", "4970/1012/3456/0674"] {
+            assert_eq!(masked_str(s), s);
+        }
+        // A separator at either end is not part of the run.
+        assert_eq!(masked_str("-4970101234560674 "), "-497010######0674 ");
+    }
+
+    #[test]
+    fn a_card_number_inside_a_longer_run_is_found() {
+        // Digits joined to it on either side: it is one of the windows,
+        // and other windows that pass Luhn mask more.
+        assert_eq!(masked_str("1 4970 1012 3456 0674"), "1 4970 10## #### 0674");
+        assert_eq!(
+            masked_str("12 4970 1012 3456 0674 99"),
+            "12 4970 #### #### ##74 99"
+        );
+    }
+
+    #[test]
+    fn masking_twice_changes_nothing() {
+        for s in [
+            "4970 1012 3456 0674",
+            "11111111111111111111111111111111",
+            "5 4970-1012-3456-0674-9 1796089883005",
+        ] {
+            let once = masked_str(s);
+            assert_eq!(masked_str(&once), once);
+        }
+    }
+
+    #[test]
+    fn ids_amounts_and_short_runs_stay() {
+        // A transaction id that fails Luhn, amounts, dates.
+        for s in [
+            "tx 1796089883001: approved",
+            "CB=000000012345",
+            "26/11/2026 15:58:32",
+            "01 23 45 67 89",
+        ] {
+            assert_eq!(masked_str(s), s);
+        }
+        // One that passes is still a transaction's own id when told so.
+        let mut v = b"id 1796089883005".to_vec();
+        assert!(!mask_except(&mut v, 1_796_089_883_005));
+        assert!(mask_in_place(&mut v));
+    }
+
+    #[test]
     fn scrub_keeps_tlv_structure() {
         let s = scrub(b"CZ0040320CJ012247300123456CF0164970101234560674");
         assert_eq!(s, "CZ0040320CJ012247300123456CF016497010######0674");
-        assert_eq!(scrub(b"\x02AB\x03"), "<02>AB<03>");
+        assert_eq!(scrub(b"\x02AB\x03"), "\\x02AB\\x03");
+    }
+
+    #[test]
+    fn escapes_what_could_forge_a_line() {
+        assert_eq!(
+            escape(b"ok\r\n2026 ERROR forged\x1b[2K\x7f"),
+            "ok\\x0d\\x0a2026 ERROR forged\\x1b[2K\\x7f"
+        );
+        // UTF-8 text is kept, bytes that are not UTF-8 and C1 or bidi
+        // controls are not.
+        assert_eq!(escape("payé".as_bytes()), "payé");
+        assert_eq!(escape(b"\xe9t\xc3"), "\\xe9t\\xc3");
+        assert_eq!(
+            escape("a\u{85}b\u{202e}c".as_bytes()),
+            "a\\u{0085}b\\u{202e}c"
+        );
+        assert_eq!(escape_str("\u{2028}"), "\\u{2028}");
+    }
+
+    #[test]
+    fn a_cut_comes_after_masking() {
+        let raw = format!("{}4970101234560674", "x".repeat(55));
+        let s = scrub_cut(raw.as_bytes(), 64);
+        assert_eq!(s, format!("{}497010###", "x".repeat(55)));
+    }
+
+    /// The rule, written the slow and obvious way.
+    fn reference(bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let mut pos = vec![i];
+            let mut j = i + 1;
+            while j < bytes.len() {
+                if bytes[j].is_ascii_digit() {
+                    pos.push(j);
+                    j += 1;
+                } else if matches!(bytes[j], b' ' | b'-')
+                    && j + 1 < bytes.len()
+                    && bytes[j + 1].is_ascii_digit()
+                {
+                    pos.push(j + 1);
+                    j += 2;
+                } else {
+                    break;
+                }
+            }
+            for s in 0..pos.len() {
+                for len in SHORTEST..=LONGEST {
+                    if s + len > pos.len() {
+                        break;
+                    }
+                    let w: Vec<u8> = pos[s..s + len].iter().map(|&p| bytes[p]).collect();
+                    if luhn(&w) {
+                        for &p in &pos[s + 6..s + len - 4] {
+                            out[p] = MASK;
+                        }
+                    }
+                }
+            }
+            i = j;
+        }
+        out
+    }
+
+    /// A Luhn-valid card number of 13 to 19 digits.
+    fn pan() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..10, 12..=18).prop_map(|body| {
+            let mut d: Vec<u8> = body.iter().map(|v| b'0' + v).collect();
+            let check = (0..10u8)
+                .map(|c| b'0' + c)
+                .find(|&c| {
+                    let mut w = d.clone();
+                    w.push(c);
+                    luhn(&w)
+                })
+                .unwrap_or(b'0');
+            d.push(check);
+            d
+        })
+    }
+
+    /// Text around it: what a backend value or a log line may hold, blanks,
+    /// dashes and digits included, so that runs extend past the card number.
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![0x20u8..=0x7e, Just(b' '), Just(b'-'), b'0'..=b'9',],
+            0..40,
+        )
+    }
+
+    /// The card number written with single blanks or dashes between some
+    /// digits, between `before` and `after`; and where its digits are.
+    fn embed(pan: &[u8], seps: &[u8], before: &[u8], after: &[u8]) -> (Vec<u8>, Vec<usize>) {
+        let mut v = before.to_vec();
+        let mut at = Vec::new();
+        for (i, &d) in pan.iter().enumerate() {
+            if i > 0 {
+                match seps[i % seps.len()] {
+                    1 => v.push(b' '),
+                    2 => v.push(b'-'),
+                    _ => {}
+                }
+            }
+            at.push(v.len());
+            v.push(d);
+        }
+        v.extend_from_slice(after);
+        (v, at)
+    }
+
+    proptest! {
+        #[test]
+        fn card_numbers_never_show_more_than_ten_digits(
+            pan in pan(),
+            seps in proptest::collection::vec(0u8..3, 1..20),
+            before in text(),
+            after in text(),
+        ) {
+            let (raw, at) = embed(&pan, &seps, &before, &after);
+            // A backend value.
+            let mut v = raw.clone();
+            mask_in_place(&mut v);
+            let shown = at.iter().filter(|&&p| v[p].is_ascii_digit()).count();
+            prop_assert!(shown <= 10, "{}", String::from_utf8_lossy(&v));
+            // A log line: printable text, so positions do not move.
+            let line = scrub(&raw).into_bytes();
+            prop_assert_eq!(line.len(), raw.len());
+            let shown = at.iter().filter(|&&p| line[p].is_ascii_digit()).count();
+            prop_assert!(shown <= 10, "{}", String::from_utf8_lossy(&line));
+            // Cut anywhere after masking: never more.
+            let cut = scrub_cut(&raw, before.len() + pan.len() / 2).into_bytes();
+            let shown = at.iter().filter(|&&p| cut.get(p).is_some_and(u8::is_ascii_digit)).count();
+            prop_assert!(shown <= 10);
+        }
+
+        #[test]
+        fn masking_is_the_rule_exactly(raw in proptest::collection::vec(
+            prop_oneof![b'0'..=b'9', Just(b' '), Just(b'-'), Just(b'x')],
+            0..80,
+        )) {
+            let mut v = raw.clone();
+            let changed = mask_in_place(&mut v);
+            let want = reference(&raw);
+            prop_assert_eq!(changed, want != raw);
+            prop_assert_eq!(v, want);
+        }
+
+        #[test]
+        fn ids_and_amounts_that_are_no_card_number_stay(
+            id in 1_000_000_000_000u64..10_000_000_000_000,
+            amount in 0u64..1_000_000_000_000,
+            currency in 0u16..1000,
+        ) {
+            let line = format!("tx {id}: CB={amount:012} CE={currency:03} id={id}");
+            let mut v = line.clone().into_bytes();
+            mask_in_place(&mut v);
+            if luhn(id.to_string().as_bytes()) {
+                let mut v = line.clone().into_bytes();
+                prop_assert!(!mask_except(&mut v, id));
+            } else {
+                prop_assert_eq!(String::from_utf8(v).unwrap(), line);
+            }
+        }
+
+        #[test]
+        fn escaped_text_holds_no_control_character(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let s = escape(&raw);
+            prop_assert!(!s.chars().any(char::is_control), "{:?}", s);
+            let bad = ['\u{2028}', '\u{2029}', '\u{202e}'];
+            prop_assert!(!s.contains(bad), "{:?}", s);
+        }
     }
 }

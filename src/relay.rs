@@ -250,11 +250,8 @@ fn from_v2(req: &Request, r: &v2::V2Reply) -> Outcome {
                 let width = req.amount_text().map_or(2, str::len);
                 o.amount = Some(format!("{:0width$}", r.amount));
             }
-            if let Some(rep) = &r.rep {
-                let mut b = rep.clone().into_bytes();
-                pan::mask_in_place(&mut b);
-                o.pan = Some(String::from_utf8_lossy(&b).into_owned());
-            }
+            // Masked with the rest by `masked`.
+            o.pan.clone_from(&r.rep);
             if r.mode == b'C' {
                 o.application = Some("00C".into());
             }
@@ -269,7 +266,7 @@ fn from_v2(req: &Request, r: &v2::V2Reply) -> Outcome {
 fn outcome_of(id: u64, v2: bool, req: &Request, answer: &[u8]) -> Result<Outcome, String> {
     let o = if v2 {
         let r = v2::parse_reply(answer).map_err(|e| format!("bad V2 reply: {e}"))?;
-        from_v2(req, &r)
+        masked(from_v2(req, &r))
     } else {
         let f = Frame::decode(answer).map_err(|(_, e)| format!("bad answer: {e}"))?;
         if !f.has(tags::AE) {
@@ -391,16 +388,63 @@ fn same_transaction(answer: &Frame, req: &Request) -> bool {
         && amount_ok
 }
 
-/// A card number from upstream never goes further whole.
+/// A card number from upstream never goes further whole, whatever field
+/// it is in: each value is masked on its own (the amount, at most 12
+/// digits, cannot hold one), and so is the ticket inside ZT.
 fn masked(mut o: Outcome) -> Outcome {
-    if let Some(p) = &o.pan {
-        let mut b = p.clone().into_bytes();
+    let fields = [
+        ("AC", &mut o.auth),
+        ("AA", &mut o.pan),
+        ("AB", &mut o.expiry),
+        ("AI", &mut o.aid),
+        ("CC", &mut o.application),
+        ("CI", &mut o.read_mode),
+        ("CG", &mut o.contract),
+    ];
+    for (tag, field) in fields {
+        let Some(v) = field.as_mut() else { continue };
+        let mut b = std::mem::take(v).into_bytes();
         if pan::mask_in_place(&mut b) {
-            log::warn!("upstream sent a full card number: masked");
+            log::warn!("upstream sent a full card number in {tag}: masked");
         }
-        o.pan = Some(String::from_utf8_lossy(&b).into_owned());
+        *v = String::from_utf8_lossy(&b).into_owned();
+    }
+    if let Some(zt) = o.ticket.as_mut() {
+        if masked_zt(zt) {
+            log::warn!("upstream sent a full card number in its ticket: masked");
+        }
     }
     o
+}
+
+/// Masks the card numbers of a ZT value in place: in the ticket text its
+/// AK (or the whole value) carries in base64, then in the value as it is
+/// (text that only looks like base64 included).
+fn masked_zt(zt: &mut Vec<u8>) -> bool {
+    let mut changed = false;
+    let inner = Frame::decode_any(zt).ok();
+    let ak = inner.as_ref().and_then(|f| f.get(tags::AK));
+    if let Some(mut doc) = crate::base64::decode(ak.unwrap_or(zt)) {
+        if pan::mask_in_place(&mut doc) {
+            let text = crate::base64::encode(&doc).into_bytes();
+            *zt = match (&inner, ak) {
+                (Some(f), Some(_)) => {
+                    let mut out = Frame::new();
+                    for e in f.elements() {
+                        let v = if e.tag == tags::AK { &text } else { &e.value };
+                        out.push(e.tag, v.clone());
+                    }
+                    out.encode()
+                }
+                _ => text,
+            };
+            changed = true;
+        }
+    }
+    let raw = pan::masked(zt, None);
+    changed |= raw != *zt;
+    *zt = raw;
+    changed
 }
 
 /// Asks a V3 upstream for the status of the register's last transaction
@@ -611,14 +655,13 @@ mod tests {
             req("CZ0040320CJ012247300123456CA00201CB0041000CD0010CE003978CF010ORDER00042CK003100");
         let p = v2_request(1, &r).unwrap();
         assert_eq!(p, b"0100001000110978ORDER00042A010B010");
-        let reply = v2::parse_reply(&v2::reply(
+        let reply = v2::reply(
             &v2::parse(&p).unwrap(),
             b'0',
             1000,
             Some("4970101234560674"),
-        ))
-        .unwrap();
-        let o = from_v2(&r, &reply);
+        );
+        let o = outcome_from_answer(true, &r, &reply).unwrap();
         assert!(o.is_approved());
         assert_eq!(o.pan.as_deref(), Some("497010######0674"));
         assert_eq!(o.amount, None);
@@ -713,6 +756,42 @@ mod tests {
             Settled::Outcome(o) => assert!(!o.is_approved()),
             s => panic!("{s:?}"),
         }
+    }
+
+    #[test]
+    fn card_numbers_from_upstream_are_masked_in_every_field() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF0164970101234560674CK003100");
+        let ticket = crate::base64::encode(b"CARTE 4970 1012 3456 0674\nMERCI\n");
+        let zt = format!("CK003100AK{:03}{ticket}", ticket.len());
+        let answer = format!(
+            "CZ0040320CA00201CB0041000CD0010CE003978AE00210AC0061234 5\
+             AA0194970 1012 3456 0674CG0194970-1012-3456-0674CF0164970101234560674\
+             ZT{:03}{zt}",
+            zt.len()
+        );
+        let o = outcome_from_answer(false, &r, answer.as_bytes()).unwrap();
+        assert_eq!(o.auth.as_deref(), Some("1234 5"));
+        assert_eq!(o.pan.as_deref(), Some("4970 10## #### 0674"));
+        assert_eq!(o.contract.as_deref(), Some("4970-10##-####-0674"));
+        let (ck, doc) = crate::ticket::decode_zt(o.ticket.as_deref().unwrap()).unwrap();
+        assert_eq!(ck, Some(*b"100"));
+        assert_eq!(doc, b"CARTE 4970 10## #### 0674\nMERCI\n");
+        // The answer to the register echoes its own CF, whatever it holds.
+        let a = crate::answer::result(&r.frame, &o);
+        assert_eq!(a.get(tags::CF), Some(&b"4970101234560674"[..]));
+        // A ZT in clear, and a V2 card field written in groups.
+        let mut clear = b"CK003100AK025CARTE 4970 1012 3456 0674".to_vec();
+        assert!(masked_zt(&mut clear));
+        assert_eq!(clear, b"CK003100AK025CARTE 4970 10## #### 0674");
+        let p = v2_request(1, &r).unwrap();
+        let reply = v2::reply(
+            &v2::parse(&p).unwrap(),
+            b'0',
+            1000,
+            Some("4970-1012-3456-0674"),
+        );
+        let o = outcome_from_answer(true, &r, &reply).unwrap();
+        assert_eq!(o.pan.as_deref(), Some("4970-10##-####-0674"));
     }
 
     #[test]

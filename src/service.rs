@@ -38,6 +38,7 @@ fn net_settings(c: &Config) -> net::Settings {
         request_gap: c.request_gap,
         request_timeout: c.request_timeout,
         max_connections: c.max_connections,
+        max_connections_per_peer: c.max_connections_per_peer,
     }
 }
 
@@ -137,7 +138,10 @@ impl Service {
                 drop(stopped_tx);
             })
             .map_err(|e| Error::io("cannot start the worker", e))?;
-        let shared = Arc::new(Shared::new(net_settings(&cfg), handle));
+        let shared = Arc::new(
+            Shared::new(net_settings(&cfg), handle)
+                .map_err(|e| Error::io("cannot start the log summary thread", e))?,
+        );
         let (serial_tx, updates) = unbounded();
         serial::spawn(serial::Context {
             conf: serial_conf(&cfg),
@@ -180,6 +184,22 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The configuration file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// `config-watch` with inotify: the file has been quiet for a whole
+    /// period since its last change; applied if it differs from what was
+    /// last read.
+    pub fn apply_if_changed(&mut self) {
+        let Some(f) = &self.file else { return };
+        if stamp(f) != self.file_stamp {
+            log::info!("{}: changed on disk", f.display());
+            self.reload();
+        }
     }
 
     /// `config-watch`: reloads when the file changed on disk and has then
@@ -333,6 +353,7 @@ impl Service {
             "state: listening on {}; {} connections open; {}",
             listening.join(" "),
             self.shared
+                .peers
                 .active
                 .load(std::sync::atomic::Ordering::Relaxed),
             self.cfg.summary()
@@ -344,6 +365,11 @@ impl Service {
     /// channel closes once it has.
     pub fn stop(&self) {
         let _ = self.control.send(Control::Stop);
+    }
+
+    /// At exit: the refusals and bad requests counted but not logged yet.
+    pub fn flush_logs(&self) {
+        self.shared.floodgate.flush();
     }
 }
 

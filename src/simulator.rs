@@ -152,13 +152,22 @@ impl Simulator {
     fn print(tx: &Transaction) -> Outcome {
         let zt = tx.request.frame.get(tags::ZT).unwrap_or_default();
         match ticket::decode_zt(zt) {
-            Some((_, doc)) => {
+            Some((_, mut doc)) => {
+                // The register's document: card numbers masked, and each of
+                // its lines escaped and indented, so that none can pass for
+                // a log line of ours.
+                crate::pan::mask_in_place(&mut doc);
                 let text: String = doc.iter().map(|&b| b as char).collect();
+                let lines: Vec<String> = text
+                    .trim_end()
+                    .split('\n')
+                    .map(|l| crate::pan::escape_str(l.strip_suffix('\r').unwrap_or(l)))
+                    .collect();
                 log::info!(
-                    "tx {}: print {} bytes:\n{}",
+                    "tx {}: print {} bytes:\n    {}",
                     tx.id,
                     doc.len(),
-                    text.trim_end()
+                    lines.join("\n    ")
                 );
                 Outcome::approved()
             }

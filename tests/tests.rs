@@ -13,6 +13,8 @@ mod install;
 mod journal;
 mod links;
 mod manpage;
+mod masking;
+mod peers;
 mod retry;
 mod serial;
 mod tcp;

@@ -297,3 +297,66 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Connects from a chosen loopback address (bind before connect), as a
+/// second register on another address would.
+pub fn connect_from(src: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = addr else {
+        panic!("{addr}: IPv4 only")
+    };
+    let src: std::net::Ipv4Addr = src.parse().expect("an IPv4 address");
+    let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until
+    // it is handed to TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let local = sa(src, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sa(*dst.ip(), dst.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        s.set_read_timeout(Some(PATIENCE))?;
+        Ok(s)
+    }
+}
+
+/// One request from `src`, the answer read to the end.
+pub fn exchange_from(src: &str, addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    let Ok(mut s) = connect_from(src, addr) else {
+        return Vec::new();
+    };
+    if s.write_all(req).is_err() || s.shutdown(Shutdown::Write).is_err() {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+/// Raises the soft limit on open files to the hard one.
+pub fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on our own process with a plain struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}

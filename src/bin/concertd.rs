@@ -6,10 +6,11 @@ use concert::error::Error;
 use concert::journal::Journal;
 use concert::logging;
 use concert::service::{self, Service};
-use crossbeam_channel::{after, never, select, unbounded};
+use crossbeam_channel::{after, at, never, select, unbounded};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 struct Args {
     foreground: bool,
@@ -53,6 +54,9 @@ fn load(args: &Args) -> Result<(Config, Option<PathBuf>), Error> {
         log::info!("{}: not found, using the defaults", f.display());
         return Ok((Config::default(), None));
     }
+    // Absolute: a daemon runs in /, and reloads and the watch must still
+    // find the file.
+    let f = config::start_dir().join(f);
     Ok((Config::load(&f)?, Some(f)))
 }
 
@@ -103,10 +107,14 @@ fn run(args: Args) -> Result<(), Error> {
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
+        // Its second field, the transaction id, is no card number.
+        let shown = match torn.split(' ').nth(1).and_then(|f| f.parse().ok()) {
+            Some(id) => concert::pan::scrub_except(torn.as_bytes(), id),
+            None => concert::pan::scrub(torn.as_bytes()),
+        };
         log::warn!(
-            "{}: torn last line skipped (cut by a crash): {}",
-            cfg.journal.display(),
-            concert::pan::scrub(torn.as_bytes())
+            "{}: torn last line skipped (cut by a crash): {shown}",
+            cfg.journal.display()
         );
     }
     if contents.bad_lines > 0 {
@@ -190,6 +198,13 @@ fn run(args: Args) -> Result<(), Error> {
             }
         })
         .map_err(|e| Error::io("cannot start the signal thread", e))?;
+    // config-watch: inotify says when the file changed, and the change is
+    // applied once no other has come for one config-watch period; without
+    // inotify the file is polled every period. Watching starts before
+    // "ready", and one check follows the first period, so that a change
+    // made while starting is not missed.
+    let mut changes = service.file().and_then(concert::watch::watch);
+    let mut settle: Option<Instant> = Some(Instant::now() + service.config().config_watch);
     log::info!("ready");
     if let Some(r) = ready.take() {
         r.ok();
@@ -197,11 +212,13 @@ fn run(args: Args) -> Result<(), Error> {
     let mut stopping = false;
     loop {
         let watch = service.config().config_watch;
-        let tick = if watch.is_zero() {
-            never()
-        } else {
-            after(watch)
+        let tick = match (&changes, watch.is_zero(), settle) {
+            (_, true, _) => never(),
+            (Some(_), false, Some(when)) => at(when),
+            (Some(_), false, None) => never(),
+            (None, false, _) => after(watch),
         };
+        let changed = changes.clone().unwrap_or_else(never);
         select! {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {
@@ -215,13 +232,37 @@ fn run(args: Args) -> Result<(), Error> {
                     service.stop();
                 }
                 Ok(sig) => {
+                    service.flush_logs();
                     log::warn!("signal {sig} again: exiting at once");
                     return Err(Error::Usage("stopped before the running transaction ended".into()));
                 }
                 Err(_) => return Ok(()),
             },
-            recv(tick) -> _ => service.check_file(),
+            recv(changed) -> c => match c {
+                Ok(()) => {
+                    if let Some(f) = service.file() {
+                        log::debug!(
+                            "{}: changed on disk; applied once it stays unchanged",
+                            f.display()
+                        );
+                    }
+                    settle = Some(Instant::now() + watch);
+                }
+                Err(_) => {
+                    log::warn!("config-watch: inotify stopped; polling the file instead");
+                    changes = None;
+                }
+            },
+            recv(tick) -> _ => {
+                if changes.is_some() {
+                    settle = None;
+                    service.apply_if_changed();
+                } else {
+                    service.check_file();
+                }
+            }
             recv(stopped) -> _ => {
+                service.flush_logs();
                 log::info!("stopped");
                 return Ok(());
             }
