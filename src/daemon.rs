@@ -2,11 +2,11 @@
 //! handshake, the pid file, and dropping root.
 
 use crate::error::Error;
+use crate::files;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -95,11 +95,17 @@ fn alive(pid: i32) -> bool {
             || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// Refuses to start when the pid file names a live process.
+/// Refuses to start when the pid file names a live process, or is a
+/// link (refused here, in the foreground, rather than after the fork).
 pub fn check_pidfile(path: &Path) -> Result<(), Error> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(());
-    };
+    let mut text = String::new();
+    match files::open_nofollow(path, OpenOptions::new().read(true)) {
+        Ok(mut f) => {
+            let _ = f.read_to_string(&mut text);
+        }
+        Err(e) if files::is_refused(&e) => return Err(files::error("pid file", path, e)),
+        Err(_) => return Ok(()),
+    }
     match text.trim().parse::<i32>() {
         Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::Usage(format!(
             "already running as pid {pid} (pid file {})",
@@ -124,15 +130,14 @@ impl PidFile {
             .parent()
             .filter(|d| !d.as_os_str().is_empty() && !d.exists())
         {
-            fs::create_dir(dir).map_err(|e| Error::io(ctx(), e))?;
+            files::create_dir(dir).map_err(|e| Error::io(ctx(), e))?;
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| Error::io(ctx(), e))?;
+        // Written as root, in a directory the service account may own: a
+        // link left there is refused, and a stale file is replaced by a
+        // new one rather than truncated (it could be a hard link).
+        let mut f = files::no_link(path)
+            .and_then(|()| files::create_new(path, OpenOptions::new().write(true), 0o644))
+            .map_err(|e| files::error("pid file", path, e))?;
         writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(ctx(), e))?;
         Ok(PidFile {
             path: path.to_path_buf(),
@@ -182,23 +187,31 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
     })
 }
 
-/// Gives `path` to the account, when we are root (so that rotation and
-/// the pid file keep working after the drop).
-pub fn give(path: &Path, a: &Account) {
+fn root() -> bool {
     // SAFETY: plain system call.
-    if unsafe { libc::geteuid() } != 0 {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Gives the directory `path` to the account, when we are root (so that
+/// rotation and the pid file's removal keep working after the drop): by
+/// the descriptor opened, a link refused.
+pub fn give(path: &Path, a: &Account) {
+    if !root() {
         return;
     }
-    if let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) {
-        // SAFETY: chown on a path we name.
-        if unsafe { libc::chown(c.as_ptr(), a.uid, a.gid) } != 0 {
-            log::warn!(
-                "{}: cannot give it to {}: {}",
-                path.display(),
-                a.name,
-                io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = files::give(path, a.uid, a.gid) {
+        log::warn!("{}: cannot give it to {}: {e}", path.display(), a.name);
+    }
+}
+
+/// Gives the journal and its generations to the account, when we are
+/// root.
+pub fn give_journal(j: &crate::journal::Journal, a: &Account) {
+    if !root() {
+        return;
+    }
+    if let Err(e) = j.give(a.uid, a.gid) {
+        log::warn!("journal: cannot give it to {}: {e}", a.name);
     }
 }
 
@@ -233,4 +246,54 @@ pub fn drop_to(a: &Account) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("concertd-daemon-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_pid_file_never_writes_through_a_link() {
+        let d = dir();
+        let target = d.join("root-file");
+        fs::write(&target, "precious\n").unwrap();
+        // A symbolic link: refused, by name, before and after the fork.
+        let p = d.join("concertd.pid");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let e = check_pidfile(&p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("pid file: {} is a symbolic link: refused", p.display())
+        );
+        let e = PidFile::write(&p).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link: refused"), "{e}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        // A hard link left as a stale pid file: replaced, not truncated.
+        fs::remove_file(&p).unwrap();
+        fs::hard_link(&target, &p).unwrap();
+        let pid = PidFile::write(&p).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(pid);
+        assert!(!p.exists());
+        // Its directory, made when missing, is 0750 at most.
+        let _p = PidFile::write(&d.join("concertd").join("concertd.pid")).unwrap();
+        let mode = fs::metadata(d.join("concertd"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7027, 0, "{mode:o}");
+        let _ = fs::remove_dir_all(&d);
+    }
 }

@@ -27,6 +27,7 @@
 //! of a line.
 
 use crate::clock;
+use crate::files;
 use crate::pan;
 use crate::tlv::{self, Frame};
 use std::fmt::Write as _;
@@ -156,6 +157,10 @@ pub struct Journal {
     /// Bytes up to the end of the last whole line: where a failed append
     /// is cut back to.
     size: u64,
+    /// Bytes of the records the last rotation carried over: they are not
+    /// new, and do not count toward `max_size` (else a carried set larger
+    /// than it would rotate at every record).
+    carried: u64,
     /// A failed append could not be cut off: the file may end in a partial
     /// line, and nothing is appended until the cut succeeds.
     dirty: bool,
@@ -190,13 +195,17 @@ pub struct Contents {
     pub torn: Option<String>,
 }
 
+/// The journal, opened for appending (created, mode 0600, when missing)
+/// without following a link: see [`files`].
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o600)
-        .open(path)
+    files::open(
+        path,
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600),
+    )
 }
 
 fn generation(path: &Path, n: u32) -> PathBuf {
@@ -578,24 +587,37 @@ fn apply(
     }
 }
 
-/// Reads a journal file. A last line without its newline is torn: it is
-/// returned apart and the file is cut back to the last whole line.
-fn read_file(path: &Path, cut_torn: bool, out: &mut Contents) -> io::Result<()> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    if whole < bytes.len() {
-        let torn = String::from_utf8_lossy(&bytes[whole..]).into_owned();
-        if cut_torn {
-            OpenOptions::new()
-                .write(true)
-                .open(path)?
-                .set_len(whole as u64)?;
+/// Reads an older generation, opened without following a link.
+fn read_generation(path: &Path, out: &mut Contents) -> io::Result<()> {
+    match files::read(path)? {
+        Some(bytes) => {
+            read_bytes(&bytes, out);
+            Ok(())
         }
-        out.torn = Some(torn);
+        None => Ok(()),
+    }
+}
+
+/// Reads the journal through its open descriptor, never by name again. A
+/// last line without its newline is torn: it is returned apart and the
+/// file is cut back to the last whole line.
+fn read_current(file: &mut File, out: &mut Contents) -> io::Result<()> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    io::Read::read_to_end(file, &mut bytes)?;
+    if let Some(whole) = read_bytes(&bytes, out) {
+        file.set_len(whole as u64)?;
+    }
+    Ok(())
+}
+
+/// Applies the whole lines of `bytes`; a torn last line goes to
+/// `out.torn`, and the length of the whole lines is returned then.
+fn read_bytes(bytes: &[u8], out: &mut Contents) -> Option<usize> {
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let torn = (whole < bytes.len()).then_some(whole);
+    if torn.is_some() {
+        out.torn = Some(String::from_utf8_lossy(&bytes[whole..]).into_owned());
     }
     let mut index: std::collections::HashMap<u64, usize> = out
         .records
@@ -614,7 +636,7 @@ fn read_file(path: &Path, cut_torn: bool, out: &mut Contents) -> io::Result<()> 
             None => out.bad_lines += 1,
         }
     }
-    Ok(())
+    torn
 }
 
 impl Journal {
@@ -623,14 +645,14 @@ impl Journal {
     pub fn open(path: &Path, max_size: u64, keep: u32) -> io::Result<(Journal, Contents)> {
         let mut contents = Contents::default();
         for n in (1..=keep).rev() {
-            read_file(&generation(path, n), false, &mut contents)?;
+            read_generation(&generation(path, n), &mut contents)?;
         }
         // Create it first so that an unwritable place fails here, at start.
         let mut file = open_append(path)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        read_file(path, true, &mut contents)?;
+        read_current(&mut file, &mut contents)?;
         let size = file.seek(SeekFrom::End(0))?;
         contents.records.sort_by_key(|r| r.id);
         Ok((
@@ -638,6 +660,9 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 size,
+                // Unknown after a restart: the whole file counts, so that
+                // a file never grows past `max_size` plus one carried set.
+                carried: 0,
                 dirty: false,
                 #[cfg(test)]
                 injected: Injected::default(),
@@ -732,8 +757,33 @@ impl Journal {
         self.file.sync_data()
     }
 
+    /// Past `journal-size` of records appended since the last rotation.
     pub fn needs_rotation(&self) -> bool {
-        self.size > self.max_size
+        self.size.saturating_sub(self.carried) > self.max_size
+    }
+
+    /// How much of a new generation the records carried over may fill
+    /// before the optional ones (the retry window's) stop being carried:
+    /// half of `journal-size`.
+    pub fn carry_budget(&self) -> u64 {
+        self.max_size / 2
+    }
+
+    /// Gives the journal, by its open descriptor, and its older
+    /// generations, each opened without following a link, to `uid`:`gid`.
+    pub fn give(&self, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+        files::fchown(&self.file, uid, gid)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        for n in 1..=self.keep {
+            let g = generation(&self.path, n);
+            match files::give(&g, uid, gid) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if files::is_refused(&e) => return Err(e),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", g.display()))),
+            }
+        }
+        Ok(())
     }
 
     /// Starts a new generation: journal.N-1 -> journal.N ... journal ->
@@ -742,14 +792,15 @@ impl Journal {
     /// last transaction). The fresh file is written and synced under a
     /// temporary name and renamed into place, so that a crash leaves either
     /// the old journal or the complete new one.
+    ///
+    /// Nothing is written through a link: the temporary is created anew
+    /// (`O_EXCL|O_NOFOLLOW`, whatever was at its name removed first), the
+    /// renames move names, not what a link points to, and the descriptor
+    /// of the temporary goes on as the journal, never opened again by
+    /// name.
     pub fn rotate(&mut self, carry: &[Record]) -> io::Result<()> {
         let tmp = generation(&self.path, 0);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = files::create_new(&tmp, OpenOptions::new().append(true).read(true), 0o600)?;
         let mut text = String::new();
         for r in carry {
             text.push_str(&carry_lines(r));
@@ -761,7 +812,7 @@ impl Journal {
         } else {
             for n in (1..self.keep).rev() {
                 let from = generation(&self.path, n);
-                if from.exists() {
+                if fs::symlink_metadata(&from).is_ok() {
                     fs::rename(&from, generation(&self.path, n + 1))?;
                 }
             }
@@ -778,12 +829,18 @@ impl Journal {
                 let _ = d.sync_all();
             }
         }
-        self.file = open_append(&self.path)?;
-        self.size = self.file.seek(SeekFrom::End(0))?;
+        self.size = f.seek(SeekFrom::End(0))?;
+        self.carried = self.size;
+        self.file = f;
         // The new file holds whole lines only.
         self.dirty = false;
         Ok(())
     }
+}
+
+/// The bytes a record takes when carried over to a new generation.
+pub fn carry_len(r: &Record) -> u64 {
+    carry_lines(r).len() as u64
 }
 
 /// The lines that reproduce a record in a new generation.
@@ -1369,6 +1426,111 @@ mod tests {
         fs::remove_file(generation(&p, 1)).unwrap();
         let (_, c) = Journal::open(&p, 1 << 20, 1).unwrap();
         assert_eq!(c.records, vec![r]);
+    }
+
+    #[test]
+    fn a_linked_journal_or_generation_is_refused_and_left_alone() {
+        let d = dir();
+        let target = d.join("shadow");
+        fs::write(&target, "root:x:0:\n").unwrap();
+        let p = d.join("journal");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("{} is a symbolic link: refused", p.display())
+        );
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&target, generation(&p, 1)).unwrap();
+        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        assert!(files::is_refused(&e), "{e}");
+        assert!(
+            e.to_string().contains("journal.1 is a symbolic link"),
+            "{e}"
+        );
+        fs::remove_file(generation(&p, 1)).unwrap();
+        fs::hard_link(&target, &p).unwrap();
+        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        assert!(e.to_string().contains("has 2 hard links: refused"), "{e}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "root:x:0:\n");
+    }
+
+    #[test]
+    fn rotation_never_writes_through_a_link_at_a_generation_name() {
+        let d = dir();
+        let p = d.join("journal");
+        let (t0, t2) = (d.join("target0"), d.join("target2"));
+        fs::write(&t0, "zero\n").unwrap();
+        fs::write(&t2, "two\n").unwrap();
+        let (mut j, _) = Journal::open(&p, 300, 2).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        // Planted once the journal is open, as the service account could.
+        std::os::unix::fs::symlink(&t0, generation(&p, 0)).unwrap();
+        std::os::unix::fs::symlink(&t2, generation(&p, 2)).unwrap();
+        fs::write(
+            generation(&p, 1),
+            format!("{}\n", format_line(T, 9, &begun(2))),
+        )
+        .unwrap();
+        let (_, c) = Journal::open(&p, 300, 0).unwrap();
+        j.rotate(&c.records).unwrap();
+        j.record(2, &ended()).unwrap();
+        assert_eq!(fs::read_to_string(&t0).unwrap(), "zero\n");
+        assert_eq!(fs::read_to_string(&t2).unwrap(), "two\n");
+        assert!(fs::symlink_metadata(generation(&p, 0)).is_err());
+        for f in [p.clone(), generation(&p, 1), generation(&p, 2)] {
+            assert!(
+                fs::symlink_metadata(&f).unwrap().is_file(),
+                "{}",
+                f.display()
+            );
+        }
+        // The journal written is the file at its name.
+        assert_eq!(whole_lines(&p), vec![(1, begun(1)), (2, ended())]);
+        assert_eq!(whole_lines(&generation(&p, 1)), vec![(1, begun(1))]);
+    }
+
+    #[test]
+    fn records_carried_over_do_not_count_toward_the_next_rotation() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 4096, 1).unwrap();
+        // A carried set larger than journal-size.
+        let carry: Vec<Record> = (1..=40)
+            .map(|id| Record {
+                id,
+                begun_at: T.into(),
+                channel: "tcp".into(),
+                peer: "127.0.0.1:1".into(),
+                register: 1,
+                request: b"CZ0040320CA00201CB0041234CD0010CE003978CF003abc".to_vec(),
+                ended_at: Some(T.into()),
+                verdict: Some(Verdict::Approved),
+                answer: Some(b"CZ0040320CA00201CB0041234CD0010CE003978AE00210".to_vec()),
+                delivered: Some(true),
+                ..Record::default()
+            })
+            .collect();
+        let bytes: u64 = carry.iter().map(carry_len).sum();
+        assert!(bytes > 4096, "{bytes}");
+        j.rotate(&carry).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), bytes);
+        j.record(41, &begun(1)).unwrap();
+        assert!(!j.needs_rotation());
+        let mut n = 1;
+        while !j.needs_rotation() {
+            n += 1;
+            j.record(41 + n, &begun(1)).unwrap();
+        }
+        // Rotated only once journal-size of new records was appended.
+        let appended = fs::metadata(&p).unwrap().len() - bytes;
+        assert!(appended > 4096 && appended < 4096 + 200, "{appended}");
+        assert!(n > 20, "{n}");
+        // After a restart the whole file counts: it never grows past
+        // journal-size plus one carried set.
+        drop(j);
+        let (j, _) = Journal::open(&p, 4096, 1).unwrap();
+        assert!(j.needs_rotation());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod currency;
 pub mod daemon;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod floodgate;
 pub mod framing;
 pub mod journal;

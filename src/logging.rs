@@ -137,19 +137,28 @@ fn set_sink(s: Sink) {
     }
 }
 
+/// The test hook naming another syslog socket than [`SYSLOG_SOCKET`]
+/// (a missing one: `log-file` is used, whatever the machine has).
+pub const SYSLOG_ENV: &str = "CONCERTD_TEST_SYSLOG";
+
 /// A connected syslog socket, if this machine has one.
 pub fn syslog_socket() -> io::Result<UnixDatagram> {
     let s = UnixDatagram::unbound()?;
-    s.connect(SYSLOG_SOCKET)?;
+    match std::env::var_os(SYSLOG_ENV) {
+        Some(p) => s.connect(p)?,
+        None => s.connect(SYSLOG_SOCKET)?,
+    }
     Ok(s)
 }
 
+/// Opened as root, before the privilege drop, possibly in a directory the
+/// service account can write: a link there is refused (see
+/// [`crate::files`]).
 pub fn open_log_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    crate::files::open(
+        path,
+        OpenOptions::new().create(true).append(true).mode(0o640),
+    )
 }
 
 /// Where logs go once detached.

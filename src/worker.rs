@@ -298,6 +298,23 @@ fn bound<K: Clone + Eq + std::hash::Hash, V>(
     }
 }
 
+/// The records a rotation carries over, each once, and their size.
+#[derive(Default)]
+struct Carry {
+    records: Vec<Record>,
+    ids: HashSet<u64>,
+    bytes: u64,
+}
+
+impl Carry {
+    fn take(&mut self, r: &Record) {
+        if self.ids.insert(r.id) {
+            self.bytes += journal::carry_len(r);
+            self.records.push(r.clone());
+        }
+    }
+}
+
 /// Replays are answered only for outcomes a retry must not repeat: money
 /// moved, or nobody knows yet whether it did.
 fn replayable(c: &Completed) -> bool {
@@ -344,10 +361,31 @@ pub struct Worker {
     stopping: bool,
     /// Transactions whose answer was handed out and whose delivery is not
     /// reported yet.
-    undelivered: HashMap<u64, Arc<Completed>>,
+    undelivered: HashMap<u64, Handed>,
     /// Transactions ended unknown in this run, by id: a late outcome
     /// resolves them even once their register has moved on.
     unresolved: HashMap<u64, Arc<Completed>>,
+}
+
+/// An answer handed out, waiting for its delivery report.
+struct Handed {
+    done: Arc<Completed>,
+    /// Asked in Concert V2, which has no status request.
+    v2: bool,
+}
+
+/// How the register that asked can still get an outcome it did not
+/// receive: Concert V2 has no status request, V3's returns the register's
+/// last outcome.
+fn how_to_fetch(v2: bool, register: u8) -> String {
+    if v2 {
+        format!(
+            "Concert V2 has no status request: check its outcome in the journal \
+             (a V3 status request for register {register:02} also returns it)"
+        )
+    } else {
+        "a status request (CD=T) returns it".to_string()
+    }
 }
 
 /// The senders' side: what connection and serial threads hold.
@@ -696,6 +734,9 @@ impl Worker {
             if let Err(e) = self.journal.record(done.record.id, &ev) {
                 log::error!("{}: {e}", self.journal.path().display());
             }
+            // Replays append too: a register retrying in a loop must not
+            // grow the journal past journal-size between transactions.
+            self.rotate_if_needed();
             return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
         }
         self.start(job, key);
@@ -1048,15 +1089,16 @@ impl Worker {
         match (journaled, run.reply) {
             (Err(e), reply) => {
                 log::error!(
-                    "tx {id}: {}: {e}: the outcome is not on disk, so no answer is sent; \
-                     a status request (CD=T) returns it",
-                    self.journal.path().display()
+                    "tx {id}: {}: {e}: the outcome is not on disk, so no answer is sent; {}",
+                    self.journal.path().display(),
+                    how_to_fetch(run.origin.v2, done.request.register)
                 );
                 drop(reply);
             }
             (Ok(()), Some(reply)) => {
                 let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
-                self.undelivered.insert(id, done);
+                let v2 = run.origin.v2;
+                self.undelivered.insert(id, Handed { done, v2 });
                 let sent = reply.send(Reply {
                     frame,
                     tx: Some(id),
@@ -1083,7 +1125,7 @@ impl Worker {
     }
 
     fn delivery(&mut self, d: Delivery) {
-        let Some(done) = self.undelivered.remove(&d.id) else {
+        let Some(Handed { done, v2 }) = self.undelivered.remove(&d.id) else {
             return;
         };
         let ev = match &d.result {
@@ -1098,9 +1140,10 @@ impl Worker {
         }
         if let Err(reason) = d.result {
             log::warn!(
-                "tx {}: answer not delivered to {} ({reason}); a status request (CD=T) returns it",
+                "tx {}: answer not delivered to {} ({reason}); {}",
                 d.id,
-                done.record.peer
+                done.record.peer,
+                how_to_fetch(v2, done.request.register)
             );
         }
         self.rotate_if_needed();
@@ -1139,37 +1182,56 @@ impl Worker {
         }
     }
 
-    /// Past `journal-size`, a new generation starts with each register's
-    /// last transaction (and the running one's begun record) copied in, so
-    /// that dropping the oldest generation never loses them.
+    /// Past `journal-size`, a new generation starts with the records still
+    /// needed copied in, so that dropping the oldest generation never loses
+    /// them: always the running transaction's begun record, the unknown
+    /// outcomes a late one may settle (at most `MAX_UNRESOLVED`) and each
+    /// register's last payment and last approved debit (at most 2 x 100);
+    /// then the retry window's, newest first, while the carried set stays
+    /// within `Journal::carry_budget`. Those left out stay in the older
+    /// generations as long as they are kept, and in memory.
     fn rotate_if_needed(&mut self) {
         if !self.journal.needs_rotation() {
             return;
         }
-        let mut carry: Vec<Record> = Vec::new();
+        let mut carry = Carry::default();
+        if let Some(r) = &self.running {
+            carry.take(&r.record);
+        }
+        for c in self.unresolved.values() {
+            carry.take(&c.record);
+        }
         for reg in self.registers.values() {
             for c in [&reg.last, &reg.last_debit].into_iter().flatten() {
-                if !carry.iter().any(|r| r.id == c.record.id) {
-                    carry.push(c.record.clone());
-                }
+                carry.take(&c.record);
             }
         }
-        for c in self.retries.values().chain(self.unresolved.values()) {
-            if !carry.iter().any(|r| r.id == c.record.id) {
-                carry.push(c.record.clone());
+        let mut window: Vec<&Record> = self.retries.values().map(|c| &c.record).collect();
+        window.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let budget = self.journal.carry_budget();
+        let mut left = 0;
+        for r in window {
+            if carry.ids.contains(&r.id) {
+                continue;
             }
+            if carry.bytes + journal::carry_len(r) > budget {
+                left += 1;
+                continue;
+            }
+            carry.take(r);
         }
-        if let Some(r) = &self.running {
-            carry.push(r.record.clone());
-        }
+        let mut carry = carry.records;
         carry.sort_by_key(|r| r.id);
+        let path = self.journal.path().display().to_string();
         match self.journal.rotate(&carry) {
-            Ok(()) => log::info!(
-                "{}: rotated, {} transactions carried over",
-                self.journal.path().display(),
+            Ok(()) if left > 0 => log::info!(
+                "{path}: rotated, {} transactions carried over; {left} older ones of the \
+                 retry window are not (past half of journal-size): they stay in the older \
+                 generations while those are kept",
                 carry.len()
             ),
-            Err(e) => log::error!("{}: rotation failed: {e}", self.journal.path().display()),
+            Ok(()) => log::info!("{path}: rotated, {} transactions carried over", carry.len()),
+            Err(e) => log::error!("{path}: rotation failed: {e}"),
         }
     }
 

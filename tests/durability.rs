@@ -355,3 +355,76 @@ fn client_status_and_immediate_payment() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("refused (AF 04)"), "{}", stdout(&o));
 }
+
+#[test]
+fn an_undelivered_answer_says_how_to_fetch_it_for_its_channel() {
+    use concert::framing::{wrap, Wrapping};
+    let d = Daemon::start("simulator-delay 1s");
+    // Concert V2 over TCP: the client resets before reading its answer.
+    let mut s = connect(d.addr);
+    s.write_all(&wrap(b"0100001000010978ORDER00042", Wrapping::Stx))
+        .unwrap();
+    d.wait_log("debit 10.00 EUR");
+    drop(s);
+    let line = d.wait_log("answer not delivered to");
+    assert!(
+        line.ends_with(
+            "; Concert V2 has no status request: check its outcome in the journal \
+             (a V3 status request for register 01 also returns it)"
+        ),
+        "{line}"
+    );
+    // V3: a status request is the way.
+    let mut s = connect(d.addr);
+    s.write_all(debit("01", "1100", "").as_bytes()).unwrap();
+    d.wait_log("debit 11.00 EUR");
+    drop(s);
+    let line = d.wait_log_n("answer not delivered to", 2);
+    assert!(
+        line.ends_with("; a status request (CD=T) returns it"),
+        "{line}"
+    );
+}
+
+#[test]
+fn rotations_follow_new_records_not_the_carried_ones() {
+    // Every transaction stays in the retry window, so all would be carried
+    // over: before, once they outgrew journal-size every record rotated.
+    let mut d = Daemon::start("journal-size 4K\njournal-keep 1\nretry-window 24h");
+    let n = 60;
+    let mut last = Vec::new();
+    for i in 0..n {
+        let req = debit(
+            "01",
+            &format!("{}", 1000 + 100 * i),
+            &format!("CF008order{i:03}"),
+        );
+        last = exchange(d.addr, req.as_bytes());
+        assert!(text(&last).contains("AE00210"), "{}", text(&last));
+    }
+    let rotations = d.log_text().matches(": rotated,").count();
+    // About 500 bytes of new records per transaction: 8 a generation.
+    assert!(
+        (1..=n / 4).contains(&rotations),
+        "{rotations} rotations for {n} transactions:\n{}",
+        d.log_text()
+    );
+    d.wait_log("older ones of the retry window are not (past half of journal-size)");
+    // A generation holds at most half of journal-size carried over (one
+    // register: its last is within it), then journal-size of new records.
+    for f in ["journal", "journal.1"] {
+        let len = std::fs::metadata(d.dir.join(f)).unwrap().len();
+        assert!(len < 2048 + 4096 + 1024, "{f}: {len} bytes");
+    }
+    // The newest retries are still replayed after a restart.
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    d.spawn();
+    let req = debit(
+        "01",
+        &format!("{}", 1000 + 100 * (n - 1)),
+        &format!("CF008order{:03}", n - 1),
+    );
+    assert_eq!(exchange(d.addr, req.as_bytes()), last);
+    d.wait_log("its answer replayed");
+}

@@ -69,7 +69,7 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
     match &cfg.log_file {
         Some(p) => logging::open_log_file(p)
             .map(|f| Some(logging::Destination::File(f)))
-            .map_err(|e| Error::io(format!("log-file {}", p.display()), e)),
+            .map_err(|e| concert::files::error("log-file", p, e)),
         None => {
             eprintln!(
                 "concertd: warning: no syslog ({}) and no log-file: once detached, nothing is logged",
@@ -105,7 +105,7 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let bound = service::bind_all(&cfg.listen)?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
-        .map_err(|e| Error::io(format!("journal {}", cfg.journal.display()), e))?;
+        .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
         // Its second field, the transaction id, is no card number.
         let shown = match torn.split(' ').nth(1).and_then(|f| f.parse().ok()) {
@@ -167,15 +167,7 @@ fn run(args: Args) -> Result<(), Error> {
                 daemon::give(p, a);
             }
         }
-        daemon::give(&cfg.journal, a);
-        for n in 1..=cfg.journal_keep {
-            let mut g = cfg.journal.clone().into_os_string();
-            g.push(format!(".{n}"));
-            let g = PathBuf::from(g);
-            if g.exists() {
-                daemon::give(&g, a);
-            }
-        }
+        daemon::give_journal(&journal, a);
         if let Err(e) = daemon::drop_to(a) {
             if let Some(r) = ready.take() {
                 r.fail(&e.to_string());
