@@ -164,6 +164,9 @@ pub struct Journal {
     /// A failed append could not be cut off: the file may end in a partial
     /// line, and nothing is appended until the cut succeeds.
     dirty: bool,
+    /// Records written since the last fdatasync (`note`): on disk with the
+    /// next sync.
+    unsynced: bool,
     max_size: u64,
     keep: u32,
     /// Test hook: records refused as if the disk failed (`begun`, `ended`),
@@ -664,6 +667,7 @@ impl Journal {
                 // a file never grows past `max_size` plus one carried set.
                 carried: 0,
                 dirty: false,
+                unsynced: false,
                 #[cfg(test)]
                 injected: Injected::default(),
                 max_size,
@@ -683,6 +687,34 @@ impl Journal {
     /// size limit, failed `fdatasync`), what it wrote is cut off before the
     /// error is returned, so that the next record starts a line.
     pub fn record(&mut self, id: u64, ev: &Event) -> io::Result<()> {
+        self.write(id, ev, true)
+    }
+
+    /// Appends one event now, and leaves it to the next sync: for records
+    /// no answer depends on (a delivery report, a replay, an upstream
+    /// status), so that a transaction costs two syncs, not three. A crash
+    /// before that sync loses at most such records; the transaction's
+    /// outcome is already on disk.
+    pub fn note(&mut self, id: u64, ev: &Event) -> io::Result<()> {
+        self.write(id, ev, false)
+    }
+
+    /// Whether records written by `note` still wait for a sync.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Puts on disk what `note` wrote.
+    /// A failed sync is not tried again: after a failed fdatasync the
+    /// kernel may have dropped the pages, and trying again proves nothing.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.unsynced) {
+            return Ok(());
+        }
+        self.file.sync_data()
+    }
+
+    fn write(&mut self, id: u64, ev: &Event, sync: bool) -> io::Result<()> {
         let name = match ev {
             Event::Begun { .. } => "begun",
             Event::Ended { .. } => "ended",
@@ -712,7 +744,7 @@ impl Journal {
         }
         let mut line = format_line(&stamp(), id, ev);
         line.push('\n');
-        if let Err(e) = self.append(line.as_bytes()) {
+        if let Err(e) = self.append(line.as_bytes(), sync) {
             return Err(match self.cut() {
                 Ok(()) => io::Error::new(
                     e.kind(),
@@ -736,14 +768,21 @@ impl Journal {
         Ok(())
     }
 
-    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+    fn append(&mut self, line: &[u8], sync: bool) -> io::Result<()> {
         #[cfg(test)]
         if let Some(n) = self.injected.short_write.take() {
             self.file.write_all(&line[..n.min(line.len())])?;
             return Err(io::Error::other("injected short write"));
         }
         self.file.write_all(line)?;
-        self.file.sync_data()
+        if sync {
+            // Also puts on disk whatever `note` wrote before.
+            self.file.sync_data()?;
+            self.unsynced = false;
+        } else {
+            self.unsynced = true;
+        }
+        Ok(())
     }
 
     /// Cuts the file back to its last whole line, durably.
@@ -799,6 +838,8 @@ impl Journal {
     /// of the temporary goes on as the journal, never opened again by
     /// name.
     pub fn rotate(&mut self, carry: &[Record]) -> io::Result<()> {
+        // What `note` wrote goes to disk with the generation it is in.
+        self.sync()?;
         let tmp = generation(&self.path, 0);
         let mut f = files::create_new(&tmp, OpenOptions::new().append(true).read(true), 0o600)?;
         let mut text = String::new();
@@ -1308,6 +1349,28 @@ mod tests {
             },
         );
         assert!(l.ends_with("CF016497010######0674"), "{l}");
+    }
+
+    #[test]
+    fn notes_are_written_at_once_and_synced_with_the_next_record() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 1 << 20, 2).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        assert!(!j.unsynced());
+        j.note(1, &Event::Delivered).unwrap();
+        // In the file at once, in order, for any reader.
+        assert!(fs::read_to_string(&p).unwrap().ends_with(" 1 delivered\n"));
+        assert!(j.unsynced());
+        // The next synced record puts it on disk too.
+        j.record(2, &begun(2)).unwrap();
+        assert!(!j.unsynced());
+        j.note(2, &Event::Delivered).unwrap();
+        j.sync().unwrap();
+        assert!(!j.unsynced());
+        let (_, c) = Journal::open(&p, 1 << 20, 2).unwrap();
+        assert_eq!(c.records.len(), 2);
+        assert!(c.records.iter().all(|r| r.delivered == Some(true)));
     }
 
     #[test]

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const QUEUE: usize = 256;
 /// At shutdown, how long to wait for the last answer's delivery report.
 const DELIVERY_WAIT: Duration = Duration::from_secs(15);
+/// Records written without a sync of their own are on disk at most this
+/// long after, when no transaction's sync comes first.
+const NOTE_SYNC: Duration = Duration::from_secs(1);
 /// Transactions ended unknown kept for a late outcome, beyond each
 /// register's last; past this the oldest is forgotten (its record stays).
 const MAX_UNRESOLVED: usize = 64;
@@ -626,11 +629,15 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut stop_by: Option<Instant> = None;
+        // When records written without a sync (`Journal::note`) must be on
+        // disk at the latest.
+        let mut sync_by: Option<Instant> = None;
         loop {
             if self.stopping && self.running.is_none() {
                 let now = Instant::now();
                 let by = *stop_by.get_or_insert(now + DELIVERY_WAIT);
                 if self.undelivered.is_empty() || now >= by {
+                    self.sync_notes();
                     log::info!("worker stopped");
                     return;
                 }
@@ -640,6 +647,12 @@ impl Worker {
                 (None, Some(by)) => at(by),
                 (None, None) => never(),
             };
+            sync_by = match (self.journal.unsynced(), sync_by) {
+                (false, _) => None,
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(Instant::now() + NOTE_SYNC),
+            };
+            let sync_tick = sync_by.map_or_else(never, at);
             select_biased! {
                 recv(self.control) -> c => match c {
                     Ok(Control::Reload(settings, cfg)) => self.reload(settings, &cfg),
@@ -668,6 +681,7 @@ impl Worker {
                     }
                 }
                 recv(deadline) -> _ => self.time_out(),
+                recv(sync_tick) -> _ => self.sync_notes(),
                 recv(self.jobs) -> job => match job {
                     Ok(job) => self.handle(job),
                     Err(_) => self.stopping = true,
@@ -731,7 +745,7 @@ impl Worker {
             let ev = Event::Replayed {
                 peer: format!("{} {}", job.origin.channel, job.origin.peer),
             };
-            if let Err(e) = self.journal.record(done.record.id, &ev) {
+            if let Err(e) = self.journal.note(done.record.id, &ev) {
                 log::error!("{}: {e}", self.journal.path().display());
             }
             // Replays append too: a register retrying in a loop must not
@@ -931,6 +945,16 @@ impl Worker {
         }
     }
 
+    /// Puts on disk the records written without a sync of their own.
+    fn sync_notes(&mut self) {
+        if let Err(e) = self.journal.sync() {
+            log::error!(
+                "{}: {e}: delivery records may not be on disk",
+                self.journal.path().display()
+            );
+        }
+    }
+
     /// A relay's upstream status before the running transaction's request
     /// went upstream: journaled with it, so that its outcome can still be
     /// settled after a restart.
@@ -941,7 +965,7 @@ impl Worker {
         let ev = Event::UpstreamStatus {
             answer: kept.clone(),
         };
-        match self.journal.record(id, &ev) {
+        match self.journal.note(id, &ev) {
             Ok(()) => run.record.upstream_status = Some(kept),
             Err(e) => log::error!(
                 "{}: {e}: upstream status of tx {id} not recorded; \
@@ -1135,7 +1159,9 @@ impl Worker {
             },
         };
         // Journal first, then the log: the log line says it is on record.
-        if let Err(e) = self.journal.record(d.id, &ev) {
+        // No sync of its own: the next transaction's, or the one a second
+        // later, puts it on disk.
+        if let Err(e) = self.journal.note(d.id, &ev) {
             log::error!("{}: {e}", self.journal.path().display());
         }
         if let Err(reason) = d.result {
