@@ -49,7 +49,7 @@ impl Daemon {
         .unwrap();
         let t0 = Instant::now();
         let mut child = Command::new(CONCERTD)
-            .args(["-d", "-v", "-f"])
+            .args(["-d", "-f"])
             .arg(&conf)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

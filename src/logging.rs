@@ -65,33 +65,34 @@ impl log::Log for Logger {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        // A log line that cannot be written is dropped: logging must never
-        // stop the service.
-        let _ = match &mut *sink {
-            Sink::Stderr { journal: true } => {
-                writeln!(io::stderr(), "<{}>{}", priority(r.level()), r.args())
-            }
-            Sink::Stderr { journal: false } => writeln!(
-                io::stderr(),
-                "{} {:<5} {}",
+        // Each line is formatted first and written in one call: one system
+        // call per line, and a line is never split by a crash or by another
+        // writer of the same file.
+        let line = match &*sink {
+            Sink::Stderr { journal: true } => format!("<{}>{}\n", priority(r.level()), r.args()),
+            Sink::Syslog(_) => format!(
+                "<{}>concertd[{}]: {}",
+                DAEMON | priority(r.level()),
+                std::process::id(),
+                r.args()
+            ),
+            Sink::Stderr { journal: false } | Sink::File(_) => format!(
+                "{} {:<5} {}\n",
                 crate::clock::now().stamp(),
                 r.level(),
                 r.args()
             ),
+        };
+        // A log line that cannot be written is dropped: logging must never
+        // stop the service.
+        let _ = match &mut *sink {
+            Sink::Stderr { .. } => io::stderr().write_all(line.as_bytes()),
             Sink::Syslog(sock) => {
-                let pri = DAEMON | priority(r.level());
-                let line = format!("<{pri}>concertd[{}]: {}", std::process::id(), r.args());
                 // Syslog daemons take datagrams of at least 1024 bytes.
                 let cut = floor_char_boundary(&line, 1024);
                 sock.send(&line.as_bytes()[..cut]).map(|_| ())
             }
-            Sink::File(f) => writeln!(
-                f,
-                "{} {:<5} {}",
-                crate::clock::now().stamp(),
-                r.level(),
-                r.args()
-            ),
+            Sink::File(f) => f.write_all(line.as_bytes()),
         };
     }
 
