@@ -13,9 +13,8 @@ use crate::request;
 use crate::tlv::Frame;
 use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,10 +22,9 @@ use std::time::{Duration, Instant};
 
 /// Connection threads only parse and copy small buffers.
 const CONNECTION_STACK: usize = 128 * 1024;
-/// Connection threads kept waiting for the next connection however long
-/// it takes; those beyond end after `SPARE_FOR` without one.
-const WARM: usize = 4;
-const SPARE_FOR: Duration = Duration::from_secs(30);
+/// Threads of a listener blocked in accept(2) waiting for the next
+/// connection, at most; one done with its connection beyond that ends.
+const SPARE: usize = 16;
 /// How long to wait for the client to close after the answer, so that its
 /// last bytes are read rather than reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -56,19 +54,6 @@ pub struct Shared {
     pub peers: Arc<Peers>,
     /// Refusals and bad requests, logged in full only at first.
     pub floodgate: Arc<Floodgate>,
-    /// Hands an accepted connection to a connection thread waiting for
-    /// one: zero capacity, so a hand-over succeeds only when a thread is
-    /// there to take it, and a new thread is started otherwise.
-    handoff: (Sender<Accepted>, Receiver<Accepted>),
-    /// Connection threads alive.
-    threads: AtomicUsize,
-}
-
-/// A connection admitted, on its way to a connection thread.
-struct Accepted {
-    stream: TcpStream,
-    peer: SocketAddr,
-    held: Held,
 }
 
 impl Shared {
@@ -78,8 +63,6 @@ impl Shared {
             worker,
             peers: Arc::new(Peers::default()),
             floodgate: Floodgate::start()?,
-            handoff: bounded(0),
-            threads: AtomicUsize::new(0),
         })
     }
 
@@ -116,22 +99,31 @@ pub struct Listening {
     pub configured: SocketAddr,
     /// The address actually bound.
     pub local: SocketAddr,
-    stop: Arc<AtomicBool>,
+    door: Arc<Door>,
+}
+
+/// A listener and its threads. Each thread accepts a connection and serves
+/// it itself, so a connection never waits for a hand-over from an accept
+/// thread: before serving, a thread that was the last one waiting in
+/// accept(2) starts another, and once done it goes back to accept(2), or
+/// ends when `SPARE` threads already wait there. Waiting threads block
+/// without a timeout: an idle listener wakes nobody.
+struct Door {
+    listener: TcpListener,
+    local: SocketAddr,
+    stop: AtomicBool,
+    /// Threads waiting in accept(2).
+    waiting: AtomicUsize,
 }
 
 impl Listening {
-    /// Stops accepting: the flag is set, then a connection to ourselves
-    /// wakes the blocked accept so that it sees it.
+    /// Stops accepting: the flag is set, then shutdown(2) of the listening
+    /// socket wakes every thread blocked in accept(2) on it.
     pub fn close(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut wake = self.local;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.door.stop.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown(2) on the listening socket the door owns; its
+        // threads see the flag when accept(2) returns.
+        unsafe { libc::shutdown(self.door.listener.as_raw_fd(), libc::SHUT_RDWR) };
     }
 }
 
@@ -141,142 +133,120 @@ pub fn spawn_listener(
     shared: Arc<Shared>,
 ) -> io::Result<Listening> {
     let local = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    std::thread::Builder::new()
-        .name(format!("accept {local}"))
-        .spawn(move || accept_loop(listener, shared, flag))?;
+    let door = Arc::new(Door {
+        listener,
+        local,
+        stop: AtomicBool::new(false),
+        waiting: AtomicUsize::new(0),
+    });
+    spawn_door_thread(&door, &shared)?;
     Ok(Listening {
         configured,
         local,
-        stop,
+        door,
     })
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+fn spawn_door_thread(door: &Arc<Door>, shared: &Arc<Shared>) -> io::Result<()> {
+    let (d, sh) = (Arc::clone(door), Arc::clone(shared));
+    door.waiting.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("connection".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || door_thread(&d, &sh));
+    if spawned.is_err() {
+        door.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+    spawned.map(|_| ())
+}
+
+/// Accepts and serves connections, one at a time. Counted in `waiting`
+/// while in accept(2).
+fn door_thread(door: &Arc<Door>, shared: &Arc<Shared>) {
     loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::SeqCst) {
-            log::info!(
-                "stopped listening on {}",
-                listener
-                    .local_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string())
-            );
+        let accepted = door.listener.accept();
+        let left = door.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+        if door.stop.load(Ordering::SeqCst) {
+            if left == 0 {
+                log::info!("stopped listening on {}", door.local);
+            }
             return;
         }
-        let (stream, peer) = match accepted {
-            Ok(c) => c,
+        match accepted {
+            Ok((stream, peer)) => {
+                if left == 0 {
+                    // The last one waiting: someone must take the next
+                    // connection while this one is served.
+                    if let Err(e) = spawn_door_thread(door, shared) {
+                        log::error!("{}: cannot start a connection thread: {e}", door.local);
+                    }
+                }
+                admit(stream, peer, shared);
+            }
             Err(e) => {
                 log::warn!("accept: {e}");
                 // Out of descriptors or memory: give the system a moment
                 // rather than spin.
                 std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        };
-        let settings = shared.settings();
-        if !allow::allowed(&settings.allow, peer.ip()) {
-            shared.flood(peer, Kind::Refused, log::Level::Warn, || {
-                format!("{peer}: not in the allow-list, closed")
-            });
-            continue;
         }
-        let held = match shared.peers.admit(
-            peer,
-            stream.as_raw_fd(),
-            settings.max_connections,
-            settings.max_connections_per_peer,
-        ) {
-            Admission::Admitted(h) => h,
-            Admission::PeerFull(n) => {
-                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
-                    format!(
-                        "{peer}: its address holds {n} connections \
-                         (max-connections-per-peer), closed"
-                    )
-                });
-                continue;
-            }
-            Admission::Full(n) => {
-                shared.flood(peer, Kind::Refused, log::Level::Warn, || {
-                    format!("{peer}: {n} connections open (max-connections), closed")
-                });
-                continue;
-            }
-        };
-        if let Some(old) = held.displaced {
-            shared.flood(old, Kind::Refused, log::Level::Warn, || {
-                format!(
-                    "{old}: idle connection closed to make room for {peer} \
-                     (max-connections reached; {old} holds the most)"
-                )
-            });
-        }
-        let a = Accepted { stream, peer, held };
-        let a = match shared.handoff.0.try_send(a) {
-            Ok(()) => continue,
-            Err(TrySendError::Full(a) | TrySendError::Disconnected(a)) => a,
-        };
-        // No thread waiting: one more.
-        let sh = Arc::clone(&shared);
-        sh.threads.fetch_add(1, Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name("connection".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || connection_thread(a, &sh));
-        if let Err(e) = spawned {
-            shared.threads.fetch_sub(1, Ordering::SeqCst);
-            log::error!("{peer}: cannot start a connection thread: {e}");
+        // Back to accept(2), unless enough threads wait there already.
+        let waiting = door.waiting.fetch_add(1, Ordering::SeqCst);
+        if waiting >= SPARE {
+            door.waiting.fetch_sub(1, Ordering::SeqCst);
+            return;
         }
     }
 }
 
-/// Serves connections one after the other: the one it was started with,
-/// then those handed over while it waits. The first `WARM` threads wait
-/// for ever; the others end once no connection came for `SPARE_FOR`.
-fn connection_thread(first: Accepted, sh: &Shared) {
-    let mut next = Some(first);
-    loop {
-        if let Some(Accepted {
-            mut stream,
-            peer,
-            held,
-        }) = next.take()
-        {
-            connection(&mut stream, peer, sh, &held);
-            // Out of the table before the socket closes: the table may
-            // shut down the descriptor while it holds the entry.
-            drop(held);
-            drop(stream);
-            log::debug!("tcp {peer}: closed");
-        }
-        let waited = if sh.threads.load(Ordering::SeqCst) <= WARM {
-            sh.handoff
-                .1
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            sh.handoff.1.recv_timeout(SPARE_FOR)
-        };
-        match waited {
-            Ok(a) => next = Some(a),
-            Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {
-                // A spare thread ends, unless it is now one of the warm.
-                let spare = sh
-                    .threads
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                        (n > WARM).then(|| n - 1)
-                    })
-                    .is_ok();
-                if spare {
-                    return;
-                }
-            }
-        }
+/// Applies the allow-list and the connection caps to a new connection,
+/// and serves it when it is let in.
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let settings = shared.settings();
+    if !allow::allowed(&settings.allow, peer.ip()) {
+        shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+            format!("{peer}: not in the allow-list, closed")
+        });
+        return;
     }
-    sh.threads.fetch_sub(1, Ordering::SeqCst);
+    let held = match shared.peers.admit(
+        peer,
+        stream.as_raw_fd(),
+        settings.max_connections,
+        settings.max_connections_per_peer,
+    ) {
+        Admission::Admitted(h) => h,
+        Admission::PeerFull(n) => {
+            shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                format!(
+                    "{peer}: its address holds {n} connections \
+                     (max-connections-per-peer), closed"
+                )
+            });
+            return;
+        }
+        Admission::Full(n) => {
+            shared.flood(peer, Kind::Refused, log::Level::Warn, || {
+                format!("{peer}: {n} connections open (max-connections), closed")
+            });
+            return;
+        }
+    };
+    if let Some(old) = held.displaced {
+        shared.flood(old, Kind::Refused, log::Level::Warn, || {
+            format!(
+                "{old}: idle connection closed to make room for {peer} \
+                 (max-connections reached; {old} holds the most)"
+            )
+        });
+    }
+    let mut stream = stream;
+    connection(&mut stream, peer, shared, &held);
+    // Out of the table before the socket closes: the table may shut down
+    // the descriptor while it holds the entry.
+    drop(held);
+    drop(stream);
+    log::debug!("tcp {peer}: closed");
 }
 
 /// True when the kernel holds no unread byte for this socket.

@@ -404,14 +404,37 @@ impl Handle {
     /// with no element means none may be sent (its outcome could not be
     /// journaled).
     pub fn submit(&self, request: Request, origin: Origin) -> Reply {
-        self.hand_over(request, origin)
-            .reply
-            .recv()
-            .unwrap_or_else(|_| Reply {
-                frame: Frame::new(),
-                tx: None,
-                immediate: false,
-            })
+        // Nobody waits for the start here: no `started` channel, and the
+        // request is taken back from a refused job for the busy answer.
+        let (reply, answer) = bounded(2);
+        let job = Job {
+            request,
+            origin,
+            reply,
+            started: None,
+        };
+        let busy = |job: &Job| Reply {
+            frame: answer::refusal(&job.request.frame, None),
+            tx: None,
+            immediate: false,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                log::warn!(
+                    "{} {}: worker queue full, answered busy",
+                    job.origin.channel,
+                    job.origin.peer
+                );
+                return busy(&job);
+            }
+            Err(TrySendError::Disconnected(job)) => return busy(&job),
+        }
+        answer.recv().unwrap_or_else(|_| Reply {
+            frame: Frame::new(),
+            tx: None,
+            immediate: false,
+        })
     }
 
     /// Hands a request to the worker without waiting. When the worker
