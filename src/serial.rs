@@ -13,10 +13,12 @@ use crate::request::{self, Request};
 use crate::tlv::{tags, Frame};
 use crate::v2::{self, V2Request};
 use crate::worker::{Channel, Decision, Handle, Origin, Reply};
-use crossbeam_channel::Receiver;
-use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits};
+use crossbeam_channel::{Receiver, Sender};
+use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most data bytes a frame may carry on a serial line.
@@ -59,7 +61,60 @@ pub struct Conf {
 pub struct Context {
     pub conf: Conf,
     pub updates: Receiver<Conf>,
+    /// Rung with each update, so that an idle line blocked in poll(2)
+    /// takes it.
+    pub bell: Arc<Bell>,
     pub worker: Handle,
+}
+
+/// A pipe that wakes the serial thread out of poll(2): the thread blocks
+/// on its device and on this, with no timeout, while nothing is pending.
+pub struct Bell {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Bell {
+    pub fn new() -> io::Result<Bell> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2(2) fills two descriptors this struct then owns.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just opened and belong to nobody.
+        Ok(unsafe {
+            Bell {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                write: OwnedFd::from_raw_fd(fds[1]),
+            }
+        })
+    }
+
+    pub fn ring(&self) {
+        // A full pipe is already ringing.
+        // SAFETY: write(2) of one byte to our own pipe.
+        let _ = unsafe { libc::write(self.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: read(2) into a buffer of that size, non-blocking.
+        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
+        }
+    }
+}
+
+/// The service's side: new configurations for the serial thread.
+pub struct Updates {
+    tx: Sender<Conf>,
+    bell: Arc<Bell>,
+}
+
+impl Updates {
+    pub fn send(&self, c: Conf) {
+        let _ = self.tx.send(c);
+        self.bell.ring();
+    }
 }
 
 /// How a request came, so that its answer goes back the same way.
@@ -83,12 +138,21 @@ enum Rx {
     Silence,
 }
 
-pub fn spawn(ctx: Context) -> io::Result<()> {
-    // Always running, so that a reload can add a serial line.
+/// Starts the serial thread; what it returns sends it new configurations.
+/// The service starts it only once a configuration names a device.
+pub fn spawn(conf: Conf, worker: Handle) -> io::Result<Updates> {
+    let (tx, updates) = crossbeam_channel::unbounded();
+    let bell = Arc::new(Bell::new()?);
+    let ctx = Context {
+        conf,
+        updates,
+        bell: Arc::clone(&bell),
+        worker,
+    };
     std::thread::Builder::new()
         .name("serial".into())
         .spawn(move || run(ctx))?;
-    Ok(())
+    Ok(Updates { tx, bell })
 }
 
 /// A port opened with a character format, flow control and read timeout:
@@ -100,6 +164,16 @@ pub fn open_port(
     rtscts: bool,
     timeout: Duration,
 ) -> serialport::Result<Box<dyn SerialPort>> {
+    builder(path, speed, format, rtscts, timeout).open()
+}
+
+fn builder(
+    path: &str,
+    speed: u32,
+    format: Format,
+    rtscts: bool,
+    timeout: Duration,
+) -> serialport::SerialPortBuilder {
     let data = match format.data_bits {
         5 => DataBits::Five,
         6 => DataBits::Six,
@@ -127,11 +201,11 @@ pub fn open_port(
         .stop_bits(stop)
         .flow_control(flow)
         .timeout(timeout)
-        .open()
 }
 
-fn open(s: &Settings, path: &str) -> serialport::Result<Box<dyn SerialPort>> {
-    open_port(path, s.speed, s.format, s.rtscts, POLL)
+/// The line's own port: a tty whose descriptor poll(2) can wait on.
+fn open(s: &Settings, path: &str) -> serialport::Result<TTYPort> {
+    builder(path, s.speed, s.format, s.rtscts, POLL).open_native()
 }
 
 /// The settings that need the device opened again when they change.
@@ -146,6 +220,7 @@ fn run(ctx: Context) {
     let Context {
         mut conf,
         updates,
+        bell,
         worker,
     } = ctx;
     let mut reported = false;
@@ -172,6 +247,7 @@ fn run(ctx: Context) {
                     port: Box::new(port),
                     conf: conf.clone(),
                     updates: &updates,
+                    bell: Some(&bell),
                     worker: &worker,
                     path: &path,
                     input: VecDeque::new(),
@@ -210,12 +286,22 @@ fn run(ctx: Context) {
 /// one the fuzz target feeds.
 pub trait Port: Read + Write + Send {
     fn clear_input(&mut self) -> io::Result<()>;
+
+    /// A descriptor poll(2) can wait on for input; without one the line
+    /// reads with a timeout instead.
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
-impl Port for Box<dyn SerialPort> {
+impl Port for TTYPort {
     fn clear_input(&mut self) -> io::Result<()> {
         self.clear(serialport::ClearBuffer::Input)
             .map_err(io::Error::from)
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
     }
 }
 
@@ -223,6 +309,7 @@ struct Line<'a> {
     port: Box<dyn Port>,
     conf: Conf,
     updates: &'a Receiver<Conf>,
+    bell: Option<&'a Bell>,
     worker: &'a Handle,
     path: &'a str,
     input: VecDeque<u8>,
@@ -274,6 +361,7 @@ pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) 
         port,
         conf,
         updates: &updates,
+        bell: None,
         worker,
         path,
         input: VecDeque::new(),
@@ -329,6 +417,43 @@ impl Line<'_> {
         }
     }
 
+    /// Nothing pending: blocks, with no timeout, until the register sends
+    /// a byte (true) or the bell rings for a new configuration (false).
+    /// While an answer is awaited the line polls instead, every `POLL`.
+    fn sleep(&mut self) -> io::Result<bool> {
+        let (Some(fd), Some(bell)) = (self.port.poll_fd(), self.bell) else {
+            return Ok(true);
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: bell.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll(2) on two valid descriptors, no timeout.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        if fds[1].revents != 0 {
+            bell.drain();
+            return Ok(fds[0].revents != 0);
+        }
+        // Input, or a hang-up or error that the read reports.
+        Ok(true)
+    }
+
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.port.write_all(bytes)?;
         self.port.flush()
@@ -363,6 +488,9 @@ impl Line<'_> {
                 if reopen {
                     return Err(io::Error::other("device settings changed"));
                 }
+            }
+            if self.waiting.is_empty() && self.input.is_empty() && !self.sleep()? {
+                continue;
             }
             let Some(b) = self.byte(Instant::now() + POLL)? else {
                 continue;

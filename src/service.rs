@@ -109,7 +109,8 @@ pub struct Service {
     shared: Arc<Shared>,
     listeners: Vec<Listening>,
     control: Sender<Control>,
-    serial: Sender<serial::Conf>,
+    /// The serial thread, once a configuration names a device.
+    serial: Option<serial::Updates>,
 }
 
 impl Service {
@@ -142,13 +143,13 @@ impl Service {
             Shared::new(net_settings(&cfg), handle)
                 .map_err(|e| Error::io("cannot start the log summary thread", e))?,
         );
-        let (serial_tx, updates) = unbounded();
-        serial::spawn(serial::Context {
-            conf: serial_conf(&cfg),
-            updates,
-            worker: shared.worker.clone(),
-        })
-        .map_err(|e| Error::io("cannot start the serial thread", e))?;
+        let serial = match cfg.serial.device {
+            Some(_) => Some(
+                serial::spawn(serial_conf(&cfg), shared.worker.clone())
+                    .map_err(|e| Error::io("cannot start the serial thread", e))?,
+            ),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for (configured, l) in bound {
             let listening = net::spawn_listener(l, configured, Arc::clone(&shared))
@@ -165,7 +166,7 @@ impl Service {
             shared,
             listeners,
             control,
-            serial: serial_tx,
+            serial,
         };
         log::info!("running: {}", service.cfg.summary());
         warn_if_simulator(&service.cfg);
@@ -290,7 +291,14 @@ impl Service {
             worker_settings(&new),
             Box::new(new.clone()),
         ));
-        let _ = self.serial.send(serial_conf(&new));
+        match (&self.serial, &new.serial.device) {
+            (Some(s), _) => s.send(serial_conf(&new)),
+            (None, Some(_)) => match serial::spawn(serial_conf(&new), self.shared.worker.clone()) {
+                Ok(s) => self.serial = Some(s),
+                Err(e) => log::error!("reload: cannot start the serial thread: {e}"),
+            },
+            (None, None) => {}
+        }
         self.cfg = new;
         log::info!("reloaded: {}", self.cfg.summary());
         warn_if_simulator(&self.cfg);

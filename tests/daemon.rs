@@ -211,6 +211,41 @@ fn reload_moves_the_serial_line_to_another_device() {
     assert_eq!(rb.answer(), b"CZ0040320CA00201CD001IAE00210");
 }
 
+#[test]
+fn reload_adds_a_serial_line() {
+    // No serial line at start: no serial thread; a reload starts one.
+    let dir = temp_dir();
+    let a = dir.join("ttyA");
+    let mut ra = crate::serial::pty(&a);
+    let timers =
+        "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\nserial-retry 100ms\nconfig-watch 0";
+    let d = Daemon::start(timers);
+    let pid = d.pid();
+    let names = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|t| {
+                t.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        !names().iter().any(|n| n.trim() == "serial"),
+        "{:?}",
+        names()
+    );
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nserial {}\n{timers}\n",
+        d.base_config(),
+        a.display()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log(&format!("serial {}: open", a.display()));
+    assert_eq!(ra.request(b"CZ0040320CA00201CD001I"), concert::framing::ACK);
+    assert_eq!(ra.answer(), b"CZ0040320CA00201CD001IAE00210");
+}
+
 /// A payment program that refuses every payment: told apart at once from
 /// the simulator, which would approve.
 fn refusing_program(dir: &std::path::Path) -> std::path::PathBuf {
