@@ -129,6 +129,8 @@ enum Kind {
 struct Waiting {
     reply: Receiver<Reply>,
     kind: Kind,
+    /// Its answer rings the bell: the line may sleep until it comes.
+    rung: bool,
 }
 
 enum Rx {
@@ -309,7 +311,7 @@ struct Line<'a> {
     port: Box<dyn Port>,
     conf: Conf,
     updates: &'a Receiver<Conf>,
-    bell: Option<&'a Bell>,
+    bell: Option<&'a Arc<Bell>>,
     worker: &'a Handle,
     path: &'a str,
     input: VecDeque<u8>,
@@ -417,9 +419,48 @@ impl Line<'_> {
         }
     }
 
-    /// Nothing pending: blocks, with no timeout, until the register sends
-    /// a byte (true) or the bell rings for a new configuration (false).
-    /// While an answer is awaited the line polls instead, every `POLL`.
+    /// The answer of a transaction, rung in: a small thread waits for it
+    /// and rings the bell, so that the line can sleep in poll(2) meanwhile
+    /// (true). Without a bell (the fuzz target's fake port) or a thread,
+    /// the line polls for it (false).
+    fn forward(&self, reply: Receiver<Reply>) -> (Receiver<Reply>, bool) {
+        let Some(bell) = self.bell.cloned() else {
+            return (reply, false);
+        };
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        // The receiver goes over only once the thread exists, so that it
+        // stays ours if it cannot be started.
+        let (give, given) = crossbeam_channel::bounded::<Receiver<Reply>>(1);
+        let spawned = std::thread::Builder::new()
+            .name("serial-answer".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let Ok(reply) = given.recv() else { return };
+                for r in reply.iter() {
+                    if tx.send(r).is_err() {
+                        break;
+                    }
+                    bell.ring();
+                }
+                // Closed without an answer (not journaled): said too.
+                drop(tx);
+                bell.ring();
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = give.send(reply);
+                (rx, true)
+            }
+            Err(e) => {
+                log::warn!("serial {}: cannot start a thread ({e}): polling", self.path);
+                (reply, false)
+            }
+        }
+    }
+
+    /// No input pending: blocks, with no timeout, until the register sends
+    /// a byte (true), or the bell rings for a new configuration or an
+    /// answer (false).
     fn sleep(&mut self) -> io::Result<bool> {
         let (Some(fd), Some(bell)) = (self.port.poll_fd(), self.bell) else {
             return Ok(true);
@@ -489,7 +530,8 @@ impl Line<'_> {
                     return Err(io::Error::other("device settings changed"));
                 }
             }
-            if self.waiting.is_empty() && self.input.is_empty() && !self.sleep()? {
+            let may_sleep = self.waiting.iter().all(|w| w.rung);
+            if self.input.is_empty() && may_sleep && !self.sleep()? {
                 continue;
             }
             let Some(b) = self.byte(Instant::now() + POLL)? else {
@@ -702,10 +744,8 @@ impl Line<'_> {
             Decision::Started(_) => {
                 // Waiting first: if the ACK cannot be written (device gone),
                 // the answer still goes out once the line is back.
-                self.waiting.push(Waiting {
-                    reply: pending.reply,
-                    kind,
-                });
+                let (reply, rung) = self.forward(pending.reply);
+                self.waiting.push(Waiting { reply, kind, rung });
                 self.accept_frame()?;
                 Ok(None)
             }
@@ -893,9 +933,11 @@ impl Line<'_> {
                 let pending = self.worker.hand_over(req, self.origin(false));
                 return match pending.decision() {
                     Decision::Started(_) => {
+                        let (reply, rung) = self.forward(pending.reply);
                         self.waiting.push(Waiting {
-                            reply: pending.reply,
+                            reply,
                             kind: Kind::Raw,
+                            rung,
                         });
                         Ok(())
                     }
