@@ -212,6 +212,60 @@ fn reload_moves_the_serial_line_to_another_device() {
 }
 
 #[test]
+fn a_daemon_started_with_a_relative_file_still_reloads_it() {
+    // A daemon runs in /: `-f concertd.conf`, taken from the start
+    // directory, must still name the same file at a reload.
+    let dir = temp_dir();
+    let port = free_port();
+    let conf_text = |extra: &str| {
+        format!(
+            "listen 127.0.0.1:{port}\nsimulator-delay 0\njournal journal\npidfile concertd.pid\n\
+             log-file log\nconfig-watch 0\n{extra}"
+        )
+    };
+    std::fs::write(dir.join("concertd.conf"), conf_text("")).unwrap();
+    let o = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(CONCERTD)
+            .args(["-f", "concertd.conf"])
+            .current_dir(&dir)
+            // No syslog: the log goes to the log-file.
+            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pid: i32 = std::fs::read_to_string(dir.join("concertd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(pid);
+    std::fs::write(dir.join("concertd.conf"), conf_text("allow 127.0.0.1\n")).unwrap();
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if log.contains("reloaded:") {
+            assert!(log.contains("allow 127.0.0.1/32"), "{log}");
+            break;
+        }
+        assert!(!log.contains("the running configuration is kept"), "{log}");
+        assert!(std::time::Instant::now() < deadline, "no reload: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn reload_adds_a_serial_line() {
     // No serial line at start: no serial thread; a reload starts one.
     let dir = temp_dir();
