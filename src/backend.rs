@@ -12,8 +12,8 @@ use std::sync::Arc;
 pub struct Transaction {
     pub id: u64,
     pub request: Request,
-    /// `tcp` or `serial`.
-    pub channel: String,
+    /// Where the request came from (a program sees it as `tcp` or `serial`).
+    pub channel: crate::worker::Channel,
     /// For a cancellation: the register's last approved debit, if any.
     pub original: Option<Arc<Original>>,
 }
@@ -93,6 +93,33 @@ pub fn amount_rule(id: u64, who: &str, mut o: Outcome, req: &Request) -> Outcome
             Outcome::declined(crate::answer::Af::NotEnded)
         }
     }
+}
+
+/// How a backend starts its threads: `std::thread::Builder::spawn`, or in
+/// unit tests a spawner that fails, to prove what a failed spawn answers.
+pub(crate) type Spawn = fn(std::thread::Builder, Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+/// The spawner of the release binary.
+pub(crate) fn spawn_thread(
+    b: std::thread::Builder,
+    f: Box<dyn FnOnce() + Send>,
+) -> std::io::Result<()> {
+    b.spawn(f).map(drop)
+}
+
+/// A backend could not start the thread that would run transaction `id`.
+/// Each backend spawns that thread before anything leaves concertd (no
+/// program run, no byte sent upstream), so the refusal is definite: declined
+/// (AF00) now, rather than silence until transaction-timeout and an unknown
+/// outcome (AF07) the register would have to resolve.
+pub(crate) fn decline_unstarted(id: u64, what: &str, e: &std::io::Error, done: &Sender<Done>) {
+    log::error!("tx {id}: cannot start a thread for {what}: {e}; declined, nothing was sent");
+    let _ = done.send(Done {
+        id,
+        outcome: Outcome::declined(crate::answer::Af::Unknown),
+        resolved: false,
+        note: None,
+    });
 }
 
 pub trait Backend: Send {

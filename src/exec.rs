@@ -9,7 +9,7 @@ use crate::base64;
 use crate::pan;
 use crate::request::{Operation, Request};
 use crate::tlv::tags;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, Sender};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -74,6 +74,7 @@ pub struct Exec {
     /// The running transaction, its process group, and the flag that says
     /// it was killed at transaction-timeout.
     running: Option<(u64, i32, Arc<AtomicBool>)>,
+    spawn: crate::backend::Spawn,
 }
 
 impl Exec {
@@ -82,6 +83,7 @@ impl Exec {
             program: resolve(program)?,
             args: args.to_vec(),
             running: None,
+            spawn: crate::backend::spawn_thread,
         })
     }
 }
@@ -635,7 +637,7 @@ impl Backend for Exec {
             .env("CONCERT_TICKET", text(tags::CK))
             .env("CONCERT_FORCE_AUTH", flag(r.force_auth))
             .env("CONCERT_PARTIAL_OK", flag(r.partial_ok))
-            .env("CONCERT_CHANNEL", &tx.channel)
+            .env("CONCERT_CHANNEL", tx.channel.to_string())
             .env(
                 "CONCERT_FRAME",
                 String::from_utf8_lossy(&r.frame.encode()).into_owned(),
@@ -656,28 +658,22 @@ impl Backend for Exec {
         }
         let id = tx.id;
         let request = tx.request.clone();
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("tx {id}: cannot run {}: {e}", self.program.display());
-                let _ = done.send(Done {
-                    id,
-                    outcome: Outcome::declined(Af::Unknown),
-                    resolved: false,
-                    note: None,
-                });
-                return;
-            }
-        };
         let killed = Arc::new(AtomicBool::new(false));
-        let pid = child.id() as i32;
-        self.running = Some((id, pid, Arc::clone(&killed)));
+        let seen = Arc::clone(&killed);
         let name = self.program.display().to_string();
-        let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
+        // The thread that reads and reaps the program starts before the
+        // program does: a thread that cannot start then leaves nothing run
+        // and nobody to reap, and the refusal is definite.
+        let (hand, handed) = bounded::<Child>(1);
         let late = done.clone();
-        let spawned = std::thread::Builder::new()
-            .name("exec".into())
-            .spawn(move || {
+        let spawned = (self.spawn)(
+            std::thread::Builder::new().name("exec".into()),
+            Box::new(move || {
+                // The program could not run: `start` answered already.
+                let Ok(mut child) = handed.recv() else {
+                    return;
+                };
+                let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
                 let (out, status) = watch(id, &name, child, out_pipe, err_pipe);
                 let (ok, why) = match status {
                     Ok(st) if st.success() => (true, "exit 0".to_string()),
@@ -686,7 +682,7 @@ impl Backend for Exec {
                 };
                 // Read after the reaping: a kill of ours, if any, is in the
                 // status by now.
-                if killed.load(Ordering::SeqCst) && !(ok && out.ae.is_some()) {
+                if seen.load(Ordering::SeqCst) && !(ok && out.ae.is_some()) {
                     log::info!(
                         "tx {id}: the program ended ({why}) after transaction-timeout: \
                          its output resolves nothing"
@@ -702,28 +698,28 @@ impl Backend for Exec {
                     resolved: false,
                     note: None,
                 });
-            });
+            }),
+        );
         if let Err(e) = spawned {
-            log::error!(
-                "tx {id}: cannot start a thread for {}: {e}; killed",
-                self.program.display()
-            );
-            // Nobody would read or reap it. It ran for an instant: whether
-            // it started the payment, nobody knows.
-            // SAFETY: kill(2) on the process group we created, then
-            // waitpid(2) on our own child, which the kill ends.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-            self.running = None;
-            let _ = done.send(Done {
-                id,
-                outcome: Outcome::declined(Af::NotEnded),
-                resolved: false,
-                note: None,
-            });
+            crate::backend::decline_unstarted(id, &self.program.display().to_string(), &e, &done);
+            return;
         }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("tx {id}: cannot run {}: {e}", self.program.display());
+                // Dropping `hand` ends the waiting thread.
+                let _ = done.send(Done {
+                    id,
+                    outcome: Outcome::declined(Af::Unknown),
+                    resolved: false,
+                    note: None,
+                });
+                return;
+            }
+        };
+        self.running = Some((id, child.id() as i32, killed));
+        let _ = hand.send(child);
     }
 
     fn abort(&mut self, id: u64) -> Outcome {
@@ -1003,5 +999,40 @@ mod tests {
         assert!(resolve(Path::new("/etc/passwd"))
             .unwrap_err()
             .contains("not an executable"));
+    }
+
+    /// A thread that cannot start: the program never runs, and the
+    /// transaction is declined at once instead of waiting for
+    /// transaction-timeout.
+    #[test]
+    fn a_thread_that_cannot_start_runs_nothing_and_declines() {
+        let dir = std::env::temp_dir().join(format!("concertd-exec-spawn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ran = dir.join("ran");
+        let prog = dir.join("pay");
+        std::fs::write(
+            &prog,
+            format!("#!/bin/sh\ntouch {}\necho AE=10\n", ran.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut e = Exec::new(&prog, &[]).unwrap();
+        e.spawn = |_, _| Err(std::io::Error::other("no threads left"));
+        let (done, finished) = crossbeam_channel::unbounded();
+        let tx = Transaction {
+            id: 7,
+            request: debit(""),
+            channel: crate::worker::Channel::Tcp,
+            original: None,
+        };
+        e.start(&tx, done);
+        let d = finished.try_recv().expect("an answer at once");
+        assert_eq!(d.id, 7);
+        assert_eq!(d.outcome, Outcome::declined(Af::Unknown));
+        assert!(finished.try_recv().is_err());
+        assert!(!ran.exists(), "the program ran");
+        assert!(e.running.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

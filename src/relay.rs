@@ -57,6 +57,7 @@ pub struct Relay {
     timeout: Duration,
     /// Wakes the resolver of a register's unknown outcome.
     pokes: HashMap<u8, Sender<()>>,
+    spawn: crate::backend::Spawn,
 }
 
 impl Relay {
@@ -68,6 +69,7 @@ impl Relay {
             },
             timeout,
             pokes: HashMap::new(),
+            spawn: crate::backend::spawn_thread,
         }
     }
 }
@@ -512,9 +514,10 @@ impl Backend for Relay {
         if !link.v2 {
             self.pokes.insert(req.register, poke_tx);
         }
-        let spawned = std::thread::Builder::new()
-            .name("relay".into())
-            .spawn(move || {
+        let answer = done.clone();
+        let spawned = (self.spawn)(
+            std::thread::Builder::new().name("relay".into()),
+            Box::new(move || {
                 let payload = if link.v2 {
                     v2_request(id, &req)
                 } else {
@@ -546,9 +549,13 @@ impl Backend for Relay {
                     resolved: false,
                     note: None,
                 });
-            });
+            }),
+        );
         if let Err(e) = spawned {
-            log::error!("tx {id}: cannot start the relay thread: {e}");
+            if !self.link.v2 {
+                self.pokes.remove(&tx.request.register);
+            }
+            crate::backend::decline_unstarted(id, "the relay", &e, &answer);
         }
     }
 
@@ -909,5 +916,31 @@ mod tests {
     fn immediate_answers_are_not_asked_upstream() {
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978BA0011");
         assert_eq!(v3_request(&r), b"CZ0040320CA00201CB0041000CD0010CE003978");
+    }
+
+    /// A relay thread that cannot start sends nothing upstream, so the
+    /// transaction is declined at once, not left to transaction-timeout.
+    #[test]
+    fn a_thread_that_cannot_start_sends_nothing_and_declines() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        upstream.set_nonblocking(true).unwrap();
+        let addr = upstream.local_addr().unwrap().to_string();
+        let mut r = Relay::new(&Upstream::Tcp(addr), false, Duration::from_secs(60));
+        r.spawn = |_, _| Err(std::io::Error::other("no threads left"));
+        let (done, finished) = crossbeam_channel::unbounded();
+        let tx = Transaction {
+            id: 9,
+            request: req("CZ0040320CA00201CB0041000CD0010CE003978"),
+            channel: crate::worker::Channel::Serial,
+            original: None,
+        };
+        r.start(&tx, done);
+        let d = finished.try_recv().expect("an answer at once");
+        assert_eq!(d.id, 9);
+        assert_eq!(d.outcome, Outcome::declined(Af::Unknown));
+        assert!(d.note.is_none());
+        assert!(finished.try_recv().is_err());
+        assert!(r.pokes.is_empty());
+        assert!(upstream.accept().is_err(), "something reached the upstream");
     }
 }

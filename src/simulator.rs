@@ -254,6 +254,7 @@ impl Backend for Simulator {
         }
         let (stop_tx, stop_rx) = bounded::<()>(0);
         self.running = Some((tx.id, stop_tx));
+        let (id, answer) = (tx.id, done.clone());
         let spawned = std::thread::Builder::new()
             .name("simulator".into())
             .stack_size(64 * 1024)
@@ -272,7 +273,8 @@ impl Backend for Simulator {
                     }
             });
         if let Err(e) = spawned {
-            log::error!("simulator: cannot start a thread: {e}");
+            self.running = None;
+            crate::backend::decline_unstarted(id, "the simulator", &e, &answer);
         }
     }
 

@@ -53,6 +53,17 @@ impl fmt::Display for Channel {
     }
 }
 
+impl Channel {
+    /// The channel a journal record names, as `Display` wrote it.
+    pub fn from_name(name: &str) -> Option<Channel> {
+        match name {
+            "tcp" => Some(Channel::Tcp),
+            "serial" => Some(Channel::Serial),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub channel: Channel,
@@ -639,10 +650,20 @@ impl Worker {
             })
             .collect();
         for c in unknown {
+            // concertd writes only the names `Channel` displays: another
+            // is not a record of ours to act upon.
+            let Some(channel) = Channel::from_name(&c.record.channel) else {
+                log::warn!(
+                    "tx {}: the journal names channel {:?}: outcome not asked again",
+                    c.record.id,
+                    c.record.channel
+                );
+                continue;
+            };
             let tx = Transaction {
                 id: c.record.id,
                 request: c.request.clone(),
-                channel: c.record.channel.clone(),
+                channel,
                 original: None,
             };
             let kept = c.record.upstream_status.as_deref().unwrap_or_default();
@@ -883,7 +904,7 @@ impl Worker {
             }
         );
         let tx = Transaction {
-            channel: job.origin.channel.to_string(),
+            channel: job.origin.channel,
             id,
             request: req.clone(),
             original,
@@ -1522,6 +1543,15 @@ mod tests {
 
     fn req(body: &str) -> Request {
         request::parse(body.as_bytes(), &[978]).unwrap()
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        for c in [Channel::Tcp, Channel::Serial] {
+            assert_eq!(Channel::from_name(&c.to_string()), Some(c));
+        }
+        assert_eq!(Channel::from_name("TCP"), None);
+        assert_eq!(Channel::from_name(""), None);
     }
 
     #[test]
