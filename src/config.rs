@@ -207,12 +207,39 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
 }
 
+/// Parity of the serial line's characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+impl Parity {
+    /// The letter of `serial-format`, either case.
+    pub fn from_letter(b: u8) -> Option<Parity> {
+        match b.to_ascii_uppercase() {
+            b'N' => Some(Parity::None),
+            b'E' => Some(Parity::Even),
+            b'O' => Some(Parity::Odd),
+            _ => None,
+        }
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        }
+    }
+}
+
 /// Character format of the serial line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Format {
     pub data_bits: u8,
-    /// `N`, `E` or `O`.
-    pub parity: u8,
+    pub parity: Parity,
     pub stop_bits: u8,
 }
 
@@ -223,16 +250,12 @@ impl Format {
         if b.len() != 3 {
             return Err(bad());
         }
-        let parity = b[1].to_ascii_uppercase();
         let f = Format {
             data_bits: b[0].wrapping_sub(b'0'),
-            parity,
+            parity: Parity::from_letter(b[1]).ok_or_else(bad)?,
             stop_bits: b[2].wrapping_sub(b'0'),
         };
-        if !(5..=8).contains(&f.data_bits)
-            || !matches!(parity, b'N' | b'E' | b'O')
-            || !(1..=2).contains(&f.stop_bits)
-        {
+        if !(5..=8).contains(&f.data_bits) || !(1..=2).contains(&f.stop_bits) {
             return Err(bad());
         }
         Ok(f)
@@ -244,7 +267,9 @@ impl std::fmt::Display for Format {
         write!(
             f,
             "{}{}{}",
-            self.data_bits, self.parity as char, self.stop_bits
+            self.data_bits,
+            self.parity.letter(),
+            self.stop_bits
         )
     }
 }
@@ -282,7 +307,7 @@ impl Default for Serial {
             speed: 9600,
             format: Format {
                 data_bits: 7,
-                parity: b'E',
+                parity: Parity::Even,
                 stop_bits: 1,
             },
             rtscts: false,
@@ -766,6 +791,22 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "t.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parity_is_parsed_with_the_format() {
+        for (text, parity) in [
+            ("7E1", Parity::Even),
+            ("8n1", Parity::None),
+            ("7o2", Parity::Odd),
+        ] {
+            let f = Format::parse(text).unwrap();
+            assert_eq!(f.parity, parity, "{text}");
+            assert_eq!(f.to_string(), text.to_ascii_uppercase());
+        }
+        for bad in ["7X1", "7M1", "7S1", "7 1"] {
+            assert!(Format::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -183,9 +183,9 @@ fn builder(
         _ => DataBits::Eight,
     };
     let parity = match format.parity {
-        b'E' => Parity::Even,
-        b'O' => Parity::Odd,
-        _ => Parity::None,
+        crate::config::Parity::None => Parity::None,
+        crate::config::Parity::Even => Parity::Even,
+        crate::config::Parity::Odd => Parity::Odd,
     };
     let stop = if format.stop_bits == 2 {
         StopBits::Two
