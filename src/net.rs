@@ -321,34 +321,29 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
     }
 }
 
-/// The bytes to send back for one assembled request (none: nothing may be
-/// sent), and the transaction whose final answer they are.
+/// The bytes to send back for one assembled request and the transaction
+/// whose final answer they are; `None` when nothing may be sent (the
+/// outcome could not be journaled).
 fn answer_for(
     a: &Assembled,
     shared: &Shared,
     settings: &Settings,
     peer: SocketAddr,
-) -> (Vec<u8>, Option<u64>) {
-    let v3 = |reply: Reply| {
-        if reply.frame.elements().is_empty() {
-            // The outcome could not be journaled: no answer goes out.
-            return (Vec::new(), None);
-        }
-        (framing::wrap(&reply.frame.encode(), a.wrapping), reply.tx)
-    };
+) -> Option<(Vec<u8>, Option<u64>)> {
+    let v3 = |reply: Reply| (framing::wrap(&reply.frame.encode(), a.wrapping), reply.tx);
     let refused = |frame: &Frame, af| {
-        v3(Reply {
+        Some(v3(Reply {
             frame: answer::refusal(frame, Some(af)),
             tx: None,
             immediate: false,
-        })
+        }))
     };
     if let (Some(fault), Wrapping::Stx) = (&a.fault, a.wrapping) {
         if !a.body.starts_with(b"CZ") {
             shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
                 format!("tcp {peer}: bad V2 frame ({fault}): NAK")
             });
-            return (vec![NAK], None);
+            return Some((vec![NAK], None));
         }
     }
     if let Some(fault) = &a.fault {
@@ -360,9 +355,9 @@ fn answer_for(
     }
     if a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ") {
         return match v2_answer(&a.body, shared, settings, peer) {
-            V2Answer::Reply(p, _) if p.is_empty() => (Vec::new(), None),
-            V2Answer::Reply(p, tx) => (framing::wrap(&p, Wrapping::Stx), tx),
-            V2Answer::Nak => (vec![NAK], None),
+            V2Answer::Reply(p, tx) => Some((framing::wrap(&p, Wrapping::Stx), tx)),
+            V2Answer::Nak => Some((vec![NAK], None)),
+            V2Answer::Silent => None,
         };
     }
     match request::parse(&a.body, &settings.currencies) {
@@ -372,7 +367,7 @@ fn answer_for(
                 peer: peer.to_string(),
                 v2: false,
             };
-            v3(shared.worker.submit(req, origin))
+            shared.worker.submit(req, origin).map(v3)
         }
         Err(rej) => {
             shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
@@ -385,10 +380,11 @@ fn answer_for(
 
 /// What goes back for a V2 request over TCP (STX-framed, as some clients
 /// send it): the V2 reply in the same framing, or a NAK for a frame that
-/// is not a V2 request.
+/// is not a V2 request; nothing when the outcome could not be journaled.
 enum V2Answer {
     Reply(Vec<u8>, Option<u64>),
     Nak,
+    Silent,
 }
 
 fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr) -> V2Answer {
@@ -422,10 +418,9 @@ fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr
         peer: peer.to_string(),
         v2: true,
     };
-    let reply = shared.worker.submit(req, origin);
-    if reply.frame.elements().is_empty() {
-        return V2Answer::Reply(Vec::new(), None);
-    }
+    let Some(reply) = shared.worker.submit(req, origin) else {
+        return V2Answer::Silent;
+    };
     let payload = if reply.immediate {
         v2::immediate_reply(&v)
     } else {
@@ -561,10 +556,9 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         Incoming::Gone => return,
     };
     log::trace!("tcp {peer}: < {}", crate::serial::trace(&a.body));
-    let (bytes, tx) = answer_for(&a, shared, &settings, peer);
-    if bytes.is_empty() {
+    let Some((bytes, tx)) = answer_for(&a, shared, &settings, peer) else {
         return;
-    }
+    };
     log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
     if bytes.len() > SURE_WRITE {
         // Only a large answer can find the send buffer full.

@@ -765,9 +765,6 @@ impl Line<'_> {
 
     /// Sends an answer the way its request came, and reports its delivery.
     fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
-        if reply.frame.elements().is_empty() {
-            return Ok(());
-        }
         let sent: io::Result<Result<(), String>> = match kind {
             Kind::Raw => {
                 let bytes = reply.frame.encode();

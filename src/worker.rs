@@ -410,11 +410,9 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Hands a request to the worker and waits for its answer.
-    /// Hands a request to the worker and waits for its answer. An answer
-    /// with no element means none may be sent (its outcome could not be
-    /// journaled).
-    pub fn submit(&self, request: Request, origin: Origin) -> Reply {
+    /// Hands a request to the worker and waits for its answer. `None`: no
+    /// answer may be sent (its outcome could not be journaled).
+    pub fn submit(&self, request: Request, origin: Origin) -> Option<Reply> {
         // Nobody waits for the start here: no `started` channel, and the
         // request is taken back from a refused job for the busy answer.
         let (reply, answer) = bounded(2);
@@ -424,10 +422,12 @@ impl Handle {
             reply,
             started: None,
         };
-        let busy = |job: &Job| Reply {
-            frame: answer::refusal(&job.request.frame, None),
-            tx: None,
-            immediate: false,
+        let busy = |job: &Job| {
+            Some(Reply {
+                frame: answer::refusal(&job.request.frame, None),
+                tx: None,
+                immediate: false,
+            })
         };
         match self.jobs.try_send(job) {
             Ok(()) => {}
@@ -441,11 +441,9 @@ impl Handle {
             }
             Err(TrySendError::Disconnected(job)) => return busy(&job),
         }
-        answer.recv().unwrap_or_else(|_| Reply {
-            frame: Frame::new(),
-            tx: None,
-            immediate: false,
-        })
+        // Closed without an answer: the worker could not journal the
+        // outcome (or stopped), and a register must not get one then.
+        answer.recv().ok()
     }
 
     /// Hands a request to the worker without waiting. When the worker
@@ -1566,6 +1564,27 @@ mod tests {
         // An unreadable stamp is older than any window.
         let c = Age::from_stamp("garbage", 1_800_000_000, born);
         assert!(c.get() > Duration::from_secs(10 * 365 * 86_400));
+    }
+
+    /// A job whose reply closes without an answer (the worker could not
+    /// journal the outcome) is "no answer", never an answer to send.
+    #[test]
+    fn a_reply_closed_without_an_answer_is_none() {
+        let (jobs, taken) = bounded::<Job>(1);
+        let (deliveries, _d) = crossbeam_channel::unbounded();
+        let h = Handle { jobs, deliveries };
+        let origin = Origin {
+            channel: Channel::Tcp,
+            peer: "test".into(),
+            v2: false,
+        };
+        let t = std::thread::spawn(move || drop(taken.recv()));
+        let r = req("CZ0040320CA00201CB0042000CD0010CE003978");
+        assert!(h.submit(r.clone(), origin.clone()).is_none());
+        t.join().unwrap();
+        // The worker gone: a busy refusal, which is an answer.
+        let busy = h.submit(r, origin).expect("a busy answer");
+        assert!(!busy.frame.elements().is_empty());
     }
 
     #[test]

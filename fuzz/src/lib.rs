@@ -712,7 +712,9 @@ pub fn journal_read(data: &[u8]) {
                 peer: "fuzz".into(),
                 v2: false,
             };
-            let reply = handle.submit(req, origin);
+            let Some(reply) = handle.submit(req, origin) else {
+                panic!("no CD={cd} answer; input {}", show(data));
+            };
             assert_answer(&reply.frame, &format!("CD={cd} answer"), data);
         }
     }
