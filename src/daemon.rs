@@ -107,10 +107,10 @@ pub fn check_pidfile(path: &Path) -> Result<(), Error> {
         Err(_) => return Ok(()),
     }
     match text.trim().parse::<i32>() {
-        Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::Usage(format!(
-            "already running as pid {pid} (pid file {})",
-            path.display()
-        ))),
+        Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::AlreadyRunning {
+            pid,
+            pidfile: path.to_path_buf(),
+        }),
         _ => Ok(()),
     }
 }
@@ -159,7 +159,7 @@ pub struct Account {
 }
 
 fn cstring(s: &str) -> Result<CString, Error> {
-    CString::new(s).map_err(|_| Error::Usage(format!("{s:?}: bad name")))
+    CString::new(s).map_err(|_| Error::Account(format!("{s:?}: bad name")))
 }
 
 pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
@@ -168,7 +168,7 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
     // once, before any other call could overwrite it (no threads yet).
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        return Err(Error::Usage(format!("user {user:?} does not exist")));
+        return Err(Error::Account(format!("user {user:?} does not exist")));
     }
     let (uid, mut gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     if let Some(g) = group {
@@ -176,7 +176,7 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
         // SAFETY: as above.
         let gr = unsafe { libc::getgrnam(gname.as_ptr()) };
         if gr.is_null() {
-            return Err(Error::Usage(format!("group {g:?} does not exist")));
+            return Err(Error::Account(format!("group {g:?} does not exist")));
         }
         gid = unsafe { (*gr).gr_gid };
     }
@@ -224,7 +224,7 @@ pub fn drop_to(a: &Account) -> Result<(), Error> {
             if libc::geteuid() == a.uid {
                 return Ok(());
             }
-            return Err(Error::Usage(format!(
+            return Err(Error::Account(format!(
                 "cannot become user {}: not started as root",
                 a.name
             )));
@@ -240,7 +240,7 @@ pub fn drop_to(a: &Account) -> Result<(), Error> {
             return Err(last_error("setuid"));
         }
         if a.uid != 0 && libc::setuid(0) == 0 {
-            return Err(Error::Usage(
+            return Err(Error::Account(
                 "root privileges could be regained after the drop".into(),
             ));
         }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug)]
 pub enum Error {
@@ -20,6 +21,16 @@ pub enum Error {
     Bind { addr: SocketAddr, source: io::Error },
     /// Any other I/O failure, with what was being done.
     Io { context: String, source: io::Error },
+    /// The configured terminal cannot work (a program that cannot run):
+    /// the `terminal` line and why.
+    Terminal { line: String, msg: String },
+    /// Another concertd is alive under the pid file.
+    AlreadyRunning { pid: i32, pidfile: PathBuf },
+    /// The user or group to run as cannot be taken on.
+    Account(String),
+    /// A second stop signal came before the running transaction ended: its
+    /// outcome may be missing from the journal.
+    StoppedEarly,
 }
 
 impl fmt::Display for Error {
@@ -30,6 +41,14 @@ impl fmt::Display for Error {
             Error::Config { file, line, msg } => write!(f, "{file}:{line}: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Terminal { line, msg } => write!(f, "terminal {line}: {msg}"),
+            Error::AlreadyRunning { pid, pidfile } => write!(
+                f,
+                "already running as pid {pid} (pid file {})",
+                pidfile.display()
+            ),
+            Error::Account(m) => f.write_str(m),
+            Error::StoppedEarly => f.write_str("stopped before the running transaction ended"),
         }
     }
 }
@@ -50,6 +69,45 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runtime failures have variants of their own, and say what they said
+    /// when they were usage errors.
+    #[test]
+    fn runtime_failures_are_not_usage_errors() {
+        let shown = [
+            (
+                Error::Terminal {
+                    line: "exec /nonexistent".into(),
+                    msg: "no such file".into(),
+                },
+                "terminal exec /nonexistent: no such file",
+            ),
+            (
+                Error::AlreadyRunning {
+                    pid: 42,
+                    pidfile: PathBuf::from("/run/concertd.pid"),
+                },
+                "already running as pid 42 (pid file /run/concertd.pid)",
+            ),
+            (
+                Error::Account("user \"nobody2\" does not exist".into()),
+                "user \"nobody2\" does not exist",
+            ),
+            (
+                Error::StoppedEarly,
+                "stopped before the running transaction ended",
+            ),
+        ];
+        for (e, text) in shown {
+            assert!(!matches!(e, Error::Usage(_)));
+            assert_eq!(e.to_string(), text);
         }
     }
 }

@@ -86,8 +86,10 @@ fn run(args: Args) -> Result<(), Error> {
         print!("{}", cfg.describe());
         // The backend as start-up would build it: a program that cannot
         // run fails the check too.
-        concert::backend::build(&cfg)
-            .map_err(|e| Error::Usage(format!("terminal {}: {e}", cfg.terminal.line())))?;
+        concert::backend::build(&cfg).map_err(|msg| Error::Terminal {
+            line: cfg.terminal.line(),
+            msg,
+        })?;
         println!("configuration OK");
         return Ok(());
     }
@@ -124,8 +126,10 @@ fn run(args: Args) -> Result<(), Error> {
             contents.bad_lines
         );
     }
-    let backend = concert::backend::build(&cfg)
-        .map_err(|e| Error::Usage(format!("terminal {}: {e}", cfg.terminal.line())))?;
+    let backend = concert::backend::build(&cfg).map_err(|msg| Error::Terminal {
+        line: cfg.terminal.line(),
+        msg,
+    })?;
     let account = match &cfg.user {
         Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
         None => None,
@@ -234,7 +238,7 @@ fn run(args: Args) -> Result<(), Error> {
                 Ok(sig) => {
                     service.flush_logs();
                     log::warn!("signal {sig} again: exiting at once");
-                    return Err(Error::Usage("stopped before the running transaction ended".into()));
+                    return Err(Error::StoppedEarly);
                 }
                 Err(_) => return Ok(()),
             },
