@@ -36,9 +36,6 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// The environment variable of the fault-injection test hook.
-pub const FAULT_ENV: &str = "CONCERTD_TEST_JOURNAL_FAULT";
-
 /// How a transaction ended, as the journal says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -169,9 +166,6 @@ pub struct Journal {
     unsynced: bool,
     max_size: u64,
     keep: u32,
-    /// Test hook: records refused as if the disk failed (`begun`, `ended`),
-    /// to show what happens then.
-    faults: String,
     #[cfg(test)]
     injected: Injected,
 }
@@ -672,7 +666,6 @@ impl Journal {
                 injected: Injected::default(),
                 max_size,
                 keep,
-                faults: std::env::var(FAULT_ENV).unwrap_or_default(),
             },
             contents,
         ))
@@ -720,11 +713,6 @@ impl Journal {
             Event::Ended { .. } => "ended",
             _ => "other",
         };
-        if self.faults.split(',').any(|f| f == name) {
-            return Err(io::Error::other(format!(
-                "{name} record refused by {FAULT_ENV}"
-            )));
-        }
         if self.dirty {
             // Appending after a partial line would glue this record to it.
             self.cut().map_err(|e| {

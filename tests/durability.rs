@@ -268,13 +268,58 @@ fn rotation_keeps_every_registers_last_transaction() {
     assert_eq!(exchange(d.addr, status("01").as_bytes()), last);
 }
 
+/// A `terminal exec` program that approves once the test writes a line to
+/// its FIFO: the transaction stays open until then. The daemon, its
+/// script's directory and the FIFO.
+fn held_daemon() -> (Daemon, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let fifo = dir.join("go");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(2) with a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let script = dir.join("held.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nread go < '{}'\necho AE=10\n", fifo.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&format!("terminal exec {}", script.display()));
+    (d, fifo)
+}
+
+/// The journal's size once it holds `n` begun records.
+fn size_after_begun(d: &Daemon, n: usize) -> u64 {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if d.journal().matches(" begun ").count() >= n {
+            return std::fs::metadata(d.dir.join("journal")).unwrap().len();
+        }
+        assert!(std::time::Instant::now() < deadline, "no begun record");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn no_answer_goes_out_when_the_outcome_cannot_be_journaled() {
-    let d = Daemon::start_env("", &["-v"], &[("CONCERTD_TEST_JOURNAL_FAULT", "ended")]);
+    let (d, fifo) = held_daemon();
     let req = debit("01", "800", "");
-    let a = exchange(d.addr, req.as_bytes());
+    let (addr, sent) = (d.addr, req.clone());
+    let answer = std::thread::spawn(move || exchange(addr, sent.as_bytes()));
+    // The begun record is on disk and the program waits: not one byte more
+    // fits, so the ended record fails as on a full disk.
+    let size = size_after_begun(&d, 1);
+    let old = set_fsize(d.pid(), size);
+    std::fs::write(&fifo, "go\n").unwrap();
+    let a = answer.join().unwrap();
     assert!(a.is_empty(), "{}", text(&a));
     d.wait_log("the outcome is not on disk, so no answer is sent");
+    assert_eq!(
+        std::fs::metadata(d.dir.join("journal")).unwrap().len(),
+        size
+    );
+    restore_fsize(d.pid(), old);
     // The outcome is still known to a status request.
     let s = exchange(d.addr, status("01").as_bytes());
     assert!(
@@ -286,13 +331,20 @@ fn no_answer_goes_out_when_the_outcome_cannot_be_journaled() {
 
 #[test]
 fn journal_write_failure_refuses_transactions() {
-    let d = Daemon::start_env("", &["-v"], &[("CONCERTD_TEST_JOURNAL_FAULT", "begun")]);
+    let d = Daemon::start("");
+    // Not one byte more fits: the begun record fails as on a full disk.
+    let size = std::fs::metadata(d.dir.join("journal")).unwrap().len();
+    let _old = set_fsize(d.pid(), size);
     let req = debit("01", "800", "");
     assert_eq!(
         text(&exchange(d.addr, req.as_bytes())),
         format!("{req}AE00201AF00200")
     );
     d.wait_log("transactions are not run unrecorded");
+    assert_eq!(
+        std::fs::metadata(d.dir.join("journal")).unwrap().len(),
+        size
+    );
     // Identification still works.
     let ping = "CZ0040320CA00201CD001I";
     assert_eq!(

@@ -39,54 +39,6 @@ fn events(j: &str) -> Vec<(u64, Event)> {
         .collect()
 }
 
-/// Sets the soft RLIMIT_FSIZE of a process of ours; the previous limits.
-fn set_fsize(pid: u32, soft: u64) -> libc::rlimit {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit(2) reading into a local, on our own child.
-    let r = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_FSIZE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
-    // Only the soft limit: an unprivileged process can raise it again up
-    // to the hard one.
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_FSIZE,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
-    old
-}
-
-fn restore_fsize(pid: u32, old: libc::rlimit) {
-    // SAFETY: prlimit(2) on our own child, with a local.
-    let r = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_FSIZE,
-            &old,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn an_append_that_fails_part_way_is_cut_off_and_the_daemon_lives_on() {
     let mut d = Daemon::start("");

@@ -360,3 +360,55 @@ pub fn raise_nofile() {
         }
     }
 }
+
+/// Sets the soft RLIMIT_FSIZE of a process of ours; the previous limits.
+/// A real write fault: the daemon's next write past `soft` bytes fails
+/// with EFBIG (it ignores SIGXFSZ), for root too, while its log (a pipe)
+/// goes on.
+pub fn set_fsize(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) reading into a local, on our own child.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // Only the soft limit: an unprivileged process can raise it again up
+    // to the hard one.
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+/// Gives a process of ours back the limits `set_fsize` returned.
+pub fn restore_fsize(pid: u32, old: libc::rlimit) {
+    // SAFETY: prlimit(2) on our own child, with a local.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &old,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
