@@ -422,24 +422,12 @@ impl Handle {
             reply,
             started: None,
         };
-        let busy = |job: &Job| {
-            Some(Reply {
+        if let Err(job) = self.offer(job) {
+            return Some(Reply {
                 frame: answer::refusal(&job.request.frame, None),
                 tx: None,
                 immediate: false,
-            })
-        };
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                log::warn!(
-                    "{} {}: worker queue full, answered busy",
-                    job.origin.channel,
-                    job.origin.peer
-                );
-                return busy(&job);
-            }
-            Err(TrySendError::Disconnected(job)) => return busy(&job),
+            });
         }
         // Closed without an answer: the worker could not journal the
         // outcome (or stopped), and a register must not get one then.
@@ -452,28 +440,35 @@ impl Handle {
     pub fn hand_over(&self, request: Request, origin: Origin) -> Pending {
         let (reply, answer) = bounded(2);
         let (started_tx, started) = bounded(1);
-        let frame = request.frame.clone();
         let job = Job {
             request,
             origin,
-            reply: reply.clone(),
+            reply,
             started: Some(started_tx),
         };
+        if let Err(job) = self.offer(job) {
+            send(&job.reply, answer::refusal(&job.request.frame, None), None);
+        }
+        Pending {
+            started,
+            reply: answer,
+        }
+    }
+
+    /// Queues a job for the worker; a job it cannot take (queue full,
+    /// stopped) comes back, for the busy answer.
+    fn offer(&self, job: Job) -> Result<(), Job> {
         match self.jobs.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
                 log::warn!(
                     "{} {}: worker queue full, answered busy",
                     job.origin.channel,
                     job.origin.peer
                 );
-                send(&reply, answer::refusal(&frame, None), None);
+                Err(job)
             }
-            Err(TrySendError::Disconnected(_)) => send(&reply, answer::refusal(&frame, None), None),
-        }
-        Pending {
-            started,
-            reply: answer,
+            Err(TrySendError::Disconnected(job)) => Err(job),
         }
     }
 
