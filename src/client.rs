@@ -168,28 +168,11 @@ fn row(out: &mut String, label: &str, value: &str) {
 }
 
 fn operation_name(cd: &[u8]) -> &'static str {
-    match cd {
-        b"0" => "debit",
-        b"1" => "credit",
-        b"2" => "cancellation",
-        b"3" => "duplicata",
-        b"I" => "identification",
-        b"P" => "print",
-        b"B" => "telecollection",
-        b"T" => "transaction status",
-        _ => "operation",
-    }
+    crate::request::Operation::from_cd(cd).map_or("operation", |op| op.label())
 }
 
 fn application_name(cc: &str) -> String {
-    match cc {
-        "001" => "CB contact".into(),
-        "00B" => "CB contactless".into(),
-        "002" => "American Express contact".into(),
-        "00D" => "American Express contactless".into(),
-        "00C" => "cheque".into(),
-        other => format!("application {other}"),
-    }
+    crate::ticket::application(cc).map_or_else(|| format!("application {cc}"), |a| a.name.into())
 }
 
 /// A readable description of an answer, ticket decoded.

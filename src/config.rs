@@ -44,6 +44,9 @@ pub const KEYWORDS: &[&str] = &[
     "log-file",
 ];
 
+/// Baud rates a serial line may be set to.
+pub const SPEEDS: std::ops::RangeInclusive<u32> = 50..=4_000_000;
+
 pub const DEFAULT_PIDFILE: &str = "/run/concertd/concertd.pid";
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
@@ -121,7 +124,7 @@ impl Terminal {
                     r => (true, r),
                 };
                 let speed = |sp: &str| match sp.parse::<u32>() {
-                    Ok(n) if (50..=4_000_000).contains(&n) => Ok(n),
+                    Ok(n) if SPEEDS.contains(&n) => Ok(n),
                     _ => Err(format!("bad speed {sp:?}")),
                 };
                 let (speed, format) = match rest {
@@ -554,7 +557,7 @@ impl Config {
             "serial-speed" => {
                 let v = one(key, args)?;
                 self.serial.speed = match v.parse::<u32>() {
-                    Ok(n) if (50..=4_000_000).contains(&n) => n,
+                    Ok(n) if SPEEDS.contains(&n) => n,
                     _ => return Err(format!("serial-speed {v:?} is not a baud rate")),
                 };
             }

@@ -89,14 +89,11 @@ impl Exec {
 }
 
 fn operation(op: Operation) -> &'static str {
-    match op {
-        Operation::Debit => "debit",
-        Operation::Credit => "credit",
-        Operation::Cancel => "cancel",
-        Operation::Print => "print",
-        Operation::Telecollect => "telecollection",
+    if op.occupies_terminal() {
+        op.name()
+    } else {
         // Answered by the worker itself, never handed to a backend.
-        Operation::Duplicata | Operation::Identify | Operation::Status => "other",
+        "other"
     }
 }
 

@@ -64,16 +64,26 @@ impl Operation {
         )
     }
 
+    /// The name in logs, the journal and the exec contract.
     pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The name for people, as `concert` prints it.
+    pub fn label(self) -> &'static str {
+        self.names().1
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            Operation::Debit => "debit",
-            Operation::Credit => "credit",
-            Operation::Cancel => "cancel",
-            Operation::Duplicata => "duplicata",
-            Operation::Identify => "identification",
-            Operation::Print => "print",
-            Operation::Telecollect => "telecollection",
-            Operation::Status => "status",
+            Operation::Debit => ("debit", "debit"),
+            Operation::Credit => ("credit", "credit"),
+            Operation::Cancel => ("cancel", "cancellation"),
+            Operation::Duplicata => ("duplicata", "duplicata"),
+            Operation::Identify => ("identification", "identification"),
+            Operation::Print => ("print", "print"),
+            Operation::Telecollect => ("telecollection", "telecollection"),
+            Operation::Status => ("status", "transaction status"),
         }
     }
 }

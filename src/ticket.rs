@@ -44,6 +44,45 @@ impl TicketSpec {
     }
 }
 
+/// A card application (`CC`), as a ticket prints it and as people say it.
+pub struct Application {
+    pub cc: &'static str,
+    pub ticket: &'static str,
+    pub name: &'static str,
+}
+
+pub const APPLICATIONS: &[Application] = &[
+    Application {
+        cc: "001",
+        ticket: "CARTE BANCAIRE",
+        name: "CB contact",
+    },
+    Application {
+        cc: "00B",
+        ticket: "CB SANS CONTACT",
+        name: "CB contactless",
+    },
+    Application {
+        cc: "002",
+        ticket: "AMERICAN EXPRESS",
+        name: "American Express contact",
+    },
+    Application {
+        cc: "00D",
+        ticket: "AMEX SANS CONTACT",
+        name: "American Express contactless",
+    },
+    Application {
+        cc: "00C",
+        ticket: "CHEQUE",
+        name: "cheque",
+    },
+];
+
+pub fn application(cc: &str) -> Option<&'static Application> {
+    APPLICATIONS.iter().find(|a| a.cc == cc)
+}
+
 /// What a ticket shows.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {

@@ -1491,14 +1491,8 @@ fn amount_label(req: &Request) -> String {
 }
 
 fn application_label(cc: Option<&str>) -> &'static str {
-    match cc {
-        Some("001") => "CARTE BANCAIRE",
-        Some("00B") => "CB SANS CONTACT",
-        Some("002") => "AMERICAN EXPRESS",
-        Some("00D") => "AMEX SANS CONTACT",
-        Some("00C") => "CHEQUE",
-        _ => "CARTE",
-    }
+    cc.and_then(ticket::application)
+        .map_or("CARTE", |a| a.ticket)
 }
 
 /// What the ticket of a transaction shows.

@@ -138,7 +138,7 @@ fn parse() -> Result<Run, String> {
             path,
             speed: match m.opt_str("speed") {
                 Some(v) => match v.parse::<u32>() {
-                    Ok(n) if (50..=4_000_000).contains(&n) => n,
+                    Ok(n) if concert::config::SPEEDS.contains(&n) => n,
                     _ => return Err(usage(format!("bad speed {v:?}"))),
                 },
                 None => 9600,
