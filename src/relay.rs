@@ -201,11 +201,8 @@ fn v2_request(id: u64, req: &Request) -> Result<Vec<u8>, String> {
     if amount > 99_999_999 {
         return Err("amount over 8 digits cannot be sent in V2".into());
     }
-    let mut private = [b' '; 10];
     let cf = req.frame.get(tags::CF).unwrap_or_default();
-    for (d, s) in private.iter_mut().zip(cf) {
-        *d = *s;
-    }
+    let private = v2::private_field(cf);
     let carried: [Tag; 9] = [
         tags::CZ,
         tags::CJ,

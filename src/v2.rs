@@ -237,10 +237,22 @@ pub fn immediate_reply(req: &V2Request) -> Vec<u8> {
     reply(req, b'9', req.amount, None)
 }
 
+/// The 10-byte private field of a V2 request: `data` left-aligned, padded
+/// with spaces (what clients send for "none"), cut past 10 bytes.
+pub fn private_field(data: &[u8]) -> [u8; 10] {
+    let mut private = [b' '; 10];
+    for (d, s) in private.iter_mut().zip(data) {
+        *d = *s;
+    }
+    private
+}
+
 /// A 34-byte E+ request, for the `concert` client. An amount above
 /// 99 999 999 or a currency above 999 makes the payload longer, and any
 /// terminal refuses it: the caller checks them, as a payment amount must
 /// never be changed silently.
+///
+/// The private field comes from [`private_field`].
 // One argument per wire field keeps the call readable against the layout.
 #[allow(clippy::too_many_arguments)]
 pub fn request_eplus(

@@ -181,12 +181,7 @@ fn parse() -> Result<Run, String> {
             return Err(usage("a V2 amount has 8 digits at most"));
         }
         let pos = opts.register.as_bytes();
-        let mut private = [b' '; 10];
-        if let Some(p) = &opts.private {
-            for (d, s) in private.iter_mut().zip(p.bytes()) {
-                *d = s;
-            }
-        }
+        let private = concert::v2::private_field(opts.private.as_deref().unwrap_or("").as_bytes());
         let request = concert::v2::request_eplus(
             [pos[0], pos[1]],
             amount,
