@@ -383,11 +383,10 @@ pub mod serial_link {
                     "the terminal does not answer ENQ (not ready, or not a Concert line)",
                 ));
             }
-            let mut frame = vec![STX];
-            frame.extend_from_slice(payload);
-            frame.push(ETX);
-            frame.push(lrc(&frame[1..]));
-            self.send(&frame)?;
+            self.send(&crate::framing::wrap(
+                payload,
+                crate::framing::Wrapping::Stx,
+            ))?;
             match self.wait_for(&[ACK, NAK], WAIT)? {
                 Some(ACK) => self.send(&[EOT]),
                 Some(_) => Err(err(

@@ -24,15 +24,19 @@ pub enum Wrapping {
 pub fn wrap(body: &[u8], w: Wrapping) -> Vec<u8> {
     match w {
         Wrapping::Raw => body.to_vec(),
-        Wrapping::Stx => {
-            let mut out = Vec::with_capacity(body.len() + 3);
-            out.push(STX);
-            out.extend_from_slice(body);
-            out.push(ETX);
-            out.push(lrc(&out[1..]));
-            out
-        }
+        Wrapping::Stx => block(body, ETX),
     }
+}
+
+/// STX, the bytes, `end` (ETX, or ETB for a block that another follows),
+/// and the LRC.
+pub fn block(body: &[u8], end: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 3);
+    out.push(STX);
+    out.extend_from_slice(body);
+    out.push(end);
+    out.push(lrc(&out[1..]));
+    out
 }
 
 #[cfg(test)]

@@ -320,15 +320,6 @@ struct Line<'a> {
     waiting: Vec<Waiting>,
 }
 
-fn wrap(block: &[u8], end: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(block.len() + 3);
-    f.push(STX);
-    f.extend_from_slice(block);
-    f.push(end);
-    f.push(lrc(&f[1..]));
-    f
-}
-
 /// A payload for the wire trace. V2 payloads are cut into their fields
 /// first: their numeric header is one long run of digits that could pass
 /// for a card number, while a card number in the REP field must be masked.
@@ -863,7 +854,7 @@ impl Line<'_> {
         }
         for (i, block) in blocks.iter().enumerate() {
             let end = if i + 1 == blocks.len() { ETX } else { ETB };
-            let frame = wrap(block, end);
+            let frame = crate::framing::block(block, end);
             log::trace!("serial {}: > {}", self.path, trace(block));
             let mut acked = false;
             for attempt in 1..=TRIES {
