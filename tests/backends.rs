@@ -168,12 +168,8 @@ fn relay_tcp_to_another_concertd() {
 
 #[test]
 fn relay_upstream_unreachable_is_declined() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let d = Daemon::start(&format!("terminal relay tcp 127.0.0.1:{port}"));
+    let closed = ClosedPort::new();
+    let d = Daemon::start(&format!("terminal relay tcp {}", closed.addr));
     assert_eq!(
         text(&exchange(d.addr, debit("100", "").as_bytes())),
         format!("{}AE00201AF00200", debit("100", ""))

@@ -112,12 +112,14 @@ fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn immediate_answer_then_status() {
-    let d = Daemon::start("simulator-delay 2s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     let req = debit("01", "900", "BA0011");
     let a = exchange(d.addr, req.as_bytes());
     assert_eq!(text(&a), format!("{}AE00210", debit("01", "900", "")));
     let running = exchange(d.addr, status("01").as_bytes());
     assert_eq!(text(&running), format!("{}AE00201AF00207", status("01")));
+    gate.release();
     d.wait_log("debit approved");
     let done = exchange(d.addr, status("01").as_bytes());
     let head = debit("01", "900", "");
@@ -203,7 +205,8 @@ fn retry_window_zero_turns_replays_off() {
 
 #[test]
 fn sigterm_lets_the_running_transaction_finish() {
-    let mut d = Daemon::start("simulator-delay 2s");
+    let gate = Gate::new();
+    let mut d = Daemon::start(&gate.terminal());
     let (tx, rx) = mpsc::channel();
     let addr = d.addr;
     let req = debit("01", "1234", "");
@@ -218,6 +221,7 @@ fn sigterm_lets_the_running_transaction_finish() {
         text(&exchange(d.addr, late.as_bytes())),
         format!("{late}AE00201")
     );
+    gate.release();
     let a = rx.recv().unwrap();
     assert!(
         text(&a).starts_with(&format!("{req}AE00210")),
