@@ -471,3 +471,21 @@ impl Default for ClosedPort {
         ClosedPort::new()
     }
 }
+
+/// The address a daemon said it listens on in its log file, once said:
+/// daemons listen on port 0, so no other test can take their port.
+pub fn listening_in(log: &std::path::Path) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("listening on ")) {
+            let addr = l.rsplit("listening on ").next().unwrap().trim();
+            return addr.parse().expect("bound address");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not listening: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
