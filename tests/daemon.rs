@@ -467,8 +467,33 @@ fn reload_swaps_the_backend_after_the_running_transaction() {
 
 #[test]
 fn reload_rebinds_an_overlapping_address() {
-    let d = Daemon::start("config-watch 0");
-    let port = d.addr.port();
+    // A port outside the ephemeral range, as a configured one is: between
+    // the old listener's close and the new bind, a client connecting
+    // anywhere on the machine could be given an ephemeral port, and block
+    // the bind for as long as it lives (or lingers in TIME_WAIT).
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(32768);
+    assert!(low > 4096, "ephemeral ports start at {low}");
+    // Taken ports are skipped: the daemon says so and exits, and the
+    // next one is tried, never a port bound then released. The daemon
+    // listens on port 0 too (the harness's), which the reload drops.
+    let first = low - 1 - (std::process::id() % 2000) as u16;
+    let (port, d) = (0..50)
+        .map(|i| first - i)
+        .find_map(|p| {
+            std::panic::catch_unwind(|| {
+                Daemon::start(&format!("config-watch 0\nlisten 127.0.0.1:{p}"))
+            })
+            .ok()
+            .map(|d| (p, d))
+        })
+        .expect("a free port below the ephemeral range");
+    d.wait_log(&format!("listening on 127.0.0.1:{port}"));
     // The wildcard on the same port overlaps 127.0.0.1: binding it first
     // would fail, so the old listener closes first, and says so.
     d.write_config(&format!(
@@ -482,8 +507,9 @@ fn reload_rebinds_an_overlapping_address() {
     d.wait_log(&format!("listening on 0.0.0.0:{port}"));
     d.wait_log(&format!("reloaded: listen 0.0.0.0:{port}"));
     assert!(!d.log_text().contains("cannot listen"), "{}", d.log_text());
+    let served: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(
-        text(&exchange(d.addr, PING)),
+        text(&exchange(served, PING)),
         "CZ0040320CA00201CD001IAE00210"
     );
 }
