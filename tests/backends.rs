@@ -194,7 +194,9 @@ fn relay_unknown_outcome_resolved_through_status() {
     assert_eq!(text(&a), format!("{}AE00201AF00207", debit("4200", "")));
     gate.release();
     up.wait_log("debit approved");
-    // The register asks; the relay asks its upstream.
+    // The register asks; the relay asks its upstream. Its periodic ask
+    // may come first here: that a status request asks at once is proven
+    // by relay::tests::a_status_request_from_the_register_makes_the_resolver_ask_at_once.
     let status = "CZ0040320CJ012247300123456CA00201CD001T";
     exchange(d.addr, status.as_bytes());
     d.wait_log("outcome resolved: approved");
