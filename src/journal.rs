@@ -996,7 +996,11 @@ mod tests {
         }
         assert_eq!(parse_line("garbage"), None);
         assert_eq!(unix_time("2026-11-26T15:58:32.123Z"), Some(1_795_708_712));
-        assert_eq!(unix_time(&stamp()), Some(clock::unix_now().0));
+        // The clock may cross a second between the readings: bracket it.
+        let before = clock::unix_now().0;
+        let t = unix_time(&stamp()).unwrap();
+        let after = clock::unix_now().0;
+        assert!(before <= t && t <= after, "{before} <= {t} <= {after}");
     }
 
     #[test]

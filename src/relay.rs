@@ -453,7 +453,8 @@ fn masked_zt(zt: &mut Vec<u8>) -> bool {
 
 /// Asks a V3 upstream for the status of the register's last transaction
 /// until it says how the lost one ended, for up to RESOLVE_FOR from now
-/// (also after a restart: the hour starts again).
+/// (also after a restart: the hour starts again). It asks every `every`
+/// (RESOLVE_EVERY; a test passes an hour so that only a poke can ask).
 fn resolve(
     link: Link,
     id: u64,
@@ -461,11 +462,12 @@ fn resolve(
     kept: Vec<u8>,
     pokes: Receiver<()>,
     done: Sender<Done>,
+    every: Duration,
 ) {
     let status = status_request(&req);
     let until = Instant::now() + RESOLVE_FOR;
     while Instant::now() < until {
-        match pokes.recv_timeout(RESOLVE_EVERY) {
+        match pokes.recv_timeout(every) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -582,7 +584,7 @@ impl Backend for Relay {
         let (link, req, kept) = (self.link.clone(), tx.request.clone(), kept.to_vec());
         let spawned = std::thread::Builder::new()
             .name("relay-resolve".into())
-            .spawn(move || resolve(link, id, req, kept, poke_rx, done));
+            .spawn(move || resolve(link, id, req, kept, poke_rx, done, RESOLVE_EVERY));
         if let Err(e) = spawned {
             log::error!("tx {id}: cannot start the resolver: {e}");
         }
@@ -643,7 +645,7 @@ fn lost(
     let (link, req, done) = (link.clone(), req.clone(), done.clone());
     let spawned = std::thread::Builder::new()
         .name("relay-resolve".into())
-        .spawn(move || resolve(link, id, req, kept, pokes, done));
+        .spawn(move || resolve(link, id, req, kept, pokes, done, RESOLVE_EVERY));
     if let Err(e) = spawned {
         log::error!("tx {id}: cannot start the resolver: {e}");
     }
@@ -656,6 +658,57 @@ mod tests {
 
     fn req(body: &str) -> Request {
         crate::request::parse(body.as_bytes(), &[978]).unwrap()
+    }
+
+    #[test]
+    fn a_status_request_from_the_register_makes_the_resolver_ask_at_once() {
+        const SALE: &str = "CZ0040320CJ012247300123456CA00201CB0041000CD0010CE003978";
+        // An upstream whose status answer is the lost sale, performed.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (seen_tx, seen) = bounded(8);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 256];
+                while crate::request::parse(&buf, &[978]).is_err() {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(format!("{SALE}CF003abcAE00210AC006222222").as_bytes());
+                if seen_tx.send(buf).is_err() {
+                    return;
+                }
+            }
+        });
+        let link = Link {
+            upstream: Upstream::Tcp(addr.to_string()),
+            v2: false,
+        };
+        let kept = format!("{SALE}CF003abcAE00210AC006111111").into_bytes();
+        let (poke_tx, pokes) = bounded(1);
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let r = req(&format!("{SALE}CF003abc"));
+        // Asking every hour: only the poke can make it ask within the test.
+        std::thread::spawn(move || {
+            resolve(link, 7, r, kept, pokes, done_tx, Duration::from_secs(3600))
+        });
+        poke_tx.send(()).unwrap();
+        let asked = seen.recv_timeout(Duration::from_secs(30)).expect("asked");
+        assert!(
+            asked.ends_with(b"CD001T"),
+            "{}",
+            String::from_utf8_lossy(&asked)
+        );
+        let d = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("resolved");
+        assert_eq!((d.id, d.resolved), (7, true));
+        assert!(d.outcome.is_approved());
+        drop(poke_tx);
     }
 
     #[test]

@@ -1642,3 +1642,113 @@ mod id_tests {
         assert_eq!(w.new_id(), None);
     }
 }
+
+#[cfg(test)]
+mod queue_and_window_tests {
+    use super::*;
+
+    fn worker(records: Vec<Record>, retry_window: Duration) -> (Worker, Handle) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "concertd-worker-qw-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        contents.records = records;
+        let (w, h, _) = Worker::new(
+            Box::new(crate::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window,
+            },
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        (w, h)
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            channel: Channel::Tcp,
+            peer: "127.0.0.1:9".into(),
+            v2: false,
+        }
+    }
+
+    const DEBIT: &str = "CZ0040320CA00201CB0041000CD0010CE003978";
+
+    #[test]
+    fn a_full_queue_answers_busy_at_once() {
+        // The worker never runs: every job it is handed stays queued.
+        let (_w, h) = worker(Vec::new(), Duration::ZERO);
+        let r = request::parse(DEBIT.as_bytes(), &[978]).unwrap();
+        let queued: Vec<Pending> = (0..QUEUE)
+            .map(|_| h.hand_over(r.clone(), origin()))
+            .collect();
+        assert!(queued.iter().all(|p| p.reply.try_recv().is_err()));
+        // One more: answered busy by the caller's side, without blocking.
+        let busy = h.submit(r.clone(), origin()).expect("a busy answer");
+        assert_eq!(busy.frame.encode(), format!("{DEBIT}AE00201").as_bytes());
+        assert_eq!(busy.tx, None);
+        let p = h.hand_over(r, origin());
+        let busy = p.reply.try_recv().expect("busy answer at once");
+        assert_eq!(busy.frame.encode(), format!("{DEBIT}AE00201").as_bytes());
+    }
+
+    /// A journal stamp `secs` before now.
+    fn stamp_ago(secs: i64) -> String {
+        let (s, ms) = crate::clock::unix_now();
+        let c = crate::clock::utc(s - secs, ms);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+        )
+    }
+
+    fn approved(id: u64, cf: &str, secs_ago: i64) -> Record {
+        let request = format!("{DEBIT}CF{:03}{cf}", cf.len());
+        Record {
+            id,
+            begun_at: stamp_ago(secs_ago),
+            channel: "tcp".into(),
+            peer: "127.0.0.1:9".into(),
+            register: 1,
+            key: Some("-".into()),
+            answer: Some(format!("{request}AE00210AC006123456").into_bytes()),
+            request: request.into_bytes(),
+            ended_at: Some(stamp_ago(secs_ago)),
+            verdict: Some(Verdict::Approved),
+            delivered: Some(true),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn retries_are_replayed_within_the_window_only() {
+        // Ages come from the stamps against the start time: an hour-old
+        // approval is past a 30-minute window, a minute-old one is not.
+        let (w, _h) = worker(
+            vec![approved(1, "old", 3600), approved(2, "new", 60)],
+            Duration::from_secs(1800),
+        );
+        let key = |cf: &str| {
+            let body = format!("{DEBIT}CF{:03}{cf}", cf.len());
+            RetryKey::of(&request::parse(body.as_bytes(), &[978]).unwrap()).unwrap()
+        };
+        assert!(w.replay_of(&key("old")).is_none(), "expired, yet replayed");
+        let done = w.replay_of(&key("new")).expect("within the window");
+        assert_eq!(done.record.id, 2);
+        // The same records under a window of two hours: both replayed.
+        let (w, _h) = worker(
+            vec![approved(1, "old", 3600), approved(2, "new", 60)],
+            Duration::from_secs(7200),
+        );
+        assert!(w.replay_of(&key("old")).is_some());
+        assert!(w.replay_of(&key("new")).is_some());
+    }
+}

@@ -107,10 +107,8 @@ fn client_tour() {
 
 #[test]
 fn client_without_terminal_is_an_error() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port().to_string();
-    drop(free);
-    let o = run(CONCERT, &["-p", &port, "ping"]);
+    let closed = ClosedPort::new();
+    let o = run(CONCERT, &["-p", &closed.addr.port().to_string(), "ping"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("concert: 127.0.0.1:"), "{}", stderr(&o));
 }

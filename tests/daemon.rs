@@ -3,16 +3,12 @@
 use crate::util::*;
 use std::process::Command;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 const PING: &[u8] = b"CZ0040320CA00201CD001I";
 
 #[test]
 fn sighup_moves_the_listener_without_dropping_a_transaction() {
-    let d = Daemon::start("simulator-delay 2s\nconfig-watch 0");
+    let gate = Gate::new();
+    let d = Daemon::start(&format!("{}config-watch 0", gate.terminal()));
     let old = d.addr;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -20,24 +16,33 @@ fn sighup_moves_the_listener_without_dropping_a_transaction() {
             .unwrap()
     });
     d.wait_log("debit 7.00 EUR register 01 from tcp");
-    let port = free_port();
+    // Another loopback address, port 0: the new listener is told by the log.
     d.write_config(&format!(
-        "{}simulator-delay 2s\nconfig-watch 0\nlisten 127.0.0.1:{port}\n",
-        d.base_config()
+        "{}{}config-watch 0\nlisten 127.0.0.2:0\n",
+        d.base_config(),
+        gate.terminal()
     ));
     d.signal(libc::SIGHUP);
-    d.wait_log(&format!("listening on 127.0.0.1:{port}"));
+    let line = d.wait_log("listening on 127.0.0.2:");
+    let new: std::net::SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     d.wait_log(&format!("stopped listening on {old}"));
-    let new: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(text(&exchange(new, PING)), "CZ0040320CA00201CD001IAE00210");
     assert!(
         std::net::TcpStream::connect(old).is_err(),
         "old port still open"
     );
-    // The debit that ran across the reload got its answer.
+    // The debit held across the reload gets its answer.
+    assert!(rx.try_recv().is_err(), "the debit ended before the reload");
+    gate.release();
     let a = rx.recv().unwrap();
     assert!(text(&a).contains("AE00210"), "{}", text(&a));
-    d.wait_log("reloaded: listen 127.0.0.1:");
+    d.wait_log("reloaded: listen 127.0.0.2:0");
 }
 
 #[test]
@@ -90,7 +95,8 @@ fn restart_only_keywords_are_kept_and_said() {
 
 #[test]
 fn sigusr1_logs_the_live_state() {
-    let d = Daemon::start("simulator-delay 2s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     let addr = d.addr;
     let t = std::thread::spawn(move || exchange(addr, b"CZ0040320CA00203CB003900CD0010CE003978"));
     d.wait_log("debit 9.00 EUR register 03 from tcp");
@@ -98,6 +104,7 @@ fn sigusr1_logs_the_live_state() {
     d.wait_log("state: listening on 127.0.0.1:");
     let line = d.wait_log("state: running tx");
     assert!(line.contains("debit 9.00 EUR register 03"), "{line}");
+    gate.release();
     t.join().unwrap();
     d.signal(libc::SIGUSR1);
     let line = d.wait_log("state: last outcome");
@@ -107,13 +114,12 @@ fn sigusr1_logs_the_live_state() {
 #[test]
 fn daemon_mode_pid_file_and_second_instance() {
     let dir = temp_dir();
-    let port = free_port();
     let pidfile = dir.join("concertd.pid");
     let conf = dir.join("concertd.conf");
     std::fs::write(
         &conf,
         format!(
-            "listen 127.0.0.1:{port}\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
+            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
             dir.join("journal").display(),
             pidfile.display(),
             dir.join("log").display()
@@ -132,7 +138,7 @@ fn daemon_mode_pid_file_and_second_instance() {
     // The parent returns once the daemon listens.
     let o = start();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = listening_in(&dir.join("log"));
     assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
@@ -216,10 +222,9 @@ fn a_daemon_started_with_a_relative_file_still_reloads_it() {
     // A daemon runs in /: `-f concertd.conf`, taken from the start
     // directory, must still name the same file at a reload.
     let dir = temp_dir();
-    let port = free_port();
     let conf_text = |extra: &str| {
         format!(
-            "listen 127.0.0.1:{port}\nsimulator-delay 0\njournal journal\npidfile concertd.pid\n\
+            "listen 127.0.0.1:0\nsimulator-delay 0\njournal journal\npidfile concertd.pid\n\
              log-file log\nconfig-watch 0\n{extra}"
         )
     };
@@ -409,4 +414,102 @@ fn the_simulator_says_no_card_is_charged() {
     d.signal(libc::SIGHUP);
     d.wait_log("reloaded:");
     d.wait_log_n("terminal simulator: no card is charged", 2);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let gate = Gate::new();
+    let mut d = Daemon::start(&gate.terminal());
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, b"CZ0040320CA00201CB003800CD0010CE003978"));
+    d.wait_log("held 800");
+    d.signal(libc::SIGTERM);
+    d.wait_log("stopping once the running transaction has ended");
+    // The transaction is still held: only the second signal can end this.
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(1));
+    assert!(
+        d.log_text().contains("again: exiting at once"),
+        "{}",
+        d.log_text()
+    );
+    // The register got no answer: the outcome is for a status request.
+    assert!(!text(&t.join().unwrap()).contains("AE00210"));
+}
+
+#[test]
+fn reload_swaps_the_backend_after_the_running_transaction() {
+    let gate = Gate::new();
+    let d = Daemon::start(&format!("{}config-watch 0", gate.terminal()));
+    let addr = d.addr;
+    let req = "CZ0040320CA00201CB003700CD0010CE003978";
+    let t = std::thread::spawn(move || exchange(addr, req.as_bytes()));
+    d.wait_log("held 700");
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nconfig-watch 0\nterminal simulator\n",
+        d.base_config()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log("terminal simulator: takes over after the running transaction");
+    d.wait_log("reloaded: ");
+    assert!(!d.log_text().contains("now in use"), "{}", d.log_text());
+    // The running transaction ends on the program it started on.
+    gate.release();
+    let a = t.join().unwrap();
+    assert_eq!(get(&a, "AC").as_deref(), Some("424242"), "{}", text(&a));
+    d.wait_log("terminal simulator: now in use");
+    // The next one runs on the simulator: not held, its own authorisation.
+    let b = exchange(d.addr, b"CZ0040320CA00201CB003600CD0010CE003978");
+    assert!(text(&b).contains("AE00210"), "{}", text(&b));
+    assert_ne!(get(&b, "AC").as_deref(), Some("424242"), "{}", text(&b));
+    assert!(!d.log_text().contains("held 600"), "{}", d.log_text());
+}
+
+#[test]
+fn reload_rebinds_an_overlapping_address() {
+    // A port outside the ephemeral range, as a configured one is: between
+    // the old listener's close and the new bind, a client connecting
+    // anywhere on the machine could be given an ephemeral port, and block
+    // the bind for as long as it lives (or lingers in TIME_WAIT).
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(32768);
+    assert!(low > 4096, "ephemeral ports start at {low}");
+    // Taken ports are skipped: the daemon says so and exits, and the
+    // next one is tried, never a port bound then released. The daemon
+    // listens on port 0 too (the harness's), which the reload drops.
+    let first = low - 1 - (std::process::id() % 2000) as u16;
+    let (port, d) = (0..50)
+        .map(|i| first - i)
+        .find_map(|p| {
+            std::panic::catch_unwind(|| {
+                Daemon::start(&format!("config-watch 0\nlisten 127.0.0.1:{p}"))
+            })
+            .ok()
+            .map(|d| (p, d))
+        })
+        .expect("a free port below the ephemeral range");
+    d.wait_log(&format!("listening on 127.0.0.1:{port}"));
+    // The wildcard on the same port overlaps 127.0.0.1: binding it first
+    // would fail, so the old listener closes first, and says so.
+    d.write_config(&format!(
+        "{}config-watch 0\nlisten 0.0.0.0:{port}\n",
+        d.base_config()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log(&format!(
+        "reload: 0.0.0.0:{port} overlaps 127.0.0.1:{port}: closing that one first"
+    ));
+    d.wait_log(&format!("listening on 0.0.0.0:{port}"));
+    d.wait_log(&format!("reloaded: listen 0.0.0.0:{port}"));
+    assert!(!d.log_text().contains("cannot listen"), "{}", d.log_text());
+    let served: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(
+        text(&exchange(served, PING)),
+        "CZ0040320CA00201CD001IAE00210"
+    );
 }

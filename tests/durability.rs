@@ -35,7 +35,8 @@ fn journaled_answer(journal: &str, pat: &str) -> String {
 
 #[test]
 fn killed_mid_transaction_is_unknown_after_restart() {
-    let mut d = Daemon::start("simulator-delay 60s");
+    let gate = Gate::new();
+    let mut d = Daemon::start(&gate.terminal());
     let addr = d.addr;
     let req = debit("01", "4200", "");
     let r2 = req.clone();
@@ -63,12 +64,14 @@ fn killed_mid_transaction_is_unknown_after_restart() {
 
 #[test]
 fn client_gone_then_status_returns_the_answer() {
-    let d = Daemon::start("simulator-delay 1s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     let req = debit("01", "1500", "");
     let mut s = connect(d.addr);
     s.write_all(req.as_bytes()).unwrap();
     d.wait_log("debit 15.00 EUR register 01 from tcp");
     drop(s);
+    gate.release();
     d.wait_log("answer not delivered to");
     let a = exchange(d.addr, status("01").as_bytes());
     assert!(
@@ -112,12 +115,14 @@ fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn immediate_answer_then_status() {
-    let d = Daemon::start("simulator-delay 2s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     let req = debit("01", "900", "BA0011");
     let a = exchange(d.addr, req.as_bytes());
     assert_eq!(text(&a), format!("{}AE00210", debit("01", "900", "")));
     let running = exchange(d.addr, status("01").as_bytes());
     assert_eq!(text(&running), format!("{}AE00201AF00207", status("01")));
+    gate.release();
     d.wait_log("debit approved");
     let done = exchange(d.addr, status("01").as_bytes());
     let head = debit("01", "900", "");
@@ -203,7 +208,8 @@ fn retry_window_zero_turns_replays_off() {
 
 #[test]
 fn sigterm_lets_the_running_transaction_finish() {
-    let mut d = Daemon::start("simulator-delay 2s");
+    let gate = Gate::new();
+    let mut d = Daemon::start(&gate.terminal());
     let (tx, rx) = mpsc::channel();
     let addr = d.addr;
     let req = debit("01", "1234", "");
@@ -218,6 +224,7 @@ fn sigterm_lets_the_running_transaction_finish() {
         text(&exchange(d.addr, late.as_bytes())),
         format!("{late}AE00201")
     );
+    gate.release();
     let a = rx.recv().unwrap();
     assert!(
         text(&a).starts_with(&format!("{req}AE00210")),
@@ -411,13 +418,15 @@ fn client_status_and_immediate_payment() {
 #[test]
 fn an_undelivered_answer_says_how_to_fetch_it_for_its_channel() {
     use concert::framing::{wrap, Wrapping};
-    let d = Daemon::start("simulator-delay 1s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     // Concert V2 over TCP: the client resets before reading its answer.
     let mut s = connect(d.addr);
     s.write_all(&wrap(b"0100001000010978ORDER00042", Wrapping::Stx))
         .unwrap();
     d.wait_log("debit 10.00 EUR");
     drop(s);
+    gate.release();
     let line = d.wait_log("answer not delivered to");
     assert!(
         line.ends_with(
@@ -431,6 +440,7 @@ fn an_undelivered_answer_says_how_to_fetch_it_for_its_channel() {
     s.write_all(debit("01", "1100", "").as_bytes()).unwrap();
     d.wait_log("debit 11.00 EUR");
     drop(s);
+    gate.release();
     let line = d.wait_log_n("answer not delivered to", 2);
     assert!(
         line.ends_with("; a status request (CD=T) returns it"),

@@ -17,22 +17,14 @@ fn plant(dir: &Path, link: &Path) -> PathBuf {
     target
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Runs concertd on `conf` lines (plus a free port), in daemon mode unless
+/// Runs concertd on `conf` lines (on port 0), in daemon mode unless
 /// `-d` is in `flags`, with no syslog so that `log-file` is used. A daemon
 /// that started after all is stopped.
 fn start(dir: &Path, conf: &str, flags: &[&str]) -> std::process::Output {
     let file = dir.join("concertd.conf");
     std::fs::write(
         &file,
-        format!(
-            "listen 127.0.0.1:{}\nsimulator-delay 0\n{conf}\n",
-            free_port()
-        ),
+        format!("listen 127.0.0.1:0\nsimulator-delay 0\n{conf}\n"),
     )
     .unwrap();
     let o = {
@@ -215,10 +207,9 @@ fn as_root_with_user_nobody_links_are_refused_and_files_given() {
     let gen = state.join("journal.1");
     std::os::unix::fs::symlink(&shadow, &gen).unwrap();
     let file = dir.join("concertd.conf");
-    let port = free_port();
     std::fs::write(
         &file,
-        format!("listen 127.0.0.1:{port}\nsimulator-delay 0\n{conf}\n"),
+        format!("listen 127.0.0.1:0\nsimulator-delay 0\n{conf}\n"),
     )
     .unwrap();
     let run = || {
@@ -259,7 +250,7 @@ fn as_root_with_user_nobody_links_are_refused_and_files_given() {
     assert_eq!(mode & !0o750, 0, "{mode:o}");
     // Planted after the drop: the rotation's temporary.
     std::os::unix::fs::symlink(&shadow, state.join("journal.0")).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = listening_in(&log);
     let mut i = 0;
     while std::fs::read_to_string(&log)
         .unwrap_or_default()

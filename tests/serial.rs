@@ -194,11 +194,14 @@ fn v3_over_serial_and_raw_v3() {
     );
     // Raw: no ENQ, no STX; answered raw.
     r.send(b"CZ0040320CA00201CD001I");
-    let mut got = Vec::new();
-    while let Some(b) = r.byte_within(Duration::from_millis(300)) {
-        got.push(b);
-    }
-    assert_eq!(text(&got), "CZ0040320CA00201CD001IAE00210");
+    // As many bytes as the answer has, however long they take; anything
+    // else first would show in the comparison.
+    let want = "CZ0040320CA00201CD001IAE00210";
+    let got: Vec<u8> = (0..want.len()).map(|_| r.byte()).collect();
+    assert_eq!(text(&got), want);
+    // Nothing trails the raw answer: the next session starts clean.
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer()[..12], *b"010000010001");
 }
 
 #[test]
@@ -287,13 +290,15 @@ fn long_answers_drop_the_ticket_or_split_in_etb_blocks() {
 
 #[test]
 fn busy_across_tcp_and_serial() {
-    let (d, mut r) = serial_daemon("simulator-delay 2s");
+    let gate = Gate::new();
+    let (d, mut r) = serial_daemon(&gate.terminal());
     // A TCP debit runs: the serial request is NAKed, never ACKed.
     let addr = d.addr;
     let t = std::thread::spawn(move || exchange(addr, b"CZ0040320CA00202CB003500CD0010CE003978"));
     d.wait_log("debit 5.00 EUR register 02 from tcp");
     assert_eq!(r.request(PTM), NAK);
     d.wait_log("refused busy: NAK");
+    gate.release();
     assert!(text(&t.join().unwrap()).contains("AE00210"));
     // A serial debit runs: TCP gets the busy answer.
     assert_eq!(r.request(PTM), ACK);
@@ -302,6 +307,7 @@ fn busy_across_tcp_and_serial() {
         text(&exchange(d.addr, busy)),
         format!("{}AE00201", text(busy))
     );
+    gate.release();
     assert_eq!(r.answer().len(), 80);
 }
 
@@ -421,4 +427,44 @@ fn identification_sessions_are_never_naked() {
         assert_eq!(r.request(b"CZ0040320CA00201CD001I"), ACK);
         assert_eq!(r.answer(), b"CZ0040320CA00201CD001IAE00210");
     }
+}
+
+#[test]
+fn register_naks_our_answer_three_times() {
+    let (d, mut r) = serial_daemon("");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.byte(), ENQ, "terminal opens its session");
+    r.send(&[ACK]);
+    // The same frame each time, NAKed each time; then the terminal gives up.
+    let mut first = None;
+    for _ in 0..3 {
+        assert_eq!(r.byte(), STX);
+        let mut f = vec![STX];
+        loop {
+            let b = r.byte();
+            f.push(b);
+            if b == ETX {
+                break;
+            }
+        }
+        f.push(r.byte());
+        assert_eq!(f[f.len() - 1], lrc(&f[1..f.len() - 1]), "LRC");
+        assert_eq!(*first.get_or_insert_with(|| f.clone()), f, "resent as is");
+        r.send(&[NAK]);
+    }
+    assert_eq!(r.byte(), EOT);
+    d.wait_log("answer not delivered: frame not acknowledged after 3 tries");
+    // The worker journals it once the link has reported it.
+    d.wait_log("answer not delivered to");
+    assert!(
+        d.journal()
+            .contains(" undelivered frame not acknowledged after 3 tries"),
+        "{}",
+        d.journal()
+    );
+    // The outcome is kept for a status request, and the link is idle again.
+    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
+    assert!(text(&s).contains("AE00210"), "{}", text(&s));
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
 }

@@ -107,7 +107,8 @@ fn credit_is_approved() {
 
 #[test]
 fn busy_answers_arrive_before_the_running_debit_ends() {
-    let d = Daemon::start("simulator-delay 3s");
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
     let (tx, rx) = mpsc::channel();
     let addr = d.addr;
     let first = std::thread::spawn(move || {
@@ -119,11 +120,12 @@ fn busy_answers_arrive_before_the_running_debit_ends() {
     assert_eq!(text(&busy), format!("{}AE00201", debit("200")));
     let ping = exchange(d.addr, format!("{HEAD}CD001I").as_bytes());
     assert_eq!(text(&ping), format!("{HEAD}CD001IAE00210"));
-    // Both came back while the first debit is still running.
+    // Both came back while the first debit is held running.
     assert!(
         rx.try_recv().is_err(),
         "the first debit ended before the busy answers"
     );
+    gate.release();
     let a = rx.recv().unwrap();
     assert!(
         text(&a).starts_with(&format!("{}AE00210", debit("100"))),

@@ -412,3 +412,132 @@ pub fn restore_fsize(pid: u32, old: libc::rlimit) {
     };
     assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
+
+/// A `terminal exec` program that holds each transaction until the test
+/// releases it, approving it then: a test that needs a transaction
+/// running waits on the daemon's log and on this gate, never on a
+/// simulated delay that a loaded machine may outrun.
+pub struct Gate {
+    dir: PathBuf,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir();
+        let fifo = dir.join("gate");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let script = dir.join("held.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"held $CONCERT_AMOUNT\" >&2\nread go < '{}'\n\
+                 echo AE=10\necho AC=424242\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Gate { dir }
+    }
+
+    /// The configuration line that makes the daemon use this gate.
+    pub fn terminal(&self) -> String {
+        format!("terminal exec {}\n", self.dir.join("held.sh").display())
+    }
+
+    /// Lets one held transaction end approved. Blocks until the program
+    /// has opened the FIFO, so it may be called before the program runs.
+    pub fn release(&self) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("gate"))
+            .unwrap();
+        f.write_all(b"go\n").unwrap();
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // A program still held (its daemon killed) gets end of file and
+        // exits instead of waiting for ever; none held: ENXIO, nothing to do.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.dir.join("gate"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that nothing listens on, for as long as this lives: a
+/// socket bound but not listening, so connections are refused and no
+/// other test can take the port meanwhile.
+pub struct ClosedPort {
+    _fd: std::os::fd::OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use std::os::fd::FromRawFd;
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor this function owns
+        // from its creation (OwnedFd closes it).
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let r = libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut l = len;
+            let r = libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut l);
+            assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+            ClosedPort {
+                _fd: owned,
+                addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(sa.sin_port))),
+            }
+        }
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
+}
+
+/// The address a daemon said it listens on in its log file, once said:
+/// daemons listen on port 0, so no other test can take their port.
+pub fn listening_in(log: &std::path::Path) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("listening on ")) {
+            let addr = l.rsplit("listening on ").next().unwrap().trim();
+            return addr.parse().expect("bound address");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not listening: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
