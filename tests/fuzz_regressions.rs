@@ -143,6 +143,9 @@ fn serial_answer_waiting_is_not_dropped_by_a_second_request() {
     let _cleanup = Cleanup(dir.clone());
     let path = dir.join("journal");
     let (handle, _control) = properties::start_worker(&path);
+    // The pause must outlast the second transaction, even on a loaded
+    // machine (the fuzz target keeps it at 3 ms for speed).
+    properties::PAUSE_MS.with(|p| p.set(500));
     // ENQ, STX debit ETX LRC, EOT; ENQ, STX credit ETX LRC, EOT; a pause
     // (the answer is ready), then ACKs for the terminal's ENQ and frame.
     let input =

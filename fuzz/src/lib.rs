@@ -311,7 +311,12 @@ struct FakePort {
 
 pub const PAUSE_BYTE: u8 = 0x80;
 const PAUSES: u32 = 8;
-const PAUSE: Duration = Duration::from_millis(3);
+thread_local! {
+    /// How long a pause lasts, in ms, for exchanges run on this thread:
+    /// short for fuzzing speed; a regression test that needs the worker to
+    /// have finished sets it longer.
+    pub static PAUSE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(3) };
+}
 
 impl Read for FakePort {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -325,7 +330,8 @@ impl Read for FakePort {
         if pause && !self.paused {
             self.pauses += 1;
             self.paused = true;
-            std::thread::sleep(PAUSE);
+            let ms = PAUSE_MS.with(std::cell::Cell::get);
+            std::thread::sleep(Duration::from_millis(ms));
             return Err(io::Error::new(io::ErrorKind::TimedOut, "pause"));
         }
         self.paused = false;
