@@ -328,7 +328,7 @@ pub mod serial_link {
     impl Line {
         pub fn open(path: &str, speed: u32, format: Format) -> io::Result<Line> {
             let port =
-                crate::serial::open_port(path, speed, format, false, Duration::from_millis(50))
+                crate::port::open_port(path, speed, format, false, Duration::from_millis(50))
                     .map_err(io::Error::from)?;
             Ok(Line { port })
         }

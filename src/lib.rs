@@ -11,22 +11,24 @@ pub mod config;
 pub mod currency;
 pub mod daemon;
 pub mod error;
-pub mod exec;
 pub mod files;
 pub mod floodgate;
 pub mod framing;
 pub mod journal;
 pub mod logging;
 pub mod net;
+pub mod operation;
 pub mod pan;
 pub mod peers;
-pub mod relay;
+pub mod port;
 pub mod request;
 pub mod serial;
 pub mod service;
-pub mod simulator;
 pub mod ticket;
 pub mod tlv;
 pub mod v2;
 pub mod watch;
 pub mod worker;
+
+// The backends live under backend/; their old paths stay valid.
+pub use backend::{exec, relay, simulator};

@@ -6,15 +6,16 @@
 
 use crate::answer;
 use crate::assemble::{Assembler, Progress};
-use crate::config::{Format, Serial as Settings, SerialProtocol};
+use crate::config::{Serial as Settings, SerialProtocol};
 use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use crate::pan;
+pub use crate::port::open_port;
 use crate::request::{self, Request};
 use crate::tlv::{tags, Frame};
 use crate::v2::{self, V2Request};
 use crate::worker::{Channel, Decision, Handle, Origin, Reply};
 use crossbeam_channel::{Receiver, Sender};
-use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
+use serialport::{SerialPort, TTYPort};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -157,57 +158,9 @@ pub fn spawn(conf: Conf, worker: Handle) -> io::Result<Updates> {
     Ok(Updates { tx, bell })
 }
 
-/// A port opened with a character format, flow control and read timeout:
-/// the one way both sides of the link (concertd and `concert -s`) open it.
-pub fn open_port(
-    path: &str,
-    speed: u32,
-    format: Format,
-    rtscts: bool,
-    timeout: Duration,
-) -> serialport::Result<Box<dyn SerialPort>> {
-    builder(path, speed, format, rtscts, timeout).open()
-}
-
-fn builder(
-    path: &str,
-    speed: u32,
-    format: Format,
-    rtscts: bool,
-    timeout: Duration,
-) -> serialport::SerialPortBuilder {
-    let data = match format.data_bits {
-        5 => DataBits::Five,
-        6 => DataBits::Six,
-        7 => DataBits::Seven,
-        _ => DataBits::Eight,
-    };
-    let parity = match format.parity {
-        crate::config::Parity::None => Parity::None,
-        crate::config::Parity::Even => Parity::Even,
-        crate::config::Parity::Odd => Parity::Odd,
-    };
-    let stop = if format.stop_bits == 2 {
-        StopBits::Two
-    } else {
-        StopBits::One
-    };
-    let flow = if rtscts {
-        FlowControl::Hardware
-    } else {
-        FlowControl::None
-    };
-    serialport::new(path, speed)
-        .data_bits(data)
-        .parity(parity)
-        .stop_bits(stop)
-        .flow_control(flow)
-        .timeout(timeout)
-}
-
 /// The line's own port: a tty whose descriptor poll(2) can wait on.
 fn open(s: &Settings, path: &str) -> serialport::Result<TTYPort> {
-    builder(path, s.speed, s.format, s.rtscts, POLL).open_native()
+    crate::port::builder(path, s.speed, s.format, s.rtscts, POLL).open_native()
 }
 
 /// The settings that need the device opened again when they change.

@@ -3,7 +3,7 @@
 
 use crate::answer::Af;
 use crate::base64;
-use crate::request::Operation;
+use crate::operation::Operation;
 use crate::tlv::{tags, Frame};
 
 /// Longest AK value: 900 base64 characters, i.e. 675 bytes of ticket.

@@ -20,7 +20,6 @@ use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,31 +37,8 @@ const MAX_UNRESOLVED: usize = 64;
 /// past the start time's came from no clock (a corrupt or crafted line).
 const ID_SLACK: u64 = 1_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    Tcp,
-    Serial,
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Channel::Tcp => "tcp",
-            Channel::Serial => "serial",
-        })
-    }
-}
-
-impl Channel {
-    /// The channel a journal record names, as `Display` wrote it.
-    pub fn from_name(name: &str) -> Option<Channel> {
-        match name {
-            "tcp" => Some(Channel::Tcp),
-            "serial" => Some(Channel::Serial),
-            _ => None,
-        }
-    }
-}
+/// Where requests come from; defined with the backends, which are told it.
+pub use crate::backend::Channel;
 
 #[derive(Clone, Debug)]
 pub struct Origin {
@@ -1609,7 +1585,7 @@ mod id_tests {
         let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
         contents.records = records;
         let (w, _, _) = Worker::new(
-            Box::new(crate::simulator::Simulator::new(Duration::ZERO)),
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
             crate::config::Terminal::Simulator,
             journal,
             contents,
@@ -1659,7 +1635,7 @@ mod queue_and_window_tests {
         let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
         contents.records = records;
         let (w, h, _) = Worker::new(
-            Box::new(crate::simulator::Simulator::new(Duration::ZERO)),
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
             crate::config::Terminal::Simulator,
             journal,
             contents,

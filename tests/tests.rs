@@ -11,6 +11,7 @@ mod fuzz_regressions;
 mod hardware;
 mod install;
 mod journal;
+mod layers;
 mod links;
 mod manpage;
 mod masking;

@@ -2,10 +2,42 @@
 //! A backend never blocks the worker: `start` returns at once and the
 //! outcome arrives later on the `done` channel.
 
+pub mod exec;
+pub mod relay;
+pub mod simulator;
+
 use crate::answer::Outcome;
 use crate::request::Request;
 use crossbeam_channel::Sender;
+use std::fmt;
 use std::sync::Arc;
+
+/// The way a request came: a TCP connection or the serial line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Tcp,
+    Serial,
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Tcp => "tcp",
+            Channel::Serial => "serial",
+        })
+    }
+}
+
+impl Channel {
+    /// The channel a journal record names, as `Display` wrote it.
+    pub fn from_name(name: &str) -> Option<Channel> {
+        match name {
+            "tcp" => Some(Channel::Tcp),
+            "serial" => Some(Channel::Serial),
+            _ => None,
+        }
+    }
+}
 
 /// A transaction handed to a backend.
 #[derive(Clone, Debug)]
@@ -13,7 +45,7 @@ pub struct Transaction {
     pub id: u64,
     pub request: Request,
     /// Where the request came from (a program sees it as `tcp` or `serial`).
-    pub channel: crate::worker::Channel,
+    pub channel: Channel,
     /// For a cancellation: the register's last approved debit, if any.
     pub original: Option<Arc<Original>>,
 }
@@ -154,10 +186,16 @@ pub trait Backend: Send {
 pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Backend>, String> {
     use crate::config::Terminal;
     Ok(match &cfg.terminal {
-        Terminal::Simulator => Box::new(crate::simulator::Simulator::new(cfg.simulator_delay)),
-        Terminal::Exec { program, args } => Box::new(crate::exec::Exec::new(program, args)?),
-        Terminal::Relay { link, v2 } => {
-            Box::new(crate::relay::Relay::new(link, *v2, cfg.transaction_timeout))
+        Terminal::Simulator => Box::new(crate::backend::simulator::Simulator::new(
+            cfg.simulator_delay,
+        )),
+        Terminal::Exec { program, args } => {
+            Box::new(crate::backend::exec::Exec::new(program, args)?)
         }
+        Terminal::Relay { link, v2 } => Box::new(crate::backend::relay::Relay::new(
+            link,
+            *v2,
+            cfg.transaction_timeout,
+        )),
     })
 }
