@@ -1,34 +1,49 @@
 //! concertd: the terminal side of the Concert / Caisse-AP protocol.
+//!
+//! The map: modules grouped by layer, lowest first; a module uses modules
+//! of its own layer or of lower ones (tests/layers.rs fails on any import
+//! cycle).
 
-pub mod allow;
+// Bytes and values: no I/O.
 pub mod answer;
 pub mod assemble;
-pub mod backend;
 pub mod base64;
-pub mod client;
 pub mod clock;
-pub mod config;
 pub mod currency;
-pub mod daemon;
-pub mod error;
-pub mod files;
-pub mod floodgate;
 pub mod framing;
-pub mod journal;
-pub mod logging;
-pub mod net;
 pub mod operation;
 pub mod pan;
-pub mod peers;
-pub mod port;
 pub mod request;
-pub mod serial;
-pub mod service;
 pub mod ticket;
 pub mod tlv;
 pub mod v2;
-pub mod watch;
+
+// The configuration and the files it names.
+pub mod allow;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod port;
+
+// The register's side, for the `concert` client and the relay.
+pub mod client;
+
+// Backends (simulator, exec, relay) and the one worker that runs them.
+pub mod backend;
+pub mod journal;
 pub mod worker;
+
+// The ways in: TCP and the serial line.
+pub mod floodgate;
+pub mod net;
+pub mod peers;
+pub mod serial;
+
+// The running service: reloads, logs, daemon mode.
+pub mod daemon;
+pub mod logging;
+pub mod service;
+pub mod watch;
 
 // The backends live under backend/; their old paths stay valid.
 pub use backend::{exec, relay, simulator};
