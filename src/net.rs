@@ -102,12 +102,12 @@ pub struct Listening {
     door: Arc<Door>,
 }
 
-/// A listener and its threads. Each thread accepts a connection and serves
-/// it itself, so a connection never waits for a hand-over from an accept
-/// thread: before serving, a thread that was the last one waiting in
-/// accept(2) starts another, and once done it goes back to accept(2), or
-/// ends when `SPARE` threads already wait there. Waiting threads block
-/// without a timeout: an idle listener wakes nobody.
+/// A listener and its threads. A thread accepts a connection and serves it
+/// itself, with no hand-over, while other threads wait in accept(2); the
+/// last one waiting starts a thread for what it accepts and goes on
+/// accepting. Once done, a thread goes back to accept(2), or ends when
+/// `SPARE` threads already wait there. Waiting threads block without a
+/// timeout: an idle listener wakes nobody.
 struct Door {
     listener: TcpListener,
     local: SocketAddr,
@@ -160,8 +160,40 @@ fn spawn_door_thread(door: &Arc<Door>, shared: &Arc<Shared>) -> io::Result<()> {
     spawned.map(|_| ())
 }
 
+/// A new thread for a connection just accepted, which then joins the
+/// door's threads; the one that accepted it goes on accepting.
+fn spawn_server(
+    door: &Arc<Door>,
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let (d, sh) = (Arc::clone(door), Arc::clone(shared));
+    std::thread::Builder::new()
+        .name("connection".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            admit(stream, peer, &sh);
+            if rejoin(&d) {
+                door_thread(&d, &sh);
+            }
+        })
+        .map(|_| ())
+}
+
+/// Back to accept(2), unless enough threads wait there already.
+fn rejoin(door: &Door) -> bool {
+    if door.waiting.fetch_add(1, Ordering::SeqCst) >= SPARE {
+        door.waiting.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
 /// Accepts and serves connections, one at a time. Counted in `waiting`
-/// while in accept(2).
+/// while in accept(2). The last thread waiting there does not serve what
+/// it accepts: it starts a thread for it and goes on accepting, so that
+/// under a burst connections are accepted as fast as they come.
 fn door_thread(door: &Arc<Door>, shared: &Arc<Shared>) {
     loop {
         let accepted = door.listener.accept();
@@ -173,16 +205,15 @@ fn door_thread(door: &Arc<Door>, shared: &Arc<Shared>) {
             return;
         }
         match accepted {
-            Ok((stream, peer)) => {
-                if left == 0 {
-                    // The last one waiting: someone must take the next
-                    // connection while this one is served.
-                    if let Err(e) = spawn_door_thread(door, shared) {
-                        log::error!("{}: cannot start a connection thread: {e}", door.local);
-                    }
+            Ok((stream, peer)) if left == 0 => {
+                if let Err(e) = spawn_server(door, shared, stream, peer) {
+                    // The connection went with the closure: closed.
+                    log::error!("{peer}: cannot start a connection thread: {e}");
                 }
-                admit(stream, peer, shared);
+                door.waiting.fetch_add(1, Ordering::SeqCst);
+                continue;
             }
+            Ok((stream, peer)) => admit(stream, peer, shared),
             Err(e) => {
                 log::warn!("accept: {e}");
                 // Out of descriptors or memory: give the system a moment
@@ -190,10 +221,7 @@ fn door_thread(door: &Arc<Door>, shared: &Arc<Shared>) {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // Back to accept(2), unless enough threads wait there already.
-        let waiting = door.waiting.fetch_add(1, Ordering::SeqCst);
-        if waiting >= SPARE {
-            door.waiting.fetch_sub(1, Ordering::SeqCst);
+        if !rejoin(door) {
             return;
         }
     }
