@@ -73,6 +73,107 @@ pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
     f
 }
 
+/// What `concert` is asked to do: its command and argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Pay(u64),
+    Refund(u64),
+    Cancel(u64),
+    Duplicate,
+    Ping,
+    Status,
+    Telecollect,
+    Print(String),
+    /// A frame sent as it is.
+    Send(String),
+}
+
+/// Largest amount `concert` sends, in minor units: 12 digits.
+const MAX_AMOUNT: u64 = 999_999_999_999;
+
+impl Command {
+    /// The command `cmd` with its argument; amounts are read in `currency`.
+    pub fn parse(cmd: &str, arg: Option<&str>, currency: u16) -> Result<Command, String> {
+        let amount = |a: Option<&str>| -> Result<u64, String> {
+            let a = a.ok_or_else(|| format!("{cmd} needs an AMOUNT"))?;
+            match currency::parse_amount(a, currency) {
+                Some(v) if v > 0 && v <= MAX_AMOUNT => Ok(v),
+                _ => Err(format!("bad amount {a:?}")),
+            }
+        };
+        Ok(match (cmd, arg) {
+            ("pay", a) => Command::Pay(amount(a)?),
+            ("refund", a) => Command::Refund(amount(a)?),
+            ("cancel", a) => Command::Cancel(amount(a)?),
+            ("duplicate", None) => Command::Duplicate,
+            ("ping", None) => Command::Ping,
+            ("status", None) => Command::Status,
+            ("telecollect", None) => Command::Telecollect,
+            ("print", Some(t)) => {
+                if t.is_empty() || t.chars().count() > ticket::MAX_AK / 4 * 3 {
+                    return Err("print takes 1 to 675 characters".into());
+                }
+                Command::Print(t.to_string())
+            }
+            ("send", Some(f)) => Command::Send(f.to_string()),
+            _ => return Err(format!("bad command {cmd:?}")),
+        })
+    }
+
+    /// A payment: its outcome may come after an immediate answer.
+    pub fn is_payment(&self) -> bool {
+        matches!(
+            self,
+            Command::Pay(_) | Command::Refund(_) | Command::Cancel(_)
+        )
+    }
+
+    /// The Concert V3 request.
+    pub fn v3(&self, o: &Options) -> Vec<u8> {
+        match self {
+            Command::Pay(a) => payment(b'0', *a, o).encode(),
+            Command::Refund(a) => payment(b'1', *a, o).encode(),
+            Command::Cancel(a) => payment(b'2', *a, o).encode(),
+            Command::Duplicate => simple(b'3', o).encode(),
+            Command::Ping => simple(b'I', o).encode(),
+            Command::Status => simple(b'T', o).encode(),
+            Command::Telecollect => simple(b'B', o).encode(),
+            Command::Print(t) => print(t, o).encode(),
+            Command::Send(f) => f.as_bytes().to_vec(),
+        }
+    }
+
+    /// The Concert V2 (E+) request: payments only, amounts of 8 digits.
+    pub fn v2(&self, o: &Options) -> Result<Vec<u8>, String> {
+        let (kind, amount) = match self {
+            Command::Pay(a) => (b'0', *a),
+            Command::Refund(a) => (b'1', *a),
+            Command::Cancel(a) => (b'2', *a),
+            _ => return Err("with --v2 only pay, refund and cancel".into()),
+        };
+        if amount > 99_999_999 {
+            return Err("a V2 amount has 8 digits at most".into());
+        }
+        let pos = o.register.as_bytes();
+        let pos = [
+            pos.first().copied().unwrap_or(b'0'),
+            pos.get(1).copied().unwrap_or(b'1'),
+        ];
+        let private = crate::v2::private_field(o.private.as_deref().unwrap_or("").as_bytes());
+        Ok(crate::v2::request_eplus(
+            pos,
+            amount,
+            b'1',
+            b'1',
+            kind,
+            o.currency,
+            private,
+            o.immediate,
+            false,
+        ))
+    }
+}
+
 /// An operation with no amount: identification `I`, duplicata `3`,
 /// telecollection `B`.
 pub fn simple(cd: u8, o: &Options) -> Frame {
@@ -260,6 +361,46 @@ pub fn describe(f: &Frame) -> String {
 mod tests {
     use super::*;
     use crate::framing::{wrap, Wrapping};
+
+    #[test]
+    fn commands_and_their_requests() {
+        let o = Options::default();
+        let c = Command::parse("pay", Some("12.34"), 978).unwrap();
+        assert_eq!(c, Command::Pay(1234));
+        assert!(c.is_payment());
+        assert_eq!(
+            c.v3(&o),
+            b"CZ0040320CJ012247300123456CA00201CB0041234CD0010CE003978"
+        );
+        assert_eq!(c.v2(&o).unwrap(), b"0100001234110978          A010B010");
+        assert_eq!(
+            Command::parse("ping", None, 978).unwrap().v3(&o),
+            b"CZ0040320CJ012247300123456CA00201CD001I"
+        );
+        // Errors say what is wrong.
+        let err = |c: &str, a: Option<&str>| Command::parse(c, a, 978).unwrap_err();
+        assert_eq!(err("pay", None), "pay needs an AMOUNT");
+        assert_eq!(err("pay", Some("0")), "bad amount \"0\"");
+        assert_eq!(
+            err("pay", Some("10000000000.00")),
+            "bad amount \"10000000000.00\""
+        );
+        assert_eq!(err("ping", Some("x")), "bad command \"ping\"");
+        assert_eq!(err("print", Some("")), "print takes 1 to 675 characters");
+        assert_eq!(
+            Command::Ping.v2(&o).unwrap_err(),
+            "with --v2 only pay, refund and cancel"
+        );
+        assert_eq!(
+            Command::Pay(100_000_000).v2(&o).unwrap_err(),
+            "a V2 amount has 8 digits at most"
+        );
+        // 999 999 999 999 minor units is the largest 12-digit CB.
+        assert_eq!(
+            Command::parse("pay", Some("9999999999.99"), 978).unwrap(),
+            Command::Pay(999_999_999_999)
+        );
+    }
 
     #[test]
     fn builds_requests() {

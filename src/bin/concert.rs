@@ -162,37 +162,9 @@ fn parse() -> Result<Run, String> {
         [] => return Err(usage("no command")),
         _ => return Err(usage("too many arguments")),
     };
-    let amount = |a: Option<&str>| -> Result<u64, String> {
-        let a = a.ok_or_else(|| usage(format!("{cmd} needs an AMOUNT")))?;
-        match currency::parse_amount(a, opts.currency) {
-            Some(v) if v > 0 && v < 1_000_000_000_000 => Ok(v),
-            _ => Err(usage(format!("bad amount {a:?}"))),
-        }
-    };
+    let command = client::Command::parse(cmd, arg, opts.currency).map_err(usage)?;
     if v2 {
-        let kind = match cmd {
-            "pay" => b'0',
-            "refund" => b'1',
-            "cancel" => b'2',
-            _ => return Err(usage("with --v2 only pay, refund and cancel")),
-        };
-        let amount = amount(arg)?;
-        if amount > 99_999_999 {
-            return Err(usage("a V2 amount has 8 digits at most"));
-        }
-        let pos = opts.register.as_bytes();
-        let private = concert::v2::private_field(opts.private.as_deref().unwrap_or("").as_bytes());
-        let request = concert::v2::request_eplus(
-            [pos[0], pos[1]],
-            amount,
-            b'1',
-            b'1',
-            kind,
-            opts.currency,
-            private,
-            opts.immediate,
-            false,
-        );
+        let request = command.v2(&opts).map_err(usage)?;
         return Ok(Run {
             options: opts.clone(),
             serial,
@@ -204,34 +176,18 @@ fn parse() -> Result<Run, String> {
             request,
         });
     }
-    let frame = match (cmd, arg) {
-        ("pay", a) => client::payment(b'0', amount(a)?, &opts),
-        ("refund", a) => client::payment(b'1', amount(a)?, &opts),
-        ("cancel", a) => client::payment(b'2', amount(a)?, &opts),
-        ("duplicate", None) => client::simple(b'3', &opts),
-        ("ping", None) => client::simple(b'I', &opts),
-        ("status", None) => client::simple(b'T', &opts),
-        ("telecollect", None) => client::simple(b'B', &opts),
-        ("print", Some(t)) => {
-            if t.is_empty() || t.chars().count() > concert::ticket::MAX_AK / 4 * 3 {
-                return Err(usage("print takes 1 to 675 characters"));
-            }
-            client::print(t, &opts)
-        }
-        ("send", Some(f)) => {
-            return Ok(Run {
-                options: opts.clone(),
-                serial,
-                v2: false,
-                poll: false,
-                addr: format!("{host}:{port}"),
-                raw: m.opt_present("raw"),
-                timeout,
-                request: f.as_bytes().to_vec(),
-            })
-        }
-        _ => return Err(usage(format!("bad command {cmd:?}"))),
-    };
+    if let client::Command::Send(_) = command {
+        return Ok(Run {
+            options: opts.clone(),
+            serial,
+            v2: false,
+            poll: false,
+            addr: format!("{host}:{port}"),
+            raw: m.opt_present("raw"),
+            timeout,
+            request: command.v3(&opts),
+        });
+    }
     let addr = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -240,12 +196,12 @@ fn parse() -> Result<Run, String> {
     Ok(Run {
         serial,
         v2: false,
-        poll: opts.immediate && matches!(cmd, "pay" | "refund" | "cancel"),
+        poll: opts.immediate && command.is_payment(),
+        request: command.v3(&opts),
         options: opts,
         addr,
         raw: m.opt_present("raw"),
         timeout,
-        request: frame.encode(),
     })
 }
 
