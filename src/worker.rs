@@ -1579,23 +1579,7 @@ mod id_tests {
     use super::*;
 
     fn worker(records: Vec<Record>) -> Worker {
-        let dir = std::env::temp_dir().join(format!("concertd-worker-ids-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
-        contents.records = records;
-        let (w, _, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(1),
-                retry_window: Duration::ZERO,
-            },
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        w
+        super::queue_and_window_tests::worker(records, Duration::ZERO).0
     }
 
     #[test]
@@ -1623,7 +1607,8 @@ mod id_tests {
 mod queue_and_window_tests {
     use super::*;
 
-    fn worker(records: Vec<Record>, retry_window: Duration) -> (Worker, Handle) {
+    /// A worker on a fresh journal holding `records`, not running.
+    pub(super) fn worker(records: Vec<Record>, retry_window: Duration) -> (Worker, Handle) {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "concertd-worker-qw-{}-{}",

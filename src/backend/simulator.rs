@@ -242,7 +242,9 @@ impl Backend for Simulator {
         };
         let ledger = Arc::clone(&self.ledger);
         let tx = tx.clone();
-        if delay.is_zero() {
+        let (id, answer) = (tx.id, done.clone());
+        // Booked in the ledger and reported: now, or after the delay.
+        let end = move || {
             book(&ledger, &tx, &outcome);
             let _ = done.send(Done {
                 id: tx.id,
@@ -250,27 +252,20 @@ impl Backend for Simulator {
                 resolved: false,
                 note: None,
             });
-            return;
+        };
+        if delay.is_zero() {
+            return end();
         }
         let (stop_tx, stop_rx) = bounded::<()>(0);
-        self.running = Some((tx.id, stop_tx));
-        let (id, answer) = (tx.id, done.clone());
+        self.running = Some((id, stop_tx));
         let spawned = std::thread::Builder::new()
             .name("simulator".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 select! {
-                        recv(stop_rx) -> _ => {}
-                        recv(after(delay)) -> _ => {
-                            book(&ledger, &tx, &outcome);
-                            let _ = done.send(Done {
-                    id: tx.id,
-                    outcome,
-                    resolved: false,
-                    note: None,
-                });
-                        }
-                    }
+                    recv(stop_rx) -> _ => {}
+                    recv(after(delay)) -> _ => end(),
+                }
             });
         if let Err(e) = spawned {
             self.running = None;
