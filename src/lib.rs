@@ -31,6 +31,7 @@ pub mod client;
 // Backends (simulator, exec, relay) and the one worker that runs them.
 pub mod backend;
 pub mod journal;
+pub mod memory;
 pub mod retry;
 pub mod worker;
 

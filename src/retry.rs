@@ -42,7 +42,13 @@ impl Age {
     }
 
     pub fn get(&self) -> Duration {
-        self.base.saturating_add(self.since.elapsed())
+        self.at(Instant::now())
+    }
+
+    /// The age at `now`: a clock the caller chooses.
+    pub fn at(&self, now: Instant) -> Duration {
+        self.base
+            .saturating_add(now.saturating_duration_since(self.since))
     }
 }
 

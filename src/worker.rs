@@ -13,8 +13,9 @@ use crate::answer::{self, Af, Outcome, Status};
 use crate::backend::{Backend, Done, Note, Original, Transaction};
 use crate::currency;
 use crate::journal::{self, Event, Journal, Record, Verdict};
+use crate::memory::{Completed, Memory};
 use crate::request::{self, Operation, Request};
-use crate::retry::{bound, Age, RetryKey, Seen};
+use crate::retry::{Age, RetryKey};
 use crate::ticket::{self, Facts, TicketSpec};
 use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
@@ -128,28 +129,6 @@ pub struct Settings {
     pub retry_window: Duration,
 }
 
-/// A transaction that ended, kept per register for status, cancellation
-/// and duplicata.
-#[derive(Debug)]
-pub struct Completed {
-    pub request: Request,
-    pub outcome: Outcome,
-    /// The V3 answer, as sent (or as it would have been).
-    pub answer: Vec<u8>,
-    pub record: Record,
-    /// How old it is, for the retry window.
-    pub age: Age,
-    /// Set when a retry of it may be answered with its answer.
-    key: Option<RetryKey>,
-}
-
-#[derive(Default)]
-struct Register {
-    last: Option<Arc<Completed>>,
-    /// The last approved debit not cancelled yet.
-    last_debit: Option<Arc<Completed>>,
-}
-
 /// The records a rotation carries over, each once, and their size.
 #[derive(Default)]
 struct Carry {
@@ -165,12 +144,6 @@ impl Carry {
             self.records.push(r.clone());
         }
     }
-}
-
-/// Replays are answered only for outcomes a retry must not repeat: money
-/// moved, or nobody knows yet whether it did.
-fn replayable(c: &Completed) -> bool {
-    c.outcome.is_approved() || c.record.verdict == Some(Verdict::Unknown)
 }
 
 struct Running {
@@ -198,13 +171,9 @@ pub struct Worker {
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
     running: Option<Running>,
-    registers: HashMap<u8, Register>,
-    retries: HashMap<RetryKey, Arc<Completed>>,
-    /// Every debit's and credit's CF within the window, to tell a register
-    /// whose CF names an order, not a payment attempt.
-    seen: HashMap<(u8, Vec<u8>, String, Option<u16>), Seen>,
-    /// Registers whose CF was seen with two amounts: never replayed again.
-    no_replay: std::collections::BTreeSet<u8>,
+    /// Each register's last payment and last debit, and what a retry may
+    /// replay.
+    memory: Memory,
     /// When the worker started: restored records age from here.
     born: Instant,
     next_id: u64,
@@ -412,10 +381,7 @@ impl Worker {
             done_tx,
             done_rx,
             running: None,
-            registers: HashMap::new(),
-            retries: HashMap::new(),
-            seen: HashMap::new(),
-            no_replay: Default::default(),
+            memory: Memory::default(),
             born: Instant::now(),
             next_id: max_id.max(floor),
             taken: beyond,
@@ -473,12 +439,12 @@ impl Worker {
     /// request answers nothing older.
     fn resume_unknown(&mut self) {
         let unknown: Vec<Arc<Completed>> = self
-            .registers
-            .values()
-            .filter_map(|r| r.last.clone())
+            .memory
+            .lasts()
             .filter(|c| {
                 c.record.verdict == Some(Verdict::Unknown) && c.record.upstream_status.is_some()
             })
+            .cloned()
             .collect();
         for c in unknown {
             // concertd writes only the names `Channel` displays: another
@@ -632,33 +598,13 @@ impl Worker {
     }
 
     fn replay_of(&self, key: &RetryKey) -> Option<Arc<Completed>> {
-        if self.settings.retry_window.is_zero() || self.no_replay.contains(&key.register) {
-            return None;
-        }
-        let done = self.retries.get(key)?;
-        (replayable(done) && done.age.get() < self.settings.retry_window).then(|| Arc::clone(done))
+        self.memory
+            .replay_of(key, self.settings.retry_window, Instant::now())
     }
 
-    /// A CF seen again for the same register and operation with another
-    /// amount or currency names an order, not a payment attempt: replaying
-    /// on it could answer a new sale with an old one's outcome, so replays
-    /// stop for that register.
     fn check_attempt(&mut self, key: &RetryKey, from: &str) {
-        if self.settings.retry_window.is_zero() {
-            return;
-        }
-        let conflict = self.seen.get(&key.attempt()).is_some_and(|s| {
-            s.age.get() < self.settings.retry_window && (s.cb != key.cb || s.ce != key.ce)
-        });
-        if conflict && self.no_replay.insert(key.register) {
-            log::warn!(
-                "register {:02} ({from}): CF {} came again with another amount or currency: \
-                 this register's CF does not name one payment attempt, so its retries are \
-                 no longer replayed (retry-window)",
-                key.register,
-                key.cf
-            );
-        }
+        self.memory
+            .check_attempt(key, from, self.settings.retry_window, Instant::now());
     }
 
     /// The next id: never one the journal holds, never a wrapped one.
@@ -707,18 +653,14 @@ impl Worker {
             );
         }
         let original = match req.op {
-            Operation::Cancel => self
-                .registers
-                .get(&req.register)
-                .and_then(|r| r.last_debit.as_ref())
-                .map(|c| {
-                    Arc::new(Original {
-                        id: c.record.id,
-                        amount: c.outcome.charged(c.request.amount),
-                        currency: c.request.currency.unwrap_or(0),
-                        outcome: c.outcome.clone(),
-                    })
-                }),
+            Operation::Cancel => self.memory.last_debit(req.register).map(|c| {
+                Arc::new(Original {
+                    id: c.record.id,
+                    amount: c.outcome.charged(c.request.amount),
+                    currency: c.request.currency.unwrap_or(0),
+                    outcome: c.outcome.clone(),
+                })
+            }),
             _ => None,
         };
         log::info!(
@@ -860,13 +802,7 @@ impl Worker {
             .unresolved
             .get(&id)
             .cloned()
-            .or_else(|| {
-                self.registers
-                    .values()
-                    .filter_map(|r| r.last.as_ref())
-                    .find(|c| c.record.id == id)
-                    .cloned()
-            })
+            .or_else(|| self.memory.lasts().find(|c| c.record.id == id).cloned())
             .filter(|c| c.record.verdict == Some(Verdict::Unknown))
         else {
             log::info!("tx {id}: resolved outcome no longer needed");
@@ -900,9 +836,8 @@ impl Worker {
         log::info!("tx {id}: outcome resolved: {}", verdict.word());
         self.unresolved.remove(&id);
         let current = self
-            .registers
-            .get(&req.register)
-            .and_then(|r| r.last.as_ref())
+            .memory
+            .last(req.register)
             .is_some_and(|c| c.record.id == id);
         if !current {
             // The status request describes the register's last transaction.
@@ -1051,36 +986,8 @@ impl Worker {
     }
 
     fn remember(&mut self, c: Arc<Completed>) {
-        let window = self.settings.retry_window;
-        self.retries.retain(|_, c| c.age.get() < window);
-        self.seen.retain(|_, s| s.age.get() < window);
-        if let (Some(k), false) = (&c.key, window.is_zero()) {
-            self.check_attempt(k, &c.record.peer);
-            if replayable(&c) {
-                self.retries.insert(k.clone(), Arc::clone(&c));
-            } else {
-                // Refused, abandoned, not done: a retry is a new attempt.
-                self.retries.remove(k);
-            }
-            self.seen.entry(k.attempt()).or_insert_with(|| Seen {
-                cb: k.cb.clone(),
-                ce: k.ce.clone(),
-                age: c.age,
-            });
-            bound(&mut self.retries, |c| c.age.get());
-            bound(&mut self.seen, |s| s.age.get());
-        }
-        let reg = self.registers.entry(c.request.register).or_default();
-        if c.outcome.is_approved() {
-            match c.request.op {
-                Operation::Debit => reg.last_debit = Some(Arc::clone(&c)),
-                Operation::Cancel => reg.last_debit = None,
-                _ => {}
-            }
-        }
-        if c.request.op.is_payment() {
-            reg.last = Some(c);
-        }
+        self.memory
+            .remember(c, self.settings.retry_window, Instant::now());
     }
 
     /// Past `journal-size`, a new generation starts with the records still
@@ -1102,12 +1009,10 @@ impl Worker {
         for c in self.unresolved.values() {
             carry.take(&c.record);
         }
-        for reg in self.registers.values() {
-            for c in [&reg.last, &reg.last_debit].into_iter().flatten() {
-                carry.take(&c.record);
-            }
+        for c in self.memory.kept() {
+            carry.take(&c.record);
         }
-        let mut window: Vec<&Record> = self.retries.values().map(|c| &c.record).collect();
+        let mut window: Vec<&Record> = self.memory.replayable().map(|c| &c.record).collect();
         window.sort_by_key(|r| std::cmp::Reverse(r.id));
         let budget = self.journal.carry_budget();
         let mut left = 0;
@@ -1156,18 +1061,14 @@ impl Worker {
         } else {
             log::info!(
                 "state: {} transactions held for replay (retry-window {})",
-                self.retries.len(),
+                self.memory.replayable().count(),
                 crate::config::fmt_duration(self.settings.retry_window)
             );
         }
-        for reg in &self.no_replay {
+        for reg in self.memory.no_replay() {
             log::info!("state: register {reg:02}: replays stopped, its CF came with two amounts");
         }
-        let last = self
-            .registers
-            .values()
-            .filter_map(|r| r.last.as_ref())
-            .max_by_key(|c| c.record.id);
+        let last = self.memory.lasts().max_by_key(|c| c.record.id);
         match last {
             Some(c) => log::info!(
                 "state: last outcome tx {} {}{} register {:02}: {}",
@@ -1189,10 +1090,7 @@ impl Worker {
         {
             return answer::still_running(&req.frame);
         }
-        let last = self
-            .registers
-            .get(&req.register)
-            .and_then(|r| r.last.clone());
+        let last = self.memory.last(req.register).cloned();
         match last {
             Some(last) => {
                 if last.record.verdict == Some(Verdict::Unknown) {
@@ -1210,11 +1108,7 @@ impl Worker {
     }
 
     fn duplicata(&self, req: &Request) -> Frame {
-        let Some(last) = self
-            .registers
-            .get(&req.register)
-            .and_then(|r| r.last.as_ref())
-        else {
+        let Some(last) = self.memory.last(req.register) else {
             return answer::refusal(&req.frame, Some(Af::Unknown));
         };
         let spec = req
