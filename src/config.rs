@@ -659,6 +659,26 @@ impl Config {
         ]
     }
 
+    /// A reload: the keywords that need a restart take their running
+    /// values back; the names of those the file changed.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let changed = running
+            .restart_only()
+            .into_iter()
+            .zip(self.restart_only())
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((key, _), _)| key)
+            .collect();
+        self.user = running.user.clone();
+        self.group = running.group.clone();
+        self.pidfile = running.pidfile.clone();
+        self.journal = running.journal.clone();
+        self.journal_size = running.journal_size;
+        self.journal_keep = running.journal_keep;
+        self.log_file = running.log_file.clone();
+        changed
+    }
+
     /// One line for the log: what is running.
     pub fn summary(&self) -> String {
         let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
@@ -846,6 +866,27 @@ mod tests {
         assert_eq!(c.serial.ack_timeout, Duration::from_millis(500));
         let again = Config::parse(&c.describe(), "d").unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn a_reload_keeps_what_needs_a_restart() {
+        let running = Config::parse(
+            "user a\njournal /x/j\njournal-size 64K\nlisten 127.0.0.1:1\n",
+            "t",
+        )
+        .unwrap();
+        let mut new = Config::parse(
+            "user b\njournal /y/j\njournal-size 128K\nlisten 127.0.0.1:2\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            new.keep_restart_only(&running),
+            vec!["user", "journal", "journal-size"]
+        );
+        // Every restart-only value is back, and the rest is the new file's.
+        assert_eq!(new.restart_only(), running.restart_only());
+        assert_ne!(new.listen, running.listen);
     }
 
     #[test]

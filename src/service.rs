@@ -271,20 +271,9 @@ impl Service {
                 return;
             }
         };
-        for ((key, old), (_, now)) in self.cfg.restart_only().into_iter().zip(new.restart_only()) {
-            if old != now {
-                log::warn!(
-                    "reload: {key} changed; that needs a restart, the running value is kept"
-                );
-            }
+        for key in new.keep_restart_only(&self.cfg) {
+            log::warn!("reload: {key} changed; that needs a restart, the running value is kept");
         }
-        new.user = self.cfg.user.clone();
-        new.group = self.cfg.group.clone();
-        new.pidfile = self.cfg.pidfile.clone();
-        new.journal = self.cfg.journal.clone();
-        new.journal_size = self.cfg.journal_size;
-        new.journal_keep = self.cfg.journal_keep;
-        new.log_file = self.cfg.log_file.clone();
         self.rebind(&new.listen);
         self.shared.set_settings(net_settings(&new));
         let _ = self.control.send(Control::Reload(
