@@ -271,6 +271,22 @@ fn the_shipped_example_program_works() {
     d.wait_log("debit of 1234 (978) for register 01");
 }
 
+/// What a relay sent on an upstream connection: it sends a whole request
+/// and waits, so read until it parses.
+fn relayed_request(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while concert::request::parse(&buf, &[978]).is_err() {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    text(&buf)
+}
+
 /// A scripted V3 upstream terminal on loopback: one request per
 /// connection; `answer` gives what to send back, or `None` to close
 /// without answering (the request dropped). Every request is reported on
@@ -278,25 +294,14 @@ fn the_shipped_example_program_works() {
 fn fake_upstream(
     answer: impl Fn(&str) -> Option<String> + Send + 'static,
 ) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (seen_tx, seen) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            s.set_read_timeout(Some(PATIENCE)).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            // The relay sends a whole request and waits: read until it
-            // parses.
-            while concert::request::parse(&buf, &[978]).is_err() {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let req = text(&buf);
+            let req = relayed_request(&mut s);
             if let Some(a) = answer(&req) {
                 let _ = s.write_all(a.as_bytes());
             }
@@ -733,7 +738,7 @@ fn exec_floods_leave_memory_bounded() {
 
 #[test]
 fn relay_upstream_streaming_bytes_leaves_memory_bounded() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     // The status is the previous sale's until the sale comes. The sale,
     // then the first status after it, are answered with bytes without end;
     // the next status is the sale, approved.
@@ -744,16 +749,7 @@ fn relay_upstream_streaming_bytes_leaves_memory_bounded() {
         let mut streamed = 0;
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            s.set_read_timeout(Some(PATIENCE)).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while concert::request::parse(&buf, &[978]).is_err() {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let req = text(&buf);
+            let req = relayed_request(&mut s);
             let status = get(req.as_bytes(), "CD").as_deref() == Some("T");
             if status && streamed != 1 {
                 let a = if streamed == 0 {

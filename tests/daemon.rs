@@ -140,20 +140,9 @@ fn daemon_mode_pid_file_and_second_instance() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let addr = listening_in(&dir.join("log"));
     assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     // Whatever happens below, the daemon does not outlive the test.
-    struct Reap(i32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) on the daemon this test started.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-    let _reap = Reap(pid);
+    let reap = Reap::from_pid_file(&pidfile);
+    let pid = reap.0;
     // A second one refuses to start.
     let o = start();
     assert_eq!(o.status.code(), Some(1));
@@ -241,19 +230,8 @@ fn a_daemon_started_with_a_relative_file_still_reloads_it() {
             .unwrap()
     };
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let pid: i32 = std::fs::read_to_string(dir.join("concertd.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    struct Reap(i32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) on the daemon this test started.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-    let _reap = Reap(pid);
+    let reap = Reap::from_pid_file(&dir.join("concertd.pid"));
+    let pid = reap.0;
     std::fs::write(dir.join("concertd.conf"), conf_text("allow 127.0.0.1\n")).unwrap();
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGHUP) };

@@ -101,18 +101,6 @@ fn delivered_answers_are_journaled() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 }
 
-/// Polls a condition that the daemon makes true without logging it.
-fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "condition never met");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn immediate_answer_then_status() {
     let gate = Gate::new();

@@ -15,18 +15,6 @@ fn status(ca: &str) -> String {
     format!("CZ0040320CJ012247300123456CA002{ca}CD001T")
 }
 
-/// Polls a condition that the daemon makes true without logging it.
-fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "condition never met");
-        std::thread::yield_now();
-    }
-}
-
 /// Every line of the journal is a whole journal line; the events.
 fn events(j: &str) -> Vec<(u64, Event)> {
     assert!(j.is_empty() || j.ends_with('\n'), "{j:?}");

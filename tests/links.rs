@@ -228,19 +228,8 @@ fn as_root_with_user_nobody_links_are_refused_and_files_given() {
     std::fs::remove_file(&gen).unwrap();
     let o = run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let daemon: i32 = std::fs::read_to_string(&pid)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    struct Reap(i32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) on the daemon this test started.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-    let _reap = Reap(daemon);
+    let reap = Reap::from_pid_file(&pid);
+    let daemon = reap.0;
     let owner = |p: &Path| std::fs::metadata(p).unwrap().uid();
     assert_eq!(owner(&state), nobody);
     assert_eq!(owner(&state.join("journal")), nobody);

@@ -541,3 +541,38 @@ pub fn listening_in(log: &std::path::Path) -> std::net::SocketAddr {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A detached daemon, known by its pid file: killed when the test ends,
+/// however it ends.
+pub struct Reap(pub i32);
+
+impl Reap {
+    pub fn from_pid_file(path: &std::path::Path) -> Reap {
+        Reap(
+            std::fs::read_to_string(path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// Polls a condition that the daemon makes true without logging it.
+pub fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition never met");
+        std::thread::yield_now();
+    }
+}

@@ -378,6 +378,36 @@ impl Port for FakePort {
     }
 }
 
+/// A worker on the simulator, over a journal already read, running in its
+/// own thread; the control sender keeps it running until dropped.
+type Running = (
+    concert::worker::Handle,
+    Box<dyn std::any::Any + Send + Sync>,
+    std::thread::JoinHandle<()>,
+);
+
+fn simulator_worker(
+    journal: concert::journal::Journal,
+    contents: concert::journal::Contents,
+    retry_window: Duration,
+) -> Running {
+    let (worker, handle, control) = concert::worker::Worker::new(
+        Box::new(concert::simulator::Simulator::new(Duration::ZERO)),
+        concert::config::Terminal::Simulator,
+        journal,
+        contents,
+        concert::worker::Settings {
+            transaction_timeout: Duration::from_secs(5),
+            retry_window,
+        },
+    );
+    let t = std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || worker.run())
+        .expect("worker thread");
+    (handle, Box::new(control), t)
+}
+
 /// A worker on the simulator answering at once, journaling to `path`, in
 /// its own thread; with the control sender that keeps it running (it
 /// stops when that is dropped).
@@ -387,24 +417,10 @@ pub fn start_worker(
     concert::worker::Handle,
     Box<dyn std::any::Any + Send + Sync>,
 ) {
-    use concert::worker::{Settings, Worker};
     let (journal, contents) = concert::journal::Journal::open(path, 1 << 20, 1)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (worker, handle, control) = Worker::new(
-        Box::new(concert::simulator::Simulator::new(Duration::ZERO)),
-        concert::config::Terminal::Simulator,
-        journal,
-        contents,
-        Settings {
-            transaction_timeout: Duration::from_secs(5),
-            retry_window: Duration::ZERO,
-        },
-    );
-    std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || worker.run())
-        .expect("worker thread");
-    (handle, Box::new(control))
+    let (handle, control, _) = simulator_worker(journal, contents, Duration::ZERO);
+    (handle, control)
 }
 
 const JOURNAL_PREFIX: &str = "concertd-fuzz-journal-";
@@ -652,7 +668,7 @@ fn check_backend_answer(req: &request::Request, mut outcome: answer::Outcome, in
 /// answers of each register.
 pub fn journal_read(data: &[u8]) {
     use concert::journal::{format_line, parse_line, Journal};
-    use concert::worker::{self, Channel, Origin, Settings, Worker};
+    use concert::worker::{self, Channel, Origin};
     for line in data.split(|&b| b == b'\n') {
         let Ok(line) = std::str::from_utf8(line) else {
             continue;
@@ -695,20 +711,7 @@ pub fn journal_read(data: &[u8]) {
             registers.push(r.register);
         }
     }
-    let (w, handle, control) = Worker::new(
-        Box::new(concert::simulator::Simulator::new(Duration::ZERO)),
-        concert::config::Terminal::Simulator,
-        journal,
-        contents,
-        Settings {
-            transaction_timeout: Duration::from_secs(5),
-            retry_window: Duration::from_secs(3600),
-        },
-    );
-    let t = std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || w.run())
-        .expect("worker thread");
+    let (handle, control, t) = simulator_worker(journal, contents, Duration::from_secs(3600));
     for reg in registers {
         for cd in ["T", "3"] {
             let body = format!("CZ0040320CA002{reg:02}CD001{cd}");
