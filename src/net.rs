@@ -110,7 +110,6 @@ pub struct Listening {
 /// timeout: an idle listener wakes nobody.
 struct Door {
     listener: TcpListener,
-    local: SocketAddr,
     stop: AtomicBool,
     /// Threads waiting in accept(2).
     waiting: AtomicUsize,
@@ -124,6 +123,7 @@ impl Listening {
         // SAFETY: shutdown(2) on the listening socket the door owns; its
         // threads see the flag when accept(2) returns.
         unsafe { libc::shutdown(self.door.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        log::info!("stopped listening on {}", self.local);
     }
 }
 
@@ -135,7 +135,6 @@ pub fn spawn_listener(
     let local = listener.local_addr()?;
     let door = Arc::new(Door {
         listener,
-        local,
         stop: AtomicBool::new(false),
         waiting: AtomicUsize::new(0),
     });
@@ -199,9 +198,6 @@ fn door_thread(door: &Arc<Door>, shared: &Arc<Shared>) {
         let accepted = door.listener.accept();
         let left = door.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
         if door.stop.load(Ordering::SeqCst) {
-            if left == 0 {
-                log::info!("stopped listening on {}", door.local);
-            }
             return;
         }
         match accepted {
