@@ -1,7 +1,8 @@
 //! Building answers. Every answer starts with CZ, then echoes the request's
 //! CJ CA CB CD CE byte for byte, then AE/AF, then the result tags in a fixed
-//! order (AC AA AL AB AI CF CC CI CG CH ZT): one public client reads the PAN
-//! as the text between AA and CF, and the private data between CF and CC.
+//! order (AC AL AB AI AA CF CC CI CG CH ZT): one public client reads the PAN
+//! as the text between AA and CF, and the private data between CF and CC, so
+//! nothing may sit between AA and CF or between CF and CC.
 
 use crate::tlv::{self, tags::*, Frame, Tag};
 
@@ -190,6 +191,15 @@ fn cz(req: &Frame) -> Vec<u8> {
 /// rather than sent. Backends are checked where they produce values; this
 /// is the last check before the wire, whatever the backend.
 fn put(f: &mut Frame, tag: Tag, v: &[u8]) -> bool {
+    let fits = fits(f, tag, v);
+    if fits {
+        f.push(tag, v.to_vec());
+    }
+    fits
+}
+
+/// Whether `put` would append this element; says why not in the log.
+fn fits(f: &Frame, tag: Tag, v: &[u8]) -> bool {
     let why = if f.has(tag) {
         "given twice"
     } else if v.is_empty() {
@@ -201,7 +211,6 @@ fn put(f: &mut Frame, tag: Tag, v: &[u8]) -> bool {
     } else if tag == ZT && broken_inside(v) {
         "its CK or AK element does not decode"
     } else {
-        f.push(tag, v.to_vec());
         return true;
     };
     let what = if tag == ZT { "the ticket " } else { "" };
@@ -257,13 +266,17 @@ pub fn result(req: &Frame, o: &Outcome) -> Frame {
         }
     }
     push_opt(&mut f, AC, &o.auth);
-    if let Some(pan) = &o.pan {
-        if put(&mut f, AA, pan.as_bytes()) {
-            f.push(AL, &b"1"[..]);
-        }
+    // AL says AA is there, so it goes only with an AA that will be sent;
+    // AA comes last so that CF directly follows it.
+    let pan = o.pan.as_deref().filter(|p| fits(&f, AA, p.as_bytes()));
+    if pan.is_some() {
+        f.push(AL, &b"1"[..]);
     }
     push_opt(&mut f, AB, &o.expiry);
     push_opt(&mut f, AI, &o.aid);
+    if let Some(pan) = pan {
+        f.push(AA, pan.as_bytes().to_vec());
+    }
     echo(&mut f, req, CF);
     push_opt(&mut f, CC, &o.application);
     push_opt(&mut f, CI, &o.read_mode);
@@ -335,8 +348,47 @@ mod tests {
         assert_eq!(
             String::from_utf8(a).unwrap(),
             "CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978AE00210AC006123456\
-             AA016497010######0674AL0011CF003abcCC00300BCI0012"
+             AL0011AA016497010######0674CF003abcCC00300BCI0012"
         );
+    }
+
+    /// The whole order, as a public PHP client cuts it: the PAN is the text
+    /// between AA and CF, the private data the text between CF and CC.
+    #[test]
+    fn every_result_tag_in_order() {
+        let req = Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978CF003abcCH002xy").unwrap();
+        let mut o = Outcome::approved();
+        o.auth = Some("123456".into());
+        o.pan = Some("497010######0674".into());
+        o.expiry = Some("2912".into());
+        o.aid = Some("A0000000421010".into());
+        o.application = Some("00B".into());
+        o.read_mode = Some("2".into());
+        o.contract = Some("7654321".into());
+        o.ticket = Some(b"CK003100".to_vec());
+        let a = String::from_utf8(result(&req, &o).encode()).unwrap();
+        assert_eq!(
+            a,
+            "CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006123456AL0011AB0042912\
+             AI014A0000000421010AA016497010######0674CF003abcCC00300BCI0012CG0077654321\
+             CH002xyZT008CK003100"
+        );
+        let between = |a: &str, from: &str, to: &str| -> String {
+            let s = &a[a.find(from).unwrap() + from.len()..];
+            s[..s.find(to).unwrap()].to_string()
+        };
+        assert_eq!(between(&a, "AA", "CF"), "016497010######0674");
+        assert_eq!(between(&a, "CF", "CC"), "003abc");
+    }
+
+    #[test]
+    fn a_pan_that_cannot_be_sent_takes_its_al_with_it() {
+        let mut o = Outcome::approved();
+        o.pan = Some("4970\u{7f}10".into());
+        o.expiry = Some("2912".into());
+        let a = result(&req(), &o);
+        assert!(!a.has(AA) && !a.has(AL));
+        assert_eq!(a.get(AB), Some(&b"2912"[..]));
     }
 
     #[test]

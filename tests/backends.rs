@@ -61,7 +61,7 @@ fn exec_backend_outcomes() {
     let t = text(&a);
     assert!(
         t.starts_with(&format!(
-            "{}AE00210AC006654321AA016497010######0674AL0011",
+            "{}AE00210AC006654321AL0011AA016497010######0674CF005ORD-1",
             debit("100", "")
         )),
         "{t}"
@@ -240,7 +240,7 @@ fn relay_serial_to_a_v2_terminal() {
     let a = exchange(d.addr, debit("1000", "CF010ORDER00042CK003100").as_bytes());
     let t = text(&a);
     assert!(
-        t.starts_with(&format!("{}AE00210AA016", debit("1000", ""))),
+        t.starts_with(&format!("{}AE00210AL0011AA016", debit("1000", ""))),
         "{t}"
     );
     assert_eq!(get(&a, "AA").unwrap().len(), 16);

@@ -215,3 +215,27 @@ fn a_serial_path_with_a_space_survives_a_restart() {
     drop(reg);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An answer journaled by an earlier version, in its tag order (AA before
+/// AL, AB and AI), is given again byte for byte: a register comparing
+/// the status answer with the one it got must see the same bytes.
+#[test]
+fn a_stored_answer_keeps_its_bytes_in_the_old_tag_order() {
+    let mut d = Daemon::start("");
+    let r = debit("01", "4242");
+    let old = format!(
+        "{r}AE00210AC006934632AA016513100######4242AL0011AB0042904\
+         AI014A0000000041010CC00300BCI0012"
+    );
+    let crafted = format!(
+        "2026-01-01T00:00:00.000Z 1000 begun tcp 127.0.0.1:1 01 {r}\n\
+         2026-01-01T00:00:00.001Z 1000 ended approved {old}\n\
+         2026-01-01T00:00:00.002Z 1000 delivered\n"
+    );
+    restart_on(&mut d, crafted.as_bytes());
+    assert_eq!(text(&exchange(d.addr, status("01").as_bytes())), old);
+    // A new payment is answered in today's order.
+    let a = text(&exchange(d.addr, debit("01", "100").as_bytes()));
+    let (al, aa) = (a.find("AL0011").unwrap(), a.find("AA016").unwrap());
+    assert!(al < aa, "{a}");
+}
