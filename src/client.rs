@@ -91,15 +91,51 @@ pub enum Command {
 /// Largest amount `concert` sends, in minor units: 12 digits.
 const MAX_AMOUNT: u64 = 999_999_999_999;
 
+/// An amount from the command line, in minor units of `currency`; the
+/// error says what is wrong with it, so that nobody has to guess.
+pub fn amount(a: &str, currency: u16) -> Result<u64, String> {
+    let cur = currency::label(currency);
+    let exp = usize::from(currency::exponent(currency));
+    let number = a.strip_prefix('-').unwrap_or(a);
+    let (int, frac) = number.split_once(['.', ',']).unwrap_or((number, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() && frac.is_empty() || !digits(int) || !digits(frac) {
+        return Err(format!(
+            "amount {a:?} is not a number: write it like 12.34 or 12,34"
+        ));
+    }
+    if a.starts_with('-') {
+        return Err(format!(
+            "amount {a} is negative: amounts are positive; to give money back, use refund"
+        ));
+    }
+    if frac.len() > exp {
+        return Err(match exp {
+            0 => format!("amount {a} has decimals, and {cur} has none"),
+            _ => format!(
+                "amount {a} has {} decimals, and {cur} has {exp}",
+                frac.len()
+            ),
+        });
+    }
+    match currency::parse_amount(a, currency) {
+        Some(0) => Err(format!(
+            "amount {a} is zero: the smallest is {} {cur}",
+            currency::format_amount(1, currency, false)
+        )),
+        Some(v) if v <= MAX_AMOUNT => Ok(v),
+        _ => Err(format!(
+            "amount {a} is too large: a Concert amount has 12 digits at most ({} {cur})",
+            currency::format_amount(MAX_AMOUNT, currency, false)
+        )),
+    }
+}
+
 impl Command {
     /// The command `cmd` with its argument; amounts are read in `currency`.
     pub fn parse(cmd: &str, arg: Option<&str>, currency: u16) -> Result<Command, String> {
         let amount = |a: Option<&str>| -> Result<u64, String> {
-            let a = a.ok_or_else(|| format!("{cmd} needs an AMOUNT"))?;
-            match currency::parse_amount(a, currency) {
-                Some(v) if v > 0 && v <= MAX_AMOUNT => Ok(v),
-                _ => Err(format!("bad amount {a:?}")),
-            }
+            amount(a.ok_or_else(|| format!("{cmd} needs an AMOUNT"))?, currency)
         };
         Ok(match (cmd, arg) {
             ("pay", a) => Command::Pay(amount(a)?),
@@ -300,6 +336,14 @@ pub fn describe(f: &Frame) -> String {
         (Some("01"), None) => {
             out.push_str(&format!("declined: {op}{amount}{reg}: terminal busy\n"))
         }
+        (Some("01"), Some(b"00")) if matches!(f.get(CD), Some(b"3" | b"T")) => {
+            // Real terminals answer AF 00 too when they know no transaction
+            // to give again: the code stays, the words say what it means.
+            let r = f.text(CA).unwrap_or("?");
+            out.push_str(&format!(
+                "declined: {op}: no transaction known for register {r} (AF 00)\n"
+            ))
+        }
         (Some("01"), Some(af)) => {
             let why = Af::from_code(af).map_or("unknown reason", Af::label);
             let code = String::from_utf8_lossy(af);
@@ -380,10 +424,45 @@ mod tests {
         // Errors say what is wrong.
         let err = |c: &str, a: Option<&str>| Command::parse(c, a, 978).unwrap_err();
         assert_eq!(err("pay", None), "pay needs an AMOUNT");
-        assert_eq!(err("pay", Some("0")), "bad amount \"0\"");
+        assert_eq!(
+            err("pay", Some("0")),
+            "amount 0 is zero: the smallest is 0.01 EUR"
+        );
         assert_eq!(
             err("pay", Some("10000000000.00")),
-            "bad amount \"10000000000.00\""
+            "amount 10000000000.00 is too large: a Concert amount has 12 digits at most \
+             (9999999999.99 EUR)"
+        );
+        assert_eq!(
+            err("pay", Some("99999999999999")),
+            "amount 99999999999999 is too large: a Concert amount has 12 digits at most \
+             (9999999999.99 EUR)"
+        );
+        assert_eq!(
+            err("pay", Some("-5")),
+            "amount -5 is negative: amounts are positive; to give money back, use refund"
+        );
+        assert_eq!(
+            err("pay", Some("0.001")),
+            "amount 0.001 has 3 decimals, and EUR has 2"
+        );
+        assert_eq!(
+            Command::parse("pay", Some("1.5"), 953).unwrap_err(),
+            "amount 1.5 has decimals, and XPF has none"
+        );
+        assert_eq!(
+            Command::parse("pay", Some("0"), 953).unwrap_err(),
+            "amount 0 is zero: the smallest is 1 XPF"
+        );
+        for bad in ["ten", "1.2.3", "", ".", "-", "1e3", "+5"] {
+            assert_eq!(
+                err("pay", Some(bad)),
+                format!("amount {bad:?} is not a number: write it like 12.34 or 12,34")
+            );
+        }
+        assert_eq!(
+            Command::parse("refund", Some("12,5"), 978).unwrap(),
+            Command::Refund(1250)
         );
         assert_eq!(err("ping", Some("x")), "bad command \"ping\"");
         assert_eq!(err("print", Some("")), "print takes 1 to 675 characters");
@@ -442,6 +521,18 @@ mod tests {
             "declined: debit 12.34 EUR, register 01: refused (AF 04)\n"
         );
         assert_eq!(verdict(&f), Verdict::Declined);
+        for cd in ["3", "T"] {
+            let f = Frame::decode(format!("CZ0040320CA00207CD001{cd}AE00201AF00200").as_bytes())
+                .unwrap();
+            assert!(
+                describe(&f).ends_with(": no transaction known for register 07 (AF 00)\n"),
+                "{}",
+                describe(&f)
+            );
+        }
+        // On a payment, AF 00 keeps its label.
+        let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00200").unwrap();
+        assert!(describe(&f).ends_with(": unknown error (AF 00)\n"));
     }
 }
 

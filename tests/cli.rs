@@ -147,3 +147,93 @@ fn immediate_flag_only_polls_payments() {
     let o = d.concert(&["-i", "ping"]);
     assert_eq!(stdout(&o), "approved: identification, register 01\n");
 }
+
+/// Every error of `concert` starts with its name and says what to do.
+#[test]
+fn client_errors_say_what_happened_and_what_to_do() {
+    let not_allowed = Daemon::start("allow 127.0.0.2\n");
+    let o = not_allowed.concert(&["ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            ": the terminal closed the connection without answering: is this address allowed \
+             (`allow` in concertd.conf)?"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let gate = Gate::new();
+    let d = Daemon::start(&gate.terminal());
+    let o = d.concert(&["-t", "1", "pay", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "no answer in time; the answer may still come: run `concert status` to fetch the \
+             outcome of the last transaction"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    gate.release();
+    d.wait_log("delivered");
+    let o = d.concert(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 2.00 EUR"),
+        "{}",
+        stdout(&o)
+    );
+    let fresh = Daemon::start("");
+    let o = fresh.concert(&["-r", "7", "duplicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "declined: duplicata: no transaction known for register 07 (AF 00)\n"
+    );
+    for (args, says) in [
+        (
+            &["pay", "-5"][..],
+            "concert: amount -5 is negative: amounts are positive; to give money back, use refund",
+        ),
+        (
+            &["pay", "99999999999999"],
+            "concert: amount 99999999999999 is too large: a Concert amount has 12 digits at most",
+        ),
+        (
+            &["pay", "0.001"],
+            "concert: amount 0.001 has 3 decimals, and EUR has 2",
+        ),
+        (
+            &["-c", "XPF", "pay", "1.5"],
+            "concert: amount 1.5 has decimals, and XPF has none",
+        ),
+        (&["pay", "ten"], "concert: amount \"ten\" is not a number"),
+        (&["-x", "ping"], "concert: Unrecognized option: 'x'"),
+        (&["frobnicate"], "concert: bad command \"frobnicate\""),
+    ] {
+        let o = run(CONCERT, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).starts_with(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn client_version_and_protocol_version_options() {
+    for flag in ["-V", "--version"] {
+        let o = run(CONCERT, &[flag]);
+        assert_eq!(o.status.code(), Some(0));
+        assert_eq!(
+            stdout(&o),
+            format!("concert {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let d = Daemon::start("");
+    for args in [
+        &["-z", "0321", "--raw", "ping"][..],
+        &["--protocol-version", "0321", "--raw", "ping"],
+    ] {
+        let o = d.concert(args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).starts_with("CZ0040321"), "{}", stdout(&o));
+    }
+}

@@ -11,8 +11,14 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
 \x20              [-k ck] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
+\x20      concert --help | -V\n\
 commands: pay AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate | ping\n\
 \x20         status | telecollect | print TEXT | send FRAME";
+
+/// What `concert status` is for, said whenever an outcome may have been
+/// missed.
+const STATUS_HINT: &str =
+    "the answer may still come: run `concert status` to fetch the outcome of the last transaction";
 
 /// Between two status requests of `--immediate`.
 const POLL: Duration = Duration::from_millis(500);
@@ -31,6 +37,8 @@ struct Run {
     v2: bool,
     /// After an immediate acknowledgement, poll the status for the outcome.
     poll: bool,
+    /// A missed answer may be fetched with `concert status`.
+    hint: bool,
     addr: String,
     raw: bool,
     timeout: Duration,
@@ -38,7 +46,28 @@ struct Run {
 }
 
 fn usage(msg: impl std::fmt::Display) -> String {
-    format!("{msg}\n{USAGE}")
+    format!("concert: {msg}\n{USAGE}")
+}
+
+/// getopts reads `-5` as an option; a negative amount must reach the
+/// amount check, which says what is wrong with it. Such words are marked
+/// before getopts and unmarked after.
+const MARK: char = '\u{1}';
+
+fn shield(a: String) -> String {
+    let negative = a.len() > 1 && a.starts_with('-') && a.as_bytes()[1].is_ascii_digit();
+    if negative {
+        format!("{MARK}{a}")
+    } else {
+        a
+    }
+}
+
+fn unshield(a: String) -> String {
+    match a.strip_prefix(MARK) {
+        Some(v) => v.to_string(),
+        None => a,
+    }
 }
 
 /// A tag value from the command line: printable ASCII of a legal length.
@@ -76,7 +105,13 @@ fn parse() -> Result<Run, String> {
         "seconds to wait for the answer (default 180)",
         "SECS",
     );
-    o.optopt("z", "version", "protocol version CZ (default 0320)", "CZ");
+    o.optopt(
+        "z",
+        "protocol-version",
+        "protocol version CZ (default 0320)",
+        "CZ",
+    );
+    o.optflag("V", "version", "print the version and exit");
     o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
     o.optflag("", "raw", "print the answer frame as it came");
     o.optopt(
@@ -90,38 +125,44 @@ fn parse() -> Result<Run, String> {
     o.optflag("", "v2", "on serial: send Concert V2 (E+) instead of V3");
     o.optflag("", "v3", "on serial: send Concert V3 (the default)");
     o.optflag("", "help", "this help");
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let m = o.parse(&args).map_err(usage)?;
+    let args: Vec<String> = std::env::args().skip(1).map(shield).collect();
+    let m = o.parse(&args).map_err(|e| usage(unshield(e.to_string())))?;
     if m.opt_present("help") {
         print!("{}", o.usage(USAGE));
         std::process::exit(0);
     }
-    let host = m.opt_str("h").unwrap_or_else(|| "127.0.0.1".into());
-    let port: u16 = match m.opt_str("p") {
+    if m.opt_present("V") {
+        println!("concert {}", env!("CARGO_PKG_VERSION"));
+        std::process::exit(0);
+    }
+    let opt = |name: &str| m.opt_str(name).map(unshield);
+    let free: Vec<String> = m.free.iter().cloned().map(unshield).collect();
+    let host = opt("h").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = match opt("p") {
         Some(p) => p.parse().map_err(|_| usage(format!("bad port {p:?}")))?,
         None => 8888,
     };
     let mut opts = Options::default();
-    if let Some(c) = m.opt_str("c") {
+    if let Some(c) = opt("c") {
         opts.currency =
             currency::parse(&c).ok_or_else(|| usage(format!("unknown currency {c:?}")))?;
     }
-    if let Some(r) = m.opt_str("r") {
+    if let Some(r) = opt("r") {
         if r.is_empty() || r.len() > 2 || !r.bytes().all(|b| b.is_ascii_digit()) {
             return Err(usage(format!("register must be 1 or 2 digits, not {r:?}")));
         }
         opts.register = format!("{:02}", r.parse::<u8>().unwrap_or(0));
     }
-    opts.ticket = m.opt_str("k").map(|v| value("-k", &v, 3..=3)).transpose()?;
+    opts.ticket = opt("k").map(|v| value("-k", &v, 3..=3)).transpose()?;
     opts.private = m
         .opt_str("P")
         .map(|v| value("-P", &v, 1..=999))
         .transpose()?;
     opts.immediate = m.opt_present("i");
-    if let Some(z) = m.opt_str("z") {
+    if let Some(z) = opt("z") {
         opts.version = value("-z", &z, 4..=4)?;
     }
-    let timeout = match m.opt_str("t") {
+    let timeout = match opt("t") {
         Some(t) => match t.parse::<u64>() {
             Ok(n) if n > 0 => Duration::from_secs(n),
             _ => {
@@ -132,18 +173,18 @@ fn parse() -> Result<Run, String> {
         },
         None => Duration::from_secs(180),
     };
-    let serial = match m.opt_str("s") {
+    let serial = match opt("s") {
         None => None,
         Some(path) => Some(SerialTarget {
             path,
-            speed: match m.opt_str("speed") {
+            speed: match opt("speed") {
                 Some(v) => match v.parse::<u32>() {
                     Ok(n) if concert::config::SPEEDS.contains(&n) => n,
                     _ => return Err(usage(format!("bad speed {v:?}"))),
                 },
                 None => 9600,
             },
-            format: match m.opt_str("format") {
+            format: match opt("format") {
                 Some(f) => concert::config::Format::parse(&f).map_err(usage)?,
                 None => concert::config::Format::parse("7E1").map_err(usage)?,
             },
@@ -156,13 +197,14 @@ fn parse() -> Result<Run, String> {
     if v2 && serial.is_none() {
         return Err(usage("--v2 needs -s DEVICE"));
     }
-    let (cmd, arg) = match m.free.as_slice() {
+    let (cmd, arg) = match free.as_slice() {
         [c] => (c.as_str(), None),
         [c, a] => (c.as_str(), Some(a.as_str())),
         [] => return Err(usage("no command")),
         _ => return Err(usage("too many arguments")),
     };
     let command = client::Command::parse(cmd, arg, opts.currency).map_err(usage)?;
+    let hint = !matches!(command, client::Command::Status | client::Command::Ping);
     if v2 {
         let request = command.v2(&opts).map_err(usage)?;
         return Ok(Run {
@@ -170,6 +212,7 @@ fn parse() -> Result<Run, String> {
             serial,
             v2: true,
             poll: false,
+            hint: false,
             addr: String::new(),
             raw: m.opt_present("raw"),
             timeout,
@@ -182,6 +225,7 @@ fn parse() -> Result<Run, String> {
             serial,
             v2: false,
             poll: false,
+            hint,
             addr: format!("{host}:{port}"),
             raw: m.opt_present("raw"),
             timeout,
@@ -197,6 +241,7 @@ fn parse() -> Result<Run, String> {
         serial,
         v2: false,
         poll: opts.immediate && command.is_payment(),
+        hint,
         request: command.v3(&opts),
         options: opts,
         addr,
@@ -222,18 +267,43 @@ fn exchange(run: &Run, request: &[u8]) -> Result<Vec<u8>, ExitCode> {
             l.receive_answer(run.timeout)
         }),
     };
-    let answer = answer.map_err(|e| {
-        eprintln!("concert: {}: {e}", target(run));
-        ExitCode::from(2)
-    })?;
-    if answer.is_empty() {
-        eprintln!(
-            "concert: {}: the terminal closed without answering",
-            target(run)
-        );
-        return Err(ExitCode::from(2));
+    match answer {
+        Ok(a) if !a.is_empty() => Ok(a),
+        Ok(_) => fail(run, &closed(run)),
+        Err(e) => {
+            use std::io::ErrorKind as K;
+            let why = match e.kind() {
+                K::ConnectionReset | K::NotConnected | K::BrokenPipe | K::UnexpectedEof
+                    if run.serial.is_none() =>
+                {
+                    closed(run)
+                }
+                K::ConnectionRefused => format!(
+                    "{e}: is concertd running, and listening on this address (`listen` in \
+                     concertd.conf)?"
+                ),
+                K::TimedOut if run.hint => format!("{e}; {STATUS_HINT}"),
+                _ => e.to_string(),
+            };
+            fail(run, &why)
+        }
     }
-    Ok(answer)
+}
+
+fn fail<T>(run: &Run, why: &str) -> Result<T, ExitCode> {
+    eprintln!("concert: {}: {why}", target(run));
+    Err(ExitCode::from(2))
+}
+
+/// A terminal that closes before answering has most often refused the
+/// register's address; concertd says so only in its own log.
+fn closed(run: &Run) -> String {
+    match run.serial {
+        Some(_) => "the terminal closed the session without answering".into(),
+        None => "the terminal closed the connection without answering: is this address \
+                 allowed (`allow` in concertd.conf)?"
+            .into(),
+    }
 }
 
 /// The V2 flow: one request, one fixed-position reply.
@@ -310,9 +380,7 @@ fn poll_outcome(run: &Run) -> Result<(Vec<u8>, Frame), ExitCode> {
             return Ok((raw, f));
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "concert: no final outcome within the timeout; ask again with `concert status`"
-            );
+            eprintln!("concert: no final outcome within the timeout; {STATUS_HINT}");
             return Err(ExitCode::from(2));
         }
     }
