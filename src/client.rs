@@ -63,7 +63,8 @@ fn tail(f: &mut Frame, o: &Options) {
     }
 }
 
-/// Debit `0`, credit `1` or cancellation `2` of `amount` minor units.
+/// Debit `0`, credit `1`, cancellation `2` or deferred debit `7` of
+/// `amount` minor units.
 pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
     let mut f = head(o);
     f.push(CB, format!("{amount:02}").into_bytes());
@@ -77,6 +78,8 @@ pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Pay(u64),
+    /// A deferred debit (`CD=7`).
+    Defer(u64),
     Refund(u64),
     Cancel(u64),
     Duplicate,
@@ -139,6 +142,7 @@ impl Command {
         };
         Ok(match (cmd, arg) {
             ("pay", a) => Command::Pay(amount(a)?),
+            ("defer", a) => Command::Defer(amount(a)?),
             ("refund", a) => Command::Refund(amount(a)?),
             ("cancel", a) => Command::Cancel(amount(a)?),
             ("duplicate", None) => Command::Duplicate,
@@ -160,7 +164,7 @@ impl Command {
     pub fn is_payment(&self) -> bool {
         matches!(
             self,
-            Command::Pay(_) | Command::Refund(_) | Command::Cancel(_)
+            Command::Pay(_) | Command::Defer(_) | Command::Refund(_) | Command::Cancel(_)
         )
     }
 
@@ -168,6 +172,7 @@ impl Command {
     pub fn v3(&self, o: &Options) -> Vec<u8> {
         match self {
             Command::Pay(a) => payment(b'0', *a, o).encode(),
+            Command::Defer(a) => payment(b'7', *a, o).encode(),
             Command::Refund(a) => payment(b'1', *a, o).encode(),
             Command::Cancel(a) => payment(b'2', *a, o).encode(),
             Command::Duplicate => simple(b'3', o).encode(),
@@ -466,6 +471,14 @@ mod tests {
         );
         assert_eq!(err("ping", Some("x")), "bad command \"ping\"");
         assert_eq!(err("print", Some("")), "print takes 1 to 675 characters");
+        assert_eq!(
+            Command::parse("defer", Some("12.34"), 978).unwrap().v3(&o),
+            b"CZ0040320CJ012247300123456CA00201CB0041234CD0017CE003978"
+        );
+        assert_eq!(
+            Command::Defer(100).v2(&o).unwrap_err(),
+            "with --v2 only pay, refund and cancel"
+        );
         assert_eq!(
             Command::Ping.v2(&o).unwrap_err(),
             "with --v2 only pay, refund and cancel"

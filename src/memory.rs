@@ -76,7 +76,7 @@ impl Memory {
         let reg = self.registers.entry(c.request.register).or_default();
         if c.outcome.is_approved() {
             match c.request.op {
-                Operation::Debit => reg.last_debit = Some(Arc::clone(&c)),
+                op if op.is_debit() => reg.last_debit = Some(Arc::clone(&c)),
                 Operation::Cancel => reg.last_debit = None,
                 _ => {}
             }

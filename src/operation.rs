@@ -6,6 +6,9 @@ use crate::tlv::{tags::*, Tag};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
     Debit,
+    /// `CD=7`, PayXpert's deferred debit: a debit whose capture the
+    /// acquirer makes later; for the terminal, a debit in every other way.
+    DeferredDebit,
     Credit,
     Cancel,
     Duplicata,
@@ -21,6 +24,7 @@ impl Operation {
             b"0" => Operation::Debit,
             b"1" => Operation::Credit,
             b"2" => Operation::Cancel,
+            b"7" => Operation::DeferredDebit,
             b"3" => Operation::Duplicata,
             b"I" => Operation::Identify,
             b"P" => Operation::Print,
@@ -33,7 +37,9 @@ impl Operation {
     /// Tags that must be present besides CZ.
     pub fn mandatory(self) -> &'static [Tag] {
         match self {
-            Operation::Debit | Operation::Credit | Operation::Cancel => &[CA, CB, CD, CE],
+            Operation::Debit | Operation::DeferredDebit | Operation::Credit | Operation::Cancel => {
+                &[CA, CB, CD, CE]
+            }
             Operation::Duplicata
             | Operation::Identify
             | Operation::Telecollect
@@ -56,8 +62,14 @@ impl Operation {
     pub fn is_payment(self) -> bool {
         matches!(
             self,
-            Operation::Debit | Operation::Credit | Operation::Cancel
+            Operation::Debit | Operation::DeferredDebit | Operation::Credit | Operation::Cancel
         )
+    }
+
+    /// Money taken from the card: what a cancellation may undo and a
+    /// refund may refer to.
+    pub fn is_debit(self) -> bool {
+        matches!(self, Operation::Debit | Operation::DeferredDebit)
     }
 
     /// The name in logs, the journal and the exec contract.
@@ -73,6 +85,7 @@ impl Operation {
     fn names(self) -> (&'static str, &'static str) {
         match self {
             Operation::Debit => ("debit", "debit"),
+            Operation::DeferredDebit => ("deferred-debit", "deferred debit"),
             Operation::Credit => ("credit", "credit"),
             Operation::Cancel => ("cancel", "cancellation"),
             Operation::Duplicata => ("duplicata", "duplicata"),

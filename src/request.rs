@@ -169,7 +169,7 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
             ));
         }
     }
-    if matches!(op, Operation::Debit | Operation::Credit) && amount == Some(0) {
+    if (op.is_debit() || op == Operation::Credit) && amount == Some(0) {
         return Err(reject(frame, Af::Format, "amount 0"));
     }
     let flag = |t: Tag| frame.get(t) == Some(b"1");

@@ -92,7 +92,7 @@ impl RetryKey {
     }
 
     fn with_check(req: &Request, check: Option<u16>) -> Option<RetryKey> {
-        if !matches!(req.op, Operation::Debit | Operation::Credit) {
+        if !(req.op.is_debit() || req.op == Operation::Credit) {
             return None;
         }
         let f = &req.frame;

@@ -153,6 +153,7 @@ fn copy_text(f: &Facts, merchant: bool) -> Vec<u8> {
     line(match f.op {
         Some(Operation::Credit) => b"CREDIT",
         Some(Operation::Cancel) => b"ANNULATION",
+        Some(Operation::DeferredDebit) => b"DEBIT DIFFERE",
         _ => b"DEBIT",
     });
     line(format!("MONTANT : {}", f.amount).as_bytes());

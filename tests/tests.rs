@@ -18,4 +18,5 @@ mod masking;
 mod peers;
 mod retry;
 mod serial;
+mod service;
 mod tcp;

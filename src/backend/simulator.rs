@@ -211,7 +211,7 @@ fn book(ledger: &Mutex<Ledger>, tx: &Transaction, o: &Outcome) {
     }
     let amount = o.charged(r.amount);
     let signed = match r.op {
-        Operation::Debit => i128::from(amount),
+        op if op.is_debit() => i128::from(amount),
         _ => -i128::from(amount),
     };
     let mut l = match ledger.lock() {

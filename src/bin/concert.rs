@@ -12,8 +12,8 @@ const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currenc
 \x20              [-k ck] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
-commands: pay AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate | ping\n\
-\x20         status | telecollect | print TEXT | send FRAME";
+commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
+\x20         ping | status | telecollect | print TEXT | send FRAME";
 
 /// What `concert status` is for, said whenever an outcome may have been
 /// missed.
