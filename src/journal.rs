@@ -240,7 +240,7 @@ fn mask_once(raw: &[u8]) -> Vec<u8> {
             let mut out = Frame::new();
             for e in f.elements() {
                 let mut v = e.value.clone();
-                pan::mask_in_place(&mut v);
+                pan::mask_element(e.tag, &mut v, None);
                 out.push(e.tag, v);
             }
             out.encode()

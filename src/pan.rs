@@ -13,7 +13,7 @@
 //! neighbouring fields never join into a false card number; and they mask
 //! before they cut, so that a cut never shows what masking would hide.
 
-use crate::tlv::Frame;
+use crate::tlv::{tags, Frame, Tag};
 use std::fmt::Write;
 
 pub const MASK: u8 = b'#';
@@ -110,6 +110,46 @@ fn mask_run(bytes: &mut [u8], pos: &[usize], keep: Option<&[u8]>) -> bool {
     any
 }
 
+/// The shopper's phone (`BH`) and e-mail (`BI`), given for an e-receipt,
+/// are personal data: logs and the journal keep a phone's last 2 digits
+/// and an e-mail's first letter and domain (`***78`, `j***@example.fr`),
+/// enough to tell two apart. Masking twice changes nothing.
+pub fn mask_personal(tag: Tag, v: &[u8]) -> Option<Vec<u8>> {
+    if tag == tags::BH {
+        let digits: Vec<u8> = v.iter().copied().filter(u8::is_ascii_digit).collect();
+        let last = &digits[digits.len().saturating_sub(2)..];
+        return Some([&b"***"[..], last].concat());
+    }
+    if tag != tags::BI {
+        return None;
+    }
+    let (local, domain) = match v.iter().rposition(|b| *b == b'@') {
+        Some(at) => (&v[..at], Some(&v[at..])),
+        None => (v, None),
+    };
+    let mut out: Vec<u8> = local
+        .iter()
+        .copied()
+        .find(|b| *b != b'*')
+        .into_iter()
+        .collect();
+    out.extend_from_slice(b"***");
+    out.extend_from_slice(domain.unwrap_or_default());
+    Some(out)
+}
+
+/// One element's value as logs and the journal keep it: personal data
+/// masked by [`mask_personal`], card numbers by the masking rule.
+pub fn mask_element(tag: Tag, v: &mut Vec<u8>, except: Option<u64>) {
+    if let Some(m) = mask_personal(tag, v) {
+        *v = m;
+    }
+    match except {
+        Some(id) => mask_except(v, id),
+        None => mask_in_place(v),
+    };
+}
+
 /// `raw` with its card numbers masked: element by element when it is a
 /// frame (so that digit runs never straddle a length field), else whole.
 pub fn masked(raw: &[u8], except: Option<u64>) -> Vec<u8> {
@@ -123,7 +163,7 @@ pub fn masked(raw: &[u8], except: Option<u64>) -> Vec<u8> {
             for e in f.elements() {
                 let mut one = Frame::new();
                 let mut v = e.value.clone();
-                m(&mut v);
+                mask_element(e.tag, &mut v, except);
                 one.push(e.tag, v);
                 one.encode_into(&mut out);
             }
@@ -205,6 +245,36 @@ pub fn scrub_cut(raw: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn receipt_phone_and_email_keep_what_tells_them_apart() {
+        let m =
+            |tag, v: &str| String::from_utf8(mask_personal(tag, v.as_bytes()).unwrap()).unwrap();
+        assert_eq!(m(tags::BH, "+33 6 12 34 56 78"), "***78");
+        assert_eq!(m(tags::BH, "0612345678          "), "***78");
+        assert_eq!(m(tags::BI, "jean.dupont@example.fr"), "j***@example.fr");
+        assert_eq!(m(tags::BI, "nobody"), "n***");
+        assert_eq!(mask_personal(tags::CF, b"jean@example.fr"), None);
+        for (tag, v) in [
+            (tags::BH, "***78"),
+            (tags::BH, "***"),
+            (tags::BI, "j***@x.fr"),
+            (tags::BI, "***@x.fr"),
+        ] {
+            assert_eq!(m(tag, v), v, "masking twice changes nothing");
+        }
+        let f = b"CZ0040320CA00201BH0100612345678BI015jean@example.fr";
+        assert_eq!(scrub(f), "CZ0040320CA00201BH005***78BI015j***@example.fr");
+    }
+
+    proptest! {
+        #[test]
+        fn personal_masking_is_idempotent(tag in prop_oneof![Just(tags::BH), Just(tags::BI)],
+                                          v in proptest::collection::vec(0x20u8..0x7f, 0..40)) {
+            let once = mask_personal(tag, &v).unwrap();
+            prop_assert_eq!(mask_personal(tag, &once).unwrap(), once);
+        }
+    }
 
     fn luhn(digits: &[u8]) -> bool {
         let mut sum = 0u32;

@@ -29,6 +29,10 @@ pub struct Request {
     pub force_auth: bool,
     pub partial_ok: bool,
     pub cheque: bool,
+    /// Where the shopper wants the receipt (`BH`, `BI`), without the
+    /// padding of PayXpert's fixed-length fields.
+    pub receipt_phone: Option<String>,
+    pub receipt_email: Option<String>,
 }
 
 impl Request {
@@ -114,7 +118,41 @@ fn reject(frame: Frame, af: Af, reason: impl Into<String>) -> Rejection {
 pub fn parse(body: &[u8], currencies: &[u16]) -> Result<Request, Rejection> {
     let frame = Frame::decode(body)
         .map_err(|(partial, e): (Frame, DecodeError)| reject(partial, Af::Format, e.to_string()))?;
+    // Checked only as received: the journal keeps these masked, and a
+    // masked phone or e-mail is no longer one.
+    for tag in [BH, BI] {
+        if let Some(why) = frame.get(tag).and_then(|v| bad_receipt(tag, v)) {
+            return Err(reject(frame, Af::Format, why));
+        }
+    }
     interpret(frame, currencies)
+}
+
+/// The shopper's phone (`BH`: 8 to 20 characters, HiPay; PayXpert pads it
+/// to 20) and e-mail (`BI`: 6 to 256, one `@`); `None` when acceptable.
+fn bad_receipt(tag: Tag, v: &[u8]) -> Option<&'static str> {
+    let t = trim_padding(v);
+    if tag == BH {
+        let ok = (8..=20).contains(&v.len())
+            && t.iter().any(u8::is_ascii_digit)
+            && t.iter()
+                .all(|b| b.is_ascii_digit() || *b == b'+' || *b == b' ');
+        return (!ok)
+            .then_some("BH must be a phone number of 8 to 20 characters: digits, + and spaces");
+    }
+    let at = t.iter().filter(|b| **b == b'@').count();
+    let ok = (6..=256).contains(&v.len())
+        && at == 1
+        && t.first() != Some(&b'@')
+        && t.last() != Some(&b'@')
+        && t.iter().all(|b| (0x21..0x7f).contains(b));
+    (!ok).then_some("BI must be an e-mail address of 6 to 256 characters with one @")
+}
+
+/// PayXpert sends BH and BI at a fixed length, padded with spaces.
+fn trim_padding(v: &[u8]) -> &[u8] {
+    let end = v.iter().rposition(|b| *b != b' ').map_or(0, |p| p + 1);
+    &v[..end]
 }
 
 /// Reads back a request journaled earlier, whatever the currencies
@@ -186,9 +224,16 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
         force_auth: flag(BB),
         partial_ok: flag(BF),
         cheque: frame.get(CC) == Some(b"00C"),
+        receipt_phone: receipt(&frame, BH),
+        receipt_email: receipt(&frame, BI),
         op,
         frame,
     })
+}
+
+fn receipt(frame: &Frame, tag: Tag) -> Option<String> {
+    let v = trim_padding(frame.get(tag)?);
+    (!v.is_empty()).then(|| String::from_utf8_lossy(v).into_owned())
 }
 
 #[cfg(test)]
@@ -217,6 +262,41 @@ mod tests {
         }
         let r = parse(b"CZ0040320CA0011CB0015CD0010CE003978", EUR).unwrap();
         assert_eq!((r.register, r.amount, r.currency), (1, Some(5), Some(978)));
+    }
+
+    #[test]
+    fn receipt_phone_and_email_are_checked_as_received() {
+        let debit = "CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978";
+        let with = |extra: &str| parse(format!("{debit}{extra}").as_bytes(), EUR);
+        let el = |tag: &str, v: &str| format!("{tag}{:03}{v}", v.len());
+        let r = with(&(el("BH", "+33 6 12 34 56 78") + &el("BI", "jean@example.fr"))).unwrap();
+        assert_eq!(r.receipt_phone.as_deref(), Some("+33 6 12 34 56 78"));
+        assert_eq!(r.receipt_email.as_deref(), Some("jean@example.fr"));
+        // PayXpert's fixed-length fields, padded with spaces.
+        let r = with(&el("BH", &format!("{:<20}", "0612345678"))).unwrap();
+        assert_eq!(r.receipt_phone.as_deref(), Some("0612345678"));
+        let r = with(&el("BI", &format!("{:<256}", "a@b.fr"))).unwrap();
+        assert_eq!(r.receipt_email.as_deref(), Some("a@b.fr"));
+        for (tag, bad) in [
+            ("BH", "1234567"),
+            ("BH", "123456789012345678901"),
+            ("BH", "0612x45678"),
+            ("BH", "++++++++"),
+            ("BI", "a@b.f"),
+            ("BI", "jean.at.fr"),
+            ("BI", "j@an@ex.fr"),
+            ("BI", "jean @x.fr"),
+            ("BI", "@ex.fr"),
+            ("BI", "jean@"),
+        ] {
+            let e = with(&el(tag, bad)).unwrap_err();
+            assert_eq!(e.af, Af::Format, "{bad}");
+            assert!(e.reason.starts_with(tag), "{bad}: {}", e.reason);
+        }
+        // Read back from the journal, masked, they are not checked again.
+        let masked = format!("{debit}BH005***78BI015j***@example.fr");
+        let r = reread(masked.as_bytes()).unwrap();
+        assert_eq!(r.receipt_phone.as_deref(), Some("***78"));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub mod tags {
     pub const BA: Tag = Tag::new(b"BA");
     pub const BB: Tag = Tag::new(b"BB");
     pub const BF: Tag = Tag::new(b"BF");
+    /// Shopper phone and e-mail for an e-receipt (PayXpert, HiPay).
+    pub const BH: Tag = Tag::new(b"BH");
+    pub const BI: Tag = Tag::new(b"BI");
     pub const ZT: Tag = Tag::new(b"ZT");
 }
 
