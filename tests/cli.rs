@@ -21,6 +21,90 @@ fn check_prints_the_effective_configuration() {
     assert!(out.ends_with("configuration OK\n"), "{out}");
 }
 
+/// Every keyword, each away from its default, and what `-n` printed for
+/// it before the keywords were one table: the output is pinned byte for
+/// byte.
+const FULL_CONF: &str = r#"# every keyword
+listen 127.0.0.1:9999
+listen [::1]:8888
+allow 10.0.0.0/8 192.168.1.2
+allow ::1
+currency EUR XPF
+terminal exec /bin/true --flag "two words"
+simulator-delay 500ms
+transaction-timeout 2m
+request-gap 250ms
+request-timeout 1.5s
+max-connections 64
+max-connections-per-peer 4
+journal "/tmp/my journal"
+journal-size 64K
+journal-keep 2
+retry-window 24h
+serial /dev/ttyUSB0
+serial-speed 19200
+serial-format 8n1
+serial-flow rtscts
+serial-protocol v3
+serial-split yes
+serial-retry 10s
+serial-ack-timeout 500ms
+serial-frame-timeout 1s
+serial-eot-timeout 2s
+serial-retry-pause 0
+config-watch 0
+user root
+group root
+pidfile /tmp/x/concertd.pid
+log-file /tmp/x/concertd.log
+"#;
+
+const FULL_DESCRIBED: &str = r#"listen 127.0.0.1:9999
+listen [::1]:8888
+allow 10.0.0.0/8
+allow 192.168.1.2/32
+allow ::1/128
+currency 978 953
+terminal exec /bin/true --flag "two words"
+simulator-delay 500ms
+transaction-timeout 120s
+request-gap 250ms
+request-timeout 1500ms
+max-connections 64
+max-connections-per-peer 4
+journal "/tmp/my journal"
+journal-size 64K
+journal-keep 2
+retry-window 24h
+serial "/dev/ttyUSB0"
+serial-speed 19200
+serial-format 8N1
+serial-flow rtscts
+serial-protocol v3
+serial-split yes
+serial-retry 10s
+serial-ack-timeout 500ms
+serial-frame-timeout 1s
+serial-eot-timeout 2s
+serial-retry-pause 0s
+config-watch 0s
+user "root"
+group "root"
+pidfile "/tmp/x/concertd.pid"
+log-file "/tmp/x/concertd.log"
+configuration OK
+"#;
+
+#[test]
+fn check_prints_a_full_file_exactly() {
+    let dir = temp_dir();
+    let conf = dir.join("full.conf");
+    std::fs::write(&conf, FULL_CONF).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), FULL_DESCRIBED);
+}
+
 #[test]
 fn bad_configuration_names_file_and_line() {
     let dir = temp_dir();

@@ -30,14 +30,37 @@ fn every_concertd_flag_is_documented() {
     }
 }
 
+/// The section of a page from its `.Sh` title to the next.
+fn section<'a>(man: &'a str, title: &str) -> &'a str {
+    let head = format!(".Sh {title}\n");
+    let start = man
+        .find(&head)
+        .unwrap_or_else(|| panic!("no {title} section"))
+        + head.len();
+    let rest = &man[start..];
+    &rest[..rest.find("\n.Sh ").unwrap_or(rest.len())]
+}
+
 #[test]
-fn every_keyword_is_documented() {
+fn the_keyword_list_is_the_table() {
+    use concert::config::{Reload, KEYS};
     let man = page("concertd.conf.5");
-    for k in concert::config::KEYWORDS {
-        assert!(
-            man.lines()
-                .any(|l| l.starts_with(".It Ic ") && l.split_whitespace().nth(2) == Some(k)),
-            "{k} not in concertd.conf.5"
+    // Each `.It Ic keyword ...` entry of KEYWORDS, with its text.
+    let entries: Vec<(&str, &str)> = section(&man, "KEYWORDS")
+        .split("\n.It Ic ")
+        .skip(1)
+        .map(|e| (e.split_whitespace().next().unwrap_or(""), e))
+        .collect();
+    let documented: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+    let table: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+    // Both ways, and in the order `-n` prints them.
+    assert_eq!(documented, table);
+    for (key, (_, text)) in KEYS.iter().zip(&entries) {
+        assert_eq!(
+            text.contains("\nA change needs a restart.\n"),
+            key.reload == Reload::Restart,
+            "{}: whether a change needs a restart",
+            key.name
         );
     }
 }
