@@ -358,6 +358,10 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
 
 /// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // Said as such: the unit check below would call `-1s` a bad unit.
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a duration must not be negative"));
+    }
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
@@ -409,11 +413,15 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
             .parse()
             .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
             .map_err(|_| format!("{s:?}: bad port")),
-        Some((h, _)) if !h.is_empty() => s
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("{s:?}: cannot resolve")),
+        Some((h, p)) if !h.is_empty() => {
+            // Checked first: the resolver would call a bad port a name it
+            // cannot resolve.
+            p.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?;
+            s.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{s:?}: cannot resolve"))
+        }
         _ => Err(format!("{s:?} is not ADDRESS:PORT")),
     }
 }
@@ -1116,12 +1124,18 @@ mod tests {
         assert_eq!(words("a \"#x\"").unwrap(), vec!["a", "#x"]);
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(
+            parse_duration("-1s").unwrap_err(),
+            "\"-1s\": a duration must not be negative"
+        );
         assert_eq!(parse_size("8M").unwrap(), 8 << 20);
         assert_eq!(parse_size("512K").unwrap(), 512 << 10);
         assert!(parse_size("x").is_err());
         assert_eq!(parse_listen("8888").unwrap().port(), 8888);
         assert_eq!(parse_listen("*:99").unwrap().to_string(), "0.0.0.0:99");
+        for bad in ["127.0.0.1:99999", "[::1]:65536", "127.0.0.1:"] {
+            assert_eq!(parse_listen(bad).unwrap_err(), format!("{bad:?}: bad port"));
+        }
         assert_eq!(
             parse_listen("localhost:7").unwrap().to_string(),
             "127.0.0.1:7"
