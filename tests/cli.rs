@@ -231,3 +231,78 @@ fn immediate_flag_only_polls_payments() {
     let o = d.concert(&["-i", "ping"]);
     assert_eq!(stdout(&o), "approved: identification, register 01\n");
 }
+
+#[test]
+fn concertd_help_lists_every_option_and_exits_0() {
+    for flag in ["-h", "--help"] {
+        let o = run(CONCERTD, &[flag]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.starts_with("usage: concertd"), "{out}");
+        for opt in ["-d", "-f FILE", "-h, --help", "-n", "-V, --version", "-v"] {
+            assert!(
+                out.lines().any(|l| l.trim_start().starts_with(opt)),
+                "{opt} not on a line of its own: {out}"
+            );
+        }
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn concertd_version_prints_name_and_version() {
+    for flag in ["-V", "--version"] {
+        let o = run(CONCERTD, &[flag]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            format!("concertd {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+/// `-n` on a file whose `rest` is wrong beyond its syntax: exit 1, the
+/// errors on stderr, and no configuration on stdout.
+fn check_fails(rest: &str) -> String {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, format!("listen 127.0.0.1:9999\n{rest}")).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o),
+        "",
+        "-n printed the configuration of a wrong file"
+    );
+    stderr(&o)
+}
+
+#[test]
+fn check_refuses_a_user_or_group_that_does_not_exist() {
+    let err = check_fails("user concertd-no-such-user\n");
+    assert!(
+        err.contains("user \"concertd-no-such-user\" does not exist"),
+        "{err}"
+    );
+    let err = check_fails("user root\ngroup concertd-no-such-group\n");
+    assert!(
+        err.contains("group \"concertd-no-such-group\" does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_every_error_and_only_them() {
+    let dir = temp_dir();
+    let err = check_fails(&format!(
+        "terminal exec {}\nuser concertd-no-such-user\n",
+        dir.join("no-such-program").display()
+    ));
+    assert!(err.contains("no-such-program"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.lines().all(|l| l.starts_with("concertd: ")), "{err}");
+    // A syntax error too prints nothing but itself.
+    let err = check_fails("request-gap soon\n");
+    assert!(err.contains(":2: \"soon\""), "{err}");
+}
