@@ -10,40 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Every keyword of the file, for `-n` and for the man page's test.
-pub const KEYWORDS: &[&str] = &[
-    "listen",
-    "allow",
-    "currency",
-    "terminal",
-    "simulator-delay",
-    "transaction-timeout",
-    "request-gap",
-    "request-timeout",
-    "max-connections",
-    "max-connections-per-peer",
-    "journal",
-    "journal-size",
-    "journal-keep",
-    "retry-window",
-    "serial",
-    "serial-speed",
-    "serial-format",
-    "serial-flow",
-    "serial-protocol",
-    "serial-split",
-    "serial-retry",
-    "serial-ack-timeout",
-    "serial-frame-timeout",
-    "serial-eot-timeout",
-    "serial-retry-pause",
-    "config-watch",
-    "user",
-    "group",
-    "pidfile",
-    "log-file",
-];
-
 /// Baud rates a serial line may be set to.
 pub const SPEEDS: std::ops::RangeInclusive<u32> = 50..=4_000_000;
 
@@ -392,6 +358,10 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
 
 /// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // Said as such: the unit check below would call `-1s` a bad unit.
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a duration must not be negative"));
+    }
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
@@ -443,11 +413,15 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
             .parse()
             .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
             .map_err(|_| format!("{s:?}: bad port")),
-        Some((h, _)) if !h.is_empty() => s
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("{s:?}: cannot resolve")),
+        Some((h, p)) if !h.is_empty() => {
+            // Checked first: the resolver would call a bad port a name it
+            // cannot resolve.
+            p.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?;
+            s.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{s:?}: cannot resolve"))
+        }
         _ => Err(format!("{s:?} is not ADDRESS:PORT")),
     }
 }
@@ -466,11 +440,378 @@ fn positive(key: &str, d: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn duration(key: &str, args: &[String]) -> Result<Duration, String> {
+    one(key, args).and_then(parse_duration)
+}
+
+fn positive_duration(key: &str, args: &[String]) -> Result<Duration, String> {
+    positive(key, duration(key, args)?)
+}
+
+fn positive_count(key: &str, args: &[String]) -> Result<usize, String> {
+    let v = one(key, args)?;
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{key} {v:?} is not a positive number")),
+    }
+}
+
+/// One of a few words, each standing for a value.
+fn choice<T: Copy>(key: &str, args: &[String], words: &[(&str, T)]) -> Result<T, String> {
+    let v = one(key, args)?;
+    words
+        .iter()
+        .find(|(w, _)| *w == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+            let names = match names.split_last() {
+                Some((last, [])) => last.to_string(),
+                Some((last, rest)) if rest.len() == 1 => format!("{} or {last}", rest[0]),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            format!("{key} {v:?} is not {names}")
+        })
+}
+
+/// The word of `words` that stands for `t`.
+fn word_of<T: PartialEq>(words: &[(&'static str, T)], t: &T) -> &'static str {
+    words.iter().find(|(_, v)| v == t).map_or("?", |(w, _)| w)
+}
+
+const FLOW: &[(&str, bool)] = &[("none", false), ("rtscts", true)];
+const PROTOCOLS: &[(&str, SerialProtocol)] = &[
+    ("auto", SerialProtocol::Auto),
+    ("v2", SerialProtocol::V2),
+    ("v3", SerialProtocol::V3),
+];
+const YES_NO: &[(&str, bool)] = &[("yes", true), ("no", false)];
+
+/// A file being read. `listen` and `currency` lines add up, and the
+/// first one replaces the default rather than adding to it.
+struct Draft {
+    c: Config,
+    listen: Vec<SocketAddr>,
+    currencies: Vec<u16>,
+}
+
+/// What a reload does with a changed keyword.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// Applied by the reload.
+    Live,
+    /// Kept at its running value until a restart (said in the log).
+    Restart,
+}
+
+/// One keyword of the file. Everything that lists the keywords (the
+/// parser, `-n`, the reload's restart-only set, the man page's test)
+/// reads this table, so a keyword is added in one place.
+pub struct Key {
+    pub name: &'static str,
+    pub reload: Reload,
+    /// Reads one line's values (the keyword is passed for the messages).
+    apply: fn(&mut Draft, &str, &[String]) -> Result<(), String>,
+    /// Writes the keyword's lines as `-n` prints them, which `apply` reads
+    /// back to the same value.
+    show: fn(&Config, &str, &mut String),
+    /// For `Reload::Restart`: takes the running value back.
+    keep: fn(&mut Config, &Config),
+}
+
+/// For keywords a reload applies.
+fn live(_: &mut Config, _: &Config) {}
+
+fn line(s: &mut String, key: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(s, "{key} {v}");
+}
+
+fn path_line(s: &mut String, key: &str, p: &Path) {
+    let _ = writeln!(s, "{key} \"{}\"", p.display());
+}
+
+/// The keywords, in the order `-n` prints them.
+pub static KEYS: &[Key] = &[
+    Key {
+        name: "listen",
+        reload: Reload::Live,
+        apply: |d, k, a| parse_listen(one(k, a)?).map(|l| d.listen.push(l)),
+        show: |c, k, s| c.listen.iter().for_each(|l| line(s, k, l)),
+        keep: live,
+    },
+    Key {
+        name: "allow",
+        reload: Reload::Live,
+        apply: |d, _, a| {
+            if a.is_empty() {
+                return Err("allow takes one or more ADDRESS[/PREFIX]".into());
+            }
+            for a in a {
+                d.c.allow.push(a.parse()?);
+            }
+            Ok(())
+        },
+        show: |c, k, s| {
+            if c.allow.is_empty() {
+                s.push_str("# no allow line: loopback clients only\n");
+            }
+            c.allow.iter().for_each(|a| line(s, k, a));
+        },
+        keep: live,
+    },
+    Key {
+        name: "currency",
+        reload: Reload::Live,
+        apply: |d, _, a| {
+            if a.is_empty() {
+                return Err("currency takes one or more codes".into());
+            }
+            for a in a {
+                let n = currency::parse(a)
+                    .ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
+                d.currencies.push(n);
+            }
+            Ok(())
+        },
+        show: |c, k, s| {
+            let cur: Vec<String> = c.currencies.iter().map(|c| format!("{c:03}")).collect();
+            line(s, k, cur.join(" "));
+        },
+        keep: live,
+    },
+    Key {
+        name: "terminal",
+        reload: Reload::Live,
+        apply: |d, _, a| Terminal::parse(a).map(|v| d.c.terminal = v),
+        show: |c, k, s| line(s, k, c.terminal.line()),
+        keep: live,
+    },
+    Key {
+        name: "simulator-delay",
+        reload: Reload::Live,
+        apply: |d, k, a| duration(k, a).map(|v| d.c.simulator_delay = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.simulator_delay)),
+        keep: live,
+    },
+    Key {
+        name: "transaction-timeout",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.transaction_timeout = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.transaction_timeout)),
+        keep: live,
+    },
+    Key {
+        name: "request-gap",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_gap = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.request_gap)),
+        keep: live,
+    },
+    Key {
+        name: "request-timeout",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_timeout = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.request_timeout)),
+        keep: live,
+    },
+    Key {
+        name: "max-connections",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections = v),
+        show: |c, k, s| line(s, k, c.max_connections),
+        keep: live,
+    },
+    Key {
+        name: "max-connections-per-peer",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections_per_peer = v),
+        show: |c, k, s| line(s, k, c.max_connections_per_peer),
+        keep: live,
+    },
+    Key {
+        name: "journal",
+        reload: Reload::Restart,
+        apply: |d, k, a| one(k, a).map(|v| d.c.journal = PathBuf::from(v)),
+        show: |c, k, s| path_line(s, k, &c.journal),
+        keep: |c, r| c.journal = r.journal.clone(),
+    },
+    Key {
+        name: "journal-size",
+        reload: Reload::Restart,
+        apply: |d, k, a| {
+            let v = parse_size(one(k, a)?)?;
+            if v < 4096 {
+                return Err("journal-size must be at least 4K".into());
+            }
+            d.c.journal_size = v;
+            Ok(())
+        },
+        show: |c, k, s| line(s, k, fmt_size(c.journal_size)),
+        keep: |c, r| c.journal_size = r.journal_size,
+    },
+    Key {
+        name: "journal-keep",
+        reload: Reload::Restart,
+        apply: |d, k, a| {
+            let v = one(k, a)?;
+            d.c.journal_keep = v
+                .parse()
+                .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
+            Ok(())
+        },
+        show: |c, k, s| line(s, k, c.journal_keep),
+        keep: |c, r| c.journal_keep = r.journal_keep,
+    },
+    Key {
+        name: "retry-window",
+        reload: Reload::Live,
+        apply: |d, k, a| duration(k, a).map(|v| d.c.retry_window = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.retry_window)),
+        keep: live,
+    },
+    Key {
+        name: "serial",
+        reload: Reload::Live,
+        apply: |d, k, a| one(k, a).map(|v| d.c.serial.device = Some(PathBuf::from(v))),
+        show: |c, k, s| match &c.serial.device {
+            Some(p) => path_line(s, k, p),
+            None => s.push_str("# no serial line\n"),
+        },
+        keep: live,
+    },
+    Key {
+        name: "serial-speed",
+        reload: Reload::Live,
+        apply: |d, k, a| {
+            let v = one(k, a)?;
+            d.c.serial.speed = match v.parse::<u32>() {
+                Ok(n) if SPEEDS.contains(&n) => n,
+                _ => return Err(format!("serial-speed {v:?} is not a baud rate")),
+            };
+            Ok(())
+        },
+        show: |c, k, s| line(s, k, c.serial.speed),
+        keep: live,
+    },
+    Key {
+        name: "serial-format",
+        reload: Reload::Live,
+        apply: |d, k, a| Format::parse(one(k, a)?).map(|v| d.c.serial.format = v),
+        show: |c, k, s| line(s, k, c.serial.format),
+        keep: live,
+    },
+    Key {
+        name: "serial-flow",
+        reload: Reload::Live,
+        apply: |d, k, a| choice(k, a, FLOW).map(|v| d.c.serial.rtscts = v),
+        show: |c, k, s| line(s, k, word_of(FLOW, &c.serial.rtscts)),
+        keep: live,
+    },
+    Key {
+        name: "serial-protocol",
+        reload: Reload::Live,
+        apply: |d, k, a| choice(k, a, PROTOCOLS).map(|v| d.c.serial.protocol = v),
+        show: |c, k, s| line(s, k, word_of(PROTOCOLS, &c.serial.protocol)),
+        keep: live,
+    },
+    Key {
+        name: "serial-split",
+        reload: Reload::Live,
+        apply: |d, k, a| choice(k, a, YES_NO).map(|v| d.c.serial.split = v),
+        show: |c, k, s| line(s, k, word_of(YES_NO, &c.serial.split)),
+        keep: live,
+    },
+    Key {
+        name: "serial-retry",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.retry = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.serial.retry)),
+        keep: live,
+    },
+    Key {
+        name: "serial-ack-timeout",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.ack_timeout = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.serial.ack_timeout)),
+        keep: live,
+    },
+    Key {
+        name: "serial-frame-timeout",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.frame_timeout = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.serial.frame_timeout)),
+        keep: live,
+    },
+    Key {
+        name: "serial-eot-timeout",
+        reload: Reload::Live,
+        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.eot_timeout = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.serial.eot_timeout)),
+        keep: live,
+    },
+    Key {
+        name: "serial-retry-pause",
+        reload: Reload::Live,
+        apply: |d, k, a| duration(k, a).map(|v| d.c.serial.retry_pause = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.serial.retry_pause)),
+        keep: live,
+    },
+    Key {
+        name: "config-watch",
+        reload: Reload::Live,
+        apply: |d, k, a| duration(k, a).map(|v| d.c.config_watch = v),
+        show: |c, k, s| line(s, k, fmt_duration(c.config_watch)),
+        keep: live,
+    },
+    Key {
+        name: "user",
+        reload: Reload::Restart,
+        apply: |d, k, a| one(k, a).map(|v| d.c.user = Some(v.to_string())),
+        show: |c, k, s| match &c.user {
+            Some(u) => line(s, k, format!("\"{u}\"")),
+            None => s.push_str("# no user: runs as the user that started it\n"),
+        },
+        keep: |c, r| c.user = r.user.clone(),
+    },
+    Key {
+        name: "group",
+        reload: Reload::Restart,
+        apply: |d, k, a| one(k, a).map(|v| d.c.group = Some(v.to_string())),
+        show: |c, k, s| {
+            if let Some(g) = &c.group {
+                line(s, k, format!("\"{g}\""));
+            }
+        },
+        keep: |c, r| c.group = r.group.clone(),
+    },
+    Key {
+        name: "pidfile",
+        reload: Reload::Restart,
+        apply: |d, k, a| one(k, a).map(|v| d.c.pidfile = PathBuf::from(v)),
+        show: |c, k, s| path_line(s, k, &c.pidfile),
+        keep: |c, r| c.pidfile = r.pidfile.clone(),
+    },
+    Key {
+        name: "log-file",
+        reload: Reload::Restart,
+        apply: |d, k, a| one(k, a).map(|v| d.c.log_file = Some(PathBuf::from(v))),
+        show: |c, k, s| {
+            if let Some(l) = &c.log_file {
+                path_line(s, k, l);
+            }
+        },
+        keep: |c, r| c.log_file = r.log_file.clone(),
+    },
+];
+
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
-        let mut c = Config::default();
-        let mut listen = Vec::new();
-        let mut currencies = Vec::new();
+        let mut d = Draft {
+            c: Config::default(),
+            listen: Vec::new(),
+            currencies: Vec::new(),
+        };
         for (i, raw) in text.lines().enumerate() {
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
@@ -481,122 +822,20 @@ impl Config {
             let Some((key, args)) = w.split_first() else {
                 continue;
             };
-            c.apply(key, args, &mut listen, &mut currencies)
-                .map_err(err)?;
+            let k = KEYS
+                .iter()
+                .find(|k| k.name == key)
+                .ok_or_else(|| err(format!("unknown keyword {key:?}")))?;
+            (k.apply)(&mut d, key, args).map_err(err)?;
         }
-        if !listen.is_empty() {
-            c.listen = listen;
+        let mut c = d.c;
+        if !d.listen.is_empty() {
+            c.listen = d.listen;
         }
-        if !currencies.is_empty() {
-            c.currencies = currencies;
+        if !d.currencies.is_empty() {
+            c.currencies = d.currencies;
         }
         Ok(c)
-    }
-
-    fn apply(
-        &mut self,
-        key: &str,
-        args: &[String],
-        listen: &mut Vec<SocketAddr>,
-        currencies: &mut Vec<u16>,
-    ) -> Result<(), String> {
-        let dur = |args: &[String]| one(key, args).and_then(parse_duration);
-        match key {
-            "listen" => listen.push(parse_listen(one(key, args)?)?),
-            "allow" => {
-                if args.is_empty() {
-                    return Err("allow takes one or more ADDRESS[/PREFIX]".into());
-                }
-                for a in args {
-                    self.allow.push(a.parse()?);
-                }
-            }
-            "currency" => {
-                if args.is_empty() {
-                    return Err("currency takes one or more codes".into());
-                }
-                for a in args {
-                    let n = currency::parse(a)
-                        .ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
-                    currencies.push(n);
-                }
-            }
-            "terminal" => self.terminal = Terminal::parse(args)?,
-            "simulator-delay" => self.simulator_delay = dur(args)?,
-            "transaction-timeout" => self.transaction_timeout = positive(key, dur(args)?)?,
-            "request-gap" => self.request_gap = positive(key, dur(args)?)?,
-            "request-timeout" => self.request_timeout = positive(key, dur(args)?)?,
-            "max-connections" | "max-connections-per-peer" => {
-                let v = one(key, args)?;
-                let n = match v.parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => return Err(format!("{key} {v:?} is not a positive number")),
-                };
-                if key == "max-connections" {
-                    self.max_connections = n;
-                } else {
-                    self.max_connections_per_peer = n;
-                }
-            }
-            "journal" => self.journal = PathBuf::from(one(key, args)?),
-            "journal-size" => {
-                let v = parse_size(one(key, args)?)?;
-                if v < 4096 {
-                    return Err("journal-size must be at least 4K".into());
-                }
-                self.journal_size = v;
-            }
-            "journal-keep" => {
-                let v = one(key, args)?;
-                self.journal_keep = v
-                    .parse()
-                    .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
-            }
-            "retry-window" => self.retry_window = dur(args)?,
-            "serial" => self.serial.device = Some(PathBuf::from(one(key, args)?)),
-            "serial-speed" => {
-                let v = one(key, args)?;
-                self.serial.speed = match v.parse::<u32>() {
-                    Ok(n) if SPEEDS.contains(&n) => n,
-                    _ => return Err(format!("serial-speed {v:?} is not a baud rate")),
-                };
-            }
-            "serial-format" => self.serial.format = Format::parse(one(key, args)?)?,
-            "serial-flow" => {
-                self.serial.rtscts = match one(key, args)? {
-                    "none" => false,
-                    "rtscts" => true,
-                    v => return Err(format!("serial-flow {v:?} is not none or rtscts")),
-                }
-            }
-            "serial-protocol" => {
-                self.serial.protocol = match one(key, args)? {
-                    "auto" => SerialProtocol::Auto,
-                    "v2" => SerialProtocol::V2,
-                    "v3" => SerialProtocol::V3,
-                    v => return Err(format!("serial-protocol {v:?} is not auto, v2 or v3")),
-                }
-            }
-            "serial-split" => {
-                self.serial.split = match one(key, args)? {
-                    "yes" => true,
-                    "no" => false,
-                    v => return Err(format!("serial-split {v:?} is not yes or no")),
-                }
-            }
-            "serial-retry" => self.serial.retry = positive(key, dur(args)?)?,
-            "serial-ack-timeout" => self.serial.ack_timeout = positive(key, dur(args)?)?,
-            "serial-frame-timeout" => self.serial.frame_timeout = positive(key, dur(args)?)?,
-            "serial-eot-timeout" => self.serial.eot_timeout = positive(key, dur(args)?)?,
-            "serial-retry-pause" => self.serial.retry_pause = dur(args)?,
-            "config-watch" => self.config_watch = dur(args)?,
-            "user" => self.user = Some(one(key, args)?.to_string()),
-            "group" => self.group = Some(one(key, args)?.to_string()),
-            "pidfile" => self.pidfile = PathBuf::from(one(key, args)?),
-            "log-file" => self.log_file = Some(PathBuf::from(one(key, args)?)),
-            _ => return Err(format!("unknown keyword {key:?}")),
-        }
-        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Config, Error> {
@@ -645,18 +884,17 @@ impl Config {
         }
     }
 
-    /// The effective configuration, in the file's own syntax.
-    /// Keywords whose change only a restart applies, with their values.
+    /// Keywords whose change only a restart applies, with their values
+    /// as `-n` prints them.
     pub fn restart_only(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("user", format!("{:?}", self.user)),
-            ("group", format!("{:?}", self.group)),
-            ("pidfile", self.pidfile.display().to_string()),
-            ("journal", self.journal.display().to_string()),
-            ("journal-size", self.journal_size.to_string()),
-            ("journal-keep", self.journal_keep.to_string()),
-            ("log-file", format!("{:?}", self.log_file)),
-        ]
+        KEYS.iter()
+            .filter(|k| k.reload == Reload::Restart)
+            .map(|k| {
+                let mut s = String::new();
+                (k.show)(self, k.name, &mut s);
+                (k.name, s)
+            })
+            .collect()
     }
 
     /// A reload: the keywords that need a restart take their running
@@ -669,13 +907,9 @@ impl Config {
             .filter(|((_, old), (_, new))| old != new)
             .map(|((key, _), _)| key)
             .collect();
-        self.user = running.user.clone();
-        self.group = running.group.clone();
-        self.pidfile = running.pidfile.clone();
-        self.journal = running.journal.clone();
-        self.journal_size = running.journal_size;
-        self.journal_keep = running.journal_keep;
-        self.log_file = running.log_file.clone();
+        for k in KEYS.iter().filter(|k| k.reload == Reload::Restart) {
+            (k.keep)(self, running);
+        }
         changed
     }
 
@@ -707,81 +941,12 @@ impl Config {
         )
     }
 
+    /// The effective configuration, in the file's own syntax: what `-n`
+    /// prints, and reads back to the same configuration.
     pub fn describe(&self) -> String {
         let mut s = String::new();
-        for l in &self.listen {
-            let _ = writeln!(s, "listen {l}");
-        }
-        if self.allow.is_empty() {
-            let _ = writeln!(s, "# no allow line: loopback clients only");
-        }
-        for a in &self.allow {
-            let _ = writeln!(s, "allow {a}");
-        }
-        let cur: Vec<String> = self.currencies.iter().map(|c| format!("{c:03}")).collect();
-        let _ = writeln!(s, "currency {}", cur.join(" "));
-        let _ = writeln!(s, "terminal {}", self.terminal.line());
-        let _ = writeln!(s, "simulator-delay {}", fmt_duration(self.simulator_delay));
-        let _ = writeln!(
-            s,
-            "transaction-timeout {}",
-            fmt_duration(self.transaction_timeout)
-        );
-        let _ = writeln!(s, "request-gap {}", fmt_duration(self.request_gap));
-        let _ = writeln!(s, "request-timeout {}", fmt_duration(self.request_timeout));
-        let _ = writeln!(s, "max-connections {}", self.max_connections);
-        let _ = writeln!(
-            s,
-            "max-connections-per-peer {}",
-            self.max_connections_per_peer
-        );
-        let _ = writeln!(s, "journal \"{}\"", self.journal.display());
-        let _ = writeln!(s, "journal-size {}", fmt_size(self.journal_size));
-        let _ = writeln!(s, "journal-keep {}", self.journal_keep);
-        let _ = writeln!(s, "retry-window {}", fmt_duration(self.retry_window));
-        let sr = &self.serial;
-        match &sr.device {
-            Some(d) => {
-                let _ = writeln!(s, "serial \"{}\"", d.display());
-            }
-            None => {
-                let _ = writeln!(s, "# no serial line");
-            }
-        }
-        let _ = writeln!(s, "serial-speed {}", sr.speed);
-        let _ = writeln!(s, "serial-format {}", sr.format);
-        let _ = writeln!(
-            s,
-            "serial-flow {}",
-            if sr.rtscts { "rtscts" } else { "none" }
-        );
-        let proto = match sr.protocol {
-            SerialProtocol::Auto => "auto",
-            SerialProtocol::V2 => "v2",
-            SerialProtocol::V3 => "v3",
-        };
-        let _ = writeln!(s, "serial-protocol {proto}");
-        let _ = writeln!(s, "serial-split {}", if sr.split { "yes" } else { "no" });
-        let _ = writeln!(s, "serial-retry {}", fmt_duration(sr.retry));
-        let _ = writeln!(s, "serial-ack-timeout {}", fmt_duration(sr.ack_timeout));
-        let _ = writeln!(s, "serial-frame-timeout {}", fmt_duration(sr.frame_timeout));
-        let _ = writeln!(s, "serial-eot-timeout {}", fmt_duration(sr.eot_timeout));
-        let _ = writeln!(s, "serial-retry-pause {}", fmt_duration(sr.retry_pause));
-        let _ = writeln!(s, "config-watch {}", fmt_duration(self.config_watch));
-        match &self.user {
-            Some(u) => {
-                let _ = writeln!(s, "user \"{u}\"");
-            }
-            None => {
-                let _ = writeln!(s, "# no user: runs as the user that started it");
-            }
-        }
-        if let Some(g) = &self.group {
-            let _ = writeln!(s, "group \"{g}\"");
-        }
-        let _ = writeln!(s, "pidfile \"{}\"", self.pidfile.display());
-        if let Some(l) = &self.log_file {
-            let _ = writeln!(s, "log-file \"{}\"", l.display());
+        for k in KEYS {
+            (k.show)(self, k.name, &mut s);
         }
         s
     }
@@ -869,40 +1034,51 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_keeps_what_needs_a_restart() {
+    fn every_keyword_is_parsed_and_printed_by_its_entry() {
+        let d = Config::default().describe();
+        for line in d.lines().filter(|l| !l.starts_with('#')) {
+            let k = line.split_whitespace().next().unwrap();
+            assert!(KEYS.iter().any(|key| key.name == k), "{k}");
+        }
+        for (i, k) in KEYS.iter().enumerate() {
+            assert!(
+                !KEYS[..i].iter().any(|o| o.name == k.name),
+                "{} twice",
+                k.name
+            );
+            let e = Config::parse(k.name, "t")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.contains("unknown keyword"), "{}: {e}", k.name);
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_every_restart_only_keyword() {
         let running = Config::parse(
-            "user a\njournal /x/j\njournal-size 64K\nlisten 127.0.0.1:1\n",
+            "user a\ngroup a\npidfile /a/pid\njournal /a/j\njournal-size 64K\n\
+             journal-keep 1\nlog-file /a/log\nlisten 127.0.0.1:1\n",
             "t",
         )
         .unwrap();
         let mut new = Config::parse(
-            "user b\njournal /y/j\njournal-size 128K\nlisten 127.0.0.1:2\n",
+            "user b\ngroup b\npidfile /b/pid\njournal /b/j\njournal-size 128K\n\
+             journal-keep 2\nlog-file /b/log\nlisten 127.0.0.1:2\n",
             "t",
         )
         .unwrap();
-        assert_eq!(
-            new.keep_restart_only(&running),
-            vec!["user", "journal", "journal-size"]
-        );
-        // Every restart-only value is back, and the rest is the new file's.
+        let restart: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.reload == Reload::Restart)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(new.keep_restart_only(&running), restart);
         assert_eq!(new.restart_only(), running.restart_only());
-        assert_ne!(new.listen, running.listen);
-    }
-
-    #[test]
-    fn keyword_list_matches_the_parser() {
-        let d = Config::default().describe();
-        for line in d.lines().filter(|l| !l.starts_with('#')) {
-            let k = line.split_whitespace().next().unwrap();
-            assert!(KEYWORDS.contains(&k), "{k}");
-        }
-        for k in KEYWORDS {
-            let e = Config::parse(k, "t")
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(!e.contains("unknown keyword"), "{k}: {e}");
-        }
+        // What a reload applies is the new file's.
+        let mut applied = running.clone();
+        applied.listen = new.listen.clone();
+        assert_eq!(new, applied);
     }
 
     #[test]
@@ -948,12 +1124,18 @@ mod tests {
         assert_eq!(words("a \"#x\"").unwrap(), vec!["a", "#x"]);
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(
+            parse_duration("-1s").unwrap_err(),
+            "\"-1s\": a duration must not be negative"
+        );
         assert_eq!(parse_size("8M").unwrap(), 8 << 20);
         assert_eq!(parse_size("512K").unwrap(), 512 << 10);
         assert!(parse_size("x").is_err());
         assert_eq!(parse_listen("8888").unwrap().port(), 8888);
         assert_eq!(parse_listen("*:99").unwrap().to_string(), "0.0.0.0:99");
+        for bad in ["127.0.0.1:99999", "[::1]:65536", "127.0.0.1:"] {
+            assert_eq!(parse_listen(bad).unwrap_err(), format!("{bad:?}: bad port"));
+        }
         assert_eq!(
             parse_listen("localhost:7").unwrap().to_string(),
             "127.0.0.1:7"

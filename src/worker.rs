@@ -264,7 +264,8 @@ impl Handle {
 
     /// Queues a job for the worker; a job it cannot take (queue full,
     /// stopped) comes back, for the busy answer.
-    fn offer(&self, job: Job) -> Result<(), Job> {
+    /// (Boxed: only the busy path pays for moving a job back.)
+    fn offer(&self, job: Job) -> Result<(), Box<Job>> {
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
@@ -273,9 +274,9 @@ impl Handle {
                     job.origin.channel,
                     job.origin.peer
                 );
-                Err(job)
+                Err(Box::new(job))
             }
-            Err(TrySendError::Disconnected(job)) => Err(job),
+            Err(TrySendError::Disconnected(job)) => Err(Box::new(job)),
         }
     }
 

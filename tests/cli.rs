@@ -21,6 +21,90 @@ fn check_prints_the_effective_configuration() {
     assert!(out.ends_with("configuration OK\n"), "{out}");
 }
 
+/// Every keyword, each away from its default, and what `-n` printed for
+/// it before the keywords were one table: the output is pinned byte for
+/// byte.
+const FULL_CONF: &str = r#"# every keyword
+listen 127.0.0.1:9999
+listen [::1]:8888
+allow 10.0.0.0/8 192.168.1.2
+allow ::1
+currency EUR XPF
+terminal exec /bin/true --flag "two words"
+simulator-delay 500ms
+transaction-timeout 2m
+request-gap 250ms
+request-timeout 1.5s
+max-connections 64
+max-connections-per-peer 4
+journal "/tmp/my journal"
+journal-size 64K
+journal-keep 2
+retry-window 24h
+serial /dev/ttyUSB0
+serial-speed 19200
+serial-format 8n1
+serial-flow rtscts
+serial-protocol v3
+serial-split yes
+serial-retry 10s
+serial-ack-timeout 500ms
+serial-frame-timeout 1s
+serial-eot-timeout 2s
+serial-retry-pause 0
+config-watch 0
+user root
+group root
+pidfile /tmp/x/concertd.pid
+log-file /tmp/x/concertd.log
+"#;
+
+const FULL_DESCRIBED: &str = r#"listen 127.0.0.1:9999
+listen [::1]:8888
+allow 10.0.0.0/8
+allow 192.168.1.2/32
+allow ::1/128
+currency 978 953
+terminal exec /bin/true --flag "two words"
+simulator-delay 500ms
+transaction-timeout 120s
+request-gap 250ms
+request-timeout 1500ms
+max-connections 64
+max-connections-per-peer 4
+journal "/tmp/my journal"
+journal-size 64K
+journal-keep 2
+retry-window 24h
+serial "/dev/ttyUSB0"
+serial-speed 19200
+serial-format 8N1
+serial-flow rtscts
+serial-protocol v3
+serial-split yes
+serial-retry 10s
+serial-ack-timeout 500ms
+serial-frame-timeout 1s
+serial-eot-timeout 2s
+serial-retry-pause 0s
+config-watch 0s
+user "root"
+group "root"
+pidfile "/tmp/x/concertd.pid"
+log-file "/tmp/x/concertd.log"
+configuration OK
+"#;
+
+#[test]
+fn check_prints_a_full_file_exactly() {
+    let dir = temp_dir();
+    let conf = dir.join("full.conf");
+    std::fs::write(&conf, FULL_CONF).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), FULL_DESCRIBED);
+}
+
 #[test]
 fn bad_configuration_names_file_and_line() {
     let dir = temp_dir();
@@ -146,6 +230,81 @@ fn immediate_flag_only_polls_payments() {
     assert_eq!(d.concert(&["pay", "3"]).status.code(), Some(0));
     let o = d.concert(&["-i", "ping"]);
     assert_eq!(stdout(&o), "approved: identification, register 01\n");
+}
+
+#[test]
+fn concertd_help_lists_every_option_and_exits_0() {
+    for flag in ["-h", "--help"] {
+        let o = run(CONCERTD, &[flag]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.starts_with("usage: concertd"), "{out}");
+        for opt in ["-d", "-f FILE", "-h, --help", "-n", "-V, --version", "-v"] {
+            assert!(
+                out.lines().any(|l| l.trim_start().starts_with(opt)),
+                "{opt} not on a line of its own: {out}"
+            );
+        }
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn concertd_version_prints_name_and_version() {
+    for flag in ["-V", "--version"] {
+        let o = run(CONCERTD, &[flag]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            format!("concertd {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+/// `-n` on a file whose `rest` is wrong beyond its syntax: exit 1, the
+/// errors on stderr, and no configuration on stdout.
+fn check_fails(rest: &str) -> String {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, format!("listen 127.0.0.1:9999\n{rest}")).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o),
+        "",
+        "-n printed the configuration of a wrong file"
+    );
+    stderr(&o)
+}
+
+#[test]
+fn check_refuses_a_user_or_group_that_does_not_exist() {
+    let err = check_fails("user concertd-no-such-user\n");
+    assert!(
+        err.contains("user \"concertd-no-such-user\" does not exist"),
+        "{err}"
+    );
+    let err = check_fails("user root\ngroup concertd-no-such-group\n");
+    assert!(
+        err.contains("group \"concertd-no-such-group\" does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_every_error_and_only_them() {
+    let dir = temp_dir();
+    let err = check_fails(&format!(
+        "terminal exec {}\nuser concertd-no-such-user\n",
+        dir.join("no-such-program").display()
+    ));
+    assert!(err.contains("no-such-program"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.lines().all(|l| l.starts_with("concertd: ")), "{err}");
+    // A syntax error too prints nothing but itself.
+    let err = check_fails("request-gap soon\n");
+    assert!(err.contains(":2: \"soon\""), "{err}");
 }
 
 /// Every error of `concert` starts with its name and says what to do.

@@ -380,7 +380,7 @@ fn client_status_and_immediate_payment() {
     let o = d.concert(&["status"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).contains("unknown error (AF 00)"),
+        stdout(&o).contains("no transaction known for register 01 (AF 00)"),
         "{}",
         stdout(&o)
     );

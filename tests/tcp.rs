@@ -26,7 +26,7 @@ fn approved_debit_echoes_every_tag_in_order() {
     assert_eq!(
         tags,
         [
-            "CZ", "CJ", "CA", "CB", "CD", "CE", "AE", "AC", "AA", "AL", "AB", "AI", "CF", "CC",
+            "CZ", "CJ", "CA", "CB", "CD", "CE", "AE", "AC", "AL", "AB", "AI", "AA", "CF", "CC",
             "CI", "CG", "CH"
         ]
     );

@@ -19,29 +19,47 @@ struct Args {
     file: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: concertd [-dnv] [-f file]";
+const USAGE: &str = "usage: concertd [-dhnVv] [-f file]";
 
-fn parse_args() -> Result<Args, Error> {
+/// What the command line asks for.
+enum Action {
+    Run(Args),
+    /// Text for standard output, then exit 0 (`-h`, `-V`).
+    Print(String),
+}
+
+fn parse_args() -> Result<Action, Error> {
     let mut o = getopts::Options::new();
     o.optflag("d", "", "stay in the foreground, log to stderr");
     o.optopt("f", "", "configuration file", "FILE");
+    o.optflag("h", "help", "print this help and exit");
     o.optflag("n", "", "check the configuration, print it and exit");
+    o.optflag("V", "version", "print the version and exit");
     o.optflagmulti("v", "", "more verbose (-vv: wire trace)");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let m = o
         .parse(&args)
         .map_err(|e| Error::Usage(format!("{e}\n{USAGE}")))?;
+    if m.opt_present("h") {
+        return Ok(Action::Print(o.usage(USAGE)));
+    }
+    if m.opt_present("V") {
+        return Ok(Action::Print(format!(
+            "concertd {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
     if let Some(extra) = m.free.first() {
         return Err(Error::Usage(format!(
             "unexpected argument {extra:?}\n{USAGE}"
         )));
     }
-    Ok(Args {
+    Ok(Action::Run(Args {
         foreground: m.opt_present("d"),
         check: m.opt_present("n"),
         verbosity: m.opt_count("v"),
         file: m.opt_str("f").map(PathBuf::from),
-    })
+    }))
 }
 
 /// The configuration, and the file it came from (none: the defaults).
@@ -80,18 +98,44 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
     }
 }
 
+/// `-n`: what start-up would refuse in the file, else the effective
+/// configuration. A wrong file shows only its errors, all of them, the
+/// last one returned for `main` to print like any other.
+fn check(cfg: &Config) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    // The backend as start-up would build it: a program that cannot run
+    // fails the check too.
+    if let Err(msg) = concert::backend::build(cfg) {
+        errors.push(Error::Terminal {
+            line: cfg.terminal.line(),
+            msg,
+        });
+    }
+    // Without `user`, `group` is not used, so not looked up (as at start).
+    if let Some(u) = &cfg.user {
+        if let Err(e) = daemon::lookup(u, cfg.group.as_deref()) {
+            errors.push(e);
+        }
+    }
+    match errors.pop() {
+        None => {
+            print!("{}", cfg.describe());
+            println!("configuration OK");
+            Ok(())
+        }
+        Some(last) => {
+            for e in errors {
+                eprintln!("concertd: {e}");
+            }
+            Err(last)
+        }
+    }
+}
+
 fn run(args: Args) -> Result<(), Error> {
     let (cfg, file) = load(&args)?;
     if args.check {
-        print!("{}", cfg.describe());
-        // The backend as start-up would build it: a program that cannot
-        // run fails the check too.
-        concert::backend::build(&cfg).map_err(|msg| Error::Terminal {
-            line: cfg.terminal.line(),
-            msg,
-        })?;
-        println!("configuration OK");
-        return Ok(());
+        return check(&cfg);
     }
     // Past a file size limit (systemd's LimitFSIZE) a write must fail with
     // EFBIG, which the journal undoes, rather than kill the terminal in
@@ -276,7 +320,11 @@ fn run(args: Args) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Action::Run(a)) => a,
+        Ok(Action::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("concertd: {e}");
             return ExitCode::from(1);
