@@ -170,6 +170,10 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// The other side's script: after a write starting with this byte,
+    /// these bytes come.
+    type Script = VecDeque<(u8, Vec<u8>)>;
+
     /// One side of an in-memory line: what the other side will send, as a
     /// script of replies to our writes, and everything we wrote.
     #[derive(Clone, Default)]
@@ -177,7 +181,7 @@ pub(crate) mod tests {
         pub written: Arc<Mutex<Vec<u8>>>,
         input: Arc<Mutex<VecDeque<u8>>>,
         /// For each write that ends with the given byte, what comes back.
-        replies: Arc<Mutex<VecDeque<(u8, Vec<u8>)>>>,
+        replies: Arc<Mutex<Script>>,
     }
 
     impl Wire {
