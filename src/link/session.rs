@@ -330,6 +330,10 @@ mod tests {
         w.on(STX, &[NAK]);
         let sent = send(&mut w.link(), &timers(), &[b"AB".to_vec()], 1);
         assert_eq!(sent.unwrap(), Sent::Refused);
+        let mut want = vec![ENQ];
+        want.extend(&f);
+        want.push(EOT);
+        assert_eq!(w.written(), want, "the session is closed all the same");
     }
 
     #[test]
