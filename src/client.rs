@@ -549,95 +549,64 @@ mod tests {
     }
 }
 
-/// The register's side of the serial link layer, for `concert -s`.
+/// The register's side of the serial link layer, for `concert -s` and the
+/// relay to a serial terminal.
 pub mod serial_link {
     use super::MAX_ANSWER;
     use crate::config::Format;
-    use crate::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
-    use serialport::SerialPort;
-    use std::io::{self, Read, Write};
-    use std::time::{Duration, Instant};
+    use crate::link::session::{self, Sent, Timers};
+    use crate::link::{Link, Timer};
+    use std::io;
+    use std::time::Duration;
 
     /// The timers real registers use (reference: 3 s waits, 1 s pause).
     const WAIT: Duration = Duration::from_secs(3);
-    const PAUSE: Duration = Duration::from_secs(1);
+    const TIMERS: Timers = Timers {
+        ack: Timer {
+            wait: WAIT,
+            name: "ACK wait",
+        },
+        frame: Timer {
+            wait: WAIT,
+            name: "frame wait",
+        },
+        eot: Timer {
+            wait: WAIT,
+            name: "EOT wait",
+        },
+        pause: Duration::from_secs(1),
+    };
 
-    fn err(msg: impl Into<String>) -> io::Error {
-        io::Error::other(msg.into())
+    fn err(msg: &str) -> io::Error {
+        io::Error::other(msg)
     }
 
     pub struct Line {
-        port: Box<dyn SerialPort>,
+        link: Link,
     }
 
     impl Line {
         pub fn open(path: &str, speed: u32, format: Format) -> io::Result<Line> {
-            let port =
-                crate::port::open_port(path, speed, format, false, Duration::from_millis(50))
-                    .map_err(io::Error::from)?;
-            Ok(Line { port })
-        }
-
-        fn send(&mut self, b: &[u8]) -> io::Result<()> {
-            self.port.write_all(b)?;
-            self.port.flush()
-        }
-
-        fn byte(&mut self, d: Duration) -> io::Result<Option<u8>> {
-            let until = Instant::now() + d;
-            let mut b = [0u8; 1];
-            while Instant::now() < until {
-                match self.port.read(&mut b) {
-                    Ok(1) => return Ok(Some(b[0] & 0x7f)),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(None)
-        }
-
-        fn wait_for(&mut self, wanted: &[u8], d: Duration) -> io::Result<Option<u8>> {
-            let until = Instant::now() + d;
-            loop {
-                let left = until.saturating_duration_since(Instant::now());
-                match self.byte(left)? {
-                    Some(b) if wanted.contains(&b) => return Ok(Some(b)),
-                    Some(_) => {}
-                    None => return Ok(None),
-                }
-            }
+            let port = crate::link::builder(path, speed, format, false, Duration::from_millis(50))
+                .open_native()
+                .map_err(io::Error::from)?;
+            Ok(Line {
+                link: Link::new(Box::new(port), format!("serial {path}")),
+            })
         }
 
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
+        /// A NAK is not answered by sending again: the terminal is busy.
         pub fn send_request(&mut self, payload: &[u8]) -> io::Result<()> {
-            let mut open = false;
-            for attempt in 1..=3 {
-                self.send(&[ENQ])?;
-                if self.wait_for(&[ACK], WAIT)? == Some(ACK) {
-                    open = true;
-                    break;
-                }
-                self.send(&[EOT])?;
-                if attempt < 3 {
-                    std::thread::sleep(PAUSE);
-                }
-            }
-            if !open {
-                return Err(err(
+            match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1)? {
+                Sent::Done => Ok(()),
+                Sent::Unopened => Err(err(
                     "the terminal does not answer ENQ (not ready, or not a Concert line)",
-                ));
-            }
-            self.send(&crate::framing::wrap(
-                payload,
-                crate::framing::Wrapping::Stx,
-            ))?;
-            match self.wait_for(&[ACK, NAK], WAIT)? {
-                Some(ACK) => self.send(&[EOT]),
-                Some(_) => Err(err(
+                )),
+                Sent::Refused => Err(err(
                     "request refused (NAK): the terminal is busy or did not accept the frame",
                 )),
-                None => Err(err("no ACK to the request frame")),
+                Sent::Unanswered => Err(err("no ACK to the request frame")),
             }
         }
 
@@ -645,51 +614,20 @@ pub mod serial_link {
         /// blocks (NAK on a bad LRC), and returns the joined payload, of at
         /// most `MAX_ANSWER` bytes.
         pub fn receive_answer(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
-            if self.wait_for(&[ENQ], timeout)?.is_none() {
-                return Err(err("no answer in time"));
-            }
-            self.send(&[ACK])?;
-            let mut payload = Vec::new();
-            let mut naks = 0;
-            loop {
-                if self.wait_for(&[STX], WAIT)?.is_none() {
-                    return Err(err("no frame after ACK"));
-                }
-                let mut block = Vec::new();
-                let end = loop {
-                    match self.byte(WAIT)? {
-                        Some(b @ (ETX | ETB)) => break b,
-                        Some(_) if payload.len() + block.len() >= MAX_ANSWER => {
-                            return Err(err(format!("answer longer than {MAX_ANSWER} bytes")))
-                        }
-                        Some(b) => block.push(b),
-                        None => return Err(err("answer frame cut")),
-                    }
-                };
-                let got = self.byte(WAIT)?;
-                if got != Some(lrc(&block) ^ end) {
-                    naks += 1;
-                    if naks > 3 {
-                        return Err(err("answer frame with a bad LRC, 3 times"));
-                    }
-                    self.send(&[NAK])?;
-                    continue;
-                }
-                self.send(&[ACK])?;
-                payload.extend_from_slice(&block);
-                if end == ETX {
-                    break;
-                }
-            }
-            let _ = self.wait_for(&[EOT], WAIT)?;
-            Ok(payload)
+            let first = Timer {
+                wait: timeout,
+                name: "answer timeout",
+            };
+            session::receive(&mut self.link, &TIMERS, first, MAX_ANSWER)
         }
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
-        use serialport::TTYPort;
+        use crate::framing::{lrc, ACK, ENQ, ETB, STX};
+        use serialport::{SerialPort, TTYPort};
+        use std::io::{Read, Write};
 
         #[test]
         fn an_endless_answer_is_cut_at_the_largest_frame() {

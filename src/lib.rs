@@ -23,7 +23,9 @@ pub mod allow;
 pub mod config;
 pub mod error;
 pub mod files;
-pub mod port;
+
+// The serial link layer, both sides, and the ports it opens.
+pub mod link;
 
 // The register's side, for the `concert` client and the relay.
 pub mod client;
@@ -35,7 +37,8 @@ pub mod memory;
 pub mod retry;
 pub mod worker;
 
-// The ways in: TCP and the serial line.
+// The ways in: TCP and the serial line, one dispatch to the worker.
+pub mod dispatch;
 pub mod floodgate;
 pub mod net;
 pub mod peers;
@@ -49,3 +52,5 @@ pub mod watch;
 
 // The backends live under backend/; their old paths stay valid.
 pub use backend::{exec, relay, simulator};
+// The ports moved into link/.
+pub use link::port;

@@ -3,15 +3,12 @@
 //! goes out in a single write, then concertd closes its side.
 
 use crate::allow::{self, Net};
-use crate::answer::{self, Af};
 use crate::assemble::{Assembled, Assembler, Progress};
+use crate::dispatch::{self, Job};
 use crate::floodgate::{Floodgate, Kind};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
 use crate::peers::{Admission, Held, Peers};
-use crate::request;
-use crate::tlv::Frame;
-use crate::v2;
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -354,103 +351,51 @@ fn answer_for(
     settings: &Settings,
     peer: SocketAddr,
 ) -> Option<(Vec<u8>, Option<u64>)> {
-    let v3 = |reply: Reply| (framing::wrap(&reply.frame.encode(), a.wrapping), reply.tx);
-    let refused = |frame: &Frame, af| {
-        Some(v3(Reply {
-            frame: answer::refusal(frame, Some(af)),
-            tx: None,
-            immediate: false,
-        }))
-    };
-    if let (Some(fault), Wrapping::Stx) = (&a.fault, a.wrapping) {
-        if !a.body.starts_with(b"CZ") {
-            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
-                format!("tcp {peer}: bad V2 frame ({fault}): NAK")
-            });
-            return Some((vec![NAK], None));
-        }
-    }
-    if let Some(fault) = &a.fault {
+    // A V2 request comes STX-framed; a V3 answer goes back as its request
+    // came.
+    let v2 = a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ");
+    let nak = |why: &str| {
         shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
-            format!("tcp {peer}: bad request ({fault}): answered AF09")
+            format!("tcp {peer}: {why}: NAK")
         });
-        let partial = Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
-        return refused(&partial, Af::Format);
+        Some((vec![NAK], None))
+    };
+    let refused = |why: &str| {
+        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
+            format!("tcp {peer}: {why}")
+        })
+    };
+    let bytes = |kind: &dispatch::Kind, reply: &Reply| {
+        let payload = dispatch::payload(kind, reply);
+        match kind {
+            dispatch::Kind::V3 => framing::wrap(&payload, a.wrapping),
+            _ => framing::wrap(&payload, Wrapping::Stx),
+        }
+    };
+    if let Some(fault) = &a.fault {
+        if v2 {
+            return nak(&format!("bad V2 frame ({fault})"));
+        }
+        refused(&format!("bad request ({fault}): answered AF09"));
+        let reply = dispatch::malformed(&a.body);
+        return Some((bytes(&dispatch::Kind::V3, &reply), None));
     }
-    if a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ") {
-        return match v2_answer(&a.body, shared, settings, peer) {
-            V2Answer::Reply(p, tx) => Some((framing::wrap(&p, Wrapping::Stx), tx)),
-            V2Answer::Nak => Some((vec![NAK], None)),
-            V2Answer::Silent => None,
-        };
-    }
-    match request::parse(&a.body, &settings.currencies) {
-        Ok(req) => {
+    match dispatch::job(&a.body, !v2, &settings.currencies) {
+        Job::Submit(req, kind) => {
             let origin = Origin {
                 channel: Channel::Tcp,
                 peer: peer.to_string(),
-                v2: false,
+                v2,
             };
-            shared.worker.submit(req, origin).map(v3)
+            let reply = shared.worker.submit(req, origin)?;
+            Some((bytes(&kind, &reply), reply.tx))
         }
-        Err(rej) => {
-            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
-                format!("tcp {peer}: request refused: {rej}")
-            });
-            refused(&rej.frame, rej.af)
+        Job::Refuse(kind, reply, why) => {
+            refused(&why);
+            Some((bytes(&kind, &reply), None))
         }
+        Job::Nak(why) => nak(&why),
     }
-}
-
-/// What goes back for a V2 request over TCP (STX-framed, as some clients
-/// send it): the V2 reply in the same framing, or a NAK for a frame that
-/// is not a V2 request; nothing when the outcome could not be journaled.
-enum V2Answer {
-    Reply(Vec<u8>, Option<u64>),
-    Nak,
-    Silent,
-}
-
-fn v2_answer(body: &[u8], shared: &Shared, settings: &Settings, peer: SocketAddr) -> V2Answer {
-    let v = match v2::parse(body) {
-        Ok(v) => v,
-        Err(e) => {
-            shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
-                format!("tcp {peer}: not a V2 request ({e}): NAK")
-            });
-            return V2Answer::Nak;
-        }
-    };
-    let refused = |why: String| {
-        shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
-            format!("tcp {peer}: V2 request refused: {why}")
-        });
-        V2Answer::Reply(v2::reply(&v, b'7', v.amount, None), None)
-    };
-    if !matches!(v.kind, b'0' | b'1' | b'2') {
-        return refused(format!(
-            "transaction type {:?} not supported",
-            v.kind as char
-        ));
-    }
-    let req = match request::interpret(v.to_v3(), &settings.currencies) {
-        Ok(r) => r,
-        Err(rej) => return refused(rej.to_string()),
-    };
-    let origin = Origin {
-        channel: Channel::Tcp,
-        peer: peer.to_string(),
-        v2: true,
-    };
-    let Some(reply) = shared.worker.submit(req, origin) else {
-        return V2Answer::Silent;
-    };
-    let payload = if reply.immediate {
-        v2::immediate_reply(&v)
-    } else {
-        v2::reply_from_answer(&v, &reply.frame)
-    };
-    V2Answer::Reply(payload, reply.tx)
 }
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
@@ -472,7 +417,7 @@ fn report_trailing(shared: &Shared, peer: SocketAddr, bytes: &[u8]) {
     }
 }
 
-/// An answer for the wire trace, its body as `serial::trace` shows it: a
+/// An answer for the wire trace, its body as `link::trace` shows it: a
 /// V3 frame masked element by element, a V2 reply cut into its fields (its
 /// register, amount, mode and currency digits run together and must not be
 /// taken for a card number).
@@ -480,7 +425,7 @@ fn trace_answer(bytes: &[u8]) -> String {
     match bytes {
         [framing::STX, body @ .., framing::ETX, lrc] => format!(
             "\\x02{}\\x03{}",
-            crate::serial::trace(body),
+            crate::link::trace(body),
             pan::escape(&[*lrc])
         ),
         _ => pan::scrub(bytes),
@@ -579,7 +524,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         }
         Incoming::Gone => return,
     };
-    log::trace!("tcp {peer}: < {}", crate::serial::trace(&a.body));
+    log::trace!("tcp {peer}: < {}", crate::link::trace(&a.body));
     let Some((bytes, tx)) = answer_for(&a, shared, &settings, peer) else {
         return;
     };
