@@ -3,7 +3,7 @@
 use concert::config::{self, Config};
 use concert::daemon::{self, PidFile};
 use concert::error::Error;
-use concert::journal::Journal;
+use concert::journal::{Journal, Lock, LockError};
 use concert::logging;
 use concert::service::{self, Service};
 use crossbeam_channel::{after, at, never, select, unbounded};
@@ -105,6 +105,17 @@ fn run(args: Args) -> Result<(), Error> {
     if !args.foreground {
         daemon::check_pidfile(&cfg.pidfile)?;
     }
+    // One journal, one concertd: taken before anything is bound or
+    // written, so that a second daemon on the same journal (a second `make
+    // run`) says so, rather than "address in use" or writing under the
+    // first one. Held until `run` returns.
+    let mut lock = Lock::take(&cfg.journal).map_err(|e| match e {
+        LockError::Held(pid) => Error::JournalInUse {
+            journal: cfg.journal.clone(),
+            pid,
+        },
+        LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(&cfg.journal), e),
+    })?;
     let bound = service::bind_all(&cfg.listen)?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
@@ -154,6 +165,13 @@ fn run(args: Args) -> Result<(), Error> {
                 return Err(e);
             }
         }
+        // The parent that took the lock exits; the lock stays with this
+        // process, which must be the pid a second daemon is told.
+        if let Err(e) = lock.mine() {
+            let e = concert::files::error("journal lock", lock.path(), e);
+            r.fail(&e.to_string());
+            return Err(e);
+        }
         ready = Some(r);
     }
     if let Some(a) = &account {
@@ -172,6 +190,7 @@ fn run(args: Args) -> Result<(), Error> {
             }
         }
         daemon::give_journal(&journal, a);
+        daemon::give_lock(&lock, a);
         if let Err(e) = daemon::drop_to(a) {
             if let Some(r) = ready.take() {
                 r.fail(&e.to_string());
