@@ -231,6 +231,10 @@ pub struct Lock {
 pub enum LockError {
     /// Another process holds it; the pid it wrote, when readable.
     Held(Option<i32>),
+    /// The journal itself cannot be one (a link, not a regular file, no
+    /// such directory): said of the journal, as its opening would.
+    Journal(io::Error),
+    /// The lock file cannot be opened or locked.
     Io(io::Error),
 }
 
@@ -244,6 +248,13 @@ impl Lock {
 
     /// Takes the lock, without waiting, and writes our pid in it.
     pub fn take(journal: &Path) -> Result<Lock, LockError> {
+        // A journal that `open` would refuse is refused first, before a
+        // lock file is made beside it (`journal /dev/null`: no
+        // /dev/null.lock).
+        files::no_link(journal).map_err(LockError::Journal)?;
+        if fs::metadata(journal).is_ok_and(|m| !m.is_file()) {
+            return Err(LockError::Journal(io::Error::other("not a regular file")));
+        }
         let path = Lock::path_of(journal);
         let mut file = files::open(
             &path,
@@ -253,7 +264,10 @@ impl Lock {
                 .write(true)
                 .mode(0o600),
         )
-        .map_err(LockError::Io)?;
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => LockError::Journal(e),
+            _ => LockError::Io(e),
+        })?;
         if !file.metadata().map_err(LockError::Io)?.is_file() {
             return Err(LockError::Io(io::Error::other("not a regular file")));
         }
@@ -1708,6 +1722,21 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+        // A journal that could not be one is said of the journal, and no
+        // lock file is made beside it.
+        for bad in [d.join("no-dir").join("journal"), d.clone()] {
+            match Lock::take(&bad) {
+                Err(LockError::Journal(_)) => {}
+                other => panic!("{}: {:?}", bad.display(), other.map(|_| ())),
+            }
+        }
+        assert!(!d.with_extension("lock").exists());
+        let link = d.join("journal");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        match Lock::take(&link) {
+            Err(LockError::Journal(e)) => assert!(files::is_refused(&e), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn run(args: Args) -> Result<(), Error> {
             journal: cfg.journal.clone(),
             pid,
         },
+        LockError::Journal(e) => concert::files::error("journal", &cfg.journal, e),
         LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(&cfg.journal), e),
     })?;
     let bound = service::bind_all(&cfg.listen)?;
