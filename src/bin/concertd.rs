@@ -8,7 +8,7 @@ use concert::logging;
 use concert::service::{self, Service};
 use crossbeam_channel::{after, at, never, select, unbounded};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -80,6 +80,17 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
     }
 }
 
+fn lock_error(journal: &Path, e: LockError) -> Error {
+    match e {
+        LockError::Held(pid) => Error::JournalInUse {
+            journal: journal.to_path_buf(),
+            pid,
+        },
+        LockError::Journal(e) => concert::files::error("journal", journal, e),
+        LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(journal), e),
+    }
+}
+
 fn run(args: Args) -> Result<(), Error> {
     let (cfg, file) = load(&args)?;
     if args.check {
@@ -108,16 +119,14 @@ fn run(args: Args) -> Result<(), Error> {
     // One journal, one concertd: taken before anything is bound or
     // written, so that a second daemon on the same journal (a second `make
     // run`) says so, rather than "address in use" or writing under the
-    // first one. Held until `run` returns.
-    let mut lock = Lock::take(&cfg.journal).map_err(|e| match e {
-        LockError::Held(pid) => Error::JournalInUse {
-            journal: cfg.journal.clone(),
-            pid,
-        },
-        LockError::Journal(e) => concert::files::error("journal", &cfg.journal, e),
-        LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(&cfg.journal), e),
-    })?;
+    // first one. Held until `run` returns. A journal that cannot be used
+    // at all is reported after the listen addresses, as it always was.
+    let lock = match Lock::take(&cfg.journal) {
+        Err(e @ LockError::Held(_)) => return Err(lock_error(&cfg.journal, e)),
+        other => other,
+    };
     let bound = service::bind_all(&cfg.listen)?;
+    let mut lock = lock.map_err(|e| lock_error(&cfg.journal, e))?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
