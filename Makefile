@@ -8,8 +8,22 @@ MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR ?= $(PREFIX)/share/doc/concertd
+# The build directory, found as cargo finds it (CARGO_TARGET_DIR,
+# build.target-dir, else target/): asked once, and only by the rules that
+# need it. Read from `cargo metadata` with sed, so that nothing but cargo
+# is needed; without cargo (root's PATH under sudo), target/.
+BUILD_DIR = $(eval BUILD_DIR := $(or $(shell $(CARGO) metadata --format-version 1 \
+	--no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'),target))$(BUILD_DIR)
 # Where `install` takes the binaries from; `make` builds them there.
-TARGET ?= target/release
+TARGET ?= $(BUILD_DIR)/release
+
+# What `make run` uses. A test overrides them: it cannot build (cargo
+# holds the build directory while tests run) nor take port 8888.
+RUN_BUILD ?= $(CARGO) build --locked
+RUN_BIN ?= $(BUILD_DIR)/debug
+RUN_DIR ?= run
+RUN_PORT ?= 8888
+RUN_LISTEN ?= 0.0.0.0:$(RUN_PORT)
 
 MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1
 
@@ -22,13 +36,18 @@ build:
 	$(CARGO) build --release --locked
 
 # The simulator on port 8888, in the foreground, logging to the terminal.
-# Nothing is written outside the checkout: the journal goes to run/.
+# Nothing is written outside the checkout: the journal goes to run/. The
+# file is replaced only when it would change: a running one watches it
+# (config-watch), and a second `make run` must leave it alone and fail on
+# the journal's lock.
 run:
-	$(CARGO) build --locked
-	mkdir -p run
-	cp etc/concertd.conf run/concertd.conf
-	echo 'journal "$(CURDIR)/run/journal"' >> run/concertd.conf
-	exec target/debug/concertd -d -f run/concertd.conf
+	$(RUN_BUILD)
+	@mkdir -p $(RUN_DIR) && new=$(RUN_DIR)/concertd.conf.$$$$ && \
+	{ sed 's|^listen 0\.0\.0\.0:8888$$|listen $(RUN_LISTEN)|' etc/concertd.conf && \
+		echo 'journal "$(abspath $(RUN_DIR))/journal"'; } > $$new && \
+	if cmp -s $$new $(RUN_DIR)/concertd.conf; then rm -f $$new; else \
+		echo "writing $(RUN_DIR)/concertd.conf"; mv -f $$new $(RUN_DIR)/concertd.conf; fi
+	exec $(RUN_BIN)/concertd -d -f $(RUN_DIR)/concertd.conf
 
 test: check lint
 
@@ -48,19 +67,24 @@ lint:
 		mandoc -T lint -W warning $(MANPAGES); \
 	else echo "mandoc not installed: man pages not linted"; fi
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
-		echo "systemd-analyze verify etc/concertd.service.in"; \
+		echo "systemd-analyze verify etc/concertd.service.in etc/concertd@.service.in"; \
 		tmp=$$(mktemp -d) && \
-		sed -e 's|@SBINDIR@|$(CURDIR)/target/debug|' -e 's|@SYSCONFDIR@|/etc|' \
+		sed -e 's|@SBINDIR@|$(abspath $(BUILD_DIR))/debug|' -e 's|@SYSCONFDIR@|/etc|' \
 			etc/concertd.service.in > $$tmp/concertd.service && \
-		systemd-analyze verify --man=no $$tmp/concertd.service; rc=$$?; rm -rf $$tmp; exit $$rc; \
-	else echo "systemd-analyze not installed: unit not checked"; fi
+		sed -e 's|@SBINDIR@|$(abspath $(BUILD_DIR))/debug|' -e 's|@SYSCONFDIR@|/etc|' \
+			etc/concertd@.service.in > $$tmp/concertd@lane1.service && \
+		systemd-analyze verify --man=no $$tmp/concertd.service $$tmp/concertd@lane1.service; \
+		rc=$$?; rm -rf $$tmp; exit $$rc; \
+	else echo "systemd-analyze not installed: units not checked"; fi
 
 # Installs what `make` built; builds nothing, so that `sudo make install`
 # leaves no root-owned files in target/. An existing configuration file is
 # never replaced.
 install:
-	@test -x $(TARGET)/concertd -a -x $(TARGET)/concert || \
-		{ echo "$(TARGET)/concertd missing: run make first (install builds nothing)"; exit 1; }
+	@test -x $(TARGET)/concertd -a -x $(TARGET)/concert || { \
+		echo "$(TARGET)/concertd missing: run make first (install builds nothing)," \
+			"or pass TARGET=BUILD-DIR/release when it was built elsewhere" \
+			"(sudo drops CARGO_TARGET_DIR)"; exit 1; }
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR) \
 		$(DESTDIR)$(UNITDIR)
@@ -77,16 +101,22 @@ install:
 		echo "install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
 		install -m 0644 etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \
 	fi
-	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-		etc/concertd.service.in > $(DESTDIR)$(UNITDIR)/concertd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/concertd.service
+	for u in concertd concertd@; do \
+		sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+			etc/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
+	done
 
-# Removes what install put in place; the configuration only if unchanged.
+# Removes what install put in place; the configuration only if unchanged;
+# the documentation directory, concertd's own, when empty (the others are
+# shared: bin, sbin, man...).
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
 		$(DESTDIR)$(MANDIR)/man8/concertd.8 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5 \
 		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service \
-		$(DESTDIR)$(DOCDIR)/concertd-pay.example
+		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example
+	@if [ -d $(DESTDIR)$(DOCDIR) ] && rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null; then \
+		echo "rmdir $(DESTDIR)$(DOCDIR)"; fi
 	@if cmp -s etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; then \
 		echo "rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \

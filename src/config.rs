@@ -852,9 +852,12 @@ impl Config {
     /// Relative paths are taken from the directory concertd started in,
     /// also after it has detached (which moves it to `/`) and on reloads.
     pub fn absolute_paths(&mut self) {
+        // Rebuilt from its components, which drop `.`: `./pay.sh` is shown
+        // as `/dir/pay.sh`, not `/dir/./pay.sh`. (`..` stays: a link may
+        // stand before it.)
         let abs = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = start_dir().join(&*p);
+                *p = start_dir().join(&*p).components().collect();
             }
         };
         abs(&mut self.journal);

@@ -215,6 +215,17 @@ pub fn give_journal(j: &crate::journal::Journal, a: &Account) {
     }
 }
 
+/// Gives the journal's lock file to the account, when we are root, so
+/// that a later start as that user can open it.
+pub fn give_lock(l: &crate::journal::Lock, a: &Account) {
+    if !root() {
+        return;
+    }
+    if let Err(e) = l.give(a.uid, a.gid) {
+        log::warn!("journal lock: cannot give it to {}: {e}", a.name);
+    }
+}
+
 /// Becomes the account for good: supplementary groups (dialout for the
 /// serial line), group, then user; and checks root cannot come back.
 pub fn drop_to(a: &Account) -> Result<(), Error> {

@@ -26,6 +26,9 @@ pub enum Error {
     Terminal { line: String, msg: String },
     /// Another concertd is alive under the pid file.
     AlreadyRunning { pid: i32, pidfile: PathBuf },
+    /// Another concertd holds the journal's lock: the journal, and the
+    /// holder's pid when its lock file says it.
+    JournalInUse { journal: PathBuf, pid: Option<i32> },
     /// The user or group to run as cannot be taken on.
     Account(String),
     /// A second stop signal came before the running transaction ended: its
@@ -47,6 +50,14 @@ impl fmt::Display for Error {
                 "already running as pid {pid} (pid file {})",
                 pidfile.display()
             ),
+            Error::JournalInUse { journal, pid } => match pid {
+                Some(pid) => write!(f, "journal {} in use by pid {pid}", journal.display()),
+                None => write!(
+                    f,
+                    "journal {} in use by another process (pid unknown)",
+                    journal.display()
+                ),
+            },
             Error::Account(m) => f.write_str(m),
             Error::StoppedEarly => f.write_str("stopped before the running transaction ended"),
         }
@@ -95,6 +106,13 @@ mod tests {
                     pidfile: PathBuf::from("/run/concertd.pid"),
                 },
                 "already running as pid 42 (pid file /run/concertd.pid)",
+            ),
+            (
+                Error::JournalInUse {
+                    journal: PathBuf::from("/var/lib/concertd/journal"),
+                    pid: Some(42),
+                },
+                "journal /var/lib/concertd/journal in use by pid 42",
             ),
             (
                 Error::Account("user \"nobody2\" does not exist".into()),

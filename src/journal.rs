@@ -211,6 +211,104 @@ fn generation(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// One journal, one concertd: an exclusive `flock(2)` held for the
+/// daemon's life on `JOURNAL.lock`, beside the journal. Not on the journal
+/// itself: rotation renames the journal to `journal.1` and puts a new file
+/// in its place, and a lock follows the file, not the name, so a second
+/// daemon would find the new journal unlocked. The lock file is never
+/// renamed nor removed (removing it would let a daemon lock a file that a
+/// third one has just replaced); it holds the pid of the holder, for the
+/// message of a second daemon. The lock belongs to the open file, which a
+/// fork shares: the detached daemon keeps it when its parent exits. Opened
+/// close-on-exec, so a payment program never inherits it.
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it; the pid it wrote, when readable.
+    Held(Option<i32>),
+    /// The journal itself cannot be one (a link, not a regular file, no
+    /// such directory): said of the journal, as its opening would.
+    Journal(io::Error),
+    /// The lock file cannot be opened or locked.
+    Io(io::Error),
+}
+
+impl Lock {
+    /// The lock file of the journal at `journal`.
+    pub fn path_of(journal: &Path) -> PathBuf {
+        let mut s = journal.as_os_str().to_owned();
+        s.push(".lock");
+        PathBuf::from(s)
+    }
+
+    /// Takes the lock, without waiting, and writes our pid in it.
+    pub fn take(journal: &Path) -> Result<Lock, LockError> {
+        // A journal that `open` would refuse is refused first, before a
+        // lock file is made beside it (`journal /dev/null`: no
+        // /dev/null.lock).
+        files::no_link(journal).map_err(LockError::Journal)?;
+        if fs::metadata(journal).is_ok_and(|m| !m.is_file()) {
+            return Err(LockError::Journal(io::Error::other("not a regular file")));
+        }
+        let path = Lock::path_of(journal);
+        let mut file = files::open(
+            &path,
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .mode(0o600),
+        )
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => LockError::Journal(e),
+            _ => LockError::Io(e),
+        })?;
+        if !file.metadata().map_err(LockError::Io)?.is_file() {
+            return Err(LockError::Io(io::Error::other("not a regular file")));
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor `file` owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Io(e));
+            }
+            let mut text = String::new();
+            let _ = io::Read::read_to_string(&mut file, &mut text);
+            return Err(LockError::Held(text.trim().parse().ok()));
+        }
+        let mut lock = Lock { file, path };
+        lock.mine().map_err(LockError::Io)?;
+        Ok(lock)
+    }
+
+    /// Writes the calling process's pid: again in the detached daemon,
+    /// which holds the lock after the fork under a pid of its own.
+    pub fn mine(&mut self) -> io::Result<()> {
+        let pid = format!("{}\n", std::process::id());
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(pid.as_bytes())
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives the lock file, by its descriptor, to `uid`:`gid`: a later
+    /// start as that user opens it again.
+    pub fn give(&self, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+        files::fchown(&self.file, uid, gid)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+    }
+}
+
 /// Now, in UTC: `2026-11-26T16:07:28.800Z`.
 pub fn stamp() -> String {
     let (s, ms) = clock::unix_now();
@@ -1586,6 +1684,59 @@ mod tests {
         drop(j);
         let (j, _) = Journal::open(&p, 4096, 1).unwrap();
         assert!(j.needs_rotation());
+    }
+
+    #[test]
+    fn one_journal_one_lock_holder() {
+        let d = dir();
+        let p = d.join("journal");
+        let lock = Lock::take(&p).unwrap();
+        assert_eq!(lock.path(), d.join("journal.lock"));
+        let me = std::process::id() as i32;
+        // flock conflicts between two opens even in one process: a second
+        // daemon is seen the same way.
+        match Lock::take(&p) {
+            Err(LockError::Held(Some(pid))) => assert_eq!(pid, me),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Unreadable pid: still held, pid unknown.
+        fs::write(d.join("journal.lock"), "garbage").unwrap();
+        assert!(matches!(Lock::take(&p), Err(LockError::Held(None))));
+        drop(lock);
+        // Released with the holder; the stale content is replaced.
+        let _again = Lock::take(&p).unwrap();
+        assert_eq!(
+            fs::read_to_string(d.join("journal.lock")).unwrap(),
+            format!("{me}\n")
+        );
+    }
+
+    #[test]
+    fn the_lock_file_is_never_followed() {
+        let d = dir();
+        let target = d.join("precious");
+        fs::write(&target, "keep\n").unwrap();
+        std::os::unix::fs::symlink(&target, d.join("journal.lock")).unwrap();
+        match Lock::take(&d.join("journal")) {
+            Err(LockError::Io(e)) => assert!(files::is_refused(&e), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+        // A journal that could not be one is said of the journal, and no
+        // lock file is made beside it.
+        for bad in [d.join("no-dir").join("journal"), d.clone()] {
+            match Lock::take(&bad) {
+                Err(LockError::Journal(_)) => {}
+                other => panic!("{}: {:?}", bad.display(), other.map(|_| ())),
+            }
+        }
+        assert!(!d.with_extension("lock").exists());
+        let link = d.join("journal");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        match Lock::take(&link) {
+            Err(LockError::Journal(e)) => assert!(files::is_refused(&e), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

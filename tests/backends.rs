@@ -795,3 +795,37 @@ fn relay_upstream_streaming_bytes_leaves_memory_bounded() {
         d.journal()
     );
 }
+
+#[test]
+fn relative_paths_are_shown_without_dot_components() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let pay = dir.join("pay.sh");
+    std::fs::write(&pay, "#!/bin/sh\necho AE=10\n").unwrap();
+    std::fs::set_permissions(&pay, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("c.conf"),
+        "terminal exec ./pay.sh\njournal ./j\nlisten 127.0.0.1:0\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(CONCERTD)
+        .args(["-n", "-f", "c.conf"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let here = dir.canonicalize().unwrap();
+    assert!(
+        out.contains(&format!(
+            "terminal exec {}\n",
+            here.join("pay.sh").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("journal \"{}\"\n", here.join("j").display())),
+        "{out}"
+    );
+    assert!(!out.contains("/./"), "{out}");
+}

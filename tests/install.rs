@@ -49,6 +49,7 @@ fn install_and_uninstall_into_destdir() {
             "etc/concertd.conf",
             "usr/local/bin/concert",
             "usr/local/lib/systemd/system/concertd.service",
+            "usr/local/lib/systemd/system/concertd@.service",
             "usr/local/sbin/concertd",
             "usr/local/share/doc/concertd/concertd-pay.example",
             "usr/local/share/man/man1/concert.1",
@@ -70,9 +71,181 @@ fn install_and_uninstall_into_destdir() {
         "{unit}"
     );
     assert!(!unit.contains("@SBINDIR@"), "{unit}");
+    let lanes =
+        std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/concertd@.service"))
+            .unwrap();
+    assert!(
+        lanes.contains("ExecStart=/usr/local/sbin/concertd -d -f /etc/concertd/%i.conf"),
+        "{lanes}"
+    );
+    assert!(lanes.contains("StateDirectory=concertd/%i\n"), "{lanes}");
+    assert!(lanes.contains("RuntimeDirectory=concertd/%i\n"), "{lanes}");
+    assert!(
+        !lanes.contains("@SBINDIR@") && !lanes.contains("@SYSCONFDIR@"),
+        "{lanes}"
+    );
+    assert_eq!(
+        mode(&dest.join("usr/local/lib/systemd/system/concertd@.service")),
+        0o644
+    );
     let o = make(&["uninstall", &d]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(files(&dest).is_empty(), "{:?}", files(&dest));
+    // Its own documentation directory goes with its last file.
+    assert!(!dest.join("usr/local/share/doc/concertd").exists());
+    assert!(dest.join("usr/local/share/doc").exists());
+}
+
+/// `make` with no TARGET, in an environment of the test's choosing.
+fn make_env(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut c = Command::new("make");
+    c.arg("-s")
+        .args(args)
+        .env_remove("TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("MAKEFLAGS")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("make")
+}
+
+#[test]
+fn install_finds_the_build_directory_as_cargo_does() {
+    // A build directory elsewhere, as CARGO_TARGET_DIR makes it.
+    let build = temp_dir();
+    std::fs::create_dir(build.join("release")).unwrap();
+    let bin = Path::new(CONCERTD).parent().unwrap();
+    for b in ["concertd", "concert"] {
+        std::os::unix::fs::symlink(bin.join(b), build.join("release").join(b)).unwrap();
+    }
+    let dest = temp_dir();
+    let d = format!("DESTDIR={}", dest.display());
+    let o = make_env(&["install", &d], &[("CARGO_TARGET_DIR", &build)]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(dest.join("usr/local/sbin/concertd").is_file());
+    // Under sudo, CARGO_TARGET_DIR is gone: the message says what to do.
+    let elsewhere = temp_dir();
+    let o = make_env(&["install", &d], &[("CARGO_TARGET_DIR", &elsewhere)]);
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "{}/release/concertd missing: run make first",
+            elsewhere.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("pass TARGET="), "{out}");
+}
+
+/// `make run` on the test's binaries, run directory and a loopback port
+/// of the system's choosing; nothing is built (cargo holds the build
+/// directory while tests run).
+fn make_run(run_dir: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    let bin = Path::new(CONCERTD).parent().unwrap();
+    let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+    Command::new("make")
+        .args(["-s", "run", "RUN_BUILD=true", "RUN_LISTEN=127.0.0.1:0"])
+        .arg(format!("RUN_BIN={}", bin.display()))
+        .arg(format!("RUN_DIR={}", run_dir.display()))
+        .env_remove("MAKEFLAGS")
+        .env_remove("RUST_LOG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("make run")
+}
+
+const PING: &[u8] = b"CZ0040320CA00201CD001I";
+
+/// Whatever happens, the concertd of a test's `make run` does not outlive
+/// it: its pid is in the journal's lock file.
+struct StopRun(std::path::PathBuf);
+
+impl Drop for StopRun {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.0.join("journal.lock")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill(2) on the concertd this test's `make run` started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn make_run_then_a_second_make_run_fails_on_the_journal_lock() {
+    use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
+    let run_dir = temp_dir();
+    let mut first = make_run(&run_dir);
+    let _stop = StopRun(run_dir.clone());
+    let mut lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let addr: std::net::SocketAddr = loop {
+        let l = match lines.next() {
+            Some(Ok(l)) => l,
+            _ => panic!("make run ended:\n{log}"),
+        };
+        log.push_str(&l);
+        log.push('\n');
+        if let Some(a) = l.split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    assert!(addr.ip().is_loopback());
+    assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
+    let conf = run_dir.join("concertd.conf");
+    let text_before = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text_before.contains("listen 127.0.0.1:0\n"),
+        "{text_before}"
+    );
+    assert!(
+        text_before.ends_with(&format!(
+            "journal \"{}\"\n",
+            run_dir.join("journal").display()
+        )),
+        "{text_before}"
+    );
+    let before = std::fs::metadata(&conf).unwrap();
+    // The second fails at once, on the lock, and leaves the file that the
+    // first one watches as it was.
+    let o = make_run(&run_dir).wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let said = format!(
+        "concertd: journal {} in use by pid ",
+        run_dir.join("journal").display()
+    );
+    let pid: i32 = err
+        .lines()
+        .find_map(|l| l.strip_prefix(&said))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "concertd"
+    );
+    let after = std::fs::metadata(&conf).unwrap();
+    assert_eq!(
+        (before.ino(), before.mtime(), before.mtime_nsec()),
+        (after.ino(), after.mtime(), after.mtime_nsec())
+    );
+    assert!(!std::fs::read_dir(&run_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".conf.")));
+    // SAFETY: kill(2) on the concertd that the test's `make run` started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(first.wait().unwrap().success());
 }
 
 #[test]

@@ -239,3 +239,118 @@ fn a_stored_answer_keeps_its_bytes_in_the_old_tag_order() {
     let (al, aa) = (a.find("AL0011").unwrap(), a.find("AA016").unwrap());
     assert!(al < aa, "{a}");
 }
+
+/// A second concertd on the journal of a running one, in the foreground,
+/// on `listen`: its output.
+fn second_on(journal: &std::path::Path, listen: &str) -> std::process::Output {
+    let dir = temp_dir();
+    let conf = dir.join("concertd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen {listen}\nsimulator-delay 0\njournal {}\n",
+            journal.display()
+        ),
+    )
+    .unwrap();
+    let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+    std::process::Command::new(CONCERTD)
+        .arg("-d")
+        .arg("-f")
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn one_journal_one_daemon_through_rotation_and_reload() {
+    let mut d = Daemon::start("journal-size 4K\njournal-keep 1\nconfig-watch 0");
+    let journal = d.dir.join("journal");
+    let refused = |d: &Daemon| {
+        // Once the last answer's delivery is written: then the daemon
+        // writes nothing until the next request.
+        let before = loop_until(|| {
+            let j = d.journal();
+            (j.is_empty() || j.ends_with(" delivered\n")).then_some(j)
+        });
+        // Its own address too: the lock is taken before binding, so the
+        // message names the journal, not a busy port.
+        let o = second_on(&journal, &d.addr.to_string());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!(
+                "concertd: journal {} in use by pid {}",
+                journal.display(),
+                d.pid()
+            )
+        );
+        // Nothing written by the refused one.
+        assert!(d.journal() == before, "the journal changed");
+    };
+    refused(&d);
+    // Rotation moves the journal to journal.1 and puts a new file in its
+    // place: the lock, on journal.lock, still holds.
+    let mut n = 0;
+    while !d.log_text().contains(": rotated,") {
+        exchange(d.addr, debit("01", &format!("{}", 1000 + n)).as_bytes());
+        n += 1;
+        assert!(n < 200, "no rotation:\n{}", d.log_text());
+    }
+    assert!(d.dir.join("journal.1").exists());
+    refused(&d);
+    d.signal(libc::SIGHUP);
+    d.wait_log("reloaded:");
+    refused(&d);
+    // Gone with its holder: the next daemon starts on the same journal.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    refused(&d);
+}
+
+#[test]
+fn the_detached_daemon_keeps_the_journal_lock_after_the_fork() {
+    let dir = temp_dir();
+    let pidfile = dir.join("concertd.pid");
+    let conf = dir.join("concertd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
+            dir.join("journal").display(),
+            pidfile.display(),
+            dir.join("log").display()
+        ),
+    )
+    .unwrap();
+    let o = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        std::process::Command::new(CONCERTD)
+            .arg("-f")
+            .arg(&conf)
+            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let reap = Reap::from_pid_file(&pidfile);
+    let addr = listening_in(&dir.join("log"));
+    // The parent that took the lock has exited: the daemon holds it, and
+    // is the pid named. (On the daemon's address: without the lock this
+    // one would fail too, but on the port.)
+    let o = second_on(&dir.join("journal"), &addr.to_string());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "journal {} in use by pid {}",
+            dir.join("journal").display(),
+            reap.0
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

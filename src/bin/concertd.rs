@@ -3,12 +3,12 @@
 use concert::config::{self, Config};
 use concert::daemon::{self, PidFile};
 use concert::error::Error;
-use concert::journal::Journal;
+use concert::journal::{Journal, Lock, LockError};
 use concert::logging;
 use concert::service::{self, Service};
 use crossbeam_channel::{after, at, never, select, unbounded};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -132,6 +132,17 @@ fn check(cfg: &Config) -> Result<(), Error> {
     }
 }
 
+fn lock_error(journal: &Path, e: LockError) -> Error {
+    match e {
+        LockError::Held(pid) => Error::JournalInUse {
+            journal: journal.to_path_buf(),
+            pid,
+        },
+        LockError::Journal(e) => concert::files::error("journal", journal, e),
+        LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(journal), e),
+    }
+}
+
 fn run(args: Args) -> Result<(), Error> {
     let (cfg, file) = load(&args)?;
     if args.check {
@@ -149,7 +160,17 @@ fn run(args: Args) -> Result<(), Error> {
     if !args.foreground {
         daemon::check_pidfile(&cfg.pidfile)?;
     }
+    // One journal, one concertd: taken before anything is bound or
+    // written, so that a second daemon on the same journal (a second `make
+    // run`) says so, rather than "address in use" or writing under the
+    // first one. Held until `run` returns. A journal that cannot be used
+    // at all is reported after the listen addresses, as it always was.
+    let lock = match Lock::take(&cfg.journal) {
+        Err(e @ LockError::Held(_)) => return Err(lock_error(&cfg.journal, e)),
+        other => other,
+    };
     let bound = service::bind_all(&cfg.listen)?;
+    let mut lock = lock.map_err(|e| lock_error(&cfg.journal, e))?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
         .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
@@ -198,6 +219,13 @@ fn run(args: Args) -> Result<(), Error> {
                 return Err(e);
             }
         }
+        // The parent that took the lock exits; the lock stays with this
+        // process, which must be the pid a second daemon is told.
+        if let Err(e) = lock.mine() {
+            let e = concert::files::error("journal lock", lock.path(), e);
+            r.fail(&e.to_string());
+            return Err(e);
+        }
         ready = Some(r);
     }
     if let Some(a) = &account {
@@ -216,6 +244,7 @@ fn run(args: Args) -> Result<(), Error> {
             }
         }
         daemon::give_journal(&journal, a);
+        daemon::give_lock(&lock, a);
         if let Err(e) = daemon::drop_to(a) {
             if let Some(r) = ready.take() {
                 r.fail(&e.to_string());
