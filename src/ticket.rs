@@ -101,6 +101,8 @@ pub struct Facts {
     pub duplicata: bool,
     /// Made by the simulator: no card was charged.
     pub simulated: bool,
+    /// How the simulator sent the shopper's receipt: `E-MAIL` or `SMS`.
+    pub receipt: Option<&'static str>,
 }
 
 /// First line of every copy of a simulated ticket: first, so that a ticket
@@ -168,6 +170,9 @@ fn copy_text(f: &Facts, merchant: bool) -> Vec<u8> {
     });
     if !merchant {
         line(b"A CONSERVER");
+        if let Some(how) = f.receipt {
+            line(format!("TICKET ENVOYE PAR {how}").as_bytes());
+        }
     }
     t
 }
@@ -304,7 +309,9 @@ mod tests {
         let mut f = facts();
         f.duplicata = true;
         f.simulated = true;
-        // Both copies, in HTML, duplicata: the longest ticket concertd makes.
+        f.receipt = Some("E-MAIL");
+        // Both copies, in HTML, duplicata, receipt sent: the longest ticket
+        // concertd makes.
         let doc = document(&spec, &f);
         assert!(doc.len() <= MAX_AK / 4 * 3, "cut: {} bytes", doc.len());
         let (_, back) = decode_zt(&zt(&spec, &f)).unwrap();
@@ -314,6 +321,14 @@ mod tests {
             .filter(|w| *w == SIMULATED)
             .count();
         assert_eq!(n, 2, "{}", String::from_utf8_lossy(&back));
+        // On the customer's copy only.
+        let text = String::from_utf8_lossy(&back);
+        assert_eq!(
+            text.matches("TICKET ENVOYE PAR E-MAIL").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.find("TICKET ENVOYE") < text.find("TICKET COMMERCANT"));
     }
 
     #[test]

@@ -1254,6 +1254,21 @@ fn facts(req: &Request, o: &Outcome, when: &str, duplicata: bool, simulated: boo
         when: when.to_string(),
         duplicata,
         simulated,
+        receipt: receipt_by(req, simulated),
+    }
+}
+
+/// The way the simulator sends the shopper's receipt (an e-mail before a
+/// phone when a register gives both). Only the simulator says it did: a
+/// real payment program sends receipts its own way.
+fn receipt_by(req: &Request, simulated: bool) -> Option<&'static str> {
+    if !simulated || !req.op.is_payment() {
+        return None;
+    }
+    match (&req.receipt_email, &req.receipt_phone) {
+        (Some(_), _) => Some("E-MAIL"),
+        (None, Some(_)) => Some("SMS"),
+        (None, None) => None,
     }
 }
 

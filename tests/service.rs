@@ -112,3 +112,108 @@ fn a_relay_forwards_a_deferred_debit_to_v3_and_refuses_it_toward_v2() {
         std::io::ErrorKind::WouldBlock
     );
 }
+
+/// An exec program that writes its CONCERT_RECEIPT_* variables beside
+/// itself and approves.
+fn receipt_program() -> (std::path::PathBuf, String) {
+    let dir = temp_dir();
+    let script = dir.join("pay.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nenv | grep '^CONCERT_RECEIPT_' | sort > \"$(dirname \"$0\")/receipt\"\n\
+         echo AE=10\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = format!("terminal exec {}\n", script.display());
+    (dir, conf)
+}
+
+fn el(tag: &str, v: &str) -> String {
+    format!("{tag}{:03}{v}", v.len())
+}
+
+const PHONE: &str = "+33 6 12 34 56 78";
+const EMAIL: &str = "jean.dupont@example.fr";
+
+#[test]
+fn e_receipt_phone_and_email_are_checked_used_and_masked() {
+    let d = Daemon::start_with("", &["-vv"]);
+    // E-mail first when both are given; the customer's ticket says so.
+    let req = payment(
+        "0",
+        "1000",
+        &format!("CK003100{}{}", el("BH", PHONE), el("BI", EMAIL)),
+    );
+    let a = exchange(d.addr, req.as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    assert!(String::from_utf8_lossy(&doc).contains("TICKET ENVOYE PAR E-MAIL"));
+    d.wait_log("simulator: receipt sent by e-mail to j***@example.fr");
+    let req = payment("0", "1100", &format!("CK003100{}", el("BH", PHONE)));
+    let a = exchange(d.addr, req.as_bytes());
+    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    assert!(String::from_utf8_lossy(&doc).contains("TICKET ENVOYE PAR SMS"));
+    d.wait_log("simulator: receipt sent by SMS to ***78");
+    // PayXpert's fixed-length fields, padded with spaces, are taken.
+    let padded = payment("0", "1200", &el("BH", &format!("{:<20}", "0612345678")));
+    assert!(text(&exchange(d.addr, padded.as_bytes())).contains("AE00210"));
+    // Bad ones are a format error, and the terminal is not used.
+    for bad in [
+        el("BH", "12-34-56-78"),
+        el("BI", "jean.dupont.example.fr"),
+        el("BH", "1234"),
+    ] {
+        let req = payment("0", "1300", &bad);
+        let a = exchange(d.addr, req.as_bytes());
+        assert!(text(&a).contains("AE00201AF00209"), "{bad}: {}", text(&a));
+    }
+    // Neither the log (wire trace included) nor the journal keeps them.
+    let (log, journal) = (d.log_text(), d.journal());
+    for whole in [PHONE, EMAIL, "0612345678", "12 34 56"] {
+        assert!(!log.contains(whole), "{whole} in the log:\n{log}");
+        assert!(
+            !journal.contains(whole),
+            "{whole} in the journal:\n{journal}"
+        );
+    }
+    assert!(journal.contains("BI015j***@example.fr"), "{journal}");
+    assert!(journal.contains("BH005***78"), "{journal}");
+    // Read back after a restart: the masked journal is still good.
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    let s = exchange(d.addr, status());
+    assert!(
+        text(&s).starts_with(&payment("0", "1200", "")),
+        "{}",
+        text(&s)
+    );
+    assert!(!d.log_text().contains("unreadable"), "{}", d.log_text());
+}
+
+#[test]
+fn exec_gets_the_receipt_and_a_relay_forwards_it_to_v3() {
+    let (dir, conf) = receipt_program();
+    let up = Daemon::start(&conf);
+    let relay = Daemon::start(&format!("terminal relay tcp {}\n", up.addr));
+    let req = payment(
+        "0",
+        "1000",
+        &format!("{}{}", el("BH", PHONE), el("BI", EMAIL)),
+    );
+    let a = exchange(relay.addr, req.as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("receipt")).unwrap(),
+        format!("CONCERT_RECEIPT_EMAIL={EMAIL}\nCONCERT_RECEIPT_PHONE={PHONE}\n")
+    );
+    // Without them, the variables are there and empty.
+    let a = exchange(up.addr, payment("0", "900", "").as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("receipt")).unwrap(),
+        "CONCERT_RECEIPT_EMAIL=\nCONCERT_RECEIPT_PHONE=\n"
+    );
+}

@@ -636,6 +636,14 @@ impl Backend for Exec {
             .env("CONCERT_PARTIAL_OK", flag(r.partial_ok))
             .env("CONCERT_CHANNEL", tx.channel.to_string())
             .env(
+                "CONCERT_RECEIPT_PHONE",
+                r.receipt_phone.clone().unwrap_or_default(),
+            )
+            .env(
+                "CONCERT_RECEIPT_EMAIL",
+                r.receipt_email.clone().unwrap_or_default(),
+            )
+            .env(
                 "CONCERT_FRAME",
                 String::from_utf8_lossy(&r.frame.encode()).into_owned(),
             )

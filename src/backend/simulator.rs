@@ -234,6 +234,20 @@ impl Backend for Simulator {
             Operation::Telecollect => self.telecollect(tx),
             _ => self.payment(tx),
         };
+        let r = &tx.request;
+        let to = match (&r.receipt_email, &r.receipt_phone) {
+            (Some(e), _) => Some(("e-mail", tags::BI, e)),
+            (None, Some(p)) => Some(("SMS", tags::BH, p)),
+            (None, None) => None,
+        };
+        if let (Some((how, tag, v)), true) = (to, r.op.is_payment()) {
+            let masked = crate::pan::mask_personal(tag, v.as_bytes()).unwrap_or_default();
+            log::info!(
+                "tx {}: simulator: receipt sent by {how} to {}",
+                tx.id,
+                crate::pan::escape(&masked)
+            );
+        }
         // Only payments wait for the simulated cardholder.
         let delay = if tx.request.op.is_payment() {
             self.delay
