@@ -240,16 +240,6 @@ impl Daemon {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
-    /// SIGKILL, and the process reaped.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Waits for the process to end; its exit status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
@@ -300,6 +290,37 @@ impl Daemon {
         }
     }
 
+    pub fn log_text(&self) -> String {
+        let g = self.log.0.lock().unwrap();
+        g.lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    pub fn concert(&self, args: &[&str]) -> Output {
+        Command::new(CONCERT)
+            .args(["-p", &self.port()])
+            .args(args)
+            .output()
+            .expect("run concert")
+    }
+}
+
+/// What the benches read of a daemon (tests wait on its log instead).
+#[allow(dead_code)]
+impl Daemon {
+    /// SIGKILL, and the process reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Number of the next log line, for `wait_log_since`.
     pub fn mark(&self) -> usize {
         let g = self.log.0.lock().unwrap();
@@ -325,11 +346,6 @@ impl Daemon {
             }
             g = c.wait_timeout(g, deadline - now).unwrap().0;
         }
-    }
-
-    pub fn log_text(&self) -> String {
-        let g = self.log.0.lock().unwrap();
-        g.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     /// The last `n` log lines kept.
@@ -364,18 +380,6 @@ impl Daemon {
     pub fn rss_kb(&self) -> Option<u64> {
         rss_kb(self.pid())
     }
-
-    pub fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-
-    pub fn concert(&self, args: &[&str]) -> Output {
-        Command::new(CONCERT)
-            .args(["-p", &self.port()])
-            .args(args)
-            .output()
-            .expect("run concert")
-    }
 }
 
 impl Drop for Daemon {
@@ -389,6 +393,7 @@ impl Drop for Daemon {
 }
 
 /// VmRSS of a process in kB.
+#[allow(dead_code)]
 pub fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
