@@ -11,7 +11,6 @@
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod util;
 
-use util::{cloexec, Daemon, Spec, CONCERTD};
+use util::{pty_pair, temp_dir, Daemon, Spec, CONCERTD};
 
 const PING: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001I";
 const PING_ANSWER: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001IAE00210";
@@ -381,15 +380,9 @@ fn idle() {
     let d = daemon("config-watch 2s");
     let plain = measure(&d);
     drop(d);
-    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-idle-tty", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let (master, slave) = TTYPort::pair().expect("pty pair");
-    // Not inherited by concertd.
-    cloexec(master.as_raw_fd());
-    cloexec(slave.as_raw_fd());
+    let dir = temp_dir();
     let link = dir.join("tty");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let (master, slave) = pty_pair(&link);
     let d = daemon(&format!("config-watch 2s\nserial {}", link.display()));
     let serial = measure(&d);
     drop(d);
@@ -427,15 +420,9 @@ fn memory() {
 
 fn serial() {
     const ROUNDS: usize = 300;
-    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-tty", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let dir = temp_dir();
     let link = dir.join("tty");
-    let (mut master, slave) = TTYPort::pair().expect("pty pair");
-    // Not inherited by concertd.
-    cloexec(master.as_raw_fd());
-    cloexec(slave.as_raw_fd());
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let (mut master, _slave) = pty_pair(&link);
     let d = daemon(&format!("serial {}\nserial-format 8N1", link.display()));
     master.set_timeout(Duration::from_secs(5)).unwrap();
     let byte = |m: &mut TTYPort| {

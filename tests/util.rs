@@ -29,6 +29,24 @@ pub fn cloexec(fd: i32) {
     }
 }
 
+/// A pty pair, the daemon's side reached through the symlink `link` (so
+/// the device can be removed and created again); neither side inherited
+/// by a daemon.
+pub fn pty_pair(link: &std::path::Path) -> (serialport::TTYPort, serialport::TTYPort) {
+    use std::os::fd::AsRawFd;
+    let (master, slave) = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, s) = serialport::TTYPort::pair().expect("pty pair");
+        cloexec(m.as_raw_fd());
+        cloexec(s.as_raw_fd());
+        (m, s)
+    };
+    let _ = std::fs::remove_file(link);
+    let name = serialport::SerialPort::name(&slave).expect("pty name");
+    std::os::unix::fs::symlink(name, link).unwrap();
+    (master, slave)
+}
+
 pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(

@@ -6,11 +6,10 @@ use crate::journal::read_journal;
 use crate::report::Stage;
 use crate::rng::{env_num, Rng};
 use crate::tcp::{ms, percentile};
-use crate::util::{cloexec, text};
+use crate::util::{pty_pair, text};
 use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use serialport::{SerialPort, TTYPort};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,13 +26,8 @@ struct Register {
 }
 
 fn pty(link: &Path) -> Register {
-    let (mut master, slave) = TTYPort::pair().expect("pty pair");
-    // Not close-on-exec as opened: concertd must not inherit them.
-    cloexec(master.as_raw_fd());
-    cloexec(slave.as_raw_fd());
+    let (mut master, slave) = pty_pair(link);
     master.set_timeout(Duration::from_millis(20)).unwrap();
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
     Register {
         master,
         _slave: slave,
