@@ -9,101 +9,38 @@
 //! transaction, measured in the same run.
 
 use serialport::{SerialPort, TTYPort};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CONCERTD: &str = env!("CARGO_BIN_EXE_concertd");
+#[path = "../tests/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use util::{pty_pair, temp_dir, Daemon, Spec, CONCERTD};
+
 const PING: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001I";
 const PING_ANSWER: &[u8] = b"CZ0040320CJ012247300123456CA00201CD001IAE00210";
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-    started: Duration,
+/// A daemon as the figures need it: not verbose (a log line per request
+/// would be part of what is measured), the log echoed with BENCH_LOG.
+fn daemon(extra: &str) -> Daemon {
+    let mut spec = Spec::new(&format!(
+        // One address plays every client: the per-peer cap is raised to
+        // the global one.
+        "config-watch 0\nmax-connections-per-peer 1024\n{extra}"
+    ))
+    .flags(&[]);
+    spec.echo_log = std::env::var_os("BENCH_LOG").is_some();
+    // The log is only read for `ready` and the address.
+    spec.keep_lines = Some(100);
+    Daemon::launch(spec)
 }
 
-impl Daemon {
-    fn start(name: &str, extra: &str) -> Daemon {
-        let dir =
-            std::env::temp_dir().join(format!("concertd-bench-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("concertd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                // One address plays every client: the per-peer cap is
-                // raised to the global one.
-                "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\nconfig-watch 0\n\
-                 max-connections-per-peer 1024\n{extra}\n",
-                dir.join("journal").display()
-            ),
-        )
-        .unwrap();
-        let t0 = Instant::now();
-        let mut child = Command::new(CONCERTD)
-            .args(["-d", "-f"])
-            .arg(&conf)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn concertd");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(a) = line.split("listening on ").nth(1) {
-                addr = Some(a.trim().parse().unwrap());
-            }
-            if line.ends_with("INFO  ready") {
-                break;
-            }
-        }
-        let started = t0.elapsed();
-        // Keep draining the log so that the daemon never blocks on it.
-        let show = std::env::var_os("BENCH_LOG").is_some();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                if show {
-                    eprintln!("{l}");
-                }
-            }
-        });
-        Daemon {
-            child,
-            addr: addr.expect("listening address"),
-            dir,
-            started,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn rss_kib(d: &Daemon) -> u64 {
+    d.rss_kb().unwrap_or(0)
 }
 
 /// One request on a fresh connection, answer read until the server closes.
@@ -236,7 +173,7 @@ fn line(name: &str, value: impl std::fmt::Display) {
 
 fn ping() {
     const N: usize = 20_000;
-    let d = Daemon::start("ping", "");
+    let d = daemon("");
     let limit = limit_server();
     // Warm both up.
     load(d.addr, 500, 1, PING);
@@ -281,7 +218,7 @@ fn ping() {
 }
 
 fn busy_storm() {
-    let d = Daemon::start("busy", "simulator-delay 600s\ntransaction-timeout 600s");
+    let d = daemon("simulator-delay 600s\ntransaction-timeout 600s");
     let addr = d.addr;
     std::thread::spawn(move || exchange(addr, b"CZ0040320CA00201CB0041000CD0010CE003978"));
     // The running debit must be running before the storm: its status says so.
@@ -361,7 +298,7 @@ fn sync_time(dir: &std::path::Path) -> Duration {
 
 fn transactions() {
     const N: usize = 2_000;
-    let d = Daemon::start("tx", "");
+    let d = daemon("");
     let mut lat = Vec::with_capacity(N);
     let mut errors = 0;
     let t0 = Instant::now();
@@ -436,27 +373,17 @@ fn idle() {
     let measure = |d: &Daemon| {
         // Settled after start.
         std::thread::sleep(Duration::from_secs(3));
-        let w0 = wakeups(d.child.id());
+        let w0 = wakeups(d.pid());
         std::thread::sleep(Duration::from_secs(secs));
-        wakeups(d.child.id()) - w0
+        wakeups(d.pid()) - w0
     };
-    let d = Daemon::start("idle", "config-watch 2s");
+    let d = daemon("config-watch 2s");
     let plain = measure(&d);
     drop(d);
-    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-idle-tty", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let (master, slave) = TTYPort::pair().expect("pty pair");
-    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
-        // SAFETY: fcntl on descriptors we own: not inherited by concertd.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
+    let dir = temp_dir();
     let link = dir.join("tty");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
-    let d = Daemon::start(
-        "idle-serial",
-        &format!("config-watch 2s\nserial {}", link.display()),
-    );
+    let (master, slave) = pty_pair(&link);
+    let d = daemon(&format!("config-watch 2s\nserial {}", link.display()));
     let serial = measure(&d);
     drop(d);
     drop((master, slave));
@@ -469,17 +396,17 @@ fn idle() {
 }
 
 fn memory() {
-    let d = Daemon::start("mem", "request-timeout 120s\nrequest-gap 60s");
+    let d = daemon("request-timeout 120s\nrequest-gap 60s");
     // Let it settle after start.
     exchange(d.addr, PING).unwrap();
-    let idle = d.rss_kib();
+    let idle = rss_kib(&d);
     let held: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(d.addr).unwrap())
         .collect();
     // Every connection has its thread once a ping behind them is answered
     // (accepts are served in order).
     exchange(d.addr, PING).unwrap();
-    let busy = d.rss_kib();
+    let busy = rss_kib(&d);
     drop(held);
     let size = std::fs::metadata(CONCERTD).map(|m| m.len()).unwrap_or(0);
     println!("memory");
@@ -493,20 +420,10 @@ fn memory() {
 
 fn serial() {
     const ROUNDS: usize = 300;
-    let dir = std::env::temp_dir().join(format!("concertd-bench-{}-tty", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let dir = temp_dir();
     let link = dir.join("tty");
-    let (mut master, slave) = TTYPort::pair().expect("pty pair");
-    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
-        // SAFETY: fcntl on descriptors we own: not inherited by concertd.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
-    let d = Daemon::start(
-        "serial",
-        &format!("serial {}\nserial-format 8N1", link.display()),
-    );
+    let (mut master, _slave) = pty_pair(&link);
+    let d = daemon(&format!("serial {}\nserial-format 8N1", link.display()));
     master.set_timeout(Duration::from_secs(5)).unwrap();
     let byte = |m: &mut TTYPort| {
         let mut b = [0u8; 1];
@@ -596,9 +513,7 @@ fn serial() {
 }
 
 fn start() {
-    let mut v: Vec<Duration> = (0..9)
-        .map(|i| Daemon::start(&format!("start{i}"), "").started)
-        .collect();
+    let mut v: Vec<Duration> = (0..9).map(|_| daemon("").started).collect();
     v.sort();
     println!("start: exec to accepting connections (\"ready\" logged), median of 9");
     row("start", format!("{:.1} ms", ms(v[4])));

@@ -6,7 +6,6 @@ use crate::util::*;
 use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,16 +19,8 @@ pub struct Register {
 }
 
 pub fn pty(link: &Path) -> Register {
-    let (mut master, slave) = {
-        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-        let (m, s) = TTYPort::pair().expect("pty pair");
-        cloexec(m.as_raw_fd());
-        cloexec(s.as_raw_fd());
-        (m, s)
-    };
+    let (mut master, slave) = pty_pair(link);
     master.set_timeout(Duration::from_millis(50)).unwrap();
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
     Register {
         master,
         _slave: slave,

@@ -1,6 +1,7 @@
 //! Drives the real binaries: a concertd per test on 127.0.0.1:0, its log
 //! read line by line so tests wait on what it says, never on the clock.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -28,6 +29,24 @@ pub fn cloexec(fd: i32) {
     }
 }
 
+/// A pty pair, the daemon's side reached through the symlink `link` (so
+/// the device can be removed and created again); neither side inherited
+/// by a daemon.
+pub fn pty_pair(link: &std::path::Path) -> (serialport::TTYPort, serialport::TTYPort) {
+    use std::os::fd::AsRawFd;
+    let (master, slave) = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, s) = serialport::TTYPort::pair().expect("pty pair");
+        cloexec(m.as_raw_fd());
+        cloexec(s.as_raw_fd());
+        (m, s)
+    };
+    let _ = std::fs::remove_file(link);
+    let name = serialport::SerialPort::name(&slave).expect("pty name");
+    std::os::unix::fs::symlink(name, link).unwrap();
+    (master, slave)
+}
+
 pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -40,10 +59,60 @@ pub fn temp_dir() -> PathBuf {
     d
 }
 
+/// The daemon's log, read line by line from its standard error. Lines are
+/// numbered from the start of the process; a harness that logs a lot
+/// (the stress suite) keeps only the last ones, the count of panics and
+/// errors staying whole.
 #[derive(Default)]
 struct Log {
-    lines: Vec<String>,
+    lines: VecDeque<String>,
+    /// Number of the first line kept.
+    first: usize,
     closed: bool,
+    panics: Vec<String>,
+    errors: Vec<String>,
+    error_count: usize,
+}
+
+/// How a daemon is started. `Daemon::start` and its kin fill it for the
+/// tests; the benches set what they measure differently.
+pub struct Spec {
+    /// Configuration lines after the harness's own (later lines win).
+    pub extra: String,
+    pub flags: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Where the configuration and journal go; a fresh temporary
+    /// directory if None.
+    pub dir: Option<PathBuf>,
+    /// Left in place when the daemon is dropped, for a report to point at.
+    pub keep_dir: bool,
+    /// Most log lines kept; None keeps all.
+    pub keep_lines: Option<usize>,
+    /// The daemon is killed when the thread that spawned it ends, even by
+    /// a signal: for a harness whose own death must not leave daemons.
+    pub die_with_parent: bool,
+    /// Log lines also go to our standard error.
+    pub echo_log: bool,
+}
+
+impl Spec {
+    pub fn new(extra: &str) -> Spec {
+        Spec {
+            extra: extra.to_string(),
+            flags: vec!["-v".to_string()],
+            env: Vec::new(),
+            dir: None,
+            keep_dir: false,
+            keep_lines: None,
+            die_with_parent: false,
+            echo_log: false,
+        }
+    }
+
+    pub fn flags(mut self, flags: &[&str]) -> Spec {
+        self.flags = flags.iter().map(|f| f.to_string()).collect();
+        self
+    }
 }
 
 pub struct Daemon {
@@ -51,8 +120,9 @@ pub struct Daemon {
     pub addr: SocketAddr,
     log: Arc<(Mutex<Log>, Condvar)>,
     pub dir: PathBuf,
-    flags: Vec<String>,
-    env: Vec<(String, String)>,
+    spec: Spec,
+    /// Time from exec to `ready`, of the last spawn.
+    pub started: Duration,
 }
 
 impl Daemon {
@@ -67,27 +137,41 @@ impl Daemon {
     }
 
     pub fn start_env(extra: &str, flags: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let dir = temp_dir();
-        let conf = dir.join("concertd.conf");
-        let journal = dir.join("journal");
-        let text = format!(
-            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\n{extra}\n",
-            journal.display()
-        );
-        std::fs::write(&conf, text).unwrap();
+        let mut spec = Spec::new(extra).flags(flags);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Daemon::launch(spec)
+    }
+
+    pub fn launch(mut spec: Spec) -> Daemon {
+        let dir = match spec.dir.take() {
+            Some(d) => {
+                std::fs::create_dir_all(&d).unwrap();
+                d
+            }
+            None => temp_dir(),
+        };
         let mut d = Daemon {
             child: Command::new("true").spawn().unwrap(),
             addr: "127.0.0.1:1".parse().unwrap(),
             log: Arc::new((Mutex::new(Log::default()), Condvar::new())),
             dir,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            spec,
+            started: Duration::ZERO,
         };
+        let extra = d.spec.extra.clone();
+        d.set_extra(&extra);
         d.spawn();
         d
+    }
+
+    /// Rewrites the configuration as at start, with other extra lines.
+    pub fn set_extra(&mut self, extra: &str) {
+        self.spec.extra = extra.to_string();
+        let text = format!("listen 127.0.0.1:0\n{}{extra}\n", self.base_config());
+        self.write_config(&text);
     }
 
     /// Starts (again) the daemon on the same configuration and journal,
@@ -96,7 +180,7 @@ impl Daemon {
         let _ = self.child.wait();
         let mut cmd = Command::new(CONCERTD);
         cmd.arg("-d")
-            .args(&self.flags)
+            .args(&self.spec.flags)
             .arg("-f")
             .arg(self.dir.join("concertd.conf"))
             .env_remove("RUST_LOG")
@@ -104,9 +188,21 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
+        for (k, v) in &self.spec.env {
             cmd.env(k, v);
         }
+        if self.spec.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs in the
+            // child between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let t0 = Instant::now();
         let mut child = {
             let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
             cmd.spawn().expect("spawn concertd")
@@ -114,11 +210,29 @@ impl Daemon {
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
         let l2 = Arc::clone(&log);
+        let (keep, echo) = (self.spec.keep_lines, self.spec.echo_log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("{line}");
+                }
                 let (m, c) = &*l2;
-                m.lock().unwrap().lines.push(line);
+                let mut g = m.lock().unwrap();
+                if line.contains("panicked") {
+                    g.panics.push(line.clone());
+                }
+                if line.contains(" ERROR ") {
+                    g.error_count += 1;
+                    if g.errors.len() < 5 {
+                        g.errors.push(line.clone());
+                    }
+                }
+                g.lines.push_back(line);
+                if keep.is_some_and(|k| g.lines.len() > k) {
+                    g.lines.pop_front();
+                    g.first += 1;
+                }
                 c.notify_all();
             }
             let (m, c) = &*l2;
@@ -128,6 +242,7 @@ impl Daemon {
         self.child = child;
         self.log = log;
         self.wait_log("INFO  ready");
+        self.started = t0.elapsed();
         let line = self.wait_log("listening on ");
         let addr = line.rsplit("listening on ").next().unwrap().trim();
         self.addr = addr.parse().expect("bound address");
@@ -180,27 +295,22 @@ impl Daemon {
         let mut g = m.lock().unwrap();
         loop {
             let hits: Vec<&String> = g.lines.iter().filter(|l| l.contains(pat)).collect();
-            if hits.len() < n && (g.closed || Instant::now() >= deadline) {
-                let log = g.lines.join("\n");
-                drop(g);
-                panic!("no log line with {pat:?} (x{n}); log:\n{log}");
-            }
             if hits.len() >= n {
                 return hits[n - 1].clone();
             }
             let now = Instant::now();
             if g.closed || now >= deadline {
-                panic!(
-                    "no log line with {pat:?} (x{n}); log:\n{}",
-                    g.lines.join("\n")
-                );
+                let log = g.lines.iter().cloned().collect::<Vec<_>>().join("\n");
+                drop(g);
+                panic!("no log line with {pat:?} (x{n}); log:\n{log}");
             }
             g = c.wait_timeout(g, deadline - now).unwrap().0;
         }
     }
 
     pub fn log_text(&self) -> String {
-        self.log.0.lock().unwrap().lines.join("\n")
+        let g = self.log.0.lock().unwrap();
+        g.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     pub fn port(&self) -> String {
@@ -216,12 +326,96 @@ impl Daemon {
     }
 }
 
+/// What the benches read of a daemon (tests wait on its log instead).
+#[allow(dead_code)]
+impl Daemon {
+    /// SIGKILL, and the process reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Number of the next log line, for `wait_log_since`.
+    pub fn mark(&self) -> usize {
+        let g = self.log.0.lock().unwrap();
+        g.first + g.lines.len()
+    }
+
+    /// The first line from line number `since` on that contains `pat`;
+    /// None if the daemon ends or PATIENCE passes first.
+    pub fn wait_log_since(&self, since: usize, pat: &str) -> Option<String> {
+        let (m, c) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut g = m.lock().unwrap();
+        let mut next = since;
+        loop {
+            let from = next.max(g.first) - g.first;
+            if let Some(l) = g.lines.iter().skip(from).find(|l| l.contains(pat)) {
+                return Some(l.clone());
+            }
+            next = g.first + g.lines.len();
+            let now = Instant::now();
+            if g.closed || now >= deadline {
+                return None;
+            }
+            g = c.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The last `n` log lines kept.
+    pub fn log_tail(&self, n: usize) -> String {
+        let g = self.log.0.lock().unwrap();
+        let skip = g.lines.len().saturating_sub(n);
+        g.lines
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Log lines kept that contain `pat`.
+    pub fn count_log(&self, pat: &str) -> usize {
+        let g = self.log.0.lock().unwrap();
+        g.lines.iter().filter(|l| l.contains(pat)).count()
+    }
+
+    /// Every panic the daemon logged since its last spawn.
+    pub fn panics(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().panics.clone()
+    }
+
+    /// How many ERROR lines since the last spawn, and the first five.
+    pub fn errors(&self) -> (usize, Vec<String>) {
+        let g = self.log.0.lock().unwrap();
+        (g.error_count, g.errors.clone())
+    }
+
+    pub fn rss_kb(&self) -> Option<u64> {
+        rss_kb(self.pid())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.spec.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// VmRSS of a process in kB.
+#[allow(dead_code)]
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
