@@ -47,16 +47,56 @@ pub fn pty_pair(link: &std::path::Path) -> (serialport::TTYPort, serialport::TTY
     (master, slave)
 }
 
+/// A fresh directory for one test, under this process's own root
+/// (`concertd-test-PID`), which is removed when the process exits, and
+/// with it every test's files: a suite run again and again must not fill
+/// the disk. Roots left by runs that were killed are removed by the next
+/// run. `CONCERTD_KEEP_TEST_DIRS=1` keeps them, to look at after a failure.
 pub fn temp_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "concertd-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        sweep_dead_roots();
+        let r = test_root(std::process::id());
+        let _ = std::fs::remove_dir_all(&r);
+        std::fs::create_dir_all(&r).unwrap();
+        if std::env::var_os("CONCERTD_KEEP_TEST_DIRS").is_none() {
+            extern "C" fn remove_root() {
+                let _ = std::fs::remove_dir_all(test_root(std::process::id()));
+            }
+            // SAFETY: atexit(3) with a function that takes no argument.
+            unsafe { libc::atexit(remove_root) };
+        }
+        r
+    });
+    let d = root.join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+fn test_root(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("concertd-test-{pid}"))
+}
+
+/// Removes the roots of test processes that no longer run (and the flat
+/// `concertd-test-PID-N` directories of older harnesses).
+fn sweep_dead_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("concertd-test-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The daemon's log, read line by line from its standard error. Lines are
