@@ -419,13 +419,13 @@ pub fn describe(f: &Frame) -> String {
         out.push_str(&format!("  refund of tx {v}\n"));
     }
     if let Some(v) = f.text(ID) {
-        row(&mut out, "transaction id", v);
+        row(&mut out, "transaction", v);
     }
     if let Some(v) = f.text(AP) {
         row(&mut out, "time", &ap_readable(v));
     }
     if let Some(v) = f.text(AQ) {
-        row(&mut out, "terminal serial", v);
+        row(&mut out, "serial", v);
     }
     if let Some(z) = f.get(ZT) {
         match ticket::decode_zt(z) {
