@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
-\x20              [-k ck] [-P private] [-t timeout] [-z version]\n\
+\x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
-commands: pay AMOUNT | defer AMOUNT | refund [-m ID] AMOUNT | cancel AMOUNT | duplicate\n\
+commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
 \x20         ping | status | telecollect | print TEXT | send FRAME";
 
 /// What `concert status` is for, said whenever an outcome may have been
