@@ -264,13 +264,10 @@ const EXTENSIONS: &[(&str, AnswerExtensions)] = &[
 /// `serial-number`: 2 to 20 printable characters, as PayXpert's AQ holds.
 fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
     let v = one(key, args)?;
-    // No `"`: -n writes the value back between quotes.
-    if !(2..=20).contains(&v.len())
-        || !crate::tlv::is_valid_value(v.as_bytes())
-        || v.contains('"')
-    {
+    // (A value never holds `"`: the file's quotes only group words.)
+    if !(2..=20).contains(&v.len()) || !crate::tlv::is_valid_value(v.as_bytes()) {
         return Err(format!(
-            "{key} {v:?} is not 2 to 20 printable ASCII characters (no \")"
+            "{key} {v:?} is not 2 to 20 printable ASCII characters"
         ));
     }
     Ok(v.to_string())
@@ -1068,6 +1065,23 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "t.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn answer_extensions_and_serial_number() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.answer_extensions, AnswerExtensions::None);
+        let d = default_serial_number();
+        assert!((2..=20).contains(&d.len()) && crate::tlv::is_valid_value(d.as_bytes()));
+        assert_eq!(c.serial_number(), d);
+        let c = Config::parse("answer-extensions payxpert\nserial-number \"T 42\"", "t").unwrap();
+        assert_eq!(c.answer_extensions, AnswerExtensions::PayXpert);
+        assert_eq!(c.serial_number(), "T 42");
+        for bad in ["x", "123456789012345678901", "é1"] {
+            let e = err(&format!("serial-number '{bad}'").replace('\'', "\""));
+            assert!(e.contains("serial-number"), "{bad}: {e}");
+        }
+        assert!(err("answer-extensions hipay").contains("is not none or payxpert"));
     }
 
     #[test]

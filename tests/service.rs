@@ -148,7 +148,11 @@ fn debit_answers_without_and_with_payxpert_tags() {
     ));
     let a = text(&exchange(d.addr, payment("0", "1000", "").as_bytes()));
     let id = tx_id(&d, "debit 10.00 EUR", 1);
-    let head = format!("{}AE00210AC006123456ID{:03}{id}AP013", payment("0", "1000", ""), id.len());
+    let head = format!(
+        "{}AE00210AC006123456ID{:03}{id}AP013",
+        payment("0", "1000", ""),
+        id.len()
+    );
     assert!(a.starts_with(&head), "{a}");
     let ap = &a[head.len()..head.len() + 13];
     assert!(
@@ -216,7 +220,11 @@ fn a_refund_by_reference_is_held_to_its_debit() {
     // Twice up to the total: the rest, then nothing more.
     let o = d.concert(&["refund", "-m", &id, "4.00"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains(&format!("refund of tx {id}")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("refund of tx {id}")),
+        "{}",
+        stdout(&o)
+    );
     let (req, a) = refund(&d, "1", &id);
     assert_eq!(a, refused(&req));
 
@@ -234,7 +242,9 @@ fn a_refund_by_reference_is_held_to_its_debit() {
     let usd = format!("IM{:03}{second}", second.len());
     let req = payment("1", "100", &usd).replace("CE003978", "CE003840");
     assert_eq!(text(&exchange(d.addr, req.as_bytes())), refused(&req));
-    d.wait_log(&format!("tx {second} was in currency 978, the refund asks 840"));
+    d.wait_log(&format!(
+        "tx {second} was in currency 978, the refund asks 840"
+    ));
     // A refund whose outcome is unknown (..54: AF07) counts: money may
     // have moved.
     let (_, a) = refund(&d, "1254", &second);
