@@ -3,6 +3,11 @@
 //! order (AC AL AB AI AA CF CC CI CG CH ZT): one public client reads the PAN
 //! as the text between AA and CF, and the private data between CF and CC, so
 //! nothing may sit between AA and CF or between CF and CC.
+//!
+//! PayXpert's tags come after all of these, ZT included, so that a client
+//! reading the standard tags by position finds them where it always did:
+//! a credit's `IM` is echoed last, and with `answer-extensions payxpert` an
+//! approved debit's answer ends with `ID AP AQ` ([`extend`]).
 
 use crate::tlv::{self, tags::*, Frame, Tag};
 
@@ -285,7 +290,50 @@ pub fn result(req: &Frame, o: &Outcome) -> Frame {
     if let Some(t) = &o.ticket {
         put(&mut f, ZT, t);
     }
+    echo_im(&mut f, req);
     f
+}
+
+/// A credit names the debit it refunds in `IM`: echoed last, so that the
+/// answer, and a status request's copy of it, says which sale it refunds.
+fn echo_im(f: &mut Frame, req: &Frame) {
+    if req.get(CD) == Some(b"1") {
+        echo(f, req, IM);
+    }
+}
+
+/// PayXpert's tags for an approved debit's answer.
+pub struct Extensions<'a> {
+    /// Our transaction id, which a credit's `IM` names.
+    pub id: u64,
+    /// When the outcome was known, as [`ap_time`] writes it.
+    pub time: &'a str,
+    /// The terminal's serial (`serial-number`).
+    pub serial: &'a str,
+}
+
+/// Appends `ID AP AQ`, after every other tag.
+pub fn extend(f: &mut Frame, x: &Extensions) {
+    put(f, ID, x.id.to_string().as_bytes());
+    put(f, AP, x.time.as_bytes());
+    put(f, AQ, x.serial.as_bytes());
+}
+
+/// `AP`, 13 characters: `YYMMDDhhmmssZ` in UTC, the UTCTime of X.509
+/// certificates and ASN.1. A person reads it left to right, a program
+/// parses it with any UTCTime reader (or strptime `%y%m%d%H%M%SZ`), and
+/// the `Z` says it is UTC: the register and the terminal need not share a
+/// time zone.
+pub fn ap_time(c: &crate::clock::Civil) -> String {
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        c.year.rem_euclid(100),
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second
+    )
 }
 
 /// Not performed: `AE=01` with this AF, or with no AF at all (busy).
@@ -297,6 +345,7 @@ pub fn refusal(req: &Frame, af: Option<Af>) -> Frame {
     }
     echo(&mut f, req, CF);
     echo(&mut f, req, CH);
+    echo_im(&mut f, req);
     f
 }
 
@@ -379,6 +428,45 @@ mod tests {
         };
         assert_eq!(between(&a, "AA", "CF"), "016497010######0674");
         assert_eq!(between(&a, "CF", "CC"), "003abc");
+    }
+
+    #[test]
+    fn payxpert_tags_come_last_and_im_is_echoed_on_credits() {
+        let mut a = result(&req(), &Outcome::approved());
+        extend(
+            &mut a,
+            &Extensions {
+                id: 1764561745001,
+                time: "261201040225Z",
+                serial: "0123456789abcdef0123",
+            },
+        );
+        assert_eq!(
+            String::from_utf8(a.encode()).unwrap(),
+            "CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978AE00210CF003abc\
+             ID0131764561745001AP013261201040225ZAQ0200123456789abcdef0123"
+        );
+        let credit = Frame::decode(b"CZ0040320CA00201CB0041000CD0011CE003978IM0041234").unwrap();
+        let mut o = Outcome::approved();
+        o.ticket = Some(b"CK003100".to_vec());
+        assert_eq!(
+            result(&credit, &o).encode(),
+            b"CZ0040320CA00201CB0041000CD0011CE003978AE00210ZT008CK003100IM0041234".to_vec()
+        );
+        assert_eq!(
+            refusal(&credit, Some(Af::Refused)).encode(),
+            b"CZ0040320CA00201CB0041000CD0011CE003978AE00201AF00204IM0041234".to_vec()
+        );
+        // A debit's IM means nothing: not echoed.
+        let debit = Frame::decode(b"CZ0040320CA00201CB0041000CD0010CE003978IM0041234").unwrap();
+        assert!(!result(&debit, &o).has(IM));
+    }
+
+    #[test]
+    fn ap_is_utctime() {
+        let c = crate::clock::utc(1_796_097_745, 0);
+        assert_eq!(ap_time(&c), "261201040225Z");
+        assert_eq!(ap_time(&c).len(), 13);
     }
 
     #[test]

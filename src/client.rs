@@ -28,6 +28,9 @@ pub struct Options {
     pub ticket: Option<String>,
     pub private: Option<String>,
     pub immediate: bool,
+    /// `IM` on a refund: the transaction id (a debit answer's `ID`) of
+    /// the debit it refunds.
+    pub refund_of: Option<String>,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             ticket: None,
             private: None,
             immediate: false,
+            refund_of: None,
         }
     }
 }
@@ -70,6 +74,9 @@ pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
     f.push(CB, format!("{amount:02}").into_bytes());
     f.push(CD, vec![cd]);
     f.push(CE, format!("{:03}", o.currency).into_bytes());
+    if let (b'1', Some(im)) = (cd, &o.refund_of) {
+        f.push(IM, im.as_bytes().to_vec());
+    }
     tail(&mut f, o);
     f
 }
@@ -317,6 +324,24 @@ fn application_name(cc: &str) -> String {
     crate::ticket::application(cc).map_or_else(|| format!("application {cc}"), |a| a.name.into())
 }
 
+/// `AP` (`YYMMDDhhmmssZ`) as `20YY-MM-DD hh:mm:ss UTC`; as it came when
+/// it is not that.
+fn ap_readable(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() != 13 || b[12] != b'Z' || !b[..12].iter().all(u8::is_ascii_digit) {
+        return v.to_string();
+    }
+    format!(
+        "20{}-{}-{} {}:{}:{} UTC",
+        &v[0..2],
+        &v[2..4],
+        &v[4..6],
+        &v[6..8],
+        &v[8..10],
+        &v[10..12]
+    )
+}
+
 /// A readable description of an answer, ticket decoded.
 pub fn describe(f: &Frame) -> String {
     let mut out = String::new();
@@ -389,6 +414,18 @@ pub fn describe(f: &Frame) -> String {
     }
     if let Some(v) = f.text(CF) {
         row(&mut out, "private data", v);
+    }
+    if let Some(v) = f.text(IM) {
+        out.push_str(&format!("  refund of tx {v}\n"));
+    }
+    if let Some(v) = f.text(ID) {
+        row(&mut out, "transaction", v);
+    }
+    if let Some(v) = f.text(AP) {
+        row(&mut out, "time", &ap_readable(v));
+    }
+    if let Some(v) = f.text(AQ) {
+        row(&mut out, "serial", v);
     }
     if let Some(z) = f.get(ZT) {
         match ticket::decode_zt(z) {

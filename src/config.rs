@@ -167,6 +167,10 @@ pub struct Config {
     pub journal_size: u64,
     pub journal_keep: u32,
     pub retry_window: Duration,
+    /// PayXpert's ID AP AQ in approved debit answers.
+    pub answer_extensions: AnswerExtensions,
+    /// AQ; `None`: [`default_serial_number`].
+    pub serial_number: Option<String>,
     pub serial: Serial,
     /// How often the file is checked for changes; zero: never.
     pub config_watch: Duration,
@@ -243,6 +247,60 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// Tags beyond the standard ones in answers (`answer-extensions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerExtensions {
+    /// Answers as standard clients expect them, byte for byte.
+    None,
+    /// PayXpert's ID, AP and AQ in approved debit answers.
+    PayXpert,
+}
+
+const EXTENSIONS: &[(&str, AnswerExtensions)] = &[
+    ("none", AnswerExtensions::None),
+    ("payxpert", AnswerExtensions::PayXpert),
+];
+
+/// `serial-number`: 2 to 20 printable characters, as PayXpert's AQ holds.
+fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
+    let v = one(key, args)?;
+    // (A value never holds `"`: the file's quotes only group words.)
+    if !(2..=20).contains(&v.len()) || !crate::tlv::is_valid_value(v.as_bytes()) {
+        return Err(format!(
+            "{key} {v:?} is not 2 to 20 printable ASCII characters"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The serial concertd gives as AQ when `serial-number` is not set: the
+/// first 20 characters of /etc/machine-id (unique per installation, kept
+/// across reboots), else of the host name, else `concertd`.
+pub fn default_serial_number() -> String {
+    let usable = |s: &str| {
+        let s: String = s
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(20)
+            .collect();
+        (s.len() >= 2).then_some(s)
+    };
+    ["/etc/machine-id", "/proc/sys/kernel/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().as_deref().and_then(usable))
+        .unwrap_or_else(|| "concertd".to_string())
+}
+
+impl Config {
+    /// The AQ value: `serial-number`, or its default.
+    pub fn serial_number(&self) -> String {
+        self.serial_number
+            .clone()
+            .unwrap_or_else(default_serial_number)
+    }
+}
+
 /// Which protocol a serial request speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SerialProtocol {
@@ -311,6 +369,8 @@ impl Default for Config {
             journal_size: 8 << 20,
             journal_keep: 4,
             retry_window: Duration::ZERO,
+            answer_extensions: AnswerExtensions::None,
+            serial_number: None,
             serial: Serial::default(),
             config_watch: Duration::from_secs(2),
             user: None,
@@ -671,6 +731,29 @@ pub static KEYS: &[Key] = &[
         keep: live,
     },
     Key {
+        name: "answer-extensions",
+        reload: Reload::Live,
+        apply: |d, k, a| choice(k, a, EXTENSIONS).map(|v| d.c.answer_extensions = v),
+        show: |c, k, s| line(s, k, word_of(EXTENSIONS, &c.answer_extensions)),
+        keep: live,
+    },
+    Key {
+        name: "serial-number",
+        reload: Reload::Live,
+        apply: |d, k, a| serial_number(k, a).map(|v| d.c.serial_number = Some(v)),
+        show: |c, k, s| match &c.serial_number {
+            Some(v) => line(s, k, format!("\"{v}\"")),
+            None => {
+                let _ = writeln!(
+                    s,
+                    "# no serial-number: machine id (or host name), first 20 characters: {:?}",
+                    default_serial_number()
+                );
+            }
+        },
+        keep: live,
+    },
+    Key {
         name: "serial",
         reload: Reload::Live,
         apply: |d, k, a| one(k, a).map(|v| d.c.serial.device = Some(PathBuf::from(v))),
@@ -982,6 +1065,23 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "t.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn answer_extensions_and_serial_number() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.answer_extensions, AnswerExtensions::None);
+        let d = default_serial_number();
+        assert!((2..=20).contains(&d.len()) && crate::tlv::is_valid_value(d.as_bytes()));
+        assert_eq!(c.serial_number(), d);
+        let c = Config::parse("answer-extensions payxpert\nserial-number \"T 42\"", "t").unwrap();
+        assert_eq!(c.answer_extensions, AnswerExtensions::PayXpert);
+        assert_eq!(c.serial_number(), "T 42");
+        for bad in ["x", "123456789012345678901", "é1"] {
+            let e = err(&format!("serial-number '{bad}'").replace('\'', "\""));
+            assert!(e.contains("serial-number"), "{bad}: {e}");
+        }
+        assert!(err("answer-extensions hipay").contains("is not none or payxpert"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod client;
 pub mod backend;
 pub mod journal;
 pub mod memory;
+pub mod refunds;
 pub mod retry;
 pub mod worker;
 

@@ -138,11 +138,26 @@ pub fn mask_personal(tag: Tag, v: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A debit answer's `ID` or a credit's `IM` holding one of our
+/// transaction ids: 13 digits starting with 1 to 3 (start seconds x 1000
+/// plus a count, until 2096). A tenth of them pass the Luhn check, but the
+/// only card numbers of 13 digits are Visa's, which start with 4: masking
+/// them would lose which debit a refund names. Any other value is masked.
+fn is_transaction_id(tag: Tag, v: &[u8]) -> bool {
+    (tag == tags::ID || tag == tags::IM)
+        && v.len() == 13
+        && v.iter().all(u8::is_ascii_digit)
+        && (b'1'..=b'3').contains(&v[0])
+}
+
 /// One element's value as logs and the journal keep it: personal data
 /// masked by [`mask_personal`], card numbers by the masking rule.
 pub fn mask_element(tag: Tag, v: &mut Vec<u8>, except: Option<u64>) {
     if let Some(m) = mask_personal(tag, v) {
         *v = m;
+    }
+    if is_transaction_id(tag, v) {
+        return;
     }
     match except {
         Some(id) => mask_except(v, id),
@@ -245,6 +260,26 @@ pub fn scrub_cut(raw: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn transaction_ids_in_id_and_im_are_not_card_numbers() {
+        // 1796098000005 passes the Luhn check.
+        let id = b"1796098000005".to_vec();
+        for tag in [tags::ID, tags::IM] {
+            let mut v = id.clone();
+            mask_element(tag, &mut v, None);
+            assert_eq!(v, id);
+        }
+        let mut v = id.clone();
+        mask_element(tags::CF, &mut v, None);
+        assert_ne!(v, id);
+        // A 13-digit Visa number, or a longer card number, in IM is masked.
+        for pan in [&b"4222222222222"[..], b"4970101234560674"] {
+            let mut v = pan.to_vec();
+            mask_element(tags::IM, &mut v, None);
+            assert!(v.contains(&MASK), "{}", String::from_utf8_lossy(&v));
+        }
+    }
 
     #[test]
     fn receipt_phone_and_email_keep_what_tells_them_apart() {

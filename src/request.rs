@@ -33,6 +33,9 @@ pub struct Request {
     /// padding of PayXpert's fixed-length fields.
     pub receipt_phone: Option<String>,
     pub receipt_email: Option<String>,
+    /// PayXpert's `IM` on a credit: the transaction id of the debit it
+    /// refunds (read on credits only; elsewhere an unknown tag, ignored).
+    pub refund_of: Option<String>,
 }
 
 impl Request {
@@ -226,6 +229,10 @@ pub fn interpret(frame: Frame, currencies: &[u16]) -> Result<Request, Rejection>
         cheque: frame.get(CC) == Some(b"00C"),
         receipt_phone: receipt(&frame, BH),
         receipt_email: receipt(&frame, BI),
+        refund_of: (op == Operation::Credit)
+            .then(|| frame.get(IM))
+            .flatten()
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
         op,
         frame,
     })

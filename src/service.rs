@@ -46,6 +46,8 @@ fn worker_settings(c: &Config) -> worker::Settings {
     worker::Settings {
         transaction_timeout: c.transaction_timeout,
         retry_window: c.retry_window,
+        extensions: c.answer_extensions,
+        serial_number: c.serial_number(),
     }
 }
 

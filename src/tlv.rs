@@ -63,6 +63,12 @@ pub mod tags {
     pub const BH: Tag = Tag::new(b"BH");
     pub const BI: Tag = Tag::new(b"BI");
     pub const ZT: Tag = Tag::new(b"ZT");
+    // PayXpert's own tags: a debit's transaction id (ID), the operation's
+    // time (AP), the terminal's serial (AQ); a credit's debit (IM).
+    pub const ID: Tag = Tag::new(b"ID");
+    pub const AP: Tag = Tag::new(b"AP");
+    pub const AQ: Tag = Tag::new(b"AQ");
+    pub const IM: Tag = Tag::new(b"IM");
 }
 
 /// One tag-length-value element.

@@ -14,6 +14,7 @@ use crate::backend::{Backend, Done, Note, Original, Transaction};
 use crate::currency;
 use crate::journal::{self, Event, Journal, Record, Verdict};
 use crate::memory::{Completed, Memory};
+use crate::refunds::Refunds;
 use crate::request::{self, Operation, Request};
 use crate::retry::{Age, RetryKey};
 use crate::ticket::{self, Facts, TicketSpec};
@@ -127,6 +128,9 @@ pub struct Settings {
     pub transaction_timeout: Duration,
     /// 0: no replays.
     pub retry_window: Duration,
+    pub extensions: crate::config::AnswerExtensions,
+    /// AQ, with `answer-extensions payxpert`.
+    pub serial_number: String,
 }
 
 /// The records a rotation carries over, each once, and their size.
@@ -156,6 +160,8 @@ struct Running {
     key: Option<RetryKey>,
     started: Instant,
     deadline: Instant,
+    /// A cancellation's debit: no longer refundable once it is approved.
+    cancels: Option<u64>,
 }
 
 pub struct Worker {
@@ -186,6 +192,8 @@ pub struct Worker {
     /// Transactions ended unknown in this run, by id: a late outcome
     /// resolves them even once their register has moved on.
     unresolved: HashMap<u64, Arc<Completed>>,
+    /// Approved debits a credit's IM may name, with what was refunded.
+    refunds: Refunds,
 }
 
 /// An answer handed out, waiting for its delivery report.
@@ -389,6 +397,7 @@ impl Worker {
             stopping: false,
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
+            refunds: Refunds::default(),
         };
         for r in completed {
             w.restore(r);
@@ -432,7 +441,58 @@ impl Worker {
             age,
             key,
         });
+        // Journaled in order: the cancellation's debit is its register's
+        // last approved one, as when it ran.
+        let cancels = (c.request.op == Operation::Cancel)
+            .then(|| self.memory.last_debit(c.request.register))
+            .flatten()
+            .map(|d| d.record.id);
+        self.account(&c, cancels);
         self.remember(c);
+    }
+
+    /// What an ended (or resolved) transaction changes for refunds by
+    /// reference: an approved debit becomes refundable, an approved
+    /// cancellation ends that, and a refund counts against its debit when
+    /// approved (the charged amount) or unknown (the asked amount: money
+    /// may have moved, and a refund with a lost answer must not make room
+    /// for another).
+    fn account(&mut self, c: &Completed, cancels: Option<u64>) {
+        let req = &c.request;
+        let verdict = c.record.verdict;
+        if req.op.is_debit() && verdict == Some(Verdict::Approved) {
+            let charged = c.outcome.charged(req.amount);
+            self.refunds.debit(&c.record, req.currency, charged);
+        } else if req.op == Operation::Cancel && verdict == Some(Verdict::Approved) {
+            if let Some(id) = cancels {
+                self.refunds.cancelled(id, &c.record);
+            }
+        } else if let Some(of) = req.refund_of.as_deref().and_then(crate::refunds::id_of) {
+            let counts = match verdict {
+                Some(Verdict::Approved) => Some(c.outcome.charged(req.amount)),
+                Some(Verdict::Unknown) | None => req.amount,
+                Some(Verdict::Declined | Verdict::NotDone) => None,
+            };
+            self.refunds.refund(of, &c.record, counts);
+        }
+    }
+
+    /// The answer for an outcome: with `answer-extensions payxpert`, an
+    /// approved debit's ends with ID AP AQ.
+    fn answer_for(&self, id: u64, req: &Request, outcome: &Outcome) -> Vec<u8> {
+        let mut f = answer::result(&req.frame, outcome);
+        let payxpert = self.settings.extensions == crate::config::AnswerExtensions::PayXpert;
+        if payxpert && outcome.is_approved() && req.op.is_debit() {
+            let (secs, _) = crate::clock::unix_now();
+            let time = answer::ap_time(&crate::clock::utc(secs, 0));
+            let x = answer::Extensions {
+                id,
+                time: &time,
+                serial: &self.settings.serial_number,
+            };
+            answer::extend(&mut f, &x);
+        }
+        f.encode()
     }
 
     /// Relay outcomes left unknown by the previous run, which the backend
@@ -595,6 +655,18 @@ impl Worker {
             self.rotate_if_needed();
             return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
         }
+        if let Some(im) = &req.refund_of {
+            let amount = req.amount.unwrap_or(0);
+            if let Err(why) = self.refunds.check(im, req.currency, amount) {
+                log::warn!(
+                    "{} {}: refund by reference refused AF04: {why}",
+                    job.origin.channel,
+                    job.origin.peer
+                );
+                let frame = answer::refusal(&req.frame, Some(Af::Refused));
+                return send(&job.reply, frame, None);
+            }
+        }
         self.start(job, key);
     }
 
@@ -653,6 +725,10 @@ impl Worker {
                 None,
             );
         }
+        let cancels = match req.op {
+            Operation::Cancel => self.memory.last_debit(req.register).map(|c| c.record.id),
+            _ => None,
+        };
         let original = match req.op {
             Operation::Cancel => self.memory.last_debit(req.register).map(|c| {
                 Arc::new(Original {
@@ -665,9 +741,13 @@ impl Worker {
             _ => None,
         };
         log::info!(
-            "tx {id}: {}{} register {:02} from {} {}{}",
+            "tx {id}: {}{}{} register {:02} from {} {}{}",
             req.op.name(),
             amount_label(&req),
+            req.refund_of
+                .as_deref()
+                .map(|im| format!(", refund of tx {im},"))
+                .unwrap_or_default(),
             req.register,
             job.origin.channel,
             job.origin.peer,
@@ -716,6 +796,7 @@ impl Worker {
             key,
             started: now,
             deadline: now + self.settings.transaction_timeout,
+            cancels,
         });
     }
 
@@ -816,7 +897,7 @@ impl Worker {
         } else {
             let when = crate::clock::now().ticket();
             with_ticket(&req, &mut outcome, &when, self.simulated());
-            let answer = answer::result(&req.frame, &outcome).encode();
+            let answer = self.answer_for(id, &req, &outcome);
             (answer, verdict_of(&outcome))
         };
         if verdict == Verdict::Unknown {
@@ -836,30 +917,32 @@ impl Worker {
         }
         log::info!("tx {id}: outcome resolved: {}", verdict.word());
         self.unresolved.remove(&id);
-        let current = self
-            .memory
-            .last(req.register)
-            .is_some_and(|c| c.record.id == id);
-        if !current {
-            // The status request describes the register's last transaction.
-            log::info!(
-                "tx {id}: register {:02} has had a transaction since; the resolution is in the journal",
-                req.register
-            );
-            return;
-        }
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
         record.recovered = false;
-        self.remember(Arc::new(Completed {
+        let register = req.register;
+        let settled = Completed {
             request: req,
             outcome,
             answer,
             record,
             age: old.age,
             key: old.key.clone(),
-        }));
+        };
+        self.account(&settled, None);
+        let current = self
+            .memory
+            .last(register)
+            .is_some_and(|c| c.record.id == id);
+        if !current {
+            // The status request describes the register's last transaction.
+            log::info!(
+                "tx {id}: register {register:02} has had a transaction since; the resolution is in the journal"
+            );
+            return;
+        }
+        self.remember(Arc::new(settled));
     }
 
     fn finish(&mut self, id: u64, mut outcome: Outcome) {
@@ -876,7 +959,7 @@ impl Worker {
         let req = run.request;
         let when = crate::clock::now().ticket();
         with_ticket(&req, &mut outcome, &when, self.simulated());
-        let answer = answer::result(&req.frame, &outcome).encode();
+        let answer = self.answer_for(id, &req, &outcome);
         let verdict = verdict_of(&outcome);
         let detail = match outcome.status {
             Status::Approved => "approved".to_string(),
@@ -920,6 +1003,7 @@ impl Worker {
             }
             self.unresolved.insert(id, Arc::clone(&done));
         }
+        self.account(&done, run.cancels);
         self.remember(Arc::clone(&done));
         match (journaled, run.reply) {
             (Err(e), reply) => {
@@ -1026,6 +1110,26 @@ impl Worker {
                 continue;
             }
             carry.take(r);
+        }
+        // A debit goes with its refunds and cancellation, or not at all: a
+        // debit read back without them would be refundable again. One of
+        // them already carried takes the rest along, whatever the budget.
+        let mut unrefundable = 0;
+        for group in self.refunds.groups() {
+            let forced = group.iter().any(|r| carry.ids.contains(&r.id));
+            let bytes: u64 = group.iter().map(|r| journal::carry_len(r)).sum();
+            if forced || carry.bytes + bytes <= budget {
+                group.into_iter().for_each(|r| carry.take(r));
+            } else {
+                unrefundable += 1;
+            }
+        }
+        if unrefundable > 0 {
+            log::info!(
+                "{}: {unrefundable} older approved debits not carried over (past half of \
+                 journal-size): refundable by reference while their generation is kept",
+                self.journal.path().display()
+            );
         }
         let mut carry = carry.records;
         carry.sort_by_key(|r| r.id);
@@ -1362,6 +1466,8 @@ mod queue_and_window_tests {
             Settings {
                 transaction_timeout: Duration::from_secs(1),
                 retry_window,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
             },
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -41,6 +41,8 @@ journal "/tmp/my journal"
 journal-size 64K
 journal-keep 2
 retry-window 24h
+answer-extensions payxpert
+serial-number "TERM 42"
 serial /dev/ttyUSB0
 serial-speed 19200
 serial-format 8n1
@@ -76,6 +78,8 @@ journal "/tmp/my journal"
 journal-size 64K
 journal-keep 2
 retry-window 24h
+answer-extensions payxpert
+serial-number "TERM 42"
 serial "/dev/ttyUSB0"
 serial-speed 19200
 serial-format 8N1

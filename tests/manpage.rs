@@ -264,6 +264,8 @@ fn configuration_errors_are_those_of_diagnostics() {
         "serial-flow xon",
         "serial-protocol v4",
         "serial-split maybe",
+        "answer-extensions hipay",
+        "serial-number x",
     ];
     let mut used = vec![false; documented.len()];
     for line in bad {

@@ -217,3 +217,190 @@ fn exec_gets_the_receipt_and_a_relay_forwards_it_to_v3() {
         "CONCERT_RECEIPT_EMAIL=\nCONCERT_RECEIPT_PHONE=\n"
     );
 }
+
+/// A payment program whose answers are always the same, for pinning them.
+fn fixed_terminal() -> String {
+    let dir = temp_dir();
+    let script = dir.join("pay.sh");
+    std::fs::write(&script, "#!/bin/sh\necho AE=10\necho AC=123456\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("terminal exec {}\n", script.display())
+}
+
+/// The transaction id the log gives the last transaction of this kind.
+fn tx_id(d: &Daemon, what: &str, n: usize) -> String {
+    let line = d.wait_log_n(&format!(": {what}"), n);
+    let at = line.find("tx ").unwrap() + 3;
+    line[at..].split(':').next().unwrap().to_string()
+}
+
+#[test]
+fn debit_answers_without_and_with_payxpert_tags() {
+    // Off by default: the answer of today, byte for byte.
+    let d = Daemon::start(&fixed_terminal());
+    for cd in ["0", "7"] {
+        let a = exchange(d.addr, payment(cd, "1000", "CF003abc").as_bytes());
+        assert_eq!(
+            text(&a),
+            format!("{}AE00210AC006123456", payment(cd, "1000", "CF003abc"))
+                .replace("CF003abcAE00210AC006123456", "AE00210AC006123456CF003abc")
+        );
+    }
+
+    let d = Daemon::start(&format!(
+        "{}answer-extensions payxpert\nserial-number TERM-0042\n",
+        fixed_terminal()
+    ));
+    let a = text(&exchange(d.addr, payment("0", "1000", "").as_bytes()));
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+    let head = format!(
+        "{}AE00210AC006123456ID{:03}{id}AP013",
+        payment("0", "1000", ""),
+        id.len()
+    );
+    assert!(a.starts_with(&head), "{a}");
+    let ap = &a[head.len()..head.len() + 13];
+    assert!(
+        ap.ends_with('Z') && ap[..12].bytes().all(|b| b.is_ascii_digit()),
+        "{a}"
+    );
+    assert_eq!(&a[head.len() + 13..], "AQ009TERM-0042");
+    // CD=T gives the same bytes; concert names the tags.
+    assert_eq!(text(&exchange(d.addr, status())), a);
+    let o = d.concert(&["status"]);
+    let out = stdout(&o);
+    assert!(out.contains(&format!("transaction    {id}")), "{out}");
+    assert!(out.contains("serial         TERM-0042"), "{out}");
+    assert!(out.contains(" UTC\n"), "{out}");
+    // Only approved debits carry them: not a credit.
+    let c = text(&exchange(d.addr, payment("1", "500", "").as_bytes()));
+    assert_eq!(c, format!("{}AE00210AC006123456", payment("1", "500", "")));
+
+    // Without serial-number: the machine id (or host name), 2 to 20.
+    let d = Daemon::start("answer-extensions payxpert\n");
+    let a = exchange(d.addr, payment("7", "1000", "").as_bytes());
+    let aq = get(&a, "AQ").unwrap();
+    assert!((2..=20).contains(&aq.len()), "{}", text(&a));
+    if let Ok(m) = std::fs::read_to_string("/etc/machine-id") {
+        if m.trim().len() >= 2 {
+            assert!(m.trim().starts_with(&aq), "{aq} {m}");
+        }
+    }
+}
+
+#[test]
+fn a_refund_by_reference_is_held_to_its_debit() {
+    let mut d = Daemon::start("currency EUR USD\n");
+    let refund = |d: &Daemon, amount: &str, im: &str| {
+        let req = payment("1", amount, &format!("IM{:03}{im}", im.len()));
+        (req.clone(), text(&exchange(d.addr, req.as_bytes())))
+    };
+    // The echo, AF04, then the IM.
+    let refused = |req: &str| {
+        let at = req.find("IM").unwrap();
+        format!("{}AE00201AF00204{}", &req[..at], &req[at..])
+    };
+    // Whatever answer-extensions (none here): the id is in the log.
+    exchange(d.addr, payment("0", "1000", "").as_bytes());
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+
+    // Within the amount: approved, the answer ends with the IM it refunds.
+    let (_, a) = refund(&d, "600", &id);
+    assert!(a.contains("AE00210"), "{a}");
+    assert!(a.ends_with(&format!("IM{:03}{id}", id.len())), "{a}");
+    d.wait_log(&format!("credit 6.00 EUR, refund of tx {id}, register 01"));
+    assert!(d.journal().contains(&format!("IM{:03}{id}", id.len())));
+    // CD=T shows which sale it refunded; so does concert.
+    assert!(text(&exchange(d.addr, status())).ends_with(&format!("IM{:03}{id}", id.len())));
+    let out = stdout(&d.concert(&["status"]));
+    assert!(out.contains(&format!("refund of tx {id}\n")), "{out}");
+
+    // Above what is left: AF04, the reason logged, the backend not called.
+    let (req, a) = refund(&d, "401", &id);
+    assert_eq!(a, refused(&req));
+    d.wait_log(&format!(
+        "refused AF04: tx {id} charged 1000, 600 already refunded"
+    ));
+    assert!(!d.log_text().contains("credit 4.01 EUR"));
+    // Twice up to the total: the rest, then nothing more.
+    let o = d.concert(&["refund", "-m", &id, "4.00"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("refund of tx {id}")),
+        "{}",
+        stdout(&o)
+    );
+    let (req, a) = refund(&d, "1", &id);
+    assert_eq!(a, refused(&req));
+
+    // Unknown id, a declined debit, another currency: AF04, each said.
+    let (req, a) = refund(&d, "100", "123");
+    assert_eq!(a, refused(&req));
+    d.wait_log("tx 123 is not known as an approved debit");
+    exchange(d.addr, payment("0", "1051", "").as_bytes());
+    let declined = tx_id(&d, "debit 10.51 EUR", 1);
+    let (req, a) = refund(&d, "100", &declined);
+    assert_eq!(a, refused(&req));
+    d.wait_log(&format!("tx {declined} is not known as an approved debit"));
+    exchange(d.addr, payment("0", "2000", "").as_bytes());
+    let second = tx_id(&d, "debit 20.00 EUR", 1);
+    let usd = format!("IM{:03}{second}", second.len());
+    let req = payment("1", "100", &usd).replace("CE003978", "CE003840");
+    assert_eq!(text(&exchange(d.addr, req.as_bytes())), refused(&req));
+    d.wait_log(&format!(
+        "tx {second} was in currency 978, the refund asks 840"
+    ));
+    // A refund whose outcome is unknown (..54: AF07) counts: money may
+    // have moved.
+    let (_, a) = refund(&d, "1254", &second);
+    assert!(a.contains("AE00201AF00207"), "{a}");
+    let (req, a) = refund(&d, "747", &second);
+    assert_eq!(a, refused(&req));
+
+    // After a restart the journal gives the same sums.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    let (req, a) = refund(&d, "1", &id);
+    assert_eq!(a, refused(&req));
+    let (req, a) = refund(&d, "747", &second);
+    assert_eq!(a, refused(&req));
+    let (_, a) = refund(&d, "746", &second);
+    assert!(a.contains("AE00210"), "{a}");
+
+    // A partial approval charged half: that is what may be refunded.
+    exchange(d.addr, payment("0", "1057", "BF0011").as_bytes());
+    let partial = tx_id(&d, "debit 10.57 EUR", 1);
+    let (req, a) = refund(&d, "529", &partial);
+    assert_eq!(a, refused(&req));
+    let (_, a) = refund(&d, "528", &partial);
+    assert!(a.contains("AE00210"), "{a}");
+}
+
+#[test]
+fn a_refundable_debit_outlives_journal_rotation() {
+    let mut d = Daemon::start("journal-size 4K\njournal-keep 1\n");
+    exchange(d.addr, payment("0", "1000", "").as_bytes());
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+    let im = format!("IM{:03}{id}", id.len());
+    let a = exchange(d.addr, payment("1", "300", &im).as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    // Enough other transactions (credits: not refundable) to rotate past
+    // the generation that held the debit, and register 01's last debit
+    // is another one.
+    exchange(d.addr, payment("0", "2000", "").as_bytes());
+    for _ in 0..40 {
+        exchange(d.addr, payment("1", "100", "").as_bytes());
+    }
+    d.wait_log_n("rotated", 3);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    d.spawn();
+    let req = payment("1", "701", &im);
+    assert_eq!(
+        text(&exchange(d.addr, req.as_bytes())),
+        format!("{}AE00201AF00204{im}", req.replace(&im, ""))
+    );
+    let a = exchange(d.addr, payment("1", "700", &im).as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+}

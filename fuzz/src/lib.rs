@@ -399,6 +399,8 @@ fn simulator_worker(
         concert::worker::Settings {
             transaction_timeout: Duration::from_secs(5),
             retry_window,
+            extensions: concert::config::AnswerExtensions::None,
+            serial_number: "fuzz".into(),
         },
     );
     let t = std::thread::Builder::new()

@@ -179,10 +179,14 @@ impl Link {
 }
 
 /// The request for a V3 upstream: as received, but always answered at the
-/// end (an immediate answer was already given downstream).
+/// end (an immediate answer was already given downstream), and without
+/// `IM`: it names one of our transaction ids, which the upstream never
+/// gave and cannot know. concertd checked the refund against its own
+/// journal; upstream it is a plain credit.
 fn v3_request(req: &Request) -> Vec<u8> {
     let mut f = Frame::new();
-    for e in req.frame.elements().iter().filter(|e| e.tag != tags::BA) {
+    let relayed = |t: &Tag| *t != tags::BA && *t != tags::IM;
+    for e in req.frame.elements().iter().filter(|e| relayed(&e.tag)) {
         f.push(e.tag, e.value.clone());
     }
     f.encode()
@@ -966,6 +970,15 @@ mod tests {
     fn immediate_answers_are_not_asked_upstream() {
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978BA0011");
         assert_eq!(v3_request(&r), b"CZ0040320CA00201CB0041000CD0010CE003978");
+    }
+
+    #[test]
+    fn a_refund_by_reference_goes_upstream_as_a_plain_credit() {
+        let r = req("CZ0040320CA00201CB0041000CD0011CE003978IM0131764561745001CF002ab");
+        assert_eq!(
+            v3_request(&r),
+            b"CZ0040320CA00201CB0041000CD0011CE003978CF002ab"
+        );
     }
 
     /// A relay thread that cannot start sends nothing upstream, so the

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
-\x20              [-k ck] [-P private] [-t timeout] [-z version]\n\
+\x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
 commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
@@ -111,6 +111,12 @@ fn parse() -> Result<Run, String> {
         "protocol version CZ (default 0320)",
         "CZ",
     );
+    o.optopt(
+        "m",
+        "refund-of",
+        "with refund: the transaction id (ID) of the debit it refunds, sent as IM",
+        "ID",
+    );
     o.optflag("V", "version", "print the version and exit");
     o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
     o.optflag("", "raw", "print the answer frame as it came");
@@ -204,6 +210,15 @@ fn parse() -> Result<Run, String> {
         _ => return Err(usage("too many arguments")),
     };
     let command = client::Command::parse(cmd, arg, opts.currency).map_err(usage)?;
+    if let Some(im) = opt("m") {
+        if !matches!(command, client::Command::Refund(_)) {
+            return Err(usage("-m/--refund-of goes with refund only"));
+        }
+        if v2 {
+            return Err(usage("Concert V2 has no IM: -m/--refund-of needs V3"));
+        }
+        opts.refund_of = Some(value("-m", &im, 1..=999)?);
+    }
     let hint = !matches!(command, client::Command::Status | client::Command::Ping);
     if v2 {
         let request = command.v2(&opts).map_err(usage)?;

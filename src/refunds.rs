@@ -1,0 +1,368 @@
+//! Refunds by reference (PayXpert's `IM`): which approved debits a credit
+//! may name, and how much of each is still refundable. The worker feeds it
+//! every ended transaction (and, at start, every journaled one, in id
+//! order), checks a credit carrying `IM` against it before the backend is
+//! called, and carries its records over on journal rotation so that a
+//! restart rebuilds the same sums.
+//!
+//! Bounded: the newest `cap` approved debits are kept; an older one is
+//! forgotten and a refund naming it is refused as not known, which errs on
+//! the side of never paying out twice. Each debit takes at most
+//! [`MAX_REFUNDS`] refunds.
+
+use crate::journal::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Approved debits kept by default: about two weeks of a busy shop.
+pub const MAX_DEBITS: usize = 5000;
+/// Refunds one debit may take (they are records carried with it).
+pub const MAX_REFUNDS: usize = 16;
+
+#[derive(Debug)]
+struct Refund {
+    record: Record,
+    amount: u64,
+}
+
+#[derive(Debug)]
+struct Debit {
+    record: Record,
+    currency: Option<u16>,
+    charged: u64,
+    /// Approved refunds, and those whose outcome is unknown: money may
+    /// have moved, so they count until a resolution says otherwise.
+    refunds: Vec<Refund>,
+    /// The approved cancellation (CD=2) that undid it, if any.
+    cancel: Option<Record>,
+}
+
+impl Debit {
+    fn refunded(&self) -> u64 {
+        self.refunds
+            .iter()
+            .fold(0u64, |n, r| n.saturating_add(r.amount))
+    }
+}
+
+/// Why a refund by reference is refused (AF04), as the log says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// IM is not one of our transaction ids.
+    NotAnId(String),
+    /// Not an approved debit of this terminal in the journal, or older
+    /// than the index keeps.
+    NotKnown(u64),
+    Cancelled(u64),
+    Currency {
+        id: u64,
+        debit: Option<u16>,
+        asked: Option<u16>,
+    },
+    TooMuch {
+        id: u64,
+        charged: u64,
+        refunded: u64,
+        asked: u64,
+    },
+    TooMany(u64),
+}
+
+fn cur(c: Option<u16>) -> String {
+    c.map_or_else(|| "none".into(), |c| format!("{c:03}"))
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotAnId(im) => write!(f, "IM {im:?} is not a transaction id of this terminal"),
+            Refusal::NotKnown(id) => write!(
+                f,
+                "tx {id} is not known as an approved debit (not in the journal, not an approved \
+                 debit, or older than the last {MAX_DEBITS} approved debits)"
+            ),
+            Refusal::Cancelled(id) => write!(f, "tx {id} was cancelled"),
+            Refusal::Currency { id, debit, asked } => write!(
+                f,
+                "tx {id} was in currency {}, the refund asks {}",
+                cur(*debit),
+                cur(*asked)
+            ),
+            Refusal::TooMuch {
+                id,
+                charged,
+                refunded,
+                asked,
+            } => write!(
+                f,
+                "tx {id} charged {charged}, {refunded} already refunded or unknown, \
+                 {asked} more is past the amount charged"
+            ),
+            Refusal::TooMany(id) => write!(f, "tx {id} already has {MAX_REFUNDS} refunds"),
+        }
+    }
+}
+
+/// Our transaction id in an `IM` value: digits only, as we write them.
+pub fn id_of(im: &str) -> Option<u64> {
+    if im.is_empty() || !im.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    im.parse().ok()
+}
+
+pub struct Refunds {
+    debits: BTreeMap<u64, Debit>,
+    /// Refund id -> the debit it refunds.
+    owner: HashMap<u64, u64>,
+    cap: usize,
+}
+
+impl Default for Refunds {
+    fn default() -> Refunds {
+        Refunds::new(MAX_DEBITS)
+    }
+}
+
+impl Refunds {
+    pub fn new(cap: usize) -> Refunds {
+        Refunds {
+            debits: BTreeMap::new(),
+            owner: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether a credit of `amount` in `currency` may refund what `im`
+    /// names; the debit's id when it may.
+    pub fn check(&self, im: &str, currency: Option<u16>, amount: u64) -> Result<u64, Refusal> {
+        let id = id_of(im).ok_or_else(|| Refusal::NotAnId(im.to_string()))?;
+        let d = self.debits.get(&id).ok_or(Refusal::NotKnown(id))?;
+        if d.cancel.is_some() {
+            return Err(Refusal::Cancelled(id));
+        }
+        if d.currency != currency {
+            return Err(Refusal::Currency {
+                id,
+                debit: d.currency,
+                asked: currency,
+            });
+        }
+        let refunded = d.refunded();
+        if refunded.saturating_add(amount) > d.charged {
+            return Err(Refusal::TooMuch {
+                id,
+                charged: d.charged,
+                refunded,
+                asked: amount,
+            });
+        }
+        if d.refunds.len() >= MAX_REFUNDS {
+            return Err(Refusal::TooMany(id));
+        }
+        Ok(id)
+    }
+
+    /// An approved debit (or deferred debit) of `charged` minor units.
+    pub fn debit(&mut self, record: &Record, currency: Option<u16>, charged: u64) {
+        let id = record.id;
+        let d = self.debits.entry(id).or_insert_with(|| Debit {
+            record: record.clone(),
+            currency,
+            charged,
+            refunds: Vec::new(),
+            cancel: None,
+        });
+        d.record = record.clone();
+        d.charged = charged;
+        d.currency = currency;
+        while self.debits.len() > self.cap {
+            let Some((old, d)) = self.debits.pop_first() else {
+                break;
+            };
+            for r in &d.refunds {
+                self.owner.remove(&r.record.id);
+            }
+            log::debug!("tx {old}: no longer refundable by reference (index full)");
+        }
+    }
+
+    /// An approved cancellation of debit `id`.
+    pub fn cancelled(&mut self, id: u64, cancel: &Record) {
+        if let Some(d) = self.debits.get_mut(&id) {
+            d.cancel = Some(cancel.clone());
+        }
+    }
+
+    /// A refund of debit `of`: `amount` is what counts against it (the
+    /// charged amount of an approved refund, the asked one of an unknown
+    /// outcome), `None` when nothing moved (declined, not done). Called
+    /// again when its outcome is resolved.
+    pub fn refund(&mut self, of: u64, record: &Record, amount: Option<u64>) {
+        let id = record.id;
+        let Some(d) = self.debits.get_mut(&of) else {
+            return;
+        };
+        d.refunds.retain(|r| r.record.id != id);
+        self.owner.remove(&id);
+        if let Some(amount) = amount {
+            d.refunds.push(Refund {
+                record: record.clone(),
+                amount,
+            });
+            self.owner.insert(id, of);
+        }
+    }
+
+    /// The debit a refund counted against, if it is kept.
+    pub fn owner(&self, refund: u64) -> Option<u64> {
+        self.owner.get(&refund).copied()
+    }
+
+    /// What counts against debit `id`: refunded or unknown.
+    pub fn refunded(&self, id: u64) -> Option<u64> {
+        self.debits.get(&id).map(Debit::refunded)
+    }
+
+    pub fn len(&self) -> usize {
+        self.debits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.debits.is_empty()
+    }
+
+    /// The records that rebuild the index, newest debit first, each debit
+    /// with its refunds and cancellation: carried over together or not at
+    /// all, so that a restart never sees a debit without its refunds.
+    pub fn groups(&self) -> impl Iterator<Item = Vec<&Record>> {
+        self.debits.values().rev().map(|d| {
+            let mut g = vec![&d.record];
+            g.extend(d.refunds.iter().map(|r| &r.record));
+            g.extend(d.cancel.as_ref());
+            g
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u64) -> Record {
+        Record {
+            id,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn refunds_add_up_to_the_amount_charged() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(1), Some(978), 1000);
+        assert_eq!(x.check("1", Some(978), 600), Ok(1));
+        x.refund(1, &rec(2), Some(600));
+        assert_eq!(x.check("1", Some(978), 400), Ok(1));
+        assert_eq!(
+            x.check("1", Some(978), 401),
+            Err(Refusal::TooMuch {
+                id: 1,
+                charged: 1000,
+                refunded: 600,
+                asked: 401
+            })
+        );
+        x.refund(1, &rec(3), Some(400));
+        assert_eq!(x.refunded(1), Some(1000));
+        assert!(matches!(
+            x.check("1", Some(978), 1),
+            Err(Refusal::TooMuch { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_ids_currencies_and_cancellations_are_refused() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(5), Some(978), 1000);
+        assert_eq!(x.check("6", Some(978), 1), Err(Refusal::NotKnown(6)));
+        assert_eq!(
+            x.check("5x", Some(978), 1),
+            Err(Refusal::NotAnId("5x".into()))
+        );
+        assert_eq!(x.check("", Some(978), 1), Err(Refusal::NotAnId("".into())));
+        assert_eq!(
+            x.check("99999999999999999999999", Some(978), 1),
+            Err(Refusal::NotAnId("99999999999999999999999".into()))
+        );
+        assert!(matches!(
+            x.check("5", Some(840), 1),
+            Err(Refusal::Currency { .. })
+        ));
+        x.cancelled(5, &rec(7));
+        assert_eq!(x.check("5", Some(978), 1), Err(Refusal::Cancelled(5)));
+    }
+
+    #[test]
+    fn an_unknown_outcome_counts_until_resolved() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(1), Some(978), 1000);
+        // Outcome unknown: the asked amount counts.
+        x.refund(1, &rec(2), Some(1000));
+        assert!(x.check("1", Some(978), 1).is_err());
+        assert_eq!(x.owner(2), Some(1));
+        // Resolved: declined, nothing moved.
+        x.refund(1, &rec(2), None);
+        assert_eq!(x.refunded(1), Some(0));
+        assert_eq!(x.owner(2), None);
+        // Resolved approved for less (partial).
+        x.refund(1, &rec(2), Some(300));
+        assert_eq!(x.refunded(1), Some(300));
+    }
+
+    #[test]
+    fn the_index_is_bounded_oldest_out() {
+        let mut x = Refunds::new(3);
+        for id in 1..=5 {
+            x.debit(&rec(id), Some(978), 100);
+        }
+        x.refund(5, &rec(6), Some(10));
+        assert_eq!(x.len(), 3);
+        assert_eq!(x.check("2", Some(978), 1), Err(Refusal::NotKnown(2)));
+        assert_eq!(x.check("3", Some(978), 1), Ok(3));
+        let ids: Vec<Vec<u64>> = x
+            .groups()
+            .map(|g| g.iter().map(|r| r.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![5, 6], vec![4], vec![3]]);
+        // A refund of a debit not kept is not counted anywhere.
+        x.refund(1, &rec(7), Some(10));
+        assert_eq!(x.owner(7), None);
+    }
+
+    #[test]
+    fn refunds_per_debit_are_bounded() {
+        let mut x = Refunds::new(3);
+        x.debit(&rec(1), Some(978), 1000);
+        for i in 0..MAX_REFUNDS as u64 {
+            assert_eq!(x.check("1", Some(978), 1), Ok(1));
+            x.refund(1, &rec(100 + i), Some(1));
+        }
+        assert_eq!(x.check("1", Some(978), 1), Err(Refusal::TooMany(1)));
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence, what counts never passes what was charged
+        /// when every refund went through `check` first.
+        #[test]
+        fn never_past_the_charge(asks in proptest::collection::vec(0u64..700, 0..40)) {
+            let mut x = Refunds::new(4);
+            x.debit(&rec(1), Some(978), 1000);
+            for (i, a) in asks.into_iter().enumerate() {
+                if x.check("1", Some(978), a).is_ok() {
+                    x.refund(1, &rec(10 + i as u64), Some(a));
+                }
+                proptest::prop_assert!(x.refunded(1).unwrap_or(0) <= 1000);
+            }
+        }
+    }
+}
