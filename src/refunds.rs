@@ -18,6 +18,24 @@ use std::fmt;
 pub const MAX_DEBITS: usize = 5000;
 /// Refunds one debit may take (they are records carried with it).
 pub const MAX_REFUNDS: usize = 16;
+/// Bytes of journal records the index may hold: past it the oldest debits
+/// are forgotten first, whatever their number. Typical records weigh a
+/// few hundred bytes, so [`MAX_DEBITS`] is what binds; a peer sending the
+/// longest requests and tickets cannot make the index weigh more.
+pub const MAX_BYTES: usize = 8 << 20;
+
+/// What a record costs the index: its variable parts, plus a fixed share
+/// for the rest.
+fn weight(r: &Record) -> usize {
+    256 + r.request.len()
+        + r.answer.as_ref().map_or(0, Vec::len)
+        + r.upstream_status.as_ref().map_or(0, Vec::len)
+        + r.begun_at.len()
+        + r.ended_at.as_ref().map_or(0, String::len)
+        + r.channel.len()
+        + r.peer.len()
+        + r.key.as_ref().map_or(0, String::len)
+}
 
 #[derive(Debug)]
 struct Refund {
@@ -38,6 +56,16 @@ struct Debit {
 }
 
 impl Debit {
+    fn weight(&self) -> usize {
+        weight(&self.record)
+            + self
+                .refunds
+                .iter()
+                .map(|r| weight(&r.record))
+                .sum::<usize>()
+            + self.cancel.as_ref().map_or(0, weight)
+    }
+
     fn refunded(&self) -> u64 {
         self.refunds
             .iter()
@@ -79,7 +107,7 @@ impl fmt::Display for Refusal {
             Refusal::NotKnown(id) => write!(
                 f,
                 "tx {id} is not known as an approved debit (not in the journal, not an approved \
-                 debit, or older than the last {MAX_DEBITS} approved debits)"
+                 debit, or older than the approved debits kept)"
             ),
             Refusal::Cancelled(id) => write!(f, "tx {id} was cancelled"),
             Refusal::Currency { id, debit, asked } => write!(
@@ -116,6 +144,9 @@ pub struct Refunds {
     /// Refund id -> the debit it refunds.
     owner: HashMap<u64, u64>,
     cap: usize,
+    /// The weight of every record held, against `max_bytes`.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Default for Refunds {
@@ -126,11 +157,50 @@ impl Default for Refunds {
 
 impl Refunds {
     pub fn new(cap: usize) -> Refunds {
+        Refunds::bounded(cap, MAX_BYTES)
+    }
+
+    /// At most `cap` debits and `max_bytes` of records.
+    pub fn bounded(cap: usize, max_bytes: usize) -> Refunds {
         Refunds {
             debits: BTreeMap::new(),
             owner: HashMap::new(),
             cap: cap.max(1),
+            bytes: 0,
+            max_bytes,
         }
+    }
+
+    /// Changes debit `id`, keeping the byte count; whether it is kept.
+    fn change(&mut self, id: u64, f: impl FnOnce(&mut Debit)) -> bool {
+        let Some(d) = self.debits.get_mut(&id) else {
+            return false;
+        };
+        let before = d.weight();
+        f(d);
+        self.bytes = self.bytes.saturating_sub(before).saturating_add(d.weight());
+        true
+    }
+
+    /// Forgets the oldest debits while past either bound; the newest one
+    /// stays, whatever it weighs, so that it can still be refunded.
+    fn trim(&mut self) {
+        while self.debits.len() > self.cap || (self.bytes > self.max_bytes && self.debits.len() > 1)
+        {
+            let Some((old, d)) = self.debits.pop_first() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(d.weight());
+            for r in &d.refunds {
+                self.owner.remove(&r.record.id);
+            }
+            log::debug!("tx {old}: no longer refundable by reference (index full)");
+        }
+    }
+
+    /// The weight of the records held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether a credit of `amount` in `currency` may refund what `im`
@@ -166,32 +236,28 @@ impl Refunds {
     /// An approved debit (or deferred debit) of `charged` minor units.
     pub fn debit(&mut self, record: &Record, currency: Option<u16>, charged: u64) {
         let id = record.id;
-        let d = self.debits.entry(id).or_insert_with(|| Debit {
-            record: record.clone(),
-            currency,
-            charged,
-            refunds: Vec::new(),
-            cancel: None,
+        let known = self.change(id, |d| {
+            d.record = record.clone();
+            d.charged = charged;
+            d.currency = currency;
         });
-        d.record = record.clone();
-        d.charged = charged;
-        d.currency = currency;
-        while self.debits.len() > self.cap {
-            let Some((old, d)) = self.debits.pop_first() else {
-                break;
+        if !known {
+            let d = Debit {
+                record: record.clone(),
+                currency,
+                charged,
+                refunds: Vec::new(),
+                cancel: None,
             };
-            for r in &d.refunds {
-                self.owner.remove(&r.record.id);
-            }
-            log::debug!("tx {old}: no longer refundable by reference (index full)");
+            self.bytes = self.bytes.saturating_add(d.weight());
+            self.debits.insert(id, d);
         }
+        self.trim();
     }
 
     /// An approved cancellation of debit `id`.
     pub fn cancelled(&mut self, id: u64, cancel: &Record) {
-        if let Some(d) = self.debits.get_mut(&id) {
-            d.cancel = Some(cancel.clone());
-        }
+        self.change(id, |d| d.cancel = Some(cancel.clone()));
     }
 
     /// A refund of debit `of`: `amount` is what counts against it (the
@@ -200,18 +266,23 @@ impl Refunds {
     /// again when its outcome is resolved.
     pub fn refund(&mut self, of: u64, record: &Record, amount: Option<u64>) {
         let id = record.id;
-        let Some(d) = self.debits.get_mut(&of) else {
+        let kept = self.change(of, |d| {
+            d.refunds.retain(|r| r.record.id != id);
+            if let Some(amount) = amount {
+                d.refunds.push(Refund {
+                    record: record.clone(),
+                    amount,
+                });
+            }
+        });
+        if !kept {
             return;
-        };
-        d.refunds.retain(|r| r.record.id != id);
+        }
         self.owner.remove(&id);
-        if let Some(amount) = amount {
-            d.refunds.push(Refund {
-                record: record.clone(),
-                amount,
-            });
+        if amount.is_some() {
             self.owner.insert(id, of);
         }
+        self.trim();
     }
 
     /// The debit a refund counted against, if it is kept.
@@ -254,6 +325,35 @@ mod tests {
             id,
             ..Record::default()
         }
+    }
+
+    fn heavy(id: u64, bytes: usize) -> Record {
+        Record {
+            id,
+            request: vec![b'x'; bytes],
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_index_weighs_at_most_its_byte_bound() {
+        let mut x = Refunds::bounded(100, 10_000);
+        for id in 1..=10 {
+            x.debit(&heavy(id, 2_000), Some(978), 1000);
+            assert!(x.bytes() <= 10_000, "{} bytes", x.bytes());
+        }
+        // The oldest went first; the newest are still refundable.
+        assert_eq!(x.check("1", Some(978), 1), Err(Refusal::NotKnown(1)));
+        assert_eq!(x.check("10", Some(978), 1), Ok(10));
+        // Refunds weigh too, and are counted back when they go.
+        let before = x.bytes();
+        x.refund(10, &heavy(11, 100), Some(1));
+        assert_eq!(x.bytes(), before + weight(&heavy(11, 100)));
+        x.refund(10, &heavy(11, 100), None);
+        assert_eq!(x.bytes(), before);
+        // One debit heavier than the bound is still kept, alone.
+        x.debit(&heavy(20, 50_000), Some(978), 1000);
+        assert_eq!((x.len(), x.check("20", Some(978), 1)), (1, Ok(20)));
     }
 
     #[test]
