@@ -35,6 +35,7 @@ pub mod backend;
 pub mod journal;
 pub mod memory;
 pub mod retry;
+pub mod stage;
 pub mod worker;
 
 // The ways in: TCP and the serial line, one dispatch to the worker.
