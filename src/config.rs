@@ -157,6 +157,9 @@ pub struct Config {
     pub currencies: Vec<u16>,
     pub terminal: Terminal,
     pub simulator_delay: Duration,
+    /// Plans for the next transactions, one a line (`simulator-script`);
+    /// its lines are read by [`Config::read_script`].
+    pub simulator_script: Option<crate::stage::Script>,
     pub transaction_timeout: Duration,
     pub request_gap: Duration,
     pub request_timeout: Duration,
@@ -302,6 +305,7 @@ impl Default for Config {
             currencies: vec![978],
             terminal: Terminal::Simulator,
             simulator_delay: Duration::from_secs(2),
+            simulator_script: None,
             transaction_timeout: Duration::from_secs(100),
             request_gap: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
@@ -595,6 +599,24 @@ pub static KEYS: &[Key] = &[
         keep: live,
     },
     Key {
+        name: "simulator-script",
+        reload: Reload::Live,
+        apply: |d, k, a| {
+            let path = PathBuf::from(one(k, a)?);
+            d.c.simulator_script = Some(crate::stage::Script {
+                path,
+                lines: Vec::new(),
+            });
+            Ok(())
+        },
+        show: |c, k, s| {
+            if let Some(script) = &c.simulator_script {
+                path_line(s, k, &script.path);
+            }
+        },
+        keep: live,
+    },
+    Key {
         name: "transaction-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.transaction_timeout = v),
@@ -812,6 +834,7 @@ impl Config {
             listen: Vec::new(),
             currencies: Vec::new(),
         };
+        let mut script_line = 0;
         for (i, raw) in text.lines().enumerate() {
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
@@ -827,8 +850,21 @@ impl Config {
                 .find(|k| k.name == key)
                 .ok_or_else(|| err(format!("unknown keyword {key:?}")))?;
             (k.apply)(&mut d, key, args).map_err(err)?;
+            if k.name == "simulator-script" {
+                script_line = i + 1;
+            }
         }
         let mut c = d.c;
+        if c.simulator_script.is_some() && c.terminal != Terminal::Simulator {
+            return Err(Error::Config {
+                file: file.to_string(),
+                line: script_line,
+                msg: format!(
+                    "simulator-script needs terminal simulator, not terminal {}",
+                    c.terminal.line()
+                ),
+            });
+        }
         if !d.listen.is_empty() {
             c.listen = d.listen;
         }
@@ -846,7 +882,25 @@ impl Config {
         })?;
         let mut c = Config::parse(&text, &file)?;
         c.absolute_paths();
+        c.read_script()?;
         Ok(c)
+    }
+
+    /// Reads the lines of the `simulator-script` named: a line that is not
+    /// a plan is a configuration error at that line of the script.
+    pub fn read_script(&mut self) -> Result<(), Error> {
+        let Some(script) = &mut self.simulator_script else {
+            return Ok(());
+        };
+        let file = script.path.display().to_string();
+        let text = std::fs::read_to_string(&script.path).map_err(|source| Error::ConfigRead {
+            file: format!("simulator-script {file}"),
+            source,
+        })?;
+        let read = crate::stage::Script::parse(&script.path, &text)
+            .map_err(|(line, msg)| Error::Config { file, line, msg })?;
+        script.lines = read.lines;
+        Ok(())
     }
 
     /// Relative paths are taken from the directory concertd started in,
@@ -862,6 +916,9 @@ impl Config {
         };
         abs(&mut self.journal);
         abs(&mut self.pidfile);
+        if let Some(s) = &mut self.simulator_script {
+            abs(&mut s.path);
+        }
         if let Some(l) = &mut self.log_file {
             abs(l);
         }

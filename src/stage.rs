@@ -221,7 +221,9 @@ fn fate(word: &str) -> Result<Fate, String> {
             "busy" => Fate::Busy,
             "partial" => return Err("partial takes an amount: partial=AMOUNT".into()),
             w if quirk(w).is_ok() => {
-                return Err(format!("{w:?} is a quirk: the outcome comes first ({OUTCOMES})"))
+                return Err(format!(
+                    "{w:?} is a quirk: the outcome comes first ({OUTCOMES})"
+                ))
             }
             w => return Err(format!("{w:?} is not an outcome ({OUTCOMES})")),
         },
@@ -265,7 +267,9 @@ fn quirk(word: &str) -> Result<Quirk, String> {
             };
             match n.parse::<u32>() {
                 Ok(n) if (2..=MAX_SPLIT).contains(&n) => Ok(Quirk::Split(n, gap)),
-                _ => Err(format!("split={v}: N is a number of writes from 2 to {MAX_SPLIT}")),
+                _ => Err(format!(
+                    "split={v}: N is a number of writes from 2 to {MAX_SPLIT}"
+                )),
             }
         }
         "late" => Ok(Quirk::Late(wait("late", needs("DURATION")?)?)),
@@ -316,7 +320,9 @@ impl Plan {
                     || (fate == Fate::Busy && !q.before_request())
                     || (fate == Fate::Unknown && matches!(q, Quirk::Silent | Quirk::Reset))
             }) {
-                return Err(format!("{q} with {why}: no answer goes out for it to act on"));
+                return Err(format!(
+                    "{q} with {why}: no answer goes out for it to act on"
+                ));
             }
         }
         Ok(Plan { fate, quirks })
@@ -578,7 +584,9 @@ impl Stage {
             .filter(|r| r.waiting)
             .map(|r| (r.id, r.channel, r.cmd.clone()))
         else {
-            return Err("no transaction is waiting for a decision (hold on makes them wait)".into());
+            return Err(
+                "no transaction is waiting for a decision (hold on makes them wait)".into(),
+            );
         };
         // Now, not when the thread gets it: the channel may ask for the
         // answer's quirks as soon as the outcome is out.
@@ -656,7 +664,7 @@ impl Stage {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["next"] => {
-                self.active()?;
+                drop(self.active()?);
                 Ok(self
                     .armed()
                     .map_or("nothing armed".into(), |p| format!("armed: {p}")))
@@ -672,7 +680,9 @@ impl Stage {
             ["decide", plan @ ..] => self
                 .decide(Plan::parse(plan)?)
                 .map(|id| format!("tx {id} decided")),
-            ["press", "red"] => self.press_red().map(|id| format!("tx {id}: red key pressed")),
+            ["press", "red"] => self
+                .press_red()
+                .map(|id| format!("tx {id}: red key pressed")),
             ["press", ..] => Err("the only key is red: press red".into()),
             ["state"] => Ok(self.state()),
             [w, ..] => Err(format!(
@@ -962,7 +972,8 @@ mod tests {
             s.lines,
             vec![(3, plan("approve split=2")), (4, plan("refuse"))]
         );
-        let (line, e) = Script::parse(Path::new("t"), "approve\n\nrefuse crlf bogus\n").unwrap_err();
+        let (line, e) =
+            Script::parse(Path::new("t"), "approve\n\nrefuse crlf bogus\n").unwrap_err();
         assert_eq!(line, 3);
         assert!(e.contains("\"bogus\" is not a quirk"), "{e}");
     }
@@ -970,8 +981,14 @@ mod tests {
     #[test]
     fn nothing_is_taken_unless_the_simulator_is_the_backend() {
         let s = Stage::new();
-        assert!(s.arm(plan("refuse")).unwrap_err().contains("not the simulator"));
-        assert!(s.command("hold on").unwrap_err().contains("not the simulator"));
+        assert!(s
+            .arm(plan("refuse"))
+            .unwrap_err()
+            .contains("not the simulator"));
+        assert!(s
+            .command("hold on")
+            .unwrap_err()
+            .contains("not the simulator"));
         assert!(s.state().contains("inactive"));
         assert_eq!(s.begin(1, Channel::Tcp), Begin::Table);
         assert!(!s.early(Quirk::NakFirst));
@@ -982,7 +999,9 @@ mod tests {
         let s = Stage::new();
         let script = Script::parse(Path::new("t.script"), "phone\n# c\nrefuse\n").unwrap();
         s.configure(true, Some(&script), Duration::from_secs(5));
-        assert!(s.state().contains("script: t.script line 1 is next (phone), 2 of 2 left"));
+        assert!(s
+            .state()
+            .contains("script: t.script line 1 is next (phone), 2 of 2 left"));
         assert_eq!(s.command("next approve").unwrap(), "armed: approve");
         assert_eq!(s.command("next").unwrap(), "armed: approve");
         let fate = |b: Begin| match b {
@@ -1032,7 +1051,8 @@ mod tests {
         assert!(a.has("crlf") && !a.has("bad-lrc"));
         assert_eq!(s.answer(7), None, "taken once");
         // Serial quirks before the request: spent on the frame, noted.
-        s.arm(plan("refuse nak-first no-ack slow-enq=1s crlf")).unwrap();
+        s.arm(plan("refuse nak-first no-ack slow-enq=1s crlf"))
+            .unwrap();
         assert!(s.early(Quirk::NoAck));
         assert!(!s.early(Quirk::NoAck), "once");
         assert!(s.early(Quirk::NakFirst));
@@ -1040,10 +1060,16 @@ mod tests {
             panic!()
         };
         assert_eq!(fate, Fate::Refuse);
-        assert!(note.contains("nak-first applied before the request"), "{note}");
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
         assert!(note.contains("no-ack applied before the request"), "{note}");
         assert!(note.contains("crlf not applied: the transaction came over serial"));
-        assert_eq!(s.answer(8).unwrap().wait("slow-enq"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            s.answer(8).unwrap().wait("slow-enq"),
+            Some(Duration::from_secs(1))
+        );
         // Not spent, and the transaction came over TCP.
         s.arm(plan("approve nak-first")).unwrap();
         let Begin::Plan { note, .. } = s.begin(9, Channel::Tcp) else {
@@ -1076,7 +1102,10 @@ mod tests {
     #[test]
     fn hold_decide_and_the_red_key_reach_the_running_transaction() {
         let s = active();
-        assert!(s.press_red().unwrap_err().contains("no simulated transaction"));
+        assert!(s
+            .press_red()
+            .unwrap_err()
+            .contains("no simulated transaction"));
         assert!(s
             .decide(plan("approve"))
             .unwrap_err()
@@ -1112,7 +1141,10 @@ mod tests {
         let (cmd, got) = crossbeam_channel::unbounded();
         s.running(13, Channel::Tcp, cmd, true);
         drop(got);
-        assert!(s.decide(plan("approve crlf")).unwrap_err().contains("ended"));
+        assert!(s
+            .decide(plan("approve crlf"))
+            .unwrap_err()
+            .contains("ended"));
         assert_eq!(s.answer(13), None);
         // No longer the simulator: nothing reaches it.
         s.configure(false, None, Duration::from_secs(5));
@@ -1123,10 +1155,16 @@ mod tests {
     fn commands_as_text() {
         let s = active();
         assert_eq!(s.command("next").unwrap(), "nothing armed");
-        assert!(s.command("next refuse wobble").unwrap_err().contains("wobble"));
+        assert!(s
+            .command("next refuse wobble")
+            .unwrap_err()
+            .contains("wobble"));
         assert!(s.command("hold maybe").unwrap_err().contains("on or off"));
         assert!(s.command("press green").unwrap_err().contains("press red"));
-        assert!(s.command("fly").unwrap_err().contains("not a simulator command"));
+        assert!(s
+            .command("fly")
+            .unwrap_err()
+            .contains("not a simulator command"));
         assert!(s.command("").is_err());
         assert!(s.command("state").unwrap().contains("hold: off"));
     }
