@@ -379,11 +379,7 @@ fn answer_for(
         }
         refused(&format!("bad request ({fault}): answered AF09"));
         let reply = dispatch::malformed(&a.body);
-        return Some((
-            bytes(&dispatch::Kind::V3, &reply),
-            None,
-            Answer::default(),
-        ));
+        return Some((bytes(&dispatch::Kind::V3, &reply), None, Answer::default()));
     }
     match dispatch::job(&a.body, !v2, &settings.currencies) {
         Job::Submit(req, kind) => {
@@ -487,7 +483,11 @@ fn hold_open(stream: &mut TcpStream, id: u64, limit: Duration) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }

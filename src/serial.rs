@@ -14,8 +14,8 @@ pub use crate::link::{open_port, trace, Port};
 use crate::link::{Link, Timer};
 use crate::pan;
 use crate::request::Request;
-use crate::tlv::{tags, Frame};
 use crate::stage::{Quirk, Stage};
+use crate::tlv::{tags, Frame};
 use crate::worker::{Channel, Decision, Handle, Origin, Reply};
 use crossbeam_channel::{Receiver, Sender};
 use serialport::TTYPort;
@@ -591,13 +591,15 @@ impl<'a> Line<'a> {
         bad_lrc: bool,
     ) -> io::Result<Result<(), String>> {
         let t = timers(&self.desk.conf.settings);
-        Ok(match session::send_quirky(&mut self.link, &t, blocks, TRIES, bad_lrc)? {
-            Sent::Done => Ok(()),
-            Sent::Unopened => Err(format!("no ACK to {TRIES} ENQ")),
-            Sent::Refused | Sent::Unanswered => {
-                Err(format!("frame not acknowledged after {TRIES} tries"))
-            }
-        })
+        Ok(
+            match session::send_quirky(&mut self.link, &t, blocks, TRIES, bad_lrc)? {
+                Sent::Done => Ok(()),
+                Sent::Unopened => Err(format!("no ACK to {TRIES} ENQ")),
+                Sent::Refused | Sent::Unanswered => {
+                    Err(format!("frame not acknowledged after {TRIES} tries"))
+                }
+            },
+        )
     }
 
     /// A V3 request with no link layer (`CZ` already read): it ends at a
