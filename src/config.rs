@@ -1042,6 +1042,28 @@ mod tests {
     }
 
     #[test]
+    fn a_simulator_script_is_the_simulators_and_read_with_its_lines() {
+        let c = Config::parse("simulator-script \"/x/s\"", "t").unwrap();
+        assert_eq!(Config::parse(&c.describe(), "d").unwrap(), c);
+        assert!(err("terminal exec /bin/true\nsimulator-script s")
+            .starts_with("t.conf:2: simulator-script needs terminal simulator"));
+        let dir = std::env::temp_dir().join(format!("concertd-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        std::fs::write(&path, "approve crlf\n\nrefuse split=x\n").unwrap();
+        let mut c = Config::parse(&format!("simulator-script {}", path.display()), "t").unwrap();
+        let e = c.read_script().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:3: split=x:", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "approve crlf\n").unwrap();
+        c.read_script().unwrap();
+        assert_eq!(c.simulator_script.unwrap().lines.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn parity_is_parsed_with_the_format() {
         for (text, parity) in [
             ("7E1", Parity::Even),
