@@ -5,6 +5,9 @@
 use crate::allow::{self, Net};
 use crate::currency;
 use crate::error::Error;
+// Here first; the simulator's vocabulary, below the configuration, reads
+// them too.
+pub use crate::clock::{fmt_duration, parse_duration};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -358,33 +361,6 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
         out.push(cur);
     }
     Ok(out)
-}
-
-/// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    // Said as such: the unit check below would call `-1s` a bad unit.
-    if s.starts_with('-') {
-        return Err(format!("{s:?}: a duration must not be negative"));
-    }
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    match num.parse::<f64>() {
-        // Whole milliseconds: the finest any timer needs, and what `-n`
-        // prints back exactly.
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
-            Ok(Duration::from_millis((v * scale * 1000.0).round() as u64))
-        }
-        _ => Err(format!("{s:?} is not a duration")),
-    }
 }
 
 /// `8M`, `512K`, `4096` (bytes).
@@ -1019,17 +995,6 @@ pub fn fmt_size(n: u64) -> String {
         format!("{}K", n >> 10)
     } else {
         n.to_string()
-    }
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms > 0 && ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 

@@ -15,8 +15,7 @@
 //! [`Stage::command`], which reads the same commands as text (`next ...`,
 //! `hold on`, `decide ...`, `press red`, `state`) for a socket to forward.
 
-use crate::backend::Channel;
-use crate::config::{fmt_duration, parse_duration};
+use crate::clock::{fmt_duration, parse_duration};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +35,24 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 const MAX_ANSWERS: usize = 32;
 /// Script lines longer than this are not a plan but a wrong file.
 const MAX_LINE: usize = 1024;
+
+/// The way a request came, as the stage knows it. (Not the backend's
+/// `Channel`: the backends sit above this module, which the configuration
+/// reads.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Tcp,
+    Serial,
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Tcp => "tcp",
+            Channel::Serial => "serial",
+        })
+    }
+}
 
 /// What a simulated transaction ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
