@@ -1,6 +1,6 @@
 //! Wall-clock time for tickets and logs, in the machine's local time zone.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Civil {
@@ -94,6 +94,44 @@ impl Civil {
             "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
             self.day, self.month, self.year, self.hour, self.minute, self.second
         )
+    }
+}
+
+/// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // Said as such: the unit check below would call `-1s` a bad unit.
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a duration must not be negative"));
+    }
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    match num.parse::<f64>() {
+        // Whole milliseconds: the finest any timer needs, and what `-n`
+        // prints back exactly.
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(Duration::from_millis((v * scale * 1000.0).round() as u64))
+        }
+        _ => Err(format!("{s:?} is not a duration")),
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 

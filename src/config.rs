@@ -5,6 +5,9 @@
 use crate::allow::{self, Net};
 use crate::currency;
 use crate::error::Error;
+// Here first; the simulator's vocabulary, below the configuration, reads
+// them too.
+pub use crate::clock::{fmt_duration, parse_duration};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -157,6 +160,9 @@ pub struct Config {
     pub currencies: Vec<u16>,
     pub terminal: Terminal,
     pub simulator_delay: Duration,
+    /// Plans for the next transactions, one a line (`simulator-script`);
+    /// its lines are read by [`Config::read_script`].
+    pub simulator_script: Option<crate::stage::Script>,
     pub transaction_timeout: Duration,
     pub request_gap: Duration,
     pub request_timeout: Duration,
@@ -360,6 +366,7 @@ impl Default for Config {
             currencies: vec![978],
             terminal: Terminal::Simulator,
             simulator_delay: Duration::from_secs(2),
+            simulator_script: None,
             transaction_timeout: Duration::from_secs(100),
             request_gap: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
@@ -414,33 +421,6 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
         out.push(cur);
     }
     Ok(out)
-}
-
-/// `100ms`, `2s`, `1m`, `24h`, `5` (seconds), `1.5s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    // Said as such: the unit check below would call `-1s` a bad unit.
-    if s.starts_with('-') {
-        return Err(format!("{s:?}: a duration must not be negative"));
-    }
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    match num.parse::<f64>() {
-        // Whole milliseconds: the finest any timer needs, and what `-n`
-        // prints back exactly.
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
-            Ok(Duration::from_millis((v * scale * 1000.0).round() as u64))
-        }
-        _ => Err(format!("{s:?} is not a duration")),
-    }
 }
 
 /// `8M`, `512K`, `4096` (bytes).
@@ -652,6 +632,24 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.simulator_delay = v),
         show: |c, k, s| line(s, k, fmt_duration(c.simulator_delay)),
+        keep: live,
+    },
+    Key {
+        name: "simulator-script",
+        reload: Reload::Live,
+        apply: |d, k, a| {
+            let path = PathBuf::from(one(k, a)?);
+            d.c.simulator_script = Some(crate::stage::Script {
+                path,
+                lines: Vec::new(),
+            });
+            Ok(())
+        },
+        show: |c, k, s| {
+            if let Some(script) = &c.simulator_script {
+                path_line(s, k, &script.path);
+            }
+        },
         keep: live,
     },
     Key {
@@ -895,6 +893,7 @@ impl Config {
             listen: Vec::new(),
             currencies: Vec::new(),
         };
+        let mut script_line = 0;
         for (i, raw) in text.lines().enumerate() {
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
@@ -910,8 +909,21 @@ impl Config {
                 .find(|k| k.name == key)
                 .ok_or_else(|| err(format!("unknown keyword {key:?}")))?;
             (k.apply)(&mut d, key, args).map_err(err)?;
+            if k.name == "simulator-script" {
+                script_line = i + 1;
+            }
         }
         let mut c = d.c;
+        if c.simulator_script.is_some() && c.terminal != Terminal::Simulator {
+            return Err(Error::Config {
+                file: file.to_string(),
+                line: script_line,
+                msg: format!(
+                    "simulator-script needs terminal simulator, not terminal {}",
+                    c.terminal.line()
+                ),
+            });
+        }
         if !d.listen.is_empty() {
             c.listen = d.listen;
         }
@@ -929,7 +941,25 @@ impl Config {
         })?;
         let mut c = Config::parse(&text, &file)?;
         c.absolute_paths();
+        c.read_script()?;
         Ok(c)
+    }
+
+    /// Reads the lines of the `simulator-script` named: a line that is not
+    /// a plan is a configuration error at that line of the script.
+    pub fn read_script(&mut self) -> Result<(), Error> {
+        let Some(script) = &mut self.simulator_script else {
+            return Ok(());
+        };
+        let file = script.path.display().to_string();
+        let text = std::fs::read_to_string(&script.path).map_err(|source| Error::ConfigRead {
+            file: format!("simulator-script {file}"),
+            source,
+        })?;
+        let read = crate::stage::Script::parse(&script.path, &text)
+            .map_err(|(line, msg)| Error::Config { file, line, msg })?;
+        script.lines = read.lines;
+        Ok(())
     }
 
     /// Relative paths are taken from the directory concertd started in,
@@ -945,6 +975,9 @@ impl Config {
         };
         abs(&mut self.journal);
         abs(&mut self.pidfile);
+        if let Some(s) = &mut self.simulator_script {
+            abs(&mut s.path);
+        }
         if let Some(l) = &mut self.log_file {
             abs(l);
         }
@@ -1048,17 +1081,6 @@ pub fn fmt_size(n: u64) -> String {
     }
 }
 
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms > 0 && ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1082,6 +1104,28 @@ mod tests {
             assert!(e.contains("serial-number"), "{bad}: {e}");
         }
         assert!(err("answer-extensions hipay").contains("is not none or payxpert"));
+    }
+
+    #[test]
+    fn a_simulator_script_is_the_simulators_and_read_with_its_lines() {
+        let c = Config::parse("simulator-script \"/x/s\"", "t").unwrap();
+        assert_eq!(Config::parse(&c.describe(), "d").unwrap(), c);
+        assert!(err("terminal exec /bin/true\nsimulator-script s")
+            .starts_with("t.conf:2: simulator-script needs terminal simulator"));
+        let dir = std::env::temp_dir().join(format!("concertd-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        std::fs::write(&path, "approve crlf\n\nrefuse split=x\n").unwrap();
+        let mut c = Config::parse(&format!("simulator-script {}", path.display()), "t").unwrap();
+        let e = c.read_script().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:3: split=x:", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "approve crlf\n").unwrap();
+        c.read_script().unwrap();
+        assert_eq!(c.simulator_script.unwrap().lines.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

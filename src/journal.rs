@@ -109,6 +109,11 @@ pub enum Event {
     UpstreamStatus {
         answer: Vec<u8>,
     },
+    /// What the simulator was told to do with the transaction (its plan,
+    /// quirks, a manual decision, the red key). Lines without it: none.
+    Simulated {
+        text: String,
+    },
 }
 
 impl Event {
@@ -121,7 +126,10 @@ impl Event {
             | Event::Resolved { answer: f, .. }
             | Event::Recovered { answer: f }
             | Event::UpstreamStatus { answer: f } => *f = masked(f),
-            Event::Delivered | Event::Undelivered { .. } | Event::Replayed { .. } => {}
+            Event::Delivered
+            | Event::Undelivered { .. }
+            | Event::Replayed { .. }
+            | Event::Simulated { .. } => {}
         }
         ev
     }
@@ -566,6 +574,10 @@ pub fn format_line(time: &str, id: u64, ev: &Event) -> String {
             l = LineOut::new(time, id, "upstream-status");
             l.last_frame(answer);
         }
+        Event::Simulated { text } => {
+            l = LineOut::new(time, id, "simulated");
+            l.last_text(text);
+        }
     }
     l.0
 }
@@ -618,6 +630,9 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
         },
         "upstream-status" => Event::UpstreamStatus {
             answer: frame_of(l.last()?),
+        },
+        "simulated" => Event::Simulated {
+            text: text(l.last().unwrap_or(""))?,
         },
         _ => return None,
     };
@@ -678,7 +693,7 @@ fn apply(
         Event::Delivered => r.delivered = Some(true),
         Event::Undelivered { .. } => r.delivered = Some(false),
         Event::UpstreamStatus { answer } => r.upstream_status = Some(answer),
-        Event::Begun { .. } | Event::Replayed { .. } => {}
+        Event::Begun { .. } | Event::Replayed { .. } | Event::Simulated { .. } => {}
     }
 }
 
@@ -1294,7 +1309,28 @@ mod tests {
             Just(Event::Delivered),
             odd_text().prop_map(|reason| Event::Undelivered { reason }),
             odd_text().prop_map(|peer| Event::Replayed { peer }),
+            odd_text().prop_map(|text| Event::Simulated { text }),
         ]
+    }
+
+    #[test]
+    fn a_simulated_note_reads_back_and_changes_no_record() {
+        let ev = Event::Simulated {
+            text: "next: approve split=3:50ms; bad-lrc not applied".into(),
+        };
+        let l = format_line("2026-12-01T04:00:00.000Z", 7, &ev);
+        assert_eq!(
+            l,
+            "2026-12-01T04:00:00.000Z 7 simulated next: approve split=3:50ms; bad-lrc not applied"
+        );
+        assert_eq!(parse_line(&l).map(|(_, _, e)| e), Some(ev));
+        let begun = "2026-12-01T04:00:00.000Z 7 begun tcp 127.0.0.1:9 01 CZ0040320";
+        let mut with = Contents::default();
+        read_bytes(format!("{begun}\n{l}\n").as_bytes(), &mut with);
+        let mut without = Contents::default();
+        read_bytes(format!("{begun}\n").as_bytes(), &mut without);
+        assert_eq!(with.bad_lines, 0);
+        assert_eq!(with.records, without.records);
     }
 
     proptest! {

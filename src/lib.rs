@@ -36,6 +36,7 @@ pub mod journal;
 pub mod memory;
 pub mod refunds;
 pub mod retry;
+pub mod stage;
 pub mod worker;
 
 // The ways in: TCP and the serial line, one dispatch to the worker.

@@ -9,6 +9,7 @@ use crate::floodgate::{Floodgate, Kind};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
 use crate::peers::{Admission, Held, Peers};
+use crate::stage::{Answer, Stage};
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -342,15 +343,15 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
     }
 }
 
-/// The bytes to send back for one assembled request and the transaction
-/// whose final answer they are; `None` when nothing may be sent (the
-/// outcome could not be journaled).
+/// The bytes to send back for one assembled request, the transaction
+/// whose final answer they are, and how the simulator was told to send it;
+/// `None` when nothing may be sent (the outcome could not be journaled).
 fn answer_for(
     a: &Assembled,
     shared: &Shared,
     settings: &Settings,
     peer: SocketAddr,
-) -> Option<(Vec<u8>, Option<u64>)> {
+) -> Option<(Vec<u8>, Option<u64>, Answer)> {
     // A V2 request comes STX-framed; a V3 answer goes back as its request
     // came.
     let v2 = a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ");
@@ -358,7 +359,7 @@ fn answer_for(
         shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
             format!("tcp {peer}: {why}: NAK")
         });
-        Some((vec![NAK], None))
+        Some((vec![NAK], None, Answer::default()))
     };
     let refused = |why: &str| {
         shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
@@ -378,7 +379,7 @@ fn answer_for(
         }
         refused(&format!("bad request ({fault}): answered AF09"));
         let reply = dispatch::malformed(&a.body);
-        return Some((bytes(&dispatch::Kind::V3, &reply), None));
+        return Some((bytes(&dispatch::Kind::V3, &reply), None, Answer::default()));
     }
     match dispatch::job(&a.body, !v2, &settings.currencies) {
         Job::Submit(req, kind) => {
@@ -387,15 +388,110 @@ fn answer_for(
                 peer: peer.to_string(),
                 v2,
             };
-            let reply = shared.worker.submit(req, origin)?;
-            Some((bytes(&kind, &reply), reply.tx))
+            let mut reply = shared.worker.submit(req, origin)?;
+            let quirks = reply
+                .tx
+                .and_then(|id| Stage::global().answer(id))
+                .unwrap_or_default();
+            if let (true, Some(id)) = (quirks.has("no-cb"), reply.tx) {
+                match kind {
+                    dispatch::Kind::V3 => {
+                        log::info!("tx {id}: answer without its amount CB (no-cb)");
+                        reply.frame = without(&reply.frame, crate::tlv::tags::CB);
+                    }
+                    _ => log::info!(
+                        "tx {id}: no-cb not applied: a Concert V2 reply has fixed fields"
+                    ),
+                }
+            }
+            Some((bytes(&kind, &reply), reply.tx, quirks))
         }
         Job::Refuse(kind, reply, why) => {
             refused(&why);
-            Some((bytes(&kind, &reply), None))
+            Some((bytes(&kind, &reply), None, Answer::default()))
         }
         Job::Nak(why) => nak(&why),
     }
+}
+
+/// A frame without one of its tags.
+fn without(frame: &crate::tlv::Frame, tag: crate::tlv::Tag) -> crate::tlv::Frame {
+    let mut f = crate::tlv::Frame::new();
+    for e in frame.elements().iter().filter(|e| e.tag != tag) {
+        f.push(e.tag, e.value.clone());
+    }
+    f
+}
+
+/// Writes `bytes` in `n` parts of nearly equal size (one a byte when
+/// shorter), pausing `gap` between two: how a terminal whose answer
+/// crosses several TCP segments looks to a register. The number of
+/// writes.
+fn write_split(
+    w: &mut impl Write,
+    bytes: &[u8],
+    n: u32,
+    gap: Duration,
+    pause: &mut dyn FnMut(Duration),
+) -> io::Result<usize> {
+    let n = (n as usize).clamp(1, bytes.len().max(1));
+    for i in 0..n {
+        if i > 0 {
+            pause(gap);
+        }
+        w.write_all(&bytes[i * bytes.len() / n..(i + 1) * bytes.len() / n])?;
+        w.flush()?;
+    }
+    Ok(n)
+}
+
+/// Closes with a reset (RST) rather than a FIN: linger on, zero seconds.
+fn reset(stream: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) reads one linger struct of the size given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// `open`: the answer is out and the connection stays open until the
+/// register closes it, at most `limit`.
+fn hold_open(stream: &mut TcpStream, id: u64, limit: Duration) {
+    log::info!(
+        "tx {id}: connection kept open after the answer until the register closes it, \
+         at most {} (open)",
+        crate::config::fmt_duration(limit)
+    );
+    let until = Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    loop {
+        let now = Instant::now();
+        if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
+            log::info!("tx {id}: open: transaction-timeout reached, closed");
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    log::info!("tx {id}: open: the register closed the connection");
 }
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
@@ -525,15 +621,61 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         Incoming::Gone => return,
     };
     log::trace!("tcp {peer}: < {}", crate::link::trace(&a.body));
-    let Some((bytes, tx)) = answer_for(&a, shared, &settings, peer) else {
+    let Some((mut bytes, tx, quirks)) = answer_for(&a, shared, &settings, peer) else {
         return;
     };
+    let id = tx.unwrap_or_default();
+    if let Some(late) = quirks.wait("late") {
+        log::info!(
+            "tx {id}: answer {} late (late)",
+            crate::config::fmt_duration(late)
+        );
+        std::thread::sleep(late);
+    }
+    let gone = match (quirks.withhold, quirks.has("silent"), quirks.has("reset")) {
+        (Some(why), _, _) => Some(why),
+        (None, true, _) => Some("simulator: silent, closed without an answer"),
+        (None, false, true) => Some("simulator: reset instead of the answer"),
+        (None, false, false) => None,
+    };
+    if let Some(why) = gone {
+        // The outcome is journaled as decided; only its delivery fails,
+        // and a status request (CD=T) returns it.
+        log::info!("tx {id}: {why}");
+        shared.worker.delivered(id, Err(why.to_string()));
+        if quirks.has("reset") {
+            reset(stream);
+        } else {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        return;
+    }
+    if quirks.has("crlf") {
+        log::info!("tx {id}: CR LF after the answer (crlf)");
+        bytes.extend_from_slice(b"\r\n");
+    }
     log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
     if bytes.len() > SURE_WRITE {
         // Only a large answer can find the send buffer full.
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     }
-    let written = stream.write_all(&bytes).map_err(|e| e.to_string());
+    let written = match quirks.split() {
+        Some((n, gap)) => {
+            // Each part in a segment of its own, as a slow terminal's.
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            let w = write_split(stream, &bytes, n, gap, &mut std::thread::sleep);
+            if let Ok(k) = &w {
+                log::info!(
+                    "tx {id}: answer in {k} writes, {} apart (split)",
+                    crate::config::fmt_duration(gap)
+                );
+            }
+            w.map(drop)
+        }
+        None => stream.write_all(&bytes),
+    }
+    .map_err(|e| e.to_string());
     // A transaction's final answer is journaled delivered or not: wait for
     // the register's acknowledgement. Other answers need no such record.
     let sent = match tx {
@@ -546,6 +688,9 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     if let Err(e) = sent {
         log::debug!("tcp {peer}: answer not delivered: {e}");
         return;
+    }
+    if quirks.has("open") {
+        return hold_open(stream, id, Stage::global().open_limit());
     }
     // Close our side first, then read what the client still sends until it
     // closes: closing with unread bytes would reset the connection and could
@@ -602,6 +747,49 @@ mod tests {
             )
         );
         assert_eq!(trace_answer(v3), "CZ0040320AE00210AA016497010######0674");
+    }
+
+    /// Records each write apart.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_split_answer_goes_in_n_writes_gap_apart() {
+        let answer = b"CZ0040320CA00201CB0041000AE00210";
+        let mut w = Writes::default();
+        let mut pauses = Vec::new();
+        let gap = Duration::from_millis(50);
+        let n = write_split(&mut w, answer, 3, gap, &mut |d| pauses.push(d)).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(w.0.len(), 3);
+        assert_eq!(w.0.concat(), answer);
+        assert!(w.0.iter().all(|p| p.len() >= 10), "{:?}", w.0);
+        assert_eq!(pauses, [gap, gap]);
+        // Shorter than the writes asked: one byte a write.
+        let mut w = Writes::default();
+        let n = write_split(&mut w, b"AB", 5, gap, &mut |_| {}).unwrap();
+        assert_eq!((n, w.0), (2, vec![b"A".to_vec(), b"B".to_vec()]));
+        let mut w = Writes::default();
+        assert_eq!(write_split(&mut w, b"", 5, gap, &mut |_| {}).unwrap(), 1);
+    }
+
+    #[test]
+    fn no_cb_drops_only_the_amount() {
+        let f = crate::tlv::Frame::decode(b"CZ0040320CA00201CB0041000AE00210").unwrap();
+        assert_eq!(
+            without(&f, crate::tlv::tags::CB).encode(),
+            b"CZ0040320CA00201AE00210"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub use crate::link::{open_port, trace, Port};
 use crate::link::{Link, Timer};
 use crate::pan;
 use crate::request::Request;
+use crate::stage::{Quirk, Stage};
 use crate::tlv::{tags, Frame};
 use crate::worker::{Channel, Decision, Handle, Origin, Reply};
 use crossbeam_channel::{Receiver, Sender};
@@ -277,6 +278,9 @@ impl Desk<'_> {
     /// Decides on a good frame: NAK it (to have it again), or ACK it, with
     /// an answer to send at once or none (the transaction started).
     fn request(&mut self, payload: &[u8]) -> Take<Now> {
+        if Stage::global().early(Quirk::NakFirst) {
+            return Take::Nak("simulator nak-first".into());
+        }
         let v3 = self.is_v3(payload);
         match dispatch::job(payload, v3, &self.conf.currencies) {
             Job::Submit(req, kind) => self.submit(req, kind),
@@ -443,6 +447,9 @@ impl<'a> Line<'a> {
             };
             let settings = &self.desk.conf.settings;
             match b {
+                ENQ if Stage::global().early(Quirk::NoAck) => {
+                    log::info!("serial {}: ENQ not ACKed (simulator no-ack)", self.path());
+                }
                 ENQ => {
                     let t = timers(settings);
                     let desk = &mut self.desk;
@@ -492,6 +499,28 @@ impl<'a> Line<'a> {
 
     /// Sends an answer the way its request came, and reports its delivery.
     fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
+        let quirks = reply
+            .tx
+            .and_then(|id| Stage::global().answer(id))
+            .unwrap_or_default();
+        let id = reply.tx.unwrap_or_default();
+        if let Some(why) = quirks.withhold {
+            log::info!("tx {id}: {why}");
+            self.desk.worker.delivered(id, Err(why.to_string()));
+            return Ok(());
+        }
+        let raw = matches!(kind, Kind::Raw);
+        for q in quirks.quirks.iter().filter(|_| raw) {
+            log::info!("tx {id}: {q} not applied: raw V3 has no link session");
+        }
+        let bad_lrc = quirks.has("bad-lrc") && !raw;
+        if let (Some(d), false) = (quirks.wait("slow-enq"), raw) {
+            log::info!(
+                "tx {id}: our ENQ {} late (slow-enq)",
+                crate::config::fmt_duration(d)
+            );
+            std::thread::sleep(d);
+        }
         let sent: io::Result<Result<(), String>> = match kind {
             Kind::Raw => {
                 let bytes = dispatch::payload(kind, &reply);
@@ -500,9 +529,9 @@ impl<'a> Line<'a> {
             }
             Kind::V3 => {
                 let blocks = self.blocks(reply.frame.clone());
-                self.send_session(&blocks)
+                self.send_session(&blocks, bad_lrc)
             }
-            Kind::V2(_) => self.send_session(&[dispatch::payload(kind, &reply)]),
+            Kind::V2(_) => self.send_session(&[dispatch::payload(kind, &reply)], bad_lrc),
         };
         // The device failing mid-answer is a failed delivery too: report
         // it before the line is opened again.
@@ -556,15 +585,21 @@ impl<'a> Line<'a> {
     /// The terminal's session, each block tried three times. The outer
     /// error is the device failing; the inner one an answer that did not
     /// get through.
-    fn send_session(&mut self, blocks: &[Vec<u8>]) -> io::Result<Result<(), String>> {
+    fn send_session(
+        &mut self,
+        blocks: &[Vec<u8>],
+        bad_lrc: bool,
+    ) -> io::Result<Result<(), String>> {
         let t = timers(&self.desk.conf.settings);
-        Ok(match session::send(&mut self.link, &t, blocks, TRIES)? {
-            Sent::Done => Ok(()),
-            Sent::Unopened => Err(format!("no ACK to {TRIES} ENQ")),
-            Sent::Refused | Sent::Unanswered => {
-                Err(format!("frame not acknowledged after {TRIES} tries"))
-            }
-        })
+        Ok(
+            match session::send_quirky(&mut self.link, &t, blocks, TRIES, bad_lrc)? {
+                Sent::Done => Ok(()),
+                Sent::Unopened => Err(format!("no ACK to {TRIES} ENQ")),
+                Sent::Refused | Sent::Unanswered => {
+                    Err(format!("frame not acknowledged after {TRIES} tries"))
+                }
+            },
+        )
     }
 
     /// A V3 request with no link layer (`CZ` already read): it ends at a

@@ -263,11 +263,12 @@ impl Service {
             );
             return;
         }
-        let mut new = match Config::parse(&text, &file.display().to_string()) {
-            Ok(mut c) => {
-                c.absolute_paths();
-                c
-            }
+        let read = Config::parse(&text, &file.display().to_string()).and_then(|mut c| {
+            c.absolute_paths();
+            c.read_script().map(|()| c)
+        });
+        let mut new = match read {
+            Ok(c) => c,
             Err(e) => {
                 log::error!("reload: {e}; the running configuration is kept");
                 return;

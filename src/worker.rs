@@ -570,6 +570,9 @@ impl Worker {
                     Ok(Done { id, note: Some(Note::UpstreamStatus(kept)), .. }) => {
                         self.keep_status(id, kept)
                     }
+                    Ok(Done { id, note: Some(Note::Simulated(text)), .. }) => {
+                        self.keep_simulated(id, text)
+                    }
                     Ok(d) if d.resolved => {
                         let not_done = matches!(d.note, Some(Note::NotDone));
                         self.resolve(d.id, d.outcome, not_done)
@@ -654,6 +657,15 @@ impl Worker {
             // grow the journal past journal-size between transactions.
             self.rotate_if_needed();
             return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
+        }
+        if let Some(why) = self.backend.busy() {
+            log::info!(
+                "{} {}: {} refused busy: {why}",
+                job.origin.channel,
+                job.origin.peer,
+                req.op.name()
+            );
+            return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if let Some(im) = &req.refund_of {
             let amount = req.amount.unwrap_or(0);
@@ -871,6 +883,17 @@ impl Worker {
                  if lost, its outcome cannot be settled after a restart",
                 self.journal.path().display()
             ),
+        }
+    }
+
+    /// What the simulator was told to do with a transaction: journaled with
+    /// it, before its end, so that the journal explains a strange answer.
+    fn keep_simulated(&mut self, id: u64, text: String) {
+        if let Err(e) = self.journal.note(id, &Event::Simulated { text }) {
+            log::error!(
+                "{}: {e}: the simulator's plan for tx {id} not recorded",
+                self.journal.path().display()
+            );
         }
     }
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const TIMERS: &str =
+pub const TIMERS: &str =
     "serial-ack-timeout 400ms\nserial-frame-timeout 400ms\nserial-eot-timeout 200ms\n\
                       serial-retry-pause 50ms\nserial-retry 100ms";
 
@@ -27,7 +27,7 @@ pub fn pty(link: &Path) -> Register {
     }
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = vec![STX];
     f.extend_from_slice(payload);
     f.push(ETX);
@@ -36,7 +36,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 impl Register {
-    fn send(&mut self, b: &[u8]) {
+    pub fn send(&mut self, b: &[u8]) {
         self.master.write_all(b).unwrap();
         self.master.flush().unwrap();
     }
@@ -56,7 +56,7 @@ impl Register {
         None
     }
 
-    fn byte(&mut self) -> u8 {
+    pub fn byte(&mut self) -> u8 {
         self.byte_within(PATIENCE).expect("a byte from concertd")
     }
 

@@ -16,6 +16,7 @@ mod links;
 mod manpage;
 mod masking;
 mod peers;
+mod quirks;
 mod retry;
 mod serial;
 mod service;

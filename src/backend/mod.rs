@@ -84,6 +84,11 @@ pub enum Note {
     /// the request, so the request never ran there and nothing was
     /// charged. The register keeps its "not ended" answer.
     NotDone,
+    /// The simulator's plan or decision for the running transaction (its
+    /// quirks, what applies and what does not), sent before its outcome:
+    /// the worker journals it with the transaction. `outcome` means
+    /// nothing with it.
+    Simulated(String),
 }
 
 /// The amount rule every backend's outcome passes before it becomes an
@@ -167,6 +172,13 @@ pub trait Backend: Send {
     /// transaction this abort stopped.
     fn abort(&mut self, id: u64) -> Outcome;
 
+    /// The backend answers this request busy although it is idle (the
+    /// simulator was told to): no transaction starts. The sentence is for
+    /// the log.
+    fn busy(&mut self) -> Option<String> {
+        None
+    }
+
     /// A reload: take the new configuration from the next transaction on.
     fn reload(&mut self, _cfg: &crate::config::Config) {}
 
@@ -186,9 +198,7 @@ pub trait Backend: Send {
 pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Backend>, String> {
     use crate::config::Terminal;
     Ok(match &cfg.terminal {
-        Terminal::Simulator => Box::new(crate::backend::simulator::Simulator::new(
-            cfg.simulator_delay,
-        )),
+        Terminal::Simulator => Box::new(crate::backend::simulator::Simulator::configured(cfg)),
         Terminal::Exec { program, args } => {
             Box::new(crate::backend::exec::Exec::new(program, args)?)
         }

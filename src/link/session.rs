@@ -39,6 +39,19 @@ pub enum Sent {
 /// ETB; each block is sent up to `frame_tries` times until ACKed. The
 /// error is the device failing.
 pub fn send(link: &mut Link, t: &Timers, blocks: &[Vec<u8>], frame_tries: u32) -> io::Result<Sent> {
+    send_quirky(link, t, blocks, frame_tries, false)
+}
+
+/// [`send`], the first try of the first block with a wrong LRC when
+/// `bad_lrc_first` (the simulator's `bad-lrc`): what a noisy line does, and
+/// what the other side must NAK to get the block again.
+pub fn send_quirky(
+    link: &mut Link,
+    t: &Timers,
+    blocks: &[Vec<u8>],
+    frame_tries: u32,
+    bad_lrc_first: bool,
+) -> io::Result<Sent> {
     if !open(link, t)? {
         return Ok(Sent::Unopened);
     }
@@ -48,7 +61,16 @@ pub fn send(link: &mut Link, t: &Timers, blocks: &[Vec<u8>], frame_tries: u32) -
         log::trace!("{}: > {}", link.name(), trace(body));
         let mut last = None;
         for attempt in 1..=frame_tries {
-            link.send(&frame)?;
+            if bad_lrc_first && i == 0 && attempt == 1 {
+                let mut bad = frame.clone();
+                if let Some(l) = bad.last_mut() {
+                    *l ^= 0x01;
+                }
+                log::info!("{}: first try with a wrong LRC (bad-lrc)", link.name());
+                link.send(&bad)?;
+            } else {
+                link.send(&frame)?;
+            }
             last = link.wait_for(&[ACK, NAK], t.ack)?;
             match last {
                 Some(ACK) => break,
@@ -289,6 +311,24 @@ mod tests {
         let mut want = vec![ENQ];
         want.extend(block(b"AB", ETB));
         want.extend(block(b"C", ETX));
+        want.push(EOT);
+        assert_eq!(w.written(), want);
+    }
+
+    #[test]
+    fn bad_lrc_first_sends_the_block_again_once_nakked() {
+        let w = Wire::default();
+        w.on(ENQ, &[ACK]);
+        w.on(STX, &[NAK]);
+        w.on(STX, &[ACK]);
+        let sent = send_quirky(&mut w.link(), &timers(), &[b"AB".to_vec()], 3, true);
+        assert_eq!(sent.unwrap(), Sent::Done);
+        let good = block(b"AB", ETX);
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let mut want = vec![ENQ];
+        want.extend(&bad);
+        want.extend(&good);
         want.push(EOT);
         assert_eq!(w.written(), want);
     }

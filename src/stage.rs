@@ -1,0 +1,1200 @@
+//! The simulator on demand: what the next simulated transaction does, said
+//! in a small vocabulary (`OUTCOME [QUIRK...]`), and the stage that holds
+//! it between the ways in (a `simulator-script`, the control socket) and
+//! the places that act on it (the simulator backend for the outcome, the
+//! TCP and serial channels for the quirks).
+//!
+//! One [`Stage`] serves the whole process ([`Stage::global`]): the backend
+//! is rebuilt on reloads and the channels never see it, but an armed plan,
+//! the script's position and the manual mode must outlive both. Everything
+//! is behind one mutex held for a few field updates, never across I/O.
+//!
+//! The API for the ways in, each returning a sentence for the operator:
+//! [`Stage::arm`], [`Stage::armed`], [`Stage::clear`], [`Stage::hold`],
+//! [`Stage::decide`], [`Stage::press_red`], [`Stage::state`], and
+//! [`Stage::command`], which reads the same commands as text (`next ...`,
+//! `hold on`, `decide ...`, `press red`, `state`) for a socket to forward.
+
+use crate::clock::{fmt_duration, parse_duration};
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// `split` without a gap: long enough for a client that reads once to get
+/// only the first part, short enough not to reach its timeouts.
+pub const DEFAULT_GAP: Duration = Duration::from_millis(50);
+/// At most this many writes: past it a split says nothing more.
+pub const MAX_SPLIT: u32 = 64;
+/// No quirk waits longer: past it a register has long given up.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Answers decided and not yet written; past it the oldest are forgotten
+/// (their connection went away without asking for them).
+const MAX_ANSWERS: usize = 32;
+/// Script lines longer than this are not a plan but a wrong file.
+const MAX_LINE: usize = 1024;
+
+/// The way a request came, as the stage knows it. (Not the backend's
+/// `Channel`: the backends sit above this module, which the configuration
+/// reads.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Tcp,
+    Serial,
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Tcp => "tcp",
+            Channel::Serial => "serial",
+        })
+    }
+}
+
+/// What a simulated transaction ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Approve,
+    /// AF04.
+    Refuse,
+    /// AF05.
+    Forbidden,
+    /// AF06.
+    Abandon,
+    /// AF07, said as such (the answer goes out).
+    NotEnded,
+    /// AF08.
+    Timeout,
+    /// AF02: call the issuer.
+    Phone,
+    /// Approved for this amount (minor units), when the register allowed
+    /// partial payment (`BF=1`); refused otherwise.
+    Partial(u64),
+    /// The answer is lost: journaled unknown (AF07), as a transaction
+    /// begun before a crash, and never sent. The register gets nothing on
+    /// this connection (or serial session) and must ask with a status
+    /// request (`CD=T`), which returns AF07: what it would get had the
+    /// terminal crashed.
+    Unknown,
+    /// The busy answer, though the terminal is idle: no transaction.
+    Busy,
+}
+
+impl fmt::Display for Fate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fate::Approve => f.write_str("approve"),
+            Fate::Refuse => f.write_str("refuse"),
+            Fate::Forbidden => f.write_str("forbidden"),
+            Fate::Abandon => f.write_str("abandon"),
+            Fate::NotEnded => f.write_str("not-ended"),
+            Fate::Timeout => f.write_str("timeout"),
+            Fate::Phone => f.write_str("phone"),
+            Fate::Partial(a) => write!(f, "partial={a}"),
+            Fate::Unknown => f.write_str("unknown"),
+            Fate::Busy => f.write_str("busy"),
+        }
+    }
+}
+
+/// How the answer (or the link session) misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quirk {
+    /// TCP: the answer in this many writes, this far apart.
+    Split(u32, Duration),
+    /// TCP: CR LF after the answer.
+    Crlf,
+    /// TCP: the answer only after this extra wait.
+    Late(Duration),
+    /// TCP: closed without an answer (the outcome is journaled as decided).
+    Silent,
+    /// TCP: a reset instead of the answer.
+    Reset,
+    /// TCP: the connection stays open after the answer until the register
+    /// closes it (at most `transaction-timeout`).
+    Open,
+    /// TCP: the answer without its amount (CB), as a red-key cancel on some
+    /// terminals.
+    NoCb,
+    /// Serial: the register's first frame is NAKed.
+    NakFirst,
+    /// Serial: the register's ENQ is not ACKed, once.
+    NoAck,
+    /// Serial: the answer's first try has a wrong LRC.
+    BadLrc,
+    /// Serial: our ENQ (opening the answer's session) after this wait.
+    SlowEnq(Duration),
+}
+
+impl Quirk {
+    /// The channel this quirk acts on.
+    pub fn channel(self) -> Channel {
+        match self {
+            Quirk::NakFirst | Quirk::NoAck | Quirk::BadLrc | Quirk::SlowEnq(_) => Channel::Serial,
+            _ => Channel::Tcp,
+        }
+    }
+
+    /// Acts before the request is taken (on the serial line), so before
+    /// any transaction exists.
+    pub fn before_request(self) -> bool {
+        matches!(self, Quirk::NakFirst | Quirk::NoAck)
+    }
+
+    /// Its name, without a value: two quirks with the same name are one
+    /// too many.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quirk::Split(..) => "split",
+            Quirk::Crlf => "crlf",
+            Quirk::Late(_) => "late",
+            Quirk::Silent => "silent",
+            Quirk::Reset => "reset",
+            Quirk::Open => "open",
+            Quirk::NoCb => "no-cb",
+            Quirk::NakFirst => "nak-first",
+            Quirk::NoAck => "no-ack",
+            Quirk::BadLrc => "bad-lrc",
+            Quirk::SlowEnq(_) => "slow-enq",
+        }
+    }
+
+    /// Shapes the bytes of an answer that is sent: meaningless when none
+    /// is.
+    fn shapes_answer(self) -> bool {
+        matches!(
+            self,
+            Quirk::Split(..) | Quirk::Crlf | Quirk::Open | Quirk::NoCb | Quirk::BadLrc
+        )
+    }
+}
+
+impl fmt::Display for Quirk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quirk::Split(n, gap) => write!(f, "split={n}:{}", fmt_duration(*gap)),
+            Quirk::Late(d) => write!(f, "late={}", fmt_duration(*d)),
+            Quirk::SlowEnq(d) => write!(f, "slow-enq={}", fmt_duration(*d)),
+            q => f.write_str(q.name()),
+        }
+    }
+}
+
+/// One transaction's script: an outcome and its quirks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub fate: Fate,
+    pub quirks: Vec<Quirk>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.fate)?;
+        for q in &self.quirks {
+            write!(f, " {q}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Plan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Plan, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        Plan::parse(&words)
+    }
+}
+
+/// The words every error lists, so that an operator need not open the
+/// manual to correct a typo.
+const OUTCOMES: &str = "approve, refuse, forbidden, abandon, not-ended, timeout, phone, \
+                        partial=AMOUNT, unknown or busy";
+const QUIRKS: &str = "split=N[:GAP], crlf, late=DURATION, silent, reset, open, no-cb, \
+                      nak-first, no-ack, bad-lrc or slow-enq=DURATION";
+
+fn wait(word: &str, v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v).map_err(|e| format!("{word}: {e}"))?;
+    if d > MAX_WAIT {
+        return Err(format!("{word}: at most {}", fmt_duration(MAX_WAIT)));
+    }
+    Ok(d)
+}
+
+fn fate(word: &str) -> Result<Fate, String> {
+    Ok(match word.split_once('=') {
+        None => match word {
+            "approve" => Fate::Approve,
+            "refuse" => Fate::Refuse,
+            "forbidden" => Fate::Forbidden,
+            "abandon" => Fate::Abandon,
+            "not-ended" => Fate::NotEnded,
+            "timeout" => Fate::Timeout,
+            "phone" => Fate::Phone,
+            "unknown" => Fate::Unknown,
+            "busy" => Fate::Busy,
+            "partial" => return Err("partial takes an amount: partial=AMOUNT".into()),
+            w if quirk(w).is_ok() => {
+                return Err(format!(
+                    "{w:?} is a quirk: the outcome comes first ({OUTCOMES})"
+                ))
+            }
+            w => return Err(format!("{w:?} is not an outcome ({OUTCOMES})")),
+        },
+        Some(("partial", a)) => {
+            // Minor units, as CB carries them: at most 12 digits.
+            let ok = !a.is_empty() && a.len() <= 12 && a.bytes().all(|b| b.is_ascii_digit());
+            match a.parse::<u64>() {
+                Ok(v) if ok && v > 0 => Fate::Partial(v),
+                _ => {
+                    return Err(format!(
+                        "partial={a}: the amount is 1 to 12 digits in minor units, not 0"
+                    ))
+                }
+            }
+        }
+        Some(_) if quirk(word).is_ok() => {
+            return Err(format!(
+                "{word:?} is a quirk: the outcome comes first ({OUTCOMES})"
+            ))
+        }
+        Some(_) => return Err(format!("{word:?} is not an outcome ({OUTCOMES})")),
+    })
+}
+
+fn quirk(word: &str) -> Result<Quirk, String> {
+    let (name, value) = match word.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (word, None),
+    };
+    let plain = |q: Quirk| match value {
+        None => Ok(q),
+        Some(_) => Err(format!("{name} takes no value")),
+    };
+    let needs = |what: &str| value.ok_or_else(|| format!("{name} takes a value: {name}={what}"));
+    match name {
+        "split" => {
+            let v = needs("N[:GAP]")?;
+            let (n, gap) = match v.split_once(':') {
+                Some((n, g)) => (n, wait("split gap", g)?),
+                None => (v, DEFAULT_GAP),
+            };
+            match n.parse::<u32>() {
+                Ok(n) if (2..=MAX_SPLIT).contains(&n) => Ok(Quirk::Split(n, gap)),
+                _ => Err(format!(
+                    "split={v}: N is a number of writes from 2 to {MAX_SPLIT}"
+                )),
+            }
+        }
+        "late" => Ok(Quirk::Late(wait("late", needs("DURATION")?)?)),
+        "slow-enq" => Ok(Quirk::SlowEnq(wait("slow-enq", needs("DURATION")?)?)),
+        "crlf" => plain(Quirk::Crlf),
+        "silent" => plain(Quirk::Silent),
+        "reset" => plain(Quirk::Reset),
+        "open" => plain(Quirk::Open),
+        "no-cb" => plain(Quirk::NoCb),
+        "nak-first" => plain(Quirk::NakFirst),
+        "no-ack" => plain(Quirk::NoAck),
+        "bad-lrc" => plain(Quirk::BadLrc),
+        _ => Err(format!("{word:?} is not a quirk ({QUIRKS})")),
+    }
+}
+
+impl Plan {
+    /// `OUTCOME [QUIRK...]`, each a word. The error says which word is
+    /// wrong and what would be right.
+    pub fn parse(words: &[&str]) -> Result<Plan, String> {
+        let Some((first, rest)) = words.split_first() else {
+            return Err(format!("an outcome is needed ({OUTCOMES})"));
+        };
+        let fate = fate(first)?;
+        let mut quirks: Vec<Quirk> = Vec::new();
+        for w in rest {
+            let q = quirk(w)?;
+            if quirks.iter().any(|o| o.name() == q.name()) {
+                return Err(format!("{} is given twice", q.name()));
+            }
+            quirks.push(q);
+        }
+        let has = |n: &str| quirks.iter().any(|q| q.name() == n);
+        if has("silent") && has("reset") {
+            return Err("silent and reset: the connection ends one way only".into());
+        }
+        // What shapes an answer has nothing to act on when none goes out.
+        let gone = match fate {
+            Fate::Unknown => Some("unknown (the answer is lost)"),
+            Fate::Busy => Some("busy (no transaction)"),
+            _ if has("silent") => Some("silent"),
+            _ if has("reset") => Some("reset"),
+            _ => None,
+        };
+        if let Some(why) = gone {
+            if let Some(q) = quirks.iter().find(|q| {
+                q.shapes_answer()
+                    || (fate == Fate::Busy && !q.before_request())
+                    || (fate == Fate::Unknown && matches!(q, Quirk::Silent | Quirk::Reset))
+            }) {
+                return Err(format!(
+                    "{q} with {why}: no answer goes out for it to act on"
+                ));
+            }
+        }
+        Ok(Plan { fate, quirks })
+    }
+}
+
+/// A `simulator-script`: its path and its plans with their line numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script {
+    pub path: PathBuf,
+    pub lines: Vec<(usize, Plan)>,
+}
+
+impl Script {
+    /// Reads a script: one plan a line, `#` starts a comment, blank lines
+    /// skipped. The error is the line number and what is wrong with it.
+    pub fn parse(path: &Path, text: &str) -> Result<Script, (usize, String)> {
+        let mut lines = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            if raw.len() > MAX_LINE {
+                return Err((i + 1, format!("line longer than {MAX_LINE} bytes")));
+            }
+            let line = raw.split_once('#').map_or(raw, |(l, _)| l);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.is_empty() {
+                continue;
+            }
+            let plan = Plan::parse(&words).map_err(|e| (i + 1, e))?;
+            lines.push((i + 1, plan));
+        }
+        Ok(Script {
+            path: path.to_path_buf(),
+            lines,
+        })
+    }
+
+    fn at(&self, line: usize) -> String {
+        format!("{}:{line}", self.path.display())
+    }
+}
+
+/// What the simulator does with a transaction it starts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// No plan: the amount table decides.
+    Table,
+    /// Manual mode: wait for [`Stage::decide`] (or the red key, or
+    /// `transaction-timeout`).
+    Hold,
+    /// This outcome; `note` is what the journal and the log keep.
+    Plan { fate: Fate, note: String },
+}
+
+/// A message to the thread of a running simulated transaction.
+#[derive(Debug)]
+pub enum Cmd {
+    /// The manual decision, already settled: its outcome and note.
+    Decide(Fate, String),
+    /// The red key.
+    Red,
+    /// `hold off` while it waits: the amount table decides.
+    Release,
+}
+
+/// How a channel writes one transaction's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The quirks of this channel, to apply.
+    pub quirks: Vec<Quirk>,
+    /// Nothing is sent, for this reason (the outcome `unknown`).
+    pub withhold: Option<&'static str>,
+}
+
+impl Answer {
+    pub fn has(&self, name: &str) -> bool {
+        self.quirks.iter().any(|q| q.name() == name)
+    }
+
+    pub fn split(&self) -> Option<(u32, Duration)> {
+        self.quirks.iter().find_map(|q| match q {
+            Quirk::Split(n, g) => Some((*n, *g)),
+            _ => None,
+        })
+    }
+
+    pub fn wait(&self, name: &str) -> Option<Duration> {
+        self.quirks.iter().find_map(|q| match q {
+            Quirk::Late(d) if name == "late" => Some(*d),
+            Quirk::SlowEnq(d) if name == "slow-enq" => Some(*d),
+            _ => None,
+        })
+    }
+}
+
+/// The running simulated transaction, which the red key or a decision
+/// reaches.
+struct Run {
+    id: u64,
+    channel: Channel,
+    cmd: Sender<Cmd>,
+    waiting: bool,
+    since: Instant,
+}
+
+struct Playing {
+    script: Script,
+    /// Index in `script.lines` of the next plan.
+    next: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The simulator is the backend: the ways in are refused otherwise.
+    active: bool,
+    armed: Option<Plan>,
+    hold: bool,
+    script: Option<Playing>,
+    running: Option<Run>,
+    answers: BTreeMap<u64, Answer>,
+    /// Quirks acting before the request (nak-first, no-ack) already spent
+    /// on the plan that comes next.
+    early: Vec<Quirk>,
+    /// How long `open` keeps a connection: `transaction-timeout`.
+    open_limit: Duration,
+}
+
+impl Inner {
+    /// The plan the next transaction takes, not taken yet.
+    fn next_plan(&self) -> Option<&Plan> {
+        self.armed.as_ref().or_else(|| {
+            let p = self.script.as_ref()?;
+            p.script.lines.get(p.next).map(|(_, plan)| plan)
+        })
+    }
+
+    /// Takes the next plan and says where it came from.
+    fn take_plan(&mut self) -> Option<(Plan, String)> {
+        if let Some(p) = self.armed.take() {
+            return Some((p, "next".into()));
+        }
+        let p = self.script.as_mut()?;
+        let (line, plan) = p.script.lines.get(p.next)?.clone();
+        p.next += 1;
+        let at = p.script.at(line);
+        if p.next == p.script.lines.len() {
+            log::info!(
+                "simulator: {} consumed, the amount table decides again",
+                p.script.path.display()
+            );
+        }
+        Some((plan, format!("script {at}")))
+    }
+}
+
+pub struct Stage {
+    inner: Mutex<Inner>,
+}
+
+impl Default for Stage {
+    fn default() -> Stage {
+        Stage::new()
+    }
+}
+
+const NOT_SIMULATOR: &str = "the terminal is not the simulator: only the simulator can be \
+                             told what to do (terminal simulator)";
+
+impl Stage {
+    pub fn new() -> Stage {
+        Stage {
+            inner: Mutex::new(Inner {
+                open_limit: Duration::from_secs(60),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The process's stage, shared by the simulator backend, the channels
+    /// and the ways in.
+    pub fn global() -> Arc<Stage> {
+        static STAGE: OnceLock<Arc<Stage>> = OnceLock::new();
+        Arc::clone(STAGE.get_or_init(|| Arc::new(Stage::new())))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere leaves plain data behind: still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn active(&self) -> Result<MutexGuard<'_, Inner>, String> {
+        let g = self.lock();
+        if g.active {
+            Ok(g)
+        } else {
+            Err(NOT_SIMULATOR.into())
+        }
+    }
+
+    // ---- the ways in ----
+
+    /// `next OUTCOME [QUIRK...]`: the next transaction, on any channel,
+    /// takes this plan instead of the amount table (or the script's next
+    /// line, which waits its turn).
+    pub fn arm(&self, plan: Plan) -> Result<String, String> {
+        let mut g = self.active()?;
+        let said = format!("armed: {plan}");
+        log::info!("simulator: next transaction {said}");
+        g.armed = Some(plan);
+        g.early.clear();
+        Ok(said)
+    }
+
+    /// What `next` armed, if anything.
+    pub fn armed(&self) -> Option<Plan> {
+        self.lock().armed.clone()
+    }
+
+    /// `next clear`: what was armed, now disarmed.
+    pub fn clear(&self) -> Result<Option<Plan>, String> {
+        let mut g = self.active()?;
+        let was = g.armed.take();
+        if let Some(p) = &was {
+            log::info!("simulator: {p} disarmed");
+            g.early.clear();
+        }
+        Ok(was)
+    }
+
+    /// `hold on|off`. Off while a transaction waits: the amount table
+    /// decides it now.
+    pub fn hold(&self, on: bool) -> Result<String, String> {
+        let mut g = self.active()?;
+        g.hold = on;
+        if on {
+            log::info!("simulator: hold on: each transaction waits for a decision");
+            return Ok("hold on: each transaction waits for a decision".into());
+        }
+        log::info!("simulator: hold off");
+        if let Some(r) = g.running.as_ref().filter(|r| r.waiting) {
+            let _ = r.cmd.send(Cmd::Release);
+            return Ok(format!(
+                "hold off: tx {} released to the amount table",
+                r.id
+            ));
+        }
+        Ok("hold off".into())
+    }
+
+    /// `decide OUTCOME [QUIRK...]`: the waiting transaction ends so.
+    /// Returns its id.
+    pub fn decide(&self, plan: Plan) -> Result<u64, String> {
+        let mut g = self.active()?;
+        if plan.fate == Fate::Busy {
+            return Err("busy answers a new request, not a running transaction".into());
+        }
+        let Some((id, channel, cmd)) = g
+            .running
+            .as_ref()
+            .filter(|r| r.waiting)
+            .map(|r| (r.id, r.channel, r.cmd.clone()))
+        else {
+            return Err(
+                "no transaction is waiting for a decision (hold on makes them wait)".into(),
+            );
+        };
+        // Now, not when the thread gets it: the channel may ask for the
+        // answer's quirks as soon as the outcome is out.
+        let (fate, note) = settle(&mut g, id, channel, plan, "decide".into(), Vec::new());
+        if cmd.send(Cmd::Decide(fate, note)).is_err() {
+            g.answers.remove(&id);
+            return Err(format!("tx {id} ended meanwhile"));
+        }
+        if let Some(r) = g.running.as_mut() {
+            r.waiting = false;
+        }
+        Ok(id)
+    }
+
+    /// `press red`: the running simulated transaction ends abandoned
+    /// (AF06) now. Returns its id.
+    pub fn press_red(&self) -> Result<u64, String> {
+        let g = self.active()?;
+        let Some(r) = g.running.as_ref() else {
+            return Err("no simulated transaction is running".into());
+        };
+        r.cmd
+            .send(Cmd::Red)
+            .map(|()| r.id)
+            .map_err(|_| format!("tx {} ended meanwhile", r.id))
+    }
+
+    /// What is armed, held, scripted and waiting, one fact a line.
+    pub fn state(&self) -> String {
+        let g = self.lock();
+        if !g.active {
+            return format!("simulator: inactive ({NOT_SIMULATOR})");
+        }
+        let mut out = Vec::new();
+        out.push(match &g.armed {
+            Some(p) => format!("next: {p}"),
+            None => "next: nothing armed".into(),
+        });
+        out.push(format!("hold: {}", if g.hold { "on" } else { "off" }));
+        match &g.script {
+            Some(p) => out.push(match p.script.lines.get(p.next) {
+                Some((line, plan)) => format!(
+                    "script: {} line {line} is next ({plan}), {} of {} left",
+                    p.script.path.display(),
+                    p.script.lines.len() - p.next,
+                    p.script.lines.len()
+                ),
+                None => format!(
+                    "script: {} consumed ({} lines), the amount table decides",
+                    p.script.path.display(),
+                    p.script.lines.len()
+                ),
+            }),
+            None => out.push("script: none".into()),
+        }
+        if let Some(r) = &g.running {
+            out.push(format!(
+                "running: tx {} {} for {:.1} s",
+                r.id,
+                if r.waiting {
+                    "waiting for a decision"
+                } else {
+                    "simulated"
+                },
+                r.since.elapsed().as_secs_f64()
+            ));
+        }
+        out.join("\n")
+    }
+
+    /// The commands as text: `next [OUTCOME [QUIRK...] | clear]`, `hold
+    /// on|off`, `decide OUTCOME [QUIRK...]`, `press red`, `state`. The
+    /// reply is a sentence for the operator; an error is a refusal.
+    pub fn command(&self, line: &str) -> Result<String, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["next"] => {
+                drop(self.active()?);
+                Ok(self
+                    .armed()
+                    .map_or("nothing armed".into(), |p| format!("armed: {p}")))
+            }
+            ["next", "clear"] => Ok(match self.clear()? {
+                Some(p) => format!("disarmed: {p}"),
+                None => "nothing was armed".into(),
+            }),
+            ["next", plan @ ..] => self.arm(Plan::parse(plan)?),
+            ["hold", "on"] => self.hold(true),
+            ["hold", "off"] => self.hold(false),
+            ["hold", ..] => Err("hold takes on or off".into()),
+            ["decide", plan @ ..] => self
+                .decide(Plan::parse(plan)?)
+                .map(|id| format!("tx {id} decided")),
+            ["press", "red"] => self
+                .press_red()
+                .map(|id| format!("tx {id}: red key pressed")),
+            ["press", ..] => Err("the only key is red: press red".into()),
+            ["state"] => Ok(self.state()),
+            [w, ..] => Err(format!(
+                "{w:?} is not a simulator command (next, hold, decide, press red, state)"
+            )),
+            [] => Err("no command".into()),
+        }
+    }
+
+    // ---- the simulator backend's side ----
+
+    /// The simulator became (or stopped being) the backend, with this
+    /// script and `transaction-timeout`. A script read again is played
+    /// from its first line only when it changed.
+    pub fn configure(&self, active: bool, script: Option<&Script>, open_limit: Duration) {
+        let mut g = self.lock();
+        g.active = active;
+        g.open_limit = open_limit;
+        if !active {
+            g.running = None;
+            return;
+        }
+        match (script, &g.script) {
+            (Some(s), Some(p)) if p.script == *s => {}
+            (Some(s), _) => {
+                log::info!(
+                    "simulator: {}: {} lines, played from the first",
+                    s.path.display(),
+                    s.lines.len()
+                );
+                g.script = Some(Playing {
+                    script: s.clone(),
+                    next: 0,
+                });
+            }
+            (None, _) => g.script = None,
+        }
+    }
+
+    /// Is the next plan `busy`? Then it is spent on this request, which
+    /// gets the busy answer; the sentence is for the log.
+    pub fn take_busy(&self) -> Option<String> {
+        let mut g = self.lock();
+        if !g.active || g.next_plan().map(|p| p.fate) != Some(Fate::Busy) {
+            return None;
+        }
+        let (plan, from) = g.take_plan()?;
+        let early = std::mem::take(&mut g.early);
+        let mut note = format!("{from}: {plan}: busy answer, no transaction");
+        for q in plan.quirks.iter().filter(|q| !early.contains(q)) {
+            note.push_str(&format!("; {q} not applied"));
+        }
+        Some(note)
+    }
+
+    /// Transaction `id` starts on `channel`: what decides it.
+    pub fn begin(&self, id: u64, channel: Channel) -> Begin {
+        let mut g = self.lock();
+        if !g.active {
+            return Begin::Table;
+        }
+        match g.take_plan() {
+            Some((plan, from)) => {
+                let early = std::mem::take(&mut g.early);
+                let (fate, note) = settle(&mut g, id, channel, plan, from, early);
+                Begin::Plan { fate, note }
+            }
+            None if g.hold => Begin::Hold,
+            None => Begin::Table,
+        }
+    }
+
+    /// The simulated transaction `id` runs in a thread that listens on
+    /// `cmd`'s other end.
+    pub fn running(&self, id: u64, channel: Channel, cmd: Sender<Cmd>, waiting: bool) {
+        self.lock().running = Some(Run {
+            id,
+            channel,
+            cmd,
+            waiting,
+            since: Instant::now(),
+        });
+    }
+
+    /// Transaction `id` ended (or was aborted): no key reaches it now.
+    pub fn ended(&self, id: u64) {
+        let mut g = self.lock();
+        if g.running.as_ref().is_some_and(|r| r.id == id) {
+            g.running = None;
+        }
+    }
+
+    /// Whether the transaction that waits for a decision is `id`.
+    pub fn waiting(&self) -> Option<u64> {
+        self.lock()
+            .running
+            .as_ref()
+            .filter(|r| r.waiting)
+            .map(|r| r.id)
+    }
+
+    // ---- the channels' side ----
+
+    /// How the answer of transaction `id` goes out; taken once.
+    pub fn answer(&self, id: u64) -> Option<Answer> {
+        self.lock().answers.remove(&id)
+    }
+
+    /// How long `open` keeps a connection.
+    pub fn open_limit(&self) -> Duration {
+        self.lock().open_limit
+    }
+
+    /// The serial line is about to ACK an ENQ (`no-ack`) or a frame
+    /// (`nak-first`): true when the next plan says not to, once.
+    pub fn early(&self, q: Quirk) -> bool {
+        let mut g = self.lock();
+        if !g.active || g.early.contains(&q) {
+            return false;
+        }
+        if !g.next_plan().is_some_and(|p| p.quirks.contains(&q)) {
+            return false;
+        }
+        g.early.push(q);
+        true
+    }
+}
+
+/// A plan taken for transaction `id` on `channel`: the answer's quirks of
+/// that channel are kept for it; the note says what applies and what does
+/// not.
+fn settle(
+    g: &mut Inner,
+    id: u64,
+    channel: Channel,
+    plan: Plan,
+    from: String,
+    early: Vec<Quirk>,
+) -> (Fate, String) {
+    let mut note = format!("{from}: {plan}");
+    let mut answer = Answer {
+        withhold: (plan.fate == Fate::Unknown).then_some("simulator: unknown, the answer is lost"),
+        ..Answer::default()
+    };
+    for q in &plan.quirks {
+        if early.contains(q) {
+            note.push_str(&format!("; {q} applied before the request"));
+        } else if q.before_request() {
+            note.push_str(&format!("; {q} not applied: the request was already taken"));
+        } else if q.channel() != channel {
+            note.push_str(&format!(
+                "; {q} not applied: the transaction came over {channel}"
+            ));
+        } else {
+            answer.quirks.push(*q);
+        }
+    }
+    if !answer.quirks.is_empty() || answer.withhold.is_some() {
+        while g.answers.len() >= MAX_ANSWERS {
+            g.answers.pop_first();
+        }
+        g.answers.insert(id, answer);
+    }
+    (plan.fate, note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn plan(s: &str) -> Plan {
+        s.parse().unwrap()
+    }
+
+    fn err(s: &str) -> String {
+        s.parse::<Plan>().unwrap_err()
+    }
+
+    fn active() -> Stage {
+        let s = Stage::new();
+        s.configure(true, None, Duration::from_secs(5));
+        s
+    }
+
+    #[test]
+    fn the_vocabulary_reads_back_as_written() {
+        for text in [
+            "approve",
+            "refuse",
+            "forbidden",
+            "abandon",
+            "not-ended",
+            "timeout",
+            "phone",
+            "partial=500",
+            "unknown",
+            "busy",
+            "approve split=3:50ms crlf late=2s open no-cb",
+            "refuse silent late=100ms",
+            "approve reset",
+            "approve nak-first no-ack bad-lrc slow-enq=1.5s",
+            "unknown nak-first",
+            "busy no-ack",
+        ] {
+            let p = plan(text);
+            assert_eq!(p.to_string().parse::<Plan>().unwrap(), p, "{text}");
+        }
+        assert_eq!(
+            plan("approve split=4"),
+            Plan {
+                fate: Fate::Approve,
+                quirks: vec![Quirk::Split(4, DEFAULT_GAP)]
+            }
+        );
+        assert_eq!(plan("partial=0100").fate, Fate::Partial(100));
+        assert_eq!(plan("approve split=2:1s").to_string(), "approve split=2:1s");
+    }
+
+    #[test]
+    fn wrong_words_are_said_with_what_would_be_right() {
+        assert!(err("").contains("an outcome is needed (approve,"));
+        assert!(err("ok").contains("\"ok\" is not an outcome (approve,"));
+        assert!(err("crlf").contains("is a quirk: the outcome comes first"));
+        assert!(err("split=2").contains("is a quirk"));
+        assert!(err("partial").contains("partial=AMOUNT"));
+        assert!(err("partial=0").contains("not 0"));
+        assert!(err("partial=12x").contains("1 to 12 digits"));
+        assert!(err("partial=1234567890123").contains("1 to 12 digits"));
+        assert!(err("approve wobble").contains("\"wobble\" is not a quirk (split=N[:GAP]"));
+        assert!(err("approve split").contains("split=N[:GAP]"));
+        assert!(err("approve split=1").contains("from 2 to 64"));
+        assert!(err("approve split=65").contains("from 2 to 64"));
+        assert!(err("approve split=3:fast").contains("split gap"));
+        assert!(err("approve late").contains("late=DURATION"));
+        assert!(err("approve late=11m").contains("at most 600s"));
+        assert!(err("approve late=-1s").contains("negative"));
+        assert!(err("approve crlf=1").contains("crlf takes no value"));
+        assert!(err("approve crlf crlf").contains("crlf is given twice"));
+        assert!(err("approve split=2 split=3").contains("split is given twice"));
+        assert!(err("approve silent reset").contains("one way only"));
+        assert!(err("approve silent split=2").contains("no answer goes out"));
+        assert!(err("approve reset crlf").contains("no answer goes out"));
+        assert!(err("unknown crlf").contains("unknown (the answer is lost)"));
+        assert!(err("unknown silent").contains("no answer goes out"));
+        assert!(err("busy late=1s").contains("busy (no transaction)"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_words_parse_or_fail_without_panic(words in proptest::collection::vec(
+            prop_oneof![
+                "[a-z=:.0-9-]{0,12}",
+                Just("split=".to_string()),
+                Just("partial=".to_string()),
+                "split=[0-9]{1,25}:[0-9.]{0,25}[a-z]{0,2}",
+                "(late|slow-enq)=[0-9.]{0,30}(ms|s|m|h)?",
+                "partial=[0-9]{0,30}",
+                any::<String>(),
+            ],
+            0..6,
+        )) {
+            let w: Vec<&str> = words.iter().map(String::as_str).collect();
+            if let Ok(p) = Plan::parse(&w) {
+                // What parses reads back to itself.
+                prop_assert_eq!(p.to_string().parse::<Plan>(), Ok(p));
+            }
+        }
+
+        #[test]
+        fn any_script_parses_or_names_its_line(text in "(.{0,40}\n){0,6}") {
+            match Script::parse(Path::new("s"), &text) {
+                Ok(s) => prop_assert!(s.lines.len() <= text.lines().count()),
+                Err((line, _)) => prop_assert!(line >= 1 && line <= text.lines().count()),
+            }
+        }
+    }
+
+    #[test]
+    fn scripts_skip_comments_and_name_the_bad_line() {
+        let s = Script::parse(
+            Path::new("t.script"),
+            "# a scenario\n\napprove split=2  # two writes\n  refuse\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.lines,
+            vec![(3, plan("approve split=2")), (4, plan("refuse"))]
+        );
+        let (line, e) =
+            Script::parse(Path::new("t"), "approve\n\nrefuse crlf bogus\n").unwrap_err();
+        assert_eq!(line, 3);
+        assert!(e.contains("\"bogus\" is not a quirk"), "{e}");
+    }
+
+    #[test]
+    fn nothing_is_taken_unless_the_simulator_is_the_backend() {
+        let s = Stage::new();
+        assert!(s
+            .arm(plan("refuse"))
+            .unwrap_err()
+            .contains("not the simulator"));
+        assert!(s
+            .command("hold on")
+            .unwrap_err()
+            .contains("not the simulator"));
+        assert!(s.state().contains("inactive"));
+        assert_eq!(s.begin(1, Channel::Tcp), Begin::Table);
+        assert!(!s.early(Quirk::NakFirst));
+    }
+
+    #[test]
+    fn an_armed_plan_is_taken_once_then_the_script_then_the_table() {
+        let s = Stage::new();
+        let script = Script::parse(Path::new("t.script"), "phone\n# c\nrefuse\n").unwrap();
+        s.configure(true, Some(&script), Duration::from_secs(5));
+        assert!(s
+            .state()
+            .contains("script: t.script line 1 is next (phone), 2 of 2 left"));
+        assert_eq!(s.command("next approve").unwrap(), "armed: approve");
+        assert_eq!(s.command("next").unwrap(), "armed: approve");
+        let fate = |b: Begin| match b {
+            Begin::Plan { fate, note } => (fate, note),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            fate(s.begin(1, Channel::Tcp)),
+            (Fate::Approve, "next: approve".into())
+        );
+        assert_eq!(s.armed(), None);
+        assert_eq!(
+            fate(s.begin(2, Channel::Tcp)),
+            (Fate::Phone, "script t.script:1: phone".into())
+        );
+        assert!(s.state().contains("line 3 is next (refuse), 1 of 2 left"));
+        // The same script again (a reload): its place is kept.
+        s.configure(true, Some(&script), Duration::from_secs(5));
+        assert_eq!(fate(s.begin(3, Channel::Serial)).0, Fate::Refuse);
+        assert!(s.state().contains("consumed (2 lines)"));
+        assert_eq!(s.begin(4, Channel::Tcp), Begin::Table);
+        // A changed script starts over.
+        let other = Script::parse(Path::new("t.script"), "abandon\n").unwrap();
+        s.configure(true, Some(&other), Duration::from_secs(5));
+        assert_eq!(fate(s.begin(5, Channel::Tcp)).0, Fate::Abandon);
+        // Armed then cleared: the table.
+        s.command("next refuse").unwrap();
+        assert_eq!(s.command("next clear").unwrap(), "disarmed: refuse");
+        assert_eq!(s.command("next clear").unwrap(), "nothing was armed");
+        assert_eq!(s.begin(6, Channel::Tcp), Begin::Table);
+    }
+
+    #[test]
+    fn quirks_go_to_their_channel_and_are_noted_elsewhere() {
+        let s = active();
+        s.arm(plan("approve split=3 crlf bad-lrc")).unwrap();
+        let Begin::Plan { note, .. } = s.begin(7, Channel::Tcp) else {
+            panic!()
+        };
+        assert_eq!(
+            note,
+            "next: approve split=3:50ms crlf bad-lrc; bad-lrc not applied: the transaction \
+             came over tcp"
+        );
+        let a = s.answer(7).unwrap();
+        assert_eq!(a.split(), Some((3, DEFAULT_GAP)));
+        assert!(a.has("crlf") && !a.has("bad-lrc"));
+        assert_eq!(s.answer(7), None, "taken once");
+        // Serial quirks before the request: spent on the frame, noted.
+        s.arm(plan("refuse nak-first no-ack slow-enq=1s crlf"))
+            .unwrap();
+        assert!(s.early(Quirk::NoAck));
+        assert!(!s.early(Quirk::NoAck), "once");
+        assert!(s.early(Quirk::NakFirst));
+        let Begin::Plan { fate, note } = s.begin(8, Channel::Serial) else {
+            panic!()
+        };
+        assert_eq!(fate, Fate::Refuse);
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
+        assert!(note.contains("no-ack applied before the request"), "{note}");
+        assert!(note.contains("crlf not applied: the transaction came over serial"));
+        assert_eq!(
+            s.answer(8).unwrap().wait("slow-enq"),
+            Some(Duration::from_secs(1))
+        );
+        // Not spent, and the transaction came over TCP.
+        s.arm(plan("approve nak-first")).unwrap();
+        let Begin::Plan { note, .. } = s.begin(9, Channel::Tcp) else {
+            panic!()
+        };
+        assert!(note.contains("nak-first not applied"), "{note}");
+        assert_eq!(s.answer(9), None);
+        // Unknown: nothing sent, whatever the channel.
+        s.arm(plan("unknown")).unwrap();
+        s.begin(10, Channel::Serial);
+        assert!(s.answer(10).unwrap().withhold.is_some());
+    }
+
+    #[test]
+    fn busy_is_taken_by_the_request_it_refuses() {
+        let s = active();
+        assert_eq!(s.take_busy(), None);
+        s.arm(plan("busy")).unwrap();
+        assert_eq!(
+            s.take_busy().unwrap(),
+            "next: busy: busy answer, no transaction"
+        );
+        assert_eq!(s.take_busy(), None);
+        assert_eq!(s.begin(1, Channel::Tcp), Begin::Table);
+        s.arm(plan("approve")).unwrap();
+        assert_eq!(s.take_busy(), None, "not busy: left for the transaction");
+        assert!(s.armed().is_some());
+    }
+
+    #[test]
+    fn hold_decide_and_the_red_key_reach_the_running_transaction() {
+        let s = active();
+        assert!(s
+            .press_red()
+            .unwrap_err()
+            .contains("no simulated transaction"));
+        assert!(s
+            .decide(plan("approve"))
+            .unwrap_err()
+            .contains("no transaction is waiting"));
+        s.hold(true).unwrap();
+        assert_eq!(s.begin(11, Channel::Tcp), Begin::Hold);
+        let (cmd, got) = crossbeam_channel::unbounded();
+        s.running(11, Channel::Tcp, cmd, true);
+        assert_eq!(s.waiting(), Some(11));
+        assert!(s.state().contains("running: tx 11 waiting for a decision"));
+        assert!(s.decide(plan("busy")).unwrap_err().contains("busy"));
+        assert_eq!(s.decide(plan("refuse crlf bad-lrc")).unwrap(), 11);
+        match got.try_recv().unwrap() {
+            Cmd::Decide(Fate::Refuse, note) => assert_eq!(
+                note,
+                "decide: refuse crlf bad-lrc; bad-lrc not applied: the transaction came over tcp"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.answer(11).unwrap().has("crlf"));
+        assert_eq!(s.waiting(), None, "decided once");
+        assert_eq!(s.command("press red").unwrap(), "tx 11: red key pressed");
+        assert!(matches!(got.try_recv(), Ok(Cmd::Red)));
+        s.ended(11);
+        assert!(s.press_red().is_err());
+        // hold off releases a waiting transaction.
+        let (cmd, got) = crossbeam_channel::unbounded();
+        s.running(12, Channel::Serial, cmd, true);
+        assert!(s.hold(false).unwrap().contains("tx 12 released"));
+        assert!(matches!(got.try_recv(), Ok(Cmd::Release)));
+        // Gone: the decision is refused and leaves nothing behind.
+        s.hold(true).unwrap();
+        let (cmd, got) = crossbeam_channel::unbounded();
+        s.running(13, Channel::Tcp, cmd, true);
+        drop(got);
+        assert!(s
+            .decide(plan("approve crlf"))
+            .unwrap_err()
+            .contains("ended"));
+        assert_eq!(s.answer(13), None);
+        // No longer the simulator: nothing reaches it.
+        s.configure(false, None, Duration::from_secs(5));
+        assert!(s.press_red().unwrap_err().contains("not the simulator"));
+    }
+
+    #[test]
+    fn commands_as_text() {
+        let s = active();
+        assert_eq!(s.command("next").unwrap(), "nothing armed");
+        assert!(s
+            .command("next refuse wobble")
+            .unwrap_err()
+            .contains("wobble"));
+        assert!(s.command("hold maybe").unwrap_err().contains("on or off"));
+        assert!(s.command("press green").unwrap_err().contains("press red"));
+        assert!(s
+            .command("fly")
+            .unwrap_err()
+            .contains("not a simulator command"));
+        assert!(s.command("").is_err());
+        assert!(s.command("state").unwrap().contains("hold: off"));
+    }
+
+    #[test]
+    fn decided_answers_are_capped() {
+        let s = active();
+        for id in 0..(MAX_ANSWERS as u64 + 5) {
+            s.arm(plan("approve crlf")).unwrap();
+            s.begin(id, Channel::Tcp);
+        }
+        assert_eq!(s.lock().answers.len(), MAX_ANSWERS);
+        assert_eq!(s.answer(0), None, "the oldest went first");
+        assert!(s.answer(MAX_ANSWERS as u64 + 4).is_some());
+    }
+}

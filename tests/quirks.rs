@@ -1,0 +1,285 @@
+//! The simulator on demand, seen from the register's side: each outcome
+//! and quirk of a `simulator-script`, through the real binaries.
+
+use crate::serial::{frame, pty, relay, TIMERS};
+use crate::util::*;
+use concert::framing::{ACK, NAK};
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+/// A debit of 10.00 EUR; with `BF=1` partial payment is allowed.
+const DEBIT: &str = "CZ0040320CA00201CB0041000CD0010CE003978";
+const STATUS: &str = "CZ0040320CJ012247300123456CA00201CD001T";
+
+/// A daemon playing `script`, with `extra` configuration lines.
+fn scripted(script: &str, extra: &str) -> (Daemon, String) {
+    let dir = temp_dir();
+    let path = dir.join("scenario");
+    std::fs::write(&path, script).unwrap();
+    let d = Daemon::start(&format!("simulator-script {}\n{extra}", path.display()));
+    (d, path.display().to_string())
+}
+
+fn pay(d: &Daemon, req: &str) -> Vec<u8> {
+    exchange(d.addr, req.as_bytes())
+}
+
+#[test]
+fn every_outcome_in_script_order_then_the_amount_table() {
+    let (d, path) = scripted(
+        "# every outcome, one transaction each\n\
+         refuse\nforbidden\nabandon\nnot-ended\ntimeout\nphone\n\
+         partial=400   # without BF=1: refused\n\
+         partial=400\n\
+         approve\n",
+        "",
+    );
+    for (i, af) in ["04", "05", "06", "07", "08", "02", "04"]
+        .iter()
+        .enumerate()
+    {
+        let a = pay(&d, DEBIT);
+        assert_eq!(
+            get(&a, "AE").as_deref(),
+            Some("01"),
+            "line {i}: {}",
+            text(&a)
+        );
+        assert_eq!(
+            get(&a, "AF").as_deref(),
+            Some(*af),
+            "line {i}: {}",
+            text(&a)
+        );
+    }
+    let a = pay(&d, &format!("{DEBIT}BF0011"));
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    assert_eq!(get(&a, "CB").as_deref(), Some("0400"), "{}", text(&a));
+    // 10.51 is refused by the table: approved on demand, then refused.
+    let d1051 = DEBIT.replace("CB0041000", "CB0041051");
+    assert_eq!(get(&pay(&d, &d1051), "AE").as_deref(), Some("10"));
+    d.wait_log("consumed, the amount table decides again");
+    assert_eq!(get(&pay(&d, &d1051), "AF").as_deref(), Some("04"));
+    // Each line named in the log and in the journal, in order.
+    for (n, line) in [
+        (2, "refuse"),
+        (3, "forbidden"),
+        (9, "partial=400"),
+        (10, "approve"),
+    ] {
+        let said = format!("simulator: script {path}:{n}: {line}");
+        d.wait_log(&said);
+        assert!(d
+            .journal()
+            .contains(&format!("simulated script {path}:{n}: {line}")));
+    }
+    d.wait_log("without partial payment (BF=1): refused");
+}
+
+#[test]
+fn unknown_loses_the_answer_and_status_says_not_ended() {
+    let (d, _) = scripted("unknown\n", "");
+    assert_eq!(pay(&d, DEBIT), b"", "no answer");
+    d.wait_log("simulator: unknown, the answer is lost");
+    let s = pay(&d, STATUS);
+    assert_eq!(get(&s, "AF").as_deref(), Some("07"), "{}", text(&s));
+    let j = d.journal();
+    assert!(j.contains(" ended unknown "), "{j}");
+    assert!(j.contains(" undelivered simulator: unknown"), "{j}");
+}
+
+#[test]
+fn busy_answers_busy_without_a_transaction() {
+    let (d, _) = scripted("busy\nrefuse\n", "");
+    let a = pay(&d, DEBIT);
+    assert_eq!(get(&a, "AE").as_deref(), Some("01"), "{}", text(&a));
+    assert_eq!(get(&a, "AF"), None, "the busy answer has no AF");
+    d.wait_log("refused busy: script");
+    assert!(!d.journal().contains(" begun "), "no transaction");
+    assert_eq!(
+        get(&pay(&d, DEBIT), "AF").as_deref(),
+        Some("04"),
+        "next line"
+    );
+}
+
+#[test]
+fn split_answers_come_in_several_reads() {
+    let (d, _) = scripted("approve split=3:100ms\n", "");
+    let mut s = connect(d.addr);
+    s.write_all(DEBIT.as_bytes()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let (mut reads, mut all) = (0, Vec::new());
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                reads += 1;
+                all.extend_from_slice(&buf[..n]);
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert!(reads >= 2, "{reads} read(s) of {}", text(&all));
+    assert!(all.starts_with(DEBIT.as_bytes()), "{}", text(&all));
+    assert_eq!(get(&all, "AE").as_deref(), Some("10"));
+    d.wait_log("answer in 3 writes, 100ms apart (split)");
+}
+
+#[test]
+fn crlf_no_cb_and_late_shape_the_answer() {
+    let (d, _) = scripted("approve crlf\napprove no-cb late=100ms\n", "");
+    let a = pay(&d, DEBIT);
+    assert!(a.ends_with(b"\r\n"), "{}", text(&a));
+    assert_eq!(get(&a[..a.len() - 2], "AE").as_deref(), Some("10"));
+    let a = pay(&d, DEBIT);
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    assert_eq!(get(&a, "CB"), None, "{}", text(&a));
+    d.wait_log("answer without its amount CB (no-cb)");
+    d.wait_log("answer 100ms late (late)");
+}
+
+#[test]
+fn silent_closes_and_status_returns_the_outcome() {
+    let (d, _) = scripted("approve silent\n", "");
+    assert_eq!(pay(&d, DEBIT), b"");
+    d.wait_log("simulator: silent, closed without an answer");
+    let s = pay(&d, STATUS);
+    assert_eq!(get(&s, "AE").as_deref(), Some("10"), "{}", text(&s));
+    assert!(d.journal().contains(" ended approved "));
+}
+
+#[test]
+fn reset_instead_of_the_answer() {
+    let (d, _) = scripted("refuse reset\n", "");
+    let mut s = connect(d.addr);
+    s.write_all(DEBIT.as_bytes()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut buf = Vec::new();
+    let e = s.read_to_end(&mut buf).expect_err("a reset, not an end");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+    assert!(buf.is_empty(), "{}", text(&buf));
+    d.wait_log("simulator: reset instead of the answer");
+}
+
+#[test]
+fn open_keeps_the_connection_until_the_register_closes() {
+    let (d, _) = scripted("approve open\n", "");
+    let mut s = connect(d.addr);
+    s.write_all(DEBIT.as_bytes()).unwrap();
+    // Like a client that never shuts its side: the answer comes, then no
+    // end of stream until it closes.
+    d.wait_log("connection kept open after the answer");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break "still open"
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    };
+    assert_eq!(get(&all, "AE").as_deref(), Some("10"), "{}", text(&all));
+    assert_eq!(end, "still open");
+    drop(s);
+    d.wait_log("open: the register closed the connection");
+}
+
+#[test]
+fn a_serial_quirk_on_tcp_is_noted_not_applied() {
+    let (d, _) = scripted("approve bad-lrc\n", "");
+    assert_eq!(get(&pay(&d, DEBIT), "AE").as_deref(), Some("10"));
+    d.wait_log("bad-lrc not applied: the transaction came over tcp");
+    assert!(d.journal().contains("bad-lrc not applied"));
+}
+
+#[test]
+fn nak_first_then_the_retransmission_is_taken() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let mut r = pty(&link);
+    let script = dir.join("scenario");
+    std::fs::write(&script, "refuse nak-first crlf\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        link.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    assert_eq!(r.request(DEBIT.as_bytes()), NAK);
+    r.send(&frame(DEBIT.as_bytes()));
+    assert_eq!(r.byte(), ACK);
+    r.send(&[concert::framing::EOT]);
+    let a = r.answer();
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    d.wait_log("simulator nak-first: NAK");
+    let j = d.journal();
+    assert!(j.contains("nak-first applied before the request"), "{j}");
+    assert!(
+        j.contains("crlf not applied: the transaction came over serial"),
+        "{j}"
+    );
+}
+
+#[test]
+fn bad_lrc_is_retransmitted_and_accepted_by_concert() {
+    let dir = temp_dir();
+    let (tpe, ecr) = (dir.join("ttyTPE"), dir.join("ttyECR"));
+    let _relay = relay(pty(&tpe), pty(&ecr));
+    let script = dir.join("scenario");
+    std::fs::write(&script, "approve bad-lrc\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        tpe.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    let o = d.concert(&["-s", ecr.to_str().unwrap(), "pay", "12.34"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 12.34 EUR"),
+        "{}",
+        stdout(&o)
+    );
+    d.wait_log("first try with a wrong LRC (bad-lrc)");
+}
+
+#[test]
+fn a_bad_script_line_is_a_configuration_error_with_its_place() {
+    let dir = temp_dir();
+    let script = dir.join("scenario");
+    std::fs::write(&script, "approve\n# fine\nrefuse wobble\n").unwrap();
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, format!("simulator-script {}\n", script.display())).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "{}:3: \"wobble\" is not a quirk",
+            script.display()
+        )),
+        "{e}"
+    );
+    std::fs::write(
+        &conf,
+        format!(
+            "terminal exec /bin/true\nsimulator-script {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("c.conf:2: simulator-script needs terminal simulator"),
+        "{e}"
+    );
+}
