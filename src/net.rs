@@ -9,7 +9,7 @@ use crate::floodgate::{Floodgate, Kind};
 use crate::framing::{self, Wrapping, ACK, EOT, NAK};
 use crate::pan;
 use crate::peers::{Admission, Held, Peers};
-use crate::stage::{Answer, Stage};
+use crate::stage::Answer;
 use crate::worker::{Channel, Handle, Origin, Reply};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -391,7 +391,7 @@ fn answer_for(
             let mut reply = shared.worker.submit(req, origin)?;
             let quirks = reply
                 .tx
-                .and_then(|id| Stage::global().answer(id))
+                .and_then(|id| shared.worker.stage().answer(id))
                 .unwrap_or_default();
             if let (true, Some(id)) = (quirks.has("no-cb"), reply.tx) {
                 match kind {
@@ -690,7 +690,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         return;
     }
     if quirks.has("open") {
-        return hold_open(stream, id, Stage::global().open_limit());
+        return hold_open(stream, id, shared.worker.stage().open_limit());
     }
     // Close our side first, then read what the client still sends until it
     // closes: closing with unread bytes would reset the connection and could

@@ -14,7 +14,7 @@ pub use crate::link::{open_port, trace, Port};
 use crate::link::{Link, Timer};
 use crate::pan;
 use crate::request::Request;
-use crate::stage::{Quirk, Stage};
+use crate::stage::Quirk;
 use crate::tlv::{tags, Frame};
 use crate::worker::{Channel, Decision, Handle, Origin, Reply};
 use crossbeam_channel::{Receiver, Sender};
@@ -278,7 +278,7 @@ impl Desk<'_> {
     /// Decides on a good frame: NAK it (to have it again), or ACK it, with
     /// an answer to send at once or none (the transaction started).
     fn request(&mut self, payload: &[u8]) -> Take<Now> {
-        if Stage::global().early(Quirk::NakFirst) {
+        if self.worker.stage().early(Quirk::NakFirst) {
             return Take::Nak("simulator nak-first".into());
         }
         let v3 = self.is_v3(payload);
@@ -447,7 +447,7 @@ impl<'a> Line<'a> {
             };
             let settings = &self.desk.conf.settings;
             match b {
-                ENQ if Stage::global().early(Quirk::NoAck) => {
+                ENQ if self.desk.worker.stage().early(Quirk::NoAck) => {
                     log::info!("serial {}: ENQ not ACKed (simulator no-ack)", self.path());
                 }
                 ENQ => {
@@ -501,7 +501,7 @@ impl<'a> Line<'a> {
     fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
         let quirks = reply
             .tx
-            .and_then(|id| Stage::global().answer(id))
+            .and_then(|id| self.desk.worker.stage().answer(id))
             .unwrap_or_default();
         let id = reply.tx.unwrap_or_default();
         if let Some(why) = quirks.withhold {

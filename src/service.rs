@@ -123,6 +123,7 @@ impl Service {
         file: Option<PathBuf>,
         bound: Vec<(SocketAddr, TcpListener)>,
         backend: Box<dyn crate::backend::Backend>,
+        stage: std::sync::Arc<crate::stage::Stage>,
         journal: Journal,
         contents: Contents,
     ) -> Result<(Service, Receiver<()>), Error> {
@@ -132,6 +133,7 @@ impl Service {
             journal,
             contents,
             worker_settings(&cfg),
+            stage,
         );
         let (stopped_tx, stopped) = unbounded::<()>();
         std::thread::Builder::new()

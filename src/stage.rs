@@ -4,9 +4,11 @@
 //! the places that act on it (the simulator backend for the outcome, the
 //! TCP and serial channels for the quirks).
 //!
-//! One [`Stage`] serves the whole process ([`Stage::global`]): the backend
-//! is rebuilt on reloads and the channels never see it, but an armed plan,
-//! the script's position and the manual mode must outlive both. Everything
+//! One [`Stage`] serves the whole service: made at start, given to every
+//! simulator the worker builds (reloads rebuild the backend) and reached
+//! by the channels and the control socket through the worker's handle,
+//! since an armed plan, the script's position and the manual mode must
+//! outlive a backend. Everything
 //! is behind one mutex held for a few field updates, never across I/O.
 //!
 //! The API for the ways in, each returning a sentence for the operator:
@@ -20,7 +22,7 @@ use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// `split` without a gap: long enough for a client that reads once to get
@@ -515,13 +517,6 @@ impl Stage {
                 ..Inner::default()
             }),
         }
-    }
-
-    /// The process's stage, shared by the simulator backend, the channels
-    /// and the ways in.
-    pub fn global() -> Arc<Stage> {
-        static STAGE: OnceLock<Arc<Stage>> = OnceLock::new();
-        Arc::clone(STAGE.get_or_init(|| Arc::new(Stage::new())))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

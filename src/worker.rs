@@ -194,6 +194,8 @@ pub struct Worker {
     unresolved: HashMap<u64, Arc<Completed>>,
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
+    /// The service's stage, given to every simulator built on reload.
+    stage: Arc<crate::stage::Stage>,
 }
 
 /// An answer handed out, waiting for its delivery report.
@@ -222,9 +224,16 @@ fn how_to_fetch(v2: bool, register: u8) -> String {
 pub struct Handle {
     jobs: Sender<Job>,
     deliveries: Sender<Delivery>,
+    /// What the simulator is told to do, for the ways in to shape answers
+    /// and for the control socket.
+    stage: Arc<crate::stage::Stage>,
 }
 
 impl Handle {
+    pub fn stage(&self) -> &Arc<crate::stage::Stage> {
+        &self.stage
+    }
+
     /// Hands a request to the worker and waits for its answer. `None`: no
     /// answer may be sent (its outcome could not be journaled).
     pub fn submit(&self, request: Request, origin: Origin) -> Option<Reply> {
@@ -315,6 +324,7 @@ impl Worker {
         mut journal: Journal,
         contents: journal::Contents,
         settings: Settings,
+        stage: Arc<crate::stage::Stage>,
     ) -> (Worker, Handle, Sender<Control>) {
         let (jobs_tx, jobs) = bounded(QUEUE);
         let (deliveries_tx, deliveries) = unbounded();
@@ -398,6 +408,7 @@ impl Worker {
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
             refunds: Refunds::default(),
+            stage,
         };
         for r in completed {
             w.restore(r);
@@ -406,6 +417,7 @@ impl Worker {
         let handle = Handle {
             jobs: jobs_tx,
             deliveries: deliveries_tx,
+            stage: Arc::clone(&w.stage),
         };
         (w, handle, control_tx)
     }
@@ -828,7 +840,7 @@ impl Worker {
             self.backend.reload(cfg);
             return;
         }
-        match crate::backend::build(cfg) {
+        match crate::backend::build(cfg, &self.stage) {
             Ok(b) => {
                 log::info!(
                     "terminal {}: takes over after the running transaction",
@@ -1420,7 +1432,11 @@ mod tests {
     fn a_reply_closed_without_an_answer_is_none() {
         let (jobs, taken) = bounded::<Job>(1);
         let (deliveries, _d) = crossbeam_channel::unbounded();
-        let h = Handle { jobs, deliveries };
+        let h = Handle {
+            jobs,
+            deliveries,
+            stage: Arc::default(),
+        };
         let origin = Origin {
             channel: Channel::Tcp,
             peer: "test".into(),
@@ -1492,6 +1508,7 @@ mod queue_and_window_tests {
                 extensions: crate::config::AnswerExtensions::None,
                 serial_number: "test".into(),
             },
+            Arc::default(),
         );
         let _ = std::fs::remove_dir_all(&dir);
         (w, h)

@@ -402,6 +402,7 @@ fn simulator_worker(
             extensions: concert::config::AnswerExtensions::None,
             serial_number: "fuzz".into(),
         },
+        std::sync::Arc::default(),
     );
     let t = std::thread::Builder::new()
         .name("worker".into())

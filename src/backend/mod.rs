@@ -194,11 +194,18 @@ pub trait Backend: Send {
 }
 
 /// The backend a configuration names. A program that cannot run is an
-/// error here, so that it is a startup (or reload) error.
-pub fn build(cfg: &crate::config::Config) -> Result<Box<dyn Backend>, String> {
+/// error here, so that it is a startup (or reload) error. A simulator
+/// takes its orders from `stage`, the service's one.
+pub fn build(
+    cfg: &crate::config::Config,
+    stage: &std::sync::Arc<crate::stage::Stage>,
+) -> Result<Box<dyn Backend>, String> {
     use crate::config::Terminal;
     Ok(match &cfg.terminal {
-        Terminal::Simulator => Box::new(crate::backend::simulator::Simulator::configured(cfg)),
+        Terminal::Simulator => Box::new(crate::backend::simulator::Simulator::configured(
+            cfg,
+            std::sync::Arc::clone(stage),
+        )),
         Terminal::Exec { program, args } => {
             Box::new(crate::backend::exec::Exec::new(program, args)?)
         }

@@ -84,14 +84,15 @@ pub fn outcome_for(amount: u64, partial_ok: bool) -> Result<Option<u64>, Af> {
 }
 
 impl Simulator {
-    /// A simulator on the process's stage, with the amount table only.
+    /// A simulator on a stage of its own, with the amount table only.
     pub fn new(delay: Duration) -> Simulator {
-        Simulator::on_stage(delay, Stage::global())
+        Simulator::on_stage(delay, Arc::new(Stage::new()))
     }
 
-    /// The simulator a configuration names: its script is played.
-    pub fn configured(cfg: &crate::config::Config) -> Simulator {
-        let mut s = Simulator::new(cfg.simulator_delay);
+    /// The simulator a configuration names, on the service's stage: its
+    /// script is played.
+    pub fn configured(cfg: &crate::config::Config, stage: Arc<Stage>) -> Simulator {
+        let mut s = Simulator::on_stage(cfg.simulator_delay, stage);
         s.reload(cfg);
         s
     }

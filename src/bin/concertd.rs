@@ -105,7 +105,7 @@ fn check(cfg: &Config) -> Result<(), Error> {
     let mut errors = Vec::new();
     // The backend as start-up would build it: a program that cannot run
     // fails the check too.
-    if let Err(msg) = concert::backend::build(cfg) {
+    if let Err(msg) = concert::backend::build(cfg, &Default::default()) {
         errors.push(Error::Terminal {
             line: cfg.terminal.line(),
             msg,
@@ -191,7 +191,10 @@ fn run(args: Args) -> Result<(), Error> {
             contents.bad_lines
         );
     }
-    let backend = concert::backend::build(&cfg).map_err(|msg| Error::Terminal {
+    // What the simulator is told to do: one for the service's life, given
+    // to every simulator a reload builds.
+    let stage = std::sync::Arc::new(concert::stage::Stage::new());
+    let backend = concert::backend::build(&cfg, &stage).map_err(|msg| Error::Terminal {
         line: cfg.terminal.line(),
         msg,
     })?;
@@ -253,7 +256,7 @@ fn run(args: Args) -> Result<(), Error> {
         }
         log::info!("running as user {}", a.name);
     }
-    let (mut service, stopped) = match Service::start(cfg, file, bound, backend, journal, contents)
+    let (mut service, stopped) = match Service::start(cfg, file, bound, backend, stage, journal, contents)
     {
         Ok(s) => s,
         Err(e) => {
