@@ -67,7 +67,9 @@ impl Day {
         }
         let digits = |r: std::ops::Range<usize>| -> Option<u32> {
             let t = s.get(r)?;
-            t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse().ok())?
         };
         let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
         let year = i32::try_from(year).ok()?;
@@ -114,7 +116,9 @@ impl Command {
             ["show"] => Ok(Command::Show(DEFAULT_SHOW)),
             ["show", n] => match n.parse::<usize>() {
                 Ok(n) if (1..=MAX_SHOW).contains(&n) => Ok(Command::Show(n)),
-                _ => Err(format!("show {n:?}: N must be a number from 1 to {MAX_SHOW}")),
+                _ => Err(format!(
+                    "show {n:?}: N must be a number from 1 to {MAX_SHOW}"
+                )),
             },
             ["totals"] => Ok(Command::Totals(None)),
             ["totals", d] => Day::parse(d)
@@ -123,7 +127,9 @@ impl Command {
             [] => Err(format!("no command; the commands are {COMMANDS}")),
             [c @ ("status" | "reload"), ..] => Err(format!("{c} takes no argument")),
             [c @ ("show" | "totals"), ..] => Err(format!("{c} takes at most one argument")),
-            [c, ..] => Err(format!("unknown command {c:?}; the commands are {COMMANDS}")),
+            [c, ..] => Err(format!(
+                "unknown command {c:?}; the commands are {COMMANDS}"
+            )),
         }
     }
 }
@@ -475,10 +481,7 @@ pub fn totals(
                 } else {
                     why
                 };
-                apart.push(format!(
-                    "tx {} register {:02}: {state}",
-                    r.id, r.register
-                ));
+                apart.push(format!("tx {} register {:02}: {state}", r.id, r.register));
                 continue;
             }
         };
@@ -542,4 +545,178 @@ pub fn totals(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert_eq!(Command::parse("status\n"), Ok(Command::Status));
+        assert_eq!(Command::parse("  reload "), Ok(Command::Reload));
+        assert_eq!(Command::parse("show"), Ok(Command::Show(DEFAULT_SHOW)));
+        assert_eq!(Command::parse("show 5"), Ok(Command::Show(5)));
+        assert_eq!(Command::parse("show 1000"), Ok(Command::Show(MAX_SHOW)));
+        assert_eq!(Command::parse("totals"), Ok(Command::Totals(None)));
+        assert_eq!(
+            Command::parse("totals 2024-02-29"),
+            Ok(Command::Totals(Some(Day {
+                year: 2024,
+                month: 2,
+                day: 29
+            })))
+        );
+        for bad in [
+            "",
+            "show 0",
+            "show 1001",
+            "show -1",
+            "show x",
+            "show 1 2",
+            "totals 2023-02-29",
+            "totals 2026-13-01",
+            "totals 2026-1-01",
+            "totals +026-01-01",
+            "status now",
+            "STATUS",
+            "next approve",
+        ] {
+            assert!(Command::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Command::parse("frob").unwrap_err().contains(COMMANDS));
+    }
+
+    const T: &str = "2026-11-26T16:07:28.800Z";
+
+    fn rec(id: u64, reg: u8, req: &str, verdict: Option<Verdict>, answer: &str) -> Record {
+        Record {
+            id,
+            begun_at: T.into(),
+            channel: "tcp".into(),
+            peer: "127.0.0.1:1".into(),
+            register: reg,
+            request: req.as_bytes().to_vec(),
+            ended_at: verdict.map(|_| T.into()),
+            verdict,
+            answer: verdict.map(|_| answer.as_bytes().to_vec()),
+            ..Record::default()
+        }
+    }
+
+    fn utc(s: i64) -> Civil {
+        clock::utc(s, 0)
+    }
+
+    const DAY: Day = Day {
+        year: 2026,
+        month: 11,
+        day: 26,
+    };
+
+    #[test]
+    fn totals_add_approved_operations_at_the_amount_charged() {
+        let debit = "CZ0040320CA00201CB0041000CD0010CE003978";
+        let partial = "CZ0040320CA00201CB0041000CD0010CE003978BF0011";
+        let deferred = "CZ0040320CA00201CB003250CD0017CE003978";
+        let usd = "CZ0040320CA00201CB003999CD0010CE003840";
+        let cancel = "CZ0040320CA00201CB003100CD0012CE003978";
+        let records = vec![
+            rec(
+                1,
+                1,
+                debit,
+                Some(Verdict::Approved),
+                &format!("{debit}AE00210"),
+            ),
+            // Approved for 4.00 of 10.00.
+            rec(
+                2,
+                1,
+                partial,
+                Some(Verdict::Approved),
+                "CZ0040320CA00201CB0040400CD0010CE003978BF0011AE00210",
+            ),
+            rec(
+                3,
+                1,
+                deferred,
+                Some(Verdict::Approved),
+                &format!("{deferred}AE00210"),
+            ),
+            rec(4, 1, usd, Some(Verdict::Approved), &format!("{usd}AE00210")),
+            rec(
+                5,
+                1,
+                cancel,
+                Some(Verdict::Approved),
+                &format!("{cancel}AE00210"),
+            ),
+            rec(
+                6,
+                1,
+                debit,
+                Some(Verdict::Declined),
+                &format!("{debit}AE00201AF00204"),
+            ),
+            // The same id again (a carried copy): once.
+            rec(
+                1,
+                1,
+                debit,
+                Some(Verdict::Approved),
+                &format!("{debit}AE00210"),
+            ),
+            rec(
+                7,
+                1,
+                debit,
+                Some(Verdict::Unknown),
+                &format!("{debit}AE00201AF00207"),
+            ),
+            rec(8, 2, debit, None, ""),
+        ];
+        let out = totals(&records, DAY, None, utc);
+        assert!(
+            out.contains("register 01 EUR: cancel 1 = 1.00 EUR; debit 3 = 16.50 EUR\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("register 01 USD: debit 1 = 9.99 USD\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tx 7 register 01 debit 10.00 EUR: unknown"),
+            "{out}"
+        );
+        assert!(out.contains("tx 8 register 02: not ended yet"), "{out}");
+        assert!(!out.contains("tx 6"), "{out}");
+        assert!(!out.contains("incomplete"), "{out}");
+        // Another day: nothing.
+        let other = Day { day: 27, ..DAY };
+        assert!(totals(&records, other, None, utc).contains("no approved operation"));
+    }
+
+    #[test]
+    fn totals_say_when_rotation_dropped_part_of_the_day() {
+        let on_the_day = "2026-11-26T09:00:00.000Z";
+        let out = totals(&[], DAY, Some(on_the_day), utc);
+        assert!(
+            out.contains("incomplete: the journal starts at 2026-11-26 09:00:00"),
+            "{out}"
+        );
+        // Started after the day: the whole day is gone.
+        assert!(totals(&[], DAY, Some("2026-11-28T00:00:00.000Z"), utc).contains("incomplete"));
+        // Started the day before: the day is whole.
+        assert!(!totals(&[], DAY, Some("2026-11-25T23:59:59.000Z"), utc).contains("incomplete"));
+    }
+
+    #[test]
+    fn sums_past_u64_do_not_wrap() {
+        assert_eq!(
+            money(u128::from(u64::MAX) + 1, 978),
+            "18446744073709551616 minor units of EUR"
+        );
+        assert_eq!(money(1234, 978), "12.34 EUR");
+    }
 }

@@ -225,14 +225,26 @@ fn run(ctx: Context) {
                     log::info!("serial {path}: closed for the new configuration ({e})");
                     continue;
                 }
-                set(&state, format!("{path} failed ({e}); opened again every {}", crate::config::fmt_duration(conf.settings.retry)));
+                set(
+                    &state,
+                    format!(
+                        "{path} failed ({e}); opened again every {}",
+                        crate::config::fmt_duration(conf.settings.retry)
+                    ),
+                );
                 log::warn!(
                     "serial {path}: {e}; trying to open it again every {}",
                     crate::config::fmt_duration(conf.settings.retry)
                 );
             }
             Err(e) if !reported => {
-                set(&state, format!("{path} cannot be opened ({e}); tried again every {}", crate::config::fmt_duration(conf.settings.retry)));
+                set(
+                    &state,
+                    format!(
+                        "{path} cannot be opened ({e}); tried again every {}",
+                        crate::config::fmt_duration(conf.settings.retry)
+                    ),
+                );
                 log::warn!(
                     "serial {path}: cannot open: {e}; trying again every {}",
                     crate::config::fmt_duration(conf.settings.retry)

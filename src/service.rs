@@ -307,11 +307,7 @@ impl Service {
         if said.is_empty() {
             said.push("nothing changed".into());
         }
-        Ok(format!(
-            "reloaded {}\n{}",
-            file.display(),
-            said.join("\n")
-        ))
+        Ok(format!("reloaded {}\n{}", file.display(), said.join("\n")))
     }
 
     /// New listeners are bound before old ones close, so that no client

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const CONCERTD: &str = env!("CARGO_BIN_EXE_concertd");
 pub const CONCERT: &str = env!("CARGO_BIN_EXE_concert");
+pub const CONCERTCTL: &str = env!("CARGO_BIN_EXE_concertctl");
 
 /// Generous: only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -56,8 +57,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts concertd with `listen 127.0.0.1:0`, `simulator-delay 0` and
-    /// the given extra configuration lines (later lines win).
+    /// Starts concertd with `listen 127.0.0.1:0`, `simulator-delay 0`,
+    /// `control none` and the given extra configuration lines (later lines
+    /// win; `@DIR@` in them is the daemon's directory).
     pub fn start(extra: &str) -> Daemon {
         Daemon::start_with(extra, &["-v"])
     }
@@ -70,8 +72,9 @@ impl Daemon {
         let dir = temp_dir();
         let conf = dir.join("concertd.conf");
         let journal = dir.join("journal");
+        let extra = extra.replace("@DIR@", &dir.display().to_string());
         let text = format!(
-            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\n{extra}\n",
+            "listen 127.0.0.1:0\nsimulator-delay 0\ncontrol none\njournal {}\n{extra}\n",
             journal.display()
         );
         std::fs::write(&conf, text).unwrap();
@@ -151,9 +154,22 @@ impl Daemon {
     /// The configuration lines every test daemon has, but `listen`.
     pub fn base_config(&self) -> String {
         format!(
-            "simulator-delay 0\njournal {}\n",
+            "simulator-delay 0\ncontrol none\njournal {}\n",
             self.dir.join("journal").display()
         )
+    }
+
+    /// The control socket `control @DIR@/control.sock` makes.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// concertctl on `control_socket()`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let sock = self.control_socket();
+        let mut a = vec!["-s", sock.to_str().unwrap()];
+        a.extend_from_slice(args);
+        run(CONCERTCTL, &a)
     }
 
     /// Replaces the configuration file (the daemon reads it on reload).

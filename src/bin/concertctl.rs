@@ -32,10 +32,7 @@ fn main() -> ExitCode {
         }
     };
     if m.opt_present("h") {
-        print!(
-            "{}\ncommands: {COMMANDS}\n",
-            o.usage(USAGE)
-        );
+        print!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE));
         return ExitCode::SUCCESS;
     }
     if m.opt_present("V") {
