@@ -453,6 +453,9 @@ fn total_name(op: Operation) -> &'static str {
     }
 }
 
+/// Per operation name: how many, and their sum in minor units.
+type Sums = BTreeMap<&'static str, (u64, u128)>;
+
 /// `totals`: for `day` (in the zone `local` gives), per register and
 /// currency, the count and sum of approved operations by name, each at the
 /// amount charged (a partial approval at its part); transactions read more
@@ -465,7 +468,7 @@ pub fn totals(
     starts: Option<&str>,
     local: impl Fn(i64) -> Civil,
 ) -> String {
-    let mut sums: BTreeMap<(u8, u16), BTreeMap<&'static str, (u64, u128)>> = BTreeMap::new();
+    let mut sums: BTreeMap<(u8, u16), Sums> = BTreeMap::new();
     let mut apart = Vec::new();
     let mut ids = std::collections::HashSet::new();
     for r in records {
