@@ -154,7 +154,7 @@ impl Daemon {
     /// The configuration lines every test daemon has, but `listen`.
     pub fn base_config(&self) -> String {
         format!(
-            "simulator-delay 0\ncontrol none\njournal {}\n",
+            "simulator-delay 0\njournal {}\n",
             self.dir.join("journal").display()
         )
     }
