@@ -25,7 +25,9 @@ RUN_DIR ?= run
 RUN_PORT ?= 8888
 RUN_LISTEN ?= 0.0.0.0:$(RUN_PORT)
 
-MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1
+MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1 man/concertctl.8
+# The service's group under the shipped units: who may use concertctl.
+GROUP ?= concertd
 
 .PHONY: all build run test check lint install uninstall clean bench stress fuzz
 
@@ -44,6 +46,7 @@ run:
 	$(RUN_BUILD)
 	@mkdir -p $(RUN_DIR) && new=$(RUN_DIR)/concertd.conf.$$$$ && \
 	{ sed 's|^listen 0\.0\.0\.0:8888$$|listen $(RUN_LISTEN)|' etc/concertd.conf && \
+		echo 'control "$(abspath $(RUN_DIR))/concertd.sock"' && \
 		echo 'journal "$(abspath $(RUN_DIR))/journal"'; } > $$new && \
 	if cmp -s $$new $(RUN_DIR)/concertd.conf; then rm -f $$new; else \
 		echo "writing $(RUN_DIR)/concertd.conf"; mv -f $$new $(RUN_DIR)/concertd.conf; fi
@@ -81,7 +84,7 @@ lint:
 # leaves no root-owned files in target/. An existing configuration file is
 # never replaced.
 install:
-	@test -x $(TARGET)/concertd -a -x $(TARGET)/concert || { \
+	@test -x $(TARGET)/concertd -a -x $(TARGET)/concert -a -x $(TARGET)/concertctl || { \
 		echo "$(TARGET)/concertd missing: run make first (install builds nothing)," \
 			"or pass TARGET=BUILD-DIR/release when it was built elsewhere" \
 			"(sudo drops CARGO_TARGET_DIR)"; exit 1; }
@@ -90,9 +93,11 @@ install:
 		$(DESTDIR)$(UNITDIR)
 	install -m 0755 $(TARGET)/concertd $(DESTDIR)$(SBINDIR)/concertd
 	install -m 0755 $(TARGET)/concert $(DESTDIR)$(BINDIR)/concert
+	install -m 0755 $(TARGET)/concertctl $(DESTDIR)$(BINDIR)/concertctl
 	install -m 0644 man/concertd.8 $(DESTDIR)$(MANDIR)/man8/concertd.8
 	install -m 0644 man/concertd.conf.5 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5
 	install -m 0644 man/concert.1 $(DESTDIR)$(MANDIR)/man1/concert.1
+	install -m 0644 man/concertctl.8 $(DESTDIR)$(MANDIR)/man8/concertctl.8
 	install -d $(DESTDIR)$(DOCDIR)
 	install -m 0755 etc/concertd-pay.example $(DESTDIR)$(DOCDIR)/concertd-pay.example
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
@@ -106,12 +111,22 @@ install:
 			etc/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
 	done
+	@# The units run concertd in this group, which owns the control socket
+	@# (mode 0660): its members may use concertctl. Made on this machine
+	@# only: a staged install (DESTDIR) leaves it to the target's package.
+	@if [ -n "$(DESTDIR)" ]; then \
+		echo "DESTDIR set: group $(GROUP) not created (concertctl's users; see concertctl(8))"; \
+	elif getent group $(GROUP) >/dev/null 2>&1; then :; \
+	elif command -v groupadd >/dev/null 2>&1; then \
+		echo "groupadd --system $(GROUP)"; groupadd --system $(GROUP) || exit 1; \
+	else echo "no groupadd: create the system group $(GROUP) by hand (see concertctl(8))"; fi
 
 # Removes what install put in place; the configuration only if unchanged;
 # the documentation directory, concertd's own, when empty (the others are
 # shared: bin, sbin, man...).
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
+		$(DESTDIR)$(BINDIR)/concertctl $(DESTDIR)$(MANDIR)/man8/concertctl.8 \
 		$(DESTDIR)$(MANDIR)/man8/concertd.8 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5 \
 		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service \
 		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example

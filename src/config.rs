@@ -18,6 +18,9 @@ pub const SPEEDS: std::ops::RangeInclusive<u32> = 50..=4_000_000;
 
 pub const DEFAULT_PIDFILE: &str = "/run/concertd/concertd.pid";
 
+/// The control socket (`concertctl`); a template instance names its own.
+pub const DEFAULT_CONTROL: &str = "/run/concertd/concertd.sock";
+
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
 /// The directory concertd started in, remembered before it detaches.
@@ -184,6 +187,8 @@ pub struct Config {
     pub group: Option<String>,
     pub pidfile: PathBuf,
     pub log_file: Option<PathBuf>,
+    /// The control socket; `None`: no socket (`control none`).
+    pub control: Option<PathBuf>,
 }
 
 /// Parity of the serial line's characters.
@@ -384,6 +389,7 @@ impl Default for Config {
             group: None,
             pidfile: PathBuf::from(DEFAULT_PIDFILE),
             log_file: None,
+            control: Some(PathBuf::from(DEFAULT_CONTROL)),
         }
     }
 }
@@ -884,6 +890,23 @@ pub static KEYS: &[Key] = &[
         },
         keep: |c, r| c.log_file = r.log_file.clone(),
     },
+    Key {
+        name: "control",
+        reload: Reload::Restart,
+        apply: |d, k, a| {
+            d.c.control = match one(k, a)? {
+                "none" => None,
+                "" => return Err("control takes a PATH or none".into()),
+                v => Some(PathBuf::from(v)),
+            };
+            Ok(())
+        },
+        show: |c, k, s| match &c.control {
+            Some(p) => path_line(s, k, p),
+            None => line(s, k, "none"),
+        },
+        keep: |c, r| c.control = r.control.clone(),
+    },
 ];
 
 impl Config {
@@ -980,6 +1003,9 @@ impl Config {
         }
         if let Some(l) = &mut self.log_file {
             abs(l);
+        }
+        if let Some(c) = &mut self.control {
+            abs(c);
         }
         if let Some(d) = &mut self.serial.device {
             abs(d);
@@ -1205,13 +1231,13 @@ mod tests {
     fn a_reload_keeps_every_restart_only_keyword() {
         let running = Config::parse(
             "user a\ngroup a\npidfile /a/pid\njournal /a/j\njournal-size 64K\n\
-             journal-keep 1\nlog-file /a/log\nlisten 127.0.0.1:1\n",
+             journal-keep 1\nlog-file /a/log\ncontrol /a/sock\nlisten 127.0.0.1:1\n",
             "t",
         )
         .unwrap();
         let mut new = Config::parse(
             "user b\ngroup b\npidfile /b/pid\njournal /b/j\njournal-size 128K\n\
-             journal-keep 2\nlog-file /b/log\nlisten 127.0.0.1:2\n",
+             journal-keep 2\nlog-file /b/log\ncontrol none\nlisten 127.0.0.1:2\n",
             "t",
         )
         .unwrap();

@@ -69,6 +69,8 @@ struct State {
 pub struct Floodgate {
     state: Mutex<State>,
     wake: Condvar,
+    /// Every one since start, logged or not (`concertctl status`).
+    counts: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// The summary of one window's hidden counts.
@@ -105,6 +107,7 @@ impl Floodgate {
     /// Logs `line` at `level` unless `ip` has had its share this minute;
     /// then it is only counted.
     pub fn note(&self, ip: IpAddr, kind: Kind, level: log::Level, line: impl FnOnce() -> String) {
+        self.counts[kind.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if log::log_enabled!(log::Level::Trace) {
             let l = line();
             log::log!(level, "{l}");
@@ -139,6 +142,11 @@ impl Floodgate {
         if !was_pending {
             self.wake.notify_one();
         }
+    }
+
+    /// How many of `kind` since start.
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.counts[kind.index()].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Logs every pending count now (at stop).

@@ -22,6 +22,9 @@
 //! escapes is taken literally. Card numbers are masked before a line is
 //! written. Every line is ASCII.
 //!
+//! A generation started by a rotation begins with `TIME 0 rotated`, then
+//! the records carried over, with their own times.
+//!
 //! An append is all or nothing: a line that fails part-way is cut off
 //! before anything else is written, so a record never starts in the middle
 //! of a line.
@@ -154,6 +157,9 @@ pub struct Record {
     pub recovered: bool,
     /// A relay's upstream status before the request (masked).
     pub upstream_status: Option<Vec<u8>>,
+    /// Its outcome came later than its end (a `resolved` line): what
+    /// `concertctl totals` lists apart.
+    pub resolved: bool,
 }
 
 pub struct Journal {
@@ -689,11 +695,73 @@ fn apply(
             r.verdict = Some(verdict);
             r.answer = Some(answer);
             r.recovered = false;
+            r.resolved = true;
         }
         Event::Delivered => r.delivered = Some(true),
         Event::Undelivered { .. } => r.delivered = Some(false),
         Event::UpstreamStatus { answer } => r.upstream_status = Some(answer),
         Event::Begun { .. } | Event::Replayed { .. } | Event::Simulated { .. } => {}
+    }
+}
+
+/// The first line of a generation that a rotation started: `TIME 0
+/// rotated`. Records carried over follow it with their own, older, times;
+/// so it alone says from when on the generation holds everything. (Id 0
+/// is never a transaction's: ids start at the start time x 1000.)
+fn rotation_line(time: &str) -> String {
+    format!("{time} 0 rotated\n")
+}
+
+/// The time of a rotation's first line.
+fn rotated_at(line: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(line).ok()?;
+    let time = s.strip_suffix(" 0 rotated")?;
+    (!time.is_empty() && !time.contains(' ')).then_some(time)
+}
+
+/// Everything the journal's kept generations hold, read without writing
+/// (for `concertctl show` and `totals`, beside the running daemon).
+#[derive(Debug, Default)]
+pub struct History {
+    /// Transactions in id order; one per id, carried-over copies merged.
+    pub records: Vec<Record>,
+    /// Set when the oldest generation kept was started by a rotation: the
+    /// time it was, before which only records carried over are left.
+    pub starts: Option<String>,
+}
+
+/// Reads every kept generation, oldest first, then the journal itself,
+/// each opened without following a link and never for writing. A torn last
+/// line (a record being appended) is left out. Read again when a rotation
+/// renamed the journal meanwhile, so that no generation is missed.
+pub fn read_all(path: &Path, keep: u32) -> io::Result<History> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| fs::symlink_metadata(p).map(|m| m.ino()).ok();
+    let mut tries = 0;
+    loop {
+        let before = inode(path);
+        let mut out = Contents::default();
+        let mut starts = None;
+        let mut first = true;
+        let names = (1..=keep).rev().map(|n| generation(path, n));
+        for p in names.chain(std::iter::once(path.to_path_buf())) {
+            let Some(bytes) = files::read(&p)? else {
+                continue;
+            };
+            if std::mem::take(&mut first) {
+                let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+                starts = rotated_at(line).map(str::to_string);
+            }
+            read_bytes(&bytes, &mut out);
+        }
+        tries += 1;
+        if before == inode(path) || tries >= 3 {
+            out.records.sort_by_key(|r| r.id);
+            return Ok(History {
+                records: out.records,
+                starts,
+            });
+        }
     }
 }
 
@@ -738,7 +806,7 @@ fn read_bytes(bytes: &[u8], out: &mut Contents) -> Option<usize> {
     for line in bytes[..whole].split(|&b| b == b'\n') {
         // As `BufRead::lines` did before: a CR before the newline goes.
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
+        if line.is_empty() || rotated_at(line).is_some() {
             continue;
         }
         match std::str::from_utf8(line).ok().and_then(parse_line) {
@@ -927,7 +995,8 @@ impl Journal {
     }
 
     /// Starts a new generation: journal.N-1 -> journal.N ... journal ->
-    /// journal.1, then a fresh journal that first receives `carry` (the
+    /// journal.1, then a fresh journal that starts with a `rotated` line
+    /// (its start, for `concertctl totals`) and then receives `carry` (the
     /// records that must outlive the oldest generation: each register's
     /// last transaction). The fresh file is written and synced under a
     /// temporary name and renamed into place, so that a crash leaves either
@@ -943,7 +1012,7 @@ impl Journal {
         self.sync()?;
         let tmp = generation(&self.path, 0);
         let mut f = files::create_new(&tmp, OpenOptions::new().append(true).read(true), 0o600)?;
-        let mut text = String::new();
+        let mut text = rotation_line(&stamp());
         for r in carry {
             text.push_str(&carry_lines(r));
         }
@@ -1019,6 +1088,15 @@ fn carry_lines(r: &Record) -> String {
         };
         s.push_str(&format_line(at, r.id, &ev));
         s.push('\n');
+        if r.resolved {
+            // Still listed apart by `concertctl totals` once carried over.
+            let ev = Event::Resolved {
+                verdict: r.verdict.unwrap_or(Verdict::Unknown),
+                answer: answer.clone(),
+            };
+            s.push_str(&format_line(at, r.id, &ev));
+            s.push('\n');
+        }
     }
     match r.delivered {
         Some(true) => s.push_str(&format_line(
@@ -1383,6 +1461,7 @@ mod tests {
         let text = fs::read_to_string(p).unwrap();
         assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
         text.lines()
+            .filter(|l| rotated_at(l.as_bytes()).is_none())
             .map(|l| parse_line(l).unwrap_or_else(|| panic!("glued or partial: {l:?}\n{text}")))
             .map(|(_, id, ev)| (id, ev))
             .collect()
@@ -1703,7 +1782,8 @@ mod tests {
         let bytes: u64 = carry.iter().map(carry_len).sum();
         assert!(bytes > 4096, "{bytes}");
         j.rotate(&carry).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().len(), bytes);
+        let marker = rotation_line(T).len() as u64;
+        assert_eq!(fs::metadata(&p).unwrap().len(), bytes + marker);
         j.record(41, &begun(1)).unwrap();
         assert!(!j.needs_rotation());
         let mut n = 1;
@@ -1778,5 +1858,43 @@ mod tests {
     #[test]
     fn unwritable_place_is_an_error() {
         assert!(Journal::open(Path::new("/nonexistent/dir/journal"), 1, 1).is_err());
+    }
+
+    #[test]
+    fn read_all_merges_carried_copies_and_says_where_the_journal_starts() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 4096, 1).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        j.record(1, &ended()).unwrap();
+        j.record(2, &begun(1)).unwrap();
+        j.record(2, &ended()).unwrap();
+        // The first journal was never rotated into: it starts with its first
+        // transaction, nothing is missing.
+        let h = read_all(&p, 1).unwrap();
+        assert_eq!(h.starts, None);
+        assert_eq!(h.records.len(), 2);
+        let (_, c) = Journal::open(&p, 4096, 1).unwrap();
+        let mut last = c.records[1].clone();
+        last.resolved = true;
+        j.rotate(std::slice::from_ref(&last)).unwrap();
+        j.record(3, &begun(1)).unwrap();
+        // Tx 2 is in both generations: read once, still resolved.
+        let h = read_all(&p, 1).unwrap();
+        assert_eq!(h.starts, None);
+        let ids: Vec<u64> = h.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(h.records[1].resolved);
+        // A second rotation drops the first journal: what is kept now
+        // starts at the first rotation, which Journal::open does not count
+        // as an unreadable line.
+        j.rotate(&[]).unwrap();
+        let h = read_all(&p, 1).unwrap();
+        let starts = h.starts.expect("the journal starts at a rotation");
+        assert!(unix_time(&starts).is_some(), "{starts}");
+        let ids: Vec<u64> = h.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 3]);
+        let (_, c) = Journal::open(&p, 4096, 1).unwrap();
+        assert_eq!(c.bad_lines, 0);
     }
 }

@@ -46,7 +46,8 @@ pub mod net;
 pub mod peers;
 pub mod serial;
 
-// The running service: reloads, logs, daemon mode.
+// The running service: reloads, logs, daemon mode, the control socket.
+pub mod control;
 pub mod daemon;
 pub mod logging;
 pub mod service;

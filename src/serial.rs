@@ -66,6 +66,8 @@ pub struct Context {
     /// takes it.
     pub bell: Arc<Bell>,
     pub worker: Handle,
+    /// What the line is doing, in words (`concertctl status`).
+    pub state: State,
 }
 
 /// A pipe that wakes the serial thread out of poll(2): the thread blocks
@@ -105,13 +107,26 @@ impl Bell {
     }
 }
 
+/// The line's state in words, written by the serial thread.
+pub type State = Arc<std::sync::Mutex<String>>;
+
+fn set(state: &State, text: String) {
+    *state.lock().unwrap_or_else(|p| p.into_inner()) = text;
+}
+
 /// The service's side: new configurations for the serial thread.
 pub struct Updates {
     tx: Sender<Conf>,
     bell: Arc<Bell>,
+    state: State,
 }
 
 impl Updates {
+    /// What the line is doing now.
+    pub fn state(&self) -> String {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn send(&self, c: Conf) {
         let _ = self.tx.send(c);
         self.bell.ring();
@@ -131,16 +146,18 @@ struct Waiting {
 pub fn spawn(conf: Conf, worker: Handle) -> io::Result<Updates> {
     let (tx, updates) = crossbeam_channel::unbounded();
     let bell = Arc::new(Bell::new()?);
+    let state = State::default();
     let ctx = Context {
         conf,
         updates,
         bell: Arc::clone(&bell),
         worker,
+        state: Arc::clone(&state),
     };
     std::thread::Builder::new()
         .name("serial".into())
         .spawn(move || run(ctx))?;
-    Ok(Updates { tx, bell })
+    Ok(Updates { tx, bell, state })
 }
 
 /// The line's own port: a tty whose descriptor poll(2) can wait on.
@@ -162,11 +179,13 @@ fn run(ctx: Context) {
         updates,
         bell,
         worker,
+        state,
     } = ctx;
     let mut reported = false;
     let mut waiting: Vec<Waiting> = Vec::new();
     loop {
         let Some(device) = conf.settings.device.clone() else {
+            set(&state, "no device".into());
             match updates.recv() {
                 Ok(c) => conf = c,
                 Err(_) => return,
@@ -177,6 +196,13 @@ fn run(ctx: Context) {
         match open(&conf.settings, &path) {
             Ok(port) => {
                 reported = false;
+                set(
+                    &state,
+                    format!(
+                        "{path} open, {} baud {}",
+                        conf.settings.speed, conf.settings.format
+                    ),
+                );
                 log::info!(
                     "serial {path}: open, {} baud {}{}",
                     conf.settings.speed,
@@ -200,12 +226,26 @@ fn run(ctx: Context) {
                     log::info!("serial {path}: closed for the new configuration ({e})");
                     continue;
                 }
+                set(
+                    &state,
+                    format!(
+                        "{path} failed ({e}); opened again every {}",
+                        crate::config::fmt_duration(conf.settings.retry)
+                    ),
+                );
                 log::warn!(
                     "serial {path}: {e}; trying to open it again every {}",
                     crate::config::fmt_duration(conf.settings.retry)
                 );
             }
             Err(e) if !reported => {
+                set(
+                    &state,
+                    format!(
+                        "{path} cannot be opened ({e}); tried again every {}",
+                        crate::config::fmt_duration(conf.settings.retry)
+                    ),
+                );
                 log::warn!(
                     "serial {path}: cannot open: {e}; trying again every {}",
                     crate::config::fmt_duration(conf.settings.retry)

@@ -113,6 +113,7 @@ pub struct Service {
     control: Sender<Control>,
     /// The serial thread, once a configuration names a device.
     serial: Option<serial::Updates>,
+    started: std::time::Instant,
 }
 
 impl Service {
@@ -171,6 +172,7 @@ impl Service {
             listeners,
             control,
             serial,
+            started: std::time::Instant::now(),
         };
         log::info!("running: {}", service.cfg.summary());
         warn_if_simulator(&service.cfg);
@@ -203,7 +205,7 @@ impl Service {
         let Some(f) = &self.file else { return };
         if stamp(f) != self.file_stamp {
             log::info!("{}: changed on disk", f.display());
-            self.reload();
+            let _ = self.reload();
         }
     }
 
@@ -227,43 +229,39 @@ impl Service {
         }
         self.settling = None;
         log::info!("{}: changed on disk", f.display());
-        self.reload();
+        let _ = self.reload();
     }
 
     /// Reads the file again and applies it. An invalid file changes
     /// nothing; keywords that need a restart keep their running values.
-    pub fn reload(&mut self) {
+    /// Says what changed, or why nothing did (`concertctl reload`); the log
+    /// has it too.
+    pub fn reload(&mut self) -> Result<String, String> {
         let Some(file) = self.file.clone() else {
-            log::warn!("reload: concertd runs on its defaults, there is no file to read again");
-            return;
+            let why = "concertd runs on its defaults, there is no file to read again";
+            log::warn!("reload: {why}");
+            return Err(why.into());
+        };
+        let refuse = |why: String| {
+            log::error!("reload: {why}; the running configuration is kept");
+            Err(format!("{why}; the running configuration is kept"))
         };
         // Until the file changes again, config-watch leaves it alone.
         self.file_stamp = stamp(&file);
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
-            Err(e) => {
-                log::error!(
-                    "reload: {}: {e}; the running configuration is kept",
-                    file.display()
-                );
-                return;
-            }
+            Err(e) => return refuse(format!("{}: {e}", file.display())),
         };
         if let Some(why) = unfinished(&text) {
-            log::error!(
-                "reload: {} not applied: {why}; the running configuration is kept",
-                file.display()
-            );
-            return;
+            return refuse(format!("{} not applied: {why}", file.display()));
         }
         if self.cfg.terminal != crate::config::Terminal::Simulator && !names_terminal(&text) {
-            log::error!(
-                "reload: {} not applied: it has no terminal line, which would replace \
-                 terminal {} with the simulator; the running configuration is kept",
+            return refuse(format!(
+                "{} not applied: it has no terminal line, which would replace \
+                 terminal {} with the simulator",
                 file.display(),
                 self.cfg.terminal.line()
-            );
-            return;
+            ));
         }
         let read = Config::parse(&text, &file.display().to_string()).and_then(|mut c| {
             c.absolute_paths();
@@ -271,13 +269,25 @@ impl Service {
         });
         let mut new = match read {
             Ok(c) => c,
-            Err(e) => {
-                log::error!("reload: {e}; the running configuration is kept");
-                return;
-            }
+            Err(e) => return refuse(e.to_string()),
         };
-        for key in new.keep_restart_only(&self.cfg) {
+        let restart = new.keep_restart_only(&self.cfg);
+        // What changed, as `-n` prints it: the lines gone, then the new ones.
+        let (old_lines, new_lines) = (self.cfg.describe(), new.describe());
+        let mut said: Vec<String> = old_lines
+            .lines()
+            .filter(|o| !new_lines.lines().any(|l| l == *o))
+            .map(|l| format!("was: {l}"))
+            .chain(
+                new_lines
+                    .lines()
+                    .filter(|l| !old_lines.lines().any(|o| o == *l))
+                    .map(|l| format!("now: {l}")),
+            )
+            .collect();
+        for key in restart {
             log::warn!("reload: {key} changed; that needs a restart, the running value is kept");
+            said.push(format!("{key} changed: needs a restart, not applied"));
         }
         self.rebind(&new.listen);
         self.shared.set_settings(net_settings(&new));
@@ -289,13 +299,20 @@ impl Service {
             (Some(s), _) => s.send(serial_conf(&new)),
             (None, Some(_)) => match serial::spawn(serial_conf(&new), self.shared.worker.clone()) {
                 Ok(s) => self.serial = Some(s),
-                Err(e) => log::error!("reload: cannot start the serial thread: {e}"),
+                Err(e) => {
+                    log::error!("reload: cannot start the serial thread: {e}");
+                    said.push(format!("cannot start the serial thread: {e}"));
+                }
             },
             (None, None) => {}
         }
         self.cfg = new;
         log::info!("reloaded: {}", self.cfg.summary());
         warn_if_simulator(&self.cfg);
+        if said.is_empty() {
+            said.push("nothing changed".into());
+        }
+        Ok(format!("reloaded {}\n{}", file.display(), said.join("\n")))
     }
 
     /// New listeners are bound before old ones close, so that no client
@@ -361,6 +378,53 @@ impl Service {
             self.cfg.summary()
         );
         let _ = self.control.send(Control::Report);
+    }
+
+    /// `concertctl status`: what runs, and since when. The worker's part
+    /// comes from the worker itself, which answers at once between jobs.
+    pub fn status(&self) -> String {
+        let up = self.started.elapsed().as_secs();
+        let mut out = vec![
+            format!(
+                "concertd {}, up {}h{:02}m{:02}s",
+                env!("CARGO_PKG_VERSION"),
+                up / 3600,
+                up / 60 % 60,
+                up % 60
+            ),
+            format!(
+                "terminal: {}",
+                match self.cfg.terminal {
+                    crate::config::Terminal::Simulator => format!(
+                        "simulator (delay {}; no card is charged)",
+                        crate::config::fmt_duration(self.cfg.simulator_delay)
+                    ),
+                    ref t => t.line(),
+                }
+            ),
+        ];
+        let listening: Vec<String> = self.listeners.iter().map(|l| l.local.to_string()).collect();
+        out.push(format!("listening on {}", listening.join(" ")));
+        out.push(format!(
+            "serial: {}",
+            match &self.serial {
+                Some(s) => s.state(),
+                None => "none".into(),
+            }
+        ));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _ = self.control.send(Control::Status(tx));
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(lines) => out.extend(lines),
+            Err(_) => out.push("worker: no answer (stopped?)".into()),
+        }
+        use crate::floodgate::Kind;
+        out.push(format!(
+            "refused connections: {}; bad requests: {}",
+            self.shared.floodgate.count(Kind::Refused),
+            self.shared.floodgate.count(Kind::BadRequest)
+        ));
+        out.join("\n")
     }
 
     /// Refuses new transactions and lets the running one end; the worker's

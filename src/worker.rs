@@ -23,6 +23,7 @@ use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,23 @@ pub enum Control {
     Reload(Settings, Box<crate::config::Config>),
     /// Log the live state (SIGUSR1).
     Report,
+    /// The live state as lines, for `concertctl status`.
+    Status(Sender<Vec<String>>),
+}
+
+/// Counted since start, for `concertctl status`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub approved: AtomicU64,
+    pub declined: AtomicU64,
+    pub unknown: AtomicU64,
+    /// Busy answers, those of a full queue included.
+    pub busy: AtomicU64,
+    pub undelivered: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Settings the worker applies.
@@ -196,6 +214,7 @@ pub struct Worker {
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
     stage: Arc<crate::stage::Stage>,
+    counters: Arc<Counters>,
 }
 
 /// An answer handed out, waiting for its delivery report.
@@ -227,6 +246,7 @@ pub struct Handle {
     /// What the simulator is told to do, for the ways in to shape answers
     /// and for the control socket.
     stage: Arc<crate::stage::Stage>,
+    counters: Arc<Counters>,
 }
 
 impl Handle {
@@ -286,6 +306,7 @@ impl Handle {
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
+                bump(&self.counters.busy);
                 log::warn!(
                     "{} {}: worker queue full, answered busy",
                     job.origin.channel,
@@ -293,7 +314,10 @@ impl Handle {
                 );
                 Err(Box::new(job))
             }
-            Err(TrySendError::Disconnected(job)) => Err(Box::new(job)),
+            Err(TrySendError::Disconnected(job)) => {
+                bump(&self.counters.busy);
+                Err(Box::new(job))
+            }
         }
     }
 
@@ -409,6 +433,7 @@ impl Worker {
             unresolved: HashMap::new(),
             refunds: Refunds::default(),
             stage,
+            counters: Arc::default(),
         };
         for r in completed {
             w.restore(r);
@@ -418,6 +443,7 @@ impl Worker {
             jobs: jobs_tx,
             deliveries: deliveries_tx,
             stage: Arc::clone(&w.stage),
+            counters: Arc::clone(&w.counters),
         };
         (w, handle, control_tx)
     }
@@ -571,6 +597,9 @@ impl Worker {
                 recv(self.control) -> c => match c {
                     Ok(Control::Reload(settings, cfg)) => self.reload(settings, &cfg),
                     Ok(Control::Report) => self.report(),
+                    Ok(Control::Status(to)) => {
+                        let _ = to.send(self.status_lines());
+                    }
                     Ok(Control::Stop) | Err(_) => {
                         if !self.stopping {
                             log::info!("stopping: new transactions refused");
@@ -636,6 +665,7 @@ impl Worker {
                 r.id,
                 r.request.register
             );
+            bump(&self.counters.busy);
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if self.stopping {
@@ -645,6 +675,7 @@ impl Worker {
                 job.origin.peer,
                 req.op.name()
             );
+            bump(&self.counters.busy);
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         let key = (!job.origin.v2).then(|| RetryKey::of(req)).flatten();
@@ -1010,6 +1041,11 @@ impl Worker {
                 .map(|a| format!(", authorisation {a}"))
                 .unwrap_or_default()
         );
+        bump(match verdict {
+            Verdict::Approved => &self.counters.approved,
+            Verdict::Declined => &self.counters.declined,
+            Verdict::Unknown | Verdict::NotDone => &self.counters.unknown,
+        });
         let mut record = run.record;
         record.ended_at = Some(journal::stamp());
         record.verdict = Some(verdict);
@@ -1095,6 +1131,7 @@ impl Worker {
             log::error!("{}: {e}", self.journal.path().display());
         }
         if let Err(reason) = d.result {
+            bump(&self.counters.undelivered);
             log::warn!(
                 "tx {}: answer not delivered to {} ({reason}); {}",
                 d.id,
@@ -1220,6 +1257,49 @@ impl Worker {
             ),
             None => log::info!("state: no transaction yet"),
         }
+    }
+
+    /// `concertctl status`: the running transaction, the counts since
+    /// start and each register's last outcome.
+    fn status_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(match &self.running {
+            Some(r) => format!(
+                "running: tx {} {}{} register {:02} from {} {} for {:.1} s",
+                r.id,
+                r.request.op.name(),
+                amount_label(&r.request),
+                r.request.register,
+                r.origin.channel,
+                r.origin.peer,
+                r.started.elapsed().as_secs_f64()
+            ),
+            None if self.stopping => "running: none, stopping".into(),
+            None => "running: none".into(),
+        });
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        out.push(format!(
+            "since start: {} approved, {} declined, {} unknown; {} busy answers; {} answers undelivered",
+            n(&c.approved),
+            n(&c.declined),
+            n(&c.unknown),
+            n(&c.busy),
+            n(&c.undelivered)
+        ));
+        let mut lasts: Vec<&Arc<Completed>> = self.memory.lasts().collect();
+        lasts.sort_by_key(|c| c.request.register);
+        for c in lasts {
+            out.push(format!(
+                "register {:02}: tx {} {}{} {}",
+                c.request.register,
+                c.record.id,
+                c.request.op.name(),
+                amount_label(&c.request),
+                c.record.verdict.map_or("unknown", Verdict::word)
+            ));
+        }
+        out
     }
 
     fn status(&mut self, req: &Request) -> Frame {
@@ -1436,6 +1516,7 @@ mod tests {
             jobs,
             deliveries,
             stage: Arc::default(),
+            counters: Arc::default(),
         };
         let origin = Origin {
             channel: Channel::Tcp,

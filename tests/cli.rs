@@ -59,6 +59,7 @@ user root
 group root
 pidfile /tmp/x/concertd.pid
 log-file /tmp/x/concertd.log
+control /tmp/x/concertd.sock
 "#;
 
 const FULL_DESCRIBED: &str = r#"listen 127.0.0.1:9999
@@ -96,6 +97,7 @@ user "root"
 group "root"
 pidfile "/tmp/x/concertd.pid"
 log-file "/tmp/x/concertd.log"
+control "/tmp/x/concertd.sock"
 configuration OK
 "#;
 

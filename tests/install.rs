@@ -48,17 +48,30 @@ fn install_and_uninstall_into_destdir() {
         [
             "etc/concertd.conf",
             "usr/local/bin/concert",
+            "usr/local/bin/concertctl",
             "usr/local/lib/systemd/system/concertd.service",
             "usr/local/lib/systemd/system/concertd@.service",
             "usr/local/sbin/concertd",
             "usr/local/share/doc/concertd/concertd-pay.example",
             "usr/local/share/man/man1/concert.1",
             "usr/local/share/man/man5/concertd.conf.5",
+            "usr/local/share/man/man8/concertctl.8",
             "usr/local/share/man/man8/concertd.8",
         ]
     );
     assert_eq!(mode(&dest.join("usr/local/sbin/concertd")), 0o755);
     assert_eq!(mode(&dest.join("usr/local/bin/concert")), 0o755);
+    assert_eq!(mode(&dest.join("usr/local/bin/concertctl")), 0o755);
+    assert!(
+        unit_has_group(&dest),
+        "the unit names the control socket's group"
+    );
+    // A staged install leaves the group to the target.
+    assert!(
+        stdout(&o).contains("DESTDIR set: group concertd not created"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         mode(&dest.join("usr/local/share/man/man8/concertd.8")),
         0o644
@@ -117,7 +130,7 @@ fn install_finds_the_build_directory_as_cargo_does() {
     let build = temp_dir();
     std::fs::create_dir(build.join("release")).unwrap();
     let bin = Path::new(CONCERTD).parent().unwrap();
-    for b in ["concertd", "concert"] {
+    for b in ["concertd", "concert", "concertctl"] {
         std::os::unix::fs::symlink(bin.join(b), build.join("release").join(b)).unwrap();
     }
     let dest = temp_dir();
@@ -212,6 +225,19 @@ fn make_run_then_a_second_make_run_fails_on_the_journal_lock() {
         )),
         "{text_before}"
     );
+    // make run's control socket is in its directory, and answers.
+    let sock = run_dir.join("concertd.sock");
+    assert!(
+        text_before.contains(&format!("control \"{}\"\n", sock.display())),
+        "{text_before}"
+    );
+    let o = run(CONCERTCTL, &["-s", sock.to_str().unwrap(), "status"]);
+    assert!(
+        stdout(&o).contains(&addr.to_string()),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let before = std::fs::metadata(&conf).unwrap();
     // The second fails at once, on the lock, and leaves the file that the
     // first one watches as it was.
@@ -266,4 +292,11 @@ fn install_keeps_an_existing_configuration() {
     let o = make(&["uninstall", &d, "PREFIX=/usr"]);
     assert!(o.status.success());
     assert_eq!(files(&dest), ["etc/concertd.conf"]);
+}
+
+fn unit_has_group(dest: &Path) -> bool {
+    ["concertd.service", "concertd@.service"].iter().all(|u| {
+        std::fs::read_to_string(dest.join("usr/local/lib/systemd/system").join(u))
+            .is_ok_and(|t| t.contains("\nGroup=concertd\n"))
+    })
 }

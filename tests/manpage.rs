@@ -286,3 +286,31 @@ fn configuration_errors_are_those_of_diagnostics() {
         assert!(used, "no bad line gives {t:?} of .It {item}");
     }
 }
+
+#[test]
+fn every_concertctl_command_and_option_is_documented() {
+    let man = page("concertctl.8");
+    // The commands are those concertctl -h lists, from the parser's own list.
+    let help = stdout(&run(CONCERTCTL, &["-h"]));
+    let list = help
+        .split("commands:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{help}"));
+    let mut n = 0;
+    for cmd in list.split(',').filter_map(|c| c.split_whitespace().next()) {
+        n += 1;
+        assert!(
+            man.lines()
+                .any(|l| l == format!(".It Cm {cmd}") || l.starts_with(&format!(".It Cm {cmd} "))),
+            "{cmd} not in concertctl.8"
+        );
+    }
+    assert!(n >= 4, "{help}");
+    for item in [
+        ".It Fl s Ar socket",
+        ".It Fl h , Fl \\-help",
+        ".It Fl V , Fl \\-version",
+    ] {
+        assert!(man.lines().any(|l| l == item), "{item} not in concertctl.8");
+    }
+}

@@ -4,6 +4,7 @@ mod util;
 
 mod backends;
 mod cli;
+mod control;
 mod daemon;
 mod durability;
 mod fuzz_regressions;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub const CONCERTD: &str = env!("CARGO_BIN_EXE_concertd");
 pub const CONCERT: &str = env!("CARGO_BIN_EXE_concert");
+pub const CONCERTCTL: &str = env!("CARGO_BIN_EXE_concertctl");
 
 /// Generous: only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -166,8 +167,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts concertd with `listen 127.0.0.1:0`, `simulator-delay 0` and
-    /// the given extra configuration lines (later lines win).
+    /// Starts concertd with `listen 127.0.0.1:0`, `simulator-delay 0`,
+    /// `control none` and the given extra configuration lines (later lines
+    /// win; `@DIR@` in them is the daemon's directory).
     pub fn start(extra: &str) -> Daemon {
         Daemon::start_with(extra, &["-v"])
     }
@@ -210,7 +212,12 @@ impl Daemon {
     /// Rewrites the configuration as at start, with other extra lines.
     pub fn set_extra(&mut self, extra: &str) {
         self.spec.extra = extra.to_string();
-        let text = format!("listen 127.0.0.1:0\n{}{extra}\n", self.base_config());
+        // No control socket unless a test asks for one, in its directory.
+        let extra = extra.replace("@DIR@", &self.dir.display().to_string());
+        let text = format!(
+            "listen 127.0.0.1:0\ncontrol none\n{}{extra}\n",
+            self.base_config()
+        );
         self.write_config(&text);
     }
 
@@ -309,6 +316,19 @@ impl Daemon {
             "simulator-delay 0\njournal {}\n",
             self.dir.join("journal").display()
         )
+    }
+
+    /// The control socket `control @DIR@/control.sock` makes.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// concertctl on `control_socket()`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let sock = self.control_socket();
+        let mut a = vec!["-s", sock.to_str().unwrap()];
+        a.extend_from_slice(args);
+        run(CONCERTCTL, &a)
     }
 
     /// Replaces the configuration file (the daemon reads it on reload).

@@ -1,6 +1,7 @@
 //! concertd: the Concert / Caisse-AP terminal service.
 
 use concert::config::{self, Config};
+use concert::control;
 use concert::daemon::{self, PidFile};
 use concert::error::Error;
 use concert::journal::{Journal, Lock, LockError};
@@ -256,6 +257,22 @@ fn run(args: Args) -> Result<(), Error> {
         }
         log::info!("running as user {}", a.name);
     }
+    // After the drop, so that the socket is the service user's own; before
+    // any thread, as binding it sets the umask for a moment.
+    let control = cfg.control.as_deref().and_then(|p| match control::bind(p) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            log::warn!(
+                "control {}: {why}; no control socket, concertctl cannot reach this concertd",
+                p.display()
+            );
+            None
+        }
+    });
+    let journal_files = control::Journal {
+        path: cfg.journal.clone(),
+        keep: cfg.journal_keep,
+    };
     let (mut service, stopped) = match Service::start(cfg, file, bound, backend, stage, journal, contents)
     {
         Ok(s) => s,
@@ -278,6 +295,13 @@ fn run(args: Args) -> Result<(), Error> {
             }
         })
         .map_err(|e| Error::io("cannot start the signal thread", e))?;
+    // The sender stays here: without a socket, `asks` must not close (a
+    // closed channel is always ready, and the loop would spin).
+    let (ask_tx, asks) = unbounded();
+    if let Some(s) = &control {
+        control::serve(s, journal_files, ask_tx.clone())
+            .map_err(|e| Error::io("cannot start the control thread", e))?;
+    }
     // config-watch: inotify says when the file changed, and the change is
     // applied once no other has come for one config-watch period; without
     // inotify the file is polled every period. Watching starts before
@@ -303,7 +327,7 @@ fn run(args: Args) -> Result<(), Error> {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {
                     log::info!("SIGHUP: reading the configuration again");
-                    service.reload();
+                    let _ = service.reload();
                 }
                 Ok(SIGUSR1) => service.report(),
                 Ok(sig) if !stopping => {
@@ -317,6 +341,15 @@ fn run(args: Args) -> Result<(), Error> {
                     return Err(Error::StoppedEarly);
                 }
                 Err(_) => return Ok(()),
+            },
+            recv(asks) -> a => match a {
+                Ok(control::Ask::Status(to)) => {
+                    let _ = to.send(service.status());
+                }
+                Ok(control::Ask::Reload(to)) => {
+                    let _ = to.send(service.reload());
+                }
+                Err(_) => {}
             },
             recv(changed) -> c => match c {
                 Ok(()) => {

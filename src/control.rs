@@ -1,0 +1,725 @@
+//! The control socket, the OpenBSD `relayctl` way: a Unix stream socket
+//! that `concertctl` opens to ask one command and read one answer. Its
+//! mode, 0660, is the gate: whoever may open it may run every command,
+//! and every command reads only, but `reload`, which does what SIGHUP does.
+//!
+//! A connection sends one line, at most [`MAX_COMMAND`] bytes; the answer
+//! is `ok` or `refused` on a line of its own, then its text, then the
+//! connection is closed. At most [`MAX_CONNECTIONS`] are served at once;
+//! one more is answered `refused` at once.
+//!
+//! `show` and `totals` read the journal files on the connection's own
+//! thread, never on the worker: a register asking while someone reads a
+//! month of journal still gets its busy answer at once.
+
+use crate::answer::{Outcome, Status};
+use crate::clock::{self, Civil};
+use crate::currency;
+use crate::journal::{self, Record, Verdict};
+use crate::operation::Operation;
+use crossbeam_channel::{bounded, Sender};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 4;
+/// The longest command line, its newline included.
+pub const MAX_COMMAND: usize = 256;
+/// `show N`: at most this many transactions.
+pub const MAX_SHOW: usize = 1000;
+/// `show` without N.
+pub const DEFAULT_SHOW: usize = 20;
+/// A client that sends no whole line, or reads no answer, for this long is
+/// dropped: it must not hold one of the few connections.
+const IDLE: Duration = Duration::from_secs(5);
+/// How long a command waits for the main thread (a reload, the status).
+const ASK_WAIT: Duration = Duration::from_secs(30);
+
+/// A day of the local calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Day {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Day {
+    pub fn of(c: &Civil) -> Day {
+        Day {
+            year: c.year,
+            month: c.month,
+            day: c.day,
+        }
+    }
+
+    /// `YYYY-MM-DD`, a date that exists.
+    pub fn parse(s: &str) -> Option<Day> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+            let t = s.get(r)?;
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse().ok())?
+        };
+        let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+        let year = i32::try_from(year).ok()?;
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        (1..=days)
+            .contains(&day)
+            .then_some(Day { year, month, day })
+    }
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// What a control connection may ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Show(usize),
+    /// `None`: today.
+    Totals(Option<Day>),
+    Reload,
+}
+
+/// The commands, for messages and `concertctl -h`.
+pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload";
+
+impl Command {
+    /// One command line, its words separated by blanks.
+    pub fn parse(line: &str) -> Result<Command, String> {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        match words.as_slice() {
+            ["status"] => Ok(Command::Status),
+            ["reload"] => Ok(Command::Reload),
+            ["show"] => Ok(Command::Show(DEFAULT_SHOW)),
+            ["show", n] => match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_SHOW).contains(&n) => Ok(Command::Show(n)),
+                _ => Err(format!(
+                    "show {n:?}: N must be a number from 1 to {MAX_SHOW}"
+                )),
+            },
+            ["totals"] => Ok(Command::Totals(None)),
+            ["totals", d] => Day::parse(d)
+                .map(|d| Command::Totals(Some(d)))
+                .ok_or_else(|| format!("totals {d:?}: not a day written YYYY-MM-DD")),
+            [] => Err(format!("no command; the commands are {COMMANDS}")),
+            [c @ ("status" | "reload"), ..] => Err(format!("{c} takes no argument")),
+            [c @ ("show" | "totals"), ..] => Err(format!("{c} takes at most one argument")),
+            [c, ..] => Err(format!(
+                "unknown command {c:?}; the commands are {COMMANDS}"
+            )),
+        }
+    }
+}
+
+/// What a connection asks of the main thread, which owns the service.
+pub enum Ask {
+    Status(Sender<String>),
+    Reload(Sender<Result<String, String>>),
+}
+
+/// The bound socket. Its file is removed when this is dropped, if it is
+/// still ours (same inode): a daemon started since may have replaced it.
+pub struct Socket {
+    listener: UnixListener,
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Socket {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Why there is no socket: said as a warning, the service runs without.
+pub type NoSocket = String;
+
+/// Binds the control socket, mode 0660. Its directory is made (0755) when
+/// missing; when that fails (a foreground run by a user who may not write
+/// in /run), there is no socket. A file already at `path` is removed only
+/// when it is a socket nobody answers on: a live one belongs to another
+/// concertd. Must run while no other thread exists (it sets the umask).
+pub fn bind(path: &Path) -> Result<Socket, NoSocket> {
+    let shown = path.display();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            // The directory is only a way in; the socket's mode is the gate.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(format!("{shown} exists and is not a socket: left alone"));
+        }
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "{shown} is answered by another process (another concertd?): left alone"
+                ))
+            }
+            Err(_) => {
+                log::info!("control {shown}: stale socket (nobody answers), removed");
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove the stale socket {shown}: {e}"))?;
+            }
+        },
+        Err(_) => {}
+    }
+    // bind(2) makes the file with the umask's mode: 0660 from the start,
+    // never wider for a moment. No other thread exists yet to be affected.
+    // SAFETY: umask(2) only swaps the process's mask.
+    let old = unsafe { libc::umask(0o117) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, the mask back.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| format!("cannot bind {shown}: {e}"))?;
+    let ino = std::fs::symlink_metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(Socket {
+        listener,
+        path: path.to_path_buf(),
+        ino,
+    })
+}
+
+/// Where `show` and `totals` read.
+#[derive(Clone)]
+pub struct Journal {
+    pub path: PathBuf,
+    pub keep: u32,
+}
+
+/// Serves the socket on a thread of its own, each connection on one more.
+/// The caller keeps `socket`, whose file goes when it is dropped.
+pub fn serve(socket: &Socket, journal: Journal, ask: Sender<Ask>) -> io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    let listener = socket.listener.try_clone()?;
+    log::info!("control socket {}", socket.path.display());
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_write_timeout(Some(IDLE));
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    log::warn!("control: {MAX_CONNECTIONS} connections open, one more refused");
+                    let _ = conn.write_all(
+                        format!(
+                            "refused\ntoo many control connections (at most {MAX_CONNECTIONS})\n"
+                        )
+                        .as_bytes(),
+                    );
+                    continue;
+                }
+                let (journal, ask, done) = (journal.clone(), ask.clone(), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || {
+                        connection(conn, &journal, &ask);
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    log::error!("control: cannot start a connection thread: {e}");
+                    // Its closure, and the count it would have given back, are gone.
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Reads one line of at most `MAX_COMMAND` bytes.
+fn read_command(conn: &UnixStream) -> Result<String, String> {
+    let _ = conn.set_read_timeout(Some(IDLE));
+    let mut line = Vec::new();
+    let mut r = BufReader::new(conn.take(MAX_COMMAND as u64 + 1));
+    r.read_until(b'\n', &mut line)
+        .map_err(|e| format!("reading the command: {e}"))?;
+    if line.len() > MAX_COMMAND || (line.len() == MAX_COMMAND && !line.ends_with(b"\n")) {
+        return Err(format!("command longer than {MAX_COMMAND} bytes"));
+    }
+    String::from_utf8(line).map_err(|_| "the command is not UTF-8".into())
+}
+
+fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>) {
+    let answer = read_command(&conn)
+        .and_then(|l| Command::parse(&l))
+        .and_then(|c| run(c, journal, ask));
+    let text = match answer {
+        Ok(t) => format!("ok\n{t}"),
+        Err(e) => format!("refused\n{e}"),
+    };
+    let text = if text.ends_with('\n') {
+        text
+    } else {
+        text + "\n"
+    };
+    // A client gone before reading its answer loses only that answer.
+    let _ = conn.write_all(text.as_bytes());
+}
+
+fn run(c: Command, journal: &Journal, ask: &Sender<Ask>) -> Result<String, String> {
+    match c {
+        Command::Status => {
+            let (tx, rx) = bounded(1);
+            ask.send(Ask::Status(tx))
+                .map_err(|_| "concertd is stopping".to_string())?;
+            rx.recv_timeout(ASK_WAIT)
+                .map_err(|_| "concertd did not answer (stopping?)".into())
+        }
+        Command::Reload => {
+            log::info!("control: reload asked");
+            let (tx, rx) = bounded(1);
+            ask.send(Ask::Reload(tx))
+                .map_err(|_| "concertd is stopping".to_string())?;
+            rx.recv_timeout(ASK_WAIT)
+                .map_err(|_| "concertd did not answer (stopping?)".to_string())?
+        }
+        Command::Show(n) => {
+            let h = read(journal)?;
+            let skip = h.records.len().saturating_sub(n);
+            Ok(show(&h.records[skip..], |s| clock::local(s, 0)))
+        }
+        Command::Totals(day) => {
+            let h = read(journal)?;
+            let day = day.unwrap_or_else(|| Day::of(&clock::now()));
+            Ok(totals(&h.records, day, h.starts.as_deref(), |s| {
+                clock::local(s, 0)
+            }))
+        }
+    }
+}
+
+fn read(j: &Journal) -> Result<journal::History, String> {
+    journal::read_all(&j.path, j.keep)
+        .map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()))
+}
+
+/// `2026-12-01 10:02:03` in the zone `local` gives; the stamp as it is
+/// when it cannot be read.
+fn when(stamp: &str, local: &impl Fn(i64) -> Civil) -> String {
+    match journal::unix_time(stamp) {
+        Some(s) => {
+            let c = local(s);
+            format!(
+                "{} {:02}:{:02}:{:02}",
+                Day::of(&c),
+                c.hour,
+                c.minute,
+                c.second
+            )
+        }
+        None => stamp.to_string(),
+    }
+}
+
+/// A journaled transaction as the totals and `show` see it.
+struct Seen {
+    op: Operation,
+    currency: u16,
+    requested: Option<u64>,
+    outcome: Outcome,
+}
+
+fn seen(r: &Record) -> Result<Seen, String> {
+    let (req, answer) = crate::worker::reread(r)?;
+    Ok(Seen {
+        op: req.op,
+        currency: req.currency.unwrap_or(0),
+        requested: req.amount,
+        outcome: Outcome::from_answer(&answer, &req.frame),
+    })
+}
+
+fn money(minor: u128, currency: u16) -> String {
+    // An amount past u64 (only a sum of many can be) is shown in minor units.
+    match u64::try_from(minor) {
+        Ok(m) => format!(
+            "{} {}",
+            currency::format_amount(m, currency, false),
+            currency::label(currency)
+        ),
+        Err(_) => format!("{minor} minor units of {}", currency::label(currency)),
+    }
+}
+
+/// The outcome in words: AF named, a partial approval with what was
+/// charged.
+fn outcome_words(r: &Record, s: &Seen) -> String {
+    let base = match (r.verdict, &s.outcome.status) {
+        (None, _) => "not ended yet".to_string(),
+        (Some(Verdict::Unknown), _) => "unknown (AF07 answered)".to_string(),
+        (Some(Verdict::NotDone), _) => "not done (nothing charged)".to_string(),
+        (_, Status::Approved) => {
+            let charged = s.outcome.charged(s.requested);
+            if Some(charged) != s.requested {
+                format!(
+                    "approved for {} (partial)",
+                    money(charged.into(), s.currency)
+                )
+            } else {
+                "approved".to_string()
+            }
+        }
+        (_, Status::Declined(af)) => format!("declined AF{} ({})", af.code(), af.label()),
+    };
+    if r.resolved {
+        format!("{base}, resolved later")
+    } else {
+        base
+    }
+}
+
+/// `show`: one line per transaction, oldest first.
+pub fn show(records: &[Record], local: impl Fn(i64) -> Civil) -> String {
+    let mut out = String::new();
+    if records.is_empty() {
+        out.push_str("no transaction in the journal\n");
+    }
+    for r in records {
+        let delivery = match r.delivered {
+            Some(true) => "delivered",
+            Some(false) => "undelivered",
+            None => "delivery not reported",
+        };
+        let what = match seen(r) {
+            Ok(s) => {
+                let amount = s
+                    .requested
+                    .map(|a| format!(" {}", money(a.into(), s.currency)))
+                    .unwrap_or_default();
+                format!("{}{amount}: {}", s.op.name(), outcome_words(r, &s))
+            }
+            Err(_) if r.verdict.is_none() => "not ended yet".to_string(),
+            Err(why) => why,
+        };
+        let _ = writeln!(
+            out,
+            "{} tx {} {} {} register {:02} {what}; {delivery}",
+            when(&r.begun_at, &local),
+            r.id,
+            r.channel,
+            r.peer,
+            r.register
+        );
+    }
+    out
+}
+
+/// The name operations are totalled under: a deferred debit is a debit
+/// for the day's money, so it is added to the debits.
+fn total_name(op: Operation) -> &'static str {
+    if op.is_debit() {
+        Operation::Debit.name()
+    } else {
+        op.name()
+    }
+}
+
+/// Per operation name: how many, and their sum in minor units.
+type Sums = BTreeMap<&'static str, (u64, u128)>;
+
+/// `totals`: for `day` (in the zone `local` gives), per register and
+/// currency, the count and sum of approved operations by name, each at the
+/// amount charged (a partial approval at its part); transactions read more
+/// than once (carried over on rotation) count once, by id. Unknown and
+/// later resolved outcomes are listed apart, not added. `starts`: when the
+/// oldest generation kept was started by a rotation.
+pub fn totals(
+    records: &[Record],
+    day: Day,
+    starts: Option<&str>,
+    local: impl Fn(i64) -> Civil,
+) -> String {
+    let mut sums: BTreeMap<(u8, u16), Sums> = BTreeMap::new();
+    let mut apart = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for r in records {
+        let of_day = journal::unix_time(&r.begun_at).map(|s| Day::of(&local(s)));
+        if of_day != Some(day) || !ids.insert(r.id) {
+            continue;
+        }
+        let s = match seen(r) {
+            Ok(s) => s,
+            Err(why) => {
+                let state = if r.verdict.is_none() {
+                    "not ended yet".to_string()
+                } else {
+                    why
+                };
+                apart.push(format!("tx {} register {:02}: {state}", r.id, r.register));
+                continue;
+            }
+        };
+        let counted = r.verdict == Some(Verdict::Approved) && !r.resolved;
+        if counted && s.outcome.is_approved() {
+            let e = sums
+                .entry((r.register, s.currency))
+                .or_default()
+                .entry(total_name(s.op))
+                .or_default();
+            e.0 += 1;
+            e.1 += u128::from(s.outcome.charged(s.requested));
+        } else if r.resolved || r.verdict != Some(Verdict::Declined) {
+            let amount = s
+                .requested
+                .map(|a| format!(" {}", money(a.into(), s.currency)))
+                .unwrap_or_default();
+            apart.push(format!(
+                "{} tx {} register {:02} {}{amount}: {}",
+                when(&r.begun_at, &local),
+                r.id,
+                r.register,
+                s.op.name(),
+                outcome_words(r, &s)
+            ));
+        }
+    }
+    let mut out = format!(
+        "totals for {day} (local time), approved operations at the amount charged; \
+         debits include deferred debits\n"
+    );
+    if sums.is_empty() {
+        out.push_str("no approved operation\n");
+    }
+    for ((register, cur), ops) in &sums {
+        let parts: Vec<String> = ops
+            .iter()
+            .map(|(name, (n, sum))| format!("{name} {n} = {}", money(*sum, *cur)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "register {register:02} {}: {}",
+            currency::label(*cur),
+            parts.join("; ")
+        );
+    }
+    if !apart.is_empty() {
+        out.push_str("not counted above (unknown, resolved later or not ended; check each):\n");
+        for l in apart {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    if let Some(t) = starts.and_then(journal::unix_time) {
+        if Day::of(&local(t)) >= day {
+            let _ = writeln!(
+                out,
+                "incomplete: the journal starts at {}; older records were dropped by rotation \
+                 (journal-keep), but for those carried over",
+                when(starts.unwrap_or_default(), &local)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert_eq!(Command::parse("status\n"), Ok(Command::Status));
+        assert_eq!(Command::parse("  reload "), Ok(Command::Reload));
+        assert_eq!(Command::parse("show"), Ok(Command::Show(DEFAULT_SHOW)));
+        assert_eq!(Command::parse("show 5"), Ok(Command::Show(5)));
+        assert_eq!(Command::parse("show 1000"), Ok(Command::Show(MAX_SHOW)));
+        assert_eq!(Command::parse("totals"), Ok(Command::Totals(None)));
+        assert_eq!(
+            Command::parse("totals 2024-02-29"),
+            Ok(Command::Totals(Some(Day {
+                year: 2024,
+                month: 2,
+                day: 29
+            })))
+        );
+        for bad in [
+            "",
+            "show 0",
+            "show 1001",
+            "show -1",
+            "show x",
+            "show 1 2",
+            "totals 2023-02-29",
+            "totals 2026-13-01",
+            "totals 2026-1-01",
+            "totals +026-01-01",
+            "status now",
+            "STATUS",
+            "next approve",
+        ] {
+            assert!(Command::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Command::parse("frob").unwrap_err().contains(COMMANDS));
+    }
+
+    const T: &str = "2026-11-26T16:07:28.800Z";
+
+    fn rec(id: u64, reg: u8, req: &str, verdict: Option<Verdict>, answer: &str) -> Record {
+        Record {
+            id,
+            begun_at: T.into(),
+            channel: "tcp".into(),
+            peer: "127.0.0.1:1".into(),
+            register: reg,
+            request: req.as_bytes().to_vec(),
+            ended_at: verdict.map(|_| T.into()),
+            verdict,
+            answer: verdict.map(|_| answer.as_bytes().to_vec()),
+            ..Record::default()
+        }
+    }
+
+    fn utc(s: i64) -> Civil {
+        clock::utc(s, 0)
+    }
+
+    const DAY: Day = Day {
+        year: 2026,
+        month: 11,
+        day: 26,
+    };
+
+    #[test]
+    fn totals_add_approved_operations_at_the_amount_charged() {
+        let debit = "CZ0040320CA00201CB0041000CD0010CE003978";
+        let partial = "CZ0040320CA00201CB0041000CD0010CE003978BF0011";
+        let deferred = "CZ0040320CA00201CB003250CD0017CE003978";
+        let usd = "CZ0040320CA00201CB003999CD0010CE003840";
+        let cancel = "CZ0040320CA00201CB003100CD0012CE003978";
+        let records = vec![
+            rec(
+                1,
+                1,
+                debit,
+                Some(Verdict::Approved),
+                &format!("{debit}AE00210"),
+            ),
+            // Approved for 4.00 of 10.00.
+            rec(
+                2,
+                1,
+                partial,
+                Some(Verdict::Approved),
+                "CZ0040320CA00201CB0040400CD0010CE003978BF0011AE00210",
+            ),
+            rec(
+                3,
+                1,
+                deferred,
+                Some(Verdict::Approved),
+                &format!("{deferred}AE00210"),
+            ),
+            rec(4, 1, usd, Some(Verdict::Approved), &format!("{usd}AE00210")),
+            rec(
+                5,
+                1,
+                cancel,
+                Some(Verdict::Approved),
+                &format!("{cancel}AE00210"),
+            ),
+            rec(
+                6,
+                1,
+                debit,
+                Some(Verdict::Declined),
+                &format!("{debit}AE00201AF00204"),
+            ),
+            // The same id again (a carried copy): once.
+            rec(
+                1,
+                1,
+                debit,
+                Some(Verdict::Approved),
+                &format!("{debit}AE00210"),
+            ),
+            rec(
+                7,
+                1,
+                debit,
+                Some(Verdict::Unknown),
+                &format!("{debit}AE00201AF00207"),
+            ),
+            rec(8, 2, debit, None, ""),
+        ];
+        let out = totals(&records, DAY, None, utc);
+        assert!(
+            out.contains("register 01 EUR: cancel 1 = 1.00 EUR; debit 3 = 16.50 EUR\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("register 01 USD: debit 1 = 9.99 USD\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tx 7 register 01 debit 10.00 EUR: unknown"),
+            "{out}"
+        );
+        assert!(out.contains("tx 8 register 02: not ended yet"), "{out}");
+        assert!(!out.contains("tx 6"), "{out}");
+        assert!(!out.contains("incomplete"), "{out}");
+        // Another day: nothing.
+        let other = Day { day: 27, ..DAY };
+        assert!(totals(&records, other, None, utc).contains("no approved operation"));
+    }
+
+    #[test]
+    fn totals_say_when_rotation_dropped_part_of_the_day() {
+        let on_the_day = "2026-11-26T09:00:00.000Z";
+        let out = totals(&[], DAY, Some(on_the_day), utc);
+        assert!(
+            out.contains("incomplete: the journal starts at 2026-11-26 09:00:00"),
+            "{out}"
+        );
+        // Started after the day: the whole day is gone.
+        assert!(totals(&[], DAY, Some("2026-11-28T00:00:00.000Z"), utc).contains("incomplete"));
+        // Started the day before: the day is whole.
+        assert!(!totals(&[], DAY, Some("2026-11-25T23:59:59.000Z"), utc).contains("incomplete"));
+    }
+
+    #[test]
+    fn sums_past_u64_do_not_wrap() {
+        assert_eq!(
+            money(u128::from(u64::MAX) + 1, 978),
+            "18446744073709551616 minor units of EUR"
+        );
+        assert_eq!(money(1234, 978), "12.34 EUR");
+    }
+}

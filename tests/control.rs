@@ -1,0 +1,354 @@
+//! The control socket and concertctl, through the real binaries.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+const CONTROL: &str = "control @DIR@/control.sock\n";
+
+fn debit(cb: &str) -> String {
+    format!("CZ0040320CA00201CB{:03}{cb}CD0010CE003978", cb.len())
+}
+
+/// Local time is UTC for these daemons: the day a journal stamp names is
+/// the day `totals` counts it in.
+fn start(extra: &str) -> Daemon {
+    Daemon::start_env(&format!("{CONTROL}{extra}"), &["-v"], &[("TZ", "UTC")])
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+#[test]
+fn status_show_and_totals_over_the_socket() {
+    let d = start("");
+    let sock = d.control_socket();
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let a = exchange(d.addr, debit("1200").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"));
+    // Refused by the simulator's amount table (…51).
+    let a = exchange(d.addr, debit("0051").as_bytes());
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"));
+    // Approved for half: counted at what was charged.
+    let partial = format!("{}BF0011", debit("0057"));
+    let a = exchange(d.addr, partial.as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    let deferred = "CZ0040320CA00201CB003500CD0017CE003978";
+    assert_eq!(
+        get(&exchange(d.addr, deferred.as_bytes()), "AE").as_deref(),
+        Some("10")
+    );
+    let credit = "CZ0040320CA00202CB003300CD0011CE003978";
+    assert_eq!(
+        get(&exchange(d.addr, credit.as_bytes()), "AE").as_deref(),
+        Some("10")
+    );
+    // Delivery reports are journaled just after the answer is written.
+    loop_until(|| (d.journal().matches(" delivered").count() >= 5).then_some(()));
+
+    let s = ok(&d.ctl(&["status"]));
+    assert!(s.starts_with("concertd "), "{s}");
+    assert!(s.contains("terminal: simulator"), "{s}");
+    assert!(s.contains(&format!("listening on {}", d.addr)), "{s}");
+    assert!(s.contains("serial: none"), "{s}");
+    assert!(s.contains("running: none"), "{s}");
+    assert!(s.contains("4 approved, 1 declined, 0 unknown"), "{s}");
+    assert!(s.contains("register 02: tx "), "{s}");
+    assert!(s.contains("credit 3.00 EUR approved"), "{s}");
+
+    let all = ok(&d.ctl(&["show"]));
+    assert_eq!(all.lines().count(), 5, "{all}");
+    let two = ok(&d.ctl(&["show", "2"]));
+    let lines: Vec<&str> = two.lines().collect();
+    assert_eq!(lines.len(), 2, "{two}");
+    assert!(
+        lines[0].contains("register 01 deferred-debit 5.00 EUR: approved; delivered"),
+        "{two}"
+    );
+    assert!(lines[1].contains("tcp 127.0.0.1:"), "{two}");
+    assert!(lines[1].contains("credit 3.00 EUR: approved"), "{two}");
+    assert!(all.contains("declined AF04 (refused)"), "{all}");
+    assert!(all.contains("approved for 0.28 EUR (partial)"), "{all}");
+
+    let day = &d.journal()[..10];
+    let t = ok(&d.ctl(&["totals", day]));
+    assert!(t.contains(&format!("totals for {day}")), "{t}");
+    // 12.00 + 0.28 (partial) + 5.00 (deferred): the refused one is not.
+    assert!(t.contains("register 01 EUR: debit 3 = 17.28 EUR"), "{t}");
+    assert!(t.contains("register 02 EUR: credit 1 = 3.00 EUR"), "{t}");
+    assert!(!t.contains("incomplete"), "{t}");
+    // Today is the default (TZ=UTC: the journal's day, unless midnight
+    // passed in between, which only the dated form above is immune to).
+    assert!(ok(&d.ctl(&["totals"])).starts_with("totals for "));
+}
+
+#[test]
+fn status_and_show_answer_while_a_transaction_runs() {
+    let gate = Gate::new();
+    let d = start(&gate.terminal());
+    let addr = d.addr;
+    let t = std::thread::spawn(move || exchange(addr, debit("1000").as_bytes()));
+    d.wait_log(": debit 10.00 EUR register 01 from tcp");
+    let s = ok(&d.ctl(&["status"]));
+    assert!(s.contains("running: tx "), "{s}");
+    assert!(s.contains("debit 10.00 EUR register 01 from tcp"), "{s}");
+    let shown = ok(&d.ctl(&["show"]));
+    assert!(shown.contains("not ended yet"), "{shown}");
+    // A second register is still answered busy at once.
+    let busy = exchange(d.addr, debit("2000").as_bytes());
+    assert_eq!(text(&busy), format!("{}AE00201", debit("2000")));
+    let s = ok(&d.ctl(&["status"]));
+    assert!(s.contains("1 busy answers"), "{s}");
+    gate.release();
+    assert_eq!(get(&t.join().unwrap(), "AE").as_deref(), Some("10"));
+}
+
+/// Journal lines as concertd writes them.
+fn line(t: &str, id: u64, rest: &str) -> String {
+    format!("{t} {id} {rest}\n")
+}
+
+#[test]
+fn totals_count_carried_copies_once_and_list_unknown_and_resolved_apart() {
+    let d = start("journal-keep 1");
+    d.signal(libc::SIGTERM);
+    let mut d = d;
+    d.wait_exit();
+    let t = concert::journal::stamp();
+    let day = &t[..10];
+    let req = |cb: &str, reg: &str, cd: &str| {
+        format!("CZ0040320CA002{reg}CB{:03}{cb}CD001{cd}CE003978", cb.len())
+    };
+    let d1 = req("1000", "01", "0");
+    let d2 = format!("{}BF0011", req("1000", "01", "0"));
+    let d2_answer = format!("{}BF0011AE00210", req("0400", "01", "0"));
+    let d3 = req("0700", "01", "0");
+    let d4 = req("0900", "01", "0");
+    let d5 = req("0800", "01", "0");
+    let d6 = req("0200", "02", "1");
+    let d7 = req("0100", "01", "7");
+    let mut old = String::new();
+    for (id, r) in [(1, &d1), (2, &d2)] {
+        old += &line(&t, id, &format!("begun tcp 127.0.0.1:1 01 {r}"));
+    }
+    old += &line(&t, 1, &format!("ended approved {d1}AE00210"));
+    old += &line(&t, 2, &format!("ended approved {d2_answer}"));
+    old += &line(&t, 3, &format!("begun tcp 127.0.0.1:1 01 {d3}"));
+    old += &line(&t, 4, &format!("begun tcp 127.0.0.1:1 01 {d4}"));
+    old += &line(&t, 4, &format!("ended unknown {d4}AE00201AF00207"));
+    old += &line(&t, 4, &format!("resolved approved {d4}AE00210"));
+    old += &line(&t, 5, &format!("begun tcp 127.0.0.1:1 01 {d5}"));
+    old += &line(&t, 5, &format!("ended declined {d5}AE00201AF00204"));
+    // The current generation: tx 2 carried over, then new ones.
+    let mut cur = line(&t, 0, "rotated");
+    cur += &line(&t, 2, &format!("begun tcp 127.0.0.1:1 01 {d2}"));
+    cur += &line(&t, 2, &format!("ended approved {d2_answer}"));
+    cur += &line(&t, 6, &format!("begun tcp 127.0.0.1:2 02 {d6}"));
+    cur += &line(&t, 6, &format!("ended approved {d6}AE00210"));
+    cur += &line(&t, 7, &format!("begun tcp 127.0.0.1:1 01 {d7}"));
+    cur += &line(&t, 7, &format!("ended approved {d7}AE00210"));
+    let journal = d.dir.join("journal");
+    std::fs::write(d.dir.join("journal.1"), &old).unwrap();
+    std::fs::write(&journal, &cur).unwrap();
+    d.spawn();
+    // tx 3, begun and never ended, is closed unknown at start.
+    d.wait_log("tx 3: begun");
+    let out = ok(&d.ctl(&["totals", day]));
+    // 10.00 + 4.00 charged of 10.00 + 1.00 deferred; tx 2 once.
+    assert!(
+        out.contains("register 01 EUR: debit 3 = 15.00 EUR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("register 02 EUR: credit 1 = 2.00 EUR"),
+        "{out}"
+    );
+    assert!(out.contains("not counted above"), "{out}");
+    assert!(
+        out.contains("tx 3 register 01 debit 7.00 EUR: unknown"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tx 4 register 01 debit 9.00 EUR: approved, resolved later"),
+        "{out}"
+    );
+    assert!(!out.contains("tx 5"), "declined are not listed: {out}");
+    // journal.1 was the first journal: nothing is missing.
+    assert!(!out.contains("incomplete"), "{out}");
+    let shown = ok(&d.ctl(&["show", "3"]));
+    assert!(shown.contains("tx 5 "), "{shown}");
+    assert!(
+        shown.contains("tx 7 ") && shown.contains("deferred-debit"),
+        "{shown}"
+    );
+
+    // Once journal.1 is itself a rotation's, what came before it is gone.
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    let old = std::fs::read_to_string(d.dir.join("journal.1")).unwrap();
+    std::fs::write(d.dir.join("journal.1"), line(&t, 0, "rotated") + &old).unwrap();
+    d.spawn();
+    let out = ok(&d.ctl(&["totals", day]));
+    let hms = &t[11..19];
+    assert!(
+        out.contains(&format!("incomplete: the journal starts at {day} {hms}")),
+        "{out}"
+    );
+    // The rotation line is no unreadable line.
+    assert!(!d.log_text().contains("unreadable"), "{}", d.log_text());
+}
+
+#[test]
+fn totals_through_real_rotations() {
+    let d = start("journal-size 4K\njournal-keep 1");
+    let mut approved = 0u64;
+    let rotated = |n: usize| d.log_text().matches(": rotated, ").count() >= n;
+    while !rotated(1) {
+        let a = exchange(d.addr, debit("1000").as_bytes());
+        assert_eq!(get(&a, "AE").as_deref(), Some("10"));
+        approved += 1;
+        assert!(approved < 200, "no rotation");
+    }
+    // A few more, so that the new generation has records of its own.
+    for _ in 0..3 {
+        exchange(d.addr, debit("1000").as_bytes());
+        approved += 1;
+    }
+    // The current generation starts with its rotation line, dated.
+    let day = d.journal()[..10].to_string();
+    let out = ok(&d.ctl(&["totals", &day]));
+    assert!(
+        out.contains(&format!(
+            "register 01 EUR: debit {approved} = {}.00 EUR",
+            approved * 10
+        )),
+        "{approved}: {out}"
+    );
+    assert!(!out.contains("incomplete"), "{out}");
+    // A second rotation drops the first journal.
+    while !rotated(2) {
+        exchange(d.addr, debit("1000").as_bytes());
+    }
+    let out = ok(&d.ctl(&["totals", &day]));
+    assert!(out.contains("incomplete: the journal starts at "), "{out}");
+}
+
+#[test]
+fn reload_says_what_changed_or_where_the_file_is_wrong() {
+    let d = start("");
+    let conf = |extra: &str| {
+        format!(
+            "listen {}\n{}control {}\n{extra}",
+            d.addr,
+            d.base_config().replace("control none\n", ""),
+            d.control_socket().display()
+        )
+    };
+    d.write_config(&conf("simulator-delay 1s\n"));
+    let out = ok(&d.ctl(&["reload"]));
+    assert!(out.starts_with("reloaded "), "{out}");
+    assert!(out.contains("was: simulator-delay 0s"), "{out}");
+    assert!(out.contains("now: simulator-delay 1s"), "{out}");
+    d.write_config(&conf("simulator-delay 1s\nlisten nowhere\n"));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    let file = d.dir.join("concertd.conf");
+    assert!(e.contains(&format!("{}:6:", file.display())), "{e}");
+    assert!(e.contains("the running configuration is kept"), "{e}");
+    // Still running, still on the socket.
+    assert!(ok(&d.ctl(&["status"])).contains("running: none"));
+}
+
+#[test]
+fn concertctl_exit_codes() {
+    let dir = temp_dir();
+    let missing = dir.join("none.sock");
+    let o = run(CONCERTCTL, &["-s", missing.to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains(missing.to_str().unwrap()), "{e}");
+    assert!(e.contains("check that concertd runs"), "{e}");
+    // A socket file nobody answers on: not reachable either.
+    drop(UnixListener::bind(&missing).unwrap());
+    let o = run(CONCERTCTL, &["-s", missing.to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A wrong command line: refused before connecting.
+    let o = run(CONCERTCTL, &["-s", missing.to_str().unwrap(), "frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown command"), "{}", stderr(&o));
+    let o = run(CONCERTCTL, &["-s", missing.to_str().unwrap(), "show", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends `bytes` as a client would, and returns the whole answer.
+fn raw(d: &Daemon, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(d.control_socket()).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_daemon_refuses_bad_commands_long_lines_and_extra_connections() {
+    let d = start("");
+    assert!(raw(&d, b"frobnicate\n").starts_with("refused\nunknown command"));
+    let long = vec![b'x'; 300];
+    let out = raw(&d, &long);
+    assert!(
+        out.starts_with("refused\ncommand longer than 256 bytes"),
+        "{out}"
+    );
+    // Four idle connections hold every place; the fifth is refused at once.
+    let idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(d.control_socket()).unwrap())
+        .collect();
+    loop_until(|| {
+        let out = raw(&d, b"status\n");
+        out.starts_with("refused\ntoo many control connections (at most 4)")
+            .then_some(())
+    });
+    drop(idle);
+    loop_until(|| raw(&d, b"status\n").starts_with("ok\n").then_some(()));
+}
+
+#[test]
+fn a_stale_socket_is_replaced_a_live_one_is_left_alone() {
+    let dir = temp_dir();
+    let sock = dir.join("c.sock");
+    // Left behind by a daemon that was killed: nobody answers on it.
+    drop(UnixListener::bind(&sock).unwrap());
+    let extra = format!("control {}", sock.display());
+    let d = Daemon::start(&extra);
+    d.wait_log("stale socket (nobody answers), removed");
+    assert!(ok(&run(CONCERTCTL, &["-s", sock.to_str().unwrap(), "status"])).contains("running"));
+    // A second daemon on the same socket leaves the first one's alone.
+    let d2 = Daemon::start(&extra);
+    d2.wait_log("is answered by another process");
+    assert!(d2.log_text().contains("no control socket"));
+    assert!(
+        ok(&run(CONCERTCTL, &["-s", sock.to_str().unwrap(), "status"]))
+            .contains(&format!("listening on {}", d.addr))
+    );
+    // Its directory cannot be made: a warning, and the service runs.
+    let file = dir.join("file");
+    std::fs::write(&file, "").unwrap();
+    let d3 = Daemon::start(&format!("control {}/sub/c.sock", file.display()));
+    let w = d3.wait_log("no control socket");
+    assert!(w.contains("WARN") && w.contains("cannot make"), "{w}");
+    // A clean stop removes the socket.
+    d.signal(libc::SIGTERM);
+    let mut d = d;
+    d.wait_exit();
+    assert!(!sock.exists());
+    drop((d2, d3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
