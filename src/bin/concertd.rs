@@ -273,16 +273,16 @@ fn run(args: Args) -> Result<(), Error> {
         path: cfg.journal.clone(),
         keep: cfg.journal_keep,
     };
-    let (mut service, stopped) = match Service::start(cfg, file, bound, backend, stage, journal, contents)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(r) = ready.take() {
-                r.fail(&e.to_string());
+    let (mut service, stopped) =
+        match Service::start(cfg, file, bound, backend, stage, journal, contents) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    r.fail(&e.to_string());
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signals;
     std::thread::Builder::new()
