@@ -17,6 +17,7 @@ use crate::clock::{self, Civil};
 use crate::currency;
 use crate::journal::{self, Record, Verdict};
 use crate::operation::Operation;
+use crate::stage::Stage;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -94,23 +95,29 @@ impl std::fmt::Display for Day {
 }
 
 /// What a control connection may ask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Status,
     Show(usize),
     /// `None`: today.
     Totals(Option<Day>),
     Reload,
+    /// A command for the simulator on demand (`next`, `hold`, `decide`,
+    /// `press`), read by the stage itself.
+    Simulator(String),
 }
 
 /// The commands, for messages and `concertctl -h`.
-pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload";
+pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, \
+                            next [OUTCOME [QUIRK...] | clear], hold on|off, \
+                            decide OUTCOME [QUIRK...], press red";
 
 impl Command {
     /// One command line, its words separated by blanks.
     pub fn parse(line: &str) -> Result<Command, String> {
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         match words.as_slice() {
+            ["next" | "hold" | "decide" | "press", ..] => Ok(Command::Simulator(words.join(" "))),
             ["status"] => Ok(Command::Status),
             ["reload"] => Ok(Command::Reload),
             ["show"] => Ok(Command::Show(DEFAULT_SHOW)),
@@ -227,7 +234,12 @@ pub struct Journal {
 
 /// Serves the socket on a thread of its own, each connection on one more.
 /// The caller keeps `socket`, whose file goes when it is dropped.
-pub fn serve(socket: &Socket, journal: Journal, ask: Sender<Ask>) -> io::Result<()> {
+pub fn serve(
+    socket: &Socket,
+    journal: Journal,
+    ask: Sender<Ask>,
+    stage: Arc<Stage>,
+) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     let listener = socket.listener.try_clone()?;
     log::info!("control socket {}", socket.path.display());
@@ -249,10 +261,11 @@ pub fn serve(socket: &Socket, journal: Journal, ask: Sender<Ask>) -> io::Result<
                     continue;
                 }
                 let (journal, ask, done) = (journal.clone(), ask.clone(), Arc::clone(&active));
+                let stage = Arc::clone(&stage);
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        connection(conn, &journal, &ask);
+                        connection(conn, &journal, &ask, &stage);
                         done.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
@@ -278,10 +291,10 @@ fn read_command(conn: &UnixStream) -> Result<String, String> {
     String::from_utf8(line).map_err(|_| "the command is not UTF-8".into())
 }
 
-fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>) {
+fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) {
     let answer = read_command(&conn)
         .and_then(|l| Command::parse(&l))
-        .and_then(|c| run(c, journal, ask));
+        .and_then(|c| run(c, journal, ask, stage));
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),
         Err(e) => format!("refused\n{e}"),
@@ -295,8 +308,18 @@ fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>) {
     let _ = conn.write_all(text.as_bytes());
 }
 
-fn run(c: Command, journal: &Journal, ask: &Sender<Ask>) -> Result<String, String> {
+fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Result<String, String> {
     match c {
+        // Straight to the stage: a decision must reach a held transaction
+        // while the worker waits for it.
+        Command::Simulator(line) => {
+            let r = stage.command(&line);
+            match &r {
+                Ok(said) => log::info!("control: {line}: {said}"),
+                Err(why) => log::info!("control: {line}: refused: {why}"),
+            }
+            r
+        }
         Command::Status => {
             let (tx, rx) = bounded(1);
             ask.send(Ask::Status(tx))

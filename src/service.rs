@@ -418,6 +418,16 @@ impl Service {
             Ok(lines) => out.extend(lines),
             Err(_) => out.push("worker: no answer (stopped?)".into()),
         }
+        if self.cfg.terminal == crate::config::Terminal::Simulator {
+            out.extend(
+                self.shared
+                    .worker
+                    .stage()
+                    .state()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
         use crate::floodgate::Kind;
         out.push(format!(
             "refused connections: {}; bad requests: {}",

@@ -352,3 +352,67 @@ fn a_stale_socket_is_replaced_a_live_one_is_left_alone() {
     drop((d2, d3));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The simulator on demand from a second process: armed outcomes, a
+/// cardholder deciding at the keypad while the register waits, the red
+/// key; refused with another terminal.
+#[test]
+fn the_simulator_takes_orders_from_concertctl() {
+    let d = start("");
+    assert_eq!(ok(&d.ctl(&["next", "refuse"])), "armed: refuse\n");
+    assert!(ok(&d.ctl(&["status"])).contains("next: refuse"));
+    // The amount table would approve 12.00: the armed outcome wins, once.
+    let a = exchange(d.addr, debit("1200").as_bytes());
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    assert_eq!(ok(&d.ctl(&["next"])), "nothing armed\n");
+    let a = exchange(d.addr, debit("1200").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+
+    // Manual mode: the register waits until the keypad decides.
+    assert!(ok(&d.ctl(&["hold", "on"])).starts_with("hold on"));
+    let held = |cb: &'static str| {
+        let addr = d.addr;
+        std::thread::spawn(move || exchange(addr, debit(cb).as_bytes()))
+    };
+    let waiting = || {
+        loop_until(|| {
+            let s = ok(&d.ctl(&["status"]));
+            s.contains("waiting for a decision").then_some(s)
+        })
+    };
+    let register = held("1300");
+    waiting();
+    let said = ok(&d.ctl(&["decide", "abandon"]));
+    assert!(said.ends_with(" decided\n"), "{said}");
+    let a = register.join().unwrap();
+    assert_eq!(get(&a, "AF").as_deref(), Some("06"), "{}", text(&a));
+    // Nothing waits now: a decision is refused.
+    let o = d.ctl(&["decide", "approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("no transaction is waiting"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The red key ends the running transaction abandoned.
+    let register = held("1400");
+    waiting();
+    assert!(ok(&d.ctl(&["press", "red"])).contains("red key pressed"));
+    let a = register.join().unwrap();
+    assert_eq!(get(&a, "AF").as_deref(), Some("06"), "{}", text(&a));
+    assert!(ok(&d.ctl(&["hold", "off"])).starts_with("hold off"));
+    let a = exchange(d.addr, debit("1500").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    // Each decision is journaled with its transaction.
+    let j = d.journal();
+    assert!(j.contains(" simulated "), "{j}");
+
+    // Words outside the vocabulary, and another terminal: refused.
+    let o = d.ctl(&["next", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = start("terminal exec /bin/true\n");
+    let o = e.ctl(&["next", "approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("not the simulator"), "{}", stderr(&o));
+}

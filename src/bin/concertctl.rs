@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: concertctl [-hV] [-s socket] command [argument]";
+const USAGE: &str = "usage: concertctl [-hV] [-s socket] command [argument ...]";
 
 /// Longer than concertd's own wait for a reload (30 s).
 const ANSWER_WAIT: Duration = Duration::from_secs(40);

@@ -273,6 +273,7 @@ fn run(args: Args) -> Result<(), Error> {
         path: cfg.journal.clone(),
         keep: cfg.journal_keep,
     };
+    let ctl_stage = std::sync::Arc::clone(&stage);
     let (mut service, stopped) =
         match Service::start(cfg, file, bound, backend, stage, journal, contents) {
             Ok(s) => s,
@@ -299,7 +300,7 @@ fn run(args: Args) -> Result<(), Error> {
     // closed channel is always ready, and the loop would spin).
     let (ask_tx, asks) = unbounded();
     if let Some(s) = &control {
-        control::serve(s, journal_files, ask_tx.clone())
+        control::serve(s, journal_files, ask_tx.clone(), ctl_stage)
             .map_err(|e| Error::io("cannot start the control thread", e))?;
     }
     // config-watch: inotify says when the file changed, and the change is
