@@ -404,3 +404,23 @@ fn a_refundable_debit_outlives_journal_rotation() {
     let a = exchange(d.addr, payment("1", "700", &im).as_bytes());
     assert!(text(&a).contains("AE00210"), "{}", text(&a));
 }
+
+/// The requests of the clients in use, as they send them, get the answers
+/// of a terminal without the PayXpress extensions, byte for byte: the
+/// extensions are off unless asked for.
+#[test]
+fn odoo_and_akretion_requests_get_plain_answers() {
+    let d = Daemon::start(&fixed_terminal());
+    // The Odoo Caisse-AP addon (0.05 EUR: CB of one digit, its tag order).
+    let odoo = b"CZ0040300CJ012012345678901CA00201CE003978BF0010CD0010CB0015";
+    assert_eq!(
+        text(&exchange_open(d.addr, odoo)),
+        "CZ0040300CJ012012345678901CA00201CB0015CD0010CE003978AE00210AC006123456"
+    );
+    // The Akretion client: BA0 before CD and CB.
+    let akretion = b"CZ0040300CJ012247300123456CA00201CE003978BA0010CD0010CB0041234";
+    assert_eq!(
+        text(&exchange(d.addr, akretion)),
+        "CZ0040300CJ012247300123456CA00201CB0041234CD0010CE003978AE00210AC006123456"
+    );
+}
