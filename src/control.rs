@@ -606,11 +606,19 @@ mod tests {
             "totals +026-01-01",
             "status now",
             "STATUS",
-            "next approve",
         ] {
             assert!(Command::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Command::parse("frob").unwrap_err().contains(COMMANDS));
+        // The simulator's commands go whole to the stage, which reads them.
+        assert_eq!(
+            Command::parse(" next  approve split=3 "),
+            Ok(Command::Simulator("next approve split=3".into()))
+        );
+        assert_eq!(
+            Command::parse("press red"),
+            Ok(Command::Simulator("press red".into()))
+        );
     }
 
     const T: &str = "2026-11-26T16:07:28.800Z";
