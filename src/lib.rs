@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod assemble;
 pub mod base64;
+pub mod channel;
 pub mod clock;
 pub mod currency;
 pub mod framing;

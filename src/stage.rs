@@ -38,23 +38,7 @@ const MAX_ANSWERS: usize = 32;
 /// Script lines longer than this are not a plan but a wrong file.
 const MAX_LINE: usize = 1024;
 
-/// The way a request came, as the stage knows it. (Not the backend's
-/// `Channel`: the backends sit above this module, which the configuration
-/// reads.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    Tcp,
-    Serial,
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Channel::Tcp => "tcp",
-            Channel::Serial => "serial",
-        })
-    }
-}
+pub use crate::channel::Channel;
 
 /// What a simulated transaction ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1218,18 +1218,23 @@ impl Worker {
         }
     }
 
+    /// The running transaction, as SIGUSR1 and `concertctl status` say it.
+    fn running_line(r: &Running) -> String {
+        format!(
+            "running tx {} {}{} register {:02} from {} {} for {:.1} s",
+            r.id,
+            r.request.op.name(),
+            amount_label(&r.request),
+            r.request.register,
+            r.origin.channel,
+            r.origin.peer,
+            r.started.elapsed().as_secs_f64()
+        )
+    }
+
     fn report(&self) {
         match &self.running {
-            Some(r) => log::info!(
-                "state: running tx {} {}{} register {:02} from {} {} for {:.1} s",
-                r.id,
-                r.request.op.name(),
-                amount_label(&r.request),
-                r.request.register,
-                r.origin.channel,
-                r.origin.peer,
-                r.started.elapsed().as_secs_f64()
-            ),
+            Some(r) => log::info!("state: {}", Worker::running_line(r)),
             None if self.stopping => log::info!("state: stopping"),
             None => log::info!("state: idle"),
         }
@@ -1264,16 +1269,7 @@ impl Worker {
     fn status_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.push(match &self.running {
-            Some(r) => format!(
-                "running: tx {} {}{} register {:02} from {} {} for {:.1} s",
-                r.id,
-                r.request.op.name(),
-                amount_label(&r.request),
-                r.request.register,
-                r.origin.channel,
-                r.origin.peer,
-                r.started.elapsed().as_secs_f64()
-            ),
+            Some(r) => Worker::running_line(r).replacen("running tx", "running: tx", 1),
             None if self.stopping => "running: none, stopping".into(),
             None => "running: none".into(),
         });

@@ -9,35 +9,9 @@ pub mod simulator;
 use crate::answer::Outcome;
 use crate::request::Request;
 use crossbeam_channel::Sender;
-use std::fmt;
 use std::sync::Arc;
 
-/// The way a request came: a TCP connection or the serial line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    Tcp,
-    Serial,
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Channel::Tcp => "tcp",
-            Channel::Serial => "serial",
-        })
-    }
-}
-
-impl Channel {
-    /// The channel a journal record names, as `Display` wrote it.
-    pub fn from_name(name: &str) -> Option<Channel> {
-        match name {
-            "tcp" => Some(Channel::Tcp),
-            "serial" => Some(Channel::Serial),
-            _ => None,
-        }
-    }
-}
+pub use crate::channel::Channel;
 
 /// A transaction handed to a backend.
 #[derive(Clone, Debug)]

@@ -295,13 +295,6 @@ fn book(ledger: &Mutex<Ledger>, tx: &Transaction, o: &Outcome) {
     e.1 += signed;
 }
 
-fn channel_of(tx: &Transaction) -> crate::stage::Channel {
-    match tx.channel {
-        crate::backend::Channel::Tcp => crate::stage::Channel::Tcp,
-        crate::backend::Channel::Serial => crate::stage::Channel::Serial,
-    }
-}
-
 /// Books an outcome in the ledger and reports it.
 fn end(ledger: &Mutex<Ledger>, tx: &Transaction, outcome: Outcome, done: &Sender<Done>) {
     book(ledger, tx, &outcome);
@@ -357,7 +350,7 @@ impl Backend for Simulator {
             );
         }
         let mut rng = Rng(self.rng.next());
-        let first = match self.stage.begin(tx.id, channel_of(tx)) {
+        let first = match self.stage.begin(tx.id, tx.channel) {
             Begin::Table => Some(conclude(&mut rng, &self.ledger, tx, None)),
             Begin::Plan { fate, note } => {
                 tell(tx.id, note, &done);
@@ -390,7 +383,7 @@ impl Backend for Simulator {
         let answer = done.clone();
         let waiting = first.is_none();
         // Known to the stage before the thread can end and say so.
-        self.stage.running(id, channel_of(&tx), cmd_tx, waiting);
+        self.stage.running(id, tx.channel, cmd_tx, waiting);
         let spawned = std::thread::Builder::new()
             .name("simulator".into())
             .stack_size(64 * 1024)
