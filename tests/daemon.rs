@@ -114,27 +114,9 @@ fn sigusr1_logs_the_live_state() {
 #[test]
 fn daemon_mode_pid_file_and_second_instance() {
     let dir = temp_dir();
-    let pidfile = dir.join("concertd.pid");
-    let conf = dir.join("concertd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
-            dir.join("journal").display(),
-            pidfile.display(),
-            dir.join("log").display()
-        ),
-    )
-    .unwrap();
-    let start = || {
-        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-        Command::new(CONCERTD)
-            .arg("-f")
-            .arg(&conf)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    };
+    let dd = Detached::new(&dir);
+    let pidfile = dd.pidfile.clone();
+    let start = || dd.start(&[]);
     // The parent returns once the daemon listens.
     let o = start();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

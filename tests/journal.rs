@@ -314,31 +314,11 @@ fn one_journal_one_daemon_through_rotation_and_reload() {
 #[test]
 fn the_detached_daemon_keeps_the_journal_lock_after_the_fork() {
     let dir = temp_dir();
-    let pidfile = dir.join("concertd.pid");
-    let conf = dir.join("concertd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\npidfile {}\nlog-file {}\n",
-            dir.join("journal").display(),
-            pidfile.display(),
-            dir.join("log").display()
-        ),
-    )
-    .unwrap();
-    let o = {
-        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-        std::process::Command::new(CONCERTD)
-            .arg("-f")
-            .arg(&conf)
-            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    };
+    let dd = Detached::new(&dir);
+    let o = dd.start(&[("CONCERTD_TEST_SYSLOG", &dir.join("no-syslog"))]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let reap = Reap::from_pid_file(&pidfile);
-    let addr = listening_in(&dir.join("log"));
+    let reap = Reap::from_pid_file(&dd.pidfile);
+    let addr = listening_in(&dd.log);
     // The parent that took the lock has exited: the daemon holds it, and
     // is the pid named. (On the daemon's address: without the lock this
     // one would fail too, but on the port.)

@@ -819,6 +819,50 @@ impl Drop for Reap {
     }
 }
 
+/// A daemon started the way an init script does (no `-d`): the parent
+/// returns once the detached one listens; its pid file, log file and
+/// journal are in `dir`.
+pub struct Detached {
+    pub conf: PathBuf,
+    pub pidfile: PathBuf,
+    pub log: PathBuf,
+    pub journal: PathBuf,
+}
+
+impl Detached {
+    pub fn new(dir: &std::path::Path) -> Detached {
+        let d = Detached {
+            conf: dir.join("concertd.conf"),
+            pidfile: dir.join("concertd.pid"),
+            log: dir.join("log"),
+            journal: dir.join("journal"),
+        };
+        std::fs::write(
+            &d.conf,
+            format!(
+                "listen 127.0.0.1:0\nsimulator-delay 0\ncontrol none\njournal {}\npidfile {}\n\
+                 log-file {}\n",
+                d.journal.display(),
+                d.pidfile.display(),
+                d.log.display()
+            ),
+        )
+        .unwrap();
+        d
+    }
+
+    /// Runs `concertd -f CONF` to its parent's exit, with `env` set.
+    pub fn start(&self, env: &[(&str, &std::path::Path)]) -> Output {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = Command::new(CONCERTD);
+        c.arg("-f").arg(&self.conf).env_remove("RUST_LOG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+}
+
 /// Polls a condition that the daemon makes true without logging it.
 pub fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
