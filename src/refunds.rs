@@ -109,7 +109,10 @@ impl fmt::Display for Refusal {
                 "tx {id} is not known as an approved debit (not in the journal, not an approved \
                  debit, or older than the approved debits kept)"
             ),
-            Refusal::Cancelled(id) => write!(f, "tx {id} was cancelled"),
+            Refusal::Cancelled(id) => write!(
+                f,
+                "tx {id} was cancelled (or its cancellation's outcome is unknown)"
+            ),
             Refusal::Currency { id, debit, asked } => write!(
                 f,
                 "tx {id} was in currency {}, the refund asks {}",
@@ -255,9 +258,27 @@ impl Refunds {
         self.trim();
     }
 
-    /// An approved cancellation of debit `id`.
+    /// An approved cancellation of debit `id`, or one whose outcome is
+    /// unknown: the money may be back on the card, so refunding it too
+    /// could pay out twice.
     pub fn cancelled(&mut self, id: u64, cancel: &Record) {
         self.change(id, |d| d.cancel = Some(cancel.clone()));
+    }
+
+    /// The debit a cancellation was counted against, if it is kept.
+    pub fn cancelled_by(&self, cancel: u64) -> Option<u64> {
+        self.debits
+            .iter()
+            .find(|(_, d)| d.cancel.as_ref().is_some_and(|c| c.id == cancel))
+            .map(|(id, _)| *id)
+    }
+
+    /// A cancellation found declined, or never done, after all: its debit
+    /// may be refunded again.
+    pub fn cancel_undone(&mut self, cancel: u64) {
+        if let Some(id) = self.cancelled_by(cancel) {
+            self.change(id, |d| d.cancel = None);
+        }
     }
 
     /// A refund of debit `of`: `amount` is what counts against it (the
@@ -325,6 +346,22 @@ mod tests {
             id,
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn a_cancellation_blocks_refunds_until_it_is_undone() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(1), Some(978), 1000);
+        x.cancelled(1, &rec(2));
+        assert_eq!(x.cancelled_by(2), Some(1));
+        assert_eq!(x.check("1", Some(978), 1), Err(Refusal::Cancelled(1)));
+        x.cancel_undone(3);
+        assert_eq!(x.check("1", Some(978), 1), Err(Refusal::Cancelled(1)));
+        x.cancel_undone(2);
+        assert_eq!(
+            (x.cancelled_by(2), x.check("1", Some(978), 1)),
+            (None, Ok(1))
+        );
     }
 
     fn heavy(id: u64, bytes: usize) -> Record {

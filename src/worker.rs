@@ -490,8 +490,9 @@ impl Worker {
     }
 
     /// What an ended (or resolved) transaction changes for refunds by
-    /// reference: an approved debit becomes refundable, an approved
-    /// cancellation ends that, and a refund counts against its debit when
+    /// reference: an approved debit becomes refundable, a cancellation
+    /// approved or of unknown outcome ends that (until it is found
+    /// declined), and a refund counts against its debit when
     /// approved (the charged amount) or unknown (the asked amount: money
     /// may have moved, and a refund with a lost answer must not make room
     /// for another).
@@ -501,9 +502,13 @@ impl Worker {
         if req.op.is_debit() && verdict == Some(Verdict::Approved) {
             let charged = c.outcome.charged(req.amount);
             self.refunds.debit(&c.record, req.currency, charged);
-        } else if req.op == Operation::Cancel && verdict == Some(Verdict::Approved) {
-            if let Some(id) = cancels {
-                self.refunds.cancelled(id, &c.record);
+        } else if req.op == Operation::Cancel {
+            match (verdict, cancels) {
+                (Some(Verdict::Declined | Verdict::NotDone), _) => {
+                    self.refunds.cancel_undone(c.record.id)
+                }
+                (_, Some(id)) => self.refunds.cancelled(id, &c.record),
+                (_, None) => {}
             }
         } else if let Some(of) = req.refund_of.as_deref().and_then(crate::refunds::id_of) {
             let counts = match verdict {
@@ -996,7 +1001,8 @@ impl Worker {
             age: old.age,
             key: old.key.clone(),
         };
-        self.account(&settled, None);
+        let cancels = self.refunds.cancelled_by(id);
+        self.account(&settled, cancels);
         let current = self
             .memory
             .last(register)

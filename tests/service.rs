@@ -424,3 +424,33 @@ fn odoo_and_akretion_requests_get_plain_answers() {
         "CZ0040300CJ012247300123456CA00201CB0041234CD0010CE003978AE00210AC006123456"
     );
 }
+
+/// A cancellation whose answer was lost may have put the money back on the
+/// card: until its outcome is known, its debit is not refunded by
+/// reference too, before or after a restart.
+#[test]
+fn a_cancellation_of_unknown_outcome_blocks_refunds_of_its_debit() {
+    let dir = temp_dir();
+    let script = dir.join("script");
+    std::fs::write(&script, "approve\nunknown\n").unwrap();
+    let mut d = Daemon::start(&format!("simulator-script {}\n", script.display()));
+    let a = exchange(d.addr, payment("0", "1000", "").as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+    // The cancellation's answer is lost: the journal says unknown.
+    let a = exchange(d.addr, payment("2", "1000", "").as_bytes());
+    assert!(a.is_empty(), "{}", text(&a));
+    loop_until(|| d.journal().contains(" ended unknown ").then_some(()));
+    let refund = payment("1", "500", &el("IM", &id));
+    for round in 0..2 {
+        let a = exchange(d.addr, refund.as_bytes());
+        assert!(text(&a).contains("AE00201AF00204"), "{round}: {}", text(&a));
+        // Each start logs afresh.
+        d.wait_log(&format!(
+            "tx {id} was cancelled (or its cancellation's outcome is unknown)"
+        ));
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit().success());
+        d.spawn();
+    }
+}
