@@ -454,3 +454,25 @@ fn a_cancellation_of_unknown_outcome_blocks_refunds_of_its_debit() {
         d.spawn();
     }
 }
+
+/// A payment program is told which debit a refund by reference names.
+#[test]
+fn exec_is_told_which_debit_a_refund_names() {
+    let dir = temp_dir();
+    let script = dir.join("pay.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nenv | grep '^CONCERT_REFUND_OF=' > \"$(dirname \"$0\")/of.$CONCERT_OPERATION\"\n\
+         echo AE=10\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&format!("terminal exec {}\n", script.display()));
+    assert!(text(&exchange(d.addr, payment("0", "1000", "").as_bytes())).contains("AE00210"));
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+    let a = exchange(d.addr, payment("1", "400", &el("IM", &id)).as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    let read = |op: &str| std::fs::read_to_string(dir.join(format!("of.{op}"))).unwrap();
+    assert_eq!(read("debit"), "CONCERT_REFUND_OF=\n");
+    assert_eq!(read("credit"), format!("CONCERT_REFUND_OF={id}\n"));
+}

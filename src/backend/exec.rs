@@ -643,6 +643,7 @@ impl Backend for Exec {
                 "CONCERT_RECEIPT_EMAIL",
                 r.receipt_email.clone().unwrap_or_default(),
             )
+            .env("CONCERT_REFUND_OF", r.refund_of.clone().unwrap_or_default())
             .env(
                 "CONCERT_FRAME",
                 String::from_utf8_lossy(&r.frame.encode()).into_owned(),
