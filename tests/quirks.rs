@@ -283,3 +283,46 @@ fn a_bad_script_line_is_a_configuration_error_with_its_place() {
         "{e}"
     );
 }
+
+#[test]
+fn no_ack_then_the_registers_second_enq_is_taken() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let mut r = pty(&link);
+    let script = dir.join("scenario");
+    std::fs::write(&script, "approve no-ack\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        link.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    r.send(&[concert::framing::ENQ]);
+    // Withheld: the register's next ENQ is its retry, and is ACKed once.
+    d.wait_log("ENQ not ACKed (simulator no-ack)");
+    assert_eq!(r.request(DEBIT.as_bytes()), ACK);
+    r.send(&[concert::framing::EOT]);
+    let a = r.answer();
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    assert!(d.journal().contains("no-ack applied before the request"));
+}
+
+#[test]
+fn slow_enq_opens_the_answer_session_late_and_says_so() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let mut r = pty(&link);
+    let script = dir.join("scenario");
+    std::fs::write(&script, "refuse slow-enq=300ms\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        link.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    assert_eq!(r.request(DEBIT.as_bytes()), ACK);
+    r.send(&[concert::framing::EOT]);
+    d.wait_log("our ENQ 300ms late (slow-enq)");
+    let a = r.answer();
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+}
