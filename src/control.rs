@@ -335,23 +335,29 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
             rx.recv_timeout(ASK_WAIT)
                 .map_err(|_| "concertd did not answer (stopping?)".to_string())?
         }
-        Command::Show(n) => {
-            let h = read(journal)?;
+        Command::Show(n) => read(journal, |h| {
             let skip = h.records.len().saturating_sub(n);
-            Ok(show(&h.records[skip..], |s| clock::local(s, 0)))
-        }
+            show(&h.records[skip..], |s| clock::local(s, 0))
+        }),
         Command::Totals(day) => {
-            let h = read(journal)?;
             let day = day.unwrap_or_else(|| Day::of(&clock::now()));
-            Ok(totals(&h.records, day, h.starts.as_deref(), |s| {
-                clock::local(s, 0)
-            }))
+            read(journal, |h| {
+                totals(&h.records, day, h.starts.as_deref(), |s| clock::local(s, 0))
+            })
         }
     }
 }
 
-fn read(j: &Journal) -> Result<journal::History, String> {
+/// One read of the journal at a time: each holds every kept generation's
+/// records in memory until its answer is made, so several control
+/// connections must not multiply that.
+static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `f` of the whole journal, read (and used) by one connection at a time.
+fn read<T>(j: &Journal, f: impl FnOnce(&journal::History) -> T) -> Result<T, String> {
+    let _one = READING.lock().unwrap_or_else(|p| p.into_inner());
     journal::read_all(&j.path, j.keep)
+        .map(|h| f(&h))
         .map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()))
 }
 
