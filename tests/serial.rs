@@ -248,14 +248,21 @@ fn no_ack_to_our_enq_three_tries_then_idle() {
         // Say nothing: the terminal gives up on this try with EOT.
         assert_eq!(r.byte(), EOT);
     }
-    d.wait_log("answer not delivered: no ACK to 3 ENQ");
+    undelivered_then_idle(&d, &mut r, "no ACK to 3 ENQ");
+}
+
+/// An answer the link could not deliver for `why`: said in the log and
+/// journaled, its outcome kept for a status request, and the link idle
+/// again for the next request.
+fn undelivered_then_idle(d: &Daemon, r: &mut Register, why: &str) {
+    d.wait_log(&format!("answer not delivered: {why}"));
+    // The worker journals it once the link has reported it.
     d.wait_log("answer not delivered to");
     assert!(
-        d.journal().contains(" undelivered no ACK to 3 ENQ"),
+        d.journal().contains(&format!(" undelivered {why}")),
         "{}",
         d.journal()
     );
-    // The link is idle again and the outcome is kept for a status request.
     let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
     assert!(text(&s).contains("AE00210"), "{}", text(&s));
     assert_eq!(r.request(PTM), ACK);
@@ -444,18 +451,5 @@ fn register_naks_our_answer_three_times() {
         r.send(&[NAK]);
     }
     assert_eq!(r.byte(), EOT);
-    d.wait_log("answer not delivered: frame not acknowledged after 3 tries");
-    // The worker journals it once the link has reported it.
-    d.wait_log("answer not delivered to");
-    assert!(
-        d.journal()
-            .contains(" undelivered frame not acknowledged after 3 tries"),
-        "{}",
-        d.journal()
-    );
-    // The outcome is kept for a status request, and the link is idle again.
-    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
-    assert!(text(&s).contains("AE00210"), "{}", text(&s));
-    assert_eq!(r.request(PTM), ACK);
-    assert_eq!(r.answer().len(), 80);
+    undelivered_then_idle(&d, &mut r, "frame not acknowledged after 3 tries");
 }
