@@ -135,20 +135,38 @@ enum Block {
 
 /// STX, the bytes up to ETX (or ETB when `etb`), then exactly one LRC
 /// byte (it may look like any control byte). An ENQ before the STX is the
-/// other side asking again, having missed our ACK.
-fn read_block(link: &mut Link, frame: Timer, cap: usize, etb: bool) -> io::Result<Block> {
+/// other side asking again, having missed our ACK. Each byte is waited
+/// for `frame`, and none past `until`; noise before the STX (at most `cap`
+/// bytes, or three ENQs) is a bad block, so that the other side cannot
+/// keep the read going without sending a frame.
+fn read_block(
+    link: &mut Link,
+    frame: Timer,
+    cap: usize,
+    etb: bool,
+    until: Option<Instant>,
+) -> io::Result<Block> {
+    let next = || {
+        let per_byte = Instant::now() + frame.wait;
+        until.map_or(per_byte, |u| u.min(per_byte))
+    };
+    let (mut noise, mut enqs) = (0, 0);
     loop {
-        match link.byte(Instant::now() + frame.wait)? {
+        match link.byte(next())? {
             None => return Ok(Block::Silence),
             Some(STX) => break,
             Some(EOT) => return Ok(Block::Eot),
-            Some(ENQ) => link.send(&[ACK])?,
-            Some(_) => {}
+            Some(ENQ) if enqs < TRIES => {
+                enqs += 1;
+                link.send(&[ACK])?
+            }
+            Some(_) if noise < cap => noise += 1,
+            Some(_) => return Ok(Block::Bad("no STX, only noise".into())),
         }
     }
     let mut payload = Vec::with_capacity(64);
     let end = loop {
-        match link.byte(Instant::now() + frame.wait)? {
+        match link.byte(next())? {
             None => return Ok(Block::Cut),
             Some(ETX) => break ETX,
             Some(ETB) if etb => break ETB,
@@ -156,7 +174,7 @@ fn read_block(link: &mut Link, frame: Timer, cap: usize, etb: bool) -> io::Resul
             Some(b) => payload.push(b),
         }
     };
-    let Some(got) = link.byte(Instant::now() + frame.wait)? else {
+    let Some(got) = link.byte(next())? else {
         return Ok(Block::Bad(format!("no LRC, {} fired", frame.name)));
     };
     let want = lrc(&payload) ^ end;
@@ -192,7 +210,7 @@ pub fn take<T>(
 ) -> io::Result<Option<T>> {
     link.send(&[ACK])?;
     for attempt in 1..=TRIES {
-        let why = match read_block(link, t.frame, cap, false)? {
+        let why = match read_block(link, t.frame, cap, false, None)? {
             Block::Eot => return Ok(None),
             Block::Silence => {
                 log::info!(
@@ -243,8 +261,11 @@ fn accept(link: &mut Link, t: &Timers) -> io::Result<()> {
 /// The register's side of the terminal's session: waits up to `first` for
 /// its ENQ, ACKs it, reads its frame or ETB blocks (NAKing a bad one, three
 /// times in all), and returns the joined payload, of at most `cap` bytes.
+/// The whole session ends within `first`: a terminal that trickles bytes
+/// or sends empty blocks cannot hold the caller longer.
 pub fn receive(link: &mut Link, t: &Timers, first: Timer, cap: usize) -> io::Result<Vec<u8>> {
     let err = |msg: String| Err(io::Error::other(msg));
+    let until = Instant::now() + first.wait;
     if link.wait_for(&[ENQ], first)?.is_none() {
         return err("no answer in time".into());
     }
@@ -252,7 +273,11 @@ pub fn receive(link: &mut Link, t: &Timers, first: Timer, cap: usize) -> io::Res
     let mut payload = Vec::new();
     let mut naks = 0;
     loop {
-        match read_block(link, t.frame, cap - payload.len(), true)? {
+        let read = match read_block(link, t.frame, cap - payload.len(), true, Some(until))? {
+            Block::Good(block, _) if block.is_empty() => Block::Bad("empty block".into()),
+            other => other,
+        };
+        match read {
             Block::Good(block, last) => {
                 link.send(&[ACK])?;
                 payload.extend_from_slice(&block);
@@ -264,12 +289,17 @@ pub fn receive(link: &mut Link, t: &Timers, first: Timer, cap: usize) -> io::Res
                 naks += 1;
                 log::info!("{}: bad frame ({why}): NAK ({naks}/{TRIES})", link.name());
                 link.send(&[NAK])?;
-                if naks == TRIES {
+                if naks == TRIES && why.starts_with("bad LRC") {
                     return err(format!("answer frame with a bad LRC, {TRIES} times"));
+                }
+                if naks == TRIES {
+                    return err(format!("bad answer frame, {TRIES} times (last: {why})"));
                 }
             }
             Block::Long => return err(format!("answer longer than {cap} bytes")),
+            Block::Cut if Instant::now() >= until => return err("no answer in time".into()),
             Block::Cut => return err("answer frame cut".into()),
+            Block::Silence if Instant::now() >= until => return err("no answer in time".into()),
             Block::Eot | Block::Silence => return err("no frame after ACK".into()),
         }
     }
@@ -467,5 +497,35 @@ mod tests {
         let w = Wire::default();
         let e = receive(&mut w.link(), &timers(), timers().ack, 100).unwrap_err();
         assert_eq!(e.to_string(), "no answer in time");
+    }
+
+    /// A terminal cannot keep the read going without a frame: empty ETB
+    /// blocks are NAKed like bad ones, and noise before the STX counts.
+    #[test]
+    fn empty_blocks_and_endless_noise_end_the_session() {
+        let first = Timer {
+            wait: Duration::from_secs(30),
+            name: "first",
+        };
+        let w = Wire::default();
+        w.preload(&[ENQ]);
+        w.on(ACK, &block(b"", ETB));
+        for _ in 0..1000 {
+            w.on(NAK, &block(b"", ETB));
+        }
+        let e = receive(&mut w.link(), &timers(), first, 100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad answer frame, 3 times (last: empty block)"
+        );
+        assert_eq!(w.written(), [ACK, NAK, NAK, NAK]);
+        let w = Wire::default();
+        w.preload(&[ENQ]);
+        w.on(ACK, &[b'x'; 10_000]);
+        let e = receive(&mut w.link(), &timers(), first, 100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad answer frame, 3 times (last: no STX, only noise)"
+        );
     }
 }
