@@ -450,6 +450,9 @@ struct Inner {
     early: Vec<Quirk>,
     /// How long `open` keeps a connection: `transaction-timeout`.
     open_limit: Duration,
+    /// The simulator that has the stage, and the last claim given.
+    owner: u64,
+    claims: u64,
 }
 
 impl Inner {
@@ -693,6 +696,27 @@ impl Stage {
     /// The simulator became (or stopped being) the backend, with this
     /// script and `transaction-timeout`. A script read again is played
     /// from its first line only when it changed.
+    /// A simulator is built: the stage is its from now on (a reload may
+    /// build one before the previous one is dropped). Its claim, for
+    /// [`Stage::release`].
+    pub fn adopt(&self) -> u64 {
+        let mut g = self.lock();
+        g.claims += 1;
+        g.owner = g.claims;
+        g.active = true;
+        g.owner
+    }
+
+    /// The simulator with this claim is dropped: if the stage is still
+    /// its, no simulator is the backend any more.
+    pub fn release(&self, claim: u64) {
+        let mut g = self.lock();
+        if g.owner == claim {
+            g.active = false;
+            g.running = None;
+        }
+    }
+
     pub fn configure(&self, active: bool, script: Option<&Script>, open_limit: Duration) {
         let mut g = self.lock();
         g.active = active;

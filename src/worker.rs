@@ -706,7 +706,10 @@ impl Worker {
             self.rotate_if_needed();
             return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
         }
-        if let Some(why) = self.backend.busy() {
+        // The simulator told to answer busy although idle (the stage says
+        // nothing with another backend): no transaction starts.
+        if let Some(why) = self.stage.take_busy() {
+            bump(&self.counters.busy);
             log::info!(
                 "{} {}: {} refused busy: {why}",
                 job.origin.channel,
@@ -937,6 +940,12 @@ impl Worker {
     /// What the simulator was told to do with a transaction: journaled with
     /// it, before its end, so that the journal explains a strange answer.
     fn keep_simulated(&mut self, id: u64, text: String) {
+        // A decision made as the transaction was given up (timeout) comes
+        // after its end: it decided nothing, and only the log says so.
+        if !self.running.as_ref().is_some_and(|r| r.id == id) {
+            log::info!("tx {id}: simulator: {text}: came after the transaction ended, ignored");
+            return;
+        }
         if let Err(e) = self.journal.note(id, &Event::Simulated { text }) {
             log::error!(
                 "{}: {e}: the simulator's plan for tx {id} not recorded",

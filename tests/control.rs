@@ -408,6 +408,13 @@ fn the_simulator_takes_orders_from_concertctl() {
     let j = d.journal();
     assert!(j.contains(" simulated "), "{j}");
 
+    // A scripted busy answer counts as one in the status.
+    assert!(ok(&d.ctl(&["status"])).contains("; 0 busy answers;"));
+    ok(&d.ctl(&["next", "busy"]));
+    let a = exchange(d.addr, debit("1600").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201", debit("1600")));
+    assert!(ok(&d.ctl(&["status"])).contains("; 1 busy answers;"));
+
     // Words outside the vocabulary, and another terminal: refused.
     let o = d.ctl(&["next", "frobnicate"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));

@@ -146,13 +146,6 @@ pub trait Backend: Send {
     /// transaction this abort stopped.
     fn abort(&mut self, id: u64) -> Outcome;
 
-    /// The backend answers this request busy although it is idle (the
-    /// simulator was told to): no transaction starts. The sentence is for
-    /// the log.
-    fn busy(&mut self) -> Option<String> {
-        None
-    }
-
     /// A reload: take the new configuration from the next transaction on.
     fn reload(&mut self, _cfg: &crate::config::Config) {}
 

@@ -51,9 +51,12 @@ pub struct Simulator {
     delay: Duration,
     ledger: Arc<Mutex<Ledger>>,
     rng: Rng,
-    /// Holds the running transaction's command sender: dropping it (abort)
-    /// tells its thread to stop.
+    /// What the simulator is told to do; it holds the running
+    /// transaction's command sender, whose drop (abort) stops its thread.
     stage: Arc<Stage>,
+    /// This simulator's claim on the stage: only the latest simulator
+    /// built gives it up when dropped.
+    owner: u64,
 }
 
 /// xorshift64*: enough to vary authorisation numbers and cards.
@@ -100,11 +103,11 @@ impl Simulator {
     /// A simulator that takes its orders from `stage`.
     pub fn on_stage(delay: Duration, stage: Arc<Stage>) -> Simulator {
         let (s, ns) = crate::clock::unix_now();
-        stage.configure(true, None, Duration::from_secs(60));
         Simulator {
             delay,
             ledger: Arc::new(Mutex::new(Ledger::default())),
             rng: Rng((s as u64) << 20 ^ u64::from(ns) ^ 0x9e37_79b9_7f4a_7c15),
+            owner: stage.adopt(),
             stage,
         }
     }
@@ -132,6 +135,9 @@ fn conclude(
     tx: &Transaction,
     fate: Option<Fate>,
 ) -> Outcome {
+    // `busy` armed after the worker's check, once the transaction had
+    // started: too late to refuse it, so the amount table decides.
+    let fate = fate.filter(|f| *f != Fate::Busy);
     let declined = match fate {
         Some(Fate::Refuse) => Some(Af::Refused),
         Some(Fate::Forbidden) => Some(Af::Forbidden),
@@ -320,18 +326,15 @@ fn tell(id: u64, note: String, done: &Sender<Done>) {
 
 impl Drop for Simulator {
     fn drop(&mut self) {
-        // Another backend takes over: the ways in are refused from now on.
-        self.stage.configure(false, None, Duration::ZERO);
+        // Another backend takes over: the ways in are refused from now on,
+        // unless a newer simulator (a second reload) has the stage already.
+        self.stage.release(self.owner);
     }
 }
 
 impl Backend for Simulator {
     fn name(&self) -> &'static str {
         "simulator"
-    }
-
-    fn busy(&mut self) -> Option<String> {
-        self.stage.take_busy()
     }
 
     fn start(&mut self, tx: &Transaction, done: Sender<Done>) {
@@ -454,6 +457,20 @@ mod tests {
 
     const DEBIT: &str = "CZ0040320CA00201CB0041000CD0010CE003978";
 
+    /// A reload builds the next simulator before the previous one is
+    /// dropped: dropping the older one must not take the stage from the
+    /// newer.
+    #[test]
+    fn only_the_latest_simulator_gives_the_stage_up() {
+        let stage = Arc::new(Stage::new());
+        let a = Simulator::on_stage(Duration::ZERO, Arc::clone(&stage));
+        let b = Simulator::on_stage(Duration::ZERO, Arc::clone(&stage));
+        drop(a);
+        assert!(stage.command("next approve").is_ok());
+        drop(b);
+        assert!(stage.command("next approve").is_err());
+    }
+
     fn sim(delay: Duration) -> (Simulator, Arc<Stage>, Sender<Done>, Receiver<Done>) {
         let stage = Arc::new(Stage::new());
         let s = Simulator::on_stage(delay, Arc::clone(&stage));
@@ -574,12 +591,15 @@ mod tests {
     }
 
     #[test]
-    fn busy_is_the_backends_to_say() {
-        let (mut s, stage, _done, _got) = sim(Duration::ZERO);
-        assert_eq!(s.busy(), None);
+    fn busy_is_said_once_by_the_stage_while_the_simulator_is_in_use() {
+        let (s, stage, _done, _got) = sim(Duration::ZERO);
+        assert_eq!(stage.take_busy(), None);
         stage.arm(plan("busy")).unwrap();
-        assert!(s.busy().is_some());
-        assert_eq!(s.busy(), None);
+        assert!(stage.take_busy().is_some());
+        assert_eq!(stage.take_busy(), None);
+        stage.arm(plan("busy")).unwrap();
+        drop(s);
+        assert_eq!(stage.take_busy(), None, "another backend: never busy");
     }
 
     #[test]
