@@ -942,7 +942,7 @@ impl Worker {
     fn keep_simulated(&mut self, id: u64, text: String) {
         // A decision made as the transaction was given up (timeout) comes
         // after its end: it decided nothing, and only the log says so.
-        if !self.running.as_ref().is_some_and(|r| r.id == id) {
+        if self.running.as_ref().is_none_or(|r| r.id != id) {
             log::info!("tx {id}: simulator: {text}: came after the transaction ended, ignored");
             return;
         }
