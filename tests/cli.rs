@@ -402,3 +402,25 @@ fn client_version_and_protocol_version_options() {
         assert!(stdout(&o).starts_with("CZ0040321"), "{}", stdout(&o));
     }
 }
+
+/// `send` reaches an IPv6 terminal as every other command does.
+#[test]
+fn client_sends_a_raw_frame_to_an_ipv6_terminal() {
+    let d = Daemon::start("listen [::1]:0\n");
+    let line = d.wait_log("listening on [::1]:");
+    let port = line.rsplit(':').next().unwrap().trim().to_string();
+    let o = run(
+        CONCERT,
+        &[
+            "-h",
+            "::1",
+            "-p",
+            &port,
+            "--raw",
+            "send",
+            "CZ0040320CA00201CD001I",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "CZ0040320CA00201CD001IAE00210\n");
+}

@@ -234,19 +234,6 @@ fn parse() -> Result<Run, String> {
             request,
         });
     }
-    if let client::Command::Send(_) = command {
-        return Ok(Run {
-            options: opts.clone(),
-            serial,
-            v2: false,
-            poll: false,
-            hint,
-            addr: format!("{host}:{port}"),
-            raw: m.opt_present("raw"),
-            timeout,
-            request: command.v3(&opts),
-        });
-    }
     let addr = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
