@@ -397,7 +397,7 @@ fn answer_for(
                 match kind {
                     dispatch::Kind::V3 => {
                         log::info!("tx {id}: answer without its amount CB (no-cb)");
-                        reply.frame = without(&reply.frame, crate::tlv::tags::CB);
+                        reply.frame = reply.frame.without(crate::tlv::tags::CB);
                     }
                     _ => log::info!(
                         "tx {id}: no-cb not applied: a Concert V2 reply has fixed fields"
@@ -412,15 +412,6 @@ fn answer_for(
         }
         Job::Nak(why) => nak(&why),
     }
-}
-
-/// A frame without one of its tags.
-fn without(frame: &crate::tlv::Frame, tag: crate::tlv::Tag) -> crate::tlv::Frame {
-    let mut f = crate::tlv::Frame::new();
-    for e in frame.elements().iter().filter(|e| e.tag != tag) {
-        f.push(e.tag, e.value.clone());
-    }
-    f
 }
 
 /// Writes `bytes` in `n` parts of nearly equal size (one a byte when
@@ -787,7 +778,7 @@ mod tests {
     fn no_cb_drops_only_the_amount() {
         let f = crate::tlv::Frame::decode(b"CZ0040320CA00201CB0041000AE00210").unwrap();
         assert_eq!(
-            without(&f, crate::tlv::tags::CB).encode(),
+            f.without(crate::tlv::tags::CB).encode(),
             b"CZ0040320CA00201AE00210"
         );
     }

@@ -11,7 +11,7 @@
 //! [`MAX_REFUNDS`] refunds.
 
 use crate::journal::Record;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Approved debits kept by default: about two weeks of a busy shop.
@@ -144,8 +144,6 @@ pub fn id_of(im: &str) -> Option<u64> {
 
 pub struct Refunds {
     debits: BTreeMap<u64, Debit>,
-    /// Refund id -> the debit it refunds.
-    owner: HashMap<u64, u64>,
     cap: usize,
     /// The weight of every record held, against `max_bytes`.
     bytes: usize,
@@ -167,7 +165,6 @@ impl Refunds {
     pub fn bounded(cap: usize, max_bytes: usize) -> Refunds {
         Refunds {
             debits: BTreeMap::new(),
-            owner: HashMap::new(),
             cap: cap.max(1),
             bytes: 0,
             max_bytes,
@@ -194,9 +191,6 @@ impl Refunds {
                 break;
             };
             self.bytes = self.bytes.saturating_sub(d.weight());
-            for r in &d.refunds {
-                self.owner.remove(&r.record.id);
-            }
             log::debug!("tx {old}: no longer refundable by reference (index full)");
         }
     }
@@ -273,10 +267,11 @@ impl Refunds {
             .map(|(id, _)| *id)
     }
 
-    /// A cancellation found declined, or never done, after all: its debit
-    /// may be refunded again.
-    pub fn cancel_undone(&mut self, cancel: u64) {
-        if let Some(id) = self.cancelled_by(cancel) {
+    /// Cancellation `cancel` of debit `id` found declined, or never done,
+    /// after all: the debit may be refunded again.
+    pub fn cancel_undone(&mut self, id: u64, cancel: u64) {
+        let by_it = |d: &Debit| d.cancel.as_ref().is_some_and(|c| c.id == cancel);
+        if self.debits.get(&id).is_some_and(by_it) {
             self.change(id, |d| d.cancel = None);
         }
     }
@@ -296,19 +291,18 @@ impl Refunds {
                 });
             }
         });
-        if !kept {
-            return;
+        if kept {
+            self.trim();
         }
-        self.owner.remove(&id);
-        if amount.is_some() {
-            self.owner.insert(id, of);
-        }
-        self.trim();
     }
 
     /// The debit a refund counted against, if it is kept.
-    pub fn owner(&self, refund: u64) -> Option<u64> {
-        self.owner.get(&refund).copied()
+    #[cfg(test)]
+    fn owner(&self, refund: u64) -> Option<u64> {
+        self.debits
+            .iter()
+            .find(|(_, d)| d.refunds.iter().any(|r| r.record.id == refund))
+            .map(|(id, _)| *id)
     }
 
     /// What counts against debit `id`: refunded or unknown.
@@ -355,9 +349,9 @@ mod tests {
         x.cancelled(1, &rec(2));
         assert_eq!(x.cancelled_by(2), Some(1));
         assert_eq!(x.check("1", Some(978), 1), Err(Refusal::Cancelled(1)));
-        x.cancel_undone(3);
+        x.cancel_undone(1, 3);
         assert_eq!(x.check("1", Some(978), 1), Err(Refusal::Cancelled(1)));
-        x.cancel_undone(2);
+        x.cancel_undone(1, 2);
         assert_eq!(
             (x.cancelled_by(2), x.check("1", Some(978), 1)),
             (None, Ok(1))

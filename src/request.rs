@@ -71,7 +71,7 @@ fn all_digits(v: &[u8]) -> bool {
 }
 
 /// A value of digits as a number; `None` for anything else or past
-/// `u64`. Also used on values not checked yet (`reparse`), so it must not
+/// `u64`. Also used on values not checked yet (`reread`), so it must not
 /// trust them.
 fn number(v: &[u8]) -> Option<u64> {
     if v.is_empty() {
@@ -158,13 +158,15 @@ fn trim_padding(v: &[u8]) -> &[u8] {
     &v[..end]
 }
 
-/// Reads back a request journaled earlier, whatever the currencies
-/// accepted now, with the checks of a request received now.
-pub fn reparse(body: &[u8]) -> Option<Request> {
+/// The tests' shorthand for [`reread`].
+#[cfg(test)]
+fn reparse(body: &[u8]) -> Option<Request> {
     reread(body).ok()
 }
 
-/// [`reparse`], saying why a request is refused.
+/// Reads back a request journaled earlier, whatever the currencies
+/// accepted now, with the checks of a request received now (but for BH
+/// and BI, journaled masked); the error says why it is refused.
 pub fn reread(body: &[u8]) -> Result<Request, Rejection> {
     let frame = Frame::decode(body)
         .map_err(|(partial, e): (Frame, DecodeError)| reject(partial, Af::Format, e.to_string()))?;

@@ -10,7 +10,7 @@ use crate::config::{Serial as Settings, SerialProtocol};
 use crate::dispatch::{self, Job, Kind};
 use crate::framing::ENQ;
 use crate::link::session::{self, Sent, Take, Timers, TRIES};
-pub use crate::link::{open_port, trace, Port};
+pub use crate::link::{trace, Port};
 use crate::link::{Link, Timer};
 use crate::pan;
 use crate::request::Request;
@@ -550,8 +550,10 @@ impl<'a> Line<'a> {
             return Ok(());
         }
         let raw = matches!(kind, Kind::Raw);
-        for q in quirks.quirks.iter().filter(|_| raw) {
-            log::info!("tx {id}: {q} not applied: raw V3 has no link session");
+        if raw {
+            for q in &quirks.quirks {
+                log::info!("tx {id}: {q} not applied: raw V3 has no link session");
+            }
         }
         let bad_lrc = quirks.has("bad-lrc") && !raw;
         if let (Some(d), false) = (quirks.wait("slow-enq"), raw) {
@@ -598,11 +600,7 @@ impl<'a> Line<'a> {
         if self.desk.conf.settings.split {
             return bytes.chunks(MAX_FRAME).map(<[u8]>::to_vec).collect();
         }
-        let mut short = Frame::new();
-        for e in frame.elements().iter().filter(|e| e.tag != tags::ZT) {
-            short.push(e.tag, e.value.clone());
-        }
-        let short = short.encode();
+        let short = frame.without(tags::ZT).encode();
         if short.len() <= MAX_FRAME {
             log::warn!(
                 "serial {}: answer of {} bytes is over {MAX_FRAME}: ticket dropped (serial-split no)",

@@ -795,7 +795,9 @@ impl Stage {
         }
     }
 
-    /// Whether the transaction that waits for a decision is `id`.
+    /// The transaction that waits for a decision, if any (for the tests:
+    /// `state` says it to operators).
+    #[cfg(test)]
     pub fn waiting(&self) -> Option<u64> {
         self.lock()
             .running

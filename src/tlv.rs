@@ -253,6 +253,15 @@ impl Frame {
         self.get(tag).is_some()
     }
 
+    /// A copy without `tag`'s element, the others in their order.
+    pub fn without(&self, tag: Tag) -> Frame {
+        let mut f = Frame::new();
+        for e in self.elements.iter().filter(|e| e.tag != tag) {
+            f.push(e.tag, e.value.clone());
+        }
+        f
+    }
+
     /// Appends an element. Callers building answers only pass values they
     /// produced or that came out of a decoded request, so the value is
     /// already 1..=999 printable bytes; anything else is a programming error

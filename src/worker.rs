@@ -504,11 +504,11 @@ impl Worker {
             self.refunds.debit(&c.record, req.currency, charged);
         } else if req.op == Operation::Cancel {
             match (verdict, cancels) {
-                (Some(Verdict::Declined | Verdict::NotDone), _) => {
-                    self.refunds.cancel_undone(c.record.id)
+                (_, None) => {}
+                (Some(Verdict::Declined | Verdict::NotDone), Some(id)) => {
+                    self.refunds.cancel_undone(id, c.record.id)
                 }
                 (_, Some(id)) => self.refunds.cancelled(id, &c.record),
-                (_, None) => {}
             }
         } else if let Some(of) = req.refund_of.as_deref().and_then(crate::refunds::id_of) {
             let counts = match verdict {
@@ -788,10 +788,6 @@ impl Worker {
                 None,
             );
         }
-        let cancels = match req.op {
-            Operation::Cancel => self.memory.last_debit(req.register).map(|c| c.record.id),
-            _ => None,
-        };
         let original = match req.op {
             Operation::Cancel => self.memory.last_debit(req.register).map(|c| {
                 Arc::new(Original {
@@ -803,6 +799,7 @@ impl Worker {
             }),
             _ => None,
         };
+        let cancels = original.as_ref().map(|o| o.id);
         log::info!(
             "tx {id}: {}{}{} register {:02} from {} {}{}",
             req.op.name(),

@@ -8,7 +8,7 @@
 pub mod port;
 pub mod session;
 
-pub use port::{builder, open_port};
+pub use port::builder;
 
 use crate::pan;
 use serialport::TTYPort;

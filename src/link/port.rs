@@ -3,18 +3,8 @@
 //! the `concert -s` register, or a relay to a serial terminal) open it.
 
 use crate::config::{Format, Parity as FormatParity};
-use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits};
+use serialport::{DataBits, FlowControl, Parity, StopBits};
 use std::time::Duration;
-
-pub fn open_port(
-    path: &str,
-    speed: u32,
-    format: Format,
-    rtscts: bool,
-    timeout: Duration,
-) -> serialport::Result<Box<dyn SerialPort>> {
-    builder(path, speed, format, rtscts, timeout).open()
-}
 
 /// The settings of a port, to open it either way (boxed or native).
 pub fn builder(
