@@ -806,11 +806,13 @@ fn read_bytes(bytes: &[u8], out: &mut Contents) -> Option<usize> {
     for line in bytes[..whole].split(|&b| b == b'\n') {
         // As `BufRead::lines` did before: a CR before the newline goes.
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() || rotated_at(line).is_some() {
+        if line.is_empty() {
             continue;
         }
+        // A rotation line is no record: tried only on what is not one.
         match std::str::from_utf8(line).ok().and_then(parse_line) {
             Some((time, id, ev)) => apply(&mut out.records, &mut index, time, id, ev),
+            None if rotated_at(line).is_some() => {}
             None => out.bad_lines += 1,
         }
     }
