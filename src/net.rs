@@ -462,27 +462,35 @@ fn hold_open(stream: &mut TcpStream, id: u64, limit: Duration) {
          at most {} (open)",
         crate::config::fmt_duration(limit)
     );
-    let until = Instant::now() + limit;
+    if drain_until_closed(stream, Instant::now() + limit, |_| {}) {
+        log::info!("tx {id}: open: the register closed the connection");
+    } else {
+        log::info!("tx {id}: open: transaction-timeout reached, closed");
+    }
+}
+
+/// Reads what the register still sends, handing it to `keep`, until it
+/// closes its side (true) or `until` passes (false). A read error counts as
+/// closed: nothing more can come.
+fn drain_until_closed(stream: &mut TcpStream, until: Instant, mut keep: impl FnMut(&[u8])) -> bool {
     let mut buf = [0u8; 1024];
     loop {
         let now = Instant::now();
         if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
-            log::info!("tx {id}: open: transaction-timeout reached, closed");
-            return;
+            return false;
         }
         match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
+            Ok(0) => return true,
+            Ok(n) => keep(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => break,
+            Err(_) => return true,
         }
     }
-    log::info!("tx {id}: open: the register closed the connection");
 }
 
 /// Bytes after a request that deserve a warning: a CR/LF tail, or the ACK
@@ -688,24 +696,11 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     // destroy the answer before the client reads it.
     let _ = stream.shutdown(Shutdown::Write);
     let mut trailing = a.trailing;
-    let until = Instant::now() + LINGER;
-    let mut buf = [0u8; 1024];
-    loop {
-        let now = Instant::now();
-        if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
-            break;
+    drain_until_closed(stream, Instant::now() + LINGER, |b| {
+        if trailing.len() < 4096 {
+            trailing.extend_from_slice(b);
         }
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if trailing.len() < 4096 {
-                    trailing.extend_from_slice(&buf[..n]);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
+    });
     report_trailing(shared, peer, &trailing);
 }
 
