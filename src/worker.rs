@@ -685,7 +685,7 @@ impl Worker {
         if job.withdrawn() {
             // NAKed while it waited in the queue: nothing was written.
             log::info!(
-                "{} {}: {} register {:02} withdrawn before the worker reached it: not started",
+                "{} {}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
                 job.origin.channel,
                 job.origin.peer,
                 req.op.name(),
