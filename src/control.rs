@@ -755,6 +755,27 @@ mod tests {
         assert!(totals(&records, other, None, utc).contains("no approved operation"));
     }
 
+    /// A serial request NAKed before it started: `show` says so, with
+    /// what it asked; `totals` neither counts nor lists it.
+    #[test]
+    fn a_withdrawn_request_is_shown_as_such_and_not_totalled() {
+        let debit = "CZ0040320CA00201CB0048000CD0010CE003978";
+        let mut r = rec(9, 1, debit, Some(Verdict::NotDone), "");
+        r.answer = None;
+        r.withdrawn = true;
+        let out = show(std::slice::from_ref(&r), utc);
+        assert!(
+            out.contains(
+                "tx 9 tcp 127.0.0.1:1 register 01 debit 80.00 EUR: withdrawn, NAKed before it \
+                 started (nothing charged); delivery not reported"
+            ),
+            "{out}"
+        );
+        let out = totals(&[r], DAY, None, utc);
+        assert!(out.contains("no approved operation"), "{out}");
+        assert!(!out.contains("tx 9"), "{out}");
+    }
+
     #[test]
     fn totals_say_when_rotation_dropped_part_of_the_day() {
         let on_the_day = "2026-11-26T09:00:00.000Z";

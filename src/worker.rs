@@ -1870,7 +1870,10 @@ mod handover_tests {
         drop(journal);
         let (w, _h) = worker(&d);
         assert_eq!(journal_text(&d), text, "a recovery record was added");
-        assert!(w.memory.last(1).is_none(), "a withdrawn request became the last");
+        assert!(
+            w.memory.last(1).is_none(),
+            "a withdrawn request became the last"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -565,7 +565,11 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
     assert_eq!(events_of(&j, &ids[0]), ["withdrawn"], "{j}");
     // Nothing comes for it: the terminal opens no session.
     r.send(&[ENQ]);
-    assert_eq!(r.byte(), ACK, "the line is idle, and takes the next request");
+    assert_eq!(
+        r.byte(),
+        ACK,
+        "the line is idle, and takes the next request"
+    );
     r.send(&frame(SALE));
     assert_eq!(r.byte(), ACK, "the second attempt is taken");
     r.send(&[EOT]);
