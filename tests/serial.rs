@@ -558,11 +558,15 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
     );
     // The disk fast again: the worker, back from it, drops the request.
     drop(slow);
+    // Begun on disk, it is journaled withdrawn; a worker that had not
+    // even reached it by then (a very loaded machine) journals nothing.
     d.wait_log("not started");
     let j = d.journal();
-    let ids = ids_with(&j, "CB0048000");
-    assert_eq!(ids.len(), 1, "{j}");
-    assert_eq!(events_of(&j, &ids[0]), ["withdrawn"], "{j}");
+    let first = ids_with(&j, "CB0048000");
+    assert!(first.len() <= 1, "{j}");
+    for id in &first {
+        assert_eq!(events_of(&j, id), ["withdrawn"], "{j}");
+    }
     // Nothing comes for it: the terminal opens no session.
     r.send(&[ENQ]);
     assert_eq!(
@@ -578,9 +582,13 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
     // Its delivery report is journaled without a log line.
     let j = loop_until(|| Some(d.journal()).filter(|j| j.contains(" delivered")));
     let ids = ids_with(&j, "CB0048000");
-    assert_eq!(ids.len(), 2, "{j}");
-    assert_eq!(events_of(&j, &ids[0]), ["withdrawn"], "{j}");
-    assert_eq!(events_of(&j, &ids[1]), ["ended", "delivered"], "{j}");
+    assert_eq!(ids.len(), first.len() + 1, "{j}");
+    assert_eq!(ids[..first.len()], first[..], "{j}");
+    assert_eq!(
+        events_of(&j, &ids[first.len()]),
+        ["ended", "delivered"],
+        "{j}"
+    );
     assert_eq!(j.matches(" ended approved ").count(), 1, "{j}");
     // Read back at a restart: closed as withdrawn, not an unknown outcome,
     // and the register's last transaction is its approved sale.
