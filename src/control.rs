@@ -436,6 +436,22 @@ fn outcome_words(r: &Record, s: &Seen) -> String {
     }
 }
 
+/// A transaction withdrawn before it started (its request NAKed on the
+/// serial line): what it asked, and that nothing ran.
+fn withdrawn_words(r: &Record) -> String {
+    let asked = match crate::request::reread(&r.request) {
+        Ok(req) => {
+            let amount = req
+                .amount
+                .map(|a| format!(" {}", money(a.into(), req.currency.unwrap_or(0))))
+                .unwrap_or_default();
+            format!("{}{amount}", req.op.name())
+        }
+        Err(_) => "request".to_string(),
+    };
+    format!("{asked}: withdrawn, NAKed before it started (nothing charged)")
+}
+
 /// `show`: one line per transaction, oldest first.
 pub fn show(records: &[Record], local: impl Fn(i64) -> Civil) -> String {
     let mut out = String::new();
@@ -449,6 +465,7 @@ pub fn show(records: &[Record], local: impl Fn(i64) -> Civil) -> String {
             None => "delivery not reported",
         };
         let what = match seen(r) {
+            _ if r.withdrawn => withdrawn_words(r),
             Ok(s) => {
                 let amount = s
                     .requested
@@ -502,7 +519,8 @@ pub fn totals(
     let mut ids = std::collections::HashSet::new();
     for r in records {
         let of_day = journal::unix_time(&r.begun_at).map(|s| Day::of(&local(s)));
-        if of_day != Some(day) || !ids.insert(r.id) {
+        // A withdrawn request never ran: no operation to count or list.
+        if of_day != Some(day) || !ids.insert(r.id) || r.withdrawn {
             continue;
         }
         let s = match seen(r) {
@@ -735,6 +753,27 @@ mod tests {
         // Another day: nothing.
         let other = Day { day: 27, ..DAY };
         assert!(totals(&records, other, None, utc).contains("no approved operation"));
+    }
+
+    /// A serial request NAKed before it started: `show` says so, with
+    /// what it asked; `totals` neither counts nor lists it.
+    #[test]
+    fn a_withdrawn_request_is_shown_as_such_and_not_totalled() {
+        let debit = "CZ0040320CA00201CB0048000CD0010CE003978";
+        let mut r = rec(9, 1, debit, Some(Verdict::NotDone), "");
+        r.answer = None;
+        r.withdrawn = true;
+        let out = show(std::slice::from_ref(&r), utc);
+        assert!(
+            out.contains(
+                "tx 9 tcp 127.0.0.1:1 register 01 debit 80.00 EUR: withdrawn, NAKed before it \
+                 started (nothing charged); delivery not reported"
+            ),
+            "{out}"
+        );
+        let out = totals(&[r], DAY, None, utc);
+        assert!(out.contains("no approved operation"), "{out}");
+        assert!(!out.contains("tx 9"), "{out}");
     }
 
     #[test]

@@ -117,6 +117,12 @@ pub enum Event {
     Simulated {
         text: String,
     },
+    /// Begun on disk, then withdrawn before it started: the serial line
+    /// NAKed the request, not taken in time. Nothing ran, no answer went
+    /// out.
+    Withdrawn {
+        reason: String,
+    },
 }
 
 impl Event {
@@ -132,7 +138,8 @@ impl Event {
             Event::Delivered
             | Event::Undelivered { .. }
             | Event::Replayed { .. }
-            | Event::Simulated { .. } => {}
+            | Event::Simulated { .. }
+            | Event::Withdrawn { .. } => {}
         }
         ev
     }
@@ -160,6 +167,9 @@ pub struct Record {
     /// Its outcome came later than its end (a `resolved` line): what
     /// `concertctl totals` lists apart.
     pub resolved: bool,
+    /// Withdrawn before it started (a `withdrawn` line): verdict
+    /// `NotDone`, no answer.
+    pub withdrawn: bool,
 }
 
 pub struct Journal {
@@ -584,6 +594,10 @@ pub fn format_line(time: &str, id: u64, ev: &Event) -> String {
             l = LineOut::new(time, id, "simulated");
             l.last_text(text);
         }
+        Event::Withdrawn { reason } => {
+            l = LineOut::new(time, id, "withdrawn");
+            l.last_text(reason);
+        }
     }
     l.0
 }
@@ -639,6 +653,9 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
         },
         "simulated" => Event::Simulated {
             text: text(l.last().unwrap_or(""))?,
+        },
+        "withdrawn" => Event::Withdrawn {
+            reason: text(l.last().unwrap_or(""))?,
         },
         _ => return None,
     };
@@ -700,6 +717,11 @@ fn apply(
         Event::Delivered => r.delivered = Some(true),
         Event::Undelivered { .. } => r.delivered = Some(false),
         Event::UpstreamStatus { answer } => r.upstream_status = Some(answer),
+        Event::Withdrawn { .. } => {
+            r.ended_at = Some(time);
+            r.verdict = Some(Verdict::NotDone);
+            r.withdrawn = true;
+        }
         Event::Begun { .. } | Event::Replayed { .. } | Event::Simulated { .. } => {}
     }
 }
@@ -894,6 +916,7 @@ impl Journal {
         let name = match ev {
             Event::Begun { .. } => "begun",
             Event::Ended { .. } => "ended",
+            Event::Withdrawn { .. } => "withdrawn",
             _ => "other",
         };
         if self.dirty {
@@ -1100,6 +1123,13 @@ fn carry_lines(r: &Record) -> String {
             s.push('\n');
         }
     }
+    if let (true, Some(at)) = (r.withdrawn, &r.ended_at) {
+        let ev = Event::Withdrawn {
+            reason: "(carried over)".into(),
+        };
+        s.push_str(&format_line(at, r.id, &ev));
+        s.push('\n');
+    }
     match r.delivered {
         Some(true) => s.push_str(&format_line(
             r.ended_at.as_deref().unwrap_or(""),
@@ -1183,6 +1213,9 @@ mod tests {
             Event::Resolved {
                 verdict: Verdict::NotDone,
                 answer: b"CZ0040320CA00201AE00201AF00207".to_vec(),
+            },
+            Event::Withdrawn {
+                reason: "not taken in time: NAKed, not started".into(),
             },
         ] {
             round_trip(&ev);

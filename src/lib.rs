@@ -33,6 +33,7 @@ pub mod client;
 
 // Backends (simulator, exec, relay) and the one worker that runs them.
 pub mod backend;
+pub mod handover;
 pub mod journal;
 pub mod memory;
 pub mod refunds;

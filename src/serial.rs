@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 pub const MAX_FRAME: usize = 512;
 /// How often the idle line looks for a finished transaction to answer.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a good request frame may wait for the terminal to take it
+/// before it is NAKed and withdrawn: within the shortest wait for that ACK
+/// of the registers in use (0.5 s; pyTeliumManager's is 1 s), so that a
+/// register never gives up on a request the terminal then runs.
+pub const TAKE_WITHIN: Duration = Duration::from_millis(400);
 /// The link's timers, named after their keywords so that the log says
 /// which one fired.
 fn timers(s: &Settings) -> Timers {
@@ -318,12 +323,14 @@ impl Desk<'_> {
     /// Decides on a good frame: NAK it (to have it again), or ACK it, with
     /// an answer to send at once or none (the transaction started).
     fn request(&mut self, payload: &[u8]) -> Take<Now> {
+        // From the frame's last byte, as the register counts.
+        let by = Instant::now() + TAKE_WITHIN;
         if self.worker.stage().early(Quirk::NakFirst) {
             return Take::Nak("simulator nak-first".into());
         }
         let v3 = self.is_v3(payload);
         match dispatch::job(payload, v3, &self.conf.currencies) {
-            Job::Submit(req, kind) => self.submit(req, kind),
+            Job::Submit(req, kind) => self.submit(req, kind, by),
             Job::Refuse(kind, reply, why) => {
                 log::info!("serial {}: {why}", self.path);
                 Take::Ack(Some((kind, reply)))
@@ -334,11 +341,13 @@ impl Desk<'_> {
 
     /// Hands a request to the worker; the frame is ACKed only once the
     /// worker has started it (or answered it at once); a busy terminal NAKs
-    /// it, since V2 registers count an ACKed request as accepted.
-    fn submit(&mut self, req: Request, kind: Kind) -> Take<Now> {
+    /// it, since V2 registers count an ACKed request as accepted, and so
+    /// does a terminal that has not taken it `by` then: withdrawn, it never
+    /// starts.
+    fn submit(&mut self, req: Request, kind: Kind, by: Instant) -> Take<Now> {
         let v2 = matches!(kind, Kind::V2(_));
         let pending = self.worker.hand_over(req.clone(), self.origin(v2));
-        match pending.decision() {
+        match pending.decision(Some(by)) {
             Decision::Started(_) => {
                 // Waiting before the ACK: if the ACK cannot be written
                 // (device gone), the answer still goes out once the line
@@ -353,6 +362,17 @@ impl Desk<'_> {
             }
             Decision::Answered(reply) => Take::Ack(Some((kind, reply))),
             Decision::Gone => Take::Nak("worker unavailable".into()),
+            Decision::Withdrawn => {
+                log::warn!(
+                    "serial {}: {} register {:02} not taken within {}: NAK, withdrawn, \
+                     it will not run",
+                    self.path,
+                    req.op.name(),
+                    req.register,
+                    crate::config::fmt_duration(TAKE_WITHIN)
+                );
+                Take::Refuse
+            }
         }
     }
 
@@ -671,7 +691,9 @@ impl<'a> Line<'a> {
         match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
             Job::Submit(req, _) => {
                 let pending = self.desk.worker.hand_over(req, self.desk.origin(false));
-                match pending.decision() {
+                // No ACK to give: its answer is the register's only word,
+                // however long the start takes.
+                match pending.decision(None) {
                     Decision::Started(_) => {
                         let (reply, rung) = self.desk.forward(pending.reply);
                         self.desk.waiting.push(Waiting {
@@ -682,7 +704,7 @@ impl<'a> Line<'a> {
                         Ok(())
                     }
                     Decision::Answered(r) => self.answer(&Kind::Raw, r),
-                    Decision::Gone => Ok(()),
+                    Decision::Gone | Decision::Withdrawn => Ok(()),
                 }
             }
             Job::Refuse(_, reply, why) => {

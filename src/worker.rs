@@ -12,6 +12,7 @@
 use crate::answer::{self, Af, Outcome, Status};
 use crate::backend::{Backend, Done, Note, Original, Transaction};
 use crate::currency;
+use crate::handover::Claim;
 use crate::journal::{self, Event, Journal, Record, Verdict};
 use crate::memory::{Completed, Memory};
 use crate::refunds::Refunds;
@@ -72,12 +73,28 @@ pub struct Job {
     /// Told the transaction id once a transaction has started (its begun
     /// record on disk): the serial link ACKs a request only then.
     pub started: Option<Sender<u64>>,
+    /// The serial link's hold on the job: once it withdrew it (NAKed, not
+    /// taken in time), the job never starts.
+    pub claim: Option<Arc<Claim>>,
+}
+
+impl Job {
+    /// The worker's claim on the job: false when the serial link withdrew
+    /// it first (a job with no claim is always the worker's).
+    fn take(&self) -> bool {
+        self.claim.as_ref().is_none_or(|c| c.take())
+    }
+
+    fn withdrawn(&self) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.withdrawn())
+    }
 }
 
 /// A job handed over without waiting: what the serial link holds.
 pub struct Pending {
     pub started: Receiver<u64>,
     pub reply: Receiver<Reply>,
+    pub claim: Arc<Claim>,
 }
 
 /// What the worker made of a job.
@@ -88,16 +105,29 @@ pub enum Decision {
     Answered(Reply),
     /// No answer will come (the outcome could not be journaled).
     Gone,
+    /// Not decided by the deadline: withdrawn, it will never start.
+    Withdrawn,
 }
 
 impl Pending {
-    /// Waits for the worker's decision, which it takes at once.
-    pub fn decision(&self) -> Decision {
-        crossbeam_channel::select! {
+    /// Waits for the worker's decision until `by`, if given; past it the
+    /// job is withdrawn, unless the worker took it first: then its start
+    /// (or answer) is on its way, with no disk write before it, and is
+    /// waited for.
+    pub fn decision(&self, by: Option<Instant>) -> Decision {
+        let deadline = by.map_or_else(never, at);
+        // Biased: a decision that came is taken before the deadline.
+        select_biased! {
             recv(self.started) -> id => if let Ok(id) = id {
                 return Decision::Started(id);
             },
             recv(self.reply) -> r => return r.map_or(Decision::Gone, Decision::Answered),
+            recv(deadline) -> _ => {
+                if self.claim.withdraw() {
+                    return Decision::Withdrawn;
+                }
+                return self.decision(None);
+            },
         }
         // `started` closed without an id: the job was answered, not
         // started; the answer is in `reply` (both channels can be ready at
@@ -265,6 +295,7 @@ impl Handle {
             origin,
             reply,
             started: None,
+            claim: None,
         };
         if let Err(job) = self.offer(job) {
             return Some(Reply {
@@ -284,11 +315,13 @@ impl Handle {
     pub fn hand_over(&self, request: Request, origin: Origin) -> Pending {
         let (reply, answer) = bounded(2);
         let (started_tx, started) = bounded(1);
+        let claim = Arc::new(Claim::default());
         let job = Job {
             request,
             origin,
             reply,
             started: Some(started_tx),
+            claim: Some(Arc::clone(&claim)),
         };
         if let Err(job) = self.offer(job) {
             send(&job.reply, answer::refusal(&job.request.frame, None), None);
@@ -296,6 +329,7 @@ impl Handle {
         Pending {
             started,
             reply: answer,
+            claim,
         }
     }
 
@@ -384,6 +418,11 @@ impl Worker {
         records.sort_by_key(|r| (r.id <= bound, r.id));
         let mut completed = Vec::new();
         for mut r in records {
+            if r.withdrawn {
+                // Never started, never answered (the line NAKed it): not
+                // an unknown outcome, and not its register's last.
+                continue;
+            }
             if r.answer.is_none() {
                 let answer = recovery_answer(&r.request);
                 log::warn!(
@@ -643,6 +682,17 @@ impl Worker {
 
     fn handle(&mut self, job: Job) {
         let req = &job.request;
+        if job.withdrawn() {
+            // NAKed while it waited in the queue: nothing was written.
+            log::info!(
+                "{} {}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
+                job.origin.channel,
+                job.origin.peer,
+                req.op.name(),
+                req.register
+            );
+            return;
+        }
         log::debug!(
             "{} {}: {} register {:02}",
             job.origin.channel,
@@ -688,6 +738,9 @@ impl Worker {
             self.check_attempt(k, &format!("{} {}", job.origin.channel, job.origin.peer));
         }
         if let Some(done) = key.as_ref().and_then(|k| self.replay_of(k)) {
+            if !job.take() {
+                return;
+            }
             log::info!(
                 "{} {}: same {} as tx {} (CA CD CB CE CF): its answer replayed",
                 job.origin.channel,
@@ -788,6 +841,16 @@ impl Worker {
                 None,
             );
         }
+        // The serial link may have given up on it while the begun record
+        // waited for the disk: then it was NAKed, and never starts.
+        if !job.take() {
+            return self.withdrawn(id, &job);
+        }
+        // Told before the backend starts: the line ACKs it, and nothing
+        // the backend does at its start may hold up that ACK.
+        if let Some(s) = &job.started {
+            let _ = s.send(id);
+        }
         let original = match req.op {
             Operation::Cancel => self.memory.last_debit(req.register).map(|c| {
                 Arc::new(Original {
@@ -824,9 +887,6 @@ impl Worker {
             original,
         };
         self.backend.start(&tx, self.done_tx.clone());
-        if let Some(s) = &job.started {
-            let _ = s.send(id);
-        }
         let mut reply = Some(job.reply);
         if req.immediate {
             if let Some(r) = reply.take() {
@@ -858,6 +918,33 @@ impl Worker {
             deadline: now + self.settings.transaction_timeout,
             cancels,
         });
+    }
+
+    /// A transaction begun on disk, then withdrawn by the serial link
+    /// before it started: journaled so, with no answer (the register got a
+    /// NAK), so that the journal does not read as an unknown outcome.
+    fn withdrawn(&mut self, id: u64, job: &Job) {
+        let req = &job.request;
+        let ev = Event::Withdrawn {
+            reason: "not taken in time: NAKed, not started".into(),
+        };
+        match self.journal.record(id, &ev) {
+            Ok(()) => log::warn!(
+                "tx {id}: {}{} register {:02} from {} {} withdrawn: the line NAKed it \
+                 before it was taken (slow journal?); not started, nothing charged",
+                req.op.name(),
+                amount_label(req),
+                req.register,
+                job.origin.channel,
+                job.origin.peer
+            ),
+            Err(e) => log::error!(
+                "{}: {e}: tx {id} was withdrawn (NAKed, not started) but its record could \
+                 not be written: the journal reads it as begun and never ended",
+                self.journal.path().display()
+            ),
+        }
+        self.rotate_if_needed();
     }
 
     fn time_out(&mut self) {
@@ -1681,5 +1768,131 @@ mod queue_and_window_tests {
         );
         assert!(w.replay_of(&key("old")).is_some());
         assert!(w.replay_of(&key("new")).is_some());
+    }
+}
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    const DEBIT: &str = "CZ0040320CA00201CB0048000CD0010CE003978";
+
+    /// A worker, not running, on a journal in `dir` (kept for reading).
+    fn worker(dir: &std::path::Path) -> (Worker, Handle) {
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        let (w, h, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(5),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        (w, h)
+    }
+
+    fn dir() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "concertd-worker-ho-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn serial_origin() -> Origin {
+        Origin {
+            channel: Channel::Serial,
+            peer: "/dev/ttyTEST".into(),
+            v2: true,
+        }
+    }
+
+    fn hand_over(h: &Handle) -> Pending {
+        h.hand_over(
+            request::parse(DEBIT.as_bytes(), &[978]).unwrap(),
+            serial_origin(),
+        )
+    }
+
+    fn journal_text(d: &std::path::Path) -> String {
+        std::fs::read_to_string(d.join("journal")).unwrap()
+    }
+
+    #[test]
+    fn withdrawn_in_the_queue_it_is_never_journaled_nor_started() {
+        let d = dir();
+        let (mut w, h) = worker(&d);
+        let p = hand_over(&h);
+        // The worker does not reach it by the deadline.
+        let by = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(p.decision(Some(by)), Decision::Withdrawn));
+        let job = w.jobs.try_recv().expect("the job is queued");
+        w.handle(job);
+        assert!(w.running.is_none(), "a withdrawn job started");
+        assert_eq!(journal_text(&d), "", "nothing to journal");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The line gives up while the begun record is being written: the
+    /// worker, back from the disk, finds the job withdrawn, journals it so
+    /// and never starts it; read back, it is neither an unknown outcome
+    /// nor its register's last transaction.
+    #[test]
+    fn withdrawn_during_the_begun_write_is_journaled_withdrawn() {
+        let d = dir();
+        let (mut w, h) = worker(&d);
+        let p = hand_over(&h);
+        let job = w.jobs.try_recv().expect("the job is queued");
+        // As if the deadline fired while `start` waited for the disk.
+        assert!(p.claim.withdraw());
+        w.start(job, None);
+        assert!(w.running.is_none(), "a withdrawn job started");
+        assert!(p.started.try_recv().is_err(), "told started");
+        let text = journal_text(&d);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains(" begun serial "), "{text}");
+        assert!(lines[1].contains(" withdrawn "), "{text}");
+        drop(w);
+        // Read back at the next start: closed, not recovered as unknown.
+        let (journal, contents) = Journal::open(&d.join("journal"), 1 << 20, 0).unwrap();
+        let r = &contents.records[0];
+        assert!(r.withdrawn && r.verdict == Some(Verdict::NotDone) && r.answer.is_none());
+        drop(journal);
+        let (w, _h) = worker(&d);
+        assert_eq!(journal_text(&d), text, "a recovery record was added");
+        assert!(
+            w.memory.last(1).is_none(),
+            "a withdrawn request became the last"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The worker takes it first, the deadline passes after: the line
+    /// cannot withdraw it, gets the start and ACKs.
+    #[test]
+    fn taken_before_the_deadline_it_is_started_whatever_the_clock() {
+        let d = dir();
+        let (mut w, h) = worker(&d);
+        let p = hand_over(&h);
+        let job = w.jobs.try_recv().expect("the job is queued");
+        w.start(job, None);
+        let id = w.running.as_ref().map(|r| r.id).expect("started");
+        // A deadline already past: the start is still what decides.
+        match p.decision(Some(Instant::now() - Duration::from_millis(1))) {
+            Decision::Started(got) => assert_eq!(got, id),
+            _ => panic!("a started transaction not told as started"),
+        }
+        assert!(!p.claim.withdraw(), "withdrawn after it started");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

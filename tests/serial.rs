@@ -453,3 +453,153 @@ fn register_naks_our_answer_three_times() {
     assert_eq!(r.byte(), EOT);
     undelivered_then_idle(&d, &mut r, "frame not acknowledged after 3 tries");
 }
+
+/// The daemon's fdatasync(2) slowed down by strace's fault injection, on
+/// every thread, as a slow disk would, until dropped. Needs strace (CI
+/// installs it).
+struct SlowDisk {
+    strace: std::process::Child,
+}
+
+impl SlowDisk {
+    /// None, said on standard error, when strace cannot attach (ptrace not
+    /// permitted here): the test then has nothing to show.
+    fn attach(pid: u32, delay: Duration) -> Option<SlowDisk> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let inject = format!("inject=fdatasync:delay_enter={}", delay.as_micros());
+        let mut strace = Command::new("strace")
+            .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync", "-e"])
+            .arg(inject)
+            .arg("-p")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace: the slow-disk tests need it installed");
+        let mut lines = std::io::BufReader::new(strace.stderr.take().unwrap()).lines();
+        // "strace: Process N attached with M threads" once every thread is
+        // traced; an error and its exit otherwise.
+        let mut said = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.contains(" attached") {
+                // Drained, so that strace never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Some(SlowDisk { strace });
+            }
+            said.push(line);
+        }
+        let _ = strace.wait();
+        eprintln!(
+            "SKIPPED: strace cannot attach to concertd, so the disk cannot be slowed: {}",
+            said.join("; ")
+        );
+        None
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        // SIGTERM: strace detaches, releasing a call it holds.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.strace.id() as i32, libc::SIGTERM) };
+        let _ = self.strace.wait();
+    }
+}
+
+/// The ids of the journal's transactions whose request holds `pat`.
+fn ids_with(journal: &str, pat: &str) -> Vec<String> {
+    journal
+        .lines()
+        .filter(|l| l.contains(" begun ") && l.contains(pat))
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect()
+}
+
+/// The events journaled for transaction `id`, begun left out.
+fn events_of(journal: &str, id: &str) -> Vec<String> {
+    journal
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(id))
+        .map(|l| l.split(' ').nth(2).unwrap().to_string())
+        .filter(|e| e != "begun")
+        .collect()
+}
+
+/// A disk so slow that the begun record is not on it before the register
+/// gives up waiting for its ACK (pyTeliumManager: 1 s): the request is
+/// NAKed within that time and never runs, even once the disk catches up;
+/// the register's second attempt, the disk fast again, is ACKed and
+/// approved. One charge, the one the register knows of.
+#[test]
+fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
+    let (mut d, mut r) = serial_daemon("");
+    // pyTeliumManager's E+ request for 80.00 EUR.
+    const SALE: &[u8] = b"0100008000110978          A010B010";
+    let Some(slow) = SlowDisk::attach(d.pid(), Duration::from_millis(1500)) else {
+        return;
+    };
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK, "ACK to ENQ");
+    r.send(&frame(SALE));
+    let sent = Instant::now();
+    let said = r.byte();
+    let waited = sent.elapsed();
+    assert_eq!(
+        said, NAK,
+        "answered 0x{said:02x} after {waited:?}: a request the terminal cannot take in time \
+         must be NAKed"
+    );
+    assert!(
+        waited < Duration::from_secs(1),
+        "NAK after {waited:?}: the register gave up at 1 s"
+    );
+    // The disk fast again: the worker, back from it, drops the request.
+    drop(slow);
+    // Begun on disk, it is journaled withdrawn; a worker that had not
+    // even reached it by then (a very loaded machine) journals nothing.
+    d.wait_log("not started");
+    let j = d.journal();
+    let first = ids_with(&j, "CB0048000");
+    assert!(first.len() <= 1, "{j}");
+    for id in &first {
+        assert_eq!(events_of(&j, id), ["withdrawn"], "{j}");
+    }
+    // Nothing comes for it: the terminal opens no session.
+    r.send(&[ENQ]);
+    assert_eq!(
+        r.byte(),
+        ACK,
+        "the line is idle, and takes the next request"
+    );
+    r.send(&frame(SALE));
+    assert_eq!(r.byte(), ACK, "the second attempt is taken");
+    r.send(&[EOT]);
+    let a = r.answer();
+    assert_eq!(&a[..12], b"010000080001", "{}", text(&a));
+    // Its delivery report is journaled without a log line.
+    let j = loop_until(|| Some(d.journal()).filter(|j| j.contains(" delivered")));
+    let ids = ids_with(&j, "CB0048000");
+    assert_eq!(ids.len(), first.len() + 1, "{j}");
+    assert_eq!(ids[..first.len()], first[..], "{j}");
+    assert_eq!(
+        events_of(&j, &ids[first.len()]),
+        ["ended", "delivered"],
+        "{j}"
+    );
+    assert_eq!(j.matches(" ended approved ").count(), 1, "{j}");
+    // Read back at a restart: closed as withdrawn, not an unknown outcome,
+    // and the register's last transaction is its approved sale.
+    d.kill9();
+    d.spawn();
+    assert_eq!(d.journal(), j, "the restart added records");
+    assert!(!d.log_text().contains("never ended"), "{}", d.log_text());
+    let s = exchange(d.addr, b"CZ0040320CA00201CD001T");
+    assert!(
+        text(&s).starts_with("CZ0040320CA00201CB0048000CD0010CE003978AE00210"),
+        "{}",
+        text(&s)
+    );
+}
