@@ -348,7 +348,7 @@ fn a_refund_by_reference_is_held_to_its_debit() {
     let req = payment("1", "100", &usd).replace("CE003978", "CE003840");
     assert_eq!(text(&exchange(d.addr, req.as_bytes())), refused(&req));
     d.wait_log(&format!(
-        "tx {second} was in currency 978, the refund asks 840"
+        "tx {second} was in currency 978, the request asks 840"
     ));
     // A refund whose outcome is unknown (..54: AF07) counts: money may
     // have moved.
