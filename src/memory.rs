@@ -209,7 +209,10 @@ mod tests {
         let c = done(1, SALE, Outcome::approved(), t0);
         let key = c.key.clone().unwrap();
         m.remember(c, HOUR, t0);
-        assert_eq!(m.replay_of(&key, HOUR, t0).map(|(c, p)| (c.record.id, p)), Some((1, Proof::Same)));
+        assert_eq!(
+            m.replay_of(&key, HOUR, t0).map(|(c, p)| (c.record.id, p)),
+            Some((1, Proof::Same))
+        );
         // Fifty-nine minutes on: still; an hour on: a new attempt.
         assert!(m.replay_of(&key, HOUR, t0 + 59 * HOUR / 60).is_some());
         assert!(m.replay_of(&key, HOUR, t0 + HOUR).is_none());

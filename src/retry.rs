@@ -233,7 +233,12 @@ impl RetryKey {
     /// Which payment attempt a CF names: a debit and the credit that
     /// refunds it may share it.
     pub fn attempt(&self) -> Attempt {
-        (self.register, self.cd.clone(), self.cf.clone(), self.cf_check)
+        (
+            self.register,
+            self.cd.clone(),
+            self.cf.clone(),
+            self.cf_check,
+        )
     }
 }
 
@@ -365,7 +370,10 @@ mod tests {
         // The case: CF=REFUND for 5.00, IM naming two debits.
         let a = "CZ0040320CA00201CB003500CD0011CE003978CF006REFUNDIM0131796098000001";
         let b = "CZ0040320CA00201CB003500CD0011CE003978CF006REFUNDIM0131796098000002";
-        let (ka, kb) = (RetryKey::of(&req(a)).unwrap(), RetryKey::of(&req(b)).unwrap());
+        let (ka, kb) = (
+            RetryKey::of(&req(a)).unwrap(),
+            RetryKey::of(&req(b)).unwrap(),
+        );
         assert_ne!(ka, kb);
         // Not even after a restart, which reads A back from the journal.
         let back = RetryKey::from_token(&journaled(&req(a)), &ka.token()).unwrap();

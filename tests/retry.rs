@@ -151,10 +151,22 @@ fn a_request_differing_in_any_one_tag_is_not_a_replay() {
     // The same CA CB CD CE CF, and one tag more or other: another
     // ticket, partial approval, forcing, the cashier's id, a Fidecoin
     // tag, another terminal id (CJ), a cheque.
-    for extra in ["CK003100", "BF0011", "BB0011", "CH004ab12", "OD003xyz", "CC00300C"] {
+    for extra in [
+        "CK003100",
+        "BF0011",
+        "BB0011",
+        "CH004ab12",
+        "OD003xyz",
+        "CC00300C",
+    ] {
         let variant = format!("{base}{extra}");
         let a = exchange(d.addr, variant.as_bytes());
-        assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{extra}: {}", text(&a));
+        assert_eq!(
+            get(&a, "AE").as_deref(),
+            Some("10"),
+            "{extra}: {}",
+            text(&a)
+        );
         runs += 1;
         assert_eq!(begun_count(&d, "SAME-CF"), runs, "{extra} replayed");
     }
@@ -212,7 +224,12 @@ fn a_card_like_cf_is_replayed_live_and_answered_unknown_after_a_restart() {
     );
     d.wait_log("not provably the same");
     assert_eq!(begun_count(&d, "497010######0674"), 3);
-    assert_eq!(d.journal().matches(" ended unknown ").count(), 1, "{}", d.journal());
+    assert_eq!(
+        d.journal().matches(" ended unknown ").count(),
+        1,
+        "{}",
+        d.journal()
+    );
     // Its retry now gets that answer again, and a status request too.
     assert_eq!(exchange(d.addr, sale.as_bytes()), b);
     let status = "CZ0040320CJ012247300123456CA00201CD001T";

@@ -520,7 +520,9 @@ fn a_cancellation_of_a_debit_refunded_by_reference_is_refused() {
         text(&exchange(d.addr, whole.as_bytes())),
         refused_af04(&whole)
     );
-    d.wait_log(&format!("cancellation refused AF04: tx {partial} charged 528"));
+    d.wait_log(&format!(
+        "cancellation refused AF04: tx {partial} charged 528"
+    ));
     let a = exchange(d.addr, payment("2", "528", "").as_bytes());
     assert!(text(&a).contains("AE00210"), "{}", text(&a));
     let r = payment("1", "1", &el("IM", &partial));
