@@ -420,6 +420,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_cancellation_is_held_to_refunds_cancellations_and_the_charge() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(1), Some(978), 1000);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // More than charged (a partial approval charges less), or in
+        // another currency.
+        x.debit(&rec(2), Some(978), 500);
+        assert!(matches!(
+            x.check_cancel(2, Some(978), 1000),
+            Err(Refusal::TooMuch { charged: 500, .. })
+        ));
+        assert!(matches!(
+            x.check_cancel(2, Some(840), 500),
+            Err(Refusal::Currency { .. })
+        ));
+        // A refund, approved or unknown, counts until resolved declined.
+        x.refund(1, &rec(3), Some(600));
+        let refunded = Refusal::Refunded {
+            id: 1,
+            refunds: vec![3],
+            refunded: 600,
+        };
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Err(refunded.clone()));
+        assert!(refunded
+            .to_string()
+            .contains("(tx 3: 600 approved or of unknown"));
+        x.refund(1, &rec(3), None);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // A cancellation approved or unknown: no second one.
+        x.cancelled(1, &rec(4));
+        assert_eq!(
+            x.check_cancel(1, Some(978), 1000),
+            Err(Refusal::Cancelled(1))
+        );
+        x.cancel_undone(1, 4);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // A debit not kept: its refunds are not known.
+        assert_eq!(x.check_cancel(9, Some(978), 1), Err(Refusal::NotKept(9)));
+    }
+
     fn heavy(id: u64, bytes: usize) -> Record {
         Record {
             id,
