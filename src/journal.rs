@@ -378,7 +378,7 @@ fn mask_once(raw: &[u8]) -> Vec<u8> {
 /// A frame with its card numbers masked. Masking again changes nothing
 /// (masking can only shorten digit runs, so this ends), which is what lets
 /// a line read back be written again as the same line.
-fn masked(frame: &[u8]) -> Vec<u8> {
+pub fn masked(frame: &[u8]) -> Vec<u8> {
     let mut cur = frame.to_vec();
     loop {
         let next = mask_once(&cur);

@@ -7,7 +7,7 @@ use crate::answer::Outcome;
 use crate::journal::{Record, Verdict};
 use crate::operation::Operation;
 use crate::request::Request;
-use crate::retry::{bound, Age, Attempt, RetryKey, Seen};
+use crate::retry::{bound, Age, Attempt, Proof, RetryKey, Seen};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,18 +87,31 @@ impl Memory {
     }
 
     /// The transaction a retry with this key repeats, if its answer is to
-    /// be given again.
+    /// be given again, and whether it is proven to be the same request: a
+    /// transaction read back from the journal whose request held masked
+    /// digits matches only [`Proof::Unproven`]. A proven match comes first.
     pub fn replay_of(
         &self,
         key: &RetryKey,
         window: Duration,
         now: Instant,
-    ) -> Option<Arc<Completed>> {
+    ) -> Option<(Arc<Completed>, Proof)> {
         if window.is_zero() || self.no_replay.contains(&key.register) {
             return None;
         }
-        let done = self.retries.get(key)?;
-        (replayable(done) && done.age.at(now) < window).then(|| Arc::clone(done))
+        let live = |k: &RetryKey| {
+            self.retries
+                .get(k)
+                .filter(|done| replayable(done) && done.age.at(now) < window)
+                .map(Arc::clone)
+        };
+        if let Some(done) = live(key) {
+            return Some((done, Proof::Same));
+        }
+        key.unproven_forms()
+            .iter()
+            .find_map(live)
+            .map(|done| (done, Proof::Unproven))
     }
 
     /// A CF seen again for the same register and operation with another
@@ -196,7 +209,10 @@ mod tests {
         let c = done(1, SALE, Outcome::approved(), t0);
         let key = c.key.clone().unwrap();
         m.remember(c, HOUR, t0);
-        assert_eq!(m.replay_of(&key, HOUR, t0).map(|c| c.record.id), Some(1));
+        assert_eq!(
+            m.replay_of(&key, HOUR, t0).map(|(c, p)| (c.record.id, p)),
+            Some((1, Proof::Same))
+        );
         // Fifty-nine minutes on: still; an hour on: a new attempt.
         assert!(m.replay_of(&key, HOUR, t0 + 59 * HOUR / 60).is_some());
         assert!(m.replay_of(&key, HOUR, t0 + HOUR).is_none());

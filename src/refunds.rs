@@ -94,6 +94,15 @@ pub enum Refusal {
         asked: u64,
     },
     TooMany(u64),
+    /// A cancellation of a debit that has refunds by reference.
+    Refunded {
+        id: u64,
+        refunds: Vec<u64>,
+        refunded: u64,
+    },
+    /// A cancellation of an approved debit the index no longer keeps:
+    /// its refunds, if any, are not known.
+    NotKept(u64),
 }
 
 fn cur(c: Option<u16>) -> String {
@@ -115,7 +124,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::Currency { id, debit, asked } => write!(
                 f,
-                "tx {id} was in currency {}, the refund asks {}",
+                "tx {id} was in currency {}, the request asks {}",
                 cur(*debit),
                 cur(*asked)
             ),
@@ -130,6 +139,24 @@ impl fmt::Display for Refusal {
                  {asked} more is past the amount charged"
             ),
             Refusal::TooMany(id) => write!(f, "tx {id} already has {MAX_REFUNDS} refunds"),
+            Refusal::Refunded {
+                id,
+                refunds,
+                refunded,
+            } => {
+                let ids: Vec<String> = refunds.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "tx {id} has refunds by reference (tx {}: {refunded} approved or of unknown \
+                     outcome); cancelling it would pay back more than it charged",
+                    ids.join(", tx ")
+                )
+            }
+            Refusal::NotKept(id) => write!(
+                f,
+                "tx {id} is older than the approved debits kept: its refunds by reference \
+                 cannot be checked"
+            ),
         }
     }
 }
@@ -228,6 +255,41 @@ impl Refunds {
             return Err(Refusal::TooMany(id));
         }
         Ok(id)
+    }
+
+    /// Whether a cancellation of `amount` in `currency` may undo approved
+    /// debit `id`: not when refunds by reference or a cancellation count
+    /// against it (approved or unknown: money may have gone back), nor for
+    /// another currency or more than it charged (after a partial
+    /// approval, the approved amount).
+    pub fn check_cancel(&self, id: u64, currency: Option<u16>, amount: u64) -> Result<(), Refusal> {
+        let d = self.debits.get(&id).ok_or(Refusal::NotKept(id))?;
+        if d.cancel.is_some() {
+            return Err(Refusal::Cancelled(id));
+        }
+        if !d.refunds.is_empty() {
+            return Err(Refusal::Refunded {
+                id,
+                refunds: d.refunds.iter().map(|r| r.record.id).collect(),
+                refunded: d.refunded(),
+            });
+        }
+        if d.currency != currency {
+            return Err(Refusal::Currency {
+                id,
+                debit: d.currency,
+                asked: currency,
+            });
+        }
+        if amount > d.charged {
+            return Err(Refusal::TooMuch {
+                id,
+                charged: d.charged,
+                refunded: 0,
+                asked: amount,
+            });
+        }
+        Ok(())
     }
 
     /// An approved debit (or deferred debit) of `charged` minor units.
@@ -356,6 +418,47 @@ mod tests {
             (x.cancelled_by(2), x.check("1", Some(978), 1)),
             (None, Ok(1))
         );
+    }
+
+    #[test]
+    fn a_cancellation_is_held_to_refunds_cancellations_and_the_charge() {
+        let mut x = Refunds::new(10);
+        x.debit(&rec(1), Some(978), 1000);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // More than charged (a partial approval charges less), or in
+        // another currency.
+        x.debit(&rec(2), Some(978), 500);
+        assert!(matches!(
+            x.check_cancel(2, Some(978), 1000),
+            Err(Refusal::TooMuch { charged: 500, .. })
+        ));
+        assert!(matches!(
+            x.check_cancel(2, Some(840), 500),
+            Err(Refusal::Currency { .. })
+        ));
+        // A refund, approved or unknown, counts until resolved declined.
+        x.refund(1, &rec(3), Some(600));
+        let refunded = Refusal::Refunded {
+            id: 1,
+            refunds: vec![3],
+            refunded: 600,
+        };
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Err(refunded.clone()));
+        assert!(refunded
+            .to_string()
+            .contains("(tx 3: 600 approved or of unknown"));
+        x.refund(1, &rec(3), None);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // A cancellation approved or unknown: no second one.
+        x.cancelled(1, &rec(4));
+        assert_eq!(
+            x.check_cancel(1, Some(978), 1000),
+            Err(Refusal::Cancelled(1))
+        );
+        x.cancel_undone(1, 4);
+        assert_eq!(x.check_cancel(1, Some(978), 1000), Ok(()));
+        // A debit not kept: its refunds are not known.
+        assert_eq!(x.check_cancel(9, Some(978), 1), Err(Refusal::NotKept(9)));
     }
 
     fn heavy(id: u64, bytes: usize) -> Record {

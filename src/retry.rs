@@ -5,7 +5,8 @@
 use crate::journal;
 use crate::operation::Operation;
 use crate::request::Request;
-use crate::tlv::tags::{CB, CD, CE, CF};
+use crate::tlv::tags::{CA, CB, CD, CE, CF, CZ};
+use crate::tlv::Frame;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -52,22 +53,61 @@ impl Age {
     }
 }
 
-/// Equal requests within the retry window are one transaction.
+/// Equal requests within the retry window are one transaction: equal in
+/// every element the register sent, not in a list of tags (each tag left
+/// out would be a way for another request to get this one's approval).
 ///
-/// CF is held in the masked form the journal keeps (a digit run that
-/// looks like a card number is never written whole), plus a 12-bit check
-/// of the unmasked bytes when masking changed them: a key read back from
-/// the journal after a restart then equals the live one, and two CFs that
-/// differ only in masked digits are still told apart (but for a 1 in 4096
-/// chance, on top of an equal amount, currency and register).
+/// The request is held in its canonical form: elements in tag order (a
+/// register library may not keep them in one order), `CA` as the register
+/// number (`1` and `01` name one register). The journal keeps requests
+/// masked (card-like digit runs, the shopper's phone and e-mail), so the
+/// key holds the masked form, which a restart reads back, plus:
+/// - when masking changed nothing, nothing else: the masked form is the
+///   request, and equal forms prove equal requests, after a restart too;
+/// - when it changed something, a 12-bit check of the whole request,
+///   written to the journal, and the request itself, in memory only
+///   (never written: it may hold a card number). A key read back from the
+///   journal has no request: equal masked forms and checks then do not
+///   prove the same request (1 in 4096 requests differing only in masked
+///   digits share a check), so such a match is [`Proof::Unproven`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RetryKey {
     pub register: u8,
+    /// The canonical request, masked as the journal keeps it.
+    masked: Vec<u8>,
+    check: Check,
+    /// The canonical request when masking changed it and this process
+    /// saw it whole.
+    whole: Option<Vec<u8>>,
+    /// What [`RetryKey::attempt`] compares: the operation, amount,
+    /// currency, masked CF and a check of its digits.
     pub cd: Vec<u8>,
     pub cb: Vec<u8>,
     pub ce: Vec<u8>,
     pub cf: String,
-    pub check: Option<u16>,
+    cf_check: Option<u16>,
+}
+
+/// How the masked form relates to the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Check {
+    /// Masking changed nothing.
+    Plain,
+    /// The 12-bit check of the canonical request, masking changed it.
+    Of(u16),
+    /// Journaled by an earlier concertd, which checked CF alone: what the
+    /// rest of the request held under its masks is not known.
+    Legacy,
+}
+
+/// Whether a retry is the request it matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// Equal, element for element.
+    Same,
+    /// Equal masked forms (and checks), but the earlier request is known
+    /// only masked: it may be another one.
+    Unproven,
 }
 
 /// FNV-1a, folded to 12 bits: a short check, not a digest of the card
@@ -81,50 +121,124 @@ fn check12(bytes: &[u8]) -> u16 {
     ((h >> 20) ^ (h & 0xfff)) as u16 & 0xfff
 }
 
+/// The request's elements in tag order, `CA` as the register number. `CZ`
+/// stays first, as a frame needs it: the journal masks a frame element by
+/// element only when it decodes.
+fn canonical(req: &Request) -> Vec<u8> {
+    let mut elements: Vec<_> = req.frame.elements().iter().collect();
+    elements.sort_by_key(|e| (e.tag != CZ, e.tag.0));
+    let mut f = Frame::new();
+    for e in elements {
+        match e.tag {
+            CA => f.push(CA, format!("{:02}", req.register).into_bytes()),
+            tag => f.push(tag, e.value.clone()),
+        }
+    }
+    f.encode()
+}
+
+/// The journal token's prefix: a token without it is a legacy one.
+const VERSION: &str = "r";
+
 impl RetryKey {
     /// The key of a request that may be replayed: a V3 debit or credit
-    /// with a CF. `check` is the journaled check when read back.
+    /// with a CF, as this process received it.
     pub fn of(req: &Request) -> Option<RetryKey> {
         let cf = req.frame.get(CF).filter(|v| !v.is_empty())?;
-        let masked = crate::pan::scrub(cf);
-        let check = (masked.as_bytes() != cf).then(|| check12(cf));
-        RetryKey::with_check(req, check)
+        let cf_check = (crate::pan::scrub(cf).as_bytes() != cf).then(|| check12(cf));
+        let whole = canonical(req);
+        let masked = journal::masked(&whole);
+        let (check, whole) = if masked == whole {
+            (Check::Plain, None)
+        } else {
+            (Check::Of(check12(&whole)), Some(whole))
+        };
+        RetryKey::with(req, masked, check, whole, cf_check)
     }
 
-    fn with_check(req: &Request, check: Option<u16>) -> Option<RetryKey> {
+    fn with(
+        req: &Request,
+        masked: Vec<u8>,
+        check: Check,
+        whole: Option<Vec<u8>>,
+        cf_check: Option<u16>,
+    ) -> Option<RetryKey> {
         if !(req.op.is_debit() || req.op == Operation::Credit) {
             return None;
         }
         let f = &req.frame;
         Some(RetryKey {
             register: req.register,
+            masked,
+            check,
+            whole,
             cd: f.get(CD)?.to_vec(),
             cb: f.get(CB)?.to_vec(),
             ce: f.get(CE)?.to_vec(),
             cf: crate::pan::scrub(f.get(CF).filter(|v| !v.is_empty())?),
-            check,
+            cf_check,
         })
     }
 
-    /// What the journal keeps of it: the masked CF is in the request
-    /// already, so only the check is written (`-` when there is none).
+    /// What the journal keeps of it besides the masked request: the
+    /// checks of the request and of its CF (`-` for none), as `r<request
+    /// check>.<CF check>`.
     pub fn token(&self) -> String {
-        self.check.map_or("-".into(), |c| format!("{c:03x}"))
+        let hex = |c: Option<u16>| c.map_or("-".into(), |c| format!("{c:03x}"));
+        let check = match self.check {
+            Check::Of(c) => Some(c),
+            Check::Plain | Check::Legacy => None,
+        };
+        format!("{VERSION}{}.{}", hex(check), hex(self.cf_check))
     }
 
+    /// The key of a journaled request (read back masked) and its token.
+    /// A token of an earlier concertd (`-` or three hex digits: CF's
+    /// check alone) gives a key that matches but proves nothing.
     pub fn from_token(req: &Request, token: &str) -> Option<RetryKey> {
-        let check = match token {
-            "-" => None,
-            t if t.len() == 3 => Some(u16::from_str_radix(t, 16).ok()?),
-            _ => return None,
+        let hex = |t: &str| match t {
+            "-" => Some(None),
+            t if t.len() == 3 => u16::from_str_radix(t, 16).ok().map(Some),
+            _ => None,
         };
-        RetryKey::with_check(req, check)
+        let masked = journal::masked(&canonical(req));
+        let Some(rest) = token.strip_prefix(VERSION) else {
+            let cf_check = hex(token)?;
+            return RetryKey::with(req, masked, Check::Legacy, None, cf_check);
+        };
+        let (check, cf_check) = rest.split_once('.')?;
+        let check = hex(check)?.map_or(Check::Plain, Check::Of);
+        RetryKey::with(req, masked, check, None, hex(cf_check)?)
+    }
+
+    /// The forms a key read back from the journal would have if it were
+    /// this request's: equal to one of them, it may be this request, but
+    /// nothing proves it.
+    pub fn unproven_forms(&self) -> Vec<RetryKey> {
+        let mut forms = Vec::with_capacity(2);
+        if self.whole.is_some() {
+            forms.push(RetryKey {
+                whole: None,
+                ..self.clone()
+            });
+        }
+        forms.push(RetryKey {
+            check: Check::Legacy,
+            whole: None,
+            ..self.clone()
+        });
+        forms
     }
 
     /// Which payment attempt a CF names: a debit and the credit that
     /// refunds it may share it.
     pub fn attempt(&self) -> Attempt {
-        (self.register, self.cd.clone(), self.cf.clone(), self.check)
+        (
+            self.register,
+            self.cd.clone(),
+            self.cf.clone(),
+            self.cf_check,
+        )
     }
 }
 
@@ -180,27 +294,160 @@ mod tests {
         assert!(c.get() > Duration::from_secs(10 * 365 * 86_400));
     }
 
-    /// A job whose reply closes without an answer (the worker could not
-    /// journal the outcome) is "no answer", never an answer to send.
+    /// What a restart reads back: the request as the journal masks it.
+    fn journaled(live: &Request) -> Request {
+        crate::request::reread(&journal::masked(&live.frame.encode())).unwrap()
+    }
+
+    fn tlv(elements: &[(&str, &str)]) -> String {
+        elements
+            .iter()
+            .map(|(t, v)| format!("{t}{:03}{v}", v.len()))
+            .collect()
+    }
+
+    /// A credit by reference carrying every tag a register may send.
+    const FULL: &[(&str, &str)] = &[
+        ("CZ", "0320"),
+        ("CJ", "247300123456"),
+        ("CA", "01"),
+        ("CB", "500"),
+        ("CD", "1"),
+        ("CE", "978"),
+        ("CF", "REFUND"),
+        ("IM", "1796098000001"),
+        ("CK", "110"),
+        ("BA", "0"),
+        ("BB", "0"),
+        ("BF", "1"),
+        ("CC", "00C"),
+        ("CH", "caisse-3"),
+        ("OD", "fidecoin"),
+    ];
 
     #[test]
-    fn a_card_like_cf_keys_the_same_after_a_journal_round_trip() {
+    fn every_element_the_register_sent_is_in_the_key() {
+        let base = RetryKey::of(&req(&tlv(FULL))).unwrap();
+        assert_eq!(RetryKey::of(&req(&tlv(FULL))), Some(base.clone()));
+        // One element changed, whichever (CZ and CD would be another
+        // protocol or operation, CB another amount: all differ too).
+        for (n, (tag, value)) in FULL.iter().enumerate() {
+            let mut other = FULL.to_vec();
+            let changed = match *tag {
+                "CZ" => "0300".to_string(),
+                "CA" => "02".to_string(),
+                "CD" => "0".to_string(),
+                "CE" => "840".to_string(),
+                "IM" => "1796098000002".to_string(),
+                "BA" | "BB" | "BF" => "1".repeat(1 + usize::from(*value == "1")),
+                "CC" => "00D".to_string(),
+                "CK" => "100".to_string(),
+                _ => format!("{value}x"),
+            };
+            other[n].1 = &changed;
+            let Ok(r) = crate::request::parse(tlv(&other).as_bytes(), &[978, 840]) else {
+                continue;
+            };
+            let k = RetryKey::of(&r).unwrap_or_else(|| panic!("{tag}: no key"));
+            assert_ne!(k, base, "{tag} changed, same key");
+            assert!(!base.unproven_forms().contains(&k), "{tag}");
+        }
+        // One element more, one fewer.
+        let more = [FULL, &[("AN", "1")]].concat();
+        assert_ne!(RetryKey::of(&req(&tlv(&more))), Some(base.clone()));
+        let fewer: Vec<_> = FULL.iter().filter(|(t, _)| *t != "CK").copied().collect();
+        assert_ne!(RetryKey::of(&req(&tlv(&fewer))), Some(base.clone()));
+        // The same elements in another order, CA written `1`: the same.
+        let mut shuffled = FULL.to_vec();
+        shuffled[1..].reverse();
+        let ca = shuffled.iter().position(|(t, _)| *t == "CA").unwrap();
+        shuffled[ca].1 = "1";
+        assert_eq!(RetryKey::of(&req(&tlv(&shuffled))), Some(base));
+    }
+
+    #[test]
+    fn refunds_of_two_debits_with_one_cf_are_two_keys() {
+        // The issue's case: CF=REFUND for 5.00, IM naming two debits.
+        let a = "CZ0040320CA00201CB003500CD0011CE003978CF006REFUNDIM0131796098000001";
+        let b = "CZ0040320CA00201CB003500CD0011CE003978CF006REFUNDIM0131796098000002";
+        let (ka, kb) = (
+            RetryKey::of(&req(a)).unwrap(),
+            RetryKey::of(&req(b)).unwrap(),
+        );
+        assert_ne!(ka, kb);
+        // Not even after a restart, which reads A back from the journal.
+        let back = RetryKey::from_token(&journaled(&req(a)), &ka.token()).unwrap();
+        assert_eq!(back, ka);
+        assert!(!kb.unproven_forms().contains(&back));
+        // The same payment attempt (CF) all the same.
+        assert_eq!(ka.attempt(), kb.attempt());
+    }
+
+    #[test]
+    fn a_request_without_masked_digits_is_proven_after_a_restart() {
+        let live = req("CZ0040320CA00201CB0042000CD0010CE003978CF004T-01");
+        let k = RetryKey::of(&live).unwrap();
+        assert_eq!(k.token(), "r-.-");
+        assert_eq!(RetryKey::from_token(&journaled(&live), &k.token()), Some(k));
+    }
+
+    #[test]
+    fn masked_digits_match_after_a_restart_but_prove_nothing() {
+        // A card-like CF, a 13-digit Visa-like IM, a shopper's phone: the
+        // journal keeps each masked.
+        for live in [
+            "CZ0040320CA00201CB0042000CD0010CE003978CF0164970101234560674",
+            "CZ0040320CA00201CB003500CD0011CE003978CF006REFUNDIM0134222222222222",
+            "CZ0040320CA00201CB0042000CD0010CE003978CF004T-01BH0100612345678",
+        ] {
+            let live = req(live);
+            let k = RetryKey::of(&live).unwrap();
+            assert!(matches!(k.check, Check::Of(_)), "{k:?}");
+            assert!(k.whole.is_some());
+            let back = RetryKey::from_token(&journaled(&live), &k.token()).unwrap();
+            // Read back: not the live key (nothing proves it), one of
+            // the forms it may be.
+            assert_ne!(back, k);
+            assert!(back.whole.is_none());
+            assert!(k.unproven_forms().contains(&back));
+        }
+        let cf = |digits: &str| {
+            RetryKey::of(&req(&format!(
+                "CZ0040320CA00201CB0042000CD0010CE003978CF016{digits}"
+            )))
+            .unwrap()
+        };
+        let k = cf("4970101234560674");
+        assert_eq!(k.cf, "497010######0674");
+        // Another number that masks the same way: another key, live; and
+        // its CF check tells the payment attempts apart.
+        let other = cf("4970109999880674");
+        assert_ne!(other, k);
+        assert_ne!(other.attempt(), k.attempt());
+        assert_eq!(other.masked, k.masked);
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_concertd_matches_unproven() {
         let live = req("CZ0040320CA00201CB0042000CD0010CE003978CF0164970101234560674");
         let k = RetryKey::of(&live).unwrap();
-        assert_eq!(k.cf, "497010######0674");
-        assert!(k.check.is_some());
-        // What restore sees: the masked request and the journaled token.
-        let masked = req(&crate::pan::scrub(&live.frame.encode()));
-        assert_eq!(RetryKey::from_token(&masked, &k.token()), Some(k.clone()));
-        // Another number that masks the same way is another key.
-        let other = req("CZ0040320CA00201CB0042000CD0010CE003978CF0164970109999880674");
-        assert_ne!(RetryKey::of(&other), Some(k));
-        // A plain CF needs no check.
-        let plain = RetryKey::of(&req("CZ0040320CA00201CB0042000CD0010CE003978CF003abc")).unwrap();
-        assert_eq!(plain.token(), "-");
-        // No CF, or not a debit or credit: no key.
+        let cf_check = format!("{:03x}", k.cf_check.unwrap());
+        for token in ["-", cf_check.as_str()] {
+            let back = RetryKey::from_token(&journaled(&live), token).unwrap();
+            assert_eq!(back.check, Check::Legacy);
+            assert_ne!(back, k);
+        }
+        let back = RetryKey::from_token(&journaled(&live), &cf_check).unwrap();
+        assert!(k.unproven_forms().contains(&back));
+        for bad in ["zz", "r", "r-", "rzzz.-", "r-.-.-"] {
+            assert!(RetryKey::from_token(&live, bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_debits_and_credits_with_a_cf_have_a_key() {
         assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0010CE003978")).is_none());
         assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0012CE003978CF003abc")).is_none());
-        assert!(RetryKey::from_token(&masked, "zz").is_none());
+        assert!(RetryKey::of(&req("CZ0040320CA00201CB0042000CD0017CE003978CF003abc")).is_some());
     }
 }

@@ -17,7 +17,7 @@ use crate::journal::{self, Event, Journal, Record, Verdict};
 use crate::memory::{Completed, Memory};
 use crate::refunds::Refunds;
 use crate::request::{self, Operation, Request};
-use crate::retry::{Age, RetryKey};
+use crate::retry::{Age, Proof, RetryKey};
 use crate::ticket::{self, Facts, TicketSpec};
 use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
@@ -737,27 +737,34 @@ impl Worker {
         if let Some(k) = &key {
             self.check_attempt(k, &format!("{} {}", job.origin.channel, job.origin.peer));
         }
-        if let Some(done) = key.as_ref().and_then(|k| self.replay_of(k)) {
-            if !job.take() {
-                return;
+        match key.as_ref().and_then(|k| self.replay_of(k)) {
+            Some((done, Proof::Same)) => {
+                if !job.take() {
+                    return;
+                }
+                log::info!(
+                    "{} {}: same {} as tx {} (every element): its answer replayed",
+                    job.origin.channel,
+                    job.origin.peer,
+                    req.op.name(),
+                    done.record.id
+                );
+                let ev = Event::Replayed {
+                    peer: format!("{} {}", job.origin.channel, job.origin.peer),
+                };
+                if let Err(e) = self.journal.note(done.record.id, &ev) {
+                    log::error!("{}: {e}", self.journal.path().display());
+                }
+                // Replays append too: a register retrying in a loop must not
+                // grow the journal past journal-size between transactions.
+                self.rotate_if_needed();
+                return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
             }
-            log::info!(
-                "{} {}: same {} as tx {} (CA CD CB CE CF): its answer replayed",
-                job.origin.channel,
-                job.origin.peer,
-                req.op.name(),
-                done.record.id
-            );
-            let ev = Event::Replayed {
-                peer: format!("{} {}", job.origin.channel, job.origin.peer),
-            };
-            if let Err(e) = self.journal.note(done.record.id, &ev) {
-                log::error!("{}: {e}", self.journal.path().display());
+            // Before any check: nothing runs, so nothing is refused.
+            Some((done, Proof::Unproven)) => {
+                return self.start(job, key, Some(done.record.id));
             }
-            // Replays append too: a register retrying in a loop must not
-            // grow the journal past journal-size between transactions.
-            self.rotate_if_needed();
-            return send(&job.reply, echo_cf(&done.answer, &req.frame), None);
+            None => {}
         }
         // The simulator told to answer busy although idle (the stage says
         // nothing with another backend): no transaction starts.
@@ -783,10 +790,35 @@ impl Worker {
                 return send(&job.reply, frame, None);
             }
         }
-        self.start(job, key);
+        if let Err(why) = self.check_cancel(req) {
+            log::warn!(
+                "{} {}: cancellation refused AF04: {why}",
+                job.origin.channel,
+                job.origin.peer
+            );
+            let frame = answer::refusal(&req.frame, Some(Af::Refused));
+            return send(&job.reply, frame, None);
+        }
+        self.start(job, key, None);
     }
 
-    fn replay_of(&self, key: &RetryKey) -> Option<Arc<Completed>> {
+    /// A cancellation undoes its register's last approved debit (see
+    /// `start`): whatever the backend, it is refused when that debit has
+    /// refunds by reference or a cancellation (approved, or of unknown
+    /// outcome), or asks more than it charged: money would go back twice.
+    /// With no such debit the backend decides (concertd.8, Operations).
+    fn check_cancel(&self, req: &Request) -> Result<(), crate::refunds::Refusal> {
+        if req.op != Operation::Cancel {
+            return Ok(());
+        }
+        let Some(debit) = self.memory.last_debit(req.register) else {
+            return Ok(());
+        };
+        self.refunds
+            .check_cancel(debit.record.id, req.currency, req.amount.unwrap_or(0))
+    }
+
+    fn replay_of(&self, key: &RetryKey) -> Option<(Arc<Completed>, Proof)> {
         self.memory
             .replay_of(key, self.settings.retry_window, Instant::now())
     }
@@ -806,7 +838,12 @@ impl Worker {
         }
     }
 
-    fn start(&mut self, job: Job, key: Option<RetryKey>) {
+    /// Starts a transaction. `unproven`: the transaction read back from the
+    /// journal whose masked request this one matches without proof that
+    /// it is the same (see `RetryKey`): it is not run but ended unknown,
+    /// as its outcome is that transaction's if it is the same request and
+    /// none if it is not.
+    fn start(&mut self, job: Job, key: Option<RetryKey>, unproven: Option<u64>) {
         let req = job.request.clone();
         let Some(id) = self.new_id() else {
             log::error!(
@@ -886,7 +923,22 @@ impl Worker {
             request: req.clone(),
             original,
         };
-        self.backend.start(&tx, self.done_tx.clone());
+        match unproven {
+            None => self.backend.start(&tx, self.done_tx.clone()),
+            Some(of) => {
+                log::warn!(
+                    "tx {id}: same request as tx {of} as the journal keeps it (masked), but \
+                     not provably the same (tx {of} is from before the restart): not run, \
+                     outcome unknown (AF07); tx {of}'s outcome is in the journal"
+                );
+                let _ = self.done_tx.send(Done {
+                    id,
+                    outcome: Outcome::declined(Af::NotEnded),
+                    resolved: false,
+                    note: None,
+                });
+            }
+        }
         let mut reply = Some(job.reply);
         if req.immediate {
             if let Some(r) = reply.take() {
@@ -1736,7 +1788,7 @@ mod queue_and_window_tests {
             channel: "tcp".into(),
             peer: "127.0.0.1:9".into(),
             register: 1,
-            key: Some("-".into()),
+            key: Some("r-.-".into()),
             answer: Some(format!("{request}AE00210AC006123456").into_bytes()),
             request: request.into_bytes(),
             ended_at: Some(stamp_ago(secs_ago)),
@@ -1759,8 +1811,8 @@ mod queue_and_window_tests {
             RetryKey::of(&request::parse(body.as_bytes(), &[978]).unwrap()).unwrap()
         };
         assert!(w.replay_of(&key("old")).is_none(), "expired, yet replayed");
-        let done = w.replay_of(&key("new")).expect("within the window");
-        assert_eq!(done.record.id, 2);
+        let (done, proof) = w.replay_of(&key("new")).expect("within the window");
+        assert_eq!((done.record.id, proof), (2, Proof::Same));
         // The same records under a window of two hours: both replayed.
         let (w, _h) = worker(
             vec![approved(1, "old", 3600), approved(2, "new", 60)],
@@ -1768,6 +1820,13 @@ mod queue_and_window_tests {
         );
         assert!(w.replay_of(&key("old")).is_some());
         assert!(w.replay_of(&key("new")).is_some());
+        // Journaled by an earlier concertd (its token checked CF alone):
+        // found, never proven.
+        let mut legacy = approved(3, "new", 60);
+        legacy.key = Some("-".into());
+        let (w, _h) = worker(vec![legacy], Duration::from_secs(1800));
+        let (done, proof) = w.replay_of(&key("new")).expect("within the window");
+        assert_eq!((done.record.id, proof), (3, Proof::Unproven));
     }
 }
 

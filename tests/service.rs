@@ -348,7 +348,7 @@ fn a_refund_by_reference_is_held_to_its_debit() {
     let req = payment("1", "100", &usd).replace("CE003978", "CE003840");
     assert_eq!(text(&exchange(d.addr, req.as_bytes())), refused(&req));
     d.wait_log(&format!(
-        "tx {second} was in currency 978, the refund asks 840"
+        "tx {second} was in currency 978, the request asks 840"
     ));
     // A refund whose outcome is unknown (..54: AF07) counts: money may
     // have moved.
@@ -475,4 +475,124 @@ fn exec_is_told_which_debit_a_refund_names() {
     let read = |op: &str| std::fs::read_to_string(dir.join(format!("of.{op}"))).unwrap();
     assert_eq!(read("debit"), "CONCERT_REFUND_OF=\n");
     assert_eq!(read("credit"), format!("CONCERT_REFUND_OF={id}\n"));
+}
+
+/// The answer refusing `req` with AF04 before any backend: its echo.
+fn refused_af04(req: &str) -> String {
+    format!("{req}AE00201AF00204")
+}
+
+/// Debit 8.00, refund 6.00 of it by reference, cancel it: 14.00 back on an
+/// 8.00 sale. The cancellation is refused AF04 before the backend is asked
+/// (issue 20, 3); so are a second cancellation and one asking more than a
+/// partial approval charged.
+#[test]
+fn a_cancellation_of_a_debit_refunded_by_reference_is_refused() {
+    let mut d = Daemon::start("");
+    exchange(d.addr, payment("0", "800", "").as_bytes());
+    let id = tx_id(&d, "debit 8.00 EUR", 1);
+    let a = exchange(d.addr, payment("1", "600", &el("IM", &id)).as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    let refund = tx_id(&d, &format!("credit 6.00 EUR, refund of tx {id}"), 1);
+    let cancel = payment("2", "800", "");
+    for round in 0..2 {
+        let a = exchange(d.addr, cancel.as_bytes());
+        assert_eq!(text(&a), refused_af04(&cancel), "round {round}");
+        d.wait_log(&format!(
+            "cancellation refused AF04: tx {id} has refunds by reference (tx {refund}: 600 \
+             approved or of unknown outcome)"
+        ));
+        // Never begun, so no backend saw it; the journal rebuilds the
+        // refunds after a restart.
+        assert!(!d.journal().contains(&cancel), "{}", d.journal());
+        assert!(!d.log_text().contains("cancel 8.00 EUR"));
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit().success());
+        d.spawn();
+    }
+
+    // A partial approval (..57: half) charged 5.28: a cancellation asks
+    // that much at most, and once approved nothing is refunded after it.
+    exchange(d.addr, payment("0", "1057", "BF0011").as_bytes());
+    let partial = tx_id(&d, "debit 10.57 EUR", 1);
+    let whole = payment("2", "1057", "");
+    assert_eq!(
+        text(&exchange(d.addr, whole.as_bytes())),
+        refused_af04(&whole)
+    );
+    d.wait_log(&format!(
+        "cancellation refused AF04: tx {partial} charged 528"
+    ));
+    let a = exchange(d.addr, payment("2", "528", "").as_bytes());
+    assert!(text(&a).contains("AE00210"), "{}", text(&a));
+    let r = payment("1", "1", &el("IM", &partial));
+    assert!(text(&exchange(d.addr, r.as_bytes())).contains("AE00201AF00204"));
+    d.wait_log(&format!("tx {partial} was cancelled"));
+}
+
+/// A refund whose answer was lost may have paid out: it blocks the
+/// cancellation of its debit as an approved one does, after a restart too.
+#[test]
+fn a_refund_of_unknown_outcome_blocks_the_cancellation_of_its_debit() {
+    let dir = temp_dir();
+    let script = dir.join("script");
+    std::fs::write(&script, "approve\nunknown\n").unwrap();
+    let mut d = Daemon::start(&format!("simulator-script {}\n", script.display()));
+    exchange(d.addr, payment("0", "1000", "").as_bytes());
+    let id = tx_id(&d, "debit 10.00 EUR", 1);
+    let a = exchange(d.addr, payment("1", "500", &el("IM", &id)).as_bytes());
+    assert!(a.is_empty(), "{}", text(&a));
+    loop_until(|| d.journal().contains(" ended unknown ").then_some(()));
+    let refund = tx_id(&d, &format!("credit 5.00 EUR, refund of tx {id}"), 1);
+    let cancel = payment("2", "1000", "");
+    for round in 0..2 {
+        let a = exchange(d.addr, cancel.as_bytes());
+        assert_eq!(text(&a), refused_af04(&cancel), "round {round}");
+        d.wait_log(&format!(
+            "tx {id} has refunds by reference (tx {refund}: 500 approved or of unknown outcome)"
+        ));
+        assert!(!d.journal().contains(&cancel), "{}", d.journal());
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit().success());
+        d.spawn();
+    }
+}
+
+/// A payment program and a relay's upstream decide a cancellation
+/// themselves, but never get one of a debit refunded by reference: the
+/// program's trace and the upstream's log show the debit and the refund,
+/// no cancellation.
+#[test]
+fn exec_and_relay_never_get_the_cancellation_of_a_refunded_debit() {
+    let dir = temp_dir();
+    let script = dir.join("pay.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$CONCERT_OPERATION $CONCERT_AMOUNT\" >> \"$(dirname \"$0\")/trace\"\n\
+         echo AE=10\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exec = Daemon::start(&format!("terminal exec {}\n", script.display()));
+    let up = Daemon::start("");
+    let relay = Daemon::start(&format!("terminal relay tcp {} v3\n", up.addr));
+    for d in [&exec, &relay] {
+        assert!(text(&exchange(d.addr, payment("0", "800", "").as_bytes())).contains("AE00210"));
+        let id = tx_id(d, "debit 8.00 EUR", 1);
+        let a = exchange(d.addr, payment("1", "600", &el("IM", &id)).as_bytes());
+        assert!(text(&a).contains("AE00210"), "{}", text(&a));
+        let cancel = payment("2", "800", "");
+        assert_eq!(
+            text(&exchange(d.addr, cancel.as_bytes())),
+            refused_af04(&cancel)
+        );
+        d.wait_log(&format!(
+            "cancellation refused AF04: tx {id} has refunds by reference"
+        ));
+    }
+    let trace = std::fs::read_to_string(dir.join("trace")).unwrap();
+    assert_eq!(trace, "debit 800\ncredit 600\n");
+    up.wait_log("debit 8.00 EUR register 01");
+    up.wait_log("credit 6.00 EUR register 01");
+    assert!(!up.log_text().contains("cancel "), "{}", up.log_text());
 }
