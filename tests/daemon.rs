@@ -370,7 +370,10 @@ fn the_simulator_says_no_card_is_charged() {
         "{}",
         String::from_utf8_lossy(&doc)
     );
-    d.write_config(&format!("{}config-watch 0\n", d.base_config()));
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nconfig-watch 0\n",
+        d.base_config()
+    ));
     d.signal(libc::SIGHUP);
     d.wait_log("reloaded:");
     d.wait_log_n("terminal simulator: no card is charged", 2);
@@ -471,5 +474,115 @@ fn reload_rebinds_an_overlapping_address() {
     assert_eq!(
         text(&exchange(served, PING)),
         "CZ0040320CA00201CD001IAE00210"
+    );
+}
+
+/// A register's debit through `concert` on `addr`: approved.
+fn debit_answers(addr: std::net::SocketAddr) {
+    let o = run(
+        CONCERT,
+        &[
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "pay",
+            "4.20",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 4.20 EUR"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_file_that_lost_its_listen_lines_is_refused() {
+    // Applied, it would move the terminal to 0.0.0.0:8888, or, that port
+    // taken, to nowhere.
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    d.write_config("terminal simulator\n");
+    d.signal(libc::SIGHUP);
+    let line = d.wait_log("it has no listen line");
+    assert!(
+        line.contains(
+            "it has no listen line, which would replace listen 127.0.0.1:0 with the \
+             default, listen 0.0.0.0:8888; the running configuration is kept"
+        ),
+        "{line}"
+    );
+    debit_answers(d.addr);
+    // concertctl reload is refused the same way, and says why.
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("it has no listen line"), "{}", stderr(&o));
+    debit_answers(d.addr);
+    let s = state(&d, 1);
+    assert!(s.contains(&format!("listening on {};", d.addr)), "{s}");
+    assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
+    assert!(!d.log_text().contains("stopped listening"), "{}", d.log_text());
+}
+
+#[test]
+fn a_new_address_that_cannot_be_bound_keeps_every_old_listener() {
+    // The port is ours: the daemon's bind of it fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    // A free address first, then the taken one: all or nothing.
+    d.write_config(&format!(
+        "{}control {}\nconfig-watch 0\nlisten 127.0.0.2:0\nlisten {busy}\n",
+        d.base_config(),
+        d.control_socket().display()
+    ));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("cannot listen on {busy}: ")), "{e}");
+    assert!(e.contains("the running configuration is kept"), "{e}");
+    let line = d.wait_log(&format!("reload: cannot listen on {busy}: "));
+    assert!(
+        line.ends_with("; the running configuration is kept"),
+        "{line}"
+    );
+    debit_answers(d.addr);
+    let s = state(&d, 1);
+    assert!(s.contains(&format!("listening on {};", d.addr)), "{s}");
+    let log = d.log_text();
+    assert!(!log.contains("listening on 127.0.0.2"), "{log}");
+    assert!(!log.contains("stopped listening"), "{log}");
+    assert!(!log.contains("reloaded:"), "{log}");
+    drop(taken);
+}
+
+#[test]
+fn concertctl_reload_moves_the_listener_to_a_new_address() {
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    let old = d.addr;
+    d.write_config(&format!(
+        "{}control {}\nconfig-watch 0\nlisten 127.0.0.2:0\n",
+        d.base_config(),
+        d.control_socket().display()
+    ));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("was: listen 127.0.0.1:0"), "{out}");
+    assert!(out.contains("now: listen 127.0.0.2:0"), "{out}");
+    let line = d.wait_log("listening on 127.0.0.2:");
+    let new: std::net::SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    d.wait_log(&format!("stopped listening on {old}"));
+    debit_answers(new);
+    assert!(
+        std::net::TcpStream::connect(old).is_err(),
+        "old port still open"
     );
 }
