@@ -381,7 +381,10 @@ impl Service {
                     break;
                 };
                 let o = old.remove(i);
-                log::info!("reload: {addr} overlaps {}: closing that one first", o.local);
+                log::info!(
+                    "reload: {addr} overlaps {}: closing that one first",
+                    o.local
+                );
                 reopen.push((o.configured, o.local));
                 o.close();
                 match bind_retrying(&addr) {

@@ -517,12 +517,20 @@ fn a_file_that_lost_its_listen_lines_is_refused() {
     // concertctl reload is refused the same way, and says why.
     let o = d.ctl(&["reload"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stderr(&o).contains("it has no listen line"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("it has no listen line"),
+        "{}",
+        stderr(&o)
+    );
     debit_answers(d.addr);
     let s = state(&d, 1);
     assert!(s.contains(&format!("listening on {};", d.addr)), "{s}");
     assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
-    assert!(!d.log_text().contains("stopped listening"), "{}", d.log_text());
+    assert!(
+        !d.log_text().contains("stopped listening"),
+        "{}",
+        d.log_text()
+    );
 }
 
 #[test]
