@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: concert [-iv] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
+    "usage: concert [-i] [-v] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
 \x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
