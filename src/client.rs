@@ -5,7 +5,7 @@ use crate::answer::Af;
 use crate::currency;
 use crate::framing::{lrc, ETX, STX};
 use crate::ticket;
-use crate::tlv::{tags::*, Frame};
+use crate::tlv::{step, tags::*, DecodeError, Frame, Step};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -175,6 +175,19 @@ impl Command {
         )
     }
 
+    /// A request that may move money: a payment, or a frame sent as it is
+    /// whose `CD` is a debit, credit, cancellation or deferred debit. Its
+    /// answer lost, the outcome is unknown rather than failed.
+    pub fn moves_money(&self) -> bool {
+        match self {
+            Command::Send(f) => read_answer(f.as_bytes())
+                .ok()
+                .and_then(|a| a.frame.get(CD).map(<[u8]>::to_vec))
+                .is_some_and(|cd| matches!(cd.as_slice(), b"0" | b"1" | b"2" | b"7")),
+            c => c.is_payment(),
+        }
+    }
+
     /// The Concert V3 request.
     pub fn v3(&self, o: &Options) -> Vec<u8> {
         match self {
@@ -247,42 +260,181 @@ pub fn print(text: &str, o: &Options) -> Frame {
     f
 }
 
+/// Why an exchange brought no answer, told by whether the terminal may
+/// have taken the request: for a payment, the difference between "nothing
+/// happened" and "the outcome is unknown".
+#[derive(Debug)]
+pub enum NoAnswer {
+    /// The request never reached the terminal whole: no connection, a
+    /// connection closed before the request was written; on a serial
+    /// line, no ACK to ENQ or a NAK to the request.
+    Unsent(io::Error),
+    /// The request went out, and no answer came: the connection closed,
+    /// reset or timed out after it was written, or the answer could not be
+    /// read whole; on a serial line, no ACK to the request frame, or no
+    /// answer after it.
+    Unanswered(io::Error),
+}
+
+impl NoAnswer {
+    pub fn error(&self) -> &io::Error {
+        match self {
+            NoAnswer::Unsent(e) | NoAnswer::Unanswered(e) => e,
+        }
+    }
+
+    /// The terminal may have taken the request.
+    pub fn sent(&self) -> bool {
+        matches!(self, NoAnswer::Unanswered(_))
+    }
+
+    pub fn into_error(self) -> io::Error {
+        match self {
+            NoAnswer::Unsent(e) | NoAnswer::Unanswered(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error().fmt(f)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// The peer closed or reset the connection before anything was written:
+/// a terminal that refuses the register's address does so at once.
+fn closed_already(s: &TcpStream) -> Option<io::Error> {
+    s.set_nonblocking(true).ok()?;
+    let seen = match s.peek(&mut [0u8; 1]) {
+        Ok(0) => Some(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before the request was written",
+        )),
+        Err(e)
+            if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted =>
+        {
+            Some(e)
+        }
+        _ => None,
+    };
+    let _ = s.set_nonblocking(false);
+    seen
+}
+
 /// Sends one request and reads the answer until the terminal closes.
 /// Returns the raw answer bytes (framing removed).
-pub fn exchange_tcp(addr: &str, request: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+pub fn exchange_tcp(addr: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, NoAnswer> {
     let target = addr
-        .to_socket_addrs()?
+        .to_socket_addrs()
+        .map_err(NoAnswer::Unsent)?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))?;
-    let mut s = TcpStream::connect_timeout(&target, timeout.min(Duration::from_secs(10)))?;
-    s.write_all(request)?;
-    s.shutdown(Shutdown::Write)?;
+        .ok_or_else(|| {
+            NoAnswer::Unsent(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr}: no address"),
+            ))
+        })?;
+    let mut s = TcpStream::connect_timeout(&target, timeout.min(Duration::from_secs(10)))
+        .map_err(NoAnswer::Unsent)?;
+    if let Some(e) = closed_already(&s) {
+        return Err(NoAnswer::Unsent(e));
+    }
+    // Once a byte of the request is out, the terminal may act on it.
+    let mut written = 0;
+    while written < request.len() {
+        match s.write(&request[written..]) {
+            Ok(0) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(if written == 0 {
+                    NoAnswer::Unsent(e)
+                } else {
+                    NoAnswer::Unanswered(e)
+                });
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if written == 0 => return Err(NoAnswer::Unsent(e)),
+            Err(e) => return Err(NoAnswer::Unanswered(e)),
+        }
+    }
+    let lost = NoAnswer::Unanswered;
+    s.shutdown(Shutdown::Write).map_err(lost)?;
     let deadline = Instant::now() + timeout;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
+    let late = || lost(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+            return Err(late());
         }
-        s.set_read_timeout(Some(left))?;
+        s.set_read_timeout(Some(left)).map_err(lost)?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) if answer.len() + n > MAX_ANSWER + 3 => {
-                return Err(io::Error::new(
+                return Err(lost(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("answer longer than {MAX_ANSWER} bytes"),
-                ))
+                )))
             }
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))
-            }
-            Err(e) => return Err(e),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => return Err(late()),
+            Err(e) => return Err(lost(e)),
         }
     }
+    if answer.is_empty() {
+        return Err(lost(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the terminal closed the connection without answering",
+        )));
+    }
     Ok(unwrap_stx(answer))
+}
+
+/// An answer as registers should read one: its elements up to the first
+/// bytes that do not make one more (a terminal's trailing CR LF, a cut
+/// element), which are kept aside, not taken as an error.
+#[derive(Debug)]
+pub struct Answer {
+    pub frame: Frame,
+    /// The bytes after the last element, ignored.
+    pub ignored: Vec<u8>,
+}
+
+/// Reads an answer: an error only when not even a first element, `CZ`,
+/// can be read, or when a tag comes twice (which value holds is not
+/// known).
+pub fn read_answer(bytes: &[u8]) -> Result<Answer, DecodeError> {
+    let mut frame = Frame::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match step(&bytes[pos..], pos) {
+            Step::Whole(el, n) => {
+                if frame.has(el.tag) {
+                    return Err(DecodeError::Duplicate {
+                        tag: el.tag,
+                        offset: pos,
+                    });
+                }
+                frame.push(el.tag, el.value);
+                pos += n;
+            }
+            _ if frame.has(CZ) => break,
+            Step::Cut => return Err(DecodeError::Truncated { offset: pos }),
+            Step::Invalid(e) => return Err(e),
+        }
+    }
+    match frame.elements().first() {
+        None => Err(DecodeError::Empty),
+        Some(e) if e.tag != CZ => Err(DecodeError::CzNotFirst),
+        Some(_) => Ok(Answer {
+            frame,
+            ignored: bytes[pos..].to_vec(),
+        }),
+    }
 }
 
 /// Removes STX..ETX+LRC around an answer, if there is one and it is good.
@@ -552,6 +704,64 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_read_up_to_their_last_element() {
+        let read = |b: &[u8]| read_answer(b).map(|a| (a.frame.encode(), a.ignored));
+        let whole = b"CZ0040320CA00201CD001IAE00210";
+        assert_eq!(read(whole).unwrap(), (whole.to_vec(), vec![]));
+        // What real terminals add, or what a cut leaves: set aside.
+        for tail in [&b"\r\n"[..], b"\n", b"\0", b"AE0", b"ZZ9", b" junk"] {
+            let b = [&whole[..], tail].concat();
+            assert_eq!(
+                read(&b).unwrap(),
+                (whole.to_vec(), tail.to_vec()),
+                "{tail:?}"
+            );
+        }
+        // Not an answer: nothing before the fault, or a tag said twice.
+        assert_eq!(
+            read(b"\r\nCZ0040320").unwrap_err(),
+            DecodeError::BadTag { offset: 0 }
+        );
+        assert_eq!(read(b"").unwrap_err(), DecodeError::Empty);
+        assert_eq!(
+            read(b"CA00201CZ0040320").unwrap_err(),
+            DecodeError::CzNotFirst
+        );
+        assert_eq!(
+            read(b"CZ0040320AE00210AE00201").unwrap_err(),
+            DecodeError::Duplicate {
+                tag: AE,
+                offset: 16
+            }
+        );
+    }
+
+    #[test]
+    fn what_may_move_money() {
+        for (c, money) in [
+            ("pay", true),
+            ("defer", true),
+            ("refund", true),
+            ("cancel", true),
+        ] {
+            assert_eq!(
+                Command::parse(c, Some("1"), 978).unwrap().moves_money(),
+                money
+            );
+        }
+        for c in ["ping", "status", "duplicate", "telecollect"] {
+            assert!(!Command::parse(c, None, 978).unwrap().moves_money(), "{c}");
+        }
+        let send = |f: &str| Command::Send(f.into()).moves_money();
+        for cd in ["0", "1", "2", "7"] {
+            assert!(send(&format!("CZ0040320CA00201CB0041000CD001{cd}CE003978")));
+        }
+        assert!(!send("CZ0040320CA00201CD001T"));
+        assert!(!send("CZ0040320CA00201CD0013"));
+        assert!(!send("not a frame"));
+    }
+
+    #[test]
     fn an_endless_answer_is_an_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
@@ -589,7 +799,7 @@ mod tests {
 /// The register's side of the serial link layer, for `concert -s` and the
 /// relay to a serial terminal.
 pub mod serial_link {
-    use super::MAX_ANSWER;
+    use super::{NoAnswer, MAX_ANSWER};
     use crate::config::Format;
     use crate::link::session::{self, Sent, Timers};
     use crate::link::{Link, Timer};
@@ -635,15 +845,27 @@ pub mod serial_link {
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
         /// A NAK is not answered by sending again: the terminal is busy.
         pub fn send_request(&mut self, payload: &[u8]) -> io::Result<()> {
-            match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1)? {
-                Sent::Done => Ok(()),
-                Sent::Unopened => Err(err(
+            self.send(payload).map_err(NoAnswer::into_error)
+        }
+
+        /// As [`Line::send_request`], told by whether the terminal may
+        /// have taken the request: the frame went out once the session
+        /// opened, and without its ACK nobody knows whether the terminal
+        /// took it (an ACK lost on the line looks the same). A device that
+        /// fails mid-session is counted the same way.
+        pub fn send(&mut self, payload: &[u8]) -> Result<(), NoAnswer> {
+            match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1) {
+                Err(e) => Err(NoAnswer::Unanswered(e)),
+                Ok(Sent::Done) => Ok(()),
+                Ok(Sent::Unopened) => Err(NoAnswer::Unsent(err(
                     "the terminal does not answer ENQ (not ready, or not a Concert line)",
-                )),
-                Sent::Refused => Err(err(
+                ))),
+                Ok(Sent::Refused) => Err(NoAnswer::Unsent(err(
                     "request refused (NAK): the terminal is busy or did not accept the frame",
-                )),
-                Sent::Unanswered => Err(err("no ACK to the request frame")),
+                ))),
+                Ok(Sent::Unanswered) => {
+                    Err(NoAnswer::Unanswered(err("no ACK to the request frame")))
+                }
             }
         }
 

@@ -87,10 +87,15 @@ fn unfinished(text: &str) -> Option<&'static str> {
     None
 }
 
-/// Whether the file names a backend at all.
-fn names_terminal(text: &str) -> bool {
+/// Whether the file has a line of this keyword at all.
+fn names(text: &str, keyword: &str) -> bool {
     text.lines()
-        .any(|l| crate::config::words(l).is_ok_and(|w| w.first().is_some_and(|k| k == "terminal")))
+        .any(|l| crate::config::words(l).is_ok_and(|w| w.first().is_some_and(|k| k == keyword)))
+}
+
+fn addresses(addrs: &[SocketAddr]) -> String {
+    let a: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    a.join(" ")
 }
 
 /// Says what the simulator is whenever it is the backend: an operator
@@ -255,12 +260,24 @@ impl Service {
         if let Some(why) = unfinished(&text) {
             return refuse(format!("{} not applied: {why}", file.display()));
         }
-        if self.cfg.terminal != crate::config::Terminal::Simulator && !names_terminal(&text) {
+        if self.cfg.terminal != crate::config::Terminal::Simulator && !names(&text, "terminal") {
             return refuse(format!(
                 "{} not applied: it has no terminal line, which would replace \
                  terminal {} with the simulator",
                 file.display(),
                 self.cfg.terminal.line()
+            ));
+        }
+        // The same for the addresses: a file that lost its `listen` lines
+        // would move the registers' terminal to the default address.
+        let default_listen = Config::default().listen;
+        if self.cfg.listen != default_listen && !names(&text, "listen") {
+            return refuse(format!(
+                "{} not applied: it has no listen line, which would replace \
+                 listen {} with the default, listen {}",
+                file.display(),
+                addresses(&self.cfg.listen),
+                addresses(&default_listen)
             ));
         }
         let read = Config::parse(&text, &file.display().to_string()).and_then(|mut c| {
@@ -289,7 +306,11 @@ impl Service {
             log::warn!("reload: {key} changed; that needs a restart, the running value is kept");
             said.push(format!("{key} changed: needs a restart, not applied"));
         }
-        self.rebind(&new.listen);
+        // Before anything else applies: a new address that cannot be bound
+        // refuses the whole file, the old listeners still serving.
+        if let Err(why) = self.rebind(&new.listen) {
+            return refuse(why);
+        }
         self.shared.set_settings(net_settings(&new));
         let _ = self.control.send(Control::Reload(
             worker_settings(&new),
@@ -315,54 +336,111 @@ impl Service {
         Ok(format!("reloaded {}\n{}", file.display(), said.join("\n")))
     }
 
-    /// New listeners are bound before old ones close, so that no client
-    /// finds the door shut; where a new address overlaps an old one, the
-    /// old one closes first.
-    fn rebind(&mut self, wanted: &[SocketAddr]) {
-        let (mut keep, mut old): (Vec<Listening>, Vec<Listening>) = self
+    /// Moves the listeners to `wanted`, all or nothing. Every new address
+    /// is bound before any old listener closes, so that no client finds
+    /// the door shut; where a new address overlaps an old one on the same
+    /// port, that old one closes first, and opens again if the move fails.
+    /// On failure the listeners are those that ran before, and the error
+    /// says which address could not be bound and why.
+    fn rebind(&mut self, wanted: &[SocketAddr]) -> Result<(), String> {
+        let (keep, mut old): (Vec<Listening>, Vec<Listening>) = self
             .listeners
             .drain(..)
             .partition(|l| wanted.contains(&l.configured));
-        for addr in wanted {
-            if keep.iter().any(|l| l.configured == *addr) {
-                continue;
+        let mut fresh: Vec<SocketAddr> = Vec::new();
+        for a in wanted {
+            if !keep.iter().any(|l| l.configured == *a) && !fresh.contains(a) {
+                fresh.push(*a);
             }
-            let bound = match TcpListener::bind(addr) {
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    match old.iter().position(|o| o.local.port() == addr.port()) {
-                        Some(i) => {
-                            let o = old.remove(i);
-                            log::info!(
-                                "reload: {addr} overlaps {}: closing that one first",
-                                o.local
-                            );
-                            o.close();
-                            bind_retrying(addr)
-                        }
-                        None => Err(e),
+        }
+        let mut bound: Vec<(SocketAddr, TcpListener)> = Vec::new();
+        let mut overlapping = Vec::new();
+        let mut failed = None;
+        for addr in fresh {
+            match TcpListener::bind(addr) {
+                Ok(l) => bound.push((addr, l)),
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && old.iter().any(|o| o.local.port() == addr.port()) =>
+                {
+                    overlapping.push(addr)
+                }
+                Err(e) => {
+                    failed = Some(format!("cannot listen on {addr}: {e}"));
+                    break;
+                }
+            }
+        }
+        // Only once every other new address is bound: an overlapping one
+        // needs its old listener closed first.
+        let mut reopen: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+        if failed.is_none() {
+            for addr in overlapping {
+                let Some(i) = old.iter().position(|o| o.local.port() == addr.port()) else {
+                    failed = Some(format!("cannot listen on {addr}: address in use"));
+                    break;
+                };
+                let o = old.remove(i);
+                log::info!(
+                    "reload: {addr} overlaps {}: closing that one first",
+                    o.local
+                );
+                reopen.push((o.configured, o.local));
+                o.close();
+                match bind_retrying(&addr) {
+                    Ok(l) => bound.push((addr, l)),
+                    Err(e) => {
+                        failed = Some(format!("cannot listen on {addr}: {e}"));
+                        break;
                     }
                 }
-                other => other,
-            };
-            let listener = match bound {
-                Ok(l) => l,
-                Err(e) => {
-                    log::error!("reload: cannot listen on {addr}: {e}");
-                    continue;
-                }
-            };
-            match net::spawn_listener(listener, *addr, Arc::clone(&self.shared)) {
-                Ok(l) => {
-                    log::info!("listening on {}", l.local);
-                    keep.push(l);
-                }
-                Err(e) => log::error!("reload: cannot start the listener on {addr}: {e}"),
             }
+        }
+        let mut started = Vec::new();
+        if failed.is_none() {
+            for (addr, l) in bound.drain(..) {
+                match net::spawn_listener(l, addr, Arc::clone(&self.shared)) {
+                    Ok(l) => started.push(l),
+                    Err(e) => {
+                        failed = Some(format!("cannot start the listener on {addr}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(why) = failed {
+            // Back as it was: what was bound for the move lets go, and an
+            // old listener closed for an overlap listens again.
+            drop(bound);
+            for l in started {
+                l.close();
+            }
+            self.listeners = keep;
+            self.listeners.append(&mut old);
+            for (configured, local) in reopen {
+                match bind_retrying(&local)
+                    .and_then(|l| net::spawn_listener(l, configured, Arc::clone(&self.shared)))
+                {
+                    Ok(l) => {
+                        log::info!("listening on {} again", l.local);
+                        self.listeners.push(l);
+                    }
+                    Err(e) => log::error!(
+                        "reload: cannot listen on {local} again: {e}; nothing listens there"
+                    ),
+                }
+            }
+            return Err(why);
+        }
+        for l in &started {
+            log::info!("listening on {}", l.local);
         }
         for o in old {
             o.close();
         }
         self.listeners = keep;
+        self.listeners.append(&mut started);
+        Ok(())
     }
 
     /// SIGUSR1: the live state, in the log.

@@ -330,11 +330,11 @@ fn client_errors_say_what_happened_and_what_to_do() {
     let gate = Gate::new();
     let d = Daemon::start(&gate.terminal());
     let o = d.concert(&["-t", "1", "pay", "2"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     assert!(
         stderr(&o).contains(
-            "no answer in time; the answer may still come: run `concert status` to fetch the \
-             outcome of the last transaction"
+            "no answer in time; the request went out: the outcome is unknown (it may have been \
+             approved); run `concert status` to fetch it before trying again"
         ),
         "{}",
         stderr(&o)
@@ -423,4 +423,50 @@ fn client_sends_a_raw_frame_to_an_ipv6_terminal() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "CZ0040320CA00201CD001IAE00210\n");
+}
+
+#[test]
+fn a_payment_cut_by_a_killed_terminal_is_unknown() {
+    let gate = Gate::new();
+    let mut d = Daemon::start(&gate.terminal());
+    let port = d.port();
+    let pay = std::thread::spawn(move || {
+        std::process::Command::new(CONCERT)
+            .args(["-p", &port, "pay", "6"])
+            .output()
+            .unwrap()
+    });
+    d.wait_log("held 600");
+    d.kill9();
+    let o = pay.join().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "the request went out: the outcome is unknown (it may have been approved); run \
+             `concert status` to fetch it before trying again"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("is this address allowed"), "{e}");
+    drop(gate);
+}
+
+#[test]
+fn a_refused_connection_says_so_for_a_payment_too() {
+    // Nothing listens: nothing was sent, nothing can have been charged.
+    let closed = ClosedPort::new();
+    let port = closed.addr.port().to_string();
+    for cmd in [&["pay", "6"][..], &["refund", "6"], &["ping"]] {
+        let o = run(CONCERT, &[&["-p", &port][..], cmd].concat());
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(
+                "Connection refused (os error 111): is concertd running, and listening on this \
+                 address (`listen` in concertd.conf)?"
+            ),
+            "{cmd:?}: {}",
+            stderr(&o)
+        );
+    }
 }

@@ -370,7 +370,10 @@ fn the_simulator_says_no_card_is_charged() {
         "{}",
         String::from_utf8_lossy(&doc)
     );
-    d.write_config(&format!("{}config-watch 0\n", d.base_config()));
+    d.write_config(&format!(
+        "{}listen 127.0.0.1:0\nconfig-watch 0\n",
+        d.base_config()
+    ));
     d.signal(libc::SIGHUP);
     d.wait_log("reloaded:");
     d.wait_log_n("terminal simulator: no card is charged", 2);
@@ -425,12 +428,15 @@ fn reload_swaps_the_backend_after_the_running_transaction() {
     assert!(!d.log_text().contains("held 600"), "{}", d.log_text());
 }
 
-#[test]
-fn reload_rebinds_an_overlapping_address() {
-    // A port outside the ephemeral range, as a configured one is: between
-    // the old listener's close and the new bind, a client connecting
-    // anywhere on the machine could be given an ephemeral port, and block
-    // the bind for as long as it lives (or lingers in TIME_WAIT).
+/// A daemon listening on 127.0.0.1 at a port outside the ephemeral range,
+/// as a configured one is: between an old listener's close and a new
+/// bind, a client connecting anywhere on the machine could be given an
+/// ephemeral port, and block the bind for as long as it lives (or lingers
+/// in TIME_WAIT). Taken ports are skipped: the daemon says so and exits,
+/// and the next one is tried, never a port bound then released. The
+/// daemon listens on port 0 too (the harness's), which a reload drops.
+/// `apart` keeps two tests that run at once off each other's ports.
+fn daemon_on_a_fixed_port(extra: &str, apart: u16) -> (u16, Daemon) {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .unwrap_or_else(|_| "32768 60999".into());
     let low: u16 = range
@@ -438,21 +444,21 @@ fn reload_rebinds_an_overlapping_address() {
         .next()
         .and_then(|w| w.parse().ok())
         .unwrap_or(32768);
-    assert!(low > 4096, "ephemeral ports start at {low}");
-    // Taken ports are skipped: the daemon says so and exits, and the
-    // next one is tried, never a port bound then released. The daemon
-    // listens on port 0 too (the harness's), which the reload drops.
-    let first = low - 1 - (std::process::id() % 2000) as u16;
-    let (port, d) = (0..50)
+    assert!(low > 4096 + 2000 + apart, "ephemeral ports start at {low}");
+    let first = low - 1 - apart - (std::process::id() % 2000) as u16;
+    (0..50)
         .map(|i| first - i)
         .find_map(|p| {
-            std::panic::catch_unwind(|| {
-                Daemon::start(&format!("config-watch 0\nlisten 127.0.0.1:{p}"))
-            })
-            .ok()
-            .map(|d| (p, d))
+            std::panic::catch_unwind(|| Daemon::start(&format!("{extra}\nlisten 127.0.0.1:{p}")))
+                .ok()
+                .map(|d| (p, d))
         })
-        .expect("a free port below the ephemeral range");
+        .expect("a free port below the ephemeral range")
+}
+
+#[test]
+fn reload_rebinds_an_overlapping_address() {
+    let (port, d) = daemon_on_a_fixed_port("config-watch 0", 0);
     d.wait_log(&format!("listening on 127.0.0.1:{port}"));
     // The wildcard on the same port overlaps 127.0.0.1: binding it first
     // would fail, so the old listener closes first, and says so.
@@ -472,4 +478,151 @@ fn reload_rebinds_an_overlapping_address() {
         text(&exchange(served, PING)),
         "CZ0040320CA00201CD001IAE00210"
     );
+}
+
+/// A register's debit through `concert` on `addr`: approved.
+fn debit_answers(addr: std::net::SocketAddr) {
+    let o = run(
+        CONCERT,
+        &[
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "pay",
+            "4.20",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 4.20 EUR"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_file_that_lost_its_listen_lines_is_refused() {
+    // Applied, it would move the terminal to 0.0.0.0:8888, or, that port
+    // taken, to nowhere.
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    d.write_config("terminal simulator\n");
+    d.signal(libc::SIGHUP);
+    let line = d.wait_log("it has no listen line");
+    assert!(
+        line.contains(
+            "it has no listen line, which would replace listen 127.0.0.1:0 with the \
+             default, listen 0.0.0.0:8888; the running configuration is kept"
+        ),
+        "{line}"
+    );
+    debit_answers(d.addr);
+    // concertctl reload is refused the same way, and says why.
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("it has no listen line"),
+        "{}",
+        stderr(&o)
+    );
+    debit_answers(d.addr);
+    let s = state(&d, 1);
+    assert!(s.contains(&format!("listening on {};", d.addr)), "{s}");
+    assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
+    assert!(
+        !d.log_text().contains("stopped listening"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_new_address_that_cannot_be_bound_keeps_every_old_listener() {
+    // The port is ours: the daemon's bind of it fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    // A free address first, then the taken one: all or nothing.
+    d.write_config(&format!(
+        "{}control {}\nconfig-watch 0\nlisten 127.0.0.2:0\nlisten {busy}\n",
+        d.base_config(),
+        d.control_socket().display()
+    ));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("cannot listen on {busy}: ")), "{e}");
+    assert!(e.contains("the running configuration is kept"), "{e}");
+    let line = d.wait_log(&format!("reload: cannot listen on {busy}: "));
+    assert!(
+        line.ends_with("; the running configuration is kept"),
+        "{line}"
+    );
+    debit_answers(d.addr);
+    let s = state(&d, 1);
+    assert!(s.contains(&format!("listening on {};", d.addr)), "{s}");
+    let log = d.log_text();
+    assert!(!log.contains("listening on 127.0.0.2"), "{log}");
+    assert!(!log.contains("stopped listening"), "{log}");
+    assert!(!log.contains("reloaded:"), "{log}");
+    drop(taken);
+}
+
+#[test]
+fn concertctl_reload_moves_the_listener_to_a_new_address() {
+    let d = Daemon::start("control @DIR@/control.sock\nconfig-watch 0");
+    let old = d.addr;
+    d.write_config(&format!(
+        "{}control {}\nconfig-watch 0\nlisten 127.0.0.2:0\n",
+        d.base_config(),
+        d.control_socket().display()
+    ));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("was: listen 127.0.0.1:0"), "{out}");
+    assert!(out.contains("now: listen 127.0.0.2:0"), "{out}");
+    let line = d.wait_log("listening on 127.0.0.2:");
+    let new: std::net::SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    d.wait_log(&format!("stopped listening on {old}"));
+    debit_answers(new);
+    assert!(
+        std::net::TcpStream::connect(old).is_err(),
+        "old port still open"
+    );
+}
+
+#[test]
+fn an_overlap_that_cannot_be_bound_listens_again_on_the_old_address() {
+    let (port, d) = daemon_on_a_fixed_port("config-watch 0", 100);
+    d.wait_log(&format!("listening on 127.0.0.1:{port}"));
+    let old: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Someone else on the same port at another address: the wildcard
+    // cannot be bound even once the daemon's own listener there closed.
+    let other = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+    d.write_config(&format!(
+        "{}config-watch 0\nlisten 0.0.0.0:{port}\n",
+        d.base_config()
+    ));
+    d.signal(libc::SIGHUP);
+    d.wait_log(&format!(
+        "reload: 0.0.0.0:{port} overlaps 127.0.0.1:{port}: closing that one first"
+    ));
+    let line = d.wait_log(&format!("reload: cannot listen on 0.0.0.0:{port}: "));
+    assert!(
+        line.ends_with("; the running configuration is kept"),
+        "{line}"
+    );
+    d.wait_log(&format!("listening on 127.0.0.1:{port} again"));
+    debit_answers(old);
+    // The harness's own listener, never closed, answers too.
+    debit_answers(d.addr);
+    assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
+    drop(other);
 }

@@ -326,3 +326,90 @@ fn slow_enq_opens_the_answer_session_late_and_says_so() {
     let a = r.answer();
     assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
 }
+
+/// What `concert` says of a payment whose request went out unanswered.
+const UNKNOWN: &str = "the request went out: the outcome is unknown (it may have been \
+                       approved); run `concert status` to fetch it before trying again";
+
+#[test]
+fn concert_reads_an_answer_followed_by_crlf() {
+    let (d, _) = scripted("approve crlf\nrefuse crlf\napprove crlf\n", "");
+    let o = d.concert(&["pay", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 10.00 EUR, register 01\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stderr(&o), "", "ignored without -v");
+    let o = d.concert(&["pay", "10"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("declined: debit 10.00 EUR, register 01: refused (AF 04)"),
+        "{}",
+        stdout(&o)
+    );
+    // -v says what was left aside.
+    let o = d.concert(&["-v", "pay", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "concert: ignored 2 bytes after the answer's last element: \\x0d\\x0a\n"
+    );
+}
+
+#[test]
+fn a_payment_closed_or_reset_after_its_request_is_unknown_not_failed() {
+    let (d, _) = scripted("approve silent\napprove reset\n", "");
+    for quirk in ["silent", "reset"] {
+        let o = d.concert(&["pay", "10"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{quirk}: {}{e}", stdout(&o));
+        assert!(e.contains(UNKNOWN), "{quirk}: {e}");
+        assert!(!e.contains("is this address allowed"), "{quirk}: {e}");
+        assert_eq!(stdout(&o), "", "{quirk}");
+        // And it was approved: what the status says.
+        let o = d.concert(&["status"]);
+        assert_eq!(o.status.code(), Some(0), "{quirk}: {}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("approved: debit 10.00 EUR"),
+            "{quirk}: {}",
+            stdout(&o)
+        );
+    }
+    d.wait_log("simulator: silent, closed without an answer");
+    d.wait_log("simulator: reset instead of the answer");
+}
+
+#[test]
+fn concert_s_keeps_a_nak_apart_from_a_lost_answer() {
+    let dir = temp_dir();
+    let (tpe, ecr) = (dir.join("ttyTPE"), dir.join("ttyECR"));
+    let _relay = relay(pty(&tpe), pty(&ecr));
+    let script = dir.join("scenario");
+    std::fs::write(&script, "refuse nak-first\nunknown\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        tpe.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    let ecr = ecr.to_str().unwrap();
+    // NAKed: the terminal did not take it; nothing happened.
+    let o = d.concert(&["-s", ecr, "pay", "10"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("request refused (NAK)"),
+        "{}",
+        stderr(&o)
+    );
+    d.wait_log("simulator nak-first: NAK");
+    // The NAKed request never ran: its plan goes to the next one.
+    let o = d.concert(&["-s", ecr, "pay", "10"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    // ACKed, then no answer: the outcome is unknown.
+    let o = d.concert(&["-s", ecr, "-t", "1", "pay", "10"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains(UNKNOWN), "{}", stderr(&o));
+    d.wait_log("simulator: unknown, the answer is lost");
+}

@@ -1,6 +1,6 @@
 //! concert: play the cash register against a Concert terminal.
 
-use concert::client::{self, Options, Verdict};
+use concert::client::{self, NoAnswer, Options, Verdict};
 use concert::currency;
 use concert::pan;
 use concert::tlv::tags;
@@ -8,7 +8,8 @@ use concert::tlv::Frame;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: concert [-i] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
+const USAGE: &str =
+    "usage: concert [-i] [-v] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
 \x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
@@ -19,6 +20,19 @@ commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\
 /// missed.
 const STATUS_HINT: &str =
     "the answer may still come: run `concert status` to fetch the outcome of the last transaction";
+
+/// A request that may move money went out and no answer was read: the
+/// cashier must not be told it failed, and must not simply try again.
+const UNKNOWN: &str = "the request went out: the outcome is unknown (it may have been approved); \
+                       run `concert status` to fetch it before trying again";
+
+/// The same, for Concert V2, which has no status request.
+const UNKNOWN_V2: &str =
+    "the request went out: the outcome is unknown (it may have been approved); \
+                          check it on the terminal before trying again";
+
+/// The exit status of an unknown outcome.
+const EXIT_UNKNOWN: u8 = 3;
 
 /// Between two status requests of `--immediate`.
 const POLL: Duration = Duration::from_millis(500);
@@ -39,6 +53,11 @@ struct Run {
     poll: bool,
     /// A missed answer may be fetched with `concert status`.
     hint: bool,
+    /// The request may move money: an answer lost after it went out
+    /// leaves the outcome unknown.
+    money: bool,
+    /// Says on standard error what of an answer was ignored.
+    verbose: bool,
     addr: String,
     raw: bool,
     timeout: Duration,
@@ -119,6 +138,11 @@ fn parse() -> Result<Run, String> {
     );
     o.optflag("V", "version", "print the version and exit");
     o.optflag("i", "immediate", "ask for an immediate answer (BA=1)");
+    o.optflag(
+        "v",
+        "verbose",
+        "say what of an answer is ignored (bytes after its last element)",
+    );
     o.optflag("", "raw", "print the answer frame as it came");
     o.optopt(
         "s",
@@ -220,6 +244,8 @@ fn parse() -> Result<Run, String> {
         opts.refund_of = Some(value("-m", &im, 1..=999)?);
     }
     let hint = !matches!(command, client::Command::Status | client::Command::Ping);
+    let money = command.moves_money();
+    let verbose = m.opt_present("v");
     if v2 {
         let request = command.v2(&opts).map_err(usage)?;
         return Ok(Run {
@@ -228,6 +254,8 @@ fn parse() -> Result<Run, String> {
             v2: true,
             poll: false,
             hint: false,
+            money,
+            verbose,
             addr: String::new(),
             raw: m.opt_present("raw"),
             timeout,
@@ -244,6 +272,8 @@ fn parse() -> Result<Run, String> {
         v2: false,
         poll: opts.immediate && command.is_payment(),
         hint,
+        money,
+        verbose,
         request: command.v3(&opts),
         options: opts,
         addr,
@@ -260,36 +290,48 @@ fn target(run: &Run) -> &str {
     }
 }
 
-/// One request and its answer over the chosen transport.
-fn exchange(run: &Run, request: &[u8]) -> Result<Vec<u8>, ExitCode> {
+/// One request and its answer over the chosen transport. `money`: the
+/// exchange decides a payment's outcome (the payment itself, or a status
+/// request polling for it).
+fn exchange(run: &Run, request: &[u8], money: bool) -> Result<Vec<u8>, ExitCode> {
     let answer = match &run.serial {
         None => client::exchange_tcp(&run.addr, request, run.timeout),
-        Some(s) => client::serial_link::Line::open(&s.path, s.speed, s.format).and_then(|mut l| {
-            l.send_request(request)?;
-            l.receive_answer(run.timeout)
-        }),
-    };
-    match answer {
-        Ok(a) if !a.is_empty() => Ok(a),
-        Ok(_) => fail(run, &closed(run)),
-        Err(e) => {
-            use std::io::ErrorKind as K;
-            let why = match e.kind() {
-                K::ConnectionReset | K::NotConnected | K::BrokenPipe | K::UnexpectedEof
-                    if run.serial.is_none() =>
-                {
-                    closed(run)
+        Some(s) => client::serial_link::Line::open(&s.path, s.speed, s.format)
+            .map_err(NoAnswer::Unsent)
+            .and_then(|mut l| {
+                l.send(request)?;
+                match l.receive_answer(run.timeout) {
+                    Ok(a) if a.is_empty() => Err(NoAnswer::Unanswered(std::io::Error::other(
+                        "the terminal closed the session without answering",
+                    ))),
+                    Ok(a) => Ok(a),
+                    Err(e) => Err(NoAnswer::Unanswered(e)),
                 }
-                K::ConnectionRefused => format!(
-                    "{e}: is concertd running, and listening on this address (`listen` in \
-                     concertd.conf)?"
-                ),
-                K::TimedOut if run.hint => format!("{e}; {STATUS_HINT}"),
-                _ => e.to_string(),
-            };
-            fail(run, &why)
-        }
+            }),
+    };
+    let e = match answer {
+        Ok(a) => return Ok(a),
+        Err(e) => e,
+    };
+    if money && e.sent() {
+        return unknown(run, &e.to_string());
     }
+    use std::io::ErrorKind as K;
+    let e = e.into_error();
+    let why = match e.kind() {
+        K::ConnectionReset | K::NotConnected | K::BrokenPipe | K::UnexpectedEof
+            if run.serial.is_none() =>
+        {
+            closed(run)
+        }
+        K::ConnectionRefused => format!(
+            "{e}: is concertd running, and listening on this address (`listen` in \
+             concertd.conf)?"
+        ),
+        K::TimedOut if run.hint => format!("{e}; {STATUS_HINT}"),
+        _ => e.to_string(),
+    };
+    fail(run, &why)
 }
 
 fn fail<T>(run: &Run, why: &str) -> Result<T, ExitCode> {
@@ -297,8 +339,16 @@ fn fail<T>(run: &Run, why: &str) -> Result<T, ExitCode> {
     Err(ExitCode::from(2))
 }
 
-/// A terminal that closes before answering has most often refused the
-/// register's address; concertd says so only in its own log.
+/// A payment's request went out, and no answer that says its outcome
+/// came back.
+fn unknown<T>(run: &Run, why: &str) -> Result<T, ExitCode> {
+    let what = if run.v2 { UNKNOWN_V2 } else { UNKNOWN };
+    eprintln!("concert: {}: {why}; {what}", target(run));
+    Err(ExitCode::from(EXIT_UNKNOWN))
+}
+
+/// Before the request was written, a terminal that closes has most often
+/// refused the register's address; concertd says so only in its own log.
 fn closed(run: &Run) -> String {
     match run.serial {
         Some(_) => "the terminal closed the session without answering".into(),
@@ -310,7 +360,7 @@ fn closed(run: &Run) -> String {
 
 /// The V2 flow: one request, one fixed-position reply.
 fn run_v2(run: &Run) -> ExitCode {
-    let answer = match exchange(run, &run.request) {
+    let answer = match exchange(run, &run.request, true) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -320,8 +370,8 @@ fn run_v2(run: &Run) -> ExitCode {
     let r = match concert::v2::parse_reply(&answer) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("concert: bad V2 reply ({e}): {}", pan::scrub(&answer));
-            return ExitCode::from(2);
+            let why = format!("bad V2 reply ({e}): {}", pan::scrub(&answer));
+            return unknown::<()>(run, &why).unwrap_err();
         }
     };
     let cur: u16 = std::str::from_utf8(&r.currency)
@@ -358,12 +408,28 @@ fn run_v2(run: &Run) -> ExitCode {
     }
 }
 
-fn ask(run: &Run, request: &[u8]) -> Result<(Vec<u8>, Frame), ExitCode> {
-    let answer = exchange(run, request)?;
-    match Frame::decode(&answer) {
-        Ok(f) => Ok((answer, f)),
-        Err((_, e)) => {
-            eprintln!("concert: bad answer ({e}): {}", pan::scrub(&answer));
+/// One V3 exchange, its answer read as registers should read one. For a
+/// payment (`money`), an answer that does not say approved or declined
+/// leaves the outcome unknown.
+fn ask(run: &Run, request: &[u8], money: bool) -> Result<(Vec<u8>, Frame), ExitCode> {
+    let answer = exchange(run, request, money)?;
+    match client::read_answer(&answer) {
+        Ok(a) => {
+            if run.verbose && !a.ignored.is_empty() {
+                eprintln!(
+                    "concert: ignored {} bytes after the answer's last element: {}",
+                    a.ignored.len(),
+                    pan::scrub(&a.ignored)
+                );
+            }
+            Ok((answer, a.frame))
+        }
+        Err(e) => {
+            let why = format!("bad answer ({e}): {}", pan::scrub(&answer));
+            if money {
+                return unknown(run, &why);
+            }
+            eprintln!("concert: {why}");
             Err(ExitCode::from(2))
         }
     }
@@ -377,13 +443,12 @@ fn poll_outcome(run: &Run) -> Result<(Vec<u8>, Frame), ExitCode> {
     let status = client::simple(b'T', &run.options).encode();
     loop {
         std::thread::sleep(POLL);
-        let (raw, f) = ask(run, &status)?;
+        let (raw, f) = ask(run, &status, true)?;
         if f.get(tags::CD) != Some(b"T") {
             return Ok((raw, f));
         }
         if Instant::now() >= deadline {
-            eprintln!("concert: no final outcome within the timeout; {STATUS_HINT}");
-            return Err(ExitCode::from(2));
+            return unknown(run, "no final outcome within the timeout");
         }
     }
 }
@@ -399,7 +464,7 @@ fn main() -> ExitCode {
     if run.v2 {
         return run_v2(&run);
     }
-    let (mut answer, mut frame) = match ask(&run, &run.request) {
+    let (mut answer, mut frame) = match ask(&run, &run.request, run.money) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -416,6 +481,11 @@ fn main() -> ExitCode {
         println!("{}", String::from_utf8_lossy(&answer));
     } else {
         print!("{}", client::describe(&frame));
+    }
+    // Neither approved nor declined: a payment's fate is not said.
+    if run.money && !matches!(frame.get(tags::AE), Some(b"10" | b"01")) {
+        let ae = frame.text(tags::AE).unwrap_or("none");
+        return unknown::<()>(&run, &format!("answer status AE={ae}")).unwrap_err();
     }
     match client::verdict(&frame) {
         Verdict::Approved => ExitCode::SUCCESS,
