@@ -1913,7 +1913,7 @@ mod handover_tests {
         let job = w.jobs.try_recv().expect("the job is queued");
         // As if the deadline fired while `start` waited for the disk.
         assert!(p.claim.withdraw());
-        w.start(job, None);
+        w.start(job, None, None);
         assert!(w.running.is_none(), "a withdrawn job started");
         assert!(p.started.try_recv().is_err(), "told started");
         let text = journal_text(&d);
@@ -1944,7 +1944,7 @@ mod handover_tests {
         let (mut w, h) = worker(&d);
         let p = hand_over(&h);
         let job = w.jobs.try_recv().expect("the job is queued");
-        w.start(job, None);
+        w.start(job, None, None);
         let id = w.running.as_ref().map(|r| r.id).expect("started");
         // A deadline already past: the start is still what decides.
         match p.decision(Some(Instant::now() - Duration::from_millis(1))) {
