@@ -3,6 +3,7 @@
 //! outcome arrives later on the `done` channel.
 
 pub mod exec;
+pub mod history;
 pub mod relay;
 pub mod simulator;
 
@@ -158,6 +159,11 @@ pub trait Backend: Send {
     /// upstream. A backend that can still learn the outcome does so and
     /// reports it on `done` as `resolved`.
     fn resume(&mut self, _tx: &Transaction, _kept: &[u8], _done: Sender<Done>) {}
+
+    /// The worker's history of journaled transactions (their ACs and CFs),
+    /// given when the backend takes over, before `resume`: what a backend
+    /// that learns outcomes later must not take for another transaction's.
+    fn share_history(&mut self, _history: history::Shared) {}
 }
 
 /// The backend a configuration names. A program that cannot run is an
