@@ -440,6 +440,61 @@ fn relay_lost_sale_is_not_settled_by_a_status_answer_that_varies() {
 }
 
 #[test]
+fn relay_lost_sale_is_not_settled_by_another_registers_sale_after_a_restart() {
+    // An upstream whose status is its own last transaction, whichever
+    // register it was for, without saying which. It drops register 01's
+    // 10.00 sale without performing it, then approves register 02's.
+    let theirs = "CZ0040320CB0041000CD0010CE003978AE00210AC006222222";
+    let approved = std::sync::atomic::AtomicBool::new(false);
+    let (up, seen) = fake_upstream(move |req| {
+        use std::sync::atomic::Ordering::SeqCst;
+        if get(req.as_bytes(), "CD").as_deref() == Some("T") {
+            return Some(if approved.load(SeqCst) {
+                theirs.to_string()
+            } else {
+                format!("{STATUS}AE00201AF00200")
+            });
+        }
+        if get(req.as_bytes(), "CA").as_deref() == Some("02") {
+            approved.store(true, SeqCst);
+            return Some(format!("{req}AE00210AC006222222"));
+        }
+        None
+    });
+    let mut d = relay_to(up);
+    let ours = debit("1000", "");
+    let a = exchange(d.addr, ours.as_bytes());
+    assert_eq!(text(&a), format!("{ours}AE00201AF00207"));
+    let other = ours.replace("CA00201", "CA00202");
+    let a = exchange(d.addr, other.as_bytes());
+    assert_eq!(text(&a), format!("{other}AE00210AC006222222"));
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    d.spawn();
+    d.wait_log("outcome unknown before the restart: asking the upstream again");
+    // The register asks; the relay asks its upstream at once, and finds
+    // an authorisation the journal holds for register 02's sale.
+    let since = d.mark();
+    exchange(d.addr, STATUS.as_bytes());
+    let line = d
+        .wait_log_since(since, "status answer: ")
+        .expect("the relay asked its upstream");
+    assert!(
+        line.ends_with("its authorisation (AC) is another transaction's: asking again"),
+        "{line}"
+    );
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{ours}AE00201AF00207"));
+    let j = d.journal();
+    assert!(!j.contains(" resolved "), "{j}");
+    assert_eq!(j.matches("AC006222222").count(), 1, "{j}");
+    let status_02 = STATUS.replace("CA00201", "CA00202");
+    for want in [STATUS, &ours, &status_02, &other] {
+        assert_eq!(next(&seen), want, "the status is asked before each sale");
+    }
+}
+
+#[test]
 fn relay_upstream_without_status_leaves_the_outcome_unknown() {
     // Does not know CD=T; drops the sale.
     let (up, seen) = fake_upstream(|req| {
