@@ -55,9 +55,10 @@ pub enum Note {
     /// request ran there. `outcome` means nothing with it: the worker only
     /// journals the frame.
     UpstreamStatus(Vec<u8>),
-    /// With `resolved`: the upstream still reports what it reported before
-    /// the request, so the request never ran there and nothing was
-    /// charged. The register keeps its "not ended" answer.
+    /// With `resolved`: nothing was charged. The upstream still reports
+    /// the transaction it reported before the request, so the request
+    /// never ran there; or a refusal that may be the request's or an
+    /// earlier one. The register keeps its "not ended" answer.
     NotDone,
     /// The simulator's plan or decision for the running transaction (its
     /// quirks, what applies and what does not), sent before its outcome:
