@@ -472,8 +472,8 @@ fn settle(answer: &[u8], id: u64, req: &Request, kept: &[u8], history: &History)
         let same = |t: &Tag| seen.get(*t) == before.get(*t);
         // Two marks masked alike may have differed.
         let whole = marks(&f) == now;
-        return if whole
-            && shared == now.len() && shared == then.len() && DESCRIBED.iter().all(same) {
+        return if whole && shared == now.len() && shared == then.len() && DESCRIBED.iter().all(same)
+        {
             Settled::NotDone(
                 "the upstream's last transaction is still the one from before the request: \
                  it never ran there",
@@ -524,7 +524,9 @@ fn same_transaction(answer: &Frame, req: &Request) -> bool {
         (None, None) => true,
         _ => false,
     };
-    answer.get(tags::CA).is_none_or(|ca| Some(ca) == req.frame.get(tags::CA))
+    answer
+        .get(tags::CA)
+        .is_none_or(|ca| Some(ca) == req.frame.get(tags::CA))
         && answer.get(tags::CD) == req.frame.get(tags::CD)
         && answer.get(tags::CE) == req.frame.get(tags::CE)
         && answer.get(tags::CF) == req.frame.get(tags::CF)
@@ -618,7 +620,9 @@ fn resolve(
             continue;
         };
         if ev.flights.quiet() != Some(began) {
-            log::debug!("tx {id}: another request went upstream meanwhile: status answer set aside");
+            log::debug!(
+                "tx {id}: another request went upstream meanwhile: status answer set aside"
+            );
             continue;
         }
         let settled = history::with(&ev.history, |h| settle(&a, id, &req, &ev.kept, h));
@@ -1110,16 +1114,14 @@ mod tests {
             Settled::Outcome(o) => assert!(o.is_approved()),
             s => panic!("{s:?}"),
         }
-        assert!(matches!(
-            settled(kept, &r, kept, &h),
-            Settled::NotDone(_)
-        ));
+        assert!(matches!(settled(kept, &r, kept, &h), Settled::NotDone(_)));
+        // A mark that looks like a card number is masked in the kept
+        // answer: two such marks masked alike may have differed.
+        let card = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AP0164970101234560674";
+        assert!(matches!(settled(card, &r, card, &h), Settled::NotYet(_)));
         // A new id with the old date: it cannot be told apart.
         let half = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210ID0012AP0132501011200000";
-        assert!(matches!(
-            settled(half, &r, kept, &h),
-            Settled::NotYet(_)
-        ));
+        assert!(matches!(settled(half, &r, kept, &h), Settled::NotYet(_)));
     }
 
     #[test]
@@ -1150,7 +1152,11 @@ mod tests {
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF006ord-42");
         let kept = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00204CF006ord-41";
         let mut h = History::default();
-        h.record(8, &req("CZ0040320CA00201CB0041000CD0010CE003978CF006ord-41"), &Outcome::declined(Af::Refused));
+        h.record(
+            8,
+            &req("CZ0040320CA00201CB0041000CD0010CE003978CF006ord-41"),
+            &Outcome::declined(Af::Refused),
+        );
         h.record(9, &r, &Outcome::declined(Af::NotEnded));
         // No AC at all (an upstream that gives none): the echo of a CF
         // only this request carried names it, approved or refused.
@@ -1167,7 +1173,11 @@ mod tests {
             s => panic!("{s:?}"),
         }
         // The same CF sent by another request since: it names neither.
-        h.record(10, &req("CZ0040320CA00202CB0041000CD0010CE003978CF006ord-42"), &Outcome::declined(Af::Refused));
+        h.record(
+            10,
+            &req("CZ0040320CA00202CB0041000CD0010CE003978CF006ord-42"),
+            &Outcome::declined(Af::Refused),
+        );
         assert!(matches!(
             settled(approved, &r, kept, &h),
             Settled::NotYet(_)
