@@ -37,10 +37,11 @@ pub struct History {
 
 /// Values, each with the lowest and highest transaction id seen with it:
 /// enough to tell whether a transaction other than a given one had it.
+/// Each value is stored once (a CF may be 999 bytes).
 #[derive(Default, Debug)]
 struct Ids {
-    by_value: HashMap<Vec<u8>, (u64, u64)>,
-    order: VecDeque<Vec<u8>>,
+    by_value: HashMap<Arc<[u8]>, (u64, u64)>,
+    order: VecDeque<Arc<[u8]>>,
 }
 
 impl Ids {
@@ -58,8 +59,9 @@ impl Ids {
                 self.by_value.remove(&old);
             }
         }
-        self.by_value.insert(value.to_vec(), (id, id));
-        self.order.push_back(value.to_vec());
+        let value: Arc<[u8]> = Arc::from(value);
+        self.by_value.insert(Arc::clone(&value), (id, id));
+        self.order.push_back(value);
     }
 
     fn other_than(&self, value: &[u8], id: u64) -> bool {
