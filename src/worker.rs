@@ -240,6 +240,8 @@ pub struct Worker {
     /// Transactions ended unknown in this run, by id: a late outcome
     /// resolves them even once their register has moved on.
     unresolved: HashMap<u64, Arc<Completed>>,
+    /// The ACs and CFs of journaled transactions, shared with the backend.
+    history: crate::backend::history::Shared,
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
@@ -470,10 +472,12 @@ impl Worker {
             stopping: false,
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
+            history: Arc::default(),
             refunds: Refunds::default(),
             stage,
             counters: Arc::default(),
         };
+        w.backend.share_history(Arc::clone(&w.history));
         for r in completed {
             w.restore(r);
         }
@@ -1039,6 +1043,7 @@ impl Worker {
         if let Some((b, t)) = self.next_backend.take() {
             log::info!("terminal {}: now in use", t.line());
             self.backend = b;
+            self.backend.share_history(Arc::clone(&self.history));
             self.terminal = t;
         }
     }
@@ -1294,6 +1299,9 @@ impl Worker {
     }
 
     fn remember(&mut self, c: Arc<Completed>) {
+        crate::backend::history::with(&self.history, |h| {
+            h.record(c.record.id, &c.request, &c.outcome)
+        });
         self.memory
             .remember(c, self.settings.retry_window, Instant::now());
     }

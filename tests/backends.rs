@@ -381,6 +381,119 @@ fn relay_lost_sale_is_not_settled_by_the_previous_one() {
     }
 }
 
+/// The status answer of an upstream that prints a duplicate ticket at
+/// each ask, numbered: the same transaction never reads the same twice.
+fn with_duplicate(answer: &str, n: u32) -> String {
+    let doc = concert::base64::encode(format!("DUPLICATA No {n}\n").as_bytes());
+    let zt = format!("CK003100AK{:03}{doc}", doc.len());
+    format!("{answer}ZT{:03}{zt}", zt.len())
+}
+
+#[test]
+fn relay_lost_sale_is_not_settled_by_a_status_answer_that_varies() {
+    // Approves the first 10.00 sale; drops the second, the same, without
+    // performing it: its status answer is still the first sale's, with a
+    // new duplicate ticket each time it is asked.
+    let state = std::sync::Mutex::new((None::<String>, 0u32));
+    let (up, seen) = fake_upstream(move |req| {
+        let mut state = state.lock().unwrap();
+        let (last, asks) = &mut *state;
+        if get(req.as_bytes(), "CD").as_deref() == Some("T") {
+            *asks += 1;
+            return Some(match last {
+                Some(l) => with_duplicate(l, *asks),
+                None => format!("{STATUS}AE00201AF00200"),
+            });
+        }
+        if last.is_some() {
+            return None;
+        }
+        let a = format!("{req}AE00210AC006111111");
+        *last = Some(a.clone());
+        Some(a)
+    });
+    let d = relay_to(up);
+    let sale = debit("1000", "");
+    let a = exchange(d.addr, sale.as_bytes());
+    assert_eq!(text(&a), format!("{sale}AE00210AC006111111"));
+    let a = exchange(d.addr, sale.as_bytes());
+    assert_eq!(text(&a), format!("{sale}AE00201AF00207"));
+    // The register asks; the relay asks its upstream at once.
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{sale}AE00201AF00207"));
+    let line = d.wait_log("outcome resolved");
+    assert!(line.ends_with("outcome resolved: not-done"), "{line}");
+    d.wait_log("still the one from before the request: it never ran there");
+    // Never the previous sale's approval.
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{sale}AE00201AF00207"));
+    let j = d.journal();
+    assert!(!j.contains(" resolved approved "), "{j}");
+    assert_eq!(j.matches("AC006111111").count(), 2, "{j}");
+    assert!(
+        j.contains(&format!(" resolved not-done {sale}AE00201AF00207\n")),
+        "{j}"
+    );
+    for want in [STATUS, &sale, STATUS, &sale] {
+        assert_eq!(next(&seen), want, "the status is asked before each sale");
+    }
+}
+
+#[test]
+fn relay_lost_sale_is_not_settled_by_another_registers_sale_after_a_restart() {
+    // An upstream whose status is its own last transaction, whichever
+    // register it was for, without saying which. It drops register 01's
+    // 10.00 sale without performing it, then approves register 02's.
+    let theirs = "CZ0040320CB0041000CD0010CE003978AE00210AC006222222";
+    let approved = std::sync::atomic::AtomicBool::new(false);
+    let (up, seen) = fake_upstream(move |req| {
+        use std::sync::atomic::Ordering::SeqCst;
+        if get(req.as_bytes(), "CD").as_deref() == Some("T") {
+            return Some(if approved.load(SeqCst) {
+                theirs.to_string()
+            } else {
+                format!("{STATUS}AE00201AF00200")
+            });
+        }
+        if get(req.as_bytes(), "CA").as_deref() == Some("02") {
+            approved.store(true, SeqCst);
+            return Some(format!("{req}AE00210AC006222222"));
+        }
+        None
+    });
+    let mut d = relay_to(up);
+    let ours = debit("1000", "");
+    let a = exchange(d.addr, ours.as_bytes());
+    assert_eq!(text(&a), format!("{ours}AE00201AF00207"));
+    let other = ours.replace("CA00201", "CA00202");
+    let a = exchange(d.addr, other.as_bytes());
+    assert_eq!(text(&a), format!("{other}AE00210AC006222222"));
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    d.spawn();
+    d.wait_log("outcome unknown before the restart: asking the upstream again");
+    // The register asks; the relay asks its upstream at once, and finds
+    // an authorisation the journal holds for register 02's sale.
+    let since = d.mark();
+    exchange(d.addr, STATUS.as_bytes());
+    let line = d
+        .wait_log_since(since, "status answer: ")
+        .expect("the relay asked its upstream");
+    assert!(
+        line.ends_with("its authorisation (AC) is another transaction's: asking again"),
+        "{line}"
+    );
+    let s = exchange(d.addr, STATUS.as_bytes());
+    assert_eq!(text(&s), format!("{ours}AE00201AF00207"));
+    let j = d.journal();
+    assert!(!j.contains(" resolved "), "{j}");
+    assert_eq!(j.matches("AC006222222").count(), 1, "{j}");
+    let status_02 = STATUS.replace("CA00201", "CA00202");
+    for want in [STATUS, &ours, &status_02, &other] {
+        assert_eq!(next(&seen), want, "the status is asked before each sale");
+    }
+}
+
 #[test]
 fn relay_upstream_without_status_leaves_the_outcome_unknown() {
     // Does not know CD=T; drops the sale.

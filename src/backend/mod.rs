@@ -3,6 +3,7 @@
 //! outcome arrives later on the `done` channel.
 
 pub mod exec;
+pub mod history;
 pub mod relay;
 pub mod simulator;
 
@@ -54,9 +55,10 @@ pub enum Note {
     /// request ran there. `outcome` means nothing with it: the worker only
     /// journals the frame.
     UpstreamStatus(Vec<u8>),
-    /// With `resolved`: the upstream still reports what it reported before
-    /// the request, so the request never ran there and nothing was
-    /// charged. The register keeps its "not ended" answer.
+    /// With `resolved`: nothing was charged. The upstream still reports
+    /// the transaction it reported before the request, so the request
+    /// never ran there; or a refusal that may be the request's or an
+    /// earlier one. The register keeps its "not ended" answer.
     NotDone,
     /// The simulator's plan or decision for the running transaction (its
     /// quirks, what applies and what does not), sent before its outcome:
@@ -158,6 +160,11 @@ pub trait Backend: Send {
     /// upstream. A backend that can still learn the outcome does so and
     /// reports it on `done` as `resolved`.
     fn resume(&mut self, _tx: &Transaction, _kept: &[u8], _done: Sender<Done>) {}
+
+    /// The worker's history of journaled transactions (their ACs and CFs),
+    /// given when the backend takes over, before `resume`: what a backend
+    /// that learns outcomes later must not take for another transaction's.
+    fn share_history(&mut self, _history: history::Shared) {}
 }
 
 /// The backend a configuration names. A program that cannot run is an

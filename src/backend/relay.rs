@@ -5,12 +5,17 @@
 //! resolved later by asking the upstream for the transaction status.
 //!
 //! A status answer describes the register's last transaction upstream,
-//! which after a loss may be the one before the lost request. So the status
-//! is asked before every payment too, and kept: the same answer after the
-//! loss means the request never ran there. Without a kept answer there is
-//! nothing to tell the two apart, and the outcome stays unknown.
+//! which after a loss may be the one before the lost request, asked again:
+//! an upstream may print a new duplicate ticket, a counter or the time in
+//! each answer. So the status is asked before every payment too, and kept,
+//! and a later answer is read by what identifies a transaction (its
+//! authorisation, transaction id and date), never by its bytes: the lost
+//! request is resolved only on evidence that names it (see `settle`).
+//! Without a kept answer there is nothing to tell the two apart, and the
+//! outcome stays unknown.
 
 use crate::answer::{Af, Outcome};
+use crate::backend::history::{self, History};
 use crate::backend::{Backend, Done, Note, Transaction};
 use crate::client::{self, serial_link::Line, MAX_ANSWER};
 use crate::config::{Format, Upstream};
@@ -24,6 +29,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const CONNECT: Duration = Duration::from_secs(5);
@@ -58,6 +64,52 @@ pub struct Relay {
     /// Wakes the resolver of a register's unknown outcome.
     pokes: HashMap<u8, Sender<()>>,
     spawn: crate::backend::Spawn,
+    /// The worker's, once it shares it.
+    history: history::Shared,
+    flights: Arc<Flights>,
+}
+
+/// The requests this relay has sent or is sending upstream. A status
+/// answer taken while one is under way, or since one began, may describe
+/// it before its answer (its AC, its CF) is in the history: a resolver
+/// takes only answers asked and received while none was.
+#[derive(Default)]
+struct Flights {
+    /// How many ever began, and how many are under way.
+    state: Mutex<(u64, usize)>,
+}
+
+impl Flights {
+    fn begin(self: &Arc<Self>) -> Flight {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.0 += 1;
+        s.1 += 1;
+        Flight(Arc::clone(self))
+    }
+
+    /// How many began, when none is under way.
+    fn quiet(&self) -> Option<u64> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (s.1 == 0).then_some(s.0)
+    }
+}
+
+/// One request under way; it ends when dropped.
+struct Flight(Arc<Flights>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.1 = s.1.saturating_sub(1);
+    }
+}
+
+/// What a resolver reads its status answers against.
+struct Evidence {
+    /// The status answer kept before the request, masked.
+    kept: Vec<u8>,
+    history: history::Shared,
+    flights: Arc<Flights>,
 }
 
 impl Relay {
@@ -70,6 +122,8 @@ impl Relay {
             timeout,
             pokes: HashMap::new(),
             spawn: crate::backend::spawn_thread,
+            history: history::Shared::default(),
+            flights: Arc::default(),
         }
     }
 }
@@ -349,35 +403,115 @@ fn status_before(link: &Link, id: u64, req: &Request, until: Instant) -> Option<
 /// What a status answer taken after a loss says of the lost request.
 #[derive(Debug)]
 enum Settled {
-    /// Nothing yet: still running, not an answer, or not this request.
-    NotYet,
-    /// The status taken before the request, unchanged: it never ran.
-    NotDone,
+    /// Nothing yet, and why: still running, not an answer, or nothing in
+    /// it names the lost request. Asked again.
+    NotYet(&'static str),
+    /// It never ran there, or ran and was refused: nothing was charged
+    /// either way, and why it is known.
+    NotDone(&'static str),
     Outcome(Box<Outcome>),
 }
 
-/// Compares a status answer with the one `kept` (masked) before the
-/// request, then with the request itself.
-fn settle(answer: &[u8], req: &Request, kept: &[u8]) -> Settled {
-    let Ok(f) = Frame::decode(answer) else {
-        return Settled::NotYet;
-    };
-    if !f.has(tags::AE) || still_running(&f) {
-        return Settled::NotYet;
-    }
-    if pan::scrub(answer).as_bytes() == kept {
-        return Settled::NotDone;
-    }
-    if !same_transaction(&f, req) {
-        return Settled::NotYet;
-    }
-    Settled::Outcome(Box::new(masked(Outcome::from_answer(&f, &req.frame))))
+/// What identifies a transaction in a status answer: values that stay the
+/// same however often it is asked about and differ from one transaction to
+/// the next (the authorisation, PayXpert's transaction id and date). A
+/// ticket, a counter or the time of the answer are not among them.
+const MARKS: [Tag; 3] = [tags::AC, tags::ID, tags::AP];
+
+/// What a status answer says the transaction was, besides its marks.
+const DESCRIBED: [Tag; 7] = [
+    tags::CA,
+    tags::CD,
+    tags::CB,
+    tags::CE,
+    tags::CF,
+    tags::AE,
+    tags::AF,
+];
+
+fn marks(f: &Frame) -> Vec<(Tag, &[u8])> {
+    MARKS
+        .iter()
+        .filter_map(|&t| f.get(t).filter(|v| !v.is_empty()).map(|v| (t, v)))
+        .collect()
 }
 
-/// Is this status answer, which differs from the one kept before the
-/// request, about the lost request? Same operation, currency and private
-/// data, and the same amount, or less if approved when the request allowed
-/// a partial payment (BF=1).
+/// Reads a status answer taken after transaction `id`'s request was lost,
+/// against the one `kept` (masked) before the request and what `history`
+/// holds of other transactions. Only evidence that names this request
+/// resolves it:
+/// - every mark the answer carries differs from the kept answer's, and
+///   its AC is no other transaction's: a transaction after the kept one,
+///   and not one concertd journaled; or
+/// - the answer echoes the request's CF, which no other request carried.
+///
+/// The kept transaction again, all its marks unchanged, means nothing ran
+/// upstream since: not done. A refusal of a transaction like this one,
+/// for this register, means no money moved, whichever transaction it was:
+/// not done. Anything else cannot be told apart: not yet.
+fn settle(answer: &[u8], id: u64, req: &Request, kept: &[u8], history: &History) -> Settled {
+    let Ok(f) = Frame::decode(answer) else {
+        return Settled::NotYet("not a frame");
+    };
+    if still_running(&f) {
+        return Settled::NotYet("still running");
+    }
+    let approved = match f.get(tags::AE) {
+        Some(b"10") => true,
+        Some(b"01") if f.get(tags::AF) != Some(b"07") => false,
+        _ => return Settled::NotYet("no outcome in it"),
+    };
+    // Compared masked, as the kept answer was.
+    let scrubbed = pan::scrub(answer);
+    let (Ok(seen), Ok(before)) = (Frame::decode(scrubbed.as_bytes()), Frame::decode(kept)) else {
+        return Settled::NotYet("not comparable with the status kept before the request");
+    };
+    let (now, then) = (marks(&seen), marks(&before));
+    let shared = now.iter().filter(|m| then.contains(m)).count();
+    if shared > 0 {
+        let same = |t: &Tag| seen.get(*t) == before.get(*t);
+        // Two marks masked alike may have differed.
+        let whole = marks(&f) == now;
+        return if whole && shared == now.len() && shared == then.len() && DESCRIBED.iter().all(same)
+        {
+            Settled::NotDone(
+                "the upstream's last transaction is still the one from before the request: \
+                 it never ran there",
+            )
+        } else {
+            Settled::NotYet("it shares marks with the status kept before the request")
+        };
+    }
+    if !same_transaction(&f, req) {
+        return Settled::NotYet("it describes another transaction");
+    }
+    let o = masked(Outcome::from_answer(&f, &req.frame));
+    if o.auth
+        .as_deref()
+        .is_some_and(|ac| history.auth_elsewhere(ac.as_bytes(), id))
+    {
+        return Settled::NotYet("its authorisation (AC) is another transaction's");
+    }
+    let fresh_cf = req
+        .frame
+        .get(tags::CF)
+        .filter(|cf| !cf.is_empty() && before.get(tags::CF) != Some(*cf))
+        .is_some_and(|cf| !history.cf_elsewhere(cf, id));
+    if !now.is_empty() || fresh_cf {
+        return Settled::Outcome(Box::new(o));
+    }
+    match (approved, f.get(tags::CA)) {
+        (false, Some(ca)) if Some(ca) == req.frame.get(tags::CA) => Settled::NotDone(
+            "the upstream reports a refusal like the request, for this register: \
+             whether it was the request's or an earlier one, nothing was charged",
+        ),
+        _ => Settled::NotYet("nothing in it names the request"),
+    }
+}
+
+/// Can this status answer be about the lost request? Same register (when
+/// it says), operation, currency and private data, and the same amount, or
+/// less if approved when the request allowed a partial payment (BF=1).
 fn same_transaction(answer: &Frame, req: &Request) -> bool {
     let digits = |v: Option<&[u8]>| -> Option<u64> {
         let v = v.filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))?;
@@ -390,7 +524,10 @@ fn same_transaction(answer: &Frame, req: &Request) -> bool {
         (None, None) => true,
         _ => false,
     };
-    answer.get(tags::CD) == req.frame.get(tags::CD)
+    answer
+        .get(tags::CA)
+        .is_none_or(|ca| Some(ca) == req.frame.get(tags::CA))
+        && answer.get(tags::CD) == req.frame.get(tags::CD)
         && answer.get(tags::CE) == req.frame.get(tags::CE)
         && answer.get(tags::CF) == req.frame.get(tags::CF)
         && amount_ok
@@ -463,28 +600,42 @@ fn resolve(
     link: Link,
     id: u64,
     req: Request,
-    kept: Vec<u8>,
+    ev: Evidence,
     pokes: Receiver<()>,
     done: Sender<Done>,
     every: Duration,
 ) {
     let status = status_request(&req);
     let until = Instant::now() + RESOLVE_FOR;
+    let mut said = "";
     while Instant::now() < until {
         match pokes.recv_timeout(every) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        let Some(began) = ev.flights.quiet() else {
+            continue;
+        };
         let Sent::Answer(a) = link.exchange(&status, Instant::now() + STATUS_WAIT) else {
             continue;
         };
-        let (outcome, note) = match settle(&a, &req, &kept) {
-            Settled::NotYet => continue,
-            Settled::NotDone => {
-                log::info!(
-                    "tx {id}: the upstream's status is the one from before the request: \
-                     it never ran there"
-                );
+        if ev.flights.quiet() != Some(began) {
+            log::debug!(
+                "tx {id}: another request went upstream meanwhile: status answer set aside"
+            );
+            continue;
+        }
+        let settled = history::with(&ev.history, |h| settle(&a, id, &req, &ev.kept, h));
+        let (outcome, note) = match settled {
+            Settled::NotYet(why) => {
+                if why != said {
+                    log::info!("tx {id}: the upstream's status answer: {why}: asking again");
+                    said = why;
+                }
+                continue;
+            }
+            Settled::NotDone(why) => {
+                log::info!("tx {id}: {why}");
                 (Outcome::declined(Af::NotEnded), Some(Note::NotDone))
             }
             Settled::Outcome(o) => {
@@ -518,6 +669,10 @@ impl Backend for Relay {
             self.pokes.insert(req.register, poke_tx);
         }
         let answer = done.clone();
+        let (history, flights) = (Arc::clone(&self.history), Arc::clone(&self.flights));
+        // Counted from before the thread starts: a status answer a resolver
+        // receives from now on may describe this request.
+        let flight = flights.begin();
         let spawned = (self.spawn)(
             std::thread::Builder::new().name("relay".into()),
             Box::new(move || {
@@ -543,9 +698,18 @@ impl Backend for Relay {
                                 note: Some(Note::UpstreamStatus(k.clone())),
                             });
                         }
-                        relay_one(id, &link, &req, &p, until, kept, &poke_rx, &done)
+                        let ev = kept.map(|kept| Evidence {
+                            kept,
+                            history: Arc::clone(&history),
+                            flights: Arc::clone(&flights),
+                        });
+                        relay_one(id, &link, &req, &p, until, ev, &poke_rx, &done)
                     }
                 };
+                // Its AC and CF known before a resolver may take a status
+                // answer again.
+                history::with(&history, |h| h.record(id, &req, &outcome));
+                drop(flight);
                 let _ = done.send(Done {
                     id,
                     outcome,
@@ -585,13 +749,22 @@ impl Backend for Relay {
         let (poke_tx, poke_rx) = bounded(1);
         self.pokes.insert(tx.request.register, poke_tx);
         log::info!("tx {id}: outcome unknown before the restart: asking the upstream again");
-        let (link, req, kept) = (self.link.clone(), tx.request.clone(), kept.to_vec());
+        let (link, req) = (self.link.clone(), tx.request.clone());
+        let ev = Evidence {
+            kept: kept.to_vec(),
+            history: Arc::clone(&self.history),
+            flights: Arc::clone(&self.flights),
+        };
         let spawned = std::thread::Builder::new()
             .name("relay-resolve".into())
-            .spawn(move || resolve(link, id, req, kept, poke_rx, done, RESOLVE_EVERY));
+            .spawn(move || resolve(link, id, req, ev, poke_rx, done, RESOLVE_EVERY));
         if let Err(e) = spawned {
             log::error!("tx {id}: cannot start the resolver: {e}");
         }
+    }
+
+    fn share_history(&mut self, history: history::Shared) {
+        self.history = history;
     }
 }
 
@@ -603,7 +776,7 @@ fn relay_one(
     req: &Request,
     payload: &[u8],
     until: Instant,
-    kept: Option<Vec<u8>>,
+    ev: Option<Evidence>,
     pokes: &Receiver<()>,
     done: &Sender<Done>,
 ) -> Outcome {
@@ -619,9 +792,9 @@ fn relay_one(
         }
         Sent::Answer(a) => match outcome_of(id, link.v2, req, &a) {
             Ok(o) => o,
-            Err(why) => lost(id, link, req, &why, kept, pokes.clone(), done),
+            Err(why) => lost(id, link, req, &why, ev, pokes.clone(), done),
         },
-        Sent::Lost(why) => lost(id, link, req, &why, kept, pokes.clone(), done),
+        Sent::Lost(why) => lost(id, link, req, &why, ev, pokes.clone(), done),
     }
 }
 
@@ -632,11 +805,11 @@ fn lost(
     link: &Link,
     req: &Request,
     why: &str,
-    kept: Option<Vec<u8>>,
+    ev: Option<Evidence>,
     pokes: Receiver<()>,
     done: &Sender<Done>,
 ) -> Outcome {
-    let Some(kept) = kept else {
+    let Some(ev) = ev else {
         let cannot = if link.v2 {
             "a V2 upstream cannot be asked"
         } else {
@@ -649,7 +822,7 @@ fn lost(
     let (link, req, done) = (link.clone(), req.clone(), done.clone());
     let spawned = std::thread::Builder::new()
         .name("relay-resolve".into())
-        .spawn(move || resolve(link, id, req, kept, pokes, done, RESOLVE_EVERY));
+        .spawn(move || resolve(link, id, req, ev, pokes, done, RESOLVE_EVERY));
     if let Err(e) = spawned {
         log::error!("tx {id}: cannot start the resolver: {e}");
     }
@@ -696,9 +869,14 @@ mod tests {
         let (poke_tx, pokes) = bounded(1);
         let (done_tx, done) = crossbeam_channel::unbounded();
         let r = req(&format!("{SALE}CF003abc"));
+        let ev = Evidence {
+            kept,
+            history: history::Shared::default(),
+            flights: Arc::default(),
+        };
         // Asking every hour: only the poke can make it ask within the test.
         std::thread::spawn(move || {
-            resolve(link, 7, r, kept, pokes, done_tx, Duration::from_secs(3600))
+            resolve(link, 7, r, ev, pokes, done_tx, Duration::from_secs(3600))
         });
         poke_tx.send(()).unwrap();
         let asked = seen.recv_timeout(Duration::from_secs(30)).expect("asked");
@@ -791,25 +969,53 @@ mod tests {
         assert!(!keep(b"CZ0040320CA00201CD001T"));
     }
 
+    /// `settle` for transaction 9, with `history`.
+    fn settled(answer: &[u8], r: &Request, kept: &[u8], history: &History) -> Settled {
+        settle(answer, 9, r, &pan::scrub(kept).into_bytes(), history)
+    }
+
+    fn approved_by(ac: &str) -> Outcome {
+        let mut o = Outcome::approved();
+        o.auth = Some(ac.into());
+        o
+    }
+
     #[test]
     fn a_lost_request_is_settled_against_the_kept_status() {
+        let none = History::default();
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
         let before =
             b"CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111AA0164970101234560674";
-        let kept = pan::scrub(before).into_bytes();
         // The previous 5.00 sale, as before the request: it never ran.
-        assert!(matches!(settle(before, &r, &kept), Settled::NotDone));
+        assert!(matches!(
+            settled(before, &r, before, &none),
+            Settled::NotDone(_)
+        ));
         // Still running, or not a whole answer: ask again.
         let running = b"CZ0040320CA00201CD001TAE00201AF00207";
-        assert!(matches!(settle(running, &r, &kept), Settled::NotYet));
-        assert!(matches!(settle(b"CZ004", &r, &kept), Settled::NotYet));
+        assert!(matches!(
+            settled(running, &r, before, &none),
+            Settled::NotYet(_)
+        ));
+        assert!(matches!(
+            settled(b"CZ004", &r, before, &none),
+            Settled::NotYet(_)
+        ));
         // Another register's or an older sale, changed since: not this one.
         let other = b"CZ0040320CA00201CB003700CD0010CE003978AE00210AC006222222";
-        assert!(matches!(settle(other, &r, &kept), Settled::NotYet));
+        assert!(matches!(
+            settled(other, &r, before, &none),
+            Settled::NotYet(_)
+        ));
+        let register_2 = b"CZ0040320CA00202CB0041000CD0010CE003978AE00210AC006222222";
+        assert!(matches!(
+            settled(register_2, &r, before, &none),
+            Settled::NotYet(_)
+        ));
         // The lost request itself, approved: its card number masked.
         let done =
             b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006333333AA0164970101234560674";
-        match settle(done, &r, &kept) {
+        match settled(done, &r, before, &none) {
             Settled::Outcome(o) => {
                 assert!(o.is_approved());
                 assert_eq!(o.auth.as_deref(), Some("333333"));
@@ -817,11 +1023,165 @@ mod tests {
             }
             s => panic!("{s:?}"),
         }
+        // A refusal like the request, for this register: nothing charged,
+        // whichever transaction it was.
         let refused = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00204";
-        match settle(refused, &r, &kept) {
-            Settled::Outcome(o) => assert!(!o.is_approved()),
+        assert!(matches!(
+            settled(refused, &r, before, &none),
+            Settled::NotDone(_)
+        ));
+        // An upstream that does not know either: ask again.
+        let unknown = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00207";
+        assert!(matches!(
+            settled(unknown, &r, before, &none),
+            Settled::NotYet(_)
+        ));
+    }
+
+    #[test]
+    fn a_status_answer_that_varies_between_asks_names_no_transaction() {
+        let none = History::default();
+        // The previous 10.00 sale, asked before and after the lost 10.00
+        // one: a duplicate ticket with the time in it, and a counter.
+        let sale = "CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006111111";
+        let ticket = |t: &str| {
+            let doc = crate::base64::encode(format!("DUPLICATA {t}\n").as_bytes());
+            format!("CK003100AK{:03}{doc}", doc.len())
+        };
+        let ask = |t: &str, n: u32| {
+            let zt = ticket(t);
+            format!("{sale}ZT{:03}{zt}ZZ003{n:03}", zt.len())
+        };
+        let kept = ask("10:41:07", 1);
+        let again = ask("10:41:09", 2);
+        for cf in ["", "CF003abc"] {
+            let r = req(&format!("CZ0040320CA00201CB0041000CD0010CE003978{cf}"));
+            let a = format!("{}{cf}", again);
+            let k = format!("{}{cf}", kept);
+            match settled(a.as_bytes(), &r, k.as_bytes(), &none) {
+                Settled::NotDone(_) => {}
+                s => panic!("{cf}: {s:?}"),
+            }
+            // Its AC, the same as before: the previous sale, whatever else
+            // differs; with another amount it contradicts itself.
+            let odd = format!("CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006111111{cf}");
+            let k = format!("CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111{cf}");
+            assert!(matches!(
+                settled(odd.as_bytes(), &r, k.as_bytes(), &none),
+                Settled::NotYet(_)
+            ));
+        }
+        // No mark at all: an approval of the same amount with no CF, or a
+        // CF sent before, cannot be told from the previous sale.
+        let bare = "CZ0040320CA00201CB0041000CD0010CE003978AE00210";
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
+        assert!(matches!(
+            settled(
+                format!("{bare}ZZ0012").as_bytes(),
+                &r,
+                format!("{bare}ZZ0011").as_bytes(),
+                &none
+            ),
+            Settled::NotYet(_)
+        ));
+        let mut h = History::default();
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF003abc");
+        h.record(4, &r, &Outcome::approved());
+        h.record(9, &r, &Outcome::declined(Af::NotEnded));
+        let previous = b"CZ0040320CA00201CB003500CD0010CE003978AE00201AF00204";
+        assert!(matches!(
+            settled(format!("{bare}CF003abc").as_bytes(), &r, previous, &h),
+            Settled::NotYet(_)
+        ));
+    }
+
+    #[test]
+    fn a_new_authorisation_no_other_transaction_holds_resolves() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
+        let kept = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006111111";
+        let new = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006222222";
+        let mut h = History::default();
+        h.record(4, &r, &approved_by("111111"));
+        h.record(9, &r, &Outcome::declined(Af::NotEnded));
+        match settled(new, &r, kept, &h) {
+            Settled::Outcome(o) => assert_eq!(o.auth.as_deref(), Some("222222")),
             s => panic!("{s:?}"),
         }
+        // PayXpert's transaction id and date are marks too.
+        let kept = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210ID0011AP0132501011200000";
+        let new = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210ID0012AP0132501011201000";
+        match settled(new, &r, kept, &h) {
+            Settled::Outcome(o) => assert!(o.is_approved()),
+            s => panic!("{s:?}"),
+        }
+        assert!(matches!(settled(kept, &r, kept, &h), Settled::NotDone(_)));
+        // A mark that looks like a card number is masked in the kept
+        // answer: two such marks masked alike may have differed.
+        let card = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210AP0164970101234560674";
+        assert!(matches!(settled(card, &r, card, &h), Settled::NotYet(_)));
+        // A new id with the old date: it cannot be told apart.
+        let half = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210ID0012AP0132501011200000";
+        assert!(matches!(settled(half, &r, kept, &h), Settled::NotYet(_)));
+    }
+
+    #[test]
+    fn an_authorisation_another_transaction_holds_never_resolves() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF003new");
+        let kept = b"CZ0040320CA00201CB003500CD0010CE003978AE00210AC006111111";
+        // Register 02's sale through the same upstream, journaled with
+        // AC 222222 after the lost one, reported as the last transaction
+        // by an upstream that does not say which register; even with the
+        // lost request's own, never sent before, CF.
+        let mut h = History::default();
+        let r2 = req("CZ0040320CA00202CB0041000CD0010CE003978");
+        h.record(9, &r, &Outcome::declined(Af::NotEnded));
+        h.record(10, &r2, &approved_by("222222"));
+        let theirs = b"CZ0040320CB0041000CD0010CE003978AE00210AC006222222CF003new";
+        match settled(theirs, &r, kept, &h) {
+            Settled::NotYet(why) => assert!(why.contains("another transaction's"), "{why}"),
+            s => panic!("{s:?}"),
+        }
+        // Transaction 9's own AC, once journaled, is not "elsewhere".
+        h.record(9, &r, &approved_by("333333"));
+        let own = b"CZ0040320CB0041000CD0010CE003978AE00210AC006333333CF003new";
+        assert!(matches!(settled(own, &r, kept, &h), Settled::Outcome(_)));
+    }
+
+    #[test]
+    fn a_cf_no_other_request_carried_names_the_request() {
+        let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF006ord-42");
+        let kept = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00204CF006ord-41";
+        let mut h = History::default();
+        h.record(
+            8,
+            &req("CZ0040320CA00201CB0041000CD0010CE003978CF006ord-41"),
+            &Outcome::declined(Af::Refused),
+        );
+        h.record(9, &r, &Outcome::declined(Af::NotEnded));
+        // No AC at all (an upstream that gives none): the echo of a CF
+        // only this request carried names it, approved or refused.
+        let approved = b"CZ0040320CA00201CB0041000CD0010CE003978AE00210CF006ord-42";
+        match settled(approved, &r, kept, &h) {
+            Settled::Outcome(o) => assert!(o.is_approved()),
+            s => panic!("{s:?}"),
+        }
+        let refused = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00205CF006ord-42";
+        match settled(refused, &r, kept, &h) {
+            Settled::Outcome(o) => {
+                assert_eq!(o.status, crate::answer::Status::Declined(Af::Forbidden))
+            }
+            s => panic!("{s:?}"),
+        }
+        // The same CF sent by another request since: it names neither.
+        h.record(
+            10,
+            &req("CZ0040320CA00202CB0041000CD0010CE003978CF006ord-42"),
+            &Outcome::declined(Af::Refused),
+        );
+        assert!(matches!(
+            settled(approved, &r, kept, &h),
+            Settled::NotYet(_)
+        ));
     }
 
     #[test]
