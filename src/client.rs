@@ -844,15 +844,11 @@ pub mod serial_link {
 
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
         /// A NAK is not answered by sending again: the terminal is busy.
-        pub fn send_request(&mut self, payload: &[u8]) -> io::Result<()> {
-            self.send(payload).map_err(NoAnswer::into_error)
-        }
-
-        /// As [`Line::send_request`], told by whether the terminal may
-        /// have taken the request: the frame went out once the session
-        /// opened, and without its ACK nobody knows whether the terminal
-        /// took it (an ACK lost on the line looks the same). A device that
-        /// fails mid-session is counted the same way.
+        /// Told by whether the terminal may have taken the request: the
+        /// frame went out once the session opened, and without its ACK
+        /// nobody knows whether the terminal took it (an ACK lost on the
+        /// line looks the same). A device that fails mid-session is counted
+        /// the same way.
         pub fn send(&mut self, payload: &[u8]) -> Result<(), NoAnswer> {
             match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1) {
                 Err(e) => Err(NoAnswer::Unanswered(e)),

@@ -942,3 +942,47 @@ fn relative_paths_are_shown_without_dot_components() {
     );
     assert!(!out.contains("/./"), "{out}");
 }
+
+/// An upstream on a serial line that takes the request frame and never
+/// ACKs it (its ACK lost on the line looks the same): nobody knows whether
+/// it charged, so the register hears unknown, never declined.
+#[test]
+fn relay_serial_request_without_its_ack_is_unknown_not_declined() {
+    use concert::framing::{ACK, ENQ, ETX};
+    use std::io::{Read, Write};
+    let dir = temp_dir();
+    let link = dir.join("ttyUP");
+    let (mut up, _slave) = pty_pair(&link);
+    serialport::SerialPort::set_timeout(&mut up, std::time::Duration::from_millis(100)).unwrap();
+    let d = Daemon::start(&format!("terminal relay serial {} v2", link.display()));
+    let upstream = std::thread::spawn(move || {
+        let (mut frames, mut seen) = (0, Vec::new());
+        let until = std::time::Instant::now() + PATIENCE;
+        let mut b = [0u8; 256];
+        // ACK every ENQ, never a frame: count the frames that ended (ETX
+        // and its LRC) until the relay gives up and sends EOT.
+        while std::time::Instant::now() < until {
+            let n = match up.read(&mut b) {
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            for &c in &b[..n] {
+                seen.push(c);
+                if c == ENQ {
+                    up.write_all(&[ACK]).unwrap();
+                }
+            }
+            frames = seen.iter().filter(|&&c| c == ETX).count();
+            if seen.last() == Some(&concert::framing::EOT) && frames > 0 {
+                break;
+            }
+        }
+        frames
+    });
+    let a = exchange(d.addr, debit("1000", "").as_bytes());
+    assert_eq!(text(&a), format!("{}AE00201AF00207", debit("1000", "")));
+    assert!(upstream.join().unwrap() >= 1, "the frame went out");
+    let j = d.journal();
+    assert!(j.contains(" ended unknown "), "{j}");
+    assert!(!j.contains(" ended declined "), "{j}");
+}

@@ -205,8 +205,16 @@ fn serial(device: &Path, speed: u32, format: Format, payload: &[u8], timeout: Du
         Ok(l) => l,
         Err(e) => return Sent::Refused(format!("{path}: {e}")),
     };
-    if let Err(e) = line.send_request(payload) {
-        return Sent::Refused(format!("{path}: {e}"));
+    // Without the ACK to its frame, nobody knows whether the upstream took
+    // the request (an ACK lost on the line looks the same): lost, not
+    // refused, so that a payment it may have made is never answered as
+    // declined.
+    match line.send(payload) {
+        Ok(()) => {}
+        Err(e @ client::NoAnswer::Unsent(_)) => {
+            return Sent::Refused(format!("{path}: {}", e.error()))
+        }
+        Err(e) => return Sent::Lost(format!("{path}: {}", e.error())),
     }
     match line.receive_answer(timeout) {
         Ok(a) => Sent::Answer(a),
