@@ -284,6 +284,65 @@ fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// The largest configuration file concertd reads: some 2,000 lines, far
+/// more than any `allow` list needs.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+/// The most read of /etc/machine-id or the host name (a few dozen bytes).
+const MAX_ID_FILE: u64 = 4096;
+
+/// Reads a text file of at most `limit` bytes that must be a regular file.
+/// It is opened with `O_NONBLOCK` and checked with `fstat` before a byte
+/// is read: a FIFO never blocks the thread that reloads (nobody need
+/// write to it), and a device such as /dev/zero, which never ends, is
+/// refused rather than read until memory runs out. A file that grows past
+/// `limit` while it is read is refused too.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let other = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file: refused (concertd reads only regular files)"),
+        )
+    };
+    if !kind.is_file() {
+        return Err(other(if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "of another type"
+        }));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {} KiB: refused", limit / 1024),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
 /// The serial concertd gives as AQ when `serial-number` is not set: the
 /// first 20 characters of /etc/machine-id (unique per installation, kept
 /// across reboots), else of the host name, else `concertd`.
@@ -299,7 +358,12 @@ pub fn default_serial_number() -> String {
     };
     ["/etc/machine-id", "/proc/sys/kernel/hostname"]
         .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().as_deref().and_then(usable))
+        .find_map(|p| {
+            read_regular(Path::new(p), MAX_ID_FILE)
+                .ok()
+                .as_deref()
+                .and_then(usable)
+        })
         .unwrap_or_else(|| "concertd".to_string())
 }
 
@@ -958,7 +1022,7 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, Error> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        let text = read_regular(path, MAX_CONFIG_FILE).map_err(|source| Error::ConfigRead {
             file: file.clone(),
             source,
         })?;
@@ -974,13 +1038,7 @@ impl Config {
         let Some(script) = &mut self.simulator_script else {
             return Ok(());
         };
-        let file = script.path.display().to_string();
-        let text = std::fs::read_to_string(&script.path).map_err(|source| Error::ConfigRead {
-            file: format!("simulator-script {file}"),
-            source,
-        })?;
-        let read = crate::stage::Script::parse(&script.path, &text)
-            .map_err(|(line, msg)| Error::Config { file, line, msg })?;
+        let read = crate::stage::Script::read(&script.path)?;
         script.lines = read.lines;
         Ok(())
     }
