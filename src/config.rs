@@ -1213,6 +1213,27 @@ mod tests {
     }
 
     #[test]
+    fn only_regular_files_within_the_bound_are_read() {
+        let dir = std::env::temp_dir().join(format!("concertd-regular-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let refused = |p: &Path, limit| read_regular(p, limit).unwrap_err().to_string();
+        // Returns at once although nobody writes to it.
+        assert!(refused(&fifo, 1024).starts_with("a FIFO, not a regular file"));
+        assert!(refused(Path::new("/dev/zero"), 1024).starts_with("a character device"));
+        assert!(refused(&dir, 1024).starts_with("a directory"));
+        let f = dir.join("f");
+        std::fs::write(&f, vec![b'a'; 1025]).unwrap();
+        assert_eq!(refused(&f, 1024), "larger than 1 KiB: refused");
+        std::fs::write(&f, vec![b'a'; 1024]).unwrap();
+        assert_eq!(read_regular(&f, 1024).unwrap().len(), 1024);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn parity_is_parsed_with_the_format() {
         for (text, parity) in [
             ("7E1", Parity::Even),
