@@ -373,20 +373,28 @@ enum Unread {
     Bad(String),
 }
 
+/// The command line in what a connection sent (its first `MAX_COMMAND` + 1
+/// bytes at most): up to its first newline, or all of it when there is
+/// none. Longer than `MAX_COMMAND` bytes, or not UTF-8: refused, saying
+/// why.
+pub fn command_line(received: &[u8]) -> Result<String, String> {
+    let line = match received.iter().position(|&b| b == b'\n') {
+        Some(nl) => &received[..=nl],
+        None => received,
+    };
+    if line.len() > MAX_COMMAND || (line.len() == MAX_COMMAND && !line.ends_with(b"\n")) {
+        return Err(format!("command longer than {MAX_COMMAND} bytes"));
+    }
+    String::from_utf8(line.to_vec()).map_err(|_| "the command is not UTF-8".into())
+}
+
 /// Reads one line of at most `MAX_COMMAND` bytes, whole by `deadline`:
 /// each read waits only for what is left of it, so a byte now and then
 /// does not keep the connection.
 fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unread> {
     let mut buf = [0u8; MAX_COMMAND + 1];
     let mut len = 0;
-    loop {
-        if let Some(nl) = buf[..len].iter().position(|&b| b == b'\n') {
-            len = nl + 1;
-            break;
-        }
-        if len == buf.len() {
-            break;
-        }
+    while len < buf.len() && !buf[..len].contains(&b'\n') {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Unread::Late);
@@ -406,13 +414,7 @@ fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unre
             Err(e) => return Err(Unread::Bad(format!("reading the command: {e}"))),
         }
     }
-    let line = &buf[..len];
-    if line.len() > MAX_COMMAND || (line.len() == MAX_COMMAND && !line.ends_with(b"\n")) {
-        return Err(Unread::Bad(format!(
-            "command longer than {MAX_COMMAND} bytes"
-        )));
-    }
-    String::from_utf8(line.to_vec()).map_err(|_| Unread::Bad("the command is not UTF-8".into()))
+    command_line(&buf[..len]).map_err(Unread::Bad)
 }
 
 /// Serves one connection; true when it was closed for sending no whole

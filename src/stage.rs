@@ -240,7 +240,8 @@ fn fate(word: &str) -> Result<Fate, String> {
                 Ok(v) if ok && v > 0 => Fate::Partial(v),
                 _ => {
                     return Err(format!(
-                        "partial={a}: the amount is 1 to 12 digits in minor units, not 0"
+                        "partial={}: the amount is 1 to 12 digits in minor units, not 0",
+                        a.escape_debug()
                     ))
                 }
             }
@@ -273,8 +274,10 @@ fn quirk(word: &str) -> Result<Quirk, String> {
             };
             match n.parse::<u32>() {
                 Ok(n) if (2..=MAX_SPLIT).contains(&n) => Ok(Quirk::Split(n, gap)),
+                // Escaped: the reply goes to an operator's terminal.
                 _ => Err(format!(
-                    "split={v}: N is a number of writes from 2 to {MAX_SPLIT}"
+                    "split={}: N is a number of writes from 2 to {MAX_SPLIT}",
+                    v.escape_debug()
                 )),
             }
         }
