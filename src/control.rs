@@ -312,8 +312,12 @@ enum Away {
 #[derive(Default)]
 struct TurnedAway {
     counts: [AtomicU64; 2],
-    window: Mutex<Option<(Instant, [u32; 2], [u64; 2])>>,
+    window: Mutex<Option<Window>>,
 }
+
+/// The minute being counted: since when, per kind how many logged and how
+/// many only counted.
+type Window = (Instant, [u32; 2], [u64; 2]);
 
 impl TurnedAway {
     fn note(&self, why: Away) {
