@@ -290,59 +290,6 @@ pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
 /// The most read of /etc/machine-id or the host name (a few dozen bytes).
 const MAX_ID_FILE: u64 = 4096;
 
-/// Reads a text file of at most `limit` bytes that must be a regular file.
-/// It is opened with `O_NONBLOCK` and checked with `fstat` before a byte
-/// is read: a FIFO never blocks the thread that reloads (nobody need
-/// write to it), and a device such as /dev/zero, which never ends, is
-/// refused rather than read until memory runs out. A file that grows past
-/// `limit` while it is read is refused too.
-pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    let kind = meta.file_type();
-    let other = |what: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{what}, not a regular file: refused (concertd reads only regular files)"),
-        )
-    };
-    if !kind.is_file() {
-        return Err(other(if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "of another type"
-        }));
-    }
-    let too_big = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("larger than {} KiB: refused", limit / 1024),
-        )
-    };
-    if meta.len() > limit {
-        return Err(too_big());
-    }
-    let mut text = String::new();
-    file.take(limit + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(too_big());
-    }
-    Ok(text)
-}
-
 /// The serial concertd gives as AQ when `serial-number` is not set: the
 /// first 20 characters of /etc/machine-id (unique per installation, kept
 /// across reboots), else of the host name, else `concertd`.
@@ -359,7 +306,7 @@ pub fn default_serial_number() -> String {
     ["/etc/machine-id", "/proc/sys/kernel/hostname"]
         .iter()
         .find_map(|p| {
-            read_regular(Path::new(p), MAX_ID_FILE)
+            crate::files::read_regular(Path::new(p), MAX_ID_FILE)
                 .ok()
                 .as_deref()
                 .and_then(usable)
@@ -1022,9 +969,11 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, Error> {
         let file = path.display().to_string();
-        let text = read_regular(path, MAX_CONFIG_FILE).map_err(|source| Error::ConfigRead {
-            file: file.clone(),
-            source,
+        let text = crate::files::read_regular(path, MAX_CONFIG_FILE).map_err(|source| {
+            Error::ConfigRead {
+                file: file.clone(),
+                source,
+            }
         })?;
         let mut c = Config::parse(&text, &file)?;
         c.absolute_paths();
@@ -1209,27 +1158,6 @@ mod tests {
         std::fs::write(&path, "approve crlf\n").unwrap();
         c.read_script().unwrap();
         assert_eq!(c.simulator_script.unwrap().lines.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn only_regular_files_within_the_bound_are_read() {
-        let dir = std::env::temp_dir().join(format!("concertd-regular-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo(3) with a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let refused = |p: &Path, limit| read_regular(p, limit).unwrap_err().to_string();
-        // Returns at once although nobody writes to it.
-        assert!(refused(&fifo, 1024).starts_with("a FIFO, not a regular file"));
-        assert!(refused(Path::new("/dev/zero"), 1024).starts_with("a character device"));
-        assert!(refused(&dir, 1024).starts_with("a directory"));
-        let f = dir.join("f");
-        std::fs::write(&f, vec![b'a'; 1025]).unwrap();
-        assert_eq!(refused(&f, 1024), "larger than 1 KiB: refused");
-        std::fs::write(&f, vec![b'a'; 1024]).unwrap();
-        assert_eq!(read_regular(&f, 1024).unwrap().len(), 1024);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

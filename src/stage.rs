@@ -348,12 +348,12 @@ pub struct Script {
 impl Script {
     /// Reads the script at `path` (at start and at each reload): a regular
     /// file of at most [`MAX_SCRIPT`] bytes, opened without blocking (see
-    /// [`crate::config::read_regular`]), whose lines are plans.
+    /// [`crate::files::read_regular`]), whose lines are plans.
     pub fn read(path: &Path) -> Result<Script, crate::error::Error> {
         use crate::error::Error;
         let file = path.display().to_string();
         let text =
-            crate::config::read_regular(path, MAX_SCRIPT).map_err(|source| Error::ConfigRead {
+            crate::files::read_regular(path, MAX_SCRIPT).map_err(|source| Error::ConfigRead {
                 file: format!("simulator-script {file}"),
                 source,
             })?;
