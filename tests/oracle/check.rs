@@ -33,7 +33,12 @@ fn decode(answer: &[u8]) -> Option<Vec<(String, String)>> {
     Some(
         f.elements()
             .iter()
-            .map(|e| (e.tag.to_string(), String::from_utf8_lossy(&e.value).into_owned()))
+            .map(|e| {
+                (
+                    e.tag.to_string(),
+                    String::from_utf8_lossy(&e.value).into_owned(),
+                )
+            })
             .collect(),
     )
 }
@@ -61,7 +66,9 @@ fn expected_frame(backend: Backend, req: &str) -> String {
         return req.to_string();
     }
     match Frame::decode(req.as_bytes()) {
-        Ok(f) => String::from_utf8_lossy(&f.without(concert::tlv::Tag(*b"IM")).encode()).into_owned(),
+        Ok(f) => {
+            String::from_utf8_lossy(&f.without(concert::tlv::Tag(*b"IM")).encode()).into_owned()
+        }
         Err(_) => req.to_string(),
     }
 }
@@ -84,7 +91,10 @@ pub fn step(rig: &mut Rig) {
             None => {
                 violate(
                     rig,
-                    format!("(e) {name}: answer is not a frame: {:?}", String::from_utf8_lossy(&o.answer)),
+                    format!(
+                        "(e) {name}: answer is not a frame: {:?}",
+                        String::from_utf8_lossy(&o.answer)
+                    ),
                 );
                 return;
             }
@@ -96,15 +106,35 @@ pub fn step(rig: &mut Rig) {
     let ae = tag(&els, "AE").unwrap_or_default();
     let af = tag(&els, "AF").unwrap_or_default();
     if ae != "10" && ae != "01" {
-        violate(rig, format!("(e) {name}: answer without a valid AE: {:?}", String::from_utf8_lossy(&o.answer)));
+        violate(
+            rig,
+            format!(
+                "(e) {name}: answer without a valid AE: {:?}",
+                String::from_utf8_lossy(&o.answer)
+            ),
+        );
     }
-    if tag(&els, "CA").map(|v| v.parse::<u8>().ok()) != tag(&rels, "CA").map(|v| v.parse::<u8>().ok()) {
-        violate(rig, format!("(e) {name}: answer names another register: {:?}", String::from_utf8_lossy(&o.answer)));
+    if tag(&els, "CA").map(|v| v.parse::<u8>().ok())
+        != tag(&rels, "CA").map(|v| v.parse::<u8>().ok())
+    {
+        violate(
+            rig,
+            format!(
+                "(e) {name}: answer names another register: {:?}",
+                String::from_utf8_lossy(&o.answer)
+            ),
+        );
     }
     let ledger = rig.ledger().to_vec();
     if is_payment(&cd) {
         if tag(&els, "CD").as_deref() != Some(cd.as_str()) {
-            violate(rig, format!("(e) {name}: answer with another CD: {:?}", String::from_utf8_lossy(&o.answer)));
+            violate(
+                rig,
+                format!(
+                    "(e) {name}: answer with another CD: {:?}",
+                    String::from_utf8_lossy(&o.answer)
+                ),
+            );
         }
         let done = performed(&ledger, &o);
         if ae == "10" && tag(&els, "BA").is_none() {
@@ -142,14 +172,29 @@ fn approval(
             let e = done[0];
             let want = expected_frame(backend, req);
             if e.frame != want {
-                violate(rig, format!("(a) {name}: approved, but the backend performed another request: {:?}", e.frame));
+                violate(
+                    rig,
+                    format!(
+                        "(a) {name}: approved, but the backend performed another request: {:?}",
+                        e.frame
+                    ),
+                );
             }
             if e.charged != answer_cb {
-                violate(rig, format!("(a) {name}: approved CB={answer_cb}, the backend moved {}", e.charged));
+                violate(
+                    rig,
+                    format!(
+                        "(a) {name}: approved CB={answer_cb}, the backend moved {}",
+                        e.charged
+                    ),
+                );
             }
             if let (Some(id), Some(tx)) = (tag(els, "ID"), o.tx) {
                 if id != tx.to_string() {
-                    violate(rig, format!("(a) {name}: approved with ID={id}, its transaction is {tx}"));
+                    violate(
+                        rig,
+                        format!("(a) {name}: approved with ID={id}, its transaction is {tx}"),
+                    );
                 }
             }
         }
@@ -163,7 +208,8 @@ fn approval(
             let backed = o.tx.is_none()
                 && rig.plan.window
                 && source.as_ref().is_some_and(|p| {
-                    performed(ledger, p).len() == 1 && decode(&p.answer).is_none_or(|a| tag(&a, "AC") == tag(els, "AC"))
+                    performed(ledger, p).len() == 1
+                        && decode(&p.answer).is_none_or(|a| tag(&a, "AC") == tag(els, "AC"))
                 });
             if !backed {
                 let other = rig.obs[..rig.obs.len() - 1]
@@ -192,7 +238,10 @@ fn approval(
                 }
             }
         }
-        n => violate(rig, format!("(a) {name}: approved once, the backend performed it {n} times")),
+        n => violate(
+            rig,
+            format!("(a) {name}: approved once, the backend performed it {n} times"),
+        ),
     }
 }
 
@@ -215,7 +264,10 @@ fn status(rig: &mut Rig, i: usize, name: &str, els: &[(String, String)], ledger:
     let af = tag(els, "AF").unwrap_or_default();
     let Some(t) = target else {
         if ae == "10" {
-            violate(rig, format!("(c) {name}: status approved for a register that has no payment"));
+            violate(
+                rig,
+                format!("(c) {name}: status approved for a register that has no payment"),
+            );
         }
         return;
     };
@@ -227,7 +279,10 @@ fn status(rig: &mut Rig, i: usize, name: &str, els: &[(String, String)], ledger:
     if tag(els, "CD") != tag(&treq, "CD") || tag(els, "CF") != tag(&treq, "CF") {
         violate(
             rig,
-            format!("(c) {name}: status answered about another transaction than {} (tx {:?})", t.step, t.tx),
+            format!(
+                "(c) {name}: status answered about another transaction than {} (tx {:?})",
+                t.step, t.tx
+            ),
         );
         return;
     }
@@ -246,12 +301,21 @@ fn status(rig: &mut Rig, i: usize, name: &str, els: &[(String, String)], ledger:
     if ae == "10" {
         if let (Some(id), Some(tx)) = (tag(els, "ID"), t.tx) {
             if id != tx.to_string() {
-                violate(rig, format!("(c) {name}: status approval with ID={id} for tx {tx}"));
+                violate(
+                    rig,
+                    format!("(c) {name}: status approval with ID={id} for tx {tx}"),
+                );
             }
         }
     }
     if ae == "01" && af != "07" && !done.is_empty() {
-        violate(rig, format!("(c) {name}: status says {} declined AF{af}, the backend performed it", t.step));
+        violate(
+            rig,
+            format!(
+                "(c) {name}: status says {} declined AF{af}, the backend performed it",
+                t.step
+            ),
+        );
     }
 }
 
@@ -305,7 +369,11 @@ pub fn after_restart(rig: &mut Rig) {
         if journaled.as_ref() != Some(&a) {
             violate(
                 rig,
-                format!("(f) {}: answered tx {tx}, the journal after a restart has {:?}", o.step, ended.get(&tx)),
+                format!(
+                    "(f) {}: answered tx {tx}, the journal after a restart has {:?}",
+                    o.step,
+                    ended.get(&tx)
+                ),
             );
         }
     }
@@ -327,12 +395,24 @@ pub fn at_end(rig: &mut Rig) {
         match owner.get(&e.seq) {
             None => violate(
                 rig,
-                format!("(a) the backend {} ({} {}) for tx {:?}, which no request of the run began", if e.performed { "performed" } else { "declined" }, e.op, e.charged, e.tx),
+                format!(
+                    "(a) the backend {} ({} {}) for tx {:?}, which no request of the run began",
+                    if e.performed { "performed" } else { "declined" },
+                    e.op,
+                    e.charged,
+                    e.tx
+                ),
             ),
             Some(&i) => {
                 let want = expected_frame(backend, rig.obs[i].req.as_deref().unwrap_or(""));
                 if e.frame != want {
-                    violate(rig, format!("(a) {}: the backend got {:?}, the register sent {want:?}", rig.obs[i].step, e.frame));
+                    violate(
+                        rig,
+                        format!(
+                            "(a) {}: the backend got {:?}, the register sent {want:?}",
+                            rig.obs[i].step, e.frame
+                        ),
+                    );
                 }
             }
         }
@@ -346,11 +426,19 @@ pub fn at_end(rig: &mut Rig) {
         match l.verdict.as_str() {
             "approved" if done.len() != 1 => violate(
                 rig,
-                format!("(c) {}: tx {} resolved approved, the backend performed it {} times", o.step, l.id, done.len()),
+                format!(
+                    "(c) {}: tx {} resolved approved, the backend performed it {} times",
+                    o.step,
+                    l.id,
+                    done.len()
+                ),
             ),
             "declined" | "not-done" if !done.is_empty() => violate(
                 rig,
-                format!("(c) {}: tx {} resolved {}, the backend performed it", o.step, l.id, l.verdict),
+                format!(
+                    "(c) {}: tx {} resolved {}, the backend performed it",
+                    o.step, l.id, l.verdict
+                ),
             ),
             _ => {}
         }

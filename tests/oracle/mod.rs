@@ -24,6 +24,7 @@
 //! - a retry (a request sent again byte for byte, `retry-window` on)
 //!   that got no transaction of its own is backed by the charge of the
 //!   request it repeats, and by nothing else.
+//!
 //! An approval that cannot be tied this way to exactly one performed
 //! entry is a violation; where the truth cannot be tied to one request
 //! only an unknown outcome (AF07) is allowed.
@@ -67,9 +68,19 @@ pub struct Outcome {
 pub fn play(plan: &Plan) -> Outcome {
     let t0 = Instant::now();
     let mut rig = run::Rig::new(plan);
+    let trace = std::env::var_os("ORACLE_TRACE").is_some();
     for s in &plan.steps {
         rig.step(s);
         check::step(&mut rig);
+        if trace {
+            let o = rig.obs.last().unwrap();
+            println!(
+                "oracle: {s} tx={:?} entries={:?} -> {}",
+                o.tx,
+                o.entries,
+                String::from_utf8_lossy(&o.answer)
+            );
+        }
     }
     check::at_end(&mut rig);
     Outcome {

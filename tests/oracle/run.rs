@@ -207,7 +207,9 @@ impl Rig {
         let bfrom = self.backend_len();
         let up_from = self.up.as_ref().map(|u| u.len()).unwrap_or(0);
         let fsize = (step.fault == Fault::FullDisk).then(|| {
-            let size = std::fs::metadata(self.d.dir.join("journal")).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(self.d.dir.join("journal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
             // Room for the begun record (the request and 60 bytes), not
             // for the ended one (the request, again, and more).
             crate::util::set_fsize(self.d.pid(), size + req.len() as u64 + 80)
@@ -222,7 +224,9 @@ impl Rig {
             Fault::GiveUp => {
                 // Closes once the transaction began, or at once when the
                 // answer comes first (refused before the backend).
-                let _ = self.wait_until(&mut s, &mut answer, |r| r.begun_since(jfrom, &req).is_some());
+                let _ = self.wait_until(&mut s, &mut answer, |r| {
+                    r.begun_since(jfrom, &req).is_some()
+                });
                 answer.clear();
                 drop(s);
             }
@@ -262,7 +266,10 @@ impl Rig {
         if let Some(id) = tx {
             let deadline = Instant::now() + PATIENCE;
             while !self.ended(id) {
-                assert!(Instant::now() < deadline, "tx {id} never ended in the journal");
+                assert!(
+                    Instant::now() < deadline,
+                    "tx {id} never ended in the journal"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -297,7 +304,11 @@ impl Rig {
         let deadline = Instant::now() + PATIENCE;
         loop {
             self.tail.refresh();
-            let settled = self.tail.lines.iter().any(|l| l.id == tx && l.event == "resolved");
+            let settled = self
+                .tail
+                .lines
+                .iter()
+                .any(|l| l.id == tx && l.event == "resolved");
             let up = self.up.as_ref().unwrap();
             if settled || up.asks() >= asks + 2 || Instant::now() > deadline {
                 return;

@@ -28,7 +28,8 @@ pub fn shrink(plan: &Plan, budget: Duration, fails: &dyn Fn(&Plan) -> bool) -> P
         let len = best.steps.len();
         let chunk = len.div_ceil(n);
         let mut reduced = false;
-        for i in 0..n {
+        let parts = n;
+        for i in 0..parts {
             if t0.elapsed() >= budget {
                 break;
             }

@@ -136,8 +136,12 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
             );
             match g.last.get(&reg) {
                 Some(a) if g.vary => {
-                    let ticket = concert::base64::encode(format!("DUPLICATA {}", g.asks).as_bytes());
-                    format!("{a}{}", el("ZT", &format!("{}{}", el("CK", "100"), el("AK", &ticket))))
+                    let ticket =
+                        concert::base64::encode(format!("DUPLICATA {}", g.asks).as_bytes());
+                    format!(
+                        "{a}{}",
+                        el("ZT", &format!("{}{}", el("CK", "100"), el("AK", &ticket)))
+                    )
                 }
                 Some(a) => a.clone(),
                 None => format!("{head}AE00201AF00200"),
@@ -208,7 +212,10 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
                 g.auth += 1;
                 let mut a = req.clone();
                 if charged != amount {
-                    a = a.replace(&el("CB", &amount.to_string()), &el("CB", &charged.to_string()));
+                    a = a.replace(
+                        &el("CB", &amount.to_string()),
+                        &el("CB", &charged.to_string()),
+                    );
                 }
                 if amount % 100 == 54 {
                     // Charged, and the terminal itself does not know.
