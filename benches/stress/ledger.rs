@@ -7,7 +7,9 @@
 
 use crate::oracle::model::Backend;
 use crate::oracle::rng::env_num;
-use crate::oracle::{figures, generated, Outcome};
+use crate::oracle::model::generate;
+use crate::oracle::{figures, play, report, Outcome};
+use std::collections::HashSet;
 use crate::report::Stage;
 use crate::rng::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,9 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
     let next = AtomicU64::new(0);
     let base = rng.next();
     let sum = Mutex::new((Outcome::default(), Vec::<String>::new()));
+    // Each class of violation, (a) to (f), is reduced once: a known
+    // defect found again and again must not spend the run reducing it.
+    let reduced = Mutex::new(HashSet::<String>::new());
     let backends = [Backend::Exec, Backend::Relay, Backend::Simulator];
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -54,7 +59,18 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
                         (seed, backends[(seed % 3) as usize], PLAN_OPS)
                     }
                 };
-                let o = generated(seed, backend, ops as usize, Duration::from_secs(120));
+                let plan = generate(&mut crate::oracle::rng::Rng::new(seed), backend, ops as usize);
+                let o = play(&plan);
+                println!("{}", figures(Some(seed), &o));
+                if let Some(v) = o.violations.first() {
+                    let class = v.get(..3).unwrap_or("").to_string();
+                    let budget = if reduced.lock().unwrap().insert(class) {
+                        Duration::from_secs(120)
+                    } else {
+                        Duration::ZERO
+                    };
+                    report(seed, &plan, &o, budget);
+                }
                 let mut g = sum.lock().unwrap();
                 g.0.ops += o.ops;
                 g.0.faults += o.faults;
