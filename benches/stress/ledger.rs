@@ -5,13 +5,13 @@
 //! (tests/oracle). A violation is reduced to its shortest sequence and
 //! printed with its seed.
 
+use crate::oracle::model::generate;
 use crate::oracle::model::Backend;
 use crate::oracle::rng::env_num;
-use crate::oracle::model::generate;
 use crate::oracle::{figures, play, report, Outcome};
-use std::collections::HashSet;
 use crate::report::Stage;
 use crate::rng::Rng;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -59,7 +59,11 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
                         (seed, backends[(seed % 3) as usize], PLAN_OPS)
                     }
                 };
-                let plan = generate(&mut crate::oracle::rng::Rng::new(seed), backend, ops as usize);
+                let plan = generate(
+                    &mut crate::oracle::rng::Rng::new(seed),
+                    backend,
+                    ops as usize,
+                );
                 let o = play(&plan);
                 println!("{}", figures(Some(seed), &o));
                 if let Some(v) = o.violations.first() {
