@@ -51,7 +51,6 @@ const N: Fault = Fault::None;
 // Issue 20, defect 1: an upstream whose status answers vary between asks
 // must not get a lost sale resolved with the previous sale's approval.
 #[test]
-#[ignore = "fails until defect 1 (relay resolution) is fixed"]
 fn oracle_seed_relay_lost_sale_varying_status() {
     let p = plan(
         Backend::Relay,
@@ -109,7 +108,6 @@ fn oracle_seed_relay_lost_answer_resolved() {
 // Defect 2: safe retry must not take a refund of another debit for a
 // retry of the first because CA, CD, CB, CE and CF are the same.
 #[test]
-#[ignore = "fails until defect 2 (retry key) is fixed"]
 fn oracle_seed_retry_key_ignores_im() {
     let refund = |im| Op::Custom {
         reg: 1,
@@ -161,7 +159,6 @@ fn cancel_after_refund(backend: Backend) -> Plan {
 
 // Defect 3: a cancellation ignores refunds by reference already made.
 #[test]
-#[ignore = "fails until defect 3 (cancellation over refunds) is fixed"]
 fn oracle_seed_cancel_after_refund_exec() {
     expect_clean(
         "cancel_after_refund_exec",
@@ -170,7 +167,6 @@ fn oracle_seed_cancel_after_refund_exec() {
 }
 
 #[test]
-#[ignore = "fails until defect 3 (cancellation over refunds) is fixed"]
 fn oracle_seed_cancel_after_refund_relay() {
     expect_clean(
         "cancel_after_refund_relay",
@@ -179,7 +175,6 @@ fn oracle_seed_cancel_after_refund_relay() {
 }
 
 #[test]
-#[ignore = "fails until defect 3 (cancellation over refunds) is fixed"]
 fn oracle_seed_cancel_after_refund_simulator() {
     expect_clean(
         "cancel_after_refund_simulator",
@@ -312,7 +307,6 @@ fn oracle_generated_simulator() {
 // to the one kept before the request, and journals `resolved not-done`:
 // "nothing was charged", while the upstream refunded it.
 #[test]
-#[ignore = "fails: defect found by the oracle, beyond the six of issue 20"]
 fn oracle_seed_relay_restart_resolves_upstream_af07_as_not_done() {
     let credit = || Op::Custom {
         reg: 1,
