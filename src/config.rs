@@ -126,6 +126,12 @@ impl Terminal {
         }
     }
 
+    /// As logs, `status` and errors show it: a value of the file, its card
+    /// numbers masked like any value from outside (concertd.8, LOGGING).
+    pub fn shown(&self) -> String {
+        crate::pan::masked_text(&self.line())
+    }
+
     /// As written in the file.
     pub fn line(&self) -> String {
         match self {
@@ -918,10 +924,12 @@ impl Config {
         };
         let mut script_line = 0;
         for (i, raw) in text.lines().enumerate() {
+            // The message quotes values of the file: masked like any
+            // value from outside, before it reaches the log or a reply.
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
                 line: i + 1,
-                msg,
+                msg: crate::pan::masked_text(&msg),
             };
             let w = words(raw).map_err(err)?;
             let Some((key, args)) = w.split_first() else {
@@ -943,7 +951,7 @@ impl Config {
                 line: script_line,
                 msg: format!(
                     "simulator-script needs terminal simulator, not terminal {}",
-                    c.terminal.line()
+                    c.terminal.shown()
                 ),
             });
         }
@@ -1065,7 +1073,7 @@ impl Config {
         let serial = match &self.serial.device {
             Some(d) => format!(
                 "{} {} {}{}",
-                d.display(),
+                crate::pan::masked_text(&d.display().to_string()),
                 self.serial.speed,
                 self.serial.format,
                 if self.serial.rtscts { " rtscts" } else { "" }
@@ -1080,9 +1088,9 @@ impl Config {
             match self.terminal {
                 Terminal::Simulator =>
                     format!("simulator (delay {})", fmt_duration(self.simulator_delay)),
-                ref t => t.line(),
+                ref t => t.shown(),
             },
-            self.journal.display()
+            crate::pan::masked_text(&self.journal.display().to_string())
         )
     }
 

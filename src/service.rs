@@ -265,7 +265,7 @@ impl Service {
                 "{} not applied: it has no terminal line, which would replace \
                  terminal {} with the simulator",
                 file.display(),
-                self.cfg.terminal.line()
+                self.cfg.terminal.shown()
             ));
         }
         // The same for the addresses: a file that lost its `listen` lines
@@ -477,7 +477,7 @@ impl Service {
                         "simulator (delay {}; no card is charged)",
                         crate::config::fmt_duration(self.cfg.simulator_delay)
                     ),
-                    ref t => t.line(),
+                    ref t => t.shown(),
                 }
             ),
         ];
