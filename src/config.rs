@@ -915,6 +915,33 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// An error about a line of the file, as logs and replies show it: the
+/// line is a value from outside, masked whole (a card number may be cut
+/// into words), and each word the message quotes, as it is or as `{:?}`
+/// writes it, is shown as the masked line has it (concertd.8, LOGGING).
+fn masked_words(raw: &str, msg: String) -> String {
+    // Masking turns digits into `#`, which would start a comment: the
+    // masked line is split with a stand-in where a digit was masked, so
+    // that its words are the line's words, one for one.
+    const STAND_IN: char = '\u{e000}';
+    let masked: String = raw
+        .chars()
+        .zip(crate::pan::masked_text(raw).chars())
+        .map(|(r, m)| if r == m { r } else { STAND_IN })
+        .collect();
+    let (Ok(real), Ok(shown)) = (words(raw), words(&masked)) else {
+        return crate::pan::masked_text(&msg);
+    };
+    let shown: Vec<String> = shown.iter().map(|w| w.replace(STAND_IN, "#")).collect();
+    let mut msg = msg;
+    for (r, s) in real.iter().zip(&shown).filter(|(r, s)| r != s) {
+        msg = msg
+            .replace(&format!("{r:?}"), &format!("{s:?}"))
+            .replace(r.as_str(), s);
+    }
+    crate::pan::masked_text(&msg)
+}
+
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
         let mut d = Draft {
@@ -924,12 +951,10 @@ impl Config {
         };
         let mut script_line = 0;
         for (i, raw) in text.lines().enumerate() {
-            // The message quotes values of the file: masked like any
-            // value from outside, before it reaches the log or a reply.
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
                 line: i + 1,
-                msg: crate::pan::masked_text(&msg),
+                msg: masked_words(raw, msg),
             };
             let w = words(raw).map_err(err)?;
             let Some((key, args)) = w.split_first() else {

@@ -31,6 +31,10 @@ const SHORTEST: usize = 13;
 const LONGEST: usize = 19;
 /// The most characters a separator between two digits of a run holds.
 const JOINT: usize = 3;
+/// The most bytes one card number can span, separators included (a
+/// character takes at most 4 bytes): what a reader must see past a cut so
+/// that a number straddling it is masked whole.
+pub const SPAN: usize = LONGEST + (LONGEST - 1) * JOINT * 4;
 
 /// Masks, in place, every card number in `bytes` by the masking rule;
 /// whether anything was masked. Masking only turns digits into `#`, so
