@@ -126,6 +126,12 @@ impl Terminal {
         }
     }
 
+    /// As logs, `status` and errors show it: a value of the file, its card
+    /// numbers masked like any value from outside (concertd.8, LOGGING).
+    pub fn shown(&self) -> String {
+        crate::pan::masked_text(&self.line())
+    }
+
     /// As written in the file.
     pub fn line(&self) -> String {
         match self {
@@ -909,6 +915,33 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// An error about a line of the file, as logs and replies show it: the
+/// line is a value from outside, masked whole (a card number may be cut
+/// into words), and each word the message quotes, as it is or as `{:?}`
+/// writes it, is shown as the masked line has it (concertd.8, LOGGING).
+fn masked_words(raw: &str, msg: String) -> String {
+    // Masking turns digits into `#`, which would start a comment: the
+    // masked line is split with a stand-in where a digit was masked, so
+    // that its words are the line's words, one for one.
+    const STAND_IN: char = '\u{e000}';
+    let masked: String = raw
+        .chars()
+        .zip(crate::pan::masked_text(raw).chars())
+        .map(|(r, m)| if r == m { r } else { STAND_IN })
+        .collect();
+    let (Ok(real), Ok(shown)) = (words(raw), words(&masked)) else {
+        return crate::pan::masked_text(&msg);
+    };
+    let shown: Vec<String> = shown.iter().map(|w| w.replace(STAND_IN, "#")).collect();
+    let mut msg = msg;
+    for (r, s) in real.iter().zip(&shown).filter(|(r, s)| r != s) {
+        msg = msg
+            .replace(&format!("{r:?}"), &format!("{s:?}"))
+            .replace(r.as_str(), s);
+    }
+    crate::pan::masked_text(&msg)
+}
+
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
         let mut d = Draft {
@@ -921,7 +954,7 @@ impl Config {
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
                 line: i + 1,
-                msg,
+                msg: masked_words(raw, msg),
             };
             let w = words(raw).map_err(err)?;
             let Some((key, args)) = w.split_first() else {
@@ -943,7 +976,7 @@ impl Config {
                 line: script_line,
                 msg: format!(
                     "simulator-script needs terminal simulator, not terminal {}",
-                    c.terminal.line()
+                    c.terminal.shown()
                 ),
             });
         }
@@ -1065,7 +1098,7 @@ impl Config {
         let serial = match &self.serial.device {
             Some(d) => format!(
                 "{} {} {}{}",
-                d.display(),
+                crate::pan::masked_text(&d.display().to_string()),
                 self.serial.speed,
                 self.serial.format,
                 if self.serial.rtscts { " rtscts" } else { "" }
@@ -1080,9 +1113,9 @@ impl Config {
             match self.terminal {
                 Terminal::Simulator =>
                     format!("simulator (delay {})", fmt_duration(self.simulator_delay)),
-                ref t => t.line(),
+                ref t => t.shown(),
             },
-            self.journal.display()
+            crate::pan::masked_text(&self.journal.display().to_string())
         )
     }
 

@@ -291,8 +291,26 @@ fn read_command(conn: &UnixStream) -> Result<String, String> {
     String::from_utf8(line).map_err(|_| "the command is not UTF-8".into())
 }
 
+/// A command line is a value from outside, masked like any other before
+/// it is shown (concertd.8, LOGGING). No command holds a card number, so
+/// one that does is refused before it runs, shown masked in the log and
+/// the reply: it cannot reach either whole through an error that quotes
+/// a word of it.
+fn unmasked(line: &str) -> Result<(), String> {
+    let masked = crate::pan::masked_text(line);
+    if masked == line {
+        return Ok(());
+    }
+    let shown = crate::pan::escape_str(masked.trim_end_matches(['\r', '\n']));
+    log::warn!("control: a command holding a card number refused, not run: {shown}");
+    Err(format!(
+        "the command holds a card number: not run ({shown})"
+    ))
+}
+
 fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) {
     let answer = read_command(&conn)
+        .and_then(|l| unmasked(&l).map(|()| l))
         .and_then(|l| Command::parse(&l))
         .and_then(|c| run(c, journal, ask, stage));
     let text = match answer {
@@ -315,8 +333,10 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
         Command::Simulator(line) => {
             let r = stage.command(&line);
             match &r {
-                Ok(said) => log::info!("control: {line}: {said}"),
-                Err(why) => log::info!("control: {line}: refused: {why}"),
+                Ok(said) => log::info!("control: {}: {said}", crate::pan::escape_str(&line)),
+                Err(why) => {
+                    log::info!("control: {}: refused: {why}", crate::pan::escape_str(&line))
+                }
             }
             r
         }

@@ -44,7 +44,13 @@ impl fmt::Display for Error {
             Error::Config { file, line, msg } => write!(f, "{file}:{line}: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Terminal { line, msg } => write!(f, "terminal {line}: {msg}"),
+            // Values of the configuration file: masked (concertd.8, LOGGING).
+            Error::Terminal { line, msg } => write!(
+                f,
+                "terminal {}: {}",
+                crate::pan::masked_text(line),
+                crate::pan::masked_text(msg)
+            ),
             Error::AlreadyRunning { pid, pidfile } => write!(
                 f,
                 "already running as pid {pid} (pid file {})",

@@ -65,23 +65,23 @@ impl log::Log for Logger {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
+        // The last line of defence: whatever a caller forgot to escape, no
+        // control or format character reaches the log (see pan::escape_line).
+        let args = r.args().to_string();
+        let text = crate::pan::escape_line(&args);
         // Each line is formatted first and written in one call: one system
         // call per line, and a line is never split by a crash or by another
         // writer of the same file.
         let line = match &*sink {
-            Sink::Stderr { journal: true } => format!("<{}>{}\n", priority(r.level()), r.args()),
+            Sink::Stderr { journal: true } => format!("<{}>{text}\n", priority(r.level())),
             Sink::Syslog(_) => format!(
-                "<{}>concertd[{}]: {}",
+                "<{}>concertd[{}]: {text}",
                 DAEMON | priority(r.level()),
                 std::process::id(),
-                r.args()
             ),
-            Sink::Stderr { journal: false } | Sink::File(_) => format!(
-                "{} {:<5} {}\n",
-                crate::clock::now().stamp(),
-                r.level(),
-                r.args()
-            ),
+            Sink::Stderr { journal: false } | Sink::File(_) => {
+                format!("{} {:<5} {text}\n", crate::clock::now().stamp(), r.level(),)
+            }
         };
         // A log line that cannot be written is dropped: logging must never
         // stop the service.

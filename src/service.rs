@@ -265,7 +265,7 @@ impl Service {
                 "{} not applied: it has no terminal line, which would replace \
                  terminal {} with the simulator",
                 file.display(),
-                self.cfg.terminal.line()
+                self.cfg.terminal.shown()
             ));
         }
         // The same for the addresses: a file that lost its `listen` lines
@@ -289,17 +289,19 @@ impl Service {
             Err(e) => return refuse(e.to_string()),
         };
         let restart = new.keep_restart_only(&self.cfg);
-        // What changed, as `-n` prints it: the lines gone, then the new ones.
+        // What changed, as `-n` prints it: the lines gone, then the new ones,
+        // their values masked (concertd.8, LOGGING).
         let (old_lines, new_lines) = (self.cfg.describe(), new.describe());
+        let shown = crate::pan::masked_text;
         let mut said: Vec<String> = old_lines
             .lines()
             .filter(|o| !new_lines.lines().any(|l| l == *o))
-            .map(|l| format!("was: {l}"))
+            .map(|l| format!("was: {}", shown(l)))
             .chain(
                 new_lines
                     .lines()
                     .filter(|l| !old_lines.lines().any(|o| o == *l))
-                    .map(|l| format!("now: {l}")),
+                    .map(|l| format!("now: {}", shown(l))),
             )
             .collect();
         for key in restart {
@@ -477,7 +479,7 @@ impl Service {
                         "simulator (delay {}; no card is charged)",
                         crate::config::fmt_duration(self.cfg.simulator_delay)
                     ),
-                    ref t => t.line(),
+                    ref t => t.shown(),
                 }
             ),
         ];
