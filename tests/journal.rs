@@ -315,7 +315,7 @@ fn one_journal_one_daemon_through_rotation_and_reload() {
 fn the_detached_daemon_keeps_the_journal_lock_after_the_fork() {
     let dir = temp_dir();
     let dd = Detached::new(&dir);
-    let o = dd.start(&[("CONCERTD_TEST_SYSLOG", &dir.join("no-syslog"))]);
+    let o = dd.start(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let reap = Reap::from_pid_file(&dd.pidfile);
     let addr = listening_in(&dd.log);
