@@ -59,6 +59,7 @@ user root
 group root
 pidfile /tmp/x/concertd.pid
 log-file /tmp/x/concertd.log
+syslog-socket /tmp/x/syslog
 control /tmp/x/concertd.sock
 "#;
 
@@ -97,6 +98,7 @@ user "root"
 group "root"
 pidfile "/tmp/x/concertd.pid"
 log-file "/tmp/x/concertd.log"
+syslog-socket "/tmp/x/syslog"
 control "/tmp/x/concertd.sock"
 configuration OK
 "#;
