@@ -145,7 +145,12 @@ fn port_in_use_is_a_startup_error() {
     let d = Daemon::start("");
     let dir = temp_dir();
     let conf = dir.join("c.conf");
-    std::fs::write(&conf, format!("listen {}\n", d.addr)).unwrap();
+    // A journal of its own: the default one is this machine's.
+    std::fs::write(
+        &conf,
+        format!("listen {}\njournal {}\n", d.addr, dir.join("journal").display()),
+    )
+    .unwrap();
     let o = run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
