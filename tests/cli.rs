@@ -148,7 +148,11 @@ fn port_in_use_is_a_startup_error() {
     // A journal of its own: the default one is this machine's.
     std::fs::write(
         &conf,
-        format!("listen {}\njournal {}\n", d.addr, dir.join("journal").display()),
+        format!(
+            "listen {}\njournal {}\n",
+            d.addr,
+            dir.join("journal").display()
+        ),
     )
     .unwrap();
     let o = run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()]);
