@@ -23,6 +23,9 @@ pub const DEFAULT_CONTROL: &str = "/run/concertd/concertd.sock";
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
+/// Where a daemon sends its log lines (`syslog-socket`).
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
 /// The directory concertd started in, remembered before it detaches.
 pub fn start_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -193,6 +196,8 @@ pub struct Config {
     pub group: Option<String>,
     pub pidfile: PathBuf,
     pub log_file: Option<PathBuf>,
+    /// The syslog socket a daemon logs to; missing: `log_file`.
+    pub syslog_socket: PathBuf,
     /// The control socket; `None`: no socket (`control none`).
     pub control: Option<PathBuf>,
 }
@@ -395,6 +400,7 @@ impl Default for Config {
             group: None,
             pidfile: PathBuf::from(DEFAULT_PIDFILE),
             log_file: None,
+            syslog_socket: PathBuf::from(DEFAULT_SYSLOG_SOCKET),
             control: Some(PathBuf::from(DEFAULT_CONTROL)),
         }
     }
@@ -897,6 +903,19 @@ pub static KEYS: &[Key] = &[
         keep: |c, r| c.log_file = r.log_file.clone(),
     },
     Key {
+        name: "syslog-socket",
+        reload: Reload::Restart,
+        apply: |d, k, a| match one(k, a)? {
+            "" => Err("syslog-socket takes a PATH".into()),
+            v => {
+                d.c.syslog_socket = PathBuf::from(v);
+                Ok(())
+            }
+        },
+        show: |c, k, s| path_line(s, k, &c.syslog_socket),
+        keep: |c, r| c.syslog_socket = r.syslog_socket.clone(),
+    },
+    Key {
         name: "control",
         reload: Reload::Restart,
         apply: |d, k, a| {
@@ -1037,6 +1056,7 @@ impl Config {
         if let Some(l) = &mut self.log_file {
             abs(l);
         }
+        abs(&mut self.syslog_socket);
         if let Some(c) = &mut self.control {
             abs(c);
         }
@@ -1264,13 +1284,13 @@ mod tests {
     fn a_reload_keeps_every_restart_only_keyword() {
         let running = Config::parse(
             "user a\ngroup a\npidfile /a/pid\njournal /a/j\njournal-size 64K\n\
-             journal-keep 1\nlog-file /a/log\ncontrol /a/sock\nlisten 127.0.0.1:1\n",
+             journal-keep 1\nlog-file /a/log\nsyslog-socket /a/s\ncontrol /a/sock\nlisten 127.0.0.1:1\n",
             "t",
         )
         .unwrap();
         let mut new = Config::parse(
             "user b\ngroup b\npidfile /b/pid\njournal /b/j\njournal-size 128K\n\
-             journal-keep 2\nlog-file /b/log\ncontrol none\nlisten 127.0.0.1:2\n",
+             journal-keep 2\nlog-file /b/log\nsyslog-socket /b/s\ncontrol none\nlisten 127.0.0.1:2\n",
             "t",
         )
         .unwrap();

@@ -31,6 +31,9 @@ pub enum Error {
     JournalInUse { journal: PathBuf, pid: Option<i32> },
     /// The user or group to run as cannot be taken on.
     Account(String),
+    /// A directory concertd must write in is missing or not the service
+    /// user's: which one, and how to fix it.
+    Directory(String),
     /// A second stop signal came before the running transaction ended: its
     /// outcome may be missing from the journal.
     StoppedEarly,
@@ -64,7 +67,7 @@ impl fmt::Display for Error {
                     journal.display()
                 ),
             },
-            Error::Account(m) => f.write_str(m),
+            Error::Account(m) | Error::Directory(m) => f.write_str(m),
             Error::StoppedEarly => f.write_str("stopped before the running transaction ended"),
         }
     }
