@@ -77,6 +77,11 @@ impl Register {
     /// EOT. Returns the payload, ETB blocks joined.
     pub fn answer(&mut self) -> Vec<u8> {
         assert_eq!(self.byte(), ENQ, "terminal opens its session");
+        self.answer_opened()
+    }
+
+    /// Session 2 once its ENQ is read.
+    fn answer_opened(&mut self) -> Vec<u8> {
         self.send(&[ACK]);
         let mut payload = Vec::new();
         loop {
@@ -602,4 +607,207 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
         "{}",
         text(&s)
     );
+}
+
+/// Writes all of `bytes` to the register's end, however long the terminal
+/// takes to read them (its input full while it is busy writing).
+fn send_all(r: &mut Register, mut bytes: &[u8]) {
+    let until = Instant::now() + PATIENCE;
+    while !bytes.is_empty() {
+        match r.master.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("pty write: {e}"),
+        }
+        assert!(Instant::now() < until, "the terminal stopped reading");
+    }
+}
+
+/// A request sent whole, ENQ to EOT, after a flood: the ACKs and NAKs the
+/// terminal still owes the flood come first and are skipped, up to the ENQ
+/// of its answer. Returns the answer.
+fn request_after_flood(r: &mut Register, payload: &[u8]) -> Vec<u8> {
+    let mut session = vec![ENQ];
+    session.extend(frame(payload));
+    session.push(EOT);
+    send_all(r, &session);
+    loop {
+        match r.byte() {
+            ENQ => return r.answer_opened(),
+            b => assert!(b == ACK || b == NAK, "stray byte 0x{b:02x} from the terminal"),
+        }
+    }
+}
+
+/// Log lines from line number `since` on that name the serial line.
+fn line_lines(d: &Daemon, since: usize) -> Vec<String> {
+    d.log_text()
+        .lines()
+        .skip(since)
+        .filter(|l| l.contains(" serial /"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `05 02 03 00` as fast as the pty takes it: a session with an empty frame
+/// and a wrong LRC, each NAKed. Every one used to log a line (5,067 lines
+/// in 20 s at 9600 baud); they go through TCP's floodgate now: a few lines
+/// a minute, the rest counted, and the line serves a good request after.
+#[test]
+fn a_flood_of_bad_frames_logs_a_few_lines_and_a_count() {
+    let (mut d, mut r) = serial_daemon("");
+    let since = d.mark();
+    // The terminal's ACKs and NAKs are read and dropped meanwhile, so
+    // that its writes never wait.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader = r.master.try_clone_native().expect("clone the pty");
+    let stop2 = std::sync::Arc::clone(&stop);
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = reader.read(&mut buf);
+        }
+    });
+    let group = [ENQ, STX, ETX, 0x00];
+    let chunk = group.repeat(256);
+    let mut groups = 0usize;
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        send_all(&mut r, &chunk);
+        groups += 256;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain.join().unwrap();
+    assert!(groups >= 2000, "only {groups} bad frames sent");
+    assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
+    let lines = line_lines(&d, since);
+    assert!(
+        lines.len() <= 8,
+        "{groups} bad frames wrote {} lines:\n{}",
+        lines.len(),
+        lines[..lines.len().min(20)].join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("bad frame (bad LRC 0x00")),
+        "the first ones are logged in full:\n{}",
+        lines.join("\n")
+    );
+    // The count of those not logged is said at stop (or when the minute
+    // is over): every bad frame is in it.
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    let summary = d.wait_log("more bad requests in ");
+    let hidden: usize = summary
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(summary.contains(" serial /"), "{summary}");
+    assert!(hidden + 3 >= groups, "{hidden} counted for {groups}: {summary}");
+}
+
+/// A register that stops reading: the pty's buffer fills with the ACKs of
+/// its ENQs until the terminal cannot write. Its 20 ms port write timeout
+/// used to be taken for a device failure (a warning and the device opened
+/// again every serial-retry); now the write waits serial-ack-timeout, that
+/// session ends, and the line stays open and serves the next request.
+#[test]
+fn a_register_that_does_not_read_ends_the_session_not_the_line() {
+    let (d, mut r) = serial_daemon("");
+    let chunk = [ENQ, EOT].repeat(2048);
+    let until = Instant::now() + PATIENCE;
+    let mut pending: &[u8] = &chunk;
+    loop {
+        let log = d.log_text();
+        if log.contains("does not read") || log.contains("trying to open it again") {
+            break;
+        }
+        assert!(Instant::now() < until, "the writes never blocked:\n{log}");
+        if pending.is_empty() {
+            pending = &chunk;
+        }
+        match r.master.write(pending) {
+            Ok(n) => pending = &pending[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("pty write: {e}"),
+        }
+    }
+    // What was cut of the last chunk is sent, so that no half session
+    // waits for its frame.
+    send_all(&mut r, pending);
+    assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
+    let log = d.log_text();
+    assert!(
+        log.contains("the register does not read: output blocked for ")
+            && log.contains("session ended, line kept open"),
+        "{log}"
+    );
+    assert!(!log.contains("trying to open it again"), "{log}");
+    assert_eq!(d.count_log(": open, 9600 baud 7E1"), 1, "{log}");
+}
+
+/// A frame trickled one byte every 250 ms, each within
+/// serial-frame-timeout (400 ms), used to hold the line for as long as the
+/// register liked; it is NAKed at request-timeout from its ENQ.
+#[test]
+fn a_trickled_frame_is_naked_at_request_timeout() {
+    let (d, mut r) = serial_daemon("request-timeout 1s");
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK);
+    let start = Instant::now();
+    let mut said = None;
+    for &b in &frame(b"0100001000010978ORDER00042") {
+        r.send(&[b]);
+        // The pace of the trickle: the terminal's word, or 250 ms.
+        if let Some(x) = r.byte_within(Duration::from_millis(250)) {
+            said = Some((x, start.elapsed()));
+            break;
+        }
+    }
+    let (b, at) = said.expect("the terminal said nothing");
+    assert_eq!(b, NAK, "answered 0x{b:02x} after {at:?}");
+    assert!(at < Duration::from_millis(2500), "NAKed after {at:?}");
+    d.wait_log("request-timeout fired: request not whole within 1s of its ENQ: NAK");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+/// The same for a raw V3 request trickled inside an element: at
+/// request-timeout it is what has come, a cut element, answered AF09.
+#[test]
+fn a_trickled_raw_request_ends_at_request_timeout() {
+    let (d, mut r) = serial_daemon("request-timeout 1s");
+    let start = Instant::now();
+    r.send(b"CZ0040320CJ012");
+    let mut first = None;
+    for &b in b"247300123456" {
+        r.send(&[b]);
+        if let Some(x) = r.byte_within(Duration::from_millis(250)) {
+            first = Some((x, start.elapsed()));
+            break;
+        }
+    }
+    let (b, at) = first.expect("the terminal said nothing");
+    assert!(at < Duration::from_millis(2500), "answered after {at:?}");
+    let mut answer = vec![b];
+    while !text(&answer).contains("AF00209") {
+        assert!(answer.len() < 200, "{}", text(&answer));
+        answer.push(r.byte());
+    }
+    assert!(text(&answer).starts_with("CZ0040320"), "{}", text(&answer));
+    d.wait_log("request-timeout fired: raw request taken as it is");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+/// The register's end closed: the log says what concertd.8 says,
+/// "device hung up", not the "Broken pipe" of poll(2)'s POLLHUP.
+#[test]
+fn a_device_whose_other_end_closes_has_hung_up() {
+    let (d, r) = serial_daemon("");
+    drop(r);
+    let line = d.wait_log("trying to open it again every");
+    assert!(line.contains(": device hung up; trying to open it again every 100ms"), "{line}");
+    assert!(!d.log_text().contains("Broken pipe"), "{}", d.log_text());
 }

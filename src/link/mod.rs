@@ -10,17 +10,31 @@ pub mod session;
 
 pub use port::builder;
 
+use crate::config::{Format, Parity};
+use crate::floodgate::{Floodgate, Kind, Source};
 use crate::pan;
 use serialport::TTYPort;
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the link layer needs of a port: a real serial port, or a fake one
 /// (the fuzz target's, the unit tests').
 pub trait Port: Read + Write + Send {
     fn clear_input(&mut self) -> io::Result<()>;
+
+    /// Drops what was written and not sent yet.
+    fn clear_output(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Bytes written and not sent yet.
+    fn pending_output(&self) -> io::Result<u32> {
+        Ok(0)
+    }
 
     /// A descriptor poll(2) can wait on for input; without one the line
     /// reads with a timeout instead.
@@ -34,8 +48,95 @@ impl Port for TTYPort {
         serialport::SerialPort::clear(self, serialport::ClearBuffer::Input).map_err(io::Error::from)
     }
 
+    fn clear_output(&mut self) -> io::Result<()> {
+        serialport::SerialPort::clear(self, serialport::ClearBuffer::Output)
+            .map_err(io::Error::from)
+    }
+
+    fn pending_output(&self) -> io::Result<u32> {
+        serialport::SerialPort::bytes_to_write(self).map_err(io::Error::from)
+    }
+
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.as_raw_fd())
+    }
+}
+
+/// A write the other side would not let through in time: its input buffer
+/// full, or CTS held low with `rtscts`. Not a device failure: the session
+/// ends, the line stays open.
+#[derive(Debug)]
+pub struct Stalled {
+    waited: Duration,
+}
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the register does not read: output blocked for {}",
+            crate::config::fmt_duration(Duration::from_millis(
+                u64::try_from(self.waited.as_millis()).unwrap_or(u64::MAX)
+            ))
+        )
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// Is this error a write that the other side did not let through?
+pub fn is_stalled(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stalled>())
+}
+
+/// What the kernel says when the other end of the device is gone (a USB
+/// cable pulled out, a pty whose master closed) is said in words: poll(2)'s
+/// POLLHUP reaches us as "Broken pipe", a write as EIO.
+fn hung_up(e: io::Error) -> io::Error {
+    let gone = e.kind() == io::ErrorKind::BrokenPipe
+        || matches!(e.raw_os_error(), Some(libc::EIO | libc::EPIPE | libc::ENXIO));
+    if gone {
+        io::Error::new(io::ErrorKind::BrokenPipe, "device hung up")
+    } else {
+        e
+    }
+}
+
+/// How long a write may wait for the other side to take its bytes: the
+/// time they take on the wire, plus `grace`.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    pub grace: Duration,
+    /// Characters the line carries per second.
+    pub rate: u32,
+}
+
+impl Patience {
+    /// For a line at `speed` baud in `format`, each character framed by a
+    /// start bit, its data bits, its parity bit and its stop bits.
+    pub fn new(grace: Duration, speed: u32, format: Format) -> Patience {
+        let parity = u32::from(format.parity != Parity::None);
+        let bits = 1 + u32::from(format.data_bits) + parity + u32::from(format.stop_bits);
+        Patience {
+            grace,
+            rate: (speed / bits.max(1)).max(1),
+        }
+    }
+
+    /// The time `n` characters take on the wire.
+    fn airtime(&self, n: usize) -> Duration {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        Duration::from_millis(n.saturating_mul(1000) / u64::from(self.rate.max(1)))
+    }
+}
+
+impl Default for Patience {
+    /// The registers' usual wait, at 9600 baud 7E1.
+    fn default() -> Patience {
+        Patience {
+            grace: Duration::from_secs(3),
+            rate: 960,
+        }
     }
 }
 
@@ -53,6 +154,10 @@ pub struct Link {
     port: Box<dyn Port>,
     input: VecDeque<u8>,
     name: String,
+    patience: Patience,
+    /// Where the lines the other side can cause at will are counted; none
+    /// on the register's side, which logs each.
+    gate: Option<(Arc<Floodgate>, Source)>,
 }
 
 impl Link {
@@ -61,7 +166,26 @@ impl Link {
             port,
             input: VecDeque::new(),
             name: name.into(),
+            patience: Patience::default(),
+            gate: None,
         }
+    }
+
+    /// How long a write waits for the other side to take its bytes.
+    pub fn with_patience(mut self, p: Patience) -> Link {
+        self.patience = p;
+        self
+    }
+
+    pub fn set_patience(&mut self, p: Patience) {
+        self.patience = p;
+    }
+
+    /// The lines the other side causes go through `floodgate`, counted
+    /// under this link's name.
+    pub fn with_floodgate(mut self, floodgate: Arc<Floodgate>) -> Link {
+        self.gate = Some((floodgate, Source::Line(self.name.as_str().into())));
+        self
     }
 
     /// How the log names this link, e.g. `serial /dev/ttyUSB0`.
@@ -69,9 +193,81 @@ impl Link {
         &self.name
     }
 
+    /// Logs a line the other side can cause at will: through the
+    /// floodgate when the link has one.
+    pub fn flood(&self, kind: Kind, level: log::Level, line: impl FnOnce() -> String) {
+        if !log::log_enabled!(level) {
+            return;
+        }
+        match &self.gate {
+            Some((gate, who)) => gate.note(who.clone(), kind, level, line),
+            None => log::log!(level, "{}", line()),
+        }
+    }
+
+    /// Writes `bytes` and waits until they are sent, for at most the time
+    /// they take on the wire plus the patience's grace: a register that
+    /// does not read (its buffer full, CTS low) cannot hold the line, and
+    /// is told from a device that failed by the `Stalled` error.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.port.write_all(bytes)?;
-        self.port.flush()
+        let start = Instant::now();
+        let until = start + self.patience.grace + self.patience.airtime(bytes.len());
+        let stalled = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                Stalled {
+                    waited: start.elapsed(),
+                },
+            )
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match self.port.write(rest) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "device hung up")),
+                Ok(n) => rest = &rest[n..],
+                // The port's own write timeout is short (it is its read
+                // timeout too): wait on until ours.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    if Instant::now() >= until {
+                        return Err(stalled());
+                    }
+                }
+                Err(e) => return Err(hung_up(e)),
+            }
+        }
+        // Sent, not only queued, before a timer starts for the answer; not
+        // tcdrain(3), which waits without a bound while CTS is low.
+        loop {
+            let queued = self.port.pending_output().map_err(hung_up)?;
+            if queued == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(stalled());
+            }
+            let nap = self
+                .patience
+                .airtime(queued as usize)
+                .clamp(Duration::from_millis(1), Duration::from_millis(20));
+            std::thread::sleep(nap.min(until - now));
+        }
+    }
+
+    /// Forgets what either side had not taken yet: after a write that
+    /// stalled, the next session starts clean both ways.
+    pub fn discard(&mut self) {
+        self.input.clear();
+        // Best effort, as in `clear_input`.
+        let _ = self.port.clear_input();
+        let _ = self.port.clear_output();
     }
 
     /// Bytes already read and not used yet.
@@ -121,7 +317,7 @@ impl Link {
                         e.kind(),
                         io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                     ) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(hung_up(e)),
             }
         }
     }
