@@ -49,7 +49,12 @@ impl Kind {
 
     /// How the summary counts them.
     fn plural(i: usize) -> &'static str {
-        ["connections refused", "bad requests", "link errors", "stray bytes"][i]
+        [
+            "connections refused",
+            "bad requests",
+            "link errors",
+            "stray bytes",
+        ][i]
     }
 }
 

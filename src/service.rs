@@ -161,7 +161,7 @@ impl Service {
                     shared.worker.clone(),
                     Arc::clone(&shared.floodgate),
                 )
-                    .map_err(|e| Error::io("cannot start the serial thread", e))?,
+                .map_err(|e| Error::io("cannot start the serial thread", e))?,
             ),
             None => None,
         };

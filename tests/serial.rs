@@ -227,7 +227,7 @@ fn three_bad_frames_then_idle_and_noise_is_ignored() {
         r.send(&bad);
         assert_eq!(r.byte(), NAK);
     }
-    d.wait_log("3 bad frames, back to idle");
+    d.wait_log("NAK (3/3), back to idle");
     // Noise while idle, then a normal session.
     r.send(b"\x00garbage\x7f\x03\x06");
     assert_eq!(r.request(PTM), ACK);
@@ -634,17 +634,21 @@ fn request_after_flood(r: &mut Register, payload: &[u8]) -> Vec<u8> {
     loop {
         match r.byte() {
             ENQ => return r.answer_opened(),
-            b => assert!(b == ACK || b == NAK, "stray byte 0x{b:02x} from the terminal"),
+            b => assert!(
+                b == ACK || b == NAK,
+                "stray byte 0x{b:02x} from the terminal"
+            ),
         }
     }
 }
 
-/// Log lines from line number `since` on that name the serial line.
+/// Log lines from line number `since` on that the serial line logged
+/// (`serial /path: ...`), at any level.
 fn line_lines(d: &Daemon, since: usize) -> Vec<String> {
     d.log_text()
         .lines()
         .skip(since)
-        .filter(|l| l.contains(" serial /"))
+        .filter(|l| l.split_whitespace().nth(3) == Some("serial"))
         .map(str::to_string)
         .collect()
 }
@@ -682,7 +686,7 @@ fn a_flood_of_bad_frames_logs_a_few_lines_and_a_count() {
     assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
     let lines = line_lines(&d, since);
     assert!(
-        lines.len() <= 8,
+        lines.len() <= 6,
         "{groups} bad frames wrote {} lines:\n{}",
         lines.len(),
         lines[..lines.len().min(20)].join("\n")
@@ -704,7 +708,10 @@ fn a_flood_of_bad_frames_logs_a_few_lines_and_a_count() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
     assert!(summary.contains(" serial /"), "{summary}");
-    assert!(hidden + 3 >= groups, "{hidden} counted for {groups}: {summary}");
+    assert!(
+        hidden + 3 >= groups,
+        "{hidden} counted for {groups}: {summary}"
+    );
 }
 
 /// A register that stops reading: the pty's buffer fills with the ACKs of
@@ -808,6 +815,9 @@ fn a_device_whose_other_end_closes_has_hung_up() {
     let (d, r) = serial_daemon("");
     drop(r);
     let line = d.wait_log("trying to open it again every");
-    assert!(line.contains(": device hung up; trying to open it again every 100ms"), "{line}");
+    assert!(
+        line.contains(": device hung up; trying to open it again every 100ms"),
+        "{line}"
+    );
     assert!(!d.log_text().contains("Broken pipe"), "{}", d.log_text());
 }

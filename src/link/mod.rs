@@ -94,7 +94,10 @@ pub fn is_stalled(e: &io::Error) -> bool {
 /// POLLHUP reaches us as "Broken pipe", a write as EIO.
 fn hung_up(e: io::Error) -> io::Error {
     let gone = e.kind() == io::ErrorKind::BrokenPipe
-        || matches!(e.raw_os_error(), Some(libc::EIO | libc::EPIPE | libc::ENXIO));
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::EPIPE | libc::ENXIO)
+        );
     if gone {
         io::Error::new(io::ErrorKind::BrokenPipe, "device hung up")
     } else {
@@ -245,7 +248,12 @@ impl Link {
         // Sent, not only queued, before a timer starts for the answer; not
         // tcdrain(3), which waits without a bound while CTS is low.
         loop {
-            let queued = self.port.pending_output().map_err(hung_up)?;
+            let queued = match self.port.pending_output().map_err(hung_up) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(e),
+                // A device that cannot tell: its bytes were taken.
+                Err(_) => 0,
+            };
             if queued == 0 {
                 return Ok(());
             }
@@ -471,6 +479,90 @@ pub(crate) mod tests {
         };
         assert_eq!(l.wait_for(&[0x06], t).unwrap(), Some(0x06));
         assert_eq!(l.wait_for(&[0x06], t).unwrap(), None);
+    }
+
+    /// A port whose other side never reads: every write times out, as the
+    /// port's own short timeout says, or the bytes taken stay queued.
+    struct Deaf {
+        queued: u32,
+    }
+
+    impl Read for Deaf {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
+
+    impl Write for Deaf {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.queued > 0 {
+                return Ok(buf.len());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "Operation timed out",
+            ))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Port for Deaf {
+        fn clear_input(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn pending_output(&self) -> io::Result<u32> {
+            Ok(self.queued)
+        }
+    }
+
+    #[test]
+    fn a_write_the_other_side_does_not_take_stalls_within_its_bound() {
+        let grace = Duration::from_millis(60);
+        // 4 characters at 100 a second: 40 ms on the wire.
+        let p = Patience { grace, rate: 100 };
+        for queued in [0, 4] {
+            let mut l = Link::new(Box::new(Deaf { queued }), "test").with_patience(p);
+            let t = Instant::now();
+            let e = l.send(b"abcd").unwrap_err();
+            let took = t.elapsed();
+            assert!(is_stalled(&e), "{e}");
+            assert!(e
+                .to_string()
+                .starts_with("the register does not read: output blocked for "));
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        }
+        // A device error is not a stall.
+        let other = io::Error::other("x");
+        assert!(!is_stalled(&other));
+    }
+
+    #[test]
+    fn hang_ups_are_said_in_words() {
+        for e in [
+            io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe"),
+            io::Error::from_raw_os_error(libc::EIO),
+            io::Error::from_raw_os_error(libc::EPIPE),
+        ] {
+            assert_eq!(hung_up(e).to_string(), "device hung up");
+        }
+        let e = hung_up(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    }
+
+    #[test]
+    fn airtime_follows_speed_and_format() {
+        let f = Format::parse("7E1").unwrap();
+        let p = Patience::new(Duration::ZERO, 9600, f);
+        assert_eq!(p.rate, 960);
+        assert_eq!(p.airtime(516), Duration::from_millis(537));
+        let p = Patience::new(Duration::ZERO, 1200, Format::parse("8N2").unwrap());
+        assert_eq!(p.rate, 109);
     }
 
     #[test]

@@ -268,14 +268,17 @@ pub fn take<T>(
                 }
             }
         };
+        // One line a bad frame: the last says the session is over.
+        let then = if attempt == TRIES {
+            ", back to idle"
+        } else {
+            ""
+        };
         link.flood(Kind::BadRequest, log::Level::Info, || {
-            format!("{name}: {why}: NAK ({attempt}/{TRIES})")
+            format!("{name}: {why}: NAK ({attempt}/{TRIES}){then}")
         });
         link.send(&[NAK])?;
     }
-    link.flood(Kind::BadRequest, log::Level::Info, || {
-        format!("{name}: {TRIES} bad frames, back to idle")
-    });
     Ok(None)
 }
 
@@ -483,6 +486,63 @@ mod tests {
         let got = take::<()>(&mut w.link(), &timers(), 512, whole(), |_| Ok(Take::Refuse));
         assert_eq!(got.unwrap(), None);
         assert_eq!(w.written(), [ACK, NAK]);
+    }
+
+    /// A register that sends one byte of its frame every `gap`, each
+    /// within the frame timer.
+    struct Trickle {
+        bytes: std::collections::VecDeque<u8>,
+        gap: Duration,
+        written: Vec<u8>,
+    }
+
+    impl io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.gap);
+            match (self.bytes.pop_front(), buf.first_mut()) {
+                (Some(b), Some(slot)) => {
+                    *slot = b;
+                    Ok(1)
+                }
+                _ => Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+
+    impl io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl crate::link::Port for Trickle {
+        fn clear_input(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_trickled_frame_is_naked_at_the_deadline() {
+        let port = Trickle {
+            bytes: block(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", ETX).into(),
+            gap: Duration::from_millis(10),
+            written: Vec::new(),
+        };
+        let mut link = Link::new(Box::new(port), "test");
+        let deadline = Timer {
+            wait: Duration::from_millis(100),
+            name: "request-timeout",
+        };
+        let t = Instant::now();
+        let got = take(&mut link, &timers(), 512, deadline, |p| Ok(Take::Ack(p)));
+        assert_eq!(got.unwrap(), None, "not taken");
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(250), "{took:?}");
     }
 
     #[test]
