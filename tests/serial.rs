@@ -624,20 +624,30 @@ fn send_all(r: &mut Register, mut bytes: &[u8]) {
 }
 
 /// A request sent whole, ENQ to EOT, after a flood: the ACKs and NAKs the
-/// terminal still owes the flood come first and are skipped, up to the ENQ
-/// of its answer. Returns the answer.
+/// terminal still owes the flood come first and are skipped, in bulk, up
+/// to the ENQ of its answer, the last byte it sends before our ACK.
+/// Returns the answer.
 fn request_after_flood(r: &mut Register, payload: &[u8]) -> Vec<u8> {
     let mut session = vec![ENQ];
     session.extend(frame(payload));
     session.push(EOT);
     send_all(r, &session);
+    let until = Instant::now() + PATIENCE;
+    let mut buf = [0u8; 4096];
     loop {
-        match r.byte() {
-            ENQ => return r.answer_opened(),
-            b => assert!(
-                b == ACK || b == NAK,
-                "stray byte 0x{b:02x} from the terminal"
-            ),
+        assert!(Instant::now() < until, "no answer after the flood");
+        let n = match r.master.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => panic!("pty read: {e}"),
+        };
+        let got = &buf[..n];
+        // An ENQ of the terminal left without ACK is followed by its EOT.
+        if let Some(b) = got.iter().find(|b| ![ACK, NAK, ENQ, EOT].contains(b)) {
+            panic!("stray byte 0x{b:02x} from the terminal");
+        }
+        if got.last() == Some(&ENQ) {
+            return r.answer_opened();
         }
     }
 }
@@ -683,10 +693,12 @@ fn a_flood_of_bad_frames_logs_a_few_lines_and_a_count() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drain.join().unwrap();
     assert!(groups >= 2000, "only {groups} bad frames sent");
+    // At most 3 lines of each kind (bad requests; link errors, should the
+    // flood pause past serial-frame-timeout), and the good request's.
     assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
     let lines = line_lines(&d, since);
     assert!(
-        lines.len() <= 6,
+        lines.len() <= 10,
         "{groups} bad frames wrote {} lines:\n{}",
         lines.len(),
         lines[..lines.len().min(20)].join("\n")
@@ -754,12 +766,16 @@ fn a_register_that_does_not_read_ends_the_session_not_the_line() {
     assert_eq!(d.count_log(": open, 9600 baud 7E1"), 1, "{log}");
 }
 
+/// Each byte well within serial-frame-timeout, the whole past
+/// request-timeout.
+const TRICKLE: &str = "serial-frame-timeout 1s\nrequest-timeout 1500ms";
+
 /// A frame trickled one byte every 250 ms, each within
-/// serial-frame-timeout (400 ms), used to hold the line for as long as the
+/// serial-frame-timeout (1 s), used to hold the line for as long as the
 /// register liked; it is NAKed at request-timeout from its ENQ.
 #[test]
 fn a_trickled_frame_is_naked_at_request_timeout() {
-    let (d, mut r) = serial_daemon("request-timeout 1s");
+    let (d, mut r) = serial_daemon(TRICKLE);
     r.send(&[ENQ]);
     assert_eq!(r.byte(), ACK);
     let start = Instant::now();
@@ -774,8 +790,8 @@ fn a_trickled_frame_is_naked_at_request_timeout() {
     }
     let (b, at) = said.expect("the terminal said nothing");
     assert_eq!(b, NAK, "answered 0x{b:02x} after {at:?}");
-    assert!(at < Duration::from_millis(2500), "NAKed after {at:?}");
-    d.wait_log("request-timeout fired: request not whole within 1s of its ENQ: NAK");
+    assert!(at < Duration::from_secs(3), "NAKed after {at:?}");
+    d.wait_log("request-timeout fired: request not whole within 1500ms of its ENQ: NAK");
     assert_eq!(r.request(PTM), ACK);
     assert_eq!(r.answer().len(), 80);
 }
@@ -784,7 +800,7 @@ fn a_trickled_frame_is_naked_at_request_timeout() {
 /// request-timeout it is what has come, a cut element, answered AF09.
 #[test]
 fn a_trickled_raw_request_ends_at_request_timeout() {
-    let (d, mut r) = serial_daemon("request-timeout 1s");
+    let (d, mut r) = serial_daemon(TRICKLE);
     let start = Instant::now();
     r.send(b"CZ0040320CJ012");
     let mut first = None;
@@ -796,7 +812,7 @@ fn a_trickled_raw_request_ends_at_request_timeout() {
         }
     }
     let (b, at) = first.expect("the terminal said nothing");
-    assert!(at < Duration::from_millis(2500), "answered after {at:?}");
+    assert!(at < Duration::from_secs(3), "answered after {at:?}");
     let mut answer = vec![b];
     while !text(&answer).contains("AF00209") {
         assert!(answer.len() < 200, "{}", text(&answer));
