@@ -770,6 +770,76 @@ fn a_register_that_does_not_read_ends_the_session_not_the_line() {
 /// request-timeout.
 const TRICKLE: &str = "serial-frame-timeout 1s\nrequest-timeout 1500ms";
 
+/// Sets or clears IXON on the line: with it, an XOFF from the register
+/// stops the terminal's output the way CTS held low does with rtscts.
+fn ixon(r: &Register, on: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = r._slave.as_raw_fd();
+    // SAFETY: tcgetattr(3) and tcsetattr(3) on the test's own descriptor of
+    // the pty, with a termios it filled.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(fd, &mut t), 0);
+        if on {
+            t.c_iflag |= libc::IXON;
+        } else {
+            t.c_iflag &= !libc::IXON;
+        }
+        assert_eq!(libc::tcsetattr(fd, libc::TCSANOW, &t), 0);
+    }
+}
+
+/// Can the terminal's side of the pty be written?
+fn writable(r: &Register) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: r._slave.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one valid descriptor, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLOUT != 0 }
+}
+
+/// The answer's own session cannot start: the register has stopped the
+/// terminal's output (XOFF, as CTS low would) while its transaction ran.
+/// The ENQ's write waits serial-ack-timeout, the answer is journaled
+/// undelivered, and the line stays open for the next request.
+#[test]
+fn an_answer_the_register_does_not_take_is_undelivered_and_the_line_stays_open() {
+    let gate = Gate::new();
+    let (d, mut r) = serial_daemon(&gate.terminal());
+    assert_eq!(r.request(PTM), ACK);
+    ixon(&r, true);
+    r.send(&[0x13]);
+    let until = Instant::now() + PATIENCE;
+    while writable(&r) {
+        assert!(Instant::now() < until, "XOFF did not stop the line");
+        std::thread::yield_now();
+    }
+    gate.release();
+    let line = d.wait_log("answer not delivered: ");
+    assert!(
+        line.contains("answer not delivered: the register does not read: output blocked for "),
+        "{line}"
+    );
+    d.wait_log("session ended, line kept open");
+    d.wait_log("answer not delivered to");
+    assert!(
+        d.journal()
+            .contains(" undelivered the register does not read"),
+        "{}",
+        d.journal()
+    );
+    ixon(&r, false);
+    assert_eq!(r.request(PTM), ACK);
+    gate.release();
+    assert_eq!(r.answer().len(), 80);
+    let log = d.log_text();
+    assert!(!log.contains("trying to open it again"), "{log}");
+    assert_eq!(d.count_log(": open, 9600 baud 7E1"), 1, "{log}");
+}
+
 /// A frame trickled one byte every 250 ms, each within
 /// serial-frame-timeout (1 s), used to hold the line for as long as the
 /// register liked; it is NAKed at request-timeout from its ENQ.
