@@ -697,7 +697,16 @@ impl<'a> Line<'a> {
             Err(e) => (Err(e.to_string()), Err(e)),
         };
         if let Err(e) = &result {
-            log::warn!("serial {}: answer not delivered: {e}", self.path());
+            let path = self.path();
+            let line = || format!("serial {path}: answer not delivered: {e}");
+            if reply.tx.is_some() {
+                log::warn!("{}", line());
+            } else {
+                // No transaction's: the register may ask and NAK the
+                // answer as often as it likes.
+                self.desk
+                    .flood(floodgate::Kind::LinkError, log::Level::Warn, line);
+            }
         }
         if let Some(id) = reply.tx {
             self.desk.worker.delivered(id, result);
