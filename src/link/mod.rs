@@ -74,10 +74,8 @@ impl fmt::Display for Stalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the register does not read: output blocked for {}",
-            crate::config::fmt_duration(Duration::from_millis(
-                u64::try_from(self.waited.as_millis()).unwrap_or(u64::MAX)
-            ))
+            "the register does not read: output blocked for {:.1} s",
+            self.waited.as_secs_f64()
         )
     }
 }
