@@ -56,6 +56,7 @@ fn serial_conf(c: &Config) -> serial::Conf {
         settings: c.serial.clone(),
         currencies: c.currencies.clone(),
         request_gap: c.request_gap,
+        request_timeout: c.request_timeout,
     }
 }
 
@@ -155,8 +156,12 @@ impl Service {
         );
         let serial = match cfg.serial.device {
             Some(_) => Some(
-                serial::spawn(serial_conf(&cfg), shared.worker.clone())
-                    .map_err(|e| Error::io("cannot start the serial thread", e))?,
+                serial::spawn(
+                    serial_conf(&cfg),
+                    shared.worker.clone(),
+                    Arc::clone(&shared.floodgate),
+                )
+                .map_err(|e| Error::io("cannot start the serial thread", e))?,
             ),
             None => None,
         };
@@ -320,7 +325,11 @@ impl Service {
         ));
         match (&self.serial, &new.serial.device) {
             (Some(s), _) => s.send(serial_conf(&new)),
-            (None, Some(_)) => match serial::spawn(serial_conf(&new), self.shared.worker.clone()) {
+            (None, Some(_)) => match serial::spawn(
+                serial_conf(&new),
+                self.shared.worker.clone(),
+                Arc::clone(&self.shared.floodgate),
+            ) {
                 Ok(s) => self.serial = Some(s),
                 Err(e) => {
                     log::error!("reload: cannot start the serial thread: {e}");
