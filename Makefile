@@ -8,6 +8,9 @@ MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR ?= $(PREFIX)/share/doc/concertd
+# The default journal's directory (journal in concertd.conf(5)): not
+# under PREFIX, as concertd looks for it there.
+STATEDIR ?= /var/lib/concertd
 # The build directory, found as cargo finds it (CARGO_TARGET_DIR,
 # build.target-dir, else target/): asked once, and only by the rules that
 # need it. Read from `cargo metadata` with sed, so that nothing but cargo
@@ -99,6 +102,9 @@ install:
 	install -m 0644 man/concert.1 $(DESTDIR)$(MANDIR)/man1/concert.1
 	install -m 0644 man/concertctl.8 $(DESTDIR)$(MANDIR)/man8/concertctl.8
 	install -d $(DESTDIR)$(DOCDIR)
+	@# The journal's: root's until a concertd started as root with `user`
+	@# gives it to that user; systemd's StateDirectory takes it over.
+	install -d -m 0750 $(DESTDIR)$(STATEDIR)
 	install -m 0755 etc/concertd-pay.example $(DESTDIR)$(DOCDIR)/concertd-pay.example
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
 		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf exists: kept"; \
@@ -132,6 +138,10 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example
 	@if [ -d $(DESTDIR)$(DOCDIR) ] && rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null; then \
 		echo "rmdir $(DESTDIR)$(DOCDIR)"; fi
+	@# The journal is the record of every payment: never removed here.
+	@if [ -d $(DESTDIR)$(STATEDIR) ]; then \
+		if rmdir $(DESTDIR)$(STATEDIR) 2>/dev/null; then echo "rmdir $(DESTDIR)$(STATEDIR)"; \
+		else echo "$(DESTDIR)$(STATEDIR) holds the journal: kept"; fi; fi
 	@if cmp -s etc/concertd.conf $(DESTDIR)$(SYSCONFDIR)/concertd.conf; then \
 		echo "rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf"; \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/concertd.conf; \

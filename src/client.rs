@@ -802,7 +802,7 @@ pub mod serial_link {
     use super::{NoAnswer, MAX_ANSWER};
     use crate::config::Format;
     use crate::link::session::{self, Sent, Timers};
-    use crate::link::{Link, Timer};
+    use crate::link::{Link, Patience, Timer};
     use std::io;
     use std::time::Duration;
 
@@ -838,7 +838,8 @@ pub mod serial_link {
                 .open_native()
                 .map_err(io::Error::from)?;
             Ok(Line {
-                link: Link::new(Box::new(port), format!("serial {path}")),
+                link: Link::new(Box::new(port), format!("serial {path}"))
+                    .with_patience(Patience::new(WAIT, speed, format)),
             })
         }
 

@@ -23,6 +23,9 @@ pub const DEFAULT_CONTROL: &str = "/run/concertd/concertd.sock";
 
 pub const DEFAULT_JOURNAL: &str = "/var/lib/concertd/journal";
 
+/// Where a daemon sends its log lines (`syslog-socket`).
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
 /// The directory concertd started in, remembered before it detaches.
 pub fn start_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -126,6 +129,12 @@ impl Terminal {
         }
     }
 
+    /// As logs, `status` and errors show it: a value of the file, its card
+    /// numbers masked like any value from outside (concertd.8, LOGGING).
+    pub fn shown(&self) -> String {
+        crate::pan::masked_text(&self.line())
+    }
+
     /// As written in the file.
     pub fn line(&self) -> String {
         match self {
@@ -187,6 +196,8 @@ pub struct Config {
     pub group: Option<String>,
     pub pidfile: PathBuf,
     pub log_file: Option<PathBuf>,
+    /// The syslog socket a daemon logs to; missing: `log_file`.
+    pub syslog_socket: PathBuf,
     /// The control socket; `None`: no socket (`control none`).
     pub control: Option<PathBuf>,
 }
@@ -400,6 +411,7 @@ impl Default for Config {
             group: None,
             pidfile: PathBuf::from(DEFAULT_PIDFILE),
             log_file: None,
+            syslog_socket: PathBuf::from(DEFAULT_SYSLOG_SOCKET),
             control: Some(PathBuf::from(DEFAULT_CONTROL)),
         }
     }
@@ -902,6 +914,19 @@ pub static KEYS: &[Key] = &[
         keep: |c, r| c.log_file = r.log_file.clone(),
     },
     Key {
+        name: "syslog-socket",
+        reload: Reload::Restart,
+        apply: |d, k, a| match one(k, a)? {
+            "" => Err("syslog-socket takes a PATH".into()),
+            v => {
+                d.c.syslog_socket = PathBuf::from(v);
+                Ok(())
+            }
+        },
+        show: |c, k, s| path_line(s, k, &c.syslog_socket),
+        keep: |c, r| c.syslog_socket = r.syslog_socket.clone(),
+    },
+    Key {
         name: "control",
         reload: Reload::Restart,
         apply: |d, k, a| {
@@ -920,6 +945,33 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// An error about a line of the file, as logs and replies show it: the
+/// line is a value from outside, masked whole (a card number may be cut
+/// into words), and each word the message quotes, as it is or as `{:?}`
+/// writes it, is shown as the masked line has it (concertd.8, LOGGING).
+fn masked_words(raw: &str, msg: String) -> String {
+    // Masking turns digits into `#`, which would start a comment: the
+    // masked line is split with a stand-in where a digit was masked, so
+    // that its words are the line's words, one for one.
+    const STAND_IN: char = '\u{e000}';
+    let masked: String = raw
+        .chars()
+        .zip(crate::pan::masked_text(raw).chars())
+        .map(|(r, m)| if r == m { r } else { STAND_IN })
+        .collect();
+    let (Ok(real), Ok(shown)) = (words(raw), words(&masked)) else {
+        return crate::pan::masked_text(&msg);
+    };
+    let shown: Vec<String> = shown.iter().map(|w| w.replace(STAND_IN, "#")).collect();
+    let mut msg = msg;
+    for (r, s) in real.iter().zip(&shown).filter(|(r, s)| r != s) {
+        msg = msg
+            .replace(&format!("{r:?}"), &format!("{s:?}"))
+            .replace(r.as_str(), s);
+    }
+    crate::pan::masked_text(&msg)
+}
+
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
         let mut d = Draft {
@@ -932,7 +984,7 @@ impl Config {
             let err = |msg: String| Error::Config {
                 file: file.to_string(),
                 line: i + 1,
-                msg,
+                msg: masked_words(raw, msg),
             };
             let w = words(raw).map_err(err)?;
             let Some((key, args)) = w.split_first() else {
@@ -954,7 +1006,7 @@ impl Config {
                 line: script_line,
                 msg: format!(
                     "simulator-script needs terminal simulator, not terminal {}",
-                    c.terminal.line()
+                    c.terminal.shown()
                 ),
             });
         }
@@ -1011,6 +1063,7 @@ impl Config {
         if let Some(l) = &mut self.log_file {
             abs(l);
         }
+        abs(&mut self.syslog_socket);
         if let Some(c) = &mut self.control {
             abs(c);
         }
@@ -1072,7 +1125,7 @@ impl Config {
         let serial = match &self.serial.device {
             Some(d) => format!(
                 "{} {} {}{}",
-                d.display(),
+                crate::pan::masked_text(&d.display().to_string()),
                 self.serial.speed,
                 self.serial.format,
                 if self.serial.rtscts { " rtscts" } else { "" }
@@ -1087,9 +1140,9 @@ impl Config {
             match self.terminal {
                 Terminal::Simulator =>
                     format!("simulator (delay {})", fmt_duration(self.simulator_delay)),
-                ref t => t.line(),
+                ref t => t.shown(),
             },
-            self.journal.display()
+            crate::pan::masked_text(&self.journal.display().to_string())
         )
     }
 
@@ -1238,13 +1291,13 @@ mod tests {
     fn a_reload_keeps_every_restart_only_keyword() {
         let running = Config::parse(
             "user a\ngroup a\npidfile /a/pid\njournal /a/j\njournal-size 64K\n\
-             journal-keep 1\nlog-file /a/log\ncontrol /a/sock\nlisten 127.0.0.1:1\n",
+             journal-keep 1\nlog-file /a/log\nsyslog-socket /a/s\ncontrol /a/sock\nlisten 127.0.0.1:1\n",
             "t",
         )
         .unwrap();
         let mut new = Config::parse(
             "user b\ngroup b\npidfile /b/pid\njournal /b/j\njournal-size 128K\n\
-             journal-keep 2\nlog-file /b/log\ncontrol none\nlisten 127.0.0.1:2\n",
+             journal-keep 2\nlog-file /b/log\nsyslog-socket /b/s\ncontrol none\nlisten 127.0.0.1:2\n",
             "t",
         )
         .unwrap();

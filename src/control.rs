@@ -421,6 +421,23 @@ fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unre
     command_line(&buf[..len]).map_err(Unread::Bad)
 }
 
+/// A command line is a value from outside, masked like any other before
+/// it is shown (concertd.8, LOGGING). No command holds a card number, so
+/// one that does is refused before it runs, shown masked in the log and
+/// the reply: it cannot reach either whole through an error that quotes
+/// a word of it.
+fn unmasked(line: &str) -> Result<(), String> {
+    let masked = crate::pan::masked_text(line);
+    if masked == line {
+        return Ok(());
+    }
+    let shown = crate::pan::escape_str(masked.trim_end_matches(['\r', '\n']));
+    log::warn!("control: a command holding a card number refused, not run: {shown}");
+    Err(format!(
+        "the command holds a card number: not run ({shown})"
+    ))
+}
+
 /// Serves one connection; true when it was closed for sending no whole
 /// command in time.
 fn connection(
@@ -445,7 +462,9 @@ fn connection(
             return true;
         }
         Err(Unread::Bad(why)) => Err(why),
-        Ok(line) => Command::parse(&line).and_then(|c| run(c, journal, ask, stage, away)),
+        Ok(line) => unmasked(&line)
+            .and_then(|()| Command::parse(&line))
+            .and_then(|c| run(c, journal, ask, stage, away)),
     };
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),
@@ -474,8 +493,10 @@ fn run(
         Command::Simulator(line) => {
             let r = stage.command(&line);
             match &r {
-                Ok(said) => log::info!("control: {line}: {said}"),
-                Err(why) => log::info!("control: {line}: refused: {why}"),
+                Ok(said) => log::info!("control: {}: {said}", crate::pan::escape_str(&line)),
+                Err(why) => {
+                    log::info!("control: {}: refused: {why}", crate::pan::escape_str(&line))
+                }
             }
             r
         }

@@ -88,13 +88,6 @@ pub fn detach() -> Result<Ready, Error> {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 /// Refuses to start when the pid file names a live process, or is a
 /// link (refused here, in the foreground, rather than after the fork).
 pub fn check_pidfile(path: &Path) -> Result<(), Error> {
@@ -107,10 +100,12 @@ pub fn check_pidfile(path: &Path) -> Result<(), Error> {
         Err(_) => return Ok(()),
     }
     match text.trim().parse::<i32>() {
-        Ok(pid) if pid != std::process::id() as i32 && alive(pid) => Err(Error::AlreadyRunning {
-            pid,
-            pidfile: path.to_path_buf(),
-        }),
+        Ok(pid) if pid != std::process::id() as i32 && files::alive(pid) => {
+            Err(Error::AlreadyRunning {
+                pid,
+                pidfile: path.to_path_buf(),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -190,18 +185,6 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
 fn root() -> bool {
     // SAFETY: plain system call.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Gives the directory `path` to the account, when we are root (so that
-/// rotation and the pid file's removal keep working after the drop): by
-/// the descriptor opened, a link refused.
-pub fn give(path: &Path, a: &Account) {
-    if !root() {
-        return;
-    }
-    if let Err(e) = files::give(path, a.uid, a.gid) {
-        log::warn!("{}: cannot give it to {}: {e}", path.display(), a.name);
-    }
 }
 
 /// Gives the journal and its generations to the account, when we are

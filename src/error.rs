@@ -31,6 +31,9 @@ pub enum Error {
     JournalInUse { journal: PathBuf, pid: Option<i32> },
     /// The user or group to run as cannot be taken on.
     Account(String),
+    /// A directory concertd must write in is missing or not the service
+    /// user's: which one, and how to fix it.
+    Directory(String),
     /// A second stop signal came before the running transaction ended: its
     /// outcome may be missing from the journal.
     StoppedEarly,
@@ -44,7 +47,13 @@ impl fmt::Display for Error {
             Error::Config { file, line, msg } => write!(f, "{file}:{line}: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Terminal { line, msg } => write!(f, "terminal {line}: {msg}"),
+            // Values of the configuration file: masked (concertd.8, LOGGING).
+            Error::Terminal { line, msg } => write!(
+                f,
+                "terminal {}: {}",
+                crate::pan::masked_text(line),
+                crate::pan::masked_text(msg)
+            ),
             Error::AlreadyRunning { pid, pidfile } => write!(
                 f,
                 "already running as pid {pid} (pid file {})",
@@ -58,7 +67,7 @@ impl fmt::Display for Error {
                     journal.display()
                 ),
             },
-            Error::Account(m) => f.write_str(m),
+            Error::Account(m) | Error::Directory(m) => f.write_str(m),
             Error::StoppedEarly => f.write_str("stopped before the running transaction ended"),
         }
     }

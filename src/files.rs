@@ -158,6 +158,15 @@ pub fn create_dir(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o750).create(path)
 }
 
+/// Whether the process a pid file (or lock file) names still exists,
+/// ours or not.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 /// Gives the opened file to `uid`:`gid`.
 pub fn fchown(f: &File, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
     // SAFETY: fchown on a descriptor `f` owns.

@@ -1,13 +1,16 @@
 //! Log lines a peer can cause at will (connections refused, bad
-//! requests) are summarised: per address, the first few in a minute are
-//! logged in full, the rest counted and logged as one line when the minute
-//! is over. A flood then costs a line a minute, not a line a connection.
-//! At `-vv` every one is logged, for an integrator debugging a register.
+//! requests, a serial line's bad frames, noise and link errors) are
+//! summarised: per address or line, the first few in a minute are logged
+//! in full, the rest counted and logged as one line when the minute is
+//! over. A flood then costs a line a minute, not a line a connection or a
+//! frame. At `-vv` every one is logged, for an integrator debugging a
+//! register.
 //!
 //! One thread writes the summaries; it sleeps without a timeout while no
 //! count is pending, so an idle terminal has no wakeup for it.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,14 +20,21 @@ pub const SHOWN: u32 = 3;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses counted one by one; past this they share one count.
 pub const MAX_ADDRESSES: usize = 1024;
+const KINDS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A connection closed at once: allow-list, connection caps.
     Refused,
     /// A request answered as malformed, a bad V2 frame, bytes after a
-    /// request.
+    /// request; on a serial line, a frame NAKed or a request not complete
+    /// in time.
     BadRequest,
+    /// A serial line's link going wrong: an ACK or EOT that does not come,
+    /// a NAK to our frame, a register that does not read.
+    LinkError,
+    /// Bytes on an idle serial line that start nothing (debug level).
+    Noise,
 }
 
 impl Kind {
@@ -32,6 +42,41 @@ impl Kind {
         match self {
             Kind::Refused => 0,
             Kind::BadRequest => 1,
+            Kind::LinkError => 2,
+            Kind::Noise => 3,
+        }
+    }
+
+    /// How the summary counts them.
+    fn plural(i: usize) -> &'static str {
+        [
+            "connections refused",
+            "bad requests",
+            "link errors",
+            "stray bytes",
+        ][i]
+    }
+}
+
+/// Who caused a line: a client's address, or a serial line by its name in
+/// the log (`serial /dev/ttyUSB0`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Peer(IpAddr),
+    Line(Arc<str>),
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Source {
+        Source::Peer(ip)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Peer(ip) => ip.fmt(f),
+            Source::Line(name) => f.write_str(name),
         }
     }
 }
@@ -39,27 +84,27 @@ impl Kind {
 #[derive(Clone, Copy, Debug)]
 struct Window {
     since: Instant,
-    shown: [u32; 2],
-    hidden: [u64; 2],
+    shown: [u32; KINDS],
+    hidden: [u64; KINDS],
 }
 
 impl Window {
     fn new(since: Instant) -> Window {
         Window {
             since,
-            shown: [0; 2],
-            hidden: [0; 2],
+            shown: [0; KINDS],
+            hidden: [0; KINDS],
         }
     }
 
     fn pending(&self) -> bool {
-        self.hidden != [0; 2]
+        self.hidden != [0; KINDS]
     }
 }
 
 #[derive(Default)]
 struct State {
-    by_address: HashMap<IpAddr, Window>,
+    by_address: HashMap<Source, Window>,
     /// Addresses past `MAX_ADDRESSES`: one window for them all.
     others: Option<Window>,
     stopped: bool,
@@ -70,19 +115,16 @@ pub struct Floodgate {
     state: Mutex<State>,
     wake: Condvar,
     /// Every one since start, logged or not (`concertctl status`).
-    counts: [std::sync::atomic::AtomicU64; 2],
+    counts: [std::sync::atomic::AtomicU64; KINDS],
 }
 
 /// The summary of one window's hidden counts.
 fn summary(who: &str, w: &Window, now: Instant) -> String {
     let secs = now.saturating_duration_since(w.since).as_secs().max(1);
-    let mut parts = Vec::new();
-    if w.hidden[0] > 0 {
-        parts.push(format!("{} more connections refused", w.hidden[0]));
-    }
-    if w.hidden[1] > 0 {
-        parts.push(format!("{} more bad requests", w.hidden[1]));
-    }
+    let parts: Vec<String> = (0..KINDS)
+        .filter(|&i| w.hidden[i] > 0)
+        .map(|i| format!("{} more {}", w.hidden[i], Kind::plural(i)))
+        .collect();
     format!(
         "{who}: {} in {secs} s (the first ones logged in full; -vv logs each)",
         parts.join(", ")
@@ -104,9 +146,15 @@ impl Floodgate {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Logs `line` at `level` unless `ip` has had its share this minute;
+    /// Logs `line` at `level` unless `who` has had its share this minute;
     /// then it is only counted.
-    pub fn note(&self, ip: IpAddr, kind: Kind, level: log::Level, line: impl FnOnce() -> String) {
+    pub fn note(
+        &self,
+        who: impl Into<Source>,
+        kind: Kind,
+        level: log::Level,
+        line: impl FnOnce() -> String,
+    ) {
         self.counts[kind.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if log::log_enabled!(log::Level::Trace) {
             let l = line();
@@ -116,16 +164,17 @@ impl Floodgate {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let counted = st.by_address.len() < MAX_ADDRESSES || st.by_address.contains_key(&ip);
+        let who = who.into();
+        let counted = st.by_address.len() < MAX_ADDRESSES || st.by_address.contains_key(&who);
         let w = if counted {
-            st.by_address.entry(ip).or_insert(Window::new(now))
+            st.by_address.entry(who.clone()).or_insert(Window::new(now))
         } else {
             st.others.get_or_insert(Window::new(now))
         };
         if now.saturating_duration_since(w.since) >= WINDOW {
             // The summary thread has not got to it yet: say it now.
             if w.pending() {
-                log::warn!("{}", summary(&ip.to_string(), w, now));
+                log::warn!("{}", summary(&who.to_string(), w, now));
             }
             *w = Window::new(now);
         }
@@ -154,9 +203,9 @@ impl Floodgate {
         let now = Instant::now();
         let mut st = self.lock();
         st.stopped = true;
-        for (ip, w) in st.by_address.drain() {
+        for (who, w) in st.by_address.drain() {
             if w.pending() {
-                log::warn!("{}", summary(&ip.to_string(), &w, now));
+                log::warn!("{}", summary(&who.to_string(), &w, now));
             }
         }
         if let Some(w) = st.others.take().filter(Window::pending) {
@@ -197,12 +246,12 @@ impl Floodgate {
             }
             let ended = |w: &Window| now.saturating_duration_since(w.since) >= WINDOW;
             let mut lines = Vec::new();
-            st.by_address.retain(|ip, w| {
+            st.by_address.retain(|who, w| {
                 if !ended(w) {
                     return true;
                 }
                 if w.pending() {
-                    lines.push(summary(&ip.to_string(), w, now));
+                    lines.push(summary(&who.to_string(), w, now));
                 }
                 false
             });
@@ -230,16 +279,25 @@ mod tests {
         let t = Instant::now();
         let mut w = Window::new(t);
         assert!(!w.pending());
-        w.hidden = [1995, 0];
+        w.hidden = [1995, 0, 0, 0];
         let s = summary("127.0.0.2", &w, t + WINDOW);
         assert!(
             s.starts_with("127.0.0.2: 1995 more connections refused in 60 s"),
             "{s}"
         );
-        w.hidden = [3, 1200];
+        w.hidden = [3, 1200, 0, 0];
         let s = summary("127.0.0.2", &w, t + WINDOW);
         assert!(
             s.contains("3 more connections refused, 1200 more bad requests"),
+            "{s}"
+        );
+        w.hidden = [0, 1200, 7, 2];
+        let s = summary("serial /dev/ttyUSB0", &w, t + WINDOW);
+        assert!(
+            s.starts_with(
+                "serial /dev/ttyUSB0: 1200 more bad requests, 7 more link errors, \
+                 2 more stray bytes in 60 s"
+            ),
             "{s}"
         );
     }
@@ -257,7 +315,10 @@ mod tests {
         }
         assert_eq!(logged, SHOWN);
         let st = f.lock();
-        assert_eq!(st.by_address[&ip].hidden, [100 - u64::from(SHOWN), 0]);
+        assert_eq!(
+            st.by_address[&Source::Peer(ip)].hidden,
+            [100 - u64::from(SHOWN), 0, 0, 0]
+        );
         drop(st);
         for i in 0..(MAX_ADDRESSES as u32 + 10) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));

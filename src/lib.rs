@@ -51,6 +51,7 @@ pub mod serial;
 // The running service: reloads, logs, daemon mode, the control socket.
 pub mod control;
 pub mod daemon;
+pub mod dirs;
 pub mod logging;
 pub mod service;
 pub mod watch;

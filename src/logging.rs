@@ -1,7 +1,8 @@
 //! Where log lines go: stderr in the foreground (`-d`), syslog once
-//! detached (facility daemon, through /dev/log), or a `log-file` where
-//! there is no syslog. The destination can change once, when concertd
-//! detaches, so one logger serves the whole life of the process.
+//! detached (facility daemon, through `syslog-socket`, /dev/log by
+//! default), or a `log-file` where there is no syslog. The destination
+//! can change once, when concertd detaches, so one logger serves the
+//! whole life of the process.
 //!
 //! On stderr under systemd (stderr connected to the journal, which sets
 //! JOURNAL_STREAM) each line starts with its sd-daemon(3) priority;
@@ -13,8 +14,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-
-pub const SYSLOG_SOCKET: &str = "/dev/log";
 
 /// `-v` count to a level: info by default, debug at `-v`, the wire trace
 /// (every frame in and out, card numbers masked) at `-vv`.
@@ -65,23 +64,23 @@ impl log::Log for Logger {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
+        // The last line of defence: whatever a caller forgot to escape, no
+        // control or format character reaches the log (see pan::escape_line).
+        let args = r.args().to_string();
+        let text = crate::pan::escape_line(&args);
         // Each line is formatted first and written in one call: one system
         // call per line, and a line is never split by a crash or by another
         // writer of the same file.
         let line = match &*sink {
-            Sink::Stderr { journal: true } => format!("<{}>{}\n", priority(r.level()), r.args()),
+            Sink::Stderr { journal: true } => format!("<{}>{text}\n", priority(r.level())),
             Sink::Syslog(_) => format!(
-                "<{}>concertd[{}]: {}",
+                "<{}>concertd[{}]: {text}",
                 DAEMON | priority(r.level()),
                 std::process::id(),
-                r.args()
             ),
-            Sink::Stderr { journal: false } | Sink::File(_) => format!(
-                "{} {:<5} {}\n",
-                crate::clock::now().stamp(),
-                r.level(),
-                r.args()
-            ),
+            Sink::Stderr { journal: false } | Sink::File(_) => {
+                format!("{} {:<5} {text}\n", crate::clock::now().stamp(), r.level(),)
+            }
         };
         // A log line that cannot be written is dropped: logging must never
         // stop the service.
@@ -138,17 +137,11 @@ fn set_sink(s: Sink) {
     }
 }
 
-/// The test hook naming another syslog socket than [`SYSLOG_SOCKET`]
-/// (a missing one: `log-file` is used, whatever the machine has).
-pub const SYSLOG_ENV: &str = "CONCERTD_TEST_SYSLOG";
-
-/// A connected syslog socket, if this machine has one.
-pub fn syslog_socket() -> io::Result<UnixDatagram> {
+/// A connected syslog socket at `path` (`syslog-socket`), if this
+/// machine has one there.
+pub fn syslog_socket(path: &Path) -> io::Result<UnixDatagram> {
     let s = UnixDatagram::unbound()?;
-    match std::env::var_os(SYSLOG_ENV) {
-        Some(p) => s.connect(p)?,
-        None => s.connect(SYSLOG_SOCKET)?,
-    }
+    s.connect(path)?;
     Ok(s)
 }
 

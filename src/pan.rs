@@ -1,19 +1,27 @@
 //! Card numbers never leave concertd whole, and text from outside never
 //! shapes a log line.
 //!
-//! Masking rule: in a run of digits joined by at most one space or dash
-//! between two digits (`4970 1012 3456 0674`, `4970-1012-...`), every
-//! window of 13 to 19 digits (counting digits only) that passes the Luhn
-//! check keeps at most its first 6 and last 4 digits; the others become
-//! `#`, separators stay. Card numbers are written grouped by payment
-//! programs and tickets, so contiguous digits alone would let them through.
+//! One masking policy for every value that comes from outside (a request's
+//! element, a program's output and standard error, an upstream's answer, a
+//! ticket, a control command, a configuration value): digits joined by
+//! separators make a run, and every window of 13 to 19 of its digits
+//! (counting digits only) that passes the Luhn check keeps at most its
+//! first 6 and last 4 digits; the others become `#`, separators stay. A
+//! separator is any run of 1 to 3 characters that are neither letters nor
+//! digits: a blank, two, a tab, `.`, `/`, `_`, a no-break space, ` - `, a
+//! line break (a ticket may cut a number across two lines). Card numbers
+//! are written grouped, every way, by programs, people and tickets, so
+//! contiguous digits alone would let them through.
 //!
 //! Callers mask values, one field at a time (a TLV element, a V2 field, a
-//! program's `KEY=value`), never a whole message, so that digits of
-//! neighbouring fields never join into a false card number; and they mask
-//! before they cut, so that a cut never shows what masking would hide.
+//! program's `KEY=value`, a command line), never a whole log line, so that
+//! concertd's own time stamps, ids and addresses are never taken for card
+//! numbers and digits of neighbouring fields never join into a false one;
+//! and they mask before they cut, so that a cut never shows what masking
+//! would hide.
 
 use crate::tlv::{tags, Frame, Tag};
+use std::borrow::Cow;
 use std::fmt::Write;
 
 pub const MASK: u8 = b'#';
@@ -21,10 +29,16 @@ pub const MASK: u8 = b'#';
 /// Window lengths taken for a card number.
 const SHORTEST: usize = 13;
 const LONGEST: usize = 19;
+/// The most characters a separator between two digits of a run holds.
+const JOINT: usize = 3;
+/// The most bytes one card number can span, separators included (a
+/// character takes at most 4 bytes): what a reader must see past a cut so
+/// that a number straddling it is masked whole.
+pub const SPAN: usize = LONGEST + (LONGEST - 1) * JOINT * 4;
 
 /// Masks, in place, every card number in `bytes` by the masking rule;
-/// whether anything was masked. Masking twice changes nothing: what is
-/// left of a run between masks was already a window of the run.
+/// whether anything was masked. Masking only turns digits into `#`, so
+/// masking again until nothing changes ends.
 pub fn mask_in_place(bytes: &mut [u8]) -> bool {
     mask(bytes, None)
 }
@@ -34,6 +48,64 @@ pub fn mask_in_place(bytes: &mut [u8]) -> bool {
 /// card number.
 pub fn mask_except(bytes: &mut [u8], id: u64) -> bool {
     mask(bytes, Some(id.to_string().as_bytes()))
+}
+
+/// `text` with its card numbers masked (only ASCII digits change, so it
+/// stays the text it was).
+pub fn masked_text(text: &str) -> String {
+    let mut v = text.as_bytes().to_vec();
+    if !mask_in_place(&mut v) {
+        return text.to_string();
+    }
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// One value from outside as a log line or a reply may show it: card
+/// numbers masked, then control and format characters escaped.
+pub fn shown(value: &[u8]) -> String {
+    let mut v = value.to_vec();
+    mask_in_place(&mut v);
+    escape(&v)
+}
+
+/// How many bytes the character at `k` takes when it is neither a letter
+/// nor a digit (a byte that is not UTF-8 counts as one such character);
+/// `None` at a letter, a digit or the end.
+fn mark(bytes: &[u8], k: usize) -> Option<usize> {
+    let b = *bytes.get(k)?;
+    if b.is_ascii_alphanumeric() {
+        return None;
+    }
+    let len = match b {
+        0x00..=0x7f => return Some(1),
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return Some(1),
+    };
+    let c = bytes
+        .get(k..k + len)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.chars().next());
+    match c {
+        Some(c) if c.is_alphanumeric() => None,
+        Some(_) => Some(len),
+        None => Some(1),
+    }
+}
+
+/// The bytes from `j` to the next digit when at most [`JOINT`] characters
+/// that are neither letters nor digits lie between: the separator that
+/// joins the digit before `j` to the one after.
+fn joint(bytes: &[u8], j: usize) -> Option<usize> {
+    let mut k = j;
+    for _ in 0..JOINT {
+        k += mark(bytes, k)?;
+        if bytes.get(k).is_some_and(u8::is_ascii_digit) {
+            return Some(k - j);
+        }
+    }
+    None
 }
 
 fn mask(bytes: &mut [u8], keep: Option<&[u8]>) -> bool {
@@ -50,16 +122,14 @@ fn mask(bytes: &mut [u8], keep: Option<&[u8]>) -> bool {
         pos.push(i);
         let mut j = i + 1;
         loop {
-            match bytes.get(j) {
-                Some(b) if b.is_ascii_digit() => {
-                    pos.push(j);
-                    j += 1;
-                }
-                Some(b' ' | b'-') if bytes.get(j + 1).is_some_and(u8::is_ascii_digit) => {
-                    pos.push(j + 1);
-                    j += 2;
-                }
-                _ => break,
+            if bytes.get(j).is_some_and(u8::is_ascii_digit) {
+                pos.push(j);
+                j += 1;
+            } else if let Some(n) = joint(bytes, j) {
+                pos.push(j + n);
+                j += n + 1;
+            } else {
+                break;
             }
         }
         if pos.len() >= SHORTEST {
@@ -113,7 +183,9 @@ fn mask_run(bytes: &mut [u8], pos: &[usize], keep: Option<&[u8]>) -> bool {
 /// The shopper's phone (`BH`) and e-mail (`BI`), given for an e-receipt,
 /// are personal data: logs and the journal keep a phone's last 2 digits
 /// and an e-mail's first letter and domain (`***78`, `j***@example.fr`),
-/// enough to tell two apart. Masking twice changes nothing.
+/// enough to tell two apart. The domain is a value from outside like any
+/// other: a card number there is masked too (`a***@497010######0674.fr`).
+/// Masking twice changes nothing.
 pub fn mask_personal(tag: Tag, v: &[u8]) -> Option<Vec<u8>> {
     if tag == tags::BH {
         let digits: Vec<u8> = v.iter().copied().filter(u8::is_ascii_digit).collect();
@@ -134,7 +206,9 @@ pub fn mask_personal(tag: Tag, v: &[u8]) -> Option<Vec<u8>> {
         .into_iter()
         .collect();
     out.extend_from_slice(b"***");
-    out.extend_from_slice(domain.unwrap_or_default());
+    let mut domain = domain.unwrap_or_default().to_vec();
+    mask_in_place(&mut domain);
+    out.extend_from_slice(&domain);
     Some(out)
 }
 
@@ -165,6 +239,15 @@ pub fn mask_element(tag: Tag, v: &mut Vec<u8>, except: Option<u64>) {
     };
 }
 
+/// One element's value as a log line shows it: masked by
+/// [`mask_element`] (our own transaction ids in `ID` and `IM` whole), then
+/// escaped.
+pub fn shown_element(tag: Tag, v: &[u8]) -> String {
+    let mut v = v.to_vec();
+    mask_element(tag, &mut v, None);
+    escape(&v)
+}
+
 /// `raw` with its card numbers masked: element by element when it is a
 /// frame (so that digit runs never straddle a length field), else whole.
 pub fn masked(raw: &[u8], except: Option<u64>) -> Vec<u8> {
@@ -193,10 +276,11 @@ pub fn masked(raw: &[u8], except: Option<u64>) -> Vec<u8> {
 }
 
 /// Text from outside (a register, a program, an upstream) as it may appear
-/// in a log line: control characters (C0, DEL, C1, line and paragraph
-/// separators, bidirectional overrides) and bytes that are not UTF-8 are
-/// written `\xNN` or `\u{NNNN}`, so that no CR, LF or ESC can end, forge
-/// or hide a line. Printable ASCII is kept as it is.
+/// in a log line: control, format and line or paragraph separator
+/// characters (Unicode Cc, Cf, Zl, Zp: CR, LF, ESC, U+2028, the
+/// bidirectional overrides...) and bytes that are not UTF-8 are written
+/// `\xNN` or `\u{NNNN}`, so that nothing can end, forge, hide or reorder
+/// a line. Printable ASCII is kept as it is.
 pub fn escape(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -215,6 +299,63 @@ pub fn escape_str(text: &str) -> String {
     s
 }
 
+/// A whole log line, whatever wrote it, as the logger writes it: as
+/// [`escape_str`], but a line break followed by four blanks stays, which is
+/// how concertd itself continues a record on the next line (a ticket
+/// printed); any other line break is escaped. Unchanged (and not copied)
+/// when there is nothing to escape.
+pub fn escape_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut s = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(at) = rest.find('\n') {
+        push_escaped(&mut s, &rest[..at]);
+        if rest[at + 1..].starts_with("    ") {
+            s.push('\n');
+        } else {
+            s.push_str("\\x0a");
+        }
+        rest = &rest[at + 1..];
+    }
+    push_escaped(&mut s, rest);
+    Cow::Owned(s)
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1): they
+/// print nothing, and some reorder (U+202E) or hide what follows.
+const FORMAT: &[(char, char)] = &[
+    ('\u{00ad}', '\u{00ad}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061c}', '\u{061c}'),
+    ('\u{06dd}', '\u{06dd}'),
+    ('\u{070f}', '\u{070f}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08e2}', '\u{08e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+/// A character a log line never holds as it is: Cc, Cf, Zl or Zp.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || (c > '\u{ac}' && FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c)))
+}
+
 fn push_escaped(s: &mut String, text: &str) {
     for c in text.chars() {
         match c {
@@ -222,14 +363,7 @@ fn push_escaped(s: &mut String, text: &str) {
             '\0'..='\u{1f}' | '\u{7f}' => {
                 let _ = write!(s, "\\x{:02x}", c as u32);
             }
-            c if c.is_control()
-                || matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
-                )
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c) =>
-            {
+            c if hidden(c) => {
                 let _ = write!(s, "\\u{{{:04x}}}", c as u32);
             }
             c => s.push(c),
@@ -349,12 +483,51 @@ mod tests {
             masked_str("AA=4970 1012-3456 0674."),
             "AA=4970 10##-#### 0674."
         );
-        // Two separators, or another one, end the run: no 13 digits left.
-        for s in ["4970  1012 3456 0674", "4970 - 1012", "4970/1012/3456/0674"] {
+        // Whatever separates the digits, one to three characters that are
+        // neither letters nor digits, a line break included.
+        for (raw, want) in [
+            ("4970  1012  3456  0674", "4970  10##  ####  0674"),
+            ("4970\t1012\t3456\t0674", "4970\t10##\t####\t0674"),
+            ("4970.1012.3456.0674", "4970.10##.####.0674"),
+            ("4970/1012/3456/0674", "4970/10##/####/0674"),
+            ("4970_1012_3456_0674", "4970_10##_####_0674"),
+            (
+                "4970\u{a0}1012\u{a0}3456\u{a0}0674",
+                "4970\u{a0}10##\u{a0}####\u{a0}0674",
+            ),
+            ("4970 - 1012 - 3456 - 0674", "4970 - 10## - #### - 0674"),
+            (
+                "CARTE 4970 1012\r\n3456 0674\r\n",
+                "CARTE 4970 10##\r\n#### 0674\r\n",
+            ),
+            ("4970#1012#3456#0674", "4970#10########0674"),
+            (
+                "4970\u{202e}1012\u{2028}3456\x1b0674",
+                "4970\u{202e}10##\u{2028}####\x1b0674",
+            ),
+        ] {
+            assert_eq!(masked_str(raw), want, "{raw:?}");
+        }
+        // A letter, or four separators, end the run: no 13 digits left.
+        for s in [
+            "4970x1012x3456x0674",
+            "4970    1012 3456 0674",
+            "4970 é 1012 3456",
+        ] {
             assert_eq!(masked_str(s), s);
         }
         // A separator at either end is not part of the run.
         assert_eq!(masked_str("-4970101234560674 "), "-497010######0674 ");
+    }
+
+    #[test]
+    fn an_e_mail_domain_is_masked_too() {
+        let m =
+            |v: &str| String::from_utf8(mask_personal(tags::BI, v.as_bytes()).unwrap()).unwrap();
+        assert_eq!(m("a@4970101234560674.fr"), "a***@497010######0674.fr");
+        assert_eq!(m("a@4970.1012.3456.0674.fr"), "a***@4970.10##.####.0674.fr");
+        let f = b"CZ0040320BI021a@4970101234560674.fr";
+        assert_eq!(scrub(f), "CZ0040320BI024a***@497010######0674.fr");
     }
 
     #[test]
@@ -422,43 +595,70 @@ mod tests {
     }
 
     #[test]
+    fn a_log_line_holds_no_control_or_format_character() {
+        assert_eq!(escape_line("tx 1: plain"), "tx 1: plain");
+        assert!(matches!(escape_line("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_line("a\x1bb\u{2028}c\u{202e}d\u{200b}e\u{feff}f\u{ad}g\u{e0041}"),
+            "a\\x1bb\\u{2028}c\\u{202e}d\\u{200b}e\\u{feff}f\\u{00ad}g\\u{e0041}"
+        );
+        // concertd's own continuation lines stay; any other break does not.
+        assert_eq!(
+            escape_line("print:\n    TICKET\n2026 ERROR forged\r"),
+            "print:\n    TICKET\\x0a2026 ERROR forged\\x0d"
+        );
+        assert_eq!(escape_line("é ü 中"), "é ü 中");
+    }
+
+    #[test]
     fn a_cut_comes_after_masking() {
         let raw = format!("{}4970101234560674", "x".repeat(55));
         let s = scrub_cut(raw.as_bytes(), 64);
         assert_eq!(s, format!("{}497010###", "x".repeat(55)));
     }
 
-    /// The rule, written the slow and obvious way.
-    fn reference(bytes: &[u8]) -> Vec<u8> {
-        let mut out = bytes.to_vec();
+    /// The rule, written the slow and obvious way, on characters.
+    fn reference(text: &str) -> Vec<u8> {
+        let mut out = text.as_bytes().to_vec();
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        let digit = |k: usize| chars.get(k).is_some_and(|(_, c)| c.is_ascii_digit());
         let mut i = 0;
-        while i < bytes.len() {
-            if !bytes[i].is_ascii_digit() {
+        while i < chars.len() {
+            if !digit(i) {
                 i += 1;
                 continue;
             }
-            let mut pos = vec![i];
+            let mut pos = vec![chars[i].0];
             let mut j = i + 1;
-            while j < bytes.len() {
-                if bytes[j].is_ascii_digit() {
-                    pos.push(j);
+            'run: while j < chars.len() {
+                if digit(j) {
+                    pos.push(chars[j].0);
                     j += 1;
-                } else if matches!(bytes[j], b' ' | b'-')
-                    && j + 1 < bytes.len()
-                    && bytes[j + 1].is_ascii_digit()
-                {
-                    pos.push(j + 1);
-                    j += 2;
-                } else {
-                    break;
+                    continue;
                 }
+                for gap in 1..=3 {
+                    let all_marks = (j..j + gap)
+                        .all(|k| chars.get(k).is_some_and(|(_, c)| !c.is_alphanumeric()));
+                    if !all_marks {
+                        break;
+                    }
+                    if digit(j + gap) {
+                        pos.push(chars[j + gap].0);
+                        j += gap + 1;
+                        continue 'run;
+                    }
+                }
+                break;
             }
             for s in 0..pos.len() {
                 for len in SHORTEST..=LONGEST {
                     if s + len > pos.len() {
                         break;
                     }
-                    let w: Vec<u8> = pos[s..s + len].iter().map(|&p| bytes[p]).collect();
+                    let w: Vec<u8> = pos[s..s + len]
+                        .iter()
+                        .map(|&p| text.as_bytes()[p])
+                        .collect();
                     if luhn(&w) {
                         for &p in &pos[s + 6..s + len - 4] {
                             out[p] = MASK;
@@ -489,26 +689,34 @@ mod tests {
     }
 
     /// Text around it: what a backend value or a log line may hold, blanks,
-    /// dashes and digits included, so that runs extend past the card number.
+    /// dashes, digits and line breaks included, so that runs extend past the
+    /// card number.
     fn text() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
-            prop_oneof![0x20u8..=0x7e, Just(b' '), Just(b'-'), b'0'..=b'9',],
+            prop_oneof![
+                0x20u8..=0x7e,
+                Just(b' '),
+                Just(b'-'),
+                b'0'..=b'9',
+                Just(b'\n')
+            ],
             0..40,
         )
     }
 
-    /// The card number written with single blanks or dashes between some
+    /// How card numbers are written: every separator shape.
+    const SEPARATORS: &[&str] = &[
+        "", " ", "  ", "\t", ".", "/", "_", "-", "\u{a0}", " - ", "\n", "\r\n", "#", "\u{2028}",
+    ];
+
+    /// The card number with a separator from `SEPARATORS` between some
     /// digits, between `before` and `after`; and where its digits are.
-    fn embed(pan: &[u8], seps: &[u8], before: &[u8], after: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    fn embed(pan: &[u8], seps: &[usize], before: &[u8], after: &[u8]) -> (Vec<u8>, Vec<usize>) {
         let mut v = before.to_vec();
         let mut at = Vec::new();
         for (i, &d) in pan.iter().enumerate() {
             if i > 0 {
-                match seps[i % seps.len()] {
-                    1 => v.push(b' '),
-                    2 => v.push(b'-'),
-                    _ => {}
-                }
+                v.extend_from_slice(SEPARATORS[seps[i % seps.len()]].as_bytes());
             }
             at.push(v.len());
             v.push(d);
@@ -517,11 +725,20 @@ mod tests {
         (v, at)
     }
 
+    /// Whether `shown` (a log line: `raw` masked, then escaped) holds 11 or
+    /// more of the digits of the card number at `at` in `raw`: `shown` read
+    /// back through the escapes gives the masked bytes, position for position.
+    fn digits_shown(masked: &[u8], at: &[usize]) -> usize {
+        at.iter()
+            .filter(|&&p| masked.get(p).is_some_and(u8::is_ascii_digit))
+            .count()
+    }
+
     proptest! {
         #[test]
         fn card_numbers_never_show_more_than_ten_digits(
             pan in pan(),
-            seps in proptest::collection::vec(0u8..3, 1..20),
+            seps in proptest::collection::vec(0..SEPARATORS.len(), 1..20),
             before in text(),
             after in text(),
         ) {
@@ -529,28 +746,40 @@ mod tests {
             // A backend value.
             let mut v = raw.clone();
             mask_in_place(&mut v);
-            let shown = at.iter().filter(|&&p| v[p].is_ascii_digit()).count();
-            prop_assert!(shown <= 10, "{}", String::from_utf8_lossy(&v));
-            // A log line: printable text, so positions do not move.
-            let line = scrub(&raw).into_bytes();
-            prop_assert_eq!(line.len(), raw.len());
-            let shown = at.iter().filter(|&&p| line[p].is_ascii_digit()).count();
-            prop_assert!(shown <= 10, "{}", String::from_utf8_lossy(&line));
+            prop_assert!(digits_shown(&v, &at) <= 10, "{}", String::from_utf8_lossy(&v));
+            // A log line shows the same value, escaped.
+            prop_assert_eq!(shown(&raw), escape(&v));
+            prop_assert_eq!(scrub(&raw), escape(&v));
+            // Masked until nothing changes, as the journal keeps it: never more.
+            let mut again = v.clone();
+            while mask_in_place(&mut again) {}
+            prop_assert!(digits_shown(&again, &at) <= 10);
             // Cut anywhere after masking: never more.
-            let cut = scrub_cut(&raw, before.len() + pan.len() / 2).into_bytes();
-            let shown = at.iter().filter(|&&p| cut.get(p).is_some_and(u8::is_ascii_digit)).count();
-            prop_assert!(shown <= 10);
+            let max = before.len() + pan.len() / 2;
+            prop_assert_eq!(scrub_cut(&raw, max), escape(&v[..max.min(v.len())]));
+            // A program's text holding its own transaction id keeps it,
+            // the card number is masked all the same.
+            let mut w = raw.clone();
+            mask_except(&mut w, 1_796_098_000_005);
+            prop_assert!(digits_shown(&w, &at) <= 10);
         }
 
         #[test]
         fn masking_is_the_rule_exactly(raw in proptest::collection::vec(
-            prop_oneof![b'0'..=b'9', Just(b' '), Just(b'-'), Just(b'x')],
+            prop_oneof![
+                4 => prop_oneof![Just('0'), Just('1'), Just('4'), Just('5'), Just('9'), Just('7')],
+                1 => prop_oneof![
+                    Just(' '), Just('-'), Just('x'), Just('.'), Just('\t'), Just('_'),
+                    Just('\u{a0}'), Just('\n'), Just('#'), Just('é'), Just('\u{202e}'),
+                ],
+            ],
             0..80,
         )) {
-            let mut v = raw.clone();
+            let text: String = raw.into_iter().collect();
+            let mut v = text.clone().into_bytes();
             let changed = mask_in_place(&mut v);
-            let want = reference(&raw);
-            prop_assert_eq!(changed, want != raw);
+            let want = reference(&text);
+            prop_assert_eq!(changed, want != text.as_bytes());
             prop_assert_eq!(v, want);
         }
 

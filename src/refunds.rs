@@ -112,11 +112,18 @@ fn cur(c: Option<u16>) -> String {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::NotAnId(im) => write!(f, "IM {im:?} is not a transaction id of this terminal"),
+            // A value from the register, maybe a card number: masked.
+            Refusal::NotAnId(im) => write!(
+                f,
+                "IM \"{}\" is not a transaction id of this terminal",
+                crate::pan::shown(im.as_bytes())
+            ),
+            // The register's IM, not one of our ids: maybe a card number.
             Refusal::NotKnown(id) => write!(
                 f,
-                "tx {id} is not known as an approved debit (not in the journal, not an approved \
-                 debit, or older than the approved debits kept)"
+                "tx {} is not known as an approved debit (not in the journal, not an approved \
+                 debit, or older than the approved debits kept)",
+                crate::pan::shown_element(crate::tlv::tags::IM, id.to_string().as_bytes())
             ),
             Refusal::Cancelled(id) => write!(
                 f,

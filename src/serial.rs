@@ -8,10 +8,11 @@
 use crate::assemble::{Assembler, Progress};
 use crate::config::{Serial as Settings, SerialProtocol};
 use crate::dispatch::{self, Job, Kind};
+use crate::floodgate::{self, Floodgate, Source};
 use crate::framing::ENQ;
 use crate::link::session::{self, Sent, Take, Timers, TRIES};
+use crate::link::{is_stalled, Link, Patience, Timer};
 pub use crate::link::{trace, Port};
-use crate::link::{Link, Timer};
 use crate::pan;
 use crate::request::Request;
 use crate::stage::Quirk;
@@ -53,6 +54,20 @@ fn timers(s: &Settings) -> Timers {
     }
 }
 
+/// The whole of a request, from its first byte, as on TCP.
+fn request_timer(c: &Conf) -> Timer {
+    Timer {
+        wait: c.request_timeout,
+        name: "request-timeout",
+    }
+}
+
+/// A write waits for the register to read for its time on the wire plus
+/// `serial-ack-timeout`, the time the register is given to answer anyway.
+fn patience(s: &Settings) -> Patience {
+    Patience::new(s.ack_timeout, s.speed, s.format)
+}
+
 /// The part of the configuration the serial thread follows; a reload sends
 /// a new one.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +76,8 @@ pub struct Conf {
     pub currencies: Vec<u16>,
     /// Silence that ends a raw (unframed) V3 request.
     pub request_gap: Duration,
+    /// How long a request may take from its first byte.
+    pub request_timeout: Duration,
 }
 
 /// What the serial thread needs.
@@ -71,6 +88,9 @@ pub struct Context {
     /// takes it.
     pub bell: Arc<Bell>,
     pub worker: Handle,
+    /// Where bad frames, noise and link errors are counted, with TCP's
+    /// bad requests.
+    pub floodgate: Arc<Floodgate>,
     /// What the line is doing, in words (`concertctl status`).
     pub state: State,
 }
@@ -148,7 +168,7 @@ struct Waiting {
 
 /// Starts the serial thread; what it returns sends it new configurations.
 /// The service starts it only once a configuration names a device.
-pub fn spawn(conf: Conf, worker: Handle) -> io::Result<Updates> {
+pub fn spawn(conf: Conf, worker: Handle, floodgate: Arc<Floodgate>) -> io::Result<Updates> {
     let (tx, updates) = crossbeam_channel::unbounded();
     let bell = Arc::new(Bell::new()?);
     let state = State::default();
@@ -157,6 +177,7 @@ pub fn spawn(conf: Conf, worker: Handle) -> io::Result<Updates> {
         updates,
         bell: Arc::clone(&bell),
         worker,
+        floodgate,
         state: Arc::clone(&state),
     };
     std::thread::Builder::new()
@@ -184,6 +205,7 @@ fn run(ctx: Context) {
         updates,
         bell,
         worker,
+        floodgate,
         state,
     } = ctx;
     let mut reported = false;
@@ -220,6 +242,7 @@ fn run(ctx: Context) {
                     &updates,
                     Some(&bell),
                     &worker,
+                    &floodgate,
                     &path,
                     std::mem::take(&mut waiting),
                 );
@@ -279,6 +302,9 @@ struct Desk<'a> {
     conf: Conf,
     bell: Option<&'a Arc<Bell>>,
     worker: &'a Handle,
+    floodgate: &'a Arc<Floodgate>,
+    /// The line as the floodgate counts it.
+    source: Source,
     path: &'a str,
     waiting: Vec<Waiting>,
 }
@@ -288,7 +314,17 @@ struct Desk<'a> {
 #[doc(hidden)]
 pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) -> io::Error {
     let (_keep, updates) = crossbeam_channel::unbounded();
-    let mut line = Line::new(port, conf, &updates, None, worker, path, Vec::new());
+    let floodgate = Arc::new(Floodgate::default());
+    let mut line = Line::new(
+        port,
+        conf,
+        &updates,
+        None,
+        worker,
+        &floodgate,
+        path,
+        Vec::new(),
+    );
     line.serve()
 }
 
@@ -304,6 +340,14 @@ fn is_busy(req: &Request, reply: &Reply) -> bool {
 type Now = Option<(Kind, Reply)>;
 
 impl Desk<'_> {
+    /// Logs a line the register can cause at will: the first few of each
+    /// kind in a minute, then a count.
+    fn flood(&self, kind: floodgate::Kind, level: log::Level, line: impl FnOnce() -> String) {
+        if log::log_enabled!(level) {
+            self.floodgate.note(self.source.clone(), kind, level, line);
+        }
+    }
+
     fn origin(&self, v2: bool) -> Origin {
         Origin {
             channel: Channel::Serial,
@@ -332,7 +376,9 @@ impl Desk<'_> {
         match dispatch::job(payload, v3, &self.conf.currencies) {
             Job::Submit(req, kind) => self.submit(req, kind, by),
             Job::Refuse(kind, reply, why) => {
-                log::info!("serial {}: {why}", self.path);
+                self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+                    format!("serial {}: {why}", self.path)
+                });
                 Take::Ack(Some((kind, reply)))
             }
             Job::Nak(why) => Take::Nak(why),
@@ -357,7 +403,9 @@ impl Desk<'_> {
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
-                log::info!("serial {}: {} refused busy: NAK", self.path, req.op.name());
+                self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+                    format!("serial {}: {} refused busy: NAK", self.path, req.op.name())
+                });
                 Take::Refuse
             }
             Decision::Answered(reply) => Take::Ack(Some((kind, reply))),
@@ -417,21 +465,28 @@ impl Desk<'_> {
 }
 
 impl<'a> Line<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         port: Box<dyn Port>,
         conf: Conf,
         updates: &'a Receiver<Conf>,
         bell: Option<&'a Arc<Bell>>,
         worker: &'a Handle,
+        floodgate: &'a Arc<Floodgate>,
         path: &'a str,
         waiting: Vec<Waiting>,
     ) -> Line<'a> {
+        let name = format!("serial {path}");
         Line {
-            link: Link::new(port, format!("serial {path}")),
+            link: Link::new(port, name.as_str())
+                .with_patience(patience(&conf.settings))
+                .with_floodgate(Arc::clone(floodgate)),
             desk: Desk {
                 conf,
                 bell,
                 worker,
+                floodgate,
+                source: Source::Line(name.into()),
                 path,
                 waiting,
             },
@@ -489,52 +544,87 @@ impl<'a> Line<'a> {
 
     fn serve_inner(&mut self) -> io::Result<()> {
         loop {
-            self.answer_if_ready()?;
-            // A reload applies between link sessions.
-            if let Some(c) = self.updates.try_iter().last() {
-                let reopen = port_settings(&c.settings) != port_settings(&self.desk.conf.settings);
-                self.desk.conf = c;
-                if reopen {
-                    return Err(io::Error::other("device settings changed"));
-                }
-            }
-            let may_sleep = self.desk.waiting.iter().all(|w| w.rung);
-            if !self.link.has_input() && may_sleep && !self.sleep()? {
-                continue;
-            }
-            let Some(b) = self.link.byte(Instant::now() + POLL)? else {
-                continue;
-            };
-            let settings = &self.desk.conf.settings;
-            match b {
-                ENQ if self.desk.worker.stage().early(Quirk::NoAck) => {
-                    log::info!("serial {}: ENQ not ACKed (simulator no-ack)", self.path());
-                }
-                ENQ => {
-                    let t = timers(settings);
-                    let desk = &mut self.desk;
-                    let now = session::take(&mut self.link, &t, MAX_FRAME, |payload| {
-                        Ok(desk.request(&payload))
-                    })?;
-                    if let Some((kind, reply)) = now.flatten() {
-                        self.answer(&kind, reply)?;
-                    }
-                }
-                b'C' if settings.protocol != SerialProtocol::V2 => {
-                    match self.link.byte(Instant::now() + settings.frame_timeout)? {
-                        Some(b'Z') => self.raw()?,
-                        Some(other) => {
-                            // Not a raw request: look at that byte again
-                            // (it may be the ENQ of a session).
-                            self.link.unread(other);
-                            log::debug!("serial {}: stray byte 0x43 ignored", self.path());
-                        }
-                        None => log::debug!("serial {}: stray byte 0x43 ignored", self.path()),
-                    }
-                }
-                b => log::debug!("serial {}: stray byte 0x{b:02x} ignored", self.path()),
+            match self.step() {
+                Ok(()) => {}
+                // The register does not read: that session is over, not
+                // the device.
+                Err(e) if is_stalled(&e) => self.stalled(&e),
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// What is left of a session whose write stalled goes: the bytes the
+    /// register has not read, and those it sent meanwhile.
+    fn stalled(&mut self, e: &io::Error) {
+        self.link.discard();
+        let path = self.path();
+        self.desk
+            .flood(floodgate::Kind::LinkError, log::Level::Warn, || {
+                format!("serial {path}: {e}: session ended, line kept open")
+            });
+    }
+
+    /// One turn of the idle line: an answer to send, a reload to take, or
+    /// the register's next byte and the session it starts.
+    fn step(&mut self) -> io::Result<()> {
+        self.answer_if_ready()?;
+        // A reload applies between link sessions.
+        if let Some(c) = self.updates.try_iter().last() {
+            let reopen = port_settings(&c.settings) != port_settings(&self.desk.conf.settings);
+            self.link.set_patience(patience(&c.settings));
+            self.desk.conf = c;
+            if reopen {
+                return Err(io::Error::other("device settings changed"));
+            }
+        }
+        let may_sleep = self.desk.waiting.iter().all(|w| w.rung);
+        if !self.link.has_input() && may_sleep && !self.sleep()? {
+            return Ok(());
+        }
+        let Some(b) = self.link.byte(Instant::now() + POLL)? else {
+            return Ok(());
+        };
+        let settings = &self.desk.conf.settings;
+        match b {
+            ENQ if self.desk.worker.stage().early(Quirk::NoAck) => {
+                log::info!("serial {}: ENQ not ACKed (simulator no-ack)", self.path());
+            }
+            ENQ => {
+                let t = timers(settings);
+                let whole = request_timer(&self.desk.conf);
+                let desk = &mut self.desk;
+                let now = session::take(&mut self.link, &t, MAX_FRAME, whole, |payload| {
+                    Ok(desk.request(&payload))
+                })?;
+                if let Some((kind, reply)) = now.flatten() {
+                    self.answer(&kind, reply)?;
+                }
+            }
+            b'C' if settings.protocol != SerialProtocol::V2 => {
+                let start = Instant::now();
+                match self.link.byte(start + settings.frame_timeout)? {
+                    Some(b'Z') => self.raw(start)?,
+                    Some(other) => {
+                        // Not a raw request: look at that byte again
+                        // (it may be the ENQ of a session).
+                        self.link.unread(other);
+                        self.stray(b'C');
+                    }
+                    None => self.stray(b'C'),
+                }
+            }
+            b => self.stray(b),
+        }
+        Ok(())
+    }
+
+    fn stray(&self, b: u8) {
+        let path = self.path();
+        self.desk
+            .flood(floodgate::Kind::Noise, log::Level::Debug, || {
+                format!("serial {path}: stray byte 0x{b:02x} ignored")
+            });
     }
 
     /// Sends the answer of the transaction accepted on this line once the
@@ -587,7 +677,12 @@ impl<'a> Line<'a> {
             Kind::Raw => {
                 let bytes = dispatch::payload(kind, &reply);
                 log::trace!("serial {}: > {}", self.path(), pan::scrub(&bytes));
-                Ok(self.link.send(&bytes).map_err(|e| e.to_string()))
+                match self.link.send(&bytes) {
+                    Ok(()) => Ok(Ok(())),
+                    // The line drops what the register did not read.
+                    Err(e) if is_stalled(&e) => Err(e),
+                    Err(e) => Ok(Err(e.to_string())),
+                }
             }
             Kind::V3 => {
                 let blocks = self.blocks(reply.frame.clone());
@@ -602,7 +697,16 @@ impl<'a> Line<'a> {
             Err(e) => (Err(e.to_string()), Err(e)),
         };
         if let Err(e) = &result {
-            log::warn!("serial {}: answer not delivered: {e}", self.path());
+            let path = self.path();
+            let line = || format!("serial {path}: answer not delivered: {e}");
+            if reply.tx.is_some() {
+                log::warn!("{}", line());
+            } else {
+                // No transaction's: the register may ask and NAK the
+                // answer as often as it likes.
+                self.desk
+                    .flood(floodgate::Kind::LinkError, log::Level::Warn, line);
+            }
         }
         if let Some(id) = reply.tx {
             self.desk.worker.delivered(id, result);
@@ -660,10 +764,13 @@ impl<'a> Line<'a> {
         )
     }
 
-    /// A V3 request with no link layer (`CZ` already read): it ends at a
-    /// whole element followed by `request-gap` of silence, or at CR/LF, and
-    /// is answered the same way, raw.
-    fn raw(&mut self) -> io::Result<()> {
+    /// A V3 request with no link layer (`CZ` already read, its `C` at
+    /// `start`): it ends at a whole element followed by `request-gap` of
+    /// silence, or at CR/LF, and is answered the same way, raw. At
+    /// `request-timeout` from its first byte, it is what has come, as on
+    /// TCP.
+    fn raw(&mut self, start: Instant) -> io::Result<()> {
+        let until = start + self.desk.conf.request_timeout;
         let mut asm = Assembler::default();
         let mut progress = asm.feed(b"CZ");
         let assembled = loop {
@@ -674,18 +781,28 @@ impl<'a> Line<'a> {
                 Progress::Whole { .. } => self.desk.conf.request_gap,
                 _ => self.desk.conf.settings.frame_timeout,
             };
-            match self.link.byte(Instant::now() + wait)? {
+            if Instant::now() >= until {
+                let path = self.path();
+                self.desk
+                    .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+                        format!("serial {path}: request-timeout fired: raw request taken as it is")
+                    });
+                break asm.finish();
+            }
+            match self.link.byte((Instant::now() + wait).min(until))? {
                 Some(b) => progress = asm.feed(&[b]),
+                None if Instant::now() >= until => continue,
                 None => break asm.finish(),
             }
         };
         let Some(a) = assembled else { return Ok(()) };
         log::trace!("serial {}: < {}", self.path(), pan::scrub(&a.body));
         if let Some(fault) = &a.fault {
-            log::info!(
-                "serial {}: bad raw request ({fault}): answered AF09",
-                self.path()
-            );
+            let path = self.path();
+            self.desk
+                .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+                    format!("serial {path}: bad raw request ({fault}): answered AF09")
+                });
             return self.answer(&Kind::Raw, dispatch::malformed(&a.body));
         }
         match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
@@ -708,7 +825,11 @@ impl<'a> Line<'a> {
                 }
             }
             Job::Refuse(_, reply, why) => {
-                log::info!("serial {}: {why}", self.path());
+                let path = self.path();
+                self.desk
+                    .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+                        format!("serial {path}: {why}")
+                    });
                 self.answer(&Kind::Raw, reply)
             }
             // Read as V3, a request is never NAKed.

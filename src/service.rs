@@ -56,6 +56,7 @@ fn serial_conf(c: &Config) -> serial::Conf {
         settings: c.serial.clone(),
         currencies: c.currencies.clone(),
         request_gap: c.request_gap,
+        request_timeout: c.request_timeout,
     }
 }
 
@@ -155,8 +156,12 @@ impl Service {
         );
         let serial = match cfg.serial.device {
             Some(_) => Some(
-                serial::spawn(serial_conf(&cfg), shared.worker.clone())
-                    .map_err(|e| Error::io("cannot start the serial thread", e))?,
+                serial::spawn(
+                    serial_conf(&cfg),
+                    shared.worker.clone(),
+                    Arc::clone(&shared.floodgate),
+                )
+                .map_err(|e| Error::io("cannot start the serial thread", e))?,
             ),
             None => None,
         };
@@ -266,7 +271,7 @@ impl Service {
                 "{} not applied: it has no terminal line, which would replace \
                  terminal {} with the simulator",
                 file.display(),
-                self.cfg.terminal.line()
+                self.cfg.terminal.shown()
             ));
         }
         // The same for the addresses: a file that lost its `listen` lines
@@ -290,17 +295,19 @@ impl Service {
             Err(e) => return refuse(e.to_string()),
         };
         let restart = new.keep_restart_only(&self.cfg);
-        // What changed, as `-n` prints it: the lines gone, then the new ones.
+        // What changed, as `-n` prints it: the lines gone, then the new ones,
+        // their values masked (concertd.8, LOGGING).
         let (old_lines, new_lines) = (self.cfg.describe(), new.describe());
+        let shown = crate::pan::masked_text;
         let mut said: Vec<String> = old_lines
             .lines()
             .filter(|o| !new_lines.lines().any(|l| l == *o))
-            .map(|l| format!("was: {l}"))
+            .map(|l| format!("was: {}", shown(l)))
             .chain(
                 new_lines
                     .lines()
                     .filter(|l| !old_lines.lines().any(|o| o == *l))
-                    .map(|l| format!("now: {l}")),
+                    .map(|l| format!("now: {}", shown(l))),
             )
             .collect();
         for key in restart {
@@ -319,7 +326,11 @@ impl Service {
         ));
         match (&self.serial, &new.serial.device) {
             (Some(s), _) => s.send(serial_conf(&new)),
-            (None, Some(_)) => match serial::spawn(serial_conf(&new), self.shared.worker.clone()) {
+            (None, Some(_)) => match serial::spawn(
+                serial_conf(&new),
+                self.shared.worker.clone(),
+                Arc::clone(&self.shared.floodgate),
+            ) {
                 Ok(s) => self.serial = Some(s),
                 Err(e) => {
                     log::error!("reload: cannot start the serial thread: {e}");
@@ -478,7 +489,7 @@ impl Service {
                         "simulator (delay {}; no card is charged)",
                         crate::config::fmt_duration(self.cfg.simulator_delay)
                     ),
-                    ref t => t.line(),
+                    ref t => t.shown(),
                 }
             ),
         ];

@@ -910,7 +910,10 @@ impl Worker {
             amount_label(&req),
             req.refund_of
                 .as_deref()
-                .map(|im| format!(", refund of tx {im},"))
+                .map(|im| format!(
+                    ", refund of tx {},",
+                    crate::pan::shown_element(crate::tlv::tags::IM, im.as_bytes())
+                ))
                 .unwrap_or_default(),
             req.register,
             job.origin.channel,
@@ -1023,14 +1026,14 @@ impl Worker {
             Ok(b) => {
                 log::info!(
                     "terminal {}: takes over after the running transaction",
-                    cfg.terminal.line()
+                    cfg.terminal.shown()
                 );
                 self.next_backend = Some((b, cfg.terminal.clone()));
                 self.swap_backend();
             }
             Err(e) => log::error!(
                 "reload: terminal {}: {e}; the running backend is kept",
-                cfg.terminal.line()
+                cfg.terminal.shown()
             ),
         }
     }
@@ -1041,7 +1044,7 @@ impl Worker {
             return;
         }
         if let Some((b, t)) = self.next_backend.take() {
-            log::info!("terminal {}: now in use", t.line());
+            log::info!("terminal {}: now in use", t.shown());
             self.backend = b;
             self.backend.share_history(Arc::clone(&self.history));
             self.terminal = t;

@@ -59,6 +59,7 @@ user root
 group root
 pidfile /tmp/x/concertd.pid
 log-file /tmp/x/concertd.log
+syslog-socket /tmp/x/syslog
 control /tmp/x/concertd.sock
 "#;
 
@@ -97,6 +98,7 @@ user "root"
 group "root"
 pidfile "/tmp/x/concertd.pid"
 log-file "/tmp/x/concertd.log"
+syslog-socket "/tmp/x/syslog"
 control "/tmp/x/concertd.sock"
 configuration OK
 "#;
@@ -143,7 +145,16 @@ fn port_in_use_is_a_startup_error() {
     let d = Daemon::start("");
     let dir = temp_dir();
     let conf = dir.join("c.conf");
-    std::fs::write(&conf, format!("listen {}\n", d.addr)).unwrap();
+    // A journal of its own: the default one is this machine's.
+    std::fs::write(
+        &conf,
+        format!(
+            "listen {}\njournal {}\n",
+            d.addr,
+            dir.join("journal").display()
+        ),
+    )
+    .unwrap();
     let o = run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -196,7 +196,7 @@ fn a_daemon_started_with_a_relative_file_still_reloads_it() {
     let conf_text = |extra: &str| {
         format!(
             "listen 127.0.0.1:0\nsimulator-delay 0\njournal journal\npidfile concertd.pid\n\
-             log-file log\nconfig-watch 0\n{extra}"
+             log-file log\nsyslog-socket no-syslog\nconfig-watch 0\n{extra}"
         )
     };
     std::fs::write(dir.join("concertd.conf"), conf_text("")).unwrap();
@@ -205,8 +205,6 @@ fn a_daemon_started_with_a_relative_file_still_reloads_it() {
         Command::new(CONCERTD)
             .args(["-f", "concertd.conf"])
             .current_dir(&dir)
-            // No syslog: the log goes to the log-file.
-            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
             .env_remove("RUST_LOG")
             .output()
             .unwrap()
@@ -625,4 +623,208 @@ fn an_overlap_that_cannot_be_bound_listens_again_on_the_old_address() {
     debit_answers(d.addr);
     assert!(!d.log_text().contains("reloaded:"), "{}", d.log_text());
     drop(other);
+}
+
+/// The uid of `nobody` when this test runs as root (what the tests of
+/// `user` need), else None with the reason printed.
+fn nobody_as_root() -> Option<u32> {
+    // SAFETY: plain system calls; getpwnam's result is read at once.
+    let uid = unsafe {
+        let pw = libc::getpwnam(c"nobody".as_ptr());
+        (libc::geteuid() == 0 && !pw.is_null()).then(|| (*pw).pw_uid)
+    };
+    if uid.is_none() {
+        eprintln!("not root, or no user nobody: skipped");
+    }
+    uid
+}
+
+#[test]
+fn as_root_with_user_every_directory_is_the_users_or_the_start_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(nobody) = nobody_as_root() else {
+        return;
+    };
+    // Directories of any name, none of them `concertd`: the journal's
+    // made by the operator (root's), the pid file's and the socket's left
+    // for concertd to make.
+    let dir = temp_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pay = dir.join("pay");
+    std::fs::create_dir(&pay).unwrap();
+    std::fs::set_permissions(&pay, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid = dir.join("run-pay").join("concertd.pid");
+    let sock = dir.join("ctl").join("concertd.sock");
+    let log = dir.join("log");
+    let conf = dir.join("concertd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:0\nsimulator-delay 0\njournal {}\njournal-size 4K\n\
+             journal-keep 1\npidfile {}\ncontrol {}\nlog-file {}\nsyslog-socket {}\n\
+             user nobody\n",
+            pay.join("journal").display(),
+            pid.display(),
+            sock.display(),
+            log.display(),
+            dir.join("no-syslog").display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(CONCERTD)
+            .arg("-f")
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    // Root's directory: refused, with the command that fixes it, before
+    // anything is written or made.
+    let o = start();
+    if o.status.success() {
+        let _reap = Reap::from_pid_file(&pid);
+    }
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "concertd: journal directory {}: user nobody cannot write in it, which the \
+         journal's rotation needs; concertd gives away only the directories it makes: \
+         give it (chown nobody {}) or name one of its own",
+        pay.display(),
+        pay.display()
+    );
+    assert_eq!(stderr(&o).trim_end(), want);
+    assert!(std::fs::read_dir(&pay).unwrap().next().is_none());
+    assert!(!pid.parent().unwrap().exists() && !sock.parent().unwrap().exists());
+    // Given by the operator as told: the daemon runs, and what it made is
+    // the user's.
+    let c = std::ffi::CString::new(pay.to_str().unwrap()).unwrap();
+    // SAFETY: chown(2) on the test's own directory.
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), nobody, u32::MAX) }, 0);
+    let o = start();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let reap = Reap::from_pid_file(&pid);
+    let owner = |p: &std::path::Path| std::fs::metadata(p).unwrap().uid();
+    assert_eq!(owner(pid.parent().unwrap()), nobody);
+    assert_eq!(owner(sock.parent().unwrap()), nobody);
+    // The control socket works...
+    let o = run(CONCERTCTL, &["-s", sock.to_str().unwrap(), "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // ...and so does the rotation, which keeps the journal bounded.
+    let addr = listening_in(&log);
+    let mut n = 0;
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches(": rotated,")
+        .count()
+        < 2
+    {
+        n += 1;
+        assert!(n < 400, "not rotated twice");
+        let req = format!("CZ0040320CA00201CB004{}CD0010CE003978", 1000 + n);
+        assert!(text(&exchange(addr, req.as_bytes())).contains("AE00210"));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("rotation failed"), "{logged}");
+    assert!(std::fs::metadata(pay.join("journal")).unwrap().len() < 3 * 4096);
+    // At exit the pid file goes.
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(reap.0, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while pid.exists() {
+        assert!(std::time::Instant::now() < deadline, "pid file left behind");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_missing_default_journal_directory_is_made_0750() {
+    use std::os::unix::fs::PermissionsExt;
+    // The default journal, /var/lib/concertd/journal: only where it can
+    // be made, and is not there (a real installation's is left alone).
+    let state = std::path::Path::new("/var/lib/concertd");
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } != 0 || state.exists() || !state.parent().unwrap().is_dir() {
+        eprintln!("not root, or {} exists: skipped", state.display());
+        return;
+    }
+    let dir = temp_dir();
+    let conf = dir.join("concertd.conf");
+    // No journal line.
+    std::fs::write(&conf, "listen 127.0.0.1:0\ncontrol none\n").unwrap();
+    let mut child = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(CONCERTD)
+            .args(["-d", "-f"])
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for l in std::io::BufRead::lines(err).map_while(Result::ok) {
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("ready") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mode = std::fs::metadata(state).map(|m| m.permissions().mode() & 0o7777);
+    let _ = std::fs::remove_dir_all(state);
+    assert!(seen.contains("ready"), "{seen}");
+    assert!(
+        seen.contains("journal directory /var/lib/concertd: made, mode 0750"),
+        "{seen}"
+    );
+    assert_eq!(mode.unwrap() & !0o750, 0);
+}
+
+#[test]
+fn a_daemon_logs_to_the_syslog_socket_named() {
+    let dir = temp_dir();
+    let dd = Detached::new(&dir);
+    let socket = dir.join("syslog");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    syslog.set_read_timeout(Some(PATIENCE)).unwrap();
+    let conf = std::fs::read_to_string(&dd.conf).unwrap();
+    std::fs::write(
+        &dd.conf,
+        format!("{conf}syslog-socket {}\n", socket.display()),
+    )
+    .unwrap();
+    let o = dd.start(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let reap = Reap::from_pid_file(&dd.pidfile);
+    let mut buf = [0; 2048];
+    loop {
+        let n = syslog
+            .recv(&mut buf)
+            .expect("a log line on the syslog socket");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Facility daemon (3), priority info (6).
+        if line == format!("<30>concertd[{}]: ready", reap.0) {
+            break;
+        }
+    }
+    // Not to the log-file, which is only for a machine without syslog.
+    assert!(!dd.log.exists() || std::fs::read_to_string(&dd.log).unwrap().is_empty());
+}
+
+#[test]
+fn no_binary_reads_a_test_hook_from_the_environment() {
+    // What a test needs is configured (syslog-socket), never read from
+    // the environment of a production process.
+    for bin in [CONCERTD, CONCERT, CONCERTCTL] {
+        let bytes = std::fs::read(bin).unwrap();
+        let hook = b"CONCERTD_TEST";
+        assert!(
+            !bytes.windows(hook.len()).any(|w| w == hook),
+            "{bin} holds CONCERTD_TEST"
+        );
+    }
 }

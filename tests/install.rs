@@ -77,6 +77,10 @@ fn install_and_uninstall_into_destdir() {
         0o644
     );
     assert_eq!(mode(&dest.join("etc/concertd.conf")), 0o644);
+    // The default journal's directory, not readable by everyone.
+    let state = dest.join("var/lib/concertd");
+    assert!(state.is_dir());
+    assert_eq!(mode(&state), 0o750);
     let unit = std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/concertd.service"))
         .unwrap();
     assert!(
@@ -101,8 +105,20 @@ fn install_and_uninstall_into_destdir() {
         mode(&dest.join("usr/local/lib/systemd/system/concertd@.service")),
         0o644
     );
+    // A journal is never removed by uninstall; an empty directory is.
+    std::fs::write(state.join("journal"), "a record\n").unwrap();
     let o = make(&["uninstall", &d]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("holds the journal: kept"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(files(&dest), ["var/lib/concertd/journal"]);
+    std::fs::remove_file(state.join("journal")).unwrap();
+    let o = make(&["uninstall", &d]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(!state.exists());
     assert!(files(&dest).is_empty(), "{:?}", files(&dest));
     // Its own documentation directory goes with its last file.
     assert!(!dest.join("usr/local/share/doc/concertd").exists());

@@ -24,7 +24,10 @@ fn start(dir: &Path, conf: &str, flags: &[&str]) -> std::process::Output {
     let file = dir.join("concertd.conf");
     std::fs::write(
         &file,
-        format!("listen 127.0.0.1:0\nsimulator-delay 0\n{conf}\n"),
+        format!(
+            "listen 127.0.0.1:0\nsimulator-delay 0\nsyslog-socket {}\n{conf}\n",
+            dir.join("no-syslog").display()
+        ),
     )
     .unwrap();
     let o = {
@@ -34,7 +37,6 @@ fn start(dir: &Path, conf: &str, flags: &[&str]) -> std::process::Output {
             .arg("-f")
             .arg(&file)
             .env_remove("RUST_LOG")
-            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
             .output()
             .unwrap()
     };
@@ -209,7 +211,10 @@ fn as_root_with_user_nobody_links_are_refused_and_files_given() {
     let file = dir.join("concertd.conf");
     std::fs::write(
         &file,
-        format!("listen 127.0.0.1:0\nsimulator-delay 0\n{conf}\n"),
+        format!(
+            "listen 127.0.0.1:0\nsimulator-delay 0\nsyslog-socket {}\n{conf}\n",
+            dir.join("no-syslog").display()
+        ),
     )
     .unwrap();
     let run = || {
@@ -218,7 +223,6 @@ fn as_root_with_user_nobody_links_are_refused_and_files_given() {
             .arg("-f")
             .arg(&file)
             .env_remove("RUST_LOG")
-            .env("CONCERTD_TEST_SYSLOG", dir.join("no-syslog"))
             .output()
             .unwrap()
     };

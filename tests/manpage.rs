@@ -314,3 +314,31 @@ fn every_concertctl_command_and_option_is_documented() {
         assert!(man.lines().any(|l| l == item), "{item} not in concertctl.8");
     }
 }
+
+#[test]
+fn the_sample_configuration_shows_every_keyword_in_order() {
+    use concert::config::{Config, KEYS};
+    let sample =
+        std::fs::read_to_string(format!("{}/etc/concertd.conf", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+    // Each keyword's first line, active or commented out, in the order of
+    // the table (that of `-n` and of concertd.conf(5)).
+    let mut at = Vec::new();
+    for k in KEYS {
+        let pos = sample.lines().position(|l| {
+            let l = l.strip_prefix('#').unwrap_or(l);
+            l.strip_prefix(k.name).is_some_and(|v| v.starts_with(' '))
+        });
+        let pos = pos.unwrap_or_else(|| panic!("{} not in etc/concertd.conf", k.name));
+        // A commented-out line is one a user can take as it is.
+        let line = sample.lines().nth(pos).unwrap();
+        let line = line.strip_prefix('#').unwrap_or(line);
+        if let Err(e) = Config::parse(line, "etc/concertd.conf") {
+            panic!("{line:?}: {e}");
+        }
+        at.push((pos, k.name));
+    }
+    let mut sorted = at.clone();
+    sorted.sort();
+    assert_eq!(at, sorted, "keywords out of the table's order");
+}

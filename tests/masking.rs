@@ -220,3 +220,272 @@ fn a_torn_journal_line_is_logged_masked_and_escaped_its_id_whole() {
         "{line}"
     );
 }
+
+// ---- One masking policy for every value from outside (issue 21) ----
+
+/// The test card, and the ways people, programs and tickets write it:
+/// grouped by 4 with every separator the policy joins.
+const CARD: &str = "4970101234560674";
+const SEPARATORS: &[&str] = &["  ", "\t", ".", "/", "_", "\u{a0}", " - "];
+/// Those a TLV element or a configuration word can carry (printable ASCII).
+const ASCII_SEPARATORS: &[&str] = &["  ", ".", "/", "_", " - "];
+
+fn grouped(sep: &str) -> String {
+    let groups: Vec<&str> = (0..4).map(|i| &CARD[i * 4..i * 4 + 4]).collect();
+    groups.join(sep)
+}
+
+/// Whether `text` (a log, a journal, a control reply, a ticket) holds 11
+/// or more digits of the test card in a row, whatever separates them and
+/// however they are escaped (`\xNN`, `\u{N}` in logs, `%XX` in the journal).
+fn holds_card(text: &str) -> bool {
+    let c: Vec<char> = text.chars().collect();
+    let hex = |k: usize| c.get(k).is_some_and(char::is_ascii_hexdigit);
+    let mut kept = String::new();
+    let mut i = 0;
+    while i < c.len() {
+        if c[i] == '\\' && c.get(i + 1) == Some(&'x') && hex(i + 2) && hex(i + 3) {
+            i += 4;
+        } else if c[i] == '\\' && c.get(i + 1) == Some(&'u') && c.get(i + 2) == Some(&'{') {
+            i += 3;
+            while i < c.len() && c[i] != '}' {
+                i += 1;
+            }
+            i += 1;
+        } else if c[i] == '%' && hex(i + 1) && hex(i + 2) {
+            i += 3;
+        } else {
+            // Digits, letters and masks make the text; the rest separates.
+            if c[i].is_alphanumeric() || c[i] == '#' {
+                kept.push(c[i]);
+            }
+            i += 1;
+        }
+    }
+    (0..=CARD.len() - 11).any(|k| kept.contains(&CARD[k..k + 11]))
+}
+
+#[test]
+fn the_card_check_finds_every_shape_and_passes_masked_ones() {
+    for sep in SEPARATORS {
+        assert!(holds_card(&grouped(sep)), "{sep:?}");
+        assert!(holds_card(&concert::pan::escape(grouped(sep).as_bytes())));
+        let mut m = grouped(sep).into_bytes();
+        concert::pan::mask_in_place(&mut m);
+        assert!(!holds_card(&String::from_utf8(m).unwrap()), "{sep:?}");
+    }
+    assert!(holds_card("4970 1012\n3456 0674"));
+    assert!(!holds_card("497010######0674 1796089883005"));
+}
+
+/// A program that writes the card in every shape on standard output (as
+/// lines that are not KEY=value, as keys, in AA) and standard error, and
+/// a ticket holding every shape and one number cut across two lines.
+#[test]
+fn a_programs_output_stderr_and_ticket_are_masked_in_every_shape() {
+    let dir = temp_dir();
+    let mut ticket = String::from("CARTE 4970 1012\n3456 0674\n");
+    let mut sh = String::from("#!/bin/sh\necho AE=10\necho 'AA=4970  1012  3456  0674'\n");
+    for sep in SEPARATORS {
+        let g = grouped(sep);
+        sh.push_str(&format!("printf '%s\\n' 'card {g}'\n"));
+        sh.push_str(&format!("printf '%s\\n' '{g}=x'\n"));
+        sh.push_str(&format!("printf '%s\\n' 'stderr {g}' >&2\n"));
+        ticket.push_str(&format!("CARTE {g}\n"));
+    }
+    sh.push_str(&format!(
+        "echo 'TICKET={}'\n",
+        concert::base64::encode(ticket.as_bytes())
+    ));
+    let script = dir.join("shapes.sh");
+    std::fs::write(&script, sh).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_with(&format!("terminal exec {}", script.display()), &["-vv"]);
+    // CK: the register prints the ticket.
+    let a = exchange(d.addr, debit("100", "CK003100").as_bytes());
+    assert_eq!(get(&a, "AE").unwrap(), "10");
+    assert_eq!(get(&a, "AA").unwrap(), "4970  10##  ####  0674");
+    let zt = get(&a, "ZT").unwrap_or_else(|| panic!("{}\n{}", text(&a), d.log_text()));
+    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    let doc = String::from_utf8(doc).unwrap();
+    assert!(doc.starts_with("CARTE 4970 10##\n#### 0674\n"), "{doc}");
+    assert!(!holds_card(&doc), "{doc}");
+    d.wait_log_n(": stderr ", SEPARATORS.len());
+    d.wait_log("approved");
+    let log = d.log_text();
+    assert!(!holds_card(&log), "{log}");
+    assert!(
+        log.contains("stderr 4970\\x0910##\\x09####\\x090674"),
+        "{log}"
+    );
+    let journal = d.journal();
+    assert!(!holds_card(&journal), "{journal}");
+}
+
+/// Request elements: an e-mail whose domain is a card number, an IM that
+/// is not one of our ids, a CF in every printable shape (wire trace and
+/// journal), and bytes after a request in every shape.
+#[test]
+fn request_values_are_masked_in_log_trace_and_journal() {
+    let d = Daemon::start_with("", &["-vv"]);
+    let bi = format!("BI{:03}a@{CARD}.fr", CARD.len() + 5);
+    let a = exchange(d.addr, debit("100", &bi).as_bytes());
+    assert_eq!(get(&a, "AE").unwrap(), "10");
+    d.wait_log("receipt sent by e-mail to a***@497010######0674.fr");
+    let refund = format!(
+        "CZ0040320CJ012247300123456CA00201CB003100CD0011CE003978IM{:03}{CARD}",
+        CARD.len()
+    );
+    let a = exchange(d.addr, refund.as_bytes());
+    assert_eq!(get(&a, "AF").unwrap(), "04");
+    d.wait_log("refund by reference refused AF04: tx 497010######0674 is not known");
+    for sep in ASCII_SEPARATORS {
+        let cf = grouped(sep);
+        let req = debit("100", &format!("CF{:03}{cf}", cf.len()));
+        let a = exchange(d.addr, req.as_bytes());
+        assert_eq!(
+            get(&a, "CF").unwrap(),
+            cf,
+            "the register's own CF comes back"
+        );
+    }
+    for sep in SEPARATORS {
+        let mut s = connect(d.addr);
+        s.write_all(format!("{}\r\n{}", debit("100", ""), grouped(sep)).as_bytes())
+            .unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(get(&read_all(&mut s), "AE").unwrap(), "10");
+    }
+    d.wait_log_n("after the request ignored", SEPARATORS.len());
+    let log = d.log_text();
+    assert!(!holds_card(&log), "{log}");
+    let journal = d.journal();
+    assert!(!holds_card(&journal), "{journal}");
+}
+
+/// An upstream's answers: the card in every printable shape in AA, in
+/// an element of a status answer that describes no payment (logged), and
+/// in its ticket, cut across two lines.
+#[test]
+fn an_upstreams_answers_are_masked_in_every_shape() {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    let shapes: Vec<String> = ASCII_SEPARATORS.iter().map(|s| grouped(s)).collect();
+    let answers = shapes.clone();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while concert::request::parse(&buf, &[978]).is_err() {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let req = text(&buf);
+            let g = &answers[(n / 2) % answers.len()];
+            let a = if get(req.as_bytes(), "CD").as_deref() == Some("T") {
+                format!("{req}AE00201AF00212ZZ{:03}{g}", g.len())
+            } else {
+                let doc = concert::base64::encode(
+                    format!("CARTE {g}\n4970 1012\n3456 0674\n").as_bytes(),
+                );
+                format!("{req}AE00210AA{:03}{g}ZT{:03}{doc}", g.len(), doc.len())
+            };
+            n += 1;
+            let _ = s.write_all(a.as_bytes());
+        }
+    });
+    let d = Daemon::start(&format!(
+        "terminal relay tcp {up} v3\ntransaction-timeout 5s"
+    ));
+    for g in &shapes {
+        let a = exchange(d.addr, debit("100", "").as_bytes());
+        assert_eq!(get(&a, "AE").unwrap(), "10", "{}", text(&a));
+        let aa = get(&a, "AA").unwrap();
+        assert!(!holds_card(&aa), "{aa}");
+        assert!(aa.contains("10##") && aa.len() == g.len(), "{aa} {g}");
+        let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+        assert!(!holds_card(&text(&doc)), "{}", text(&doc));
+    }
+    d.wait_log_n("describes no payment", shapes.len());
+    let log = d.log_text();
+    assert!(!holds_card(&log), "{log}");
+    let journal = d.journal();
+    assert!(!holds_card(&journal), "{journal}");
+}
+
+/// Control commands: a card number in every shape is neither run nor
+/// shown whole (log and reply); control and format characters in a
+/// command are escaped in the log.
+#[test]
+fn control_commands_are_masked_and_escaped() {
+    let d = Daemon::start_with("control @DIR@/control.sock\n", &["-v"]);
+    let ask = |line: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(d.control_socket()).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+        out
+    };
+    for sep in SEPARATORS {
+        let reply = ask(&format!("next approved {}\n", grouped(sep)));
+        assert!(reply.starts_with("refused\n"), "{reply}");
+        assert!(!holds_card(&reply), "{reply}");
+        // A word alone can show 12 digits of it.
+        let reply = ask(&format!("decide {}\n", grouped(sep).replacen(sep, "", 2)));
+        assert!(!holds_card(&reply), "{reply}");
+    }
+    let reply = ask("next approved\x1b[2K\u{2028}\u{202e}x\n");
+    assert!(reply.starts_with("refused\n"), "{reply}");
+    d.wait_log("control: next approved\\x1b[2K\\u{2028}\\u{202e}x: refused");
+    d.wait_log_n("holding a card number refused", 2 * SEPARATORS.len());
+    let log = d.log_text();
+    assert!(!holds_card(&log), "{log}");
+    assert!(!log.contains(['\x1b', '\u{2028}', '\u{202e}']), "{log}");
+}
+
+/// Configuration values: a path and a word of the file holding a card
+/// number, shown by the log (running summary, reload refusals) and by
+/// `status` and `reload` replies.
+#[test]
+fn configuration_values_are_masked_in_log_and_replies() {
+    let d = Daemon::start_with("control @DIR@/control.sock\n", &["-v"]);
+    // A payment program in a directory named by the card.
+    let home = d.dir.join(grouped("."));
+    std::fs::create_dir_all(&home).unwrap();
+    let prog = home.join("pay.sh");
+    std::fs::write(&prog, "#!/bin/sh\necho AE=10\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = format!(
+        "listen {}\ncontrol {}\n{}",
+        d.addr,
+        d.control_socket().display(),
+        d.base_config()
+    );
+    let mut replies = String::new();
+    for sep in SEPARATORS {
+        d.write_config(&format!("{base}currency \"{}\"\n", grouped(sep)));
+        let o = d.ctl(&["reload"]);
+        replies.push_str(&stdout(&o));
+        replies.push_str(&stderr(&o));
+    }
+    d.wait_log_n("reload:", SEPARATORS.len());
+    d.write_config(&format!("{base}terminal exec \"{}\"\n", prog.display()));
+    let o = d.ctl(&["reload"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    replies.push_str(&stdout(&o));
+    d.wait_log("reloaded:");
+    let o = d.ctl(&["status"]);
+    let status = stdout(&o);
+    assert!(status.contains(".####.0674/pay.sh"), "{status}");
+    replies.push_str(&status);
+    assert!(!holds_card(&replies), "{replies}");
+    let log = d.log_text();
+    assert!(!holds_card(&log), "{log}");
+}

@@ -77,6 +77,11 @@ impl Register {
     /// EOT. Returns the payload, ETB blocks joined.
     pub fn answer(&mut self) -> Vec<u8> {
         assert_eq!(self.byte(), ENQ, "terminal opens its session");
+        self.answer_opened()
+    }
+
+    /// Session 2 once its ENQ is read.
+    fn answer_opened(&mut self) -> Vec<u8> {
         self.send(&[ACK]);
         let mut payload = Vec::new();
         loop {
@@ -222,7 +227,7 @@ fn three_bad_frames_then_idle_and_noise_is_ignored() {
         r.send(&bad);
         assert_eq!(r.byte(), NAK);
     }
-    d.wait_log("3 bad frames, back to idle");
+    d.wait_log("NAK (3/3), back to idle");
     // Noise while idle, then a normal session.
     r.send(b"\x00garbage\x7f\x03\x06");
     assert_eq!(r.request(PTM), ACK);
@@ -602,4 +607,304 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
         "{}",
         text(&s)
     );
+}
+
+/// Writes all of `bytes` to the register's end, however long the terminal
+/// takes to read them (its input full while it is busy writing).
+fn send_all(r: &mut Register, mut bytes: &[u8]) {
+    let until = Instant::now() + PATIENCE;
+    while !bytes.is_empty() {
+        match r.master.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("pty write: {e}"),
+        }
+        assert!(Instant::now() < until, "the terminal stopped reading");
+    }
+}
+
+/// A request sent whole, ENQ to EOT, after a flood: the ACKs and NAKs the
+/// terminal still owes the flood come first and are skipped, in bulk, up
+/// to the ENQ of its answer, the last byte it sends before our ACK.
+/// Returns the answer.
+fn request_after_flood(r: &mut Register, payload: &[u8]) -> Vec<u8> {
+    let mut session = vec![ENQ];
+    session.extend(frame(payload));
+    session.push(EOT);
+    send_all(r, &session);
+    let until = Instant::now() + PATIENCE;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < until, "no answer after the flood");
+        let n = match r.master.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => panic!("pty read: {e}"),
+        };
+        let got = &buf[..n];
+        // An ENQ of the terminal left without ACK is followed by its EOT.
+        if let Some(b) = got.iter().find(|b| ![ACK, NAK, ENQ, EOT].contains(b)) {
+            panic!("stray byte 0x{b:02x} from the terminal");
+        }
+        if got.last() == Some(&ENQ) {
+            return r.answer_opened();
+        }
+    }
+}
+
+/// Log lines from line number `since` on that the serial line logged
+/// (`serial /path: ...`), at any level.
+fn line_lines(d: &Daemon, since: usize) -> Vec<String> {
+    d.log_text()
+        .lines()
+        .skip(since)
+        .filter(|l| l.split_whitespace().nth(3) == Some("serial"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `05 02 03 00` as fast as the pty takes it: a session with an empty frame
+/// and a wrong LRC, each NAKed. Every one used to log a line (5,067 lines
+/// in 20 s at 9600 baud); they go through TCP's floodgate now: a few lines
+/// a minute, the rest counted, and the line serves a good request after.
+#[test]
+fn a_flood_of_bad_frames_logs_a_few_lines_and_a_count() {
+    let (mut d, mut r) = serial_daemon("");
+    let since = d.mark();
+    // The terminal's ACKs and NAKs are read and dropped meanwhile, so
+    // that its writes never wait.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader = r.master.try_clone_native().expect("clone the pty");
+    let stop2 = std::sync::Arc::clone(&stop);
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = reader.read(&mut buf);
+        }
+    });
+    let group = [ENQ, STX, ETX, 0x00];
+    let chunk = group.repeat(256);
+    let mut groups = 0usize;
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        send_all(&mut r, &chunk);
+        groups += 256;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain.join().unwrap();
+    assert!(groups >= 2000, "only {groups} bad frames sent");
+    // At most 3 lines of each kind (bad requests; link errors, should the
+    // flood pause past serial-frame-timeout), and the good request's.
+    assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
+    let lines = line_lines(&d, since);
+    assert!(
+        lines.len() <= 10,
+        "{groups} bad frames wrote {} lines:\n{}",
+        lines.len(),
+        lines[..lines.len().min(20)].join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("bad frame (bad LRC 0x00")),
+        "the first ones are logged in full:\n{}",
+        lines.join("\n")
+    );
+    // The count of those not logged is said at stop (or when the minute
+    // is over): every bad frame is in it.
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    let summary = d.wait_log("more bad requests in ");
+    let hidden: usize = summary
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(summary.contains(" serial /"), "{summary}");
+    assert!(
+        hidden + 3 >= groups,
+        "{hidden} counted for {groups}: {summary}"
+    );
+}
+
+/// A register that stops reading: the pty's buffer fills with the ACKs of
+/// its ENQs until the terminal cannot write. Its 20 ms port write timeout
+/// used to be taken for a device failure (a warning and the device opened
+/// again every serial-retry); now the write waits serial-ack-timeout, that
+/// session ends, and the line stays open and serves the next request.
+#[test]
+fn a_register_that_does_not_read_ends_the_session_not_the_line() {
+    let (d, mut r) = serial_daemon("");
+    let chunk = [ENQ, EOT].repeat(2048);
+    let until = Instant::now() + PATIENCE;
+    let mut pending: &[u8] = &chunk;
+    loop {
+        let log = d.log_text();
+        if log.contains("does not read") || log.contains("trying to open it again") {
+            break;
+        }
+        assert!(Instant::now() < until, "the writes never blocked:\n{log}");
+        if pending.is_empty() {
+            pending = &chunk;
+        }
+        match r.master.write(pending) {
+            Ok(n) => pending = &pending[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("pty write: {e}"),
+        }
+    }
+    // What was cut of the last chunk is sent, so that no half session
+    // waits for its frame.
+    send_all(&mut r, pending);
+    assert_eq!(request_after_flood(&mut r, PTM).len(), 80);
+    let log = d.log_text();
+    assert!(
+        log.contains("the register does not read: output blocked for ")
+            && log.contains("session ended, line kept open"),
+        "{log}"
+    );
+    assert!(!log.contains("trying to open it again"), "{log}");
+    assert_eq!(d.count_log(": open, 9600 baud 7E1"), 1, "{log}");
+}
+
+/// Each byte well within serial-frame-timeout, the whole past
+/// request-timeout.
+const TRICKLE: &str = "serial-frame-timeout 1s\nrequest-timeout 1500ms";
+
+/// Sets or clears IXON on the line: with it, an XOFF from the register
+/// stops the terminal's output the way CTS held low does with rtscts.
+fn ixon(r: &Register, on: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = r._slave.as_raw_fd();
+    // SAFETY: tcgetattr(3) and tcsetattr(3) on the test's own descriptor of
+    // the pty, with a termios it filled.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(fd, &mut t), 0);
+        if on {
+            t.c_iflag |= libc::IXON;
+        } else {
+            t.c_iflag &= !libc::IXON;
+        }
+        assert_eq!(libc::tcsetattr(fd, libc::TCSANOW, &t), 0);
+    }
+}
+
+/// Can the terminal's side of the pty be written?
+fn writable(r: &Register) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: r._slave.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one valid descriptor, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLOUT != 0 }
+}
+
+/// The answer's own session cannot start: the register has stopped the
+/// terminal's output (XOFF, as CTS low would) while its transaction ran.
+/// The ENQ's write waits serial-ack-timeout, the answer is journaled
+/// undelivered, and the line stays open for the next request.
+#[test]
+fn an_answer_the_register_does_not_take_is_undelivered_and_the_line_stays_open() {
+    let gate = Gate::new();
+    let (d, mut r) = serial_daemon(&gate.terminal());
+    assert_eq!(r.request(PTM), ACK);
+    ixon(&r, true);
+    r.send(&[0x13]);
+    let until = Instant::now() + PATIENCE;
+    while writable(&r) {
+        assert!(Instant::now() < until, "XOFF did not stop the line");
+        std::thread::yield_now();
+    }
+    gate.release();
+    let line = d.wait_log("answer not delivered: ");
+    assert!(
+        line.contains("answer not delivered: the register does not read: output blocked for "),
+        "{line}"
+    );
+    d.wait_log("session ended, line kept open");
+    d.wait_log("answer not delivered to");
+    assert!(
+        d.journal()
+            .contains(" undelivered the register does not read"),
+        "{}",
+        d.journal()
+    );
+    ixon(&r, false);
+    assert_eq!(r.request(PTM), ACK);
+    gate.release();
+    assert_eq!(r.answer().len(), 80);
+    let log = d.log_text();
+    assert!(!log.contains("trying to open it again"), "{log}");
+    assert_eq!(d.count_log(": open, 9600 baud 7E1"), 1, "{log}");
+}
+
+/// A frame trickled one byte every 250 ms, each within
+/// serial-frame-timeout (1 s), used to hold the line for as long as the
+/// register liked; it is NAKed at request-timeout from its ENQ.
+#[test]
+fn a_trickled_frame_is_naked_at_request_timeout() {
+    let (d, mut r) = serial_daemon(TRICKLE);
+    r.send(&[ENQ]);
+    assert_eq!(r.byte(), ACK);
+    let start = Instant::now();
+    let mut said = None;
+    for &b in &frame(b"0100001000010978ORDER00042") {
+        r.send(&[b]);
+        // The pace of the trickle: the terminal's word, or 250 ms.
+        if let Some(x) = r.byte_within(Duration::from_millis(250)) {
+            said = Some((x, start.elapsed()));
+            break;
+        }
+    }
+    let (b, at) = said.expect("the terminal said nothing");
+    assert_eq!(b, NAK, "answered 0x{b:02x} after {at:?}");
+    assert!(at < Duration::from_secs(3), "NAKed after {at:?}");
+    d.wait_log("request-timeout fired: request not whole within 1500ms of its ENQ: NAK");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+/// The same for a raw V3 request trickled inside an element (of 24
+/// characters: 6 s at that pace): at request-timeout it is what has come,
+/// a cut element, answered AF09.
+#[test]
+fn a_trickled_raw_request_ends_at_request_timeout() {
+    let (d, mut r) = serial_daemon(TRICKLE);
+    let start = Instant::now();
+    r.send(b"CZ0040320ZZ024");
+    let mut first = None;
+    for &b in b"ABCDEFGHIJKLMNOPQRSTUVWX" {
+        r.send(&[b]);
+        if let Some(x) = r.byte_within(Duration::from_millis(250)) {
+            first = Some((x, start.elapsed()));
+            break;
+        }
+    }
+    let (b, at) = first.expect("the terminal said nothing");
+    assert!(at < Duration::from_secs(3), "answered after {at:?}");
+    let mut answer = vec![b];
+    while !text(&answer).contains("AF00209") {
+        assert!(answer.len() < 200, "{}", text(&answer));
+        answer.push(r.byte());
+    }
+    assert!(text(&answer).starts_with("CZ0040320"), "{}", text(&answer));
+    d.wait_log("request-timeout fired: raw request taken as it is");
+    assert_eq!(r.request(PTM), ACK);
+    assert_eq!(r.answer().len(), 80);
+}
+
+/// The register's end closed: the log says what concertd.8 says,
+/// "device hung up", not the "Broken pipe" of poll(2)'s POLLHUP.
+#[test]
+fn a_device_whose_other_end_closes_has_hung_up() {
+    let (d, r) = serial_daemon("");
+    drop(r);
+    let line = d.wait_log("trying to open it again every");
+    assert!(
+        line.contains(": device hung up; trying to open it again every 100ms"),
+        "{line}"
+    );
+    assert!(!d.log_text().contains("Broken pipe"), "{}", d.log_text());
 }

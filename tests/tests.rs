@@ -16,6 +16,8 @@ mod layers;
 mod links;
 mod manpage;
 mod masking;
+#[allow(dead_code)]
+mod oracle;
 mod peers;
 mod quirks;
 mod retry;

@@ -841,10 +841,12 @@ impl Detached {
             &d.conf,
             format!(
                 "listen 127.0.0.1:0\nsimulator-delay 0\ncontrol none\njournal {}\npidfile {}\n\
-                 log-file {}\n",
+                 log-file {}\nsyslog-socket {}\n",
                 d.journal.display(),
                 d.pidfile.display(),
-                d.log.display()
+                d.log.display(),
+                // No syslog: the log goes to the log-file.
+                dir.join("no-syslog").display()
             ),
         )
         .unwrap();

@@ -18,6 +18,10 @@
 //!    `stress.peak_rss_mb` is the most any stage took.
 //! 7. 1,500 debits with a 24 h retry window and a 16K journal-size:
 //!    rotations follow the new records, not the carried ones.
+//! 8. the ledger oracle (tests/oracle): 100,000 generated operations with
+//!    faults on the simulator, a payment program and a relay, every answer
+//!    proved against what the backends really did (`ORACLE_OPS`,
+//!    `ORACLE_SEED`, `ORACLE_THREADS`).
 //!
 //! It prints what each stage tried and lost, a summary table, and lines
 //! `stress.<name>=<value>`, ending with `stress.tried=N`,
@@ -26,7 +30,8 @@
 //! backend (the simulator, whose outcome follows from the amount) did: an
 //! approval for a refused amount, another amount, another outcome.
 //!
-//! Environment: `STRESS_SEED` repeats a run, `STRESS_KILLS` (100),
+//! Environment: `STRESS_SEED` repeats a run, `STRESS_STAGES` (such as
+//! `1,8`) runs only those stages, `STRESS_KILLS` (100),
 //! `STRESS_GARBAGE_SECS` (60) and `STRESS_SERIAL_ROUNDS` (100) shorten one.
 //!
 //! One file per stage; `daemon.rs` starts concertd through the harness the
@@ -37,6 +42,7 @@ use crate::flood::stage_flood;
 use crate::garbage::stage_garbage;
 use crate::idle::stage_idle;
 use crate::kill::stage_kill;
+use crate::ledger::stage_ledger;
 use crate::report::Stage;
 use crate::rng::Rng;
 use crate::rotation::stage_rotation;
@@ -55,6 +61,10 @@ mod garbage;
 mod idle;
 mod journal;
 mod kill;
+mod ledger;
+#[path = "../../tests/oracle/mod.rs"]
+#[allow(dead_code)]
+mod oracle;
 mod report;
 mod rng;
 mod rotation;
@@ -64,6 +74,14 @@ mod tcp;
 use crate::util::CONCERTD;
 
 fn run_stage(n: usize, f: impl FnOnce() -> Stage, key: &'static str, title: &'static str) -> Stage {
+    // STRESS_STAGES=1,8 runs only those stages.
+    if let Ok(only) = std::env::var("STRESS_STAGES") {
+        if !only.split(',').any(|s| s.trim() == n.to_string()) {
+            let mut s = Stage::new(key, title);
+            s.summary = "skipped (STRESS_STAGES)".into();
+            return s;
+        }
+    }
     println!("\n== stage {n}: {title}");
     let t = Instant::now();
     let mut st = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
@@ -106,7 +124,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let mut rng = Rng::new(seed);
-    let (r1, r4, r5) = (rng.fork(), rng.fork(), rng.fork());
+    let (r1, r4, r5, r8) = (rng.fork(), rng.fork(), rng.fork(), rng.fork());
     let stages = vec![
         run_stage(
             1,
@@ -140,6 +158,7 @@ fn main() {
             "rotation",
             "rotation with a 24 h retry window",
         ),
+        run_stage(8, || stage_ledger(r8), "oracle", "ledger oracle"),
     ];
     let tried: u64 = stages.iter().map(|s| s.tried).sum();
     let lost: u64 = stages.iter().map(|s| s.lost).sum();

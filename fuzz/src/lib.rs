@@ -508,6 +508,7 @@ pub fn serial_exchange(data: &[u8], worker: &concert::worker::Handle) -> Vec<Vec
         },
         currencies: vec![978],
         request_gap: ms,
+        request_timeout: Duration::from_secs(5),
     };
     let e = serial::serve_port(Box::new(port), conf, worker, "fuzz");
     assert_eq!(

@@ -27,8 +27,8 @@ const MAX_LINE: usize = 4096;
 /// newline gets its first KiB logged, the rest counted.
 pub const MAX_STDERR_LINE: usize = 1024;
 /// Read past `MAX_STDERR_LINE` before cutting, so that a card number
-/// straddling the cut is masked whole: 19 digits and 18 separators.
-const PAN_SPAN: usize = 37;
+/// straddling the cut is masked whole, however its digits are separated.
+const PAN_SPAN: usize = pan::SPAN;
 /// After the program exits, how long its pipes are still read. A child it
 /// left behind may hold them open for as long as it runs: what it writes
 /// later is not the program's outcome, and waiting for it would turn an

@@ -82,7 +82,7 @@ fn load(args: &Args) -> Result<(Config, Option<PathBuf>), Error> {
 /// Where logs go once detached: syslog, else `log-file`, else nowhere
 /// (said on stderr while there still is one).
 fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
-    if let Ok(s) = logging::syslog_socket() {
+    if let Ok(s) = logging::syslog_socket(&cfg.syslog_socket) {
         return Ok(Some(logging::Destination::Syslog(s)));
     }
     match &cfg.log_file {
@@ -92,7 +92,7 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
         None => {
             eprintln!(
                 "concertd: warning: no syslog ({}) and no log-file: once detached, nothing is logged",
-                logging::SYSLOG_SOCKET
+                cfg.syslog_socket.display()
             );
             Ok(None)
         }
@@ -133,6 +133,35 @@ fn check(cfg: &Config) -> Result<(), Error> {
     }
 }
 
+/// The journal's directory, made when it is the default one; started as
+/// root with `user`, the directories concertd writes in after the drop
+/// made when missing and handed over, or checked writable by that user
+/// (see `concert::dirs`). Before any thread and before anything is
+/// written, in the foreground.
+fn directories(
+    cfg: &Config,
+    foreground: bool,
+    account: Option<&daemon::Account>,
+) -> Result<(), Error> {
+    use concert::dirs::{self, Role};
+    let user = account.map(|a| a.name.as_str());
+    let journal = dirs::journal_dir(&cfg.journal, user)?;
+    // SAFETY: plain system call.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(a) = account.filter(|_| root) else {
+        return Ok(());
+    };
+    let mut all = vec![journal];
+    if !foreground {
+        all.extend(dirs::parent_of(&cfg.pidfile, Role::PidFile, 0o750));
+    }
+    if let Some(c) = &cfg.control {
+        // Only a way in: the socket's own mode is the gate (see control).
+        all.extend(dirs::parent_of(c, Role::Control, 0o755));
+    }
+    dirs::hand_over(&all, a)
+}
+
 fn lock_error(journal: &Path, e: LockError) -> Error {
     match e {
         LockError::Held(pid) => Error::JournalInUse {
@@ -161,6 +190,11 @@ fn run(args: Args) -> Result<(), Error> {
     if !args.foreground {
         daemon::check_pidfile(&cfg.pidfile)?;
     }
+    let account = match &cfg.user {
+        Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
+        None => None,
+    };
+    directories(&cfg, args.foreground, account.as_ref())?;
     // One journal, one concertd: taken before anything is bound or
     // written, so that a second daemon on the same journal (a second `make
     // run`) says so, rather than "address in use" or writing under the
@@ -199,10 +233,6 @@ fn run(args: Args) -> Result<(), Error> {
         line: cfg.terminal.line(),
         msg,
     })?;
-    let account = match &cfg.user {
-        Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
-        None => None,
-    };
     // Handlers first: a signal during start-up is queued, not fatal. They
     // start no thread, so the fork below still copies everything.
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -233,20 +263,7 @@ fn run(args: Args) -> Result<(), Error> {
         ready = Some(r);
     }
     if let Some(a) = &account {
-        // The journal directory and the pid file's stay the service's own,
-        // so that rotation and removal work after the drop.
-        // Only directories of concertd's own (…/concertd): giving away a
-        // shared one such as /run would be a gift to that user.
-        let pid_dir = if args.foreground {
-            None
-        } else {
-            cfg.pidfile.parent()
-        };
-        for p in [cfg.journal.parent(), pid_dir].into_iter().flatten() {
-            if p.file_name().is_some_and(|n| n == "concertd") {
-                daemon::give(p, a);
-            }
-        }
+        // Their directories were given or checked at start (`directories`).
         daemon::give_journal(&journal, a);
         daemon::give_lock(&lock, a);
         if let Err(e) = daemon::drop_to(a) {

@@ -5,6 +5,7 @@
 //! most three times.
 
 use super::{trace, Link, Timer};
+use crate::floodgate::Kind;
 use crate::framing::{block, lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use std::io;
 use std::time::{Duration, Instant};
@@ -72,17 +73,18 @@ pub fn send_quirky(
                 link.send(&frame)?;
             }
             last = link.wait_for(&[ACK, NAK], t.ack)?;
+            let name = link.name();
             match last {
                 Some(ACK) => break,
-                Some(_) => log::info!(
-                    "{}: NAK to our frame ({attempt}/{frame_tries})",
-                    link.name()
-                ),
-                None => log::info!(
-                    "{}: no ACK to our frame, {} fired ({attempt}/{frame_tries})",
-                    link.name(),
-                    t.ack.name
-                ),
+                Some(_) => link.flood(Kind::LinkError, log::Level::Info, || {
+                    format!("{name}: NAK to our frame ({attempt}/{frame_tries})")
+                }),
+                None => link.flood(Kind::LinkError, log::Level::Info, || {
+                    format!(
+                        "{name}: no ACK to our frame, {} fired ({attempt}/{frame_tries})",
+                        t.ack.name
+                    )
+                }),
             }
         }
         match last {
@@ -105,11 +107,13 @@ fn open(link: &mut Link, t: &Timers) -> io::Result<bool> {
         if link.wait_for(&[ACK], t.ack)? == Some(ACK) {
             return Ok(true);
         }
-        log::info!(
-            "{}: no ACK to our ENQ, {} fired ({attempt}/{TRIES})",
-            link.name(),
-            t.ack.name
-        );
+        let name = link.name();
+        link.flood(Kind::LinkError, log::Level::Info, || {
+            format!(
+                "{name}: no ACK to our ENQ, {} fired ({attempt}/{TRIES})",
+                t.ack.name
+            )
+        });
         link.send(&[EOT])?;
         if attempt < TRIES {
             std::thread::sleep(t.pause);
@@ -200,24 +204,46 @@ pub enum Take<T> {
 /// The terminal's side of the register's session, its ENQ just read: ACK
 /// it, read one frame of at most `cap` printable bytes, and hand it to
 /// `take`, which answers at once whether it is ACKed. A bad frame is NAKed
-/// and read again, three times. Returns what `take` gave for the frame
-/// ACKed, if any, once the register has closed its session.
+/// and read again, three times. The request must be whole by `deadline`
+/// (from its ENQ): one still coming then is NAKed and the session ended,
+/// however each of its bytes beat the frame timer. Returns what `take`
+/// gave for the frame ACKed, if any, once the register has closed its
+/// session.
 pub fn take<T>(
     link: &mut Link,
     t: &Timers,
     cap: usize,
+    deadline: Timer,
     mut take: impl FnMut(Vec<u8>) -> io::Result<Take<T>>,
 ) -> io::Result<Option<T>> {
+    let until = Instant::now() + deadline.wait;
     link.send(&[ACK])?;
+    let name = link.name().to_string();
+    let late = |link: &mut Link| -> io::Result<Option<T>> {
+        link.flood(Kind::BadRequest, log::Level::Info, || {
+            format!(
+                "{name}: {} fired: request not whole within {} of its ENQ: NAK, back to idle",
+                deadline.name,
+                crate::config::fmt_duration(deadline.wait)
+            )
+        });
+        link.send(&[NAK])?;
+        Ok(None)
+    };
     for attempt in 1..=TRIES {
-        let why = match read_block(link, t.frame, cap, false, None)? {
+        let read = read_block(link, t.frame, cap, false, Some(until))?;
+        if matches!(read, Block::Silence | Block::Cut) && Instant::now() >= until {
+            return late(link);
+        }
+        let why = match read {
             Block::Eot => return Ok(None),
             Block::Silence => {
-                log::info!(
-                    "{}: {} fired waiting for the request frame",
-                    link.name(),
-                    t.frame.name
-                );
+                link.flood(Kind::LinkError, log::Level::Info, || {
+                    format!(
+                        "{name}: {} fired waiting for the request frame",
+                        t.frame.name
+                    )
+                });
                 return Ok(None);
             }
             Block::Cut => format!("bad frame (frame cut, {} fired)", t.frame.name),
@@ -242,10 +268,17 @@ pub fn take<T>(
                 }
             }
         };
-        log::info!("{}: {why}: NAK ({attempt}/{TRIES})", link.name());
+        // One line a bad frame: the last says the session is over.
+        let then = if attempt == TRIES {
+            ", back to idle"
+        } else {
+            ""
+        };
+        link.flood(Kind::BadRequest, log::Level::Info, || {
+            format!("{name}: {why}: NAK ({attempt}/{TRIES}){then}")
+        });
         link.send(&[NAK])?;
     }
-    log::info!("{}: {TRIES} bad frames, back to idle", link.name());
     Ok(None)
 }
 
@@ -253,7 +286,10 @@ pub fn take<T>(
 fn accept(link: &mut Link, t: &Timers) -> io::Result<()> {
     link.send(&[ACK])?;
     if link.wait_for(&[EOT], t.eot)?.is_none() {
-        log::info!("{}: no EOT, {} fired; going on", link.name(), t.eot.name);
+        let name = link.name();
+        link.flood(Kind::LinkError, log::Level::Info, || {
+            format!("{name}: no EOT, {} fired; going on", t.eot.name)
+        });
     }
     Ok(())
 }
@@ -322,6 +358,14 @@ mod tests {
             frame: t("frame"),
             eot: t("eot"),
             pause: Duration::ZERO,
+        }
+    }
+
+    /// A request deadline that the tests' frames never reach.
+    fn whole() -> Timer {
+        Timer {
+            wait: Duration::from_secs(30),
+            name: "request-timeout",
         }
     }
 
@@ -415,7 +459,7 @@ mod tests {
         // The retransmission comes after our NAK; the EOT after our ACK.
         w.on(NAK, &block(b"AB", ETX));
         w.on(ACK, &[EOT]);
-        let got = take(&mut w.link(), &timers(), 512, |p| Ok(Take::Ack(p)));
+        let got = take(&mut w.link(), &timers(), 512, whole(), |p| Ok(Take::Ack(p)));
         assert_eq!(got.unwrap(), Some(b"AB".to_vec()));
         assert_eq!(w.written(), [ACK, NAK, ACK]);
     }
@@ -429,7 +473,7 @@ mod tests {
         w.on(NAK, &f);
         w.on(NAK, &f);
         let mut seen = 0;
-        let got = take::<()>(&mut w.link(), &timers(), 512, |_| {
+        let got = take::<()>(&mut w.link(), &timers(), 512, whole(), |_| {
             seen += 1;
             Ok(Take::Nak("no".into()))
         });
@@ -439,9 +483,66 @@ mod tests {
         // Refused (busy): one NAK and the session is over.
         let w = Wire::default();
         w.preload(&f);
-        let got = take::<()>(&mut w.link(), &timers(), 512, |_| Ok(Take::Refuse));
+        let got = take::<()>(&mut w.link(), &timers(), 512, whole(), |_| Ok(Take::Refuse));
         assert_eq!(got.unwrap(), None);
         assert_eq!(w.written(), [ACK, NAK]);
+    }
+
+    /// A register that sends one byte of its frame every `gap`, each
+    /// within the frame timer.
+    struct Trickle {
+        bytes: std::collections::VecDeque<u8>,
+        gap: Duration,
+        written: Vec<u8>,
+    }
+
+    impl io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.gap);
+            match (self.bytes.pop_front(), buf.first_mut()) {
+                (Some(b), Some(slot)) => {
+                    *slot = b;
+                    Ok(1)
+                }
+                _ => Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+
+    impl io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl crate::link::Port for Trickle {
+        fn clear_input(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_trickled_frame_is_naked_at_the_deadline() {
+        let port = Trickle {
+            bytes: block(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", ETX).into(),
+            gap: Duration::from_millis(10),
+            written: Vec::new(),
+        };
+        let mut link = Link::new(Box::new(port), "test");
+        let deadline = Timer {
+            wait: Duration::from_millis(100),
+            name: "request-timeout",
+        };
+        let t = Instant::now();
+        let got = take(&mut link, &timers(), 512, deadline, |p| Ok(Take::Ack(p)));
+        assert_eq!(got.unwrap(), None, "not taken");
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(250), "{took:?}");
     }
 
     #[test]
@@ -450,14 +551,14 @@ mod tests {
         // ETB is not the end of a request frame: a control byte in it.
         w.preload(&block(b"A\x17B", ETX));
         w.preload(&[EOT]);
-        let got = take(&mut w.link(), &timers(), 512, |p| Ok(Take::Ack(p)));
+        let got = take(&mut w.link(), &timers(), 512, whole(), |p| Ok(Take::Ack(p)));
         assert_eq!(got.unwrap(), None);
         assert_eq!(w.written(), [ACK, NAK]);
         // Longer than allowed.
         let w = Wire::default();
         w.preload(&block(b"ABCDE", ETX));
         w.preload(&[EOT]);
-        let got = take(&mut w.link(), &timers(), 4, |p| Ok(Take::Ack(p)));
+        let got = take(&mut w.link(), &timers(), 4, whole(), |p| Ok(Take::Ack(p)));
         assert_eq!(got.unwrap(), None);
         assert_eq!(w.written()[..2], [ACK, NAK]);
     }

@@ -1,0 +1,151 @@
+//! The ledger oracle (issue 20): registers play generated sequences of
+//! operations and faults against the real `concertd`, whose backends keep
+//! the truth, and every answer is proved against the money.
+//!
+//! Backends that keep a ledger (ledger.rs): a payment program written by
+//! the harness (exec.rs), a fake upstream V3 terminal over TCP for the
+//! relay (upstream.rs), and the simulator, whose truth is what the
+//! harness knows it decides (its amount table, the plans armed with
+//! `concertctl next`): the weakest of the three.
+//!
+//! Identity, how a backend's record is tied to the request it served:
+//! - the payment program writes CONCERT_ID and CONCERT_FRAME in each
+//!   ledger line; the entry belongs to the request whose journal `begun`
+//!   record has that id, and only if the frame is the bytes that request
+//!   sent (every generated request differs from every other unless it is
+//!   a retry: unique CF, or the step's own id in it; constant and absent
+//!   CF sales differ by the id concertd gave them, which the answer's ID
+//!   echoes with `answer-extensions payxpert`);
+//! - the fake upstream knows neither ids nor IM: its entries belong to
+//!   the request being played when they arrived (the registers play one
+//!   step at a time, the next only once the journal ended the previous
+//!   transaction), and again only if the frame is that request's (IM
+//!   removed, as the relay sends it);
+//! - a retry (a request sent again byte for byte, `retry-window` on)
+//!   that got no transaction of its own is backed by the charge of the
+//!   request it repeats, and by nothing else.
+//!
+//! An approval that cannot be tied this way to exactly one performed
+//! entry is a violation; where the truth cannot be tied to one request
+//! only an unknown outcome (AF07) is allowed.
+//!
+//! The invariants are in check.rs; shrink.rs reduces a failing sequence.
+//! Entry points: `play` (one plan), `generated` (a seeded run, reduced
+//! and printed on a violation), `scenario` plans for the seed tests.
+//! `ORACLE_SEED=` repeats a generated run, `ORACLE_OPS=` sets its length.
+
+pub mod check;
+pub mod exec;
+pub mod journal;
+pub mod ledger;
+pub mod model;
+pub mod rng;
+pub mod run;
+pub mod shrink;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use model::{Backend, Plan};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub ops: u64,
+    pub faults: u64,
+    pub restarts: u64,
+    /// Replays backed by the request they repeat.
+    pub replays: u64,
+    /// New sales with a constant CF that got an earlier sale's answer:
+    /// the man page's warning, holding.
+    pub warning_held: u64,
+    pub violations: Vec<String>,
+    pub secs: f64,
+}
+
+/// Plays a plan on a fresh daemon and judges it.
+pub fn play(plan: &Plan) -> Outcome {
+    let t0 = Instant::now();
+    let mut rig = run::Rig::new(plan);
+    let trace = std::env::var_os("ORACLE_TRACE").is_some();
+    for s in &plan.steps {
+        rig.step(s);
+        check::step(&mut rig);
+        if trace {
+            let o = rig.obs.last().unwrap();
+            println!(
+                "oracle: {s} tx={:?} entries={:?} -> {}",
+                o.tx,
+                o.entries,
+                String::from_utf8_lossy(&o.answer)
+            );
+        }
+    }
+    check::at_end(&mut rig);
+    Outcome {
+        ops: plan.steps.len() as u64,
+        faults: rig.faults,
+        restarts: rig.restarts,
+        replays: rig.replays_backed,
+        warning_held: rig.warning_held,
+        violations: rig.violations.clone(),
+        secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
+    format!(
+        "{}oracle.ops={} oracle.faults={} oracle.violations={} oracle.restarts={} oracle.replays={} ({:.1} s)",
+        seed.map(|s| format!("oracle.seed={s} ")).unwrap_or_default(),
+        o.ops,
+        o.faults,
+        o.violations.len(),
+        o.restarts,
+        o.replays,
+        o.secs
+    )
+}
+
+/// A seeded run of `ops` operations on one backend; on a violation, the
+/// shortest sequence found within `shrink_budget` is printed.
+pub fn generated(seed: u64, backend: Backend, ops: usize, shrink_budget: Duration) -> Outcome {
+    let mut rng = rng::Rng::new(seed);
+    let plan = model::generate(&mut rng, backend, ops);
+    let o = play(&plan);
+    println!("{}", figures(Some(seed), &o));
+    if !o.violations.is_empty() {
+        report(seed, &plan, &o, shrink_budget);
+    }
+    o
+}
+
+pub fn report(seed: u64, plan: &Plan, o: &Outcome, budget: Duration) {
+    for v in &o.violations {
+        println!("oracle: VIOLATION {v}");
+    }
+    // The class of the first violation, (a) to (f), must remain.
+    let class = o.violations[0].get(..3).unwrap_or("").to_string();
+    let small = shrink::shrink(plan, budget, &|p| {
+        play(p).violations.iter().any(|v| v.starts_with(&class))
+    });
+    let again = play(&small);
+    println!(
+        "oracle: seed {seed} ({:?}): reduced from {} to {} steps (ORACLE_SEED={seed} ORACLE_OPS={} repeats the run):\n{small}",
+        plan.backend,
+        plan.steps.len(),
+        small.steps.len(),
+        plan.steps.len()
+    );
+    for v in &again.violations {
+        println!("oracle:   reduced: {v}");
+    }
+}
+
+/// The seed from ORACLE_SEED, else `default`.
+pub fn seed_or(default: u64) -> u64 {
+    std::env::var("ORACLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
