@@ -295,6 +295,12 @@ fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// The largest configuration file concertd reads: some 2,000 lines, far
+/// more than any `allow` list needs.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+/// The most read of /etc/machine-id or the host name (a few dozen bytes).
+const MAX_ID_FILE: u64 = 4096;
+
 /// The serial concertd gives as AQ when `serial-number` is not set: the
 /// first 20 characters of /etc/machine-id (unique per installation, kept
 /// across reboots), else of the host name, else `concertd`.
@@ -310,7 +316,12 @@ pub fn default_serial_number() -> String {
     };
     ["/etc/machine-id", "/proc/sys/kernel/hostname"]
         .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().as_deref().and_then(usable))
+        .find_map(|p| {
+            crate::files::read_regular(Path::new(p), MAX_ID_FILE)
+                .ok()
+                .as_deref()
+                .and_then(usable)
+        })
         .unwrap_or_else(|| "concertd".to_string())
 }
 
@@ -1010,9 +1021,11 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, Error> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
-            file: file.clone(),
-            source,
+        let text = crate::files::read_regular(path, MAX_CONFIG_FILE).map_err(|source| {
+            Error::ConfigRead {
+                file: file.clone(),
+                source,
+            }
         })?;
         let mut c = Config::parse(&text, &file)?;
         c.absolute_paths();
@@ -1026,13 +1039,7 @@ impl Config {
         let Some(script) = &mut self.simulator_script else {
             return Ok(());
         };
-        let file = script.path.display().to_string();
-        let text = std::fs::read_to_string(&script.path).map_err(|source| Error::ConfigRead {
-            file: format!("simulator-script {file}"),
-            source,
-        })?;
-        let read = crate::stage::Script::parse(&script.path, &text)
-            .map_err(|(line, msg)| Error::Config { file, line, msg })?;
+        let read = crate::stage::Script::read(&script.path)?;
         script.lines = read.lines;
         Ok(())
     }

@@ -6,7 +6,9 @@
 //! A connection sends one line, at most [`MAX_COMMAND`] bytes; the answer
 //! is `ok` or `refused` on a line of its own, then its text, then the
 //! connection is closed. At most [`MAX_CONNECTIONS`] are served at once;
-//! one more is answered `refused` at once.
+//! one more is answered `refused` at once. The whole line must come within
+//! [`COMMAND_DEADLINE`] of the accept, however it is trickled: else a few
+//! slow clients would hold every place for minutes.
 //!
 //! `show` and `totals` read the journal files on the connection's own
 //! thread, never on the worker: a register asking while someone reads a
@@ -21,13 +23,13 @@ use crate::stage::Stage;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Control connections served at once.
 pub const MAX_CONNECTIONS: usize = 4;
@@ -37,9 +39,19 @@ pub const MAX_COMMAND: usize = 256;
 pub const MAX_SHOW: usize = 1000;
 /// `show` without N.
 pub const DEFAULT_SHOW: usize = 20;
-/// A client that sends no whole line, or reads no answer, for this long is
-/// dropped: it must not hold one of the few connections.
+/// A client must have sent its whole command this long after its accept,
+/// or it is closed: it must not hold one of the few connections. Once the
+/// command is read, only [`IDLE`] applies, so an answer that streams is not
+/// cut by it.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(5);
+/// A client that reads no part of its answer for this long is dropped.
 const IDLE: Duration = Duration::from_secs(5);
+/// Closed or refused connections logged in full per kind and minute (as
+/// many as there are places: every slow client that filled the socket is
+/// seen); the others are counted (`status`) and summed up in the next line
+/// logged.
+const SHOWN: u32 = MAX_CONNECTIONS as u32;
+const WINDOW: Duration = Duration::from_secs(60);
 /// How long a command waits for the main thread (a reload, the status).
 const ASK_WAIT: Duration = Duration::from_secs(30);
 
@@ -241,6 +253,7 @@ pub fn serve(
     stage: Arc<Stage>,
 ) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
+    let turned_away = Arc::new(TurnedAway::default());
     let listener = socket.listener.try_clone()?;
     log::info!("control socket {}", socket.path.display());
     std::thread::Builder::new()
@@ -248,10 +261,11 @@ pub fn serve(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
+                let accepted = Instant::now();
                 let _ = conn.set_write_timeout(Some(IDLE));
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::SeqCst);
-                    log::warn!("control: {MAX_CONNECTIONS} connections open, one more refused");
+                    turned_away.note(Away::Refused);
                     let _ = conn.write_all(
                         format!(
                             "refused\ntoo many control connections (at most {MAX_CONNECTIONS})\n"
@@ -261,12 +275,17 @@ pub fn serve(
                     continue;
                 }
                 let (journal, ask, done) = (journal.clone(), ask.clone(), Arc::clone(&active));
-                let stage = Arc::clone(&stage);
+                let (stage, away) = (Arc::clone(&stage), Arc::clone(&turned_away));
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        connection(conn, &journal, &ask, &stage);
+                        let late = connection(conn, accepted, &journal, &ask, &stage, &away);
+                        // The place is free before the log says so: whoever
+                        // reads that line may connect at once.
                         done.fetch_sub(1, Ordering::SeqCst);
+                        if late {
+                            away.note(Away::Late);
+                        }
                     });
                 if let Err(e) = spawned {
                     log::error!("control: cannot start a connection thread: {e}");
@@ -278,17 +297,128 @@ pub fn serve(
         .map(|_| ())
 }
 
-/// Reads one line of at most `MAX_COMMAND` bytes.
-fn read_command(conn: &UnixStream) -> Result<String, String> {
-    let _ = conn.set_read_timeout(Some(IDLE));
-    let mut line = Vec::new();
-    let mut r = BufReader::new(conn.take(MAX_COMMAND as u64 + 1));
-    r.read_until(b'\n', &mut line)
-        .map_err(|e| format!("reading the command: {e}"))?;
+/// Why a connection was turned away, for the log and `status`.
+#[derive(Clone, Copy)]
+enum Away {
+    /// No whole command within [`COMMAND_DEADLINE`] of its accept.
+    Late,
+    /// [`MAX_CONNECTIONS`] already open.
+    Refused,
+}
+
+/// Connections turned away: every one counted, the first [`SHOWN`] of each
+/// kind a minute logged. Whoever may open the socket could otherwise write
+/// a line to the log per connection.
+#[derive(Default)]
+struct TurnedAway {
+    counts: [AtomicU64; 2],
+    window: Mutex<Option<Window>>,
+}
+
+/// The minute being counted: since when, per kind how many logged and how
+/// many only counted.
+type Window = (Instant, [u32; 2], [u64; 2]);
+
+impl TurnedAway {
+    fn note(&self, why: Away) {
+        let k = why as usize;
+        let total = self.counts[k].fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let mut g = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, shown, hidden) = g.get_or_insert((now, [0; 2], [0; 2]));
+        if now.saturating_duration_since(*since) >= WINDOW {
+            if *hidden != [0; 2] {
+                log::warn!(
+                    "control: {} more connections closed without a whole command, {} more \
+                     refused, in {} s (not logged one by one)",
+                    hidden[0],
+                    hidden[1],
+                    now.saturating_duration_since(*since).as_secs()
+                );
+            }
+            (*since, *shown, *hidden) = (now, [0; 2], [0; 2]);
+        }
+        if shown[k] >= SHOWN {
+            hidden[k] += 1;
+            return;
+        }
+        shown[k] += 1;
+        drop(g);
+        match why {
+            Away::Late => log::warn!(
+                "control: connection closed: no whole command within {} s of its accept \
+                 ({total} since start)",
+                COMMAND_DEADLINE.as_secs()
+            ),
+            Away::Refused => log::warn!(
+                "control: {MAX_CONNECTIONS} connections open, one more refused \
+                 ({total} since start)"
+            ),
+        }
+    }
+
+    /// The line `status` adds.
+    fn status(&self) -> String {
+        format!(
+            "control connections closed without a whole command within {} s: {}; \
+             refused (more than {MAX_CONNECTIONS} at once): {}",
+            COMMAND_DEADLINE.as_secs(),
+            self.counts[Away::Late as usize].load(Ordering::Relaxed),
+            self.counts[Away::Refused as usize].load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Why no command was read.
+enum Unread {
+    /// The deadline passed first.
+    Late,
+    /// Too long, not UTF-8, a failed read: said to the client.
+    Bad(String),
+}
+
+/// The command line in what a connection sent (its first `MAX_COMMAND` + 1
+/// bytes at most): up to its first newline, or all of it when there is
+/// none. Longer than `MAX_COMMAND` bytes, or not UTF-8: refused, saying
+/// why.
+pub fn command_line(received: &[u8]) -> Result<String, String> {
+    let line = match received.iter().position(|&b| b == b'\n') {
+        Some(nl) => &received[..=nl],
+        None => received,
+    };
     if line.len() > MAX_COMMAND || (line.len() == MAX_COMMAND && !line.ends_with(b"\n")) {
         return Err(format!("command longer than {MAX_COMMAND} bytes"));
     }
-    String::from_utf8(line).map_err(|_| "the command is not UTF-8".into())
+    String::from_utf8(line.to_vec()).map_err(|_| "the command is not UTF-8".into())
+}
+
+/// Reads one line of at most `MAX_COMMAND` bytes, whole by `deadline`:
+/// each read waits only for what is left of it, so a byte now and then
+/// does not keep the connection.
+fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unread> {
+    let mut buf = [0u8; MAX_COMMAND + 1];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].contains(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Unread::Late);
+        }
+        let _ = conn.set_read_timeout(Some(left));
+        match conn.read(&mut buf[len..]) {
+            // The client has sent all it will: what came is the command.
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(Unread::Bad(format!("reading the command: {e}"))),
+        }
+    }
+    command_line(&buf[..len]).map_err(Unread::Bad)
 }
 
 /// A command line is a value from outside, masked like any other before
@@ -308,11 +438,34 @@ fn unmasked(line: &str) -> Result<(), String> {
     ))
 }
 
-fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) {
-    let answer = read_command(&conn)
-        .and_then(|l| unmasked(&l).map(|()| l))
-        .and_then(|l| Command::parse(&l))
-        .and_then(|c| run(c, journal, ask, stage));
+/// Serves one connection; true when it was closed for sending no whole
+/// command in time.
+fn connection(
+    mut conn: UnixStream,
+    accepted: Instant,
+    journal: &Journal,
+    ask: &Sender<Ask>,
+    stage: &Stage,
+    away: &TurnedAway,
+) -> bool {
+    let answer = match read_command(&conn, accepted + COMMAND_DEADLINE) {
+        Err(Unread::Late) => {
+            // A person typing into socat learns why; a slow client is only
+            // closed.
+            let _ = conn.write_all(
+                format!(
+                    "refused\nno whole command within {} s of connecting\n",
+                    COMMAND_DEADLINE.as_secs()
+                )
+                .as_bytes(),
+            );
+            return true;
+        }
+        Err(Unread::Bad(why)) => Err(why),
+        Ok(line) => unmasked(&line)
+            .and_then(|()| Command::parse(&line))
+            .and_then(|c| run(c, journal, ask, stage, away)),
+    };
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),
         Err(e) => format!("refused\n{e}"),
@@ -324,9 +477,16 @@ fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>, stage:
     };
     // A client gone before reading its answer loses only that answer.
     let _ = conn.write_all(text.as_bytes());
+    false
 }
 
-fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Result<String, String> {
+fn run(
+    c: Command,
+    journal: &Journal,
+    ask: &Sender<Ask>,
+    stage: &Stage,
+    away: &TurnedAway,
+) -> Result<String, String> {
     match c {
         // Straight to the stage: a decision must reach a held transaction
         // while the worker waits for it.
@@ -345,6 +505,7 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
             ask.send(Ask::Status(tx))
                 .map_err(|_| "concertd is stopping".to_string())?;
             rx.recv_timeout(ASK_WAIT)
+                .map(|status| format!("{status}\n{}", away.status()))
                 .map_err(|_| "concertd did not answer (stopping?)".into())
         }
         Command::Reload => {

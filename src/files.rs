@@ -11,6 +11,10 @@
 //! and ownership is given with `fchown` on the descriptor opened, never by
 //! path. Device paths (`serial`) do follow links, `/dev/serial/by-id/*`
 //! being links: they do not come here.
+//!
+//! The files concertd only reads at start and at reload (the
+//! configuration, the `simulator-script`) are read by [`read_regular`]:
+//! regular files of bounded size, opened without blocking.
 
 use crate::error::Error;
 use std::fmt;
@@ -179,9 +183,84 @@ pub fn give(path: &Path, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
     fchown(&f, uid, gid)
 }
 
+/// Reads a text file of at most `limit` bytes that must be a regular file.
+/// It is opened with `O_NONBLOCK` and checked with `fstat` before a byte
+/// is read: a FIFO never blocks the thread that reloads (nobody need
+/// write to it), and a device such as /dev/zero, which never ends, is
+/// refused rather than read until memory runs out. A file that grows past
+/// `limit` while it is read is refused too.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let other = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file: refused (concertd reads only regular files)"),
+        )
+    };
+    if !kind.is_file() {
+        return Err(other(if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "of another type"
+        }));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {} KiB: refused", limit / 1024),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_bound_are_read() {
+        let dir = std::env::temp_dir().join(format!("concertd-regular-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let refused = |p: &Path, limit| read_regular(p, limit).unwrap_err().to_string();
+        // Returns at once although nobody writes to it.
+        assert!(refused(&fifo, 1024).starts_with("a FIFO, not a regular file"));
+        assert!(refused(Path::new("/dev/zero"), 1024).starts_with("a character device"));
+        assert!(refused(&dir, 1024).starts_with("a directory"));
+        let f = dir.join("f");
+        std::fs::write(&f, vec![b'a'; 1025]).unwrap();
+        assert_eq!(refused(&f, 1024), "larger than 1 KiB: refused");
+        std::fs::write(&f, vec![b'a'; 1024]).unwrap();
+        assert_eq!(read_regular(&f, 1024).unwrap().len(), 1024);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     use std::os::unix::fs::PermissionsExt;
 
     fn dir() -> PathBuf {

@@ -258,7 +258,8 @@ impl Service {
         };
         // Until the file changes again, config-watch leaves it alone.
         self.file_stamp = stamp(&file);
-        let text = match std::fs::read_to_string(&file) {
+        // Never blocks on a FIFO, never reads a device without end.
+        let text = match crate::files::read_regular(&file, crate::config::MAX_CONFIG_FILE) {
             Ok(t) => t,
             Err(e) => return refuse(format!("{}: {e}", file.display())),
         };

@@ -37,6 +37,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 const MAX_ANSWERS: usize = 32;
 /// Script lines longer than this are not a plan but a wrong file.
 const MAX_LINE: usize = 1024;
+/// The largest `simulator-script`: thousands of plans, more than a test
+/// session plays.
+pub const MAX_SCRIPT: u64 = 64 * 1024;
 
 pub use crate::channel::Channel;
 
@@ -237,7 +240,8 @@ fn fate(word: &str) -> Result<Fate, String> {
                 Ok(v) if ok && v > 0 => Fate::Partial(v),
                 _ => {
                     return Err(format!(
-                        "partial={a}: the amount is 1 to 12 digits in minor units, not 0"
+                        "partial={}: the amount is 1 to 12 digits in minor units, not 0",
+                        a.escape_debug()
                     ))
                 }
             }
@@ -270,8 +274,10 @@ fn quirk(word: &str) -> Result<Quirk, String> {
             };
             match n.parse::<u32>() {
                 Ok(n) if (2..=MAX_SPLIT).contains(&n) => Ok(Quirk::Split(n, gap)),
+                // Escaped: the reply goes to an operator's terminal.
                 _ => Err(format!(
-                    "split={v}: N is a number of writes from 2 to {MAX_SPLIT}"
+                    "split={}: N is a number of writes from 2 to {MAX_SPLIT}",
+                    v.escape_debug()
                 )),
             }
         }
@@ -340,6 +346,20 @@ pub struct Script {
 }
 
 impl Script {
+    /// Reads the script at `path` (at start and at each reload): a regular
+    /// file of at most [`MAX_SCRIPT`] bytes, opened without blocking (see
+    /// [`crate::files::read_regular`]), whose lines are plans.
+    pub fn read(path: &Path) -> Result<Script, crate::error::Error> {
+        use crate::error::Error;
+        let file = path.display().to_string();
+        let text =
+            crate::files::read_regular(path, MAX_SCRIPT).map_err(|source| Error::ConfigRead {
+                file: format!("simulator-script {file}"),
+                source,
+            })?;
+        Script::parse(path, &text).map_err(|(line, msg)| Error::Config { file, line, msg })
+    }
+
     /// Reads a script: one plan a line, `#` starts a comment, blank lines
     /// skipped. The error is the line number and what is wrong with it.
     pub fn parse(path: &Path, text: &str) -> Result<Script, (usize, String)> {

@@ -423,3 +423,227 @@ fn the_simulator_takes_orders_from_concertctl() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("not the simulator"), "{}", stderr(&o));
 }
+
+/// A client that trickles its command: a byte each time its read of the
+/// answer times out (every `every`), at most `max` bytes, never a newline.
+/// Returns what the daemon answered before closing.
+fn trickle(mut s: UnixStream, every: std::time::Duration, max: usize) -> String {
+    s.set_read_timeout(Some(every)).unwrap();
+    let mut out = Vec::new();
+    let mut sent = 0;
+    loop {
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if sent == max || s.write_all(b"s").is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 21, item 3: four clients sending a byte a second (each read came
+/// within the old 5-second timeout, so they held every place for minutes)
+/// are closed 5 s after their accept, counted, and concertctl is answered.
+#[test]
+fn slow_clients_are_closed_at_the_command_deadline_and_concertctl_answers() {
+    let d = start("");
+    // Connected here, before any other: the daemon accepts them first.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let s = UnixStream::connect(d.control_socket()).unwrap();
+            std::thread::spawn(move || trickle(s, std::time::Duration::from_secs(1), 60))
+        })
+        .collect();
+    // They hold every place: a fifth connection is refused.
+    loop_until(|| {
+        raw(&d, b"status\n")
+            .starts_with("refused\ntoo many control connections")
+            .then_some(())
+    });
+    d.wait_log_n("control: connection closed: no whole command within 5 s", 4);
+    let s = ok(&d.ctl(&["status"]));
+    assert!(
+        s.contains("control connections closed without a whole command within 5 s: 4;"),
+        "{s}"
+    );
+    for c in clients {
+        let said = c.join().unwrap();
+        assert_eq!(said, "refused\nno whole command within 5 s of connecting\n");
+    }
+}
+
+/// A FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Caps a process's address space: a daemon that reads /dev/zero to the
+/// end (as before issue 21) then fails its allocation, instead of taking
+/// the test machine's memory.
+fn cap_memory(pid: u32) {
+    let cap = libc::rlimit {
+        rlim_cur: 2 << 30,
+        rlim_max: 2 << 30,
+    };
+    // SAFETY: prlimit(2) on our own child, with a local.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_AS,
+            &cap,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Issue 21, item 4: a FIFO (nobody writes to it) or /dev/zero as
+/// `simulator-script` at reload: refused with the reason, the running
+/// configuration kept; status and reload still answer, and SIGTERM stops
+/// the daemon.
+#[test]
+fn a_fifo_or_dev_zero_as_simulator_script_is_refused_at_reload() {
+    let mut d = start("");
+    cap_memory(d.pid());
+    let script = d.dir.join("script");
+    std::fs::write(&script, "refuse\n").unwrap();
+    let fifo = d.dir.join("fifo");
+    mkfifo(&fifo);
+    let conf = |script: &std::path::Path| {
+        format!(
+            "listen {}\n{}control {}\nsimulator-script {}\n",
+            d.addr,
+            d.base_config(),
+            d.control_socket().display(),
+            script.display()
+        )
+    };
+    d.write_config(&conf(&script));
+    assert!(ok(&d.ctl(&["reload"])).starts_with("reloaded "));
+    for (bad, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a character device"),
+    ] {
+        d.write_config(&conf(bad));
+        let o = d.ctl(&["reload"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "simulator-script {}: {kind}, not a regular file: refused",
+                bad.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("the running configuration is kept"), "{e}");
+        // Still answering, still on the script it had.
+        let s = ok(&d.ctl(&["status"]));
+        assert!(
+            s.contains(&format!("script: {} line 1 is next", script.display())),
+            "{s}"
+        );
+    }
+    // A reload of a good file still works, then SIGTERM stops it.
+    d.write_config(&conf(&script));
+    assert!(ok(&d.ctl(&["reload"])).starts_with("reloaded "));
+    d.write_config(&conf(&fifo));
+    assert_eq!(d.ctl(&["reload"]).status.code(), Some(1));
+    d.signal(libc::SIGTERM);
+    d.wait_log("INFO  stopped");
+    assert!(d.wait_exit().success());
+}
+
+/// Runs concertd on `conf` in the foreground; its exit status and stderr,
+/// or a panic if it has not ended within PATIENCE (it blocked).
+fn start_fails(conf: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(CONCERTD)
+        .args(["-d", "-f"])
+        .arg(conf)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cap_memory(child.id());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("concertd neither started nor failed within {PATIENCE:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status.code(), err)
+}
+
+/// Issue 21, item 4, at start: a FIFO or /dev/zero as simulator-script,
+/// or as the configuration file itself, is a clear error exit.
+#[test]
+fn a_fifo_or_dev_zero_as_simulator_script_or_configuration_fails_the_start() {
+    let dir = temp_dir();
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    for (bad, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a character device"),
+    ] {
+        let conf = dir.join("concertd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen 127.0.0.1:0\ncontrol none\njournal {}\nsimulator-script {}\n",
+                dir.join("journal").display(),
+                bad.display()
+            ),
+        )
+        .unwrap();
+        let (code, err) = start_fails(&conf);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "simulator-script {}: {kind}, not a regular file: refused",
+                bad.display()
+            )),
+            "{err}"
+        );
+        let (code, err) = start_fails(bad);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{}: {kind}, not a regular file", bad.display())),
+            "{err}"
+        );
+    }
+    // Larger than 64 KiB: refused too, with the bound.
+    let big = dir.join("big");
+    std::fs::write(&big, "approve\n".repeat(9000)).unwrap();
+    let conf = dir.join("concertd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:0\ncontrol none\njournal {}\nsimulator-script {}\n",
+            dir.join("journal").display(),
+            big.display()
+        ),
+    )
+    .unwrap();
+    let (code, err) = start_fails(&conf);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("larger than 64 KiB: refused"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,6 +78,16 @@ fn seeds_journal_read() {
     replay("journal_read", properties::journal_read);
 }
 
+#[test]
+fn seeds_control_command() {
+    replay("control_command", properties::control_command);
+}
+
+#[test]
+fn seeds_simulator_plan() {
+    replay("simulator_plan", properties::simulator_plan);
+}
+
 // Inputs that broke a fuzz property (found while writing the targets, by
 // reading the code, and confirmed on the target binaries; fixed in
 // 94669f4). Each test asserts what should happen.

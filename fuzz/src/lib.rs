@@ -737,3 +737,190 @@ pub fn journal_read(data: &[u8]) {
         panic!("the worker panicked; input {}", show(data));
     }
 }
+
+/// A refusal or a reply read by an operator: it holds no control
+/// character but line breaks (an echoed ESC would drive their terminal),
+/// and it is short.
+fn assert_readable(said: &str, what: &str, input: &[u8]) {
+    assert!(
+        !said.chars().any(|c| c.is_control() && c != '\n'),
+        "{what} {said:?} holds a control character; input {}",
+        show(input)
+    );
+    assert!(
+        said.len() <= 4096,
+        "{what} is {} bytes; input {}",
+        said.len(),
+        show(input)
+    );
+}
+
+/// `control_command`: the bytes a client sends on the control socket. The
+/// line taken from them (as `read_command` takes it) is refused or parsed;
+/// a command that parses is written back as a line that parses to the
+/// same command (`show N` within bounds, `totals` on a day that exists);
+/// a simulator command is read by a stage, which never panics; every
+/// refusal and reply is readable (see [`assert_readable`]).
+pub fn control_command(data: &[u8]) {
+    use concert::control::{self, Command, Day, MAX_COMMAND, MAX_SHOW};
+    let received = &data[..data.len().min(MAX_COMMAND + 1)];
+    let line = match control::command_line(received) {
+        Ok(l) => l,
+        Err(e) => return assert_readable(&e, "refusal", data),
+    };
+    assert!(
+        line.len() <= MAX_COMMAND,
+        "line {line:?} taken from {}",
+        show(data)
+    );
+    let c = match Command::parse(&line) {
+        Ok(c) => c,
+        Err(e) => return assert_readable(&e, "refusal", data),
+    };
+    let text = match &c {
+        Command::Status => "status".to_string(),
+        Command::Reload => "reload".to_string(),
+        Command::Show(n) => {
+            assert!((1..=MAX_SHOW).contains(n), "show {n} from {}", show(data));
+            format!("show {n}")
+        }
+        Command::Totals(None) => "totals".to_string(),
+        Command::Totals(Some(d)) => {
+            assert_eq!(Day::parse(&d.to_string()), Some(*d), "day {d}");
+            format!("totals {d}")
+        }
+        Command::Simulator(s) => {
+            assert!(
+                !s.is_empty() && s.split(' ').all(|w| !w.is_empty()),
+                "simulator command {s:?} is not words joined by single spaces"
+            );
+            s.clone()
+        }
+    };
+    assert_eq!(
+        Command::parse(&text),
+        Ok(c.clone()),
+        "{c:?} written as {text:?}; input {}",
+        show(data)
+    );
+    if let Command::Simulator(s) = &c {
+        let stage = concert::stage::Stage::new();
+        stage.adopt();
+        match stage.command(s) {
+            Ok(said) => assert_readable(&said, "reply", data),
+            Err(why) => assert_readable(&why, "refusal", data),
+        }
+    }
+}
+
+/// `simulator_plan`: the simulator's vocabulary. The bytes, as text, are
+/// read as a `simulator-script`: a refusal names a line of the text; a
+/// script's plans are its lines' own words, in order, each written back as
+/// text that parses to the same plan; a stage given the script plays its
+/// plans in order (a `busy` one as the busy answer, any other as the
+/// outcome of a transaction, with the quirks of its channel), then the
+/// amount table. Each line is also given as `next` and `decide`: armed
+/// as it parses, refused as it parses not; `decide` is refused with no
+/// transaction waiting. Every refusal is readable.
+pub fn simulator_plan(data: &[u8]) {
+    use concert::stage::{Begin, Channel, Fate, Plan, Script, Stage};
+    use std::path::Path;
+    let text = String::from_utf8_lossy(data);
+    let lines: Vec<&str> = text.lines().collect();
+    let words_of = |raw: &str| -> Vec<String> {
+        let before = raw.split_once('#').map_or(raw, |(l, _)| l);
+        before.split_whitespace().map(str::to_string).collect()
+    };
+    match Script::parse(Path::new("fuzz.script"), &text) {
+        Err((line, msg)) => {
+            assert!(
+                (1..=lines.len()).contains(&line),
+                "refusal at line {line} of {} lines; input {}",
+                lines.len(),
+                show(data)
+            );
+            assert_readable(&msg, "script refusal", data);
+        }
+        Ok(script) => {
+            let mut last = 0;
+            for (line, plan) in &script.lines {
+                assert!(
+                    *line > last && *line <= lines.len(),
+                    "line {line} after {last}"
+                );
+                last = *line;
+                let words = words_of(lines[line - 1]);
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                assert_eq!(Plan::parse(&words).as_ref(), Ok(plan), "line {line}");
+                let again = plan.to_string();
+                assert_eq!(
+                    again.parse::<Plan>().as_ref(),
+                    Ok(plan),
+                    "{plan:?} written as {again:?}"
+                );
+            }
+            let stage = Stage::new();
+            stage.adopt();
+            stage.configure(true, Some(&script), Duration::from_secs(60));
+            for (i, (line, plan)) in script.lines.iter().enumerate() {
+                let at = format!("fuzz.script:{line}");
+                if plan.fate == Fate::Busy {
+                    let note = stage.take_busy();
+                    assert!(
+                        note.as_deref().is_some_and(|n| n.contains(&at)),
+                        "busy at {at}: {note:?}"
+                    );
+                    continue;
+                }
+                let id = i as u64 + 1;
+                match stage.begin(id, Channel::Tcp) {
+                    Begin::Plan { fate, note } => {
+                        assert_eq!(fate, plan.fate, "{at}");
+                        assert!(note.contains(&at), "{at}: {note}");
+                    }
+                    other => panic!("{at} ({plan}) played as {other:?}"),
+                }
+                let quirks: Vec<_> = plan
+                    .quirks
+                    .iter()
+                    .copied()
+                    .filter(|q| q.channel() == Channel::Tcp && !q.before_request())
+                    .collect();
+                let answer = stage.answer(id);
+                let want = (!quirks.is_empty() || plan.fate == Fate::Unknown)
+                    .then_some((quirks, plan.fate == Fate::Unknown));
+                assert_eq!(
+                    answer.map(|a| (a.quirks, a.withhold.is_some())),
+                    want,
+                    "{at}: {plan}"
+                );
+            }
+            assert_eq!(stage.begin(u64::MAX, Channel::Tcp), Begin::Table);
+            assert!(stage.state().contains("consumed"), "{}", stage.state());
+        }
+    }
+    for raw in lines.iter().take(32) {
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        let parsed = Plan::parse(&words);
+        let stage = Stage::new();
+        stage.adopt();
+        let next = stage.command(&format!("next {raw}"));
+        match (&parsed, &next) {
+            (_, Err(why)) => assert_readable(why, "next refusal", data),
+            (_, Ok(said)) => assert_readable(said, "next reply", data),
+        }
+        match &parsed {
+            // `next` alone asks what is armed; `next clear` disarms.
+            _ if words.is_empty() || words == ["clear"] => {}
+            Ok(p) => {
+                assert!(next.is_ok(), "next {raw:?}: {next:?}");
+                assert_eq!(stage.armed().as_ref(), Some(p), "next {raw:?}");
+            }
+            Err(_) => assert!(next.is_err(), "next {raw:?} armed"),
+        }
+        match stage.command(&format!("decide {raw}")) {
+            Ok(said) => panic!("decide {raw:?} with nothing waiting: {said}"),
+            Err(why) => assert_readable(&why, "decide refusal", data),
+        }
+    }
+}
