@@ -92,9 +92,13 @@ pub fn detach() -> Result<Ready, Error> {
 /// link (refused here, in the foreground, rather than after the fork).
 pub fn check_pidfile(path: &Path) -> Result<(), Error> {
     let mut text = String::new();
-    match files::open_nofollow(path, OpenOptions::new().read(true)) {
-        Ok(mut f) => {
-            let _ = f.read_to_string(&mut text);
+    // Without blocking (a FIFO left at the path must not hang the start)
+    // and only from a regular file, of a pid's length at most.
+    match files::open_nofollow_nonblock(path) {
+        Ok(f) => {
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                let _ = f.take(64).read_to_string(&mut text);
+            }
         }
         Err(e) if files::is_refused(&e) => return Err(files::error("pid file", path, e)),
         Err(_) => return Ok(()),

@@ -106,6 +106,16 @@ pub fn open_nofollow(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
         .map_err(|e| link_error(path, e))
 }
 
+/// As [`open_nofollow`], for reading without blocking: a FIFO at `path`
+/// opens at once instead of waiting for a writer.
+pub fn open_nofollow_nonblock(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| link_error(path, e))
+}
+
 /// Refuses a regular file that has another name elsewhere.
 pub fn single(f: &File, path: &Path) -> io::Result<()> {
     let m = f.metadata()?;

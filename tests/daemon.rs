@@ -828,3 +828,32 @@ fn no_binary_reads_a_test_hook_from_the_environment() {
         );
     }
 }
+
+/// A FIFO left where the pid file goes (a careless operator, a hostile
+/// local user) neither blocks the start nor is read: the daemon starts and
+/// replaces it with a regular pid file.
+#[test]
+fn a_fifo_at_the_pid_file_path_does_not_block_the_start() {
+    let dir = temp_dir();
+    let dd = Detached::new(&dir);
+    let path = std::ffi::CString::new(dd.pidfile.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path of this test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // Bounded: a start that blocks on the FIFO is killed and fails here.
+    let o = {
+        let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        std::process::Command::new("timeout")
+            .args(["20", CONCERTD, "-f"])
+            .arg(&dd.conf)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let meta = std::fs::symlink_metadata(&dd.pidfile).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    let reap = Reap::from_pid_file(&dd.pidfile);
+    assert!(reap.0 > 1);
+    let addr = listening_in(&dd.log);
+    assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
+}
