@@ -220,18 +220,21 @@ fn run(ctx: Context) {
             continue;
         };
         let path = device.display().to_string();
+        // A configuration value, shown masked like any other (the log,
+        // the status, the journal's peer): the device is opened by its name.
+        let shown = crate::pan::masked_text(&path);
         match open(&conf.settings, &path) {
             Ok(port) => {
                 reported = false;
                 set(
                     &state,
                     format!(
-                        "{path} open, {} baud {}",
+                        "{shown} open, {} baud {}",
                         conf.settings.speed, conf.settings.format
                     ),
                 );
                 log::info!(
-                    "serial {path}: open, {} baud {}{}",
+                    "serial {shown}: open, {} baud {}{}",
                     conf.settings.speed,
                     conf.settings.format,
                     if conf.settings.rtscts { " rtscts" } else { "" }
@@ -243,7 +246,7 @@ fn run(ctx: Context) {
                     Some(&bell),
                     &worker,
                     &floodgate,
-                    &path,
+                    &shown,
                     std::mem::take(&mut waiting),
                 );
                 let e = line.serve();
@@ -251,18 +254,18 @@ fn run(ctx: Context) {
                 let changed = line.desk.conf != conf;
                 conf = line.desk.conf;
                 if changed {
-                    log::info!("serial {path}: closed for the new configuration ({e})");
+                    log::info!("serial {shown}: closed for the new configuration ({e})");
                     continue;
                 }
                 set(
                     &state,
                     format!(
-                        "{path} failed ({e}); opened again every {}",
+                        "{shown} failed ({e}); opened again every {}",
                         crate::config::fmt_duration(conf.settings.retry)
                     ),
                 );
                 log::warn!(
-                    "serial {path}: {e}; trying to open it again every {}",
+                    "serial {shown}: {e}; trying to open it again every {}",
                     crate::config::fmt_duration(conf.settings.retry)
                 );
             }
@@ -270,12 +273,12 @@ fn run(ctx: Context) {
                 set(
                     &state,
                     format!(
-                        "{path} cannot be opened ({e}); tried again every {}",
+                        "{shown} cannot be opened ({e}); tried again every {}",
                         crate::config::fmt_duration(conf.settings.retry)
                     ),
                 );
                 log::warn!(
-                    "serial {path}: cannot open: {e}; trying again every {}",
+                    "serial {shown}: cannot open: {e}; trying again every {}",
                     crate::config::fmt_duration(conf.settings.retry)
                 );
                 reported = true;

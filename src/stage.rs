@@ -383,7 +383,13 @@ impl Script {
     }
 
     fn at(&self, line: usize) -> String {
-        format!("{}:{line}", self.path.display())
+        format!("{}:{line}", self.shown())
+    }
+
+    /// Its path as the log, the journal and the control replies show it:
+    /// a configuration value, masked like any other.
+    fn shown(&self) -> String {
+        crate::pan::masked_text(&self.path.display().to_string())
     }
 }
 
@@ -496,7 +502,7 @@ impl Inner {
         if p.next == p.script.lines.len() {
             log::info!(
                 "simulator: {} consumed, the amount table decides again",
-                p.script.path.display()
+                p.script.shown()
             );
         }
         Some((plan, format!("script {at}")))
@@ -649,13 +655,13 @@ impl Stage {
             Some(p) => out.push(match p.script.lines.get(p.next) {
                 Some((line, plan)) => format!(
                     "script: {} line {line} is next ({plan}), {} of {} left",
-                    p.script.path.display(),
+                    p.script.shown(),
                     p.script.lines.len() - p.next,
                     p.script.lines.len()
                 ),
                 None => format!(
                     "script: {} consumed ({} lines), the amount table decides",
-                    p.script.path.display(),
+                    p.script.shown(),
                     p.script.lines.len()
                 ),
             }),
@@ -750,7 +756,7 @@ impl Stage {
             (Some(s), _) => {
                 log::info!(
                     "simulator: {}: {} lines, played from the first",
-                    s.path.display(),
+                    s.shown(),
                     s.lines.len()
                 );
                 g.script = Some(Playing {

@@ -489,3 +489,40 @@ fn configuration_values_are_masked_in_log_and_replies() {
     let log = d.log_text();
     assert!(!holds_card(&log), "{log}");
 }
+
+/// The serial device and the simulator script are configuration values
+/// too: a path named by a card number is shown masked in the log, the
+/// journal's peer and `concertctl status`, and still opened by its name.
+#[test]
+fn serial_device_and_script_paths_are_masked_where_shown() {
+    let dir = temp_dir();
+    let named = dir.join(grouped("."));
+    std::fs::create_dir_all(&named).unwrap();
+    let tty = named.join("tty");
+    let _pty = crate::serial::pty(&tty);
+    let script = named.join("exam.script");
+    std::fs::write(&script, "approve\n").unwrap();
+    let d = Daemon::start_with(
+        &format!(
+            "control @DIR@/control.sock\nserial {}\nsimulator-script {}\n{}",
+            tty.display(),
+            script.display(),
+            crate::serial::TIMERS
+        ),
+        &["-v"],
+    );
+    d.wait_log(": open, 9600 baud");
+    // Played over TCP: the script's line is named in the journal.
+    let a = exchange(d.addr, b"CZ0040320CA00201CB0041000CD0010CE003978");
+    assert_eq!(get(&a, "AE").unwrap(), "10");
+    d.wait_log("consumed");
+    let status = stdout(&d.ctl(&["status"]));
+    assert!(status.contains(".####.0674/tty"), "{status}");
+    for (what, text) in [
+        ("status", status),
+        ("log", d.log_text()),
+        ("journal", d.journal()),
+    ] {
+        assert!(!holds_card(&text), "{what}: {text}");
+    }
+}
