@@ -156,9 +156,15 @@ pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
 
 /// A seeded run of `ops` operations on one backend; on a violation, the
 /// shortest sequence found within `shrink_budget` is printed.
-pub fn generated(seed: u64, backend: Backend, ops: usize, shrink_budget: Duration) -> Outcome {
+pub fn generated(
+    seed: u64,
+    backend: Backend,
+    ops: usize,
+    serial: Option<bool>,
+    shrink_budget: Duration,
+) -> Outcome {
     let mut rng = rng::Rng::new(seed);
-    let plan = model::generate(&mut rng, backend, ops);
+    let plan = model::generate_on(&mut rng, backend, ops, serial);
     let o = play(&plan);
     println!("{}", figures(Some(seed), &o));
     if !o.violations.is_empty() {

@@ -394,9 +394,15 @@ const AMOUNTS: &[u64] = &[
 
 /// `ops` operations with faults for one daemon, drawn from `rng`.
 pub fn generate(rng: &mut Rng, backend: Backend, ops: usize) -> Plan {
+    generate_on(rng, backend, ops, None)
+}
+
+/// As `generate`, with or without a serial line when `serial` says.
+pub fn generate_on(rng: &mut Rng, backend: Backend, ops: usize, serial: Option<bool>) -> Plan {
     let window = rng.chance(50);
     let vary_status = backend == Backend::Relay && rng.chance(70);
-    let serial = rng.chance(50);
+    let drawn = rng.chance(50);
+    let serial = serial.unwrap_or(drawn);
     let mut steps: Vec<Step> = Vec::new();
     // Debit steps per register, to refund and cancel them.
     let mut debits: Vec<(u32, u8, u64)> = Vec::new();

@@ -312,6 +312,11 @@ impl Rig {
         if let Some(old) = fsize {
             crate::util::restore_fsize(self.d.pid(), old);
         }
+        // A full disk keeps the ended record out until the restart.
+        if matches!(step.fault, Fault::KillAfter | Fault::FullDisk) {
+            self.restart();
+            restarted = true;
+        }
         // The transaction this request began, and its end (under the
         // slow disk too: its records are part of the step).
         let tx = self.begun_since(jfrom, &req);
@@ -326,10 +331,6 @@ impl Rig {
             }
         }
         drop(slow);
-        if matches!(step.fault, Fault::KillAfter | Fault::FullDisk) {
-            self.restart();
-            restarted = true;
-        }
         if o.slowed {
             self.slowed += 1;
         }
@@ -478,14 +479,25 @@ impl Rig {
         if took == Took::Ack {
             let held = matches!(step.fault, Fault::KillMid | Fault::Reload | Fault::Busy(_))
                 && self.plan.backend != Backend::Simulator;
-            if held {
+            // ACKed once begun: a request that began no transaction (an
+            // answer at once, a refusal) is not held by the backend; one
+            // that did may still end before the backend (refused there).
+            let tx = self.begun_since(jfrom, req);
+            if let (true, Some(id)) = (held, tx) {
                 let deadline = Instant::now() + PATIENCE;
-                while self.backend_len() <= bfrom && Instant::now() < deadline {
+                let mut reached = false;
+                while Instant::now() < deadline {
+                    reached = self.backend_len() > bfrom;
+                    if reached || self.closed(id) {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                self.line = Some(line);
-                restarted = self.mid(step, o);
-                line = self.line.take().expect("the serial line");
+                if reached {
+                    self.line = Some(line);
+                    restarted = self.mid(step, o);
+                    line = self.line.take().expect("the serial line");
+                }
             }
             if !restarted {
                 answer = Some(self.session(&mut line, step.fault == Fault::GiveUp, jfrom, req));

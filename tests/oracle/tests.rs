@@ -294,31 +294,51 @@ fn oracle_seed_program_dies_or_is_slow() {
     expect_clean("program_dies_or_is_slow", &p);
 }
 
-fn short(backend: Backend, default_seed: u64) {
+/// A generated run of `ORACLE_OPS` (80) operations, with a serial line
+/// (V2 and V3 registers on it beside TCP ones) or without.
+fn short(backend: Backend, default_seed: u64, serial: bool) {
     let seed = seed_or(default_seed);
-    let ops = super::rng::env_num("ORACLE_OPS", 60) as usize;
-    let o = generated(seed, backend, ops, Duration::from_secs(20));
+    let ops = super::rng::env_num("ORACLE_OPS", 80) as usize;
+    let o = generated(seed, backend, ops, Some(serial), Duration::from_secs(20));
     assert!(
         o.violations.is_empty(),
         "{}: {} violation(s), see above",
         figures(Some(seed), &o),
         o.violations.len()
     );
+    if serial {
+        assert!(o.serial > 0, "no step went by the serial line");
+    }
 }
 
 #[test]
 fn oracle_generated_exec() {
-    short(Backend::Exec, 201);
+    short(Backend::Exec, 201, false);
 }
 
 #[test]
 fn oracle_generated_relay() {
-    short(Backend::Relay, 202);
+    short(Backend::Relay, 202, false);
 }
 
 #[test]
 fn oracle_generated_simulator() {
-    short(Backend::Simulator, 203);
+    short(Backend::Simulator, 203, false);
+}
+
+#[test]
+fn oracle_generated_exec_serial() {
+    short(Backend::Exec, 204, true);
+}
+
+#[test]
+fn oracle_generated_relay_serial() {
+    short(Backend::Relay, 205, true);
+}
+
+#[test]
+fn oracle_generated_simulator_serial() {
+    short(Backend::Simulator, 206, true);
 }
 
 // Found by the oracle (seed 1113368064512621620, relay, reduced): a
