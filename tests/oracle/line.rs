@@ -75,9 +75,8 @@ impl Line {
         let until = Instant::now() + d;
         let mut b = [0u8; 1];
         loop {
-            match self.master.read(&mut b) {
-                Ok(1) => return Some(b[0]),
-                Ok(_) | Err(_) => {}
+            if let Ok(1) = self.master.read(&mut b) {
+                return Some(b[0]);
             }
             if Instant::now() >= until {
                 return None;
@@ -96,7 +95,7 @@ impl Line {
     pub fn request(&mut self, payload: &[u8]) -> Took {
         self.drain();
         self.send(&[ENQ]);
-        if !self.awaits(&[ACK], ACK_PATIENCE).is_some_and(|b| b == ACK) {
+        if self.awaits(&[ACK], ACK_PATIENCE).is_none() {
             self.send(&[EOT]);
             return Took::NoAck;
         }

@@ -21,6 +21,20 @@
 //!   step at a time, the next only once the journal ended the previous
 //!   transaction), and again only if the frame is that request's (IM
 //!   removed, as the relay sends it);
+//! - on the serial line (line.rs), a V2 E+ request is journaled and
+//!   handed to the backend as the V3 request it means (concertd.8 "V2
+//!   request"): the harness writes that V3 request itself and ties the
+//!   records to it as above; a V2 reply's result 0 or 7 is read against
+//!   the journal's answer for that transaction (V2 does not tell a
+//!   refusal from an unknown outcome). The serial register's view is
+//!   its ACK: a NAK, or no ACK within its 1 s patience, is "not taken",
+//!   and such a request is never to be charged;
+//! - the journal masks card-like digits (a `#` for a digit): frames are
+//!   compared with `#` standing for any digit (journal::same_masked);
+//! - a second register (register 07, a CF of its own) that fires while
+//!   a step's transaction is held at the backend must get the busy
+//!   answer and begin nothing: any begun record for its request, or a
+//!   ledger entry no request of the run began, is a violation;
 //! - a retry (a request sent again byte for byte, `retry-window` on)
 //!   that got no transaction of its own is backed by the charge of the
 //!   request it repeats, and by nothing else.

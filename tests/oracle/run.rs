@@ -742,6 +742,17 @@ impl Rig {
     /// last approved debit of its amount.
     fn simulate(&mut self, step: &Step, req: &str, tx: Option<u64>, _answer: &[u8]) -> Vec<usize> {
         let Some(id) = tx else { return Vec::new() };
+        // Withdrawn (serial, NAKed before it was taken): the simulator
+        // was never asked. Its model has no other way to know it.
+        self.tail.refresh();
+        if self
+            .tail
+            .lines
+            .iter()
+            .any(|l| l.id == id && l.event == "withdrawn")
+        {
+            return Vec::new();
+        }
         let els = crate::util::elements(req.as_bytes());
         let get = |t: &str| els.iter().find(|(k, _)| k == t).map(|(_, v)| v.clone());
         let reg: u8 = get("CA").and_then(|v| v.parse().ok()).unwrap_or(0);
