@@ -438,6 +438,13 @@ impl Daemon {
             .join("\n")
     }
 
+    /// Whether a line from line number `since` on contains `pat`, now.
+    pub fn log_has_since(&self, since: usize, pat: &str) -> bool {
+        let g = self.log.0.lock().unwrap();
+        let from = since.max(g.first) - g.first;
+        g.lines.iter().skip(from).any(|l| l.contains(pat))
+    }
+
     /// Log lines kept that contain `pat`.
     pub fn count_log(&self, pat: &str) -> usize {
         let g = self.log.0.lock().unwrap();

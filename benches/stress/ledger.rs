@@ -2,7 +2,10 @@
 //! operations and faults, each on a fresh daemon, the three backends in
 //! turn, played by a few threads at once until `ORACLE_OPS` operations
 //! (100,000) have run; every answer proved against the backends' ledgers
-//! (tests/oracle). A violation is reduced to its shortest sequence and
+//! (tests/oracle), half the plans with a serial line (V2 and V3
+//! registers with a 1 s ACK patience), with the slow disk (strace), a
+//! second register while one runs and masked retries after restarts
+//! among the faults. A violation is reduced to its shortest sequence and
 //! printed with its seed.
 
 use crate::oracle::model::generate;
@@ -76,15 +79,10 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
                     report(seed, &plan, &o, budget);
                 }
                 let mut g = sum.lock().unwrap();
-                g.0.ops += o.ops;
-                g.0.faults += o.faults;
-                g.0.restarts += o.restarts;
-                g.0.replays += o.replays;
-                g.0.warning_held += o.warning_held;
+                g.0.add(&o);
                 for v in &o.violations {
                     g.1.push(format!("seed {seed} ({backend:?}): {v}"));
                 }
-                g.0.violations.extend(o.violations);
             });
         }
     });
@@ -99,14 +97,27 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
     st.fig("faults", o.faults);
     st.fig("restarts", o.restarts);
     st.fig("replays", o.replays);
+    st.fig("serial", o.serial);
+    st.fig("busy", o.busy);
+    st.fig("not_taken", o.not_taken);
+    st.fig("withdrawn", o.withdrawn);
+    st.fig("slow_disk", o.slowed);
+    st.fig("unproven", o.unproven);
     st.fig("violations", o.violations.len());
     st.summary = format!(
-        "oracle.ops={} oracle.faults={} oracle.violations={} ({} restarts, {} replays)",
+        "oracle.ops={} oracle.faults={} oracle.violations={} ({} restarts, {} replays, {} serial, \
+         {} busy, {} not taken, {} withdrawn, {} slow disk, {} unproven)",
         o.ops,
         o.faults,
         o.violations.len(),
         o.restarts,
-        o.replays
+        o.replays,
+        o.serial,
+        o.busy,
+        o.not_taken,
+        o.withdrawn,
+        o.slowed,
+        o.unproven
     );
     st
 }

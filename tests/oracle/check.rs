@@ -9,10 +9,20 @@
 //!     with the ledger;
 //! (d) refunds and cancellations of a debit never exceed what it charged;
 //! (e) every answer is a valid frame that echoes the request;
-//! (f) nothing answered is missing from the journal after a restart.
+//! (f) nothing answered is missing from the journal after a restart;
+//! (g) a retry after a restart that the journal keeps masked (not
+//!     provably the same request) is neither replayed nor run: unknown,
+//!     the backend never asked;
+//! (h) a second register's transaction while one runs gets the busy
+//!     answer at once (a NAK on the serial line), never runs;
+//! (n) on the serial line, a request the register counted as not taken
+//!     (NAKed, or no ACK within its 1 s) is never charged, and one NAKed
+//!     never starts; one ACKed is never withdrawn.
 
+use super::journal::{same_masked, JLine};
 use super::ledger::{Entry, Target};
-use super::model::{Backend, Op};
+use super::line::Took;
+use super::model::{Backend, Op, Via};
 use super::run::{Obs, Rig};
 use concert::tlv::Frame;
 use std::collections::HashMap;
@@ -73,6 +83,240 @@ fn expected_frame(backend: Backend, req: &str) -> String {
     }
 }
 
+/// The journal's records of transaction `id`.
+fn records(rig: &mut Rig, id: Option<u64>) -> Vec<JLine> {
+    let Some(id) = id else { return Vec::new() };
+    rig.tail.refresh();
+    rig.tail
+        .lines
+        .iter()
+        .filter(|l| l.id == id)
+        .cloned()
+        .collect()
+}
+
+/// Two element lists alike, values compared as the journal masks them.
+fn same_elements(journal: &[(String, String)], real: &[(String, String)]) -> bool {
+    journal.len() == real.len()
+        && journal
+            .iter()
+            .zip(real)
+            .all(|((jt, jv), (rt, rv))| jt == rt && same_masked(jv, rv))
+}
+
+/// A V2 reply read as the elements it stands for: result 0 is AE=10,
+/// any other AE=01 with the journal's AF (V2 does not tell a refusal
+/// from an unknown outcome: the journal says which the terminal meant).
+fn v2_elements(
+    rig: &mut Rig,
+    o: &Obs,
+    name: &str,
+    rels: &[(String, String)],
+) -> Option<Vec<(String, String)>> {
+    let a = &o.answer;
+    let bad = |why: &str| {
+        format!(
+            "(e) {name}: V2 reply {why}: {:?}",
+            String::from_utf8_lossy(a)
+        )
+    };
+    if a.len() != 25 && a.len() != 80 {
+        violate(rig, bad("of a length other than 25 or 80"));
+        return None;
+    }
+    let amount = std::str::from_utf8(&a[3..11])
+        .ok()
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
+    let (Some(amount), true) = (amount, matches!(a[2], b'0' | b'7')) else {
+        violate(rig, bad("without a result 0 or 7 and an amount"));
+        return None;
+    };
+    let journal = records(rig, o.tx)
+        .into_iter()
+        .find(|l| l.event == "ended")
+        .and_then(|l| decode(l.frame.as_bytes()));
+    let jae = journal.as_ref().and_then(|j| tag(j, "AE"));
+    let ae = if a[2] == b'0' { "10" } else { "01" };
+    if jae.as_deref().is_some_and(|j| j != ae) {
+        violate(
+            rig,
+            bad(&format!("disagrees with the journal's answer (AE={jae:?})")),
+        );
+    }
+    let mut els = vec![
+        (
+            "CA".to_string(),
+            String::from_utf8_lossy(&a[0..2]).into_owned(),
+        ),
+        ("CB".to_string(), amount.trim_start_matches('0').to_string()),
+        ("CD".to_string(), tag(rels, "CD").unwrap_or_default()),
+        ("AE".to_string(), ae.to_string()),
+    ];
+    if let Some(af) = journal.as_ref().and_then(|j| tag(j, "AF")) {
+        els.push(("AF".to_string(), af));
+    }
+    Some(els)
+}
+
+/// (h) The second register of a busy step.
+fn busy(rig: &mut Rig, o: &Obs, name: &str) {
+    let Some(b) = &o.busy else { return };
+    let who = format!("{name}: a second register's debit by {:?}", b.via);
+    if b.began {
+        violate(
+            rig,
+            format!("(h) {who} while the transaction ran began one of its own (queued, not refused busy)"),
+        );
+    }
+    if b.via == Via::Tcp {
+        let els = decode(&b.answer);
+        let ok = els.as_ref().is_some_and(|e| {
+            tag(e, "AE").as_deref() == Some("01")
+                && tag(e, "AF").is_none()
+                && crate::util::elements(b.req.as_bytes())
+                    .iter()
+                    .all(|r| e.contains(r))
+        });
+        if ok {
+            rig.busy_refused += 1;
+        } else {
+            violate(
+                rig,
+                format!(
+                    "(h) {who} got {:?}, not the busy answer (its request's elements, AE=01, no AF)",
+                    String::from_utf8_lossy(&b.answer)
+                ),
+            );
+        }
+    } else if b.took == Some(Took::Nak) {
+        rig.busy_refused += 1;
+    } else {
+        violate(rig, format!("(h) {who} was {:?}, not NAKed busy", b.took));
+    }
+}
+
+/// (n) The serial register's view of its session against the journal
+/// and the ledger. True when the register counted it not taken (there
+/// is then no answer to judge).
+fn taken(rig: &mut Rig, o: &Obs, name: &str, ledger: &[Entry]) -> bool {
+    let recs = records(rig, o.tx);
+    let withdrawn = recs.iter().any(|l| l.event == "withdrawn");
+    let ended = recs.iter().find(|l| l.event == "ended").cloned();
+    match o.took {
+        None | Some(Took::Ack) => {
+            if withdrawn {
+                violate(
+                    rig,
+                    format!(
+                        "(n) {name}: {} yet journaled withdrawn",
+                        if o.took.is_some() { "ACKed" } else { "on TCP" }
+                    ),
+                );
+            }
+            false
+        }
+        Some(t) => {
+            if withdrawn {
+                rig.withdrawn += 1;
+            }
+            let done = performed(ledger, o);
+            if !done.is_empty() {
+                violate(
+                    rig,
+                    format!(
+                        "(n) {name}: the register counted it not taken ({t:?}), the backend charged {}",
+                        done[0].charged
+                    ),
+                );
+            }
+            if let (Took::Nak, Some(e)) = (t, ended) {
+                violate(
+                    rig,
+                    format!(
+                        "(n) {name}: NAKed, yet it started (tx {} ended {})",
+                        e.id, e.verdict
+                    ),
+                );
+            }
+            true
+        }
+    }
+}
+
+/// (g) A retry after a restart of a request the journal keeps masked,
+/// whose earlier attempts all predate the restart and were approved:
+/// not provably the same request, so neither replayed nor run.
+fn unproven(rig: &mut Rig, o: &Obs, name: &str, req: &str, els: Option<&[(String, String)]>) {
+    if !rig.plan.window || o.step.via == Via::SerialV2 {
+        return;
+    }
+    let cf = tag(&crate::util::elements(req.as_bytes()), "CF").unwrap_or_default();
+    // What the journal masks: the harness's card-like CF.
+    if !cf.bytes().filter(u8::is_ascii_digit).count().ge(&13) {
+        return;
+    }
+    let earlier: Vec<Obs> = rig.obs[..rig.obs.len() - 1]
+        .iter()
+        .filter(|p| p.tx.is_some() && p.req.as_deref() == Some(req))
+        .cloned()
+        .collect();
+    let Some(last) = earlier.last() else { return };
+    // A register that sent one CF with two amounts broke the contract:
+    // concertd.8 then stops replaying for it, and a retry runs anew.
+    let reg = tag(&crate::util::elements(req.as_bytes()), "CA");
+    let broke = rig.obs.iter().any(|p| {
+        p.req.as_deref().is_some_and(|r| {
+            let e = crate::util::elements(r.as_bytes());
+            tag(&e, "CA") == reg && tag(&e, "CF").as_deref() == Some(super::model::CONSTANT_CF)
+        })
+    });
+    if broke {
+        return;
+    }
+    if earlier
+        .iter()
+        .any(|p| p.restarts_before >= o.restarts_before)
+    {
+        return;
+    }
+    let recs = records(rig, last.tx);
+    let approved = recs
+        .iter()
+        .any(|l| l.event == "ended" && l.verdict == "approved")
+        && !recs.iter().any(|l| l.event == "resolved");
+    if !approved {
+        return;
+    }
+    let ae = els.and_then(|e| tag(e, "AE"));
+    if ae.as_deref() == Some("10") {
+        violate(
+            rig,
+            format!(
+                "(g) {name}: a retry the journal keeps masked, of tx {:?} from before a restart, was replayed approved: not provably the same request",
+                last.tx
+            ),
+        );
+    }
+    // The simulator's ledger is the harness's model of its decisions,
+    // made for every transaction: it cannot say the backend was not asked.
+    if !o.entries.is_empty() && rig.plan.backend != Backend::Simulator {
+        violate(
+            rig,
+            format!(
+                "(g) {name}: a retry not provably the same as tx {:?} (masked, before a restart) was run on the backend",
+                last.tx
+            ),
+        );
+    }
+    let unknown = records(rig, o.tx)
+        .iter()
+        .any(|l| l.event == "ended" && l.verdict == "unknown");
+    let unasked = o.entries.is_empty() || rig.plan.backend == Backend::Simulator;
+    if o.tx.is_some() && unknown && unasked {
+        rig.unproven += 1;
+    }
+}
+
 /// Checks the step just played.
 pub fn step(rig: &mut Rig) {
     let i = rig.obs.len() - 1;
@@ -82,9 +326,25 @@ pub fn step(rig: &mut Rig) {
     let rels = crate::util::elements(req.as_bytes());
     let cd = tag(&rels, "CD").unwrap_or_default();
     let backend = rig.plan.backend;
+    busy(rig, &o, &name);
+    if let Some(e) = &o.line_error {
+        violate(
+            rig,
+            format!("(e) {name}: the answer's session on the serial line broke: {e}"),
+        );
+    }
+    let ledger = rig.ledger().to_vec();
+    if taken(rig, &o, &name, &ledger) {
+        return check_sums(rig);
+    }
     // (e)
     let els = if o.answer.is_empty() {
         None
+    } else if o.step.via == Via::SerialV2 {
+        match v2_elements(rig, &o, &name, &rels) {
+            Some(e) => Some(e),
+            None => return check_sums(rig),
+        }
     } else {
         match decode(&o.answer) {
             Some(e) => Some(e),
@@ -100,6 +360,7 @@ pub fn step(rig: &mut Rig) {
             }
         }
     };
+    unproven(rig, &o, &name, &req, els.as_deref());
     let Some(els) = els else {
         return check_sums(rig);
     };
@@ -125,7 +386,6 @@ pub fn step(rig: &mut Rig) {
             ),
         );
     }
-    let ledger = rig.ledger().to_vec();
     if is_payment(&cd) {
         if tag(&els, "CD").as_deref() != Some(cd.as_str()) {
             violate(
@@ -171,7 +431,7 @@ fn approval(
         1 => {
             let e = done[0];
             let want = expected_frame(backend, req);
-            if e.frame != want {
+            if !same_masked(&e.frame, &want) {
                 violate(
                     rig,
                     format!(
@@ -203,7 +463,11 @@ fn approval(
             let source = rig.obs[..rig.obs.len() - 1]
                 .iter()
                 .rev()
-                .find(|p| p.tx.is_some() && p.req.as_deref() == Some(req))
+                .find(|p| {
+                    p.tx.is_some()
+                        && p.req.as_deref() == Some(req)
+                        && matches!(p.took, None | Some(Took::Ack))
+                })
                 .cloned();
             let backed = o.tx.is_none()
                 && rig.plan.window
@@ -249,11 +513,20 @@ fn approval(
 /// with what the backend did for it.
 fn status(rig: &mut Rig, i: usize, name: &str, els: &[(String, String)], ledger: &[Entry]) {
     let reg = tag(els, "CA").and_then(|v| v.parse::<u8>().ok());
+    rig.tail.refresh();
+    // A withdrawn request never became a register's last payment.
+    let withdrawn: std::collections::HashSet<u64> = rig
+        .tail
+        .lines
+        .iter()
+        .filter(|l| l.event == "withdrawn")
+        .map(|l| l.id)
+        .collect();
     let target = rig.obs[..i]
         .iter()
         .rev()
         .find(|p| {
-            p.tx.is_some()
+            p.tx.is_some_and(|t| !withdrawn.contains(&t))
                 && p.req
                     .as_ref()
                     .map(|r| crate::util::elements(r.as_bytes()))
@@ -276,7 +549,11 @@ fn status(rig: &mut Rig, i: usize, name: &str, els: &[(String, String)], ledger:
         // Still running (AF07 with CD=T): nothing to judge.
         return;
     }
-    if tag(els, "CD") != tag(&treq, "CD") || tag(els, "CF") != tag(&treq, "CF") {
+    let same_cf = match (tag(els, "CF"), tag(&treq, "CF")) {
+        (Some(a), Some(b)) => same_masked(&a, &b),
+        (a, b) => a == b,
+    };
+    if tag(els, "CD") != tag(&treq, "CD") || !same_cf {
         violate(
             rig,
             format!(
@@ -366,7 +643,7 @@ pub fn after_restart(rig: &mut Rig) {
             continue;
         };
         let journaled = ended.get(&tx).and_then(|f| decode(f.as_bytes()));
-        if journaled.as_ref() != Some(&a) {
+        if !journaled.as_ref().is_some_and(|j| same_elements(j, &a)) {
             violate(
                 rig,
                 format!(
@@ -405,7 +682,7 @@ pub fn at_end(rig: &mut Rig) {
             ),
             Some(&i) => {
                 let want = expected_frame(backend, rig.obs[i].req.as_deref().unwrap_or(""));
-                if e.frame != want {
+                if !same_masked(&e.frame, &want) {
                     violate(
                         rig,
                         format!(

@@ -17,6 +17,26 @@ pub struct JLine {
     pub frame: String,
 }
 
+impl JLine {
+    /// The records that close a transaction: `ended` (its answer), or
+    /// `withdrawn` (serial: NAKed before it was taken, never started).
+    pub fn closes(&self) -> bool {
+        self.event == "ended" || self.event == "withdrawn"
+    }
+}
+
+/// Whether a frame as the journal (or a payment program) has it is
+/// `real` as sent: the journal masks what may be a card number, digit by
+/// digit into `#` (concertd.8 "Card numbers"), so a `#` stands for any
+/// digit; everything else must be the same byte.
+pub fn same_masked(journal: &str, real: &str) -> bool {
+    journal.len() == real.len()
+        && journal
+            .bytes()
+            .zip(real.bytes())
+            .all(|(j, r)| j == r || (j == b'#' && r.is_ascii_digit()))
+}
+
 fn parse(line: &str) -> Option<JLine> {
     let mut it = line.splitn(4, ' ');
     let _time = it.next()?;

@@ -21,6 +21,20 @@
 //!   step at a time, the next only once the journal ended the previous
 //!   transaction), and again only if the frame is that request's (IM
 //!   removed, as the relay sends it);
+//! - on the serial line (line.rs), a V2 E+ request is journaled and
+//!   handed to the backend as the V3 request it means (concertd.8 "V2
+//!   request"): the harness writes that V3 request itself and ties the
+//!   records to it as above; a V2 reply's result 0 or 7 is read against
+//!   the journal's answer for that transaction (V2 does not tell a
+//!   refusal from an unknown outcome). The serial register's view is
+//!   its ACK: a NAK, or no ACK within its 1 s patience, is "not taken",
+//!   and such a request is never to be charged;
+//! - the journal masks card-like digits (a `#` for a digit): frames are
+//!   compared with `#` standing for any digit (journal::same_masked);
+//! - a second register (register 07, a CF of its own) that fires while
+//!   a step's transaction is held at the backend must get the busy
+//!   answer and begin nothing: any begun record for its request, or a
+//!   ledger entry no request of the run began, is a violation;
 //! - a retry (a request sent again byte for byte, `retry-window` on)
 //!   that got no transaction of its own is backed by the charge of the
 //!   request it repeats, and by nothing else.
@@ -38,10 +52,12 @@ pub mod check;
 pub mod exec;
 pub mod journal;
 pub mod ledger;
+pub mod line;
 pub mod model;
 pub mod rng;
 pub mod run;
 pub mod shrink;
+pub mod slow;
 pub mod upstream;
 
 #[cfg(test)]
@@ -60,8 +76,39 @@ pub struct Outcome {
     /// New sales with a constant CF that got an earlier sale's answer:
     /// the man page's warning, holding.
     pub warning_held: u64,
+    /// Steps on the serial line.
+    pub serial: u64,
+    /// Second registers answered busy (NAKed on the serial line).
+    pub busy: u64,
+    /// Serial requests the register counted as not taken (NAK, no ACK
+    /// within 1 s), and of those, withdrawn in the journal.
+    pub not_taken: u64,
+    pub withdrawn: u64,
+    /// Steps run with the disk slowed by strace.
+    pub slowed: u64,
+    /// Retries after a restart that could not be proved the same request
+    /// (masked CF): journaled unknown, the backend never asked.
+    pub unproven: u64,
     pub violations: Vec<String>,
     pub secs: f64,
+}
+
+impl Outcome {
+    /// Adds a run's figures to a sum.
+    pub fn add(&mut self, o: &Outcome) {
+        self.ops += o.ops;
+        self.faults += o.faults;
+        self.restarts += o.restarts;
+        self.replays += o.replays;
+        self.warning_held += o.warning_held;
+        self.serial += o.serial;
+        self.busy += o.busy;
+        self.not_taken += o.not_taken;
+        self.withdrawn += o.withdrawn;
+        self.slowed += o.slowed;
+        self.unproven += o.unproven;
+        self.violations.extend(o.violations.iter().cloned());
+    }
 }
 
 /// Plays a plan on a fresh daemon and judges it.
@@ -89,6 +136,12 @@ pub fn play(plan: &Plan) -> Outcome {
         restarts: rig.restarts,
         replays: rig.replays_backed,
         warning_held: rig.warning_held,
+        serial: rig.serial_steps,
+        busy: rig.busy_refused,
+        not_taken: rig.not_taken,
+        withdrawn: rig.withdrawn,
+        slowed: rig.slowed,
+        unproven: rig.unproven,
         violations: rig.violations.clone(),
         secs: t0.elapsed().as_secs_f64(),
     }
@@ -96,22 +149,36 @@ pub fn play(plan: &Plan) -> Outcome {
 
 pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
     format!(
-        "{}oracle.ops={} oracle.faults={} oracle.violations={} oracle.restarts={} oracle.replays={} ({:.1} s)",
+        "{}oracle.ops={} oracle.faults={} oracle.violations={} oracle.restarts={} oracle.replays={} \
+         oracle.serial={} oracle.busy={} oracle.not_taken={} oracle.withdrawn={} oracle.slow_disk={} \
+         oracle.unproven={} ({:.1} s)",
         seed.map(|s| format!("oracle.seed={s} ")).unwrap_or_default(),
         o.ops,
         o.faults,
         o.violations.len(),
         o.restarts,
         o.replays,
+        o.serial,
+        o.busy,
+        o.not_taken,
+        o.withdrawn,
+        o.slowed,
+        o.unproven,
         o.secs
     )
 }
 
 /// A seeded run of `ops` operations on one backend; on a violation, the
 /// shortest sequence found within `shrink_budget` is printed.
-pub fn generated(seed: u64, backend: Backend, ops: usize, shrink_budget: Duration) -> Outcome {
+pub fn generated(
+    seed: u64,
+    backend: Backend,
+    ops: usize,
+    serial: Option<bool>,
+    shrink_budget: Duration,
+) -> Outcome {
     let mut rng = rng::Rng::new(seed);
-    let plan = model::generate(&mut rng, backend, ops);
+    let plan = model::generate_on(&mut rng, backend, ops, serial);
     let o = play(&plan);
     println!("{}", figures(Some(seed), &o));
     if !o.violations.is_empty() {

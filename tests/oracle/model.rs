@@ -21,6 +21,27 @@ pub enum Cf {
     /// The same for every payment, as some JavaScript clients send.
     Constant,
     Absent,
+    /// A unique one holding a 16-digit number that passes Luhn (an order
+    /// number a JavaScript client builds from a card-like counter): the
+    /// journal masks it, so after a restart a retry of it cannot be
+    /// proved the same request (concertd.8 "Safe retry": not run, AF07).
+    Masked,
+}
+
+/// How a step's register reaches concertd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Tcp,
+    /// A V3 message in a frame on the serial line (a pty pair).
+    SerialV3,
+    /// A Concert V2 E+ fixed frame on the serial line.
+    SerialV2,
+}
+
+impl Via {
+    pub fn serial(self) -> bool {
+        self != Via::Tcp
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +120,14 @@ pub enum Fault {
     FullDisk,
     /// A simulator quirk or plan, armed with `concertctl next`.
     Sim(&'static str),
+    /// The disk slow for the step: fdatasync(2) delayed (strace's fault
+    /// injection) past the register's patience, the ACK on the serial
+    /// line (1 s), the answer on TCP (the register gives up at 1 s).
+    SlowDisk,
+    /// While the step's transaction is held at the backend, a second
+    /// register sends a debit by this way: it must get the busy answer
+    /// (a NAK on the serial line) at once, never queued, never charged.
+    Busy(Via),
 }
 
 impl Fault {
@@ -113,6 +142,8 @@ pub struct Step {
     pub id: u32,
     pub op: Op,
     pub fault: Fault,
+    /// A retry goes the way of the step it repeats.
+    pub via: Via,
 }
 
 #[derive(Clone, Debug)]
@@ -123,12 +154,18 @@ pub struct Plan {
     /// The fake upstream's status answers carry a counter (a duplicate
     /// ticket printed with the time).
     pub vary_status: bool,
+    /// The daemon has a serial line, a pty pair the harness's serial
+    /// register holds (steps by `Via::SerialV3` and `Via::SerialV2`).
+    pub serial: bool,
     pub steps: Vec<Step>,
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} {:?}", self.id, self.op)?;
+        if self.via != Via::Tcp {
+            write!(f, " by {:?}", self.via)?;
+        }
         if self.fault.is_fault() {
             write!(f, " + {:?}", self.fault)?;
         }
@@ -140,8 +177,9 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "backend {:?}, retry-window {}, upstream status {}",
+            "backend {:?}{}, retry-window {}, upstream status {}",
             self.backend,
+            if self.serial { ", serial line" } else { "" },
             if self.window { "1h" } else { "off" },
             if self.vary_status {
                 "varies"
@@ -203,6 +241,7 @@ pub fn request(step: &Step, tx_of: &dyn Fn(u32) -> Option<u64>) -> Option<String
         Cf::Unique => el("CF", &format!("{what}{:06}", step.id)),
         Cf::Constant => el("CF", CONSTANT_CF),
         Cf::Absent => String::new(),
+        Cf::Masked => el("CF", &card_like(step.id)),
     };
     // A referenced step that got no transaction: an id no journal holds.
     let im = |i: u32| el("IM", &tx_of(i).unwrap_or(1).to_string());
@@ -262,6 +301,91 @@ pub fn request(step: &Step, tx_of: &dyn Fn(u32) -> Option<u64>) -> Option<String
     })
 }
 
+/// A 16-digit number that passes Luhn, different for every step: what
+/// the journal masks as a card number.
+pub fn card_like(id: u32) -> String {
+    let body = format!("497010{:09}", id);
+    let digits: Vec<u32> = body.bytes().map(|b| u32::from(b - b'0')).collect();
+    // The check digit: doubling every second digit from the right, the
+    // check digit's place counting as the first.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 0 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+/// Whether a step can be sent as a V2 E+ request: a debit (not deferred,
+/// no partial approval), a credit without IM, a cancellation.
+pub fn v2_able(op: &Op) -> bool {
+    match op {
+        Op::Debit {
+            deferred, partial, ..
+        } => !deferred && !partial,
+        Op::Credit { im, .. } => im.is_none(),
+        Op::Cancel { .. } => true,
+        Op::Custom { cd, im, .. } => matches!(cd, '0' | '1' | '2') && im.is_none(),
+        _ => false,
+    }
+}
+
+/// A V2 E+ request (34 characters, the long reply asked, card mode) and
+/// the V3 request it means, as concertd.8 "V2 request" spells it (the
+/// harness's own reading: the journal's begun record and the payment
+/// program's CONCERT_FRAME must be that).
+pub fn v2_request(step: &Step) -> Option<(String, String)> {
+    let (reg, cd, amount, private) = match &step.op {
+        Op::Debit {
+            reg, amount, cf, ..
+        } => (*reg, '0', *amount, v2_private(*cf, step.id)),
+        Op::Credit {
+            reg, amount, cf, ..
+        } => (*reg, '1', *amount, v2_private(*cf, step.id)),
+        Op::Cancel { reg, amount } => (*reg, '2', *amount, v2_private(Cf::Absent, step.id)),
+        Op::Custom {
+            reg,
+            cd,
+            amount,
+            cf,
+            ..
+        } => (*reg, *cd, *amount, format!("{cf:<10.10}")),
+        _ => return None,
+    };
+    if !v2_able(&step.op) {
+        return None;
+    }
+    let wire = format!("{reg:02}{amount:08}11{cd}978{private}A010B010");
+    let mut v3 = el("CZ", "0320")
+        + &el("CA", &format!("{reg:02}"))
+        + &el("CB", &format!("{amount:02}"))
+        + &el("CD", &cd.to_string())
+        + &el("CE", "978");
+    if private.bytes().any(|b| b != b' ') {
+        v3 += &el("CF", &private);
+    }
+    Some((wire, v3))
+}
+
+fn v2_private(cf: Cf, id: u32) -> String {
+    match cf {
+        Cf::Unique | Cf::Masked => format!("V2S{id:07}"),
+        Cf::Constant => CONSTANT_CF.to_string(),
+        Cf::Absent => " ".repeat(10),
+    }
+}
+
 /// Amounts in cents: a few approved ones that repeat (the common case of
 /// two sales of one amount), and the simulator table's special endings.
 const AMOUNTS: &[u64] = &[
@@ -270,8 +394,15 @@ const AMOUNTS: &[u64] = &[
 
 /// `ops` operations with faults for one daemon, drawn from `rng`.
 pub fn generate(rng: &mut Rng, backend: Backend, ops: usize) -> Plan {
+    generate_on(rng, backend, ops, None)
+}
+
+/// As `generate`, with or without a serial line when `serial` says.
+pub fn generate_on(rng: &mut Rng, backend: Backend, ops: usize, serial: Option<bool>) -> Plan {
     let window = rng.chance(50);
     let vary_status = backend == Backend::Relay && rng.chance(70);
+    let drawn = rng.chance(50);
+    let serial = serial.unwrap_or(drawn);
     let mut steps: Vec<Step> = Vec::new();
     // Debit steps per register, to refund and cancel them.
     let mut debits: Vec<(u32, u8, u64)> = Vec::new();
@@ -280,7 +411,8 @@ pub fn generate(rng: &mut Rng, backend: Backend, ops: usize) -> Plan {
         let reg = 1 + rng.below(regs as u64) as u8;
         let amount = rng.pick(AMOUNTS);
         let cf = match rng.below(10) {
-            0..=5 => Cf::Unique,
+            0..=4 => Cf::Unique,
+            5 => Cf::Masked,
             6 | 7 => Cf::Absent,
             // Constant CF: mostly with the window off, the man page's
             // warning checked with it on.
@@ -360,25 +492,58 @@ pub fn generate(rng: &mut Rng, backend: Backend, ops: usize) -> Plan {
             op,
             Op::Debit { .. } | Op::Credit { .. } | Op::Cancel { .. } | Op::Retry { .. }
         );
-        let fault = if payment && rng.chance(25) {
-            draw_fault(rng, backend)
+        // A retry goes the way its request went; V2 carries only some
+        // payments, and no status, duplicata nor identification.
+        let via = match op {
+            Op::Retry { of } => steps
+                .iter()
+                .find(|s| s.id == of)
+                .map(|s| s.via)
+                .unwrap_or(Via::Tcp),
+            _ if !serial || rng.chance(55) => Via::Tcp,
+            _ if v2_able(&op) && rng.chance(50) => Via::SerialV2,
+            _ => Via::SerialV3,
+        };
+        let fault = if rng.below(1000) < SLOW_DISK_PER_MILLE && !matches!(op, Op::Settle { .. }) {
+            Fault::SlowDisk
+        } else if payment && rng.chance(25) {
+            draw_fault(rng, backend, serial, via)
         } else if rng.chance(2) {
             Fault::KillAfter
         } else {
             Fault::None
         };
-        steps.push(Step { id, op, fault });
+        steps.push(Step { id, op, fault, via });
     }
     Plan {
         backend,
         window,
         vary_status,
+        serial,
         steps,
     }
 }
 
-fn draw_fault(rng: &mut Rng, backend: Backend) -> Fault {
+/// Steps with a slow disk, per thousand: each costs a few seconds (two
+/// syncs past the register's patience, strace attached and detached).
+pub const SLOW_DISK_PER_MILLE: u64 = 2;
+
+/// A second register, while the step's transaction is held: by TCP, or
+/// by the serial line when the step itself is not on it.
+fn busy(rng: &mut Rng, serial: bool, via: Via) -> Fault {
+    Fault::Busy(if serial && !via.serial() && rng.chance(60) {
+        rng.pick(&[Via::SerialV3, Via::SerialV2])
+    } else {
+        Via::Tcp
+    })
+}
+
+fn draw_fault(rng: &mut Rng, backend: Backend, serial: bool, via: Via) -> Fault {
     let common = [Fault::GiveUp, Fault::KillAfter];
+    // The backends whose transaction the harness can hold.
+    if backend != Backend::Simulator && rng.chance(15) {
+        return busy(rng, serial, via);
+    }
     match backend {
         Backend::Simulator => match rng.below(8) {
             0 | 1 => rng.pick(&common),

@@ -4,9 +4,11 @@
 //! wrote for it. The invariants (check.rs) judge it.
 
 use super::exec::PayProgram;
-use super::journal::{self, Tail};
+use super::journal::{self, same_masked, Tail};
 use super::ledger::{Entry, ExecLedger, Target};
-use super::model::{request, Backend, Fault, Op, Plan, Step};
+use super::line::{Line, Took};
+use super::model::{request, v2_request, Backend, Fault, Op, Plan, Step, Via};
+use super::slow::{SlowDisk, DELAY};
 use super::upstream::Upstream;
 use crate::util::{Daemon, Spec, CONCERTCTL};
 use std::collections::HashMap;
@@ -32,6 +34,50 @@ pub struct Obs {
     pub tx: Option<u64>,
     /// Indexes in the run's ledger of what the backend did for it.
     pub entries: Vec<usize>,
+    /// The bytes on the wire when they are not `req`: a V2 request (`req`
+    /// is then the V3 request it means, as the journal has it).
+    pub wire: Option<String>,
+    /// The serial register's view of its request session.
+    pub took: Option<Took>,
+    /// The second register of a `Fault::Busy` step.
+    pub busy: Option<Busy>,
+    /// The disk was slow for the step (strace attached).
+    pub slowed: bool,
+    /// Restarts before the step.
+    pub restarts_before: u64,
+    /// A serial session concertd broke (bad LRC, cut frame).
+    pub line_error: Option<String>,
+}
+
+impl Obs {
+    fn none(step: &Step) -> Obs {
+        Obs {
+            step: step.clone(),
+            req: None,
+            answer: Vec::new(),
+            tx: None,
+            entries: Vec::new(),
+            wire: None,
+            took: None,
+            busy: None,
+            slowed: false,
+            restarts_before: 0,
+            line_error: None,
+        }
+    }
+}
+
+/// A second register's request while a transaction runs.
+#[derive(Clone, Debug)]
+pub struct Busy {
+    pub via: Via,
+    /// As the journal would have it (V3).
+    pub req: String,
+    /// What it got (TCP), or the answer of a session (serial, ACKed).
+    pub answer: Vec<u8>,
+    pub took: Option<Took>,
+    /// A transaction began for it.
+    pub began: bool,
 }
 
 pub struct Rig {
@@ -55,6 +101,15 @@ pub struct Rig {
     /// First step whose answer a restart has not checked yet.
     pub unchecked_from: usize,
     pub violations: Vec<String>,
+    /// The serial register, when the plan has a serial line.
+    line: Option<Line>,
+    /// Counted for the figures.
+    pub serial_steps: u64,
+    pub busy_refused: u64,
+    pub not_taken: u64,
+    pub withdrawn: u64,
+    pub slowed: u64,
+    pub unproven: u64,
 }
 
 impl Rig {
@@ -80,10 +135,17 @@ impl Rig {
                 up = Some(u);
             }
         }
+        let line = plan.serial.then(|| Line::new(&harness));
+        if let Some(l) = &line {
+            extra += &l.config();
+        }
         let mut spec = Spec::new(&extra);
         spec.keep_lines = Some(4000);
         spec.die_with_parent = true;
         let d = Daemon::launch(spec);
+        if line.is_some() {
+            d.wait_log(": open, ");
+        }
         let exec_ledger = pay.as_ref().map(|p| ExecLedger::new(p.ledger_path()));
         let tail = Tail::new(d.dir.join("journal"));
         Rig {
@@ -103,6 +165,13 @@ impl Rig {
             warning_held: 0,
             unchecked_from: 0,
             violations: Vec::new(),
+            line,
+            serial_steps: 0,
+            busy_refused: 0,
+            not_taken: 0,
+            withdrawn: 0,
+            slowed: 0,
+            unproven: 0,
         }
     }
 
@@ -123,6 +192,11 @@ impl Rig {
         self.d.kill9();
         self.d.spawn();
         self.restarts += 1;
+        if let Some(l) = &mut self.line {
+            self.d.wait_log(": open, ");
+            // A session the kill cut.
+            l.drain();
+        }
     }
 
     fn ctl(&self, args: &[&str]) {
@@ -158,17 +232,18 @@ impl Rig {
         self.tail.refresh();
         self.tail.lines[from..]
             .iter()
-            .find(|l| l.event == "begun" && l.frame == req)
+            .find(|l| l.event == "begun" && same_masked(&l.frame, req))
             .map(|l| l.id)
     }
 
-    fn ended(&mut self, id: u64) -> bool {
+    /// Its ended record, or (serial) its withdrawn one.
+    fn closed(&mut self, id: u64) -> bool {
         self.tail.refresh();
         self.tail
             .lines
             .iter()
             .rev()
-            .any(|l| l.id == id && l.event == "ended")
+            .any(|l| l.id == id && l.closes())
     }
 
     /// Plays one step; the invariants are checked by the caller.
@@ -177,34 +252,33 @@ impl Rig {
             self.settle(reg);
             return;
         }
-        let req = match &step.op {
+        let built = match &step.op {
             Op::Retry { of } => self
                 .obs
                 .iter()
                 .find(|o| o.step.id == *of)
-                .and_then(|o| o.req.clone()),
+                .and_then(|o| Some((o.wire.clone().or(o.req.clone())?, o.req.clone()?))),
+            _ if step.via == Via::SerialV2 => v2_request(step),
             _ => {
                 let tx_of = |i: u32| self.tx_of(i);
-                request(step, &tx_of)
+                request(step, &tx_of).map(|r| (r.clone(), r))
             }
         };
-        let Some(req) = req else {
-            self.obs.push(Obs {
-                step: step.clone(),
-                req: None,
-                answer: Vec::new(),
-                tx: None,
-                entries: Vec::new(),
-            });
+        let Some((wire, req)) = built else {
+            self.obs.push(Obs::none(step));
             return;
         };
         if step.fault.is_fault() {
             self.faults += 1;
         }
+        let mut o = Obs::none(step);
+        o.restarts_before = self.restarts;
+        if wire != req {
+            o.wire = Some(wire.clone());
+        }
         self.arm(step.fault);
         self.tail.refresh();
         let jfrom = self.tail.lines.len();
-        let bfrom = self.backend_len();
         let up_from = self.up.as_ref().map(|u| u.len()).unwrap_or(0);
         let fsize = (step.fault == Fault::FullDisk).then(|| {
             let size = std::fs::metadata(self.d.dir.join("journal"))
@@ -214,6 +288,68 @@ impl Rig {
             // for the ended one (the request, again, and more).
             crate::util::set_fsize(self.d.pid(), size + req.len() as u64 + 80)
         });
+        let slow = if step.fault == Fault::SlowDisk {
+            SlowDisk::attach(self.d.pid())
+        } else {
+            None
+        };
+        o.slowed = slow.is_some();
+        let mut restarted = if step.via.serial() {
+            self.serial_step(step, &wire, &req, jfrom, &mut o)
+        } else {
+            self.tcp_step(step, &req, jfrom, &mut o)
+        };
+        if o.slowed && o.answer.is_empty() && o.took != Some(Took::Ack) {
+            // The register gave up (or was NAKed) before the disk let the
+            // begun record in: whatever concertd does with the request
+            // is waited for, bounded (it may refuse it without a record).
+            let until = Instant::now() + DELAY * 4 + Duration::from_secs(2);
+            while self.begun_since(jfrom, &req).is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.disarm();
+        if let Some(old) = fsize {
+            crate::util::restore_fsize(self.d.pid(), old);
+        }
+        // A full disk keeps the ended record out until the restart.
+        if matches!(step.fault, Fault::KillAfter | Fault::FullDisk) {
+            self.restart();
+            restarted = true;
+        }
+        // The transaction this request began, and its end (under the
+        // slow disk too: its records are part of the step).
+        let tx = self.begun_since(jfrom, &req);
+        if let Some(id) = tx {
+            let deadline = Instant::now() + PATIENCE;
+            while !self.closed(id) {
+                assert!(
+                    Instant::now() < deadline,
+                    "tx {id} never ended in the journal"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(slow);
+        if o.slowed {
+            self.slowed += 1;
+        }
+        if step.via.serial() {
+            self.serial_steps += 1;
+        }
+        let answer = o.answer.clone();
+        o.entries = self.attribute(step, &req, tx, &answer, up_from);
+        o.tx = tx;
+        o.req = Some(req);
+        self.obs.push(o);
+        if restarted {
+            super::check::after_restart(self);
+        }
+    }
+
+    /// A step by TCP; true when concertd was restarted.
+    fn tcp_step(&mut self, step: &Step, req: &str, jfrom: usize, o: &mut Obs) -> bool {
+        let bfrom = self.backend_len();
         let mut s = TcpStream::connect(self.d.addr).expect("connect");
         s.set_nodelay(true).unwrap();
         let _ = s.write_all(req.as_bytes());
@@ -224,66 +360,219 @@ impl Rig {
             Fault::GiveUp => {
                 // Closes once the transaction began, or at once when the
                 // answer comes first (refused before the backend).
-                let _ = self.wait_until(&mut s, &mut answer, |r| {
-                    r.begun_since(jfrom, &req).is_some()
-                });
+                let _ =
+                    self.wait_until(&mut s, &mut answer, |r| r.begun_since(jfrom, req).is_some());
                 answer.clear();
                 drop(s);
             }
-            Fault::KillMid | Fault::Reload => {
+            Fault::KillMid | Fault::Reload | Fault::Busy(_) => {
                 // The simulator keeps no ledger to wait on: its
                 // transaction, delay 0, may be over already.
                 let reached = self.plan.backend == Backend::Simulator
                     || self.wait_until(&mut s, &mut answer, |r| r.backend_len() > bfrom);
                 if reached {
-                    if step.fault == Fault::KillMid {
-                        self.restart();
-                        restarted = true;
-                        self.release();
-                    } else {
-                        let mark = self.d.mark();
-                        self.d.signal(libc::SIGHUP);
-                        self.d
-                            .wait_log_since(mark, "reloaded: ")
-                            .expect("reloaded after SIGHUP");
-                        self.release();
+                    restarted = self.mid(step, o);
+                }
+                read_rest(&mut s, &mut answer, PATIENCE);
+            }
+            // The register's patience: 1 s, as on the serial line.
+            Fault::SlowDisk => read_rest(&mut s, &mut answer, super::line::ACK_PATIENCE),
+            _ => read_rest(&mut s, &mut answer, PATIENCE),
+        }
+        o.answer = answer;
+        restarted
+    }
+
+    /// While the backend holds the step's transaction: the kill, the
+    /// reload or the second register; then the backend is let go.
+    fn mid(&mut self, step: &Step, o: &mut Obs) -> bool {
+        let mut restarted = false;
+        match step.fault {
+            Fault::KillMid => {
+                self.restart();
+                restarted = true;
+            }
+            Fault::Reload => {
+                let mark = self.d.mark();
+                self.d.signal(libc::SIGHUP);
+                self.d
+                    .wait_log_since(mark, "reloaded: ")
+                    .expect("reloaded after SIGHUP");
+            }
+            Fault::Busy(via) => o.busy = Some(self.second(step, via)),
+            _ => {}
+        }
+        self.release();
+        restarted
+    }
+
+    /// A second register's debit (register 07, a CF of its own) while the
+    /// step's transaction runs.
+    fn second(&mut self, step: &Step, via: Via) -> Busy {
+        let s2 = Step {
+            id: step.id,
+            op: Op::Custom {
+                reg: 7,
+                cd: '0',
+                amount: 1000,
+                cf: format!("B{:06}", step.id),
+                im: None,
+            },
+            fault: Fault::None,
+            via,
+        };
+        let built = match via {
+            Via::SerialV2 => v2_request(&s2),
+            _ => request(&s2, &|_| None).map(|r| (r.clone(), r)),
+        };
+        let (wire, req) = built.expect("a debit is a request");
+        self.tail.refresh();
+        let jfrom = self.tail.lines.len();
+        let mut b = Busy {
+            via,
+            req: req.clone(),
+            answer: Vec::new(),
+            took: None,
+            began: false,
+        };
+        if via.serial() {
+            if let Some(mut line) = self.line.take() {
+                let took = line.request(wire.as_bytes());
+                b.took = Some(took);
+                if took == Took::Ack {
+                    // It was taken: its answer comes once it ran.
+                    let deadline = Instant::now() + PATIENCE;
+                    if let Ok(Some(a)) = line.answer(false, || Instant::now() < deadline) {
+                        b.answer = a;
                     }
                 }
-                read_rest(&mut s, &mut answer);
+                self.line = Some(line);
             }
-            _ => read_rest(&mut s, &mut answer),
+        } else {
+            let mut s = TcpStream::connect(self.d.addr).expect("connect");
+            let _ = s.write_all(wire.as_bytes());
+            let _ = s.shutdown(Shutdown::Write);
+            read_rest(&mut s, &mut b.answer, PATIENCE);
         }
-        self.disarm();
-        if let Some(old) = fsize {
-            crate::util::restore_fsize(self.d.pid(), old);
-        }
-        if matches!(step.fault, Fault::KillAfter | Fault::FullDisk) {
-            self.restart();
-            restarted = true;
-        }
-        // The transaction this request began, and its end.
-        let tx = self.begun_since(jfrom, &req);
-        if let Some(id) = tx {
+        b.began = self.begun_since(jfrom, &req).is_some();
+        b
+    }
+
+    /// A step on the serial line; true when concertd was restarted.
+    fn serial_step(
+        &mut self,
+        step: &Step,
+        wire: &str,
+        req: &str,
+        jfrom: usize,
+        o: &mut Obs,
+    ) -> bool {
+        let bfrom = self.backend_len();
+        let mark = self.d.mark();
+        let Some(mut line) = self.line.take() else {
+            return false;
+        };
+        let took = line.request(wire.as_bytes());
+        o.took = Some(took);
+        let mut restarted = false;
+        let mut answer = None;
+        if took == Took::Ack {
+            let held = matches!(step.fault, Fault::KillMid | Fault::Reload | Fault::Busy(_))
+                && self.plan.backend != Backend::Simulator;
+            // ACKed once begun: a request that began no transaction (an
+            // answer at once, a refusal) is not held by the backend; one
+            // that did may still end before the backend (refused there).
+            let tx = self.begun_since(jfrom, req);
+            if let (true, Some(id)) = (held, tx) {
+                let deadline = Instant::now() + PATIENCE;
+                let mut reached = false;
+                while Instant::now() < deadline {
+                    reached = self.backend_len() > bfrom;
+                    if reached || self.closed(id) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if reached {
+                    self.line = Some(line);
+                    restarted = self.mid(step, o);
+                    line = self.line.take().expect("the serial line");
+                }
+            }
+            if !restarted {
+                answer = Some(self.session(&mut line, step.fault == Fault::GiveUp, jfrom, req));
+            }
+        } else {
+            // Not taken, for the register. What concertd does with it is
+            // waited for: the worker's "not started" (withdrawn), a busy
+            // NAK, or a transaction that runs anyway, whose answer session
+            // is taken off the line (the register ignores it) and judged.
             let deadline = Instant::now() + PATIENCE;
-            while !self.ended(id) {
-                assert!(
-                    Instant::now() < deadline,
-                    "tx {id} never ended in the journal"
-                );
-                std::thread::sleep(Duration::from_millis(1));
+            loop {
+                if self.d.log_has_since(mark, "not started")
+                    || self.d.log_has_since(mark, "refused busy")
+                    || Instant::now() > deadline
+                {
+                    break;
+                }
+                if let Some(id) = self.begun_since(jfrom, req) {
+                    self.tail.refresh();
+                    let ran = self
+                        .tail
+                        .lines
+                        .iter()
+                        .any(|l| l.id == id && l.event == "ended");
+                    let gone = self
+                        .tail
+                        .lines
+                        .iter()
+                        .any(|l| l.id == id && l.event == "withdrawn");
+                    if ran {
+                        let _ = self.session(&mut line, false, jfrom, req);
+                        break;
+                    }
+                    if gone {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
+            self.not_taken += 1;
         }
-        let entries = self.attribute(step, &req, tx, &answer, up_from);
-        self.obs.push(Obs {
-            step: step.clone(),
-            req: Some(req),
-            answer,
-            tx,
-            entries,
-        });
-        if restarted {
-            super::check::after_restart(self);
+        match answer {
+            Some(Ok(Some(a))) => o.answer = a,
+            Some(Err(e)) => o.line_error = Some(e),
+            _ => {}
         }
+        self.line = Some(line);
+        restarted
+    }
+
+    /// The terminal's answer session for the step's request: waited for
+    /// while its transaction runs, and briefly once it closed (or at
+    /// once, for a request that began none: an identification, a
+    /// status, a refusal).
+    fn session(
+        &mut self,
+        line: &mut Line,
+        refuse: bool,
+        jfrom: usize,
+        req: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut grace: Option<Instant> = None;
+        line.answer(refuse, || {
+            let closed = match self.begun_since(jfrom, req) {
+                Some(id) => self.closed(id),
+                None => false,
+            };
+            if closed {
+                let g = *grace.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                Instant::now() < g
+            } else {
+                Instant::now() < deadline
+            }
+        })
     }
 
     /// Waits for the relay to settle the register's last transaction, or
@@ -322,7 +611,7 @@ impl Rig {
             match f {
                 Fault::Slow => p.arm("slow"),
                 Fault::Die => p.arm("die"),
-                Fault::KillMid | Fault::Reload => p.arm("gate"),
+                Fault::KillMid | Fault::Reload | Fault::Busy(_) => p.arm("gate"),
                 _ => {}
             }
         }
@@ -333,6 +622,8 @@ impl Rig {
                 | Fault::LoseAnswer
                 | Fault::KillMid
                 | Fault::Reload => u.arm(f),
+                // Held like a reload's: until the harness lets it go.
+                Fault::Busy(_) => u.arm(Fault::Reload),
                 _ => {}
             }
         }
@@ -451,6 +742,17 @@ impl Rig {
     /// last approved debit of its amount.
     fn simulate(&mut self, step: &Step, req: &str, tx: Option<u64>, _answer: &[u8]) -> Vec<usize> {
         let Some(id) = tx else { return Vec::new() };
+        // Withdrawn (serial, NAKed before it was taken): the simulator
+        // was never asked. Its model has no other way to know it.
+        self.tail.refresh();
+        if self
+            .tail
+            .lines
+            .iter()
+            .any(|l| l.id == id && l.event == "withdrawn")
+        {
+            return Vec::new();
+        }
         let els = crate::util::elements(req.as_bytes());
         let get = |t: &str| els.iter().find(|(k, _)| k == t).map(|(_, v)| v.clone());
         let reg: u8 = get("CA").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -524,10 +826,16 @@ impl Rig {
     }
 }
 
-fn read_rest(s: &mut TcpStream, answer: &mut Vec<u8>) {
-    let _ = s.set_read_timeout(Some(PATIENCE));
+/// The answer until concertd closes, or the register's `patience` ends
+/// (it then gives up, and closes).
+fn read_rest(s: &mut TcpStream, answer: &mut Vec<u8>, patience: Duration) {
+    let until = Instant::now() + patience;
     let mut buf = [0u8; 4096];
     loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => answer.extend_from_slice(&buf[..n]),

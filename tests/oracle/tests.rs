@@ -2,7 +2,7 @@
 //! issue 20 and of the earlier audits, written by hand) and a short
 //! generated run per backend. A violation fails the test.
 
-use super::model::{Backend, Cf, Fault, Op, Plan, Step};
+use super::model::{Backend, Cf, Fault, Op, Plan, Step, Via};
 use super::{figures, generated, play, seed_or};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ fn plan(backend: Backend, window: bool, vary: bool, steps: Vec<(Op, Fault)>) -> 
         backend,
         window,
         vary_status: vary,
+        serial: false,
         steps: steps
             .into_iter()
             .enumerate()
@@ -18,6 +19,27 @@ fn plan(backend: Backend, window: bool, vary: bool, steps: Vec<(Op, Fault)>) -> 
                 id: i as u32,
                 op,
                 fault,
+                via: Via::Tcp,
+            })
+            .collect(),
+    }
+}
+
+/// A plan with a serial line, each step by its own way.
+fn serial_plan(backend: Backend, window: bool, steps: Vec<(Op, Fault, Via)>) -> Plan {
+    Plan {
+        backend,
+        window,
+        vary_status: false,
+        serial: true,
+        steps: steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (op, fault, via))| Step {
+                id: i as u32,
+                op,
+                fault,
+                via,
             })
             .collect(),
     }
@@ -272,31 +294,51 @@ fn oracle_seed_program_dies_or_is_slow() {
     expect_clean("program_dies_or_is_slow", &p);
 }
 
-fn short(backend: Backend, default_seed: u64) {
+/// A generated run of `ORACLE_OPS` (80) operations, with a serial line
+/// (V2 and V3 registers on it beside TCP ones) or without.
+fn short(backend: Backend, default_seed: u64, serial: bool) {
     let seed = seed_or(default_seed);
-    let ops = super::rng::env_num("ORACLE_OPS", 60) as usize;
-    let o = generated(seed, backend, ops, Duration::from_secs(20));
+    let ops = super::rng::env_num("ORACLE_OPS", 80) as usize;
+    let o = generated(seed, backend, ops, Some(serial), Duration::from_secs(20));
     assert!(
         o.violations.is_empty(),
         "{}: {} violation(s), see above",
         figures(Some(seed), &o),
         o.violations.len()
     );
+    if serial {
+        assert!(o.serial > 0, "no step went by the serial line");
+    }
 }
 
 #[test]
 fn oracle_generated_exec() {
-    short(Backend::Exec, 201);
+    short(Backend::Exec, 201, false);
 }
 
 #[test]
 fn oracle_generated_relay() {
-    short(Backend::Relay, 202);
+    short(Backend::Relay, 202, false);
 }
 
 #[test]
 fn oracle_generated_simulator() {
-    short(Backend::Simulator, 203);
+    short(Backend::Simulator, 203, false);
+}
+
+#[test]
+fn oracle_generated_exec_serial() {
+    short(Backend::Exec, 204, true);
+}
+
+#[test]
+fn oracle_generated_relay_serial() {
+    short(Backend::Relay, 205, true);
+}
+
+#[test]
+fn oracle_generated_simulator_serial() {
+    short(Backend::Simulator, 206, true);
 }
 
 // Found by the oracle (seed 1113368064512621620, relay, reduced): a
@@ -328,4 +370,156 @@ fn oracle_seed_relay_restart_resolves_upstream_af07_as_not_done() {
         ],
     );
     expect_clean("relay_restart_resolves_upstream_af07_as_not_done", &p);
+}
+
+// Issue 20, item 5 (defect 5) played by the oracle's serial register,
+// V2 and V3: payments, status and a retry on the line; the register
+// refuses the answer's frames (lost on the line); a cancellation by V2.
+#[test]
+fn oracle_seed_serial_v2_and_v3() {
+    use Via::{SerialV2 as V2, SerialV3 as V3, Tcp};
+    let p = serial_plan(
+        Backend::Exec,
+        false,
+        vec![
+            (debit(1, 1000, Cf::Unique), N, V2),
+            (debit(1, 1051, Cf::Unique), N, V2),
+            (debit(2, 1250, Cf::Unique), N, V3),
+            (Op::Status { reg: 2 }, N, V3),
+            (Op::Status { reg: 1 }, N, Tcp),
+            (debit(1, 800, Cf::Absent), Fault::GiveUp, V3),
+            (Op::Status { reg: 1 }, N, V3),
+            (Op::Retry { of: 5 }, N, V3),
+            (
+                Op::Cancel {
+                    reg: 1,
+                    amount: 800,
+                },
+                N,
+                V2,
+            ),
+            (
+                Op::Credit {
+                    reg: 2,
+                    amount: 500,
+                    cf: Cf::Constant,
+                    im: None,
+                },
+                Fault::KillAfter,
+                V2,
+            ),
+            (Op::Ident { reg: 3 }, N, V3),
+        ],
+    );
+    let o = expect_clean("serial_v2_and_v3", &p);
+    assert_eq!(o.serial, 10);
+}
+
+// Defect 5: the disk slower than the register's 1 s ACK patience. The
+// request is NAKed (or left without ACK) and must never be charged; the
+// register sends it again once the disk is fast: one charge, the one it
+// knows of.
+#[test]
+fn oracle_seed_serial_slow_disk_naked_never_charged() {
+    let p = serial_plan(
+        Backend::Exec,
+        false,
+        vec![
+            (debit(1, 8000, Cf::Absent), Fault::SlowDisk, Via::SerialV2),
+            (Op::Retry { of: 0 }, N, Via::SerialV2),
+            (debit(1, 4200, Cf::Unique), Fault::SlowDisk, Via::SerialV3),
+            (Op::Status { reg: 1 }, N, Via::SerialV3),
+        ],
+    );
+    let o = expect_clean("serial_slow_disk_naked_never_charged", &p);
+    if o.slowed > 0 {
+        assert_eq!(o.not_taken, 2, "the slow disk did not make the line NAK");
+    }
+}
+
+// The slow disk on TCP: the register gives up at 1 s without an answer;
+// the transaction runs, its outcome is for a status request.
+#[test]
+fn oracle_seed_tcp_slow_disk_register_gives_up() {
+    let p = plan(
+        Backend::Relay,
+        true,
+        false,
+        vec![
+            (debit(1, 1000, Cf::Unique), Fault::SlowDisk),
+            (Op::Status { reg: 1 }, N),
+            (Op::Retry { of: 0 }, N),
+        ],
+    );
+    expect_clean("tcp_slow_disk_register_gives_up", &p);
+}
+
+// A second register while a transaction runs: busy at once, never
+// queued nor charged; by TCP and by the serial line, V3 and V2, while a
+// TCP or a serial transaction runs, on the payment program and the relay.
+#[test]
+fn oracle_seed_busy_second_register() {
+    for backend in [Backend::Exec, Backend::Relay] {
+        let p = serial_plan(
+            backend,
+            false,
+            vec![
+                (debit(1, 1000, Cf::Unique), Fault::Busy(Via::Tcp), Via::Tcp),
+                (
+                    debit(1, 1250, Cf::Unique),
+                    Fault::Busy(Via::SerialV3),
+                    Via::Tcp,
+                ),
+                (
+                    debit(2, 500, Cf::Absent),
+                    Fault::Busy(Via::SerialV2),
+                    Via::Tcp,
+                ),
+                (
+                    debit(2, 4200, Cf::Unique),
+                    Fault::Busy(Via::Tcp),
+                    Via::SerialV3,
+                ),
+                (
+                    debit(3, 800, Cf::Unique),
+                    Fault::Busy(Via::Tcp),
+                    Via::SerialV2,
+                ),
+                (Op::Status { reg: 7 }, N, Via::Tcp),
+            ],
+        );
+        let o = expect_clean("busy_second_register", &p);
+        assert_eq!(
+            o.busy, 5,
+            "{backend:?}: not every second register was refused busy"
+        );
+    }
+}
+
+// Safe retry after a restart, of a request whose CF the journal masks (a
+// card-like number): not provably the same request, so neither replayed
+// nor run: unknown (AF07), journaled so, the backend never asked.
+#[test]
+fn oracle_seed_unproven_retry_after_restart() {
+    let p = plan(
+        Backend::Exec,
+        true,
+        false,
+        vec![
+            (debit(1, 1000, Cf::Masked), N),
+            (Op::Retry { of: 0 }, Fault::KillAfter),
+            (Op::Retry { of: 0 }, N),
+            (Op::Retry { of: 0 }, N),
+            (Op::Status { reg: 1 }, N),
+        ],
+    );
+    let o = expect_clean("unproven_retry_after_restart", &p);
+    assert_eq!(
+        o.replays, 1,
+        "the retry before the restart was not replayed"
+    );
+    assert_eq!(
+        o.unproven, 1,
+        "the retry after the restart was not unproven"
+    );
 }
