@@ -28,7 +28,10 @@ RUN_DIR ?= run
 RUN_PORT ?= 8888
 RUN_LISTEN ?= 0.0.0.0:$(RUN_PORT)
 
-MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1 man/concertctl.8
+# Every page `install` puts in place, each under man<its section>/.
+MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1 man/concertctl.8 \
+	man/concertd-protocol.7 man/concertd-journal.5 man/concertd-backends.7 \
+	man/concertd-exec.7 man/concertd-relay.7 man/concertd-logging.7
 # The service's group under the shipped units: who may use concertctl.
 GROUP ?= concertd
 
@@ -92,15 +95,15 @@ install:
 			"or pass TARGET=BUILD-DIR/release when it was built elsewhere" \
 			"(sudo drops CARGO_TARGET_DIR)"; exit 1; }
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
-		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR) \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSCONFDIR) \
 		$(DESTDIR)$(UNITDIR)
 	install -m 0755 $(TARGET)/concertd $(DESTDIR)$(SBINDIR)/concertd
 	install -m 0755 $(TARGET)/concert $(DESTDIR)$(BINDIR)/concert
 	install -m 0755 $(TARGET)/concertctl $(DESTDIR)$(BINDIR)/concertctl
-	install -m 0644 man/concertd.8 $(DESTDIR)$(MANDIR)/man8/concertd.8
-	install -m 0644 man/concertd.conf.5 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5
-	install -m 0644 man/concert.1 $(DESTDIR)$(MANDIR)/man1/concert.1
-	install -m 0644 man/concertctl.8 $(DESTDIR)$(MANDIR)/man8/concertctl.8
+	for m in $(MANPAGES); do \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/} || exit 1; \
+	done
 	install -d $(DESTDIR)$(DOCDIR)
 	@# The journal's: root's until a concertd started as root with `user`
 	@# gives it to that user; systemd's StateDirectory takes it over.
@@ -132,10 +135,9 @@ install:
 # shared: bin, sbin, man...).
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
-		$(DESTDIR)$(BINDIR)/concertctl $(DESTDIR)$(MANDIR)/man8/concertctl.8 \
-		$(DESTDIR)$(MANDIR)/man8/concertd.8 $(DESTDIR)$(MANDIR)/man5/concertd.conf.5 \
-		$(DESTDIR)$(MANDIR)/man1/concert.1 $(DESTDIR)$(UNITDIR)/concertd.service \
+		$(DESTDIR)$(BINDIR)/concertctl $(DESTDIR)$(UNITDIR)/concertd.service \
 		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example
+	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; done
 	@if [ -d $(DESTDIR)$(DOCDIR) ] && rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null; then \
 		echo "rmdir $(DESTDIR)$(DOCDIR)"; fi
 	@# The journal is the record of every payment: never removed here.

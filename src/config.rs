@@ -130,7 +130,7 @@ impl Terminal {
     }
 
     /// As logs, `status` and errors show it: a value of the file, its card
-    /// numbers masked like any value from outside (concertd.8, LOGGING).
+    /// numbers masked like any value from outside (concertd-logging.7, Card numbers).
     pub fn shown(&self) -> String {
         crate::pan::masked_text(&self.line())
     }
@@ -948,7 +948,7 @@ pub static KEYS: &[Key] = &[
 /// An error about a line of the file, as logs and replies show it: the
 /// line is a value from outside, masked whole (a card number may be cut
 /// into words), and each word the message quotes, as it is or as `{:?}`
-/// writes it, is shown as the masked line has it (concertd.8, LOGGING).
+/// writes it, is shown as the masked line has it (concertd-logging.7, Card numbers).
 fn masked_words(raw: &str, msg: String) -> String {
     // Masking turns digits into `#`, which would start a comment: the
     // masked line is split with a stand-in where a digit was masked, so

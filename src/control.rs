@@ -422,7 +422,7 @@ fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unre
 }
 
 /// A command line is a value from outside, masked like any other before
-/// it is shown (concertd.8, LOGGING). No command holds a card number, so
+/// it is shown (concertd-logging.7, Card numbers). No command holds a card number, so
 /// one that does is refused before it runs, shown masked in the log and
 /// the reply: it cannot reach either whole through an error that quotes
 /// a word of it.

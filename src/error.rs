@@ -47,7 +47,7 @@ impl fmt::Display for Error {
             Error::Config { file, line, msg } => write!(f, "{file}:{line}: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            // Values of the configuration file: masked (concertd.8, LOGGING).
+            // Values of the configuration file: masked (concertd-logging.7, Card numbers).
             Error::Terminal { line, msg } => write!(
                 f,
                 "terminal {}: {}",

@@ -296,7 +296,7 @@ impl Service {
         };
         let restart = new.keep_restart_only(&self.cfg);
         // What changed, as `-n` prints it: the lines gone, then the new ones,
-        // their values masked (concertd.8, LOGGING).
+        // their values masked (concertd-logging.7, Card numbers).
         let (old_lines, new_lines) = (self.cfg.describe(), new.describe());
         let shown = crate::pan::masked_text;
         let mut said: Vec<String> = old_lines

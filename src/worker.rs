@@ -810,7 +810,7 @@ impl Worker {
     /// `start`): whatever the backend, it is refused when that debit has
     /// refunds by reference or a cancellation (approved, or of unknown
     /// outcome), or asks more than it charged: money would go back twice.
-    /// With no such debit the backend decides (concertd.8, Operations).
+    /// With no such debit the backend decides (concertd-protocol.7, Operations).
     fn check_cancel(&self, req: &Request) -> Result<(), crate::refunds::Refusal> {
         if req.op != Operation::Cancel {
             return Ok(());

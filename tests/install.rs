@@ -54,7 +54,13 @@ fn install_and_uninstall_into_destdir() {
             "usr/local/sbin/concertd",
             "usr/local/share/doc/concertd/concertd-pay.example",
             "usr/local/share/man/man1/concert.1",
+            "usr/local/share/man/man5/concertd-journal.5",
             "usr/local/share/man/man5/concertd.conf.5",
+            "usr/local/share/man/man7/concertd-backends.7",
+            "usr/local/share/man/man7/concertd-exec.7",
+            "usr/local/share/man/man7/concertd-logging.7",
+            "usr/local/share/man/man7/concertd-protocol.7",
+            "usr/local/share/man/man7/concertd-relay.7",
             "usr/local/share/man/man8/concertctl.8",
             "usr/local/share/man/man8/concertd.8",
         ]

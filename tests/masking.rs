@@ -171,7 +171,7 @@ fn a_document_to_print_cannot_forge_log_lines() {
 fn a_grouped_card_like_cf_is_masked_and_unproven_after_a_restart() {
     // Masked in the journal, with a 12-bit check: after a restart a retry
     // matches its sale but nothing proves it is the same one, so it gets
-    // the unknown outcome (concertd.8, Safe retry), with its CF whole.
+    // the unknown outcome (concertd-protocol.7, Safe retry), with its CF whole.
     let mut d = Daemon::start("retry-window 1h");
     let sale = debit("2000", "CF0194970-1012-3456-0674");
     let a = exchange(d.addr, sale.as_bytes());

@@ -895,7 +895,7 @@ fn a_trickled_raw_request_ends_at_request_timeout() {
     assert_eq!(r.answer().len(), 80);
 }
 
-/// The register's end closed: the log says what concertd.8 says,
+/// The register's end closed: the log says what concertd-protocol.7 says,
 /// "device hung up", not the "Broken pipe" of poll(2)'s POLLHUP.
 #[test]
 fn a_device_whose_other_end_closes_has_hung_up() {

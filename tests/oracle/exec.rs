@@ -1,7 +1,7 @@
 //! The payment program of the exec runs: a shell script that keeps the
 //! truth. It decides from the amount (the simulator's table, so that the
 //! same plans mean the same on every backend), follows the contract of
-//! concertd.8 "Payment program" (ATTEMPTED=1 before money may move), and
+//! concertd-exec.7 (ATTEMPTED=1 before money may move), and
 //! appends its ledger line before it prints its outcome. The harness
 //! arms a fault for the next transaction in the file `fault`.
 

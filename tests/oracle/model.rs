@@ -16,7 +16,7 @@ pub enum Backend {
 /// How a payment's private data (CF) is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cf {
-    /// A new one for every payment attempt, as concertd.8 "Safe retry" asks.
+    /// A new one for every payment attempt, as "Safe retry" in concertd-protocol.7 asks.
     Unique,
     /// The same for every payment, as some JavaScript clients send.
     Constant,
