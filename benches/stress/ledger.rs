@@ -10,9 +10,9 @@
 
 use crate::oracle::model::generate;
 use crate::oracle::model::Backend;
-use crate::oracle::rng::env_num;
 use crate::oracle::{figures, play, report, Outcome};
 use crate::report::Stage;
+use crate::rng::env_num;
 use crate::rng::Rng;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,11 +62,7 @@ pub fn stage_ledger(mut rng: Rng) -> Stage {
                         (seed, backends[(seed % 3) as usize], PLAN_OPS)
                     }
                 };
-                let plan = generate(
-                    &mut crate::oracle::rng::Rng::new(seed),
-                    backend,
-                    ops as usize,
-                );
+                let plan = generate(&mut Rng::new(seed), backend, ops as usize);
                 let o = play(&plan);
                 println!("{}", figures(Some(seed), &o));
                 if let Some(v) = o.violations.first() {

@@ -47,6 +47,8 @@ use crate::report::Stage;
 use crate::rng::Rng;
 use crate::rotation::stage_rotation;
 use crate::serial::stage_serial;
+// One seeded source for every stage and the oracle.
+use oracle::rng;
 use std::fmt::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,7 +68,6 @@ mod ledger;
 #[allow(dead_code)]
 mod oracle;
 mod report;
-mod rng;
 mod rotation;
 mod serial;
 mod tcp;

@@ -1,7 +1,9 @@
-//! The seeded source of every draw: a run is repeated from its seed
-//! (the same xorshift64* as benches/stress/rng.rs, kept here so that the
-//! integration tests need nothing from the benches).
+//! The seeded source of every draw: a run is repeated from its seed.
+//! One for the oracle and every stage of `make stress` (benches/stress
+//! takes it from here, so that the integration tests need nothing from
+//! the benches).
 
+/// xorshift64*: cheap, and a run is repeated from its seed.
 #[derive(Clone)]
 pub struct Rng(u64);
 
@@ -37,6 +39,27 @@ impl Rng {
 
     pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.below(from.len() as u64) as usize]
+    }
+}
+
+/// What only the stress stages draw (the oracle does not).
+#[allow(dead_code)]
+impl Rng {
+    /// lo..=hi
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn fork(&mut self) -> Rng {
+        Rng::new(self.next())
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    pub fn printable(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| 0x20 + self.below(0x5f) as u8).collect()
     }
 }
 
