@@ -1,8 +1,9 @@
 //! concertd: the terminal side of the Concert / Caisse-AP protocol.
 //!
-//! The map: one folder per concern, lowest layer first; a folder uses only
-//! folders above it in this list (tests/layers.rs fails on an import that
-//! points the other way, and on any cycle between modules).
+//! The map: one folder per concern, lowest layer first; a folder's code
+//! names only its own folder and those listed before it (tests/layers.rs
+//! fails on an import that points the other way, and on any cycle between
+//! modules).
 
 /// The protocol's bytes and values, no I/O: TLV, V2, framing, requests,
 /// answers, tickets, currencies, dates, card-number masking.
