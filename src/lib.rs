@@ -1,62 +1,36 @@
 //! concertd: the terminal side of the Concert / Caisse-AP protocol.
 //!
-//! The map: modules grouped by layer, lowest first; a module uses modules
-//! of its own layer or of lower ones (tests/layers.rs fails on any import
-//! cycle).
+//! The map: one folder per concern, lowest layer first; a folder's code
+//! names only its own folder and those listed before it (tests/layers.rs
+//! fails on an import that points the other way, and on any cycle between
+//! modules).
 
-// Bytes and values: no I/O.
-pub mod answer;
-pub mod assemble;
-pub mod base64;
-pub mod channel;
-pub mod clock;
-pub mod currency;
-pub mod framing;
-pub mod operation;
-pub mod pan;
-pub mod request;
-pub mod ticket;
-pub mod tlv;
-pub mod v2;
+/// The protocol's bytes and values, no I/O: TLV, V2, framing, requests,
+/// answers, tickets, currencies, dates, card-number masking.
+pub mod wire;
 
-// The configuration and the files it names.
-pub mod allow;
+/// concertd.conf, the allow-list, the simulator's script and stage, the
+/// files concertd opens and the errors that stop it.
 pub mod config;
-pub mod error;
-pub mod files;
 
-// The serial link layer, both sides, and the ports it opens.
+/// Where log lines go, and the summaries of those a peer can cause.
+pub mod logging;
+
+/// The serial link layer, both sides, and the ports it opens.
 pub mod link;
 
-// The register's side, for the `concert` client and the relay.
+/// The register's side, for the `concert` client and the relay.
 pub mod client;
 
-// Backends (simulator, exec, relay) and the one worker that runs them.
+/// The backends that perform transactions: simulator, exec, relay.
 pub mod backend;
-pub mod handover;
-pub mod journal;
-pub mod memory;
-pub mod refunds;
-pub mod retry;
-pub mod stage;
-pub mod worker;
 
-// The ways in: TCP and the serial line, one dispatch to the worker.
-pub mod dispatch;
-pub mod floodgate;
-pub mod net;
-pub mod peers;
-pub mod serial;
+/// The one worker, its journal and what it remembers.
+pub mod terminal;
 
-// The running service: reloads, logs, daemon mode, the control socket.
-pub mod control;
-pub mod daemon;
-pub mod dirs;
-pub mod logging;
+/// The ways in: TCP, the serial line, one dispatch to the worker.
+pub mod front;
+
+/// The running service: threads and reloads, the control socket, daemon
+/// mode, `config-watch`.
 pub mod service;
-pub mod watch;
-
-// The backends live under backend/; their old paths stay valid.
-pub use backend::{exec, relay, simulator};
-// The ports moved into link/.
-pub use link::port;

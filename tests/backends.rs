@@ -66,7 +66,7 @@ fn exec_backend_outcomes() {
         )),
         "{t}"
     );
-    let (ck, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (ck, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert_eq!((ck, doc), (Some(*b"100"), b"MON TICKET\n".to_vec()));
     let env = std::fs::read_to_string(script_dir.join("env.100")).unwrap();
     for want in [
@@ -263,7 +263,7 @@ fn the_shipped_example_program_works() {
     let d = Daemon::start(&format!("terminal exec {script}"));
     let a = exchange(d.addr, debit("1234", "CK003100").as_bytes());
     assert!(text(&a).contains("AE00210AC006"), "{}", text(&a));
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&doc),
         "PAIEMENT ACCEPTE\nMONTANT 1234\n"
@@ -278,7 +278,7 @@ fn relayed_request(s: &mut std::net::TcpStream) -> String {
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while concert::request::parse(&buf, &[978]).is_err() {
+    while concert::wire::request::parse(&buf, &[978]).is_err() {
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -384,7 +384,7 @@ fn relay_lost_sale_is_not_settled_by_the_previous_one() {
 /// The status answer of an upstream that prints a duplicate ticket at
 /// each ask, numbered: the same transaction never reads the same twice.
 fn with_duplicate(answer: &str, n: u32) -> String {
-    let doc = concert::base64::encode(format!("DUPLICATA No {n}\n").as_bytes());
+    let doc = concert::wire::base64::encode(format!("DUPLICATA No {n}\n").as_bytes());
     let zt = format!("CK003100AK{:03}{doc}", doc.len());
     format!("{answer}ZT{:03}{zt}", zt.len())
 }
@@ -754,7 +754,7 @@ fn exec_empty_ticket_gives_a_valid_answer() {
     let els = elements(&a);
     assert!(els.contains(&("AE".into(), "10".into())), "{}", text(&a));
     if let Some(zt) = get(&a, "ZT") {
-        let (ck, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+        let (ck, doc) = concert::wire::ticket::decode_zt(zt.as_bytes()).unwrap();
         assert_eq!(ck, Some(*b"110"));
         assert!(!doc.is_empty());
     }
@@ -948,7 +948,7 @@ fn relative_paths_are_shown_without_dot_components() {
 /// it charged, so the register hears unknown, never declined.
 #[test]
 fn relay_serial_request_without_its_ack_is_unknown_not_declined() {
-    use concert::framing::{ACK, ENQ, ETX};
+    use concert::wire::framing::{ACK, ENQ, ETX};
     use std::io::{Read, Write};
     let dir = temp_dir();
     let link = dir.join("ttyUP");
@@ -973,7 +973,7 @@ fn relay_serial_request_without_its_ack_is_unknown_not_declined() {
                 }
             }
             frames = seen.iter().filter(|&&c| c == ETX).count();
-            if seen.last() == Some(&concert::framing::EOT) && frames > 0 {
+            if seen.last() == Some(&concert::wire::framing::EOT) && frames > 0 {
                 break;
             }
         }

@@ -119,7 +119,7 @@ fn totals_count_carried_copies_once_and_list_unknown_and_resolved_apart() {
     d.signal(libc::SIGTERM);
     let mut d = d;
     d.wait_exit();
-    let t = concert::journal::stamp();
+    let t = concert::terminal::journal::stamp();
     let day = &t[..10];
     let req = |cb: &str, reg: &str, cd: &str| {
         format!("CZ0040320CA002{reg}CB{:03}{cb}CD001{cd}CE003978", cb.len())

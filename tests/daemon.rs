@@ -184,7 +184,10 @@ fn reload_moves_the_serial_line_to_another_device() {
         a.display()
     ));
     d.wait_log(&format!("serial {}: open", b.display()));
-    assert_eq!(rb.request(b"CZ0040320CA00201CD001I"), concert::framing::ACK);
+    assert_eq!(
+        rb.request(b"CZ0040320CA00201CD001I"),
+        concert::wire::framing::ACK
+    );
     assert_eq!(rb.answer(), b"CZ0040320CA00201CD001IAE00210");
 }
 
@@ -259,7 +262,10 @@ fn reload_adds_a_serial_line() {
     ));
     d.signal(libc::SIGHUP);
     d.wait_log(&format!("serial {}: open", a.display()));
-    assert_eq!(ra.request(b"CZ0040320CA00201CD001I"), concert::framing::ACK);
+    assert_eq!(
+        ra.request(b"CZ0040320CA00201CD001I"),
+        concert::wire::framing::ACK
+    );
     assert_eq!(ra.answer(), b"CZ0040320CA00201CD001IAE00210");
 }
 
@@ -362,9 +368,9 @@ fn the_simulator_says_no_card_is_charged() {
     d.wait_log("terminal simulator: no card is charged");
     let a = exchange(d.addr, b"CZ0040320CA00201CB0041000CD0010CE003978CK003100");
     let zt = get(&a, "ZT").expect("a ticket");
-    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(zt.as_bytes()).unwrap();
     assert!(
-        doc.starts_with(concert::ticket::SIMULATED),
+        doc.starts_with(concert::wire::ticket::SIMULATED),
         "{}",
         String::from_utf8_lossy(&doc)
     );

@@ -139,7 +139,7 @@ fn registers_keep_their_own_last_transaction_across_a_restart() {
     assert_eq!(exchange(d.addr, status("01").as_bytes()), a1);
     assert_eq!(exchange(d.addr, status("02").as_bytes()), a2);
     let dup = exchange(d.addr, b"CZ0040320CJ012247300123456CA00202CD0013");
-    let (_, doc) = concert::ticket::decode_zt(get(&dup, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&dup, "ZT").unwrap().as_bytes()).unwrap();
     let doc = String::from_utf8_lossy(&doc);
     assert!(
         doc.contains("22,22 EUR") && doc.contains("CAISSE 02"),
@@ -406,7 +406,7 @@ fn client_status_and_immediate_payment() {
 
 #[test]
 fn an_undelivered_answer_says_how_to_fetch_it_for_its_channel() {
-    use concert::framing::{wrap, Wrapping};
+    use concert::wire::framing::{wrap, Wrapping};
     let gate = Gate::new();
     let d = Daemon::start(&gate.terminal());
     // Concert V2 over TCP: the client resets before reading its answer.

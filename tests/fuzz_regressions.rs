@@ -189,9 +189,9 @@ fn one_serial_scenario(attempt: u32) -> bool {
     properties::serial_exchange(input, &handle);
     let read = || {
         let text = std::fs::read_to_string(&path).unwrap();
-        let events: Vec<(u64, concert::journal::Event)> = text
+        let events: Vec<(u64, concert::terminal::journal::Event)> = text
             .lines()
-            .filter_map(concert::journal::parse_line)
+            .filter_map(concert::terminal::journal::parse_line)
             .map(|(_, id, ev)| (id, ev))
             .collect();
         (text, events)
@@ -199,7 +199,7 @@ fn one_serial_scenario(attempt: u32) -> bool {
     let begun = read()
         .1
         .iter()
-        .filter(|(_, ev)| matches!(ev, concert::journal::Event::Begun { .. }))
+        .filter(|(_, ev)| matches!(ev, concert::terminal::journal::Event::Begun { .. }))
         .count();
     if begun < 2 {
         return false;
@@ -210,7 +210,7 @@ fn one_serial_scenario(attempt: u32) -> bool {
         let (text, events) = read();
         let ended: Vec<u64> = events
             .iter()
-            .filter(|(_, ev)| matches!(ev, concert::journal::Event::Ended { .. }))
+            .filter(|(_, ev)| matches!(ev, concert::terminal::journal::Event::Ended { .. }))
             .map(|(id, _)| *id)
             .collect();
         let unreported: Vec<u64> = ended
@@ -221,8 +221,8 @@ fn one_serial_scenario(attempt: u32) -> bool {
                     i == id
                         && matches!(
                             ev,
-                            concert::journal::Event::Delivered
-                                | concert::journal::Event::Undelivered { .. }
+                            concert::terminal::journal::Event::Delivered
+                                | concert::terminal::journal::Event::Undelivered { .. }
                         )
                 })
             })
@@ -243,17 +243,17 @@ fn one_serial_scenario(attempt: u32) -> bool {
 /// zero-length element (debug builds panicked in `Frame::push`).
 #[test]
 fn backend_output_empty_ticket_gives_a_valid_answer() {
-    let req = concert::request::parse(
+    let req = concert::wire::request::parse(
         b"CZ0040320CJ012247300123456CA00201CB0042500CD0010CE003978CK003110",
         &[978],
     )
     .unwrap();
-    let mut o = concert::exec::outcome_of(1, b"AE=10\nTICKET=\n", true, &req);
-    concert::worker::with_ticket(&req, &mut o, "01/12/2026 10:00:00", false);
-    let a = concert::answer::result(&req.frame, &o).encode();
-    let f = concert::tlv::Frame::decode(&a).unwrap();
-    let zt = f.get(concert::tlv::tags::ZT).unwrap();
-    let (ck, doc) = concert::ticket::decode_zt(zt).unwrap();
+    let mut o = concert::backend::exec::outcome_of(1, b"AE=10\nTICKET=\n", true, &req);
+    concert::terminal::worker::with_ticket(&req, &mut o, "01/12/2026 10:00:00", false);
+    let a = concert::wire::answer::result(&req.frame, &o).encode();
+    let f = concert::wire::tlv::Frame::decode(&a).unwrap();
+    let zt = f.get(concert::wire::tlv::tags::ZT).unwrap();
+    let (ck, doc) = concert::wire::ticket::decode_zt(zt).unwrap();
     assert_eq!(ck, Some(*b"110"));
     assert!(String::from_utf8_lossy(&doc).contains("TICKET COMMERCANT"));
     properties::backend_output(b"x\x01AE=10\nTICKET=\n");

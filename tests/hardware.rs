@@ -3,7 +3,7 @@
 //! concertd and CONCERTD_TEST_PEER for the register.
 
 use crate::util::*;
-use concert::framing::{lrc, ACK, ENQ, ETX, NAK, STX};
+use concert::wire::framing::{lrc, ACK, ENQ, ETX, NAK, STX};
 use std::io::{Read, Write};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! near the top of `u64`, fields with spaces, corrupt values read back.
 
 use crate::util::*;
-use concert::journal::{format_line, parse_line, Event};
+use concert::terminal::journal::{format_line, parse_line, Event};
 
 fn debit(ca: &str, amount: &str) -> String {
     format!(
@@ -193,7 +193,7 @@ fn a_serial_path_with_a_space_survives_a_restart() {
     let mut d = Daemon::start(&format!("serial \"{}\"\n{TIMERS}", link.display()));
     d.wait_log(": open, 9600 baud 7E1");
     let req = debit("01", "1234");
-    assert_eq!(reg.request(req.as_bytes()), concert::framing::ACK);
+    assert_eq!(reg.request(req.as_bytes()), concert::wire::framing::ACK);
     let a = reg.answer();
     assert!(
         text(&a).starts_with(&format!("{req}AE00210")),

@@ -2,7 +2,7 @@
 //! log, through the real daemon.
 
 use crate::util::*;
-use concert::framing::{wrap, Wrapping};
+use concert::wire::framing::{wrap, Wrapping};
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
@@ -32,7 +32,7 @@ esac
 fn cards_daemon(flags: &[&str]) -> (Daemon, std::path::PathBuf) {
     let dir = temp_dir();
     let script = dir.join("cards.sh");
-    let ticket = concert::base64::encode(b"CARTE 4970 1012 3456 0674\nMERCI\n");
+    let ticket = concert::wire::base64::encode(b"CARTE 4970 1012 3456 0674\nMERCI\n");
     std::fs::write(&script, CARDS_SH.replace("@TICKET@", &ticket)).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::start_with(&format!("terminal exec {}", script.display()), flags);
@@ -56,7 +56,7 @@ fn grouped_card_numbers_from_a_program_are_masked_in_answer_journal_and_log() {
     assert_eq!(get(&a, "AA").unwrap(), "4970 10## #### 0674");
     assert_eq!(get(&a, "CF").unwrap(), "4970 1012 3456 0674");
     assert_eq!(get(&a, "CH").unwrap(), "REF");
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert_eq!(text(&doc), "CARTE 4970 10## #### 0674\nMERCI\n");
     let a = exchange(d.addr, debit("812", "").as_bytes());
     assert_eq!(get(&a, "AA").unwrap(), "4970-10##-####-0674");
@@ -154,7 +154,7 @@ fn bytes_after_a_request_are_masked_whole_then_cut_and_escaped() {
 #[test]
 fn a_document_to_print_cannot_forge_log_lines() {
     let d = Daemon::start("");
-    let doc = concert::base64::encode(
+    let doc = concert::wire::base64::encode(
         b"TICKET\x1b[2K\r2026-01-01T00:00:00.000Z ERROR forged\n4970 1012 3456 0674\n",
     );
     let req = format!("CZ0040320CA00201CD001PZT{:03}{doc}", doc.len());
@@ -269,9 +269,11 @@ fn holds_card(text: &str) -> bool {
 fn the_card_check_finds_every_shape_and_passes_masked_ones() {
     for sep in SEPARATORS {
         assert!(holds_card(&grouped(sep)), "{sep:?}");
-        assert!(holds_card(&concert::pan::escape(grouped(sep).as_bytes())));
+        assert!(holds_card(&concert::wire::pan::escape(
+            grouped(sep).as_bytes()
+        )));
         let mut m = grouped(sep).into_bytes();
-        concert::pan::mask_in_place(&mut m);
+        concert::wire::pan::mask_in_place(&mut m);
         assert!(!holds_card(&String::from_utf8(m).unwrap()), "{sep:?}");
     }
     assert!(holds_card("4970 1012\n3456 0674"));
@@ -295,7 +297,7 @@ fn a_programs_output_stderr_and_ticket_are_masked_in_every_shape() {
     }
     sh.push_str(&format!(
         "echo 'TICKET={}'\n",
-        concert::base64::encode(ticket.as_bytes())
+        concert::wire::base64::encode(ticket.as_bytes())
     ));
     let script = dir.join("shapes.sh");
     std::fs::write(&script, sh).unwrap();
@@ -306,7 +308,7 @@ fn a_programs_output_stderr_and_ticket_are_masked_in_every_shape() {
     assert_eq!(get(&a, "AE").unwrap(), "10");
     assert_eq!(get(&a, "AA").unwrap(), "4970  10##  ####  0674");
     let zt = get(&a, "ZT").unwrap_or_else(|| panic!("{}\n{}", text(&a), d.log_text()));
-    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(zt.as_bytes()).unwrap();
     let doc = String::from_utf8(doc).unwrap();
     assert!(doc.starts_with("CARTE 4970 10##\n#### 0674\n"), "{doc}");
     assert!(!holds_card(&doc), "{doc}");
@@ -380,7 +382,7 @@ fn an_upstreams_answers_are_masked_in_every_shape() {
             s.set_read_timeout(Some(PATIENCE)).unwrap();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 1024];
-            while concert::request::parse(&buf, &[978]).is_err() {
+            while concert::wire::request::parse(&buf, &[978]).is_err() {
                 match s.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(k) => buf.extend_from_slice(&chunk[..k]),
@@ -391,7 +393,7 @@ fn an_upstreams_answers_are_masked_in_every_shape() {
             let a = if get(req.as_bytes(), "CD").as_deref() == Some("T") {
                 format!("{req}AE00201AF00212ZZ{:03}{g}", g.len())
             } else {
-                let doc = concert::base64::encode(
+                let doc = concert::wire::base64::encode(
                     format!("CARTE {g}\n4970 1012\n3456 0674\n").as_bytes(),
                 );
                 format!("{req}AE00210AA{:03}{g}ZT{:03}{doc}", g.len(), doc.len())
@@ -409,7 +411,7 @@ fn an_upstreams_answers_are_masked_in_every_shape() {
         let aa = get(&a, "AA").unwrap();
         assert!(!holds_card(&aa), "{aa}");
         assert!(aa.contains("10##") && aa.len() == g.len(), "{aa} {g}");
-        let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+        let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
         assert!(!holds_card(&text(&doc)), "{}", text(&doc));
     }
     d.wait_log_n("describes no payment", shapes.len());

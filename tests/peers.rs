@@ -1,7 +1,7 @@
 //! One peer cannot lock the registers out, and cannot flood the log.
 
 use crate::util::*;
-use concert::framing::{wrap, Wrapping};
+use concert::wire::framing::{wrap, Wrapping};
 use std::io::Write;
 
 const PING3: &[u8] = b"CZ0040320CA00203CD001I";
@@ -117,7 +117,7 @@ fn a_garbage_flood_costs_a_few_log_lines() {
         let mut s = connect_from("127.0.0.2", d.addr).unwrap();
         s.write_all(&bad).unwrap();
         let a = read_all(&mut s);
-        assert_eq!(a, [concert::framing::NAK], "garbage {i}");
+        assert_eq!(a, [concert::wire::framing::NAK], "garbage {i}");
         if i == 1000 {
             let a = exchange(d.addr, b"CZ0040320CA00201CB0041000CD0010CE003978");
             assert!(text(&a).contains("AE00210"));

@@ -3,7 +3,7 @@
 
 use crate::serial::{frame, pty, relay, TIMERS};
 use crate::util::*;
-use concert::framing::{ACK, NAK};
+use concert::wire::framing::{ACK, NAK};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
@@ -216,7 +216,7 @@ fn nak_first_then_the_retransmission_is_taken() {
     assert_eq!(r.request(DEBIT.as_bytes()), NAK);
     r.send(&frame(DEBIT.as_bytes()));
     assert_eq!(r.byte(), ACK);
-    r.send(&[concert::framing::EOT]);
+    r.send(&[concert::wire::framing::EOT]);
     let a = r.answer();
     assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
     d.wait_log("simulator nak-first: NAK");
@@ -297,11 +297,11 @@ fn no_ack_then_the_registers_second_enq_is_taken() {
         script.display()
     ));
     d.wait_log(": open, 9600 baud 7E1");
-    r.send(&[concert::framing::ENQ]);
+    r.send(&[concert::wire::framing::ENQ]);
     // Withheld: the register's next ENQ is its retry, and is ACKed once.
     d.wait_log("ENQ not ACKed (simulator no-ack)");
     assert_eq!(r.request(DEBIT.as_bytes()), ACK);
-    r.send(&[concert::framing::EOT]);
+    r.send(&[concert::wire::framing::EOT]);
     let a = r.answer();
     assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
     assert!(d.journal().contains("no-ack applied before the request"));
@@ -321,7 +321,7 @@ fn slow_enq_opens_the_answer_session_late_and_says_so() {
     ));
     d.wait_log(": open, 9600 baud 7E1");
     assert_eq!(r.request(DEBIT.as_bytes()), ACK);
-    r.send(&[concert::framing::EOT]);
+    r.send(&[concert::wire::framing::EOT]);
     d.wait_log("our ENQ 300ms late (slow-enq)");
     let a = r.answer();
     assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));

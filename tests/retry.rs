@@ -2,7 +2,7 @@
 //! only what a retry must not repeat, never another sale's answer.
 
 use crate::util::*;
-use concert::framing::{wrap, Wrapping};
+use concert::wire::framing::{wrap, Wrapping};
 
 fn debit(ca: &str, amount: &str, cf: &str) -> String {
     let cf = if cf.is_empty() {

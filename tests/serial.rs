@@ -3,7 +3,7 @@
 //! can be removed and created again).
 
 use crate::util::*;
-use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use concert::wire::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -287,7 +287,7 @@ fn long_answers_drop_the_ticket_or_split_in_etb_blocks() {
     let a = r.answer();
     assert!(a.len() > 512, "{}", a.len());
     let zt = get(&a, "ZT").unwrap();
-    let (_, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(zt.as_bytes()).unwrap();
     assert!(String::from_utf8_lossy(&doc).contains("TICKET COMMERCANT"));
 }
 

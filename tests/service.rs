@@ -27,7 +27,7 @@ fn a_deferred_debit_is_a_debit_in_every_way() {
         text(&a)
     );
     d.wait_log("deferred-debit 10.00 EUR register 01 from tcp");
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     let doc = String::from_utf8_lossy(&doc).to_string();
     assert!(doc.contains("DEBIT DIFFERE"), "{doc}");
     // CD=T gives it again, byte for byte.
@@ -147,12 +147,12 @@ fn e_receipt_phone_and_email_are_checked_used_and_masked() {
     );
     let a = exchange(d.addr, req.as_bytes());
     assert!(text(&a).contains("AE00210"), "{}", text(&a));
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert!(String::from_utf8_lossy(&doc).contains("TICKET ENVOYE PAR E-MAIL"));
     d.wait_log("simulator: receipt sent by e-mail to j***@example.fr");
     let req = payment("0", "1100", &format!("CK003100{}", el("BH", PHONE)));
     let a = exchange(d.addr, req.as_bytes());
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert!(String::from_utf8_lossy(&doc).contains("TICKET ENVOYE PAR SMS"));
     d.wait_log("simulator: receipt sent by SMS to ***78");
     // PayXpert's fixed-length fields, padded with spaces, are taken.

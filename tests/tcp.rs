@@ -1,7 +1,7 @@
 //! Concert V3 over TCP, through the real daemon.
 
 use crate::util::*;
-use concert::framing::{lrc, wrap, Wrapping, ETX, STX};
+use concert::wire::framing::{lrc, wrap, Wrapping, ETX, STX};
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::mpsc;
@@ -310,7 +310,7 @@ fn duplicata_with_and_without_a_ticket() {
         "{}",
         text(&a)
     );
-    let (ck, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (ck, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     assert_eq!(ck, Some(*b"100"));
     let doc = String::from_utf8_lossy(&doc);
     assert!(doc.contains("DUPLICATA"), "{doc}");
@@ -324,7 +324,7 @@ fn tickets_follow_ck() {
     let d = Daemon::start("");
     let a = exchange(d.addr, format!("{}CK003121", debit("2500")).as_bytes());
     let zt = get(&a, "ZT").unwrap();
-    let (ck, doc) = concert::ticket::decode_zt(zt.as_bytes()).unwrap();
+    let (ck, doc) = concert::wire::ticket::decode_zt(zt.as_bytes()).unwrap();
     assert_eq!(ck, Some(*b"121"));
     let doc = String::from_utf8_lossy(&doc).into_owned();
     assert!(doc.starts_with("<html>"), "{doc}");
@@ -333,7 +333,7 @@ fn tickets_follow_ck() {
     assert!(c < m);
     // A refusal has its ticket too; no card number on it.
     let a = exchange(d.addr, format!("{}CK003110", debit("2551")).as_bytes());
-    let (_, doc) = concert::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
+    let (_, doc) = concert::wire::ticket::decode_zt(get(&a, "ZT").unwrap().as_bytes()).unwrap();
     let doc: String = doc.iter().map(|&b| b as char).collect();
     assert!(
         doc.contains("TRANSACTION REFUSÉE") && doc.contains("TICKET COMMERCANT"),
@@ -438,6 +438,6 @@ fn v2_over_tcp_is_answered_in_v2() {
     // Not a V2 frame: NAK.
     assert_eq!(
         exchange_open(d.addr, &wrap(b"01000010000109", Wrapping::Stx)),
-        [concert::framing::NAK]
+        [concert::wire::framing::NAK]
     );
 }

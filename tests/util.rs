@@ -528,7 +528,7 @@ pub fn text(b: &[u8]) -> String {
 
 /// Tags of a TLV answer, in order, with their values.
 pub fn elements(answer: &[u8]) -> Vec<(String, String)> {
-    let f = concert::tlv::Frame::decode(answer)
+    let f = concert::wire::tlv::Frame::decode(answer)
         .unwrap_or_else(|e| panic!("answer {:?} does not decode: {e:?}", text(answer)));
     f.elements()
         .iter()

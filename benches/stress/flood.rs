@@ -82,7 +82,7 @@ fn streaming_upstream(streamed: Arc<std::sync::atomic::AtomicU64>) -> SocketAddr
                 let _ = s.set_read_timeout(Some(PATIENCE));
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
-                while concert::request::parse(&buf, &[978]).is_err() {
+                while concert::wire::request::parse(&buf, &[978]).is_err() {
                     match s.read(&mut chunk) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),

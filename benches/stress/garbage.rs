@@ -7,8 +7,8 @@ use crate::report::Stage;
 use crate::rng::{env_num, Rng};
 use crate::tcp::{abort, check_outcome, connect, debit, exchange, field, ping, read_all, status};
 use crate::util::{text, PATIENCE};
-use concert::framing::{ETX, STX};
-use concert::tlv::Frame;
+use concert::wire::framing::{ETX, STX};
+use concert::wire::tlv::Frame;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
@@ -197,7 +197,7 @@ fn garbage_client(addr: SocketAddr, mut rng: Rng, stop: Arc<AtomicBool>) -> Tall
                     let busy = field(&answer, "AE").as_deref() == Some("01")
                         && field(&answer, "AF").is_none();
                     let amount = Frame::decode(req.as_bytes()).ok().and_then(|f| {
-                        std::str::from_utf8(f.get(concert::tlv::tags::CB)?)
+                        std::str::from_utf8(f.get(concert::wire::tlv::tags::CB)?)
                             .ok()?
                             .parse()
                             .ok()

@@ -7,7 +7,7 @@ use crate::report::Stage;
 use crate::rng::{env_num, Rng};
 use crate::tcp::{ms, percentile};
 use crate::util::{pty_pair, text};
-use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use concert::wire::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use serialport::{SerialPort, TTYPort};
 use std::io::{ErrorKind, Read, Write};
 use std::path::Path;

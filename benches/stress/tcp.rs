@@ -1,7 +1,7 @@
 //! Requests as a register sends them, and what a right answer is.
 
 use crate::util::text;
-use concert::tlv::Frame;
+use concert::wire::tlv::Frame;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -121,7 +121,7 @@ pub fn check_approved(req: &str, answer: &[u8]) -> Result<(), String> {
 /// of the amount. `unknown_ok`: an answer read back after a kill, where
 /// AF07 (closed as unknown at recovery) is also true.
 pub fn check_outcome(amount: u64, answer: &[u8], unknown_ok: bool) -> Result<(), String> {
-    use concert::answer::Af;
+    use concert::wire::answer::Af;
     let f = Frame::decode(answer).map_err(|_| format!("does not decode: {:?}", text(answer)))?;
     let cb = field(answer, "CB").and_then(|c| c.parse::<u64>().ok());
     if cb != Some(amount) {
@@ -132,9 +132,9 @@ pub fn check_outcome(amount: u64, answer: &[u8], unknown_ok: bool) -> Result<(),
     if unknown_ok && af.as_deref() == Some("07") && ae.as_deref() == Some("01") {
         return Ok(());
     }
-    let want = concert::simulator::outcome_for(amount, false);
+    let want = concert::backend::simulator::outcome_for(amount, false);
     let ok = match (&want, ae.as_deref(), af.as_deref()) {
-        (Ok(None), Some("10"), None) => f.get(concert::tlv::tags::AC).is_some(),
+        (Ok(None), Some("10"), None) => f.get(concert::wire::tlv::tags::AC).is_some(),
         (Err(w), Some("01"), Some(got)) => Af::from_code(got.as_bytes()) == Some(*w),
         _ => false,
     };

@@ -5,14 +5,14 @@
 //! `make test` replays every seed under `fuzz/seeds/` through exactly what
 //! the fuzzer checks; keep it free of anything but `std` and `concert`.
 
-use concert::answer::{self, Af};
-use concert::assemble::{Assembled, Assembler, Progress};
 use concert::config::Config;
-use concert::framing::{lrc, Wrapping, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
-use concert::request::{self, mandatory_for_cd};
-use concert::serial::{self, Port};
-use concert::tlv::{self, tags, Element, Frame, Step, Tag};
-use concert::v2;
+use concert::front::serial::{self, Port};
+use concert::wire::answer::{self, Af};
+use concert::wire::assemble::{Assembled, Assembler, Progress};
+use concert::wire::framing::{lrc, Wrapping, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use concert::wire::request::{self, mandatory_for_cd};
+use concert::wire::tlv::{self, tags, Element, Frame, Step, Tag};
+use concert::wire::v2;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -231,7 +231,7 @@ fn check_done(a: &Assembled, fed: &[u8]) {
             v.extend_from_slice(&fed[a.body.len()..a.body.len() + tail]);
             v
         }
-        Wrapping::Stx => concert::framing::wrap(&a.body, Wrapping::Stx),
+        Wrapping::Stx => concert::wire::framing::wrap(&a.body, Wrapping::Stx),
     };
     again.extend_from_slice(&a.trailing);
     assert!(
@@ -381,22 +381,22 @@ impl Port for FakePort {
 /// A worker on the simulator, over a journal already read, running in its
 /// own thread; the control sender keeps it running until dropped.
 type Running = (
-    concert::worker::Handle,
+    concert::terminal::worker::Handle,
     Box<dyn std::any::Any + Send + Sync>,
     std::thread::JoinHandle<()>,
 );
 
 fn simulator_worker(
-    journal: concert::journal::Journal,
-    contents: concert::journal::Contents,
+    journal: concert::terminal::journal::Journal,
+    contents: concert::terminal::journal::Contents,
     retry_window: Duration,
 ) -> Running {
-    let (worker, handle, control) = concert::worker::Worker::new(
-        Box::new(concert::simulator::Simulator::new(Duration::ZERO)),
+    let (worker, handle, control) = concert::terminal::worker::Worker::new(
+        Box::new(concert::backend::simulator::Simulator::new(Duration::ZERO)),
         concert::config::Terminal::Simulator,
         journal,
         contents,
-        concert::worker::Settings {
+        concert::terminal::worker::Settings {
             transaction_timeout: Duration::from_secs(5),
             retry_window,
             extensions: concert::config::AnswerExtensions::None,
@@ -417,10 +417,10 @@ fn simulator_worker(
 pub fn start_worker(
     path: &std::path::Path,
 ) -> (
-    concert::worker::Handle,
+    concert::terminal::worker::Handle,
     Box<dyn std::any::Any + Send + Sync>,
 ) {
-    let (journal, contents) = concert::journal::Journal::open(path, 1 << 20, 1)
+    let (journal, contents) = concert::terminal::journal::Journal::open(path, 1 << 20, 1)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (handle, control, _) = simulator_worker(journal, contents, Duration::ZERO);
     (handle, control)
@@ -453,9 +453,9 @@ fn remove_stale_journals(dir: &std::path::Path) {
 
 /// The worker of the whole run, journaling to a file of this process in
 /// the temporary directory (left there; a later run removes it).
-fn worker() -> concert::worker::Handle {
+fn worker() -> concert::terminal::worker::Handle {
     struct Shared {
-        handle: concert::worker::Handle,
+        handle: concert::terminal::worker::Handle,
         _control: Box<dyn std::any::Any + Send + Sync>,
     }
     static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -486,7 +486,7 @@ pub fn serial_link(data: &[u8]) {
 
 /// Serves a fake port that plays `data` with 1 ms link timers, on
 /// `worker`; returns what the link wrote, one entry per write.
-pub fn serial_exchange(data: &[u8], worker: &concert::worker::Handle) -> Vec<Vec<u8>> {
+pub fn serial_exchange(data: &[u8], worker: &concert::terminal::worker::Handle) -> Vec<Vec<u8>> {
     let wire = Arc::new(Mutex::new(Wire::default()));
     let port = FakePort {
         input: data.to_vec(),
@@ -617,7 +617,7 @@ fn relay_output(v2: bool, data: &[u8]) {
     let raw = BACKEND_REQUESTS[usize::from(ctl & 7)];
     let req = request::parse(raw, &[978]).expect("a request of the table does not parse");
     // Not usable (the relay then reports an unknown outcome): nothing to check.
-    if let Ok(outcome) = concert::relay::outcome_from_answer(v2, &req, answer) {
+    if let Ok(outcome) = concert::backend::relay::outcome_from_answer(v2, &req, answer) {
         check_backend_answer(&req, outcome, data);
     }
 }
@@ -629,13 +629,13 @@ fn exec_output(data: &[u8]) {
     let raw = BACKEND_REQUESTS[usize::from(ctl & 7)];
     let req = request::parse(raw, &[978]).expect("a request of the table does not parse");
     let exit_ok = ctl & 0x80 == 0;
-    let outcome = concert::exec::outcome_of(1, stdout, exit_ok, &req);
+    let outcome = concert::backend::exec::outcome_of(1, stdout, exit_ok, &req);
     check_backend_answer(&req, outcome, data);
 }
 
 /// The answer for `outcome`, and the one rebuilt from it, are valid.
 fn check_backend_answer(req: &request::Request, mut outcome: answer::Outcome, input: &[u8]) {
-    concert::worker::with_ticket(req, &mut outcome, "01/12/2026 10:00:00", false);
+    concert::terminal::worker::with_ticket(req, &mut outcome, "01/12/2026 10:00:00", false);
     let a = answer::result(&req.frame, &outcome);
     assert_answer(&a, "answer", input);
     if let Some(zt) = a.get(tags::ZT) {
@@ -671,8 +671,8 @@ fn check_backend_answer(req: &request::Request, mut outcome: answer::Outcome, in
 /// from it decodes: the AF07 of a recovery, and the status and duplicata
 /// answers of each register.
 pub fn journal_read(data: &[u8]) {
-    use concert::journal::{format_line, parse_line, Journal};
-    use concert::worker::{self, Channel, Origin};
+    use concert::terminal::journal::{format_line, parse_line, Journal};
+    use concert::terminal::worker::{self, Channel, Origin};
     for line in data.split(|&b| b == b'\n') {
         let Ok(line) = std::str::from_utf8(line) else {
             continue;
@@ -762,7 +762,7 @@ fn assert_readable(said: &str, what: &str, input: &[u8]) {
 /// a simulator command is read by a stage, which never panics; every
 /// refusal and reply is readable (see [`assert_readable`]).
 pub fn control_command(data: &[u8]) {
-    use concert::control::{self, Command, Day, MAX_COMMAND, MAX_SHOW};
+    use concert::service::control::{self, Command, Day, MAX_COMMAND, MAX_SHOW};
     let received = &data[..data.len().min(MAX_COMMAND + 1)];
     let line = match control::command_line(received) {
         Ok(l) => l,
@@ -804,7 +804,7 @@ pub fn control_command(data: &[u8]) {
         show(data)
     );
     if let Command::Simulator(s) = &c {
-        let stage = concert::stage::Stage::new();
+        let stage = concert::config::stage::Stage::new();
         stage.adopt();
         match stage.command(s) {
             Ok(said) => assert_readable(&said, "reply", data),
@@ -823,7 +823,7 @@ pub fn control_command(data: &[u8]) {
 /// as it parses, refused as it parses not; `decide` is refused with no
 /// transaction waiting. Every refusal is readable.
 pub fn simulator_plan(data: &[u8]) {
-    use concert::stage::{Begin, Channel, Fate, Plan, Script, Stage};
+    use concert::config::stage::{Begin, Channel, Fate, Plan, Script, Stage};
     use std::path::Path;
     let text = String::from_utf8_lossy(data);
     let lines: Vec<&str> = text.lines().collect();

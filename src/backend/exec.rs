@@ -3,12 +3,12 @@
 //! group with the request in the environment, and reads the outcome from
 //! its standard output as `KEY=value` lines.
 
-use crate::answer::{Af, Outcome, Status};
 use crate::backend::{Backend, Done, Transaction};
-use crate::base64;
-use crate::pan;
-use crate::request::{Operation, Request};
-use crate::tlv::tags;
+use crate::wire::answer::{Af, Outcome, Status};
+use crate::wire::base64;
+use crate::wire::pan;
+use crate::wire::request::{Operation, Request};
+use crate::wire::tlv::tags;
 use crossbeam_channel::{bounded, Sender};
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -837,7 +837,7 @@ mod tests {
 
     fn debit(extra: &str) -> Request {
         let raw = format!("CZ0040320CA00201CB0042500CD0010CE003978{extra}");
-        crate::request::parse(raw.as_bytes(), &[978]).unwrap()
+        crate::wire::request::parse(raw.as_bytes(), &[978]).unwrap()
     }
 
     #[test]
@@ -1029,7 +1029,7 @@ mod tests {
         let tx = Transaction {
             id: 7,
             request: debit(""),
-            channel: crate::worker::Channel::Tcp,
+            channel: crate::terminal::worker::Channel::Tcp,
             original: None,
         };
         e.start(&tx, done);

@@ -11,9 +11,9 @@
 //! transaction only if it reused it, which the kept status answer (the
 //! transaction just before the request) still tells.
 
-use crate::answer::Outcome;
-use crate::request::Request;
-use crate::tlv::tags;
+use crate::wire::answer::Outcome;
+use crate::wire::request::Request;
+use crate::wire::tlv::tags;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -98,7 +98,7 @@ mod tests {
     use super::*;
 
     fn req(body: &str) -> Request {
-        crate::request::parse(body.as_bytes(), &[978]).unwrap()
+        crate::wire::request::parse(body.as_bytes(), &[978]).unwrap()
     }
 
     fn approved(ac: &str) -> Outcome {
@@ -119,7 +119,7 @@ mod tests {
         assert!(h.cf_elsewhere(b"abc", 6));
         // The same CF sent again later: the later one is not alone with it
         // either.
-        h.record(6, &r, &Outcome::declined(crate::answer::Af::NotEnded));
+        h.record(6, &r, &Outcome::declined(crate::wire::answer::Af::NotEnded));
         assert!(h.cf_elsewhere(b"abc", 5));
         assert!(h.cf_elsewhere(b"abc", 6));
     }

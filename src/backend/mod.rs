@@ -7,12 +7,12 @@ pub mod history;
 pub mod relay;
 pub mod simulator;
 
-use crate::answer::Outcome;
-use crate::request::Request;
+use crate::wire::answer::Outcome;
+use crate::wire::request::Request;
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 
-pub use crate::channel::Channel;
+pub use crate::wire::channel::Channel;
 
 /// A transaction handed to a backend.
 #[derive(Clone, Debug)]
@@ -95,7 +95,7 @@ pub fn amount_rule(id: u64, who: &str, mut o: Outcome, req: &Request) -> Outcome
             log::error!(
                 "tx {id}: {who} approved CB={} for a request of CB={}{}: it contradicts the \
                  request, so the outcome is unknown (AF07)",
-                crate::pan::scrub(cb.as_bytes()),
+                crate::wire::pan::scrub(cb.as_bytes()),
                 req.amount_text().unwrap_or("(none)"),
                 if req.partial_ok {
                     ""
@@ -103,7 +103,7 @@ pub fn amount_rule(id: u64, who: &str, mut o: Outcome, req: &Request) -> Outcome
                     " without partial payment (BF=1)"
                 }
             );
-            Outcome::declined(crate::answer::Af::NotEnded)
+            Outcome::declined(crate::wire::answer::Af::NotEnded)
         }
     }
 }
@@ -129,7 +129,7 @@ pub(crate) fn decline_unstarted(id: u64, what: &str, e: &std::io::Error, done: &
     log::error!("tx {id}: cannot start a thread for {what}: {e}; declined, nothing was sent");
     let _ = done.send(Done {
         id,
-        outcome: Outcome::declined(crate::answer::Af::Unknown),
+        outcome: Outcome::declined(crate::wire::answer::Af::Unknown),
         resolved: false,
         note: None,
     });
@@ -172,7 +172,7 @@ pub trait Backend: Send {
 /// takes its orders from `stage`, the service's one.
 pub fn build(
     cfg: &crate::config::Config,
-    stage: &std::sync::Arc<crate::stage::Stage>,
+    stage: &std::sync::Arc<crate::config::stage::Stage>,
 ) -> Result<Box<dyn Backend>, String> {
     use crate::config::Terminal;
     Ok(match &cfg.terminal {

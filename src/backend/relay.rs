@@ -14,16 +14,16 @@
 //! Without a kept answer there is nothing to tell the two apart, and the
 //! outcome stays unknown.
 
-use crate::answer::{Af, Outcome};
 use crate::backend::history::{self, History};
 use crate::backend::{Backend, Done, Note, Transaction};
 use crate::client::{self, serial_link::Line, MAX_ANSWER};
 use crate::config::{Format, Upstream};
-use crate::framing::{self, Wrapping, NAK};
-use crate::pan;
-use crate::request::{Operation, Request};
-use crate::tlv::{tags, Frame, Tag};
-use crate::v2;
+use crate::wire::answer::{Af, Outcome};
+use crate::wire::framing::{self, Wrapping, NAK};
+use crate::wire::pan;
+use crate::wire::request::{Operation, Request};
+use crate::wire::tlv::{tags, Frame, Tag};
+use crate::wire::v2;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -577,9 +577,9 @@ fn masked_zt(zt: &mut Vec<u8>) -> bool {
     let mut changed = false;
     let inner = Frame::decode_any(zt).ok();
     let ak = inner.as_ref().and_then(|f| f.get(tags::AK));
-    if let Some(mut doc) = crate::base64::decode(ak.unwrap_or(zt)) {
+    if let Some(mut doc) = crate::wire::base64::decode(ak.unwrap_or(zt)) {
         if pan::mask_in_place(&mut doc) {
-            let text = crate::base64::encode(&doc).into_bytes();
+            let text = crate::wire::base64::encode(&doc).into_bytes();
             *zt = match (&inner, ak) {
                 (Some(f), Some(_)) => {
                     let mut out = Frame::new();
@@ -842,7 +842,7 @@ mod tests {
     use super::*;
 
     fn req(body: &str) -> Request {
-        crate::request::parse(body.as_bytes(), &[978]).unwrap()
+        crate::wire::request::parse(body.as_bytes(), &[978]).unwrap()
     }
 
     #[test]
@@ -857,7 +857,7 @@ mod tests {
                 let Ok(mut s) = s else { continue };
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 256];
-                while crate::request::parse(&buf, &[978]).is_err() {
+                while crate::wire::request::parse(&buf, &[978]).is_err() {
                     match s.read(&mut chunk) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -921,7 +921,7 @@ mod tests {
             v2::parse_reply(&v2::reply(&v2::parse(&p).unwrap(), b'7', 1000, None)).unwrap();
         assert_eq!(
             from_v2(&r, &refused).status,
-            crate::answer::Status::Declined(Af::Refused)
+            crate::wire::answer::Status::Declined(Af::Refused)
         );
         assert!(v2_request(1, &req("CZ0040320CA00201CD001B")).is_err());
     }
@@ -1053,7 +1053,7 @@ mod tests {
         // one: a duplicate ticket with the time in it, and a counter.
         let sale = "CZ0040320CA00201CB0041000CD0010CE003978AE00210AC006111111";
         let ticket = |t: &str| {
-            let doc = crate::base64::encode(format!("DUPLICATA {t}\n").as_bytes());
+            let doc = crate::wire::base64::encode(format!("DUPLICATA {t}\n").as_bytes());
             format!("CK003100AK{:03}{doc}", doc.len())
         };
         let ask = |t: &str, n: u32| {
@@ -1176,7 +1176,10 @@ mod tests {
         let refused = b"CZ0040320CA00201CB0041000CD0010CE003978AE00201AF00205CF006ord-42";
         match settled(refused, &r, kept, &h) {
             Settled::Outcome(o) => {
-                assert_eq!(o.status, crate::answer::Status::Declined(Af::Forbidden))
+                assert_eq!(
+                    o.status,
+                    crate::wire::answer::Status::Declined(Af::Forbidden)
+                )
             }
             s => panic!("{s:?}"),
         }
@@ -1195,7 +1198,7 @@ mod tests {
     #[test]
     fn card_numbers_from_upstream_are_masked_in_every_field() {
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978CF0164970101234560674CK003100");
-        let ticket = crate::base64::encode(b"CARTE 4970 1012 3456 0674\nMERCI\n");
+        let ticket = crate::wire::base64::encode(b"CARTE 4970 1012 3456 0674\nMERCI\n");
         let zt = format!("CK003100AK{:03}{ticket}", ticket.len());
         let answer = format!(
             "CZ0040320CA00201CB0041000CD0010CE003978AE00210AC0061234 5\
@@ -1207,11 +1210,11 @@ mod tests {
         assert_eq!(o.auth.as_deref(), Some("1234 5"));
         assert_eq!(o.pan.as_deref(), Some("4970 10## #### 0674"));
         assert_eq!(o.contract.as_deref(), Some("4970-10##-####-0674"));
-        let (ck, doc) = crate::ticket::decode_zt(o.ticket.as_deref().unwrap()).unwrap();
+        let (ck, doc) = crate::wire::ticket::decode_zt(o.ticket.as_deref().unwrap()).unwrap();
         assert_eq!(ck, Some(*b"100"));
         assert_eq!(doc, b"CARTE 4970 10## #### 0674\nMERCI\n");
         // The answer to the register echoes its own CF, whatever it holds.
-        let a = crate::answer::result(&r.frame, &o);
+        let a = crate::wire::answer::result(&r.frame, &o);
         assert_eq!(a.get(tags::CF), Some(&b"4970101234560674"[..]));
         // A ZT in clear, and a V2 card field written in groups.
         let mut clear = b"CK003100AK025CARTE 4970 1012 3456 0674".to_vec();
@@ -1253,7 +1256,7 @@ mod tests {
     #[test]
     fn an_upstream_approving_another_amount_gives_an_unknown_outcome() {
         let af = |o: Outcome| o.status;
-        let unknown = crate::answer::Status::Declined(Af::NotEnded);
+        let unknown = crate::wire::answer::Status::Declined(Af::NotEnded);
         let r = req("CZ0040320CA00201CB0041000CD0010CE003978");
         // More than asked, or less without BF=1: nobody knows what moved.
         for a in [
@@ -1362,7 +1365,7 @@ mod tests {
         let tx = Transaction {
             id: 9,
             request: req("CZ0040320CA00201CB0041000CD0010CE003978"),
-            channel: crate::worker::Channel::Serial,
+            channel: crate::terminal::worker::Channel::Serial,
             original: None,
         };
         r.start(&tx, done);

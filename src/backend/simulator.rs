@@ -4,13 +4,13 @@
 //! or, on demand, what the [`Stage`] says (an armed plan, a script line, a
 //! manual decision, the red key).
 
-use crate::answer::{Af, Outcome};
 use crate::backend::{Backend, Done, Note, Transaction};
-use crate::currency;
-use crate::request::Operation;
-use crate::stage::{Begin, Cmd, Fate, Stage};
-use crate::ticket;
-use crate::tlv::tags;
+use crate::config::stage::{Begin, Cmd, Fate, Stage};
+use crate::wire::answer::{Af, Outcome};
+use crate::wire::currency;
+use crate::wire::request::Operation;
+use crate::wire::ticket;
+use crate::wire::tlv::tags;
 use crossbeam_channel::{after, never, select, unbounded, Sender};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,7 @@ impl Simulator {
 
     /// A simulator that takes its orders from `stage`.
     pub fn on_stage(delay: Duration, stage: Arc<Stage>) -> Simulator {
-        let (s, ns) = crate::clock::unix_now();
+        let (s, ns) = crate::wire::clock::unix_now();
         Simulator {
             delay,
             ledger: Arc::new(Mutex::new(Ledger::default())),
@@ -115,7 +115,7 @@ impl Simulator {
 
 fn card_data(rng: &mut Rng, o: &mut Outcome, amount: u64, cur: u16) {
     let card = &CARDS[(rng.next() % CARDS.len() as u64) as usize];
-    let year = crate::clock::now().year % 100 + 3;
+    let year = crate::wire::clock::now().year % 100 + 3;
     o.auth = Some(format!("{:06}", rng.next() % 1_000_000));
     o.pan = Some(card.masked.to_string());
     o.expiry = Some(format!("{:02}{:02}", year % 100, rng.next() % 12 + 1));
@@ -234,12 +234,12 @@ impl Simulator {
                 // The register's document: card numbers masked, and each of
                 // its lines escaped and indented, so that none can pass for
                 // a log line of ours.
-                crate::pan::mask_in_place(&mut doc);
+                crate::wire::pan::mask_in_place(&mut doc);
                 let text: String = doc.iter().map(|&b| b as char).collect();
                 let lines: Vec<String> = text
                     .trim_end()
                     .split('\n')
-                    .map(|l| crate::pan::escape_str(l.strip_suffix('\r').unwrap_or(l)))
+                    .map(|l| crate::wire::pan::escape_str(l.strip_suffix('\r').unwrap_or(l)))
                     .collect();
                 log::info!(
                     "tx {}: print {} bytes:\n    {}",
@@ -345,11 +345,11 @@ impl Backend for Simulator {
             (None, None) => None,
         };
         if let (Some((how, tag, v)), true) = (to, r.op.is_payment()) {
-            let masked = crate::pan::mask_personal(tag, v.as_bytes()).unwrap_or_default();
+            let masked = crate::wire::pan::mask_personal(tag, v.as_bytes()).unwrap_or_default();
             log::info!(
                 "tx {}: simulator: receipt sent by {how} to {}",
                 tx.id,
-                crate::pan::escape(&masked)
+                crate::wire::pan::escape(&masked)
             );
         }
         let mut rng = Rng(self.rng.next());
@@ -443,13 +443,13 @@ impl Backend for Simulator {
 mod tests {
     use super::*;
     use crate::backend::Channel;
-    use crate::stage::Plan;
+    use crate::config::stage::Plan;
     use crossbeam_channel::Receiver;
 
     fn tx(id: u64, body: &str) -> Transaction {
         Transaction {
             id,
-            request: crate::request::parse(body.as_bytes(), &[978]).unwrap(),
+            request: crate::wire::request::parse(body.as_bytes(), &[978]).unwrap(),
             channel: Channel::Tcp,
             original: None,
         }
@@ -503,7 +503,7 @@ mod tests {
         s.start(&tx(1, DEBIT), done.clone());
         let (notes, o) = ending(&got);
         assert_eq!(notes, ["next: refuse crlf"]);
-        assert_eq!(o.status, crate::answer::Status::Declined(Af::Refused));
+        assert_eq!(o.status, crate::wire::answer::Status::Declined(Af::Refused));
         // 10.51 is refused by the table; approved on demand.
         let d1051 = "CZ0040320CA00201CB0041051CD0010CE003978";
         stage.arm(plan("approve")).unwrap();
@@ -522,7 +522,11 @@ mod tests {
             stage.arm(plan(word)).unwrap();
             s.start(&tx(4, DEBIT), done.clone());
             let o = ending(&got).1;
-            assert_eq!(o.status, crate::answer::Status::Declined(af), "{word}");
+            assert_eq!(
+                o.status,
+                crate::wire::answer::Status::Declined(af),
+                "{word}"
+            );
         }
     }
 
@@ -533,7 +537,7 @@ mod tests {
         s.start(&tx(1, DEBIT), done.clone());
         assert_eq!(
             ending(&got).1.status,
-            crate::answer::Status::Declined(Af::Refused)
+            crate::wire::answer::Status::Declined(Af::Refused)
         );
         stage.arm(plan("partial=400")).unwrap();
         s.start(&tx(2, &format!("{DEBIT}BF0011")), done.clone());
@@ -557,17 +561,17 @@ mod tests {
         assert_eq!(stage.decide(plan("phone")).unwrap(), 1);
         let (notes, o) = ending(&got);
         assert_eq!(notes, ["decide: phone"]);
-        assert_eq!(o.status, crate::answer::Status::Declined(Af::Phone));
+        assert_eq!(o.status, crate::wire::answer::Status::Declined(Af::Phone));
         s.start(&tx(2, DEBIT), done.clone());
         assert_eq!(stage.press_red().unwrap(), 2);
         let (notes, o) = ending(&got);
         assert_eq!(notes, ["press red: abandoned (AF06)"]);
-        assert_eq!(o.status, crate::answer::Status::Declined(Af::Abandon));
+        assert_eq!(o.status, crate::wire::answer::Status::Declined(Af::Abandon));
         // Aborted at transaction-timeout: its thread reports nothing.
         s.start(&tx(3, DEBIT), done.clone());
         assert_eq!(
             s.abort(3).status,
-            crate::answer::Status::Declined(Af::InputTimeout)
+            crate::wire::answer::Status::Declined(Af::InputTimeout)
         );
         assert!(stage.press_red().is_err());
         // hold off while one waits: the table decides it.
@@ -586,7 +590,7 @@ mod tests {
         assert_eq!(stage.press_red().unwrap(), 1);
         assert_eq!(
             ending(&got).1.status,
-            crate::answer::Status::Declined(Af::Abandon)
+            crate::wire::answer::Status::Declined(Af::Abandon)
         );
     }
 

@@ -1,10 +1,10 @@
 //! concert: play the cash register against a Concert terminal.
 
 use concert::client::{self, NoAnswer, Options, Verdict};
-use concert::currency;
-use concert::pan;
-use concert::tlv::tags;
-use concert::tlv::Frame;
+use concert::wire::currency;
+use concert::wire::pan;
+use concert::wire::tlv::tags;
+use concert::wire::tlv::Frame;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -367,7 +367,7 @@ fn run_v2(run: &Run) -> ExitCode {
     if run.raw {
         println!("{}", String::from_utf8_lossy(&answer));
     }
-    let r = match concert::v2::parse_reply(&answer) {
+    let r = match concert::wire::v2::parse_reply(&answer) {
         Ok(r) => r,
         Err(e) => {
             let why = format!("bad V2 reply ({e}): {}", pan::scrub(&answer));

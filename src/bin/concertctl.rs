@@ -3,7 +3,7 @@
 //! line); 2: concertd could not be reached.
 
 use concert::config::DEFAULT_CONTROL;
-use concert::control::{Command, COMMANDS, MAX_COMMAND};
+use concert::service::control::{Command, COMMANDS, MAX_COMMAND};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
 //! concertd: the Concert / Caisse-AP terminal service.
 
+use concert::config::error::Error;
 use concert::config::{self, Config};
-use concert::control;
-use concert::daemon::{self, PidFile};
-use concert::error::Error;
-use concert::journal::{Journal, Lock, LockError};
 use concert::logging;
+use concert::service::control;
+use concert::service::daemon::{self, PidFile};
 use concert::service::{self, Service};
+use concert::terminal::journal::{Journal, Lock, LockError};
 use crossbeam_channel::{after, at, never, select, unbounded};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
     match &cfg.log_file {
         Some(p) => logging::open_log_file(p)
             .map(|f| Some(logging::Destination::File(f)))
-            .map_err(|e| concert::files::error("log-file", p, e)),
+            .map_err(|e| concert::config::files::error("log-file", p, e)),
         None => {
             eprintln!(
                 "concertd: warning: no syslog ({}) and no log-file: once detached, nothing is logged",
@@ -136,14 +136,14 @@ fn check(cfg: &Config) -> Result<(), Error> {
 /// The journal's directory, made when it is the default one; started as
 /// root with `user`, the directories concertd writes in after the drop
 /// made when missing and handed over, or checked writable by that user
-/// (see `concert::dirs`). Before any thread and before anything is
+/// (see `concert::service::dirs`). Before any thread and before anything is
 /// written, in the foreground.
 fn directories(
     cfg: &Config,
     foreground: bool,
     account: Option<&daemon::Account>,
 ) -> Result<(), Error> {
-    use concert::dirs::{self, Role};
+    use concert::service::dirs::{self, Role};
     let user = account.map(|a| a.name.as_str());
     let journal = dirs::journal_dir(&cfg.journal, user)?;
     // SAFETY: plain system call.
@@ -168,8 +168,10 @@ fn lock_error(journal: &Path, e: LockError) -> Error {
             journal: journal.to_path_buf(),
             pid,
         },
-        LockError::Journal(e) => concert::files::error("journal", journal, e),
-        LockError::Io(e) => concert::files::error("journal lock", &Lock::path_of(journal), e),
+        LockError::Journal(e) => concert::config::files::error("journal", journal, e),
+        LockError::Io(e) => {
+            concert::config::files::error("journal lock", &Lock::path_of(journal), e)
+        }
     }
 }
 
@@ -207,12 +209,12 @@ fn run(args: Args) -> Result<(), Error> {
     let bound = service::bind_all(&cfg.listen)?;
     let mut lock = lock.map_err(|e| lock_error(&cfg.journal, e))?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
-        .map_err(|e| concert::files::error("journal", &cfg.journal, e))?;
+        .map_err(|e| concert::config::files::error("journal", &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
         // Its second field, the transaction id, is no card number.
         let shown = match torn.split(' ').nth(1).and_then(|f| f.parse().ok()) {
-            Some(id) => concert::pan::scrub_except(torn.as_bytes(), id),
-            None => concert::pan::scrub(torn.as_bytes()),
+            Some(id) => concert::wire::pan::scrub_except(torn.as_bytes(), id),
+            None => concert::wire::pan::scrub(torn.as_bytes()),
         };
         log::warn!(
             "{}: torn last line skipped (cut by a crash): {shown}",
@@ -228,7 +230,7 @@ fn run(args: Args) -> Result<(), Error> {
     }
     // What the simulator is told to do: one for the service's life, given
     // to every simulator a reload builds.
-    let stage = std::sync::Arc::new(concert::stage::Stage::new());
+    let stage = std::sync::Arc::new(concert::config::stage::Stage::new());
     let backend = concert::backend::build(&cfg, &stage).map_err(|msg| Error::Terminal {
         line: cfg.terminal.line(),
         msg,
@@ -256,7 +258,7 @@ fn run(args: Args) -> Result<(), Error> {
         // The parent that took the lock exits; the lock stays with this
         // process, which must be the pid a second daemon is told.
         if let Err(e) = lock.mine() {
-            let e = concert::files::error("journal lock", lock.path(), e);
+            let e = concert::config::files::error("journal lock", lock.path(), e);
             r.fail(&e.to_string());
             return Err(e);
         }
@@ -325,7 +327,7 @@ fn run(args: Args) -> Result<(), Error> {
     // inotify the file is polled every period. Watching starts before
     // "ready", and one check follows the first period, so that a change
     // made while starting is not missed.
-    let mut changes = service.file().and_then(concert::watch::watch);
+    let mut changes = service.file().and_then(concert::service::watch::watch);
     let mut settle: Option<Instant> = Some(Instant::now() + service.config().config_watch);
     log::info!("ready");
     if let Some(r) = ready.take() {

@@ -11,8 +11,8 @@ pub mod session;
 pub use port::builder;
 
 use crate::config::{Format, Parity};
-use crate::floodgate::{Floodgate, Kind, Source};
-use crate::pan;
+use crate::logging::floodgate::{Floodgate, Kind, Source};
+use crate::wire::pan;
 use serialport::TTYPort;
 use std::collections::VecDeque;
 use std::fmt;

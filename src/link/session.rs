@@ -5,8 +5,8 @@
 //! most three times.
 
 use super::{trace, Link, Timer};
-use crate::floodgate::Kind;
-use crate::framing::{block, lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use crate::logging::floodgate::Kind;
+use crate::wire::framing::{block, lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use std::io;
 use std::time::{Duration, Instant};
 

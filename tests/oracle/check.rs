@@ -24,7 +24,7 @@ use super::ledger::{Entry, Target};
 use super::line::Took;
 use super::model::{Backend, Op, Via};
 use super::run::{Obs, Rig};
-use concert::tlv::Frame;
+use concert::wire::tlv::Frame;
 use std::collections::HashMap;
 
 fn violate(rig: &mut Rig, what: String) {
@@ -76,9 +76,8 @@ fn expected_frame(backend: Backend, req: &str) -> String {
         return req.to_string();
     }
     match Frame::decode(req.as_bytes()) {
-        Ok(f) => {
-            String::from_utf8_lossy(&f.without(concert::tlv::Tag(*b"IM")).encode()).into_owned()
-        }
+        Ok(f) => String::from_utf8_lossy(&f.without(concert::wire::tlv::Tag(*b"IM")).encode())
+            .into_owned(),
         Err(_) => req.to_string(),
     }
 }

@@ -6,7 +6,7 @@
 //! Nothing here panics on what concertd sends: a broken session is said
 //! to the caller, which judges it.
 
-use concert::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
+use concert::wire::framing::{lrc, ACK, ENQ, EOT, ETB, ETX, NAK, STX};
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -100,7 +100,7 @@ fn read_request(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while concert::request::parse(&buf, &[978]).is_err() {
+    while concert::wire::request::parse(&buf, &[978]).is_err() {
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -118,7 +118,7 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
     let Ok(req) = String::from_utf8(buf) else {
         return;
     };
-    if concert::tlv::Frame::decode(req.as_bytes()).is_err() {
+    if concert::wire::tlv::Frame::decode(req.as_bytes()).is_err() {
         return;
     }
     let els = elements(req.as_bytes());
@@ -137,7 +137,7 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
             match g.last.get(&reg) {
                 Some(a) if g.vary => {
                     let ticket =
-                        concert::base64::encode(format!("DUPLICATA {}", g.asks).as_bytes());
+                        concert::wire::base64::encode(format!("DUPLICATA {}", g.asks).as_bytes());
                     format!(
                         "{a}{}",
                         el("ZT", &format!("{}{}", el("CK", "100"), el("AK", &ticket)))

@@ -14,12 +14,12 @@
 //! thread, never on the worker: a register asking while someone reads a
 //! month of journal still gets its busy answer at once.
 
-use crate::answer::{Outcome, Status};
-use crate::clock::{self, Civil};
-use crate::currency;
-use crate::journal::{self, Record, Verdict};
-use crate::operation::Operation;
-use crate::stage::Stage;
+use crate::config::stage::Stage;
+use crate::terminal::journal::{self, Record, Verdict};
+use crate::wire::answer::{Outcome, Status};
+use crate::wire::clock::{self, Civil};
+use crate::wire::currency;
+use crate::wire::operation::Operation;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -427,11 +427,11 @@ fn read_command(mut conn: &UnixStream, deadline: Instant) -> Result<String, Unre
 /// the reply: it cannot reach either whole through an error that quotes
 /// a word of it.
 fn unmasked(line: &str) -> Result<(), String> {
-    let masked = crate::pan::masked_text(line);
+    let masked = crate::wire::pan::masked_text(line);
     if masked == line {
         return Ok(());
     }
-    let shown = crate::pan::escape_str(masked.trim_end_matches(['\r', '\n']));
+    let shown = crate::wire::pan::escape_str(masked.trim_end_matches(['\r', '\n']));
     log::warn!("control: a command holding a card number refused, not run: {shown}");
     Err(format!(
         "the command holds a card number: not run ({shown})"
@@ -493,9 +493,12 @@ fn run(
         Command::Simulator(line) => {
             let r = stage.command(&line);
             match &r {
-                Ok(said) => log::info!("control: {}: {said}", crate::pan::escape_str(&line)),
+                Ok(said) => log::info!("control: {}: {said}", crate::wire::pan::escape_str(&line)),
                 Err(why) => {
-                    log::info!("control: {}: refused: {why}", crate::pan::escape_str(&line))
+                    log::info!(
+                        "control: {}: refused: {why}",
+                        crate::wire::pan::escape_str(&line)
+                    )
                 }
             }
             r
@@ -569,7 +572,7 @@ struct Seen {
 }
 
 fn seen(r: &Record) -> Result<Seen, String> {
-    let (req, answer) = crate::worker::reread(r)?;
+    let (req, answer) = crate::terminal::worker::reread(r)?;
     Ok(Seen {
         op: req.op,
         currency: req.currency.unwrap_or(0),
@@ -620,7 +623,7 @@ fn outcome_words(r: &Record, s: &Seen) -> String {
 /// A transaction withdrawn before it started (its request NAKed on the
 /// serial line): what it asked, and that nothing ran.
 fn withdrawn_words(r: &Record) -> String {
-    let asked = match crate::request::reread(&r.request) {
+    let asked = match crate::wire::request::reread(&r.request) {
         Ok(req) => {
             let amount = req
                 .amount

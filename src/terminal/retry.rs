@@ -2,11 +2,11 @@
 //! age that bounds how long it counts as one (see the worker, which keeps
 //! the keys, and `retry-window` in concertd.conf(5)).
 
-use crate::journal;
-use crate::operation::Operation;
-use crate::request::Request;
-use crate::tlv::tags::{CA, CB, CD, CE, CF, CZ};
-use crate::tlv::Frame;
+use crate::terminal::journal;
+use crate::wire::operation::Operation;
+use crate::wire::request::Request;
+use crate::wire::tlv::tags::{CA, CB, CD, CE, CF, CZ};
+use crate::wire::tlv::Frame;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -145,7 +145,7 @@ impl RetryKey {
     /// with a CF, as this process received it.
     pub fn of(req: &Request) -> Option<RetryKey> {
         let cf = req.frame.get(CF).filter(|v| !v.is_empty())?;
-        let cf_check = (crate::pan::scrub(cf).as_bytes() != cf).then(|| check12(cf));
+        let cf_check = (crate::wire::pan::scrub(cf).as_bytes() != cf).then(|| check12(cf));
         let whole = canonical(req);
         let masked = journal::masked(&whole);
         let (check, whole) = if masked == whole {
@@ -175,7 +175,7 @@ impl RetryKey {
             cd: f.get(CD)?.to_vec(),
             cb: f.get(CB)?.to_vec(),
             ce: f.get(CE)?.to_vec(),
-            cf: crate::pan::scrub(f.get(CF).filter(|v| !v.is_empty())?),
+            cf: crate::wire::pan::scrub(f.get(CF).filter(|v| !v.is_empty())?),
             cf_check,
         })
     }
@@ -277,7 +277,7 @@ mod tests {
     use super::*;
 
     fn req(body: &str) -> Request {
-        crate::request::parse(body.as_bytes(), &[978]).unwrap()
+        crate::wire::request::parse(body.as_bytes(), &[978]).unwrap()
     }
 
     #[test]
@@ -287,7 +287,11 @@ mod tests {
         let a = Age::from_stamp("2999-01-01T00:00:00.000Z", 1_800_000_000, born);
         assert!(a.get() < Duration::from_secs(60));
         // An hour-old stamp is an hour old.
-        let b = Age::from_stamp(&journal::stamp(), crate::clock::unix_now().0 + 3600, born);
+        let b = Age::from_stamp(
+            &journal::stamp(),
+            crate::wire::clock::unix_now().0 + 3600,
+            born,
+        );
         assert!(b.get() >= Duration::from_secs(3599));
         // An unreadable stamp is older than any window.
         let c = Age::from_stamp("garbage", 1_800_000_000, born);
@@ -296,7 +300,7 @@ mod tests {
 
     /// What a restart reads back: the request as the journal masks it.
     fn journaled(live: &Request) -> Request {
-        crate::request::reread(&journal::masked(&live.frame.encode())).unwrap()
+        crate::wire::request::reread(&journal::masked(&live.frame.encode())).unwrap()
     }
 
     fn tlv(elements: &[(&str, &str)]) -> String {
@@ -345,7 +349,7 @@ mod tests {
                 _ => format!("{value}x"),
             };
             other[n].1 = &changed;
-            let Ok(r) = crate::request::parse(tlv(&other).as_bytes(), &[978, 840]) else {
+            let Ok(r) = crate::wire::request::parse(tlv(&other).as_bytes(), &[978, 840]) else {
                 continue;
             };
             let k = RetryKey::of(&r).unwrap_or_else(|| panic!("{tag}: no key"));

@@ -5,9 +5,9 @@
 //! nothing more comes within `request-gap`. A request wrapped as
 //! STX..ETX+LRC ends with its LRC byte.
 
-use crate::framing::{lrc, Wrapping, ETX, STX};
-use crate::request::mandatory_for_cd;
-use crate::tlv::{self, tags, Step, Tag};
+use crate::wire::framing::{lrc, Wrapping, ETX, STX};
+use crate::wire::request::mandatory_for_cd;
+use crate::wire::tlv::{self, tags, Step, Tag};
 
 /// Largest request accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -219,7 +219,7 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::wrap;
+    use crate::wire::framing::wrap;
     use proptest::prelude::*;
 
     const DEBIT: &[u8] = b"CZ0040320CJ012247300123456CA00201CB00512345CD0010CE003978";

@@ -2,15 +2,15 @@
 //! connection. A connection carries one request and one answer: the answer
 //! goes out in a single write, then concertd closes its side.
 
-use crate::allow::{self, Net};
-use crate::assemble::{Assembled, Assembler, Progress};
-use crate::dispatch::{self, Job};
-use crate::floodgate::{Floodgate, Kind};
-use crate::framing::{self, Wrapping, ACK, EOT, NAK};
-use crate::pan;
-use crate::peers::{Admission, Held, Peers};
-use crate::stage::Answer;
-use crate::worker::{Channel, Handle, Origin, Reply};
+use crate::config::allow::{self, Net};
+use crate::config::stage::Answer;
+use crate::front::dispatch::{self, Job};
+use crate::front::peers::{Admission, Held, Peers};
+use crate::logging::floodgate::{Floodgate, Kind};
+use crate::terminal::worker::{Channel, Handle, Origin, Reply};
+use crate::wire::assemble::{Assembled, Assembler, Progress};
+use crate::wire::framing::{self, Wrapping, ACK, EOT, NAK};
+use crate::wire::pan;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -397,7 +397,7 @@ fn answer_for(
                 match kind {
                     dispatch::Kind::V3 => {
                         log::info!("tx {id}: answer without its amount CB (no-cb)");
-                        reply.frame = reply.frame.without(crate::tlv::tags::CB);
+                        reply.frame = reply.frame.without(crate::wire::tlv::tags::CB);
                     }
                     _ => log::info!(
                         "tx {id}: no-cb not applied: a Concert V2 reply has fixed fields"
@@ -771,9 +771,9 @@ mod tests {
 
     #[test]
     fn no_cb_drops_only_the_amount() {
-        let f = crate::tlv::Frame::decode(b"CZ0040320CA00201CB0041000AE00210").unwrap();
+        let f = crate::wire::tlv::Frame::decode(b"CZ0040320CA00201CB0041000AE00210").unwrap();
         assert_eq!(
-            f.without(crate::tlv::tags::CB).encode(),
+            f.without(crate::wire::tlv::tags::CB).encode(),
             b"CZ0040320CA00201AE00210"
         );
     }

@@ -9,17 +9,17 @@
 //! answer is handed to the connection that writes it. A crash in between
 //! leaves a begun record that the next start closes as "unknown".
 
-use crate::answer::{self, Af, Outcome, Status};
 use crate::backend::{Backend, Done, Note, Original, Transaction};
-use crate::currency;
-use crate::handover::Claim;
-use crate::journal::{self, Event, Journal, Record, Verdict};
-use crate::memory::{Completed, Memory};
-use crate::refunds::Refunds;
-use crate::request::{self, Operation, Request};
-use crate::retry::{Age, Proof, RetryKey};
-use crate::ticket::{self, Facts, TicketSpec};
-use crate::tlv::{tags::*, Frame};
+use crate::terminal::handover::Claim;
+use crate::terminal::journal::{self, Event, Journal, Record, Verdict};
+use crate::terminal::memory::{Completed, Memory};
+use crate::terminal::refunds::Refunds;
+use crate::terminal::retry::{Age, Proof, RetryKey};
+use crate::wire::answer::{self, Af, Outcome, Status};
+use crate::wire::currency;
+use crate::wire::request::{self, Operation, Request};
+use crate::wire::ticket::{self, Facts, TicketSpec};
+use crate::wire::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
@@ -245,7 +245,7 @@ pub struct Worker {
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
-    stage: Arc<crate::stage::Stage>,
+    stage: Arc<crate::config::stage::Stage>,
     counters: Arc<Counters>,
 }
 
@@ -277,12 +277,12 @@ pub struct Handle {
     deliveries: Sender<Delivery>,
     /// What the simulator is told to do, for the ways in to shape answers
     /// and for the control socket.
-    stage: Arc<crate::stage::Stage>,
+    stage: Arc<crate::config::stage::Stage>,
     counters: Arc<Counters>,
 }
 
 impl Handle {
-    pub fn stage(&self) -> &Arc<crate::stage::Stage> {
+    pub fn stage(&self) -> &Arc<crate::config::stage::Stage> {
         &self.stage
     }
 
@@ -363,7 +363,7 @@ impl Handle {
 }
 
 fn unix_now() -> i64 {
-    crate::clock::unix_now().0
+    crate::wire::clock::unix_now().0
 }
 
 fn verdict_of(o: &Outcome) -> Verdict {
@@ -384,7 +384,7 @@ impl Worker {
         mut journal: Journal,
         contents: journal::Contents,
         settings: Settings,
-        stage: Arc<crate::stage::Stage>,
+        stage: Arc<crate::config::stage::Stage>,
     ) -> (Worker, Handle, Sender<Control>) {
         let (jobs_tx, jobs) = bounded(QUEUE);
         let (deliveries_tx, deliveries) = unbounded();
@@ -553,7 +553,11 @@ impl Worker {
                 }
                 (_, Some(id)) => self.refunds.cancelled(id, &c.record),
             }
-        } else if let Some(of) = req.refund_of.as_deref().and_then(crate::refunds::id_of) {
+        } else if let Some(of) = req
+            .refund_of
+            .as_deref()
+            .and_then(crate::terminal::refunds::id_of)
+        {
             let counts = match verdict {
                 Some(Verdict::Approved) => Some(c.outcome.charged(req.amount)),
                 Some(Verdict::Unknown) | None => req.amount,
@@ -569,8 +573,8 @@ impl Worker {
         let mut f = answer::result(&req.frame, outcome);
         let payxpert = self.settings.extensions == crate::config::AnswerExtensions::PayXpert;
         if payxpert && outcome.is_approved() && req.op.is_debit() {
-            let (secs, _) = crate::clock::unix_now();
-            let time = answer::ap_time(&crate::clock::utc(secs, 0));
+            let (secs, _) = crate::wire::clock::unix_now();
+            let time = answer::ap_time(&crate::wire::clock::utc(secs, 0));
             let x = answer::Extensions {
                 id,
                 time: &time,
@@ -811,7 +815,7 @@ impl Worker {
     /// refunds by reference or a cancellation (approved, or of unknown
     /// outcome), or asks more than it charged: money would go back twice.
     /// With no such debit the backend decides (concertd-protocol.7, Operations).
-    fn check_cancel(&self, req: &Request) -> Result<(), crate::refunds::Refusal> {
+    fn check_cancel(&self, req: &Request) -> Result<(), crate::terminal::refunds::Refusal> {
         if req.op != Operation::Cancel {
             return Ok(());
         }
@@ -912,7 +916,7 @@ impl Worker {
                 .as_deref()
                 .map(|im| format!(
                     ", refund of tx {},",
-                    crate::pan::shown_element(crate::tlv::tags::IM, im.as_bytes())
+                    crate::wire::pan::shown_element(crate::wire::tlv::tags::IM, im.as_bytes())
                 ))
                 .unwrap_or_default(),
             req.register,
@@ -1119,7 +1123,7 @@ impl Worker {
             outcome = old.outcome.clone();
             (old.answer.clone(), Verdict::NotDone)
         } else {
-            let when = crate::clock::now().ticket();
+            let when = crate::wire::clock::now().ticket();
             with_ticket(&req, &mut outcome, &when, self.simulated());
             let answer = self.answer_for(id, &req, &outcome);
             (answer, verdict_of(&outcome))
@@ -1182,7 +1186,7 @@ impl Worker {
             return;
         };
         let req = run.request;
-        let when = crate::clock::now().ticket();
+        let when = crate::wire::clock::now().ticket();
         with_ticket(&req, &mut outcome, &when, self.simulated());
         let answer = self.answer_for(id, &req, &outcome);
         let verdict = verdict_of(&outcome);
@@ -1561,8 +1565,8 @@ pub fn reread(r: &Record) -> Result<(Request, Frame), String> {
 /// `2026-11-26T16:07:29.100Z` -> `26/11/2026 16:07:29` in local time.
 fn ticket_time(stamp: &str) -> String {
     match journal::unix_time(stamp) {
-        Some(s) => crate::clock::local(s, 0).ticket(),
-        None => crate::clock::now().ticket(),
+        Some(s) => crate::wire::clock::local(s, 0).ticket(),
+        None => crate::wire::clock::now().ticket(),
     }
 }
 
@@ -1783,8 +1787,8 @@ mod queue_and_window_tests {
 
     /// A journal stamp `secs` before now.
     fn stamp_ago(secs: i64) -> String {
-        let (s, ms) = crate::clock::unix_now();
-        let c = crate::clock::utc(s - secs, ms);
+        let (s, ms) = crate::wire::clock::unix_now();
+        let c = crate::wire::clock::utc(s - secs, ms);
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
             c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis

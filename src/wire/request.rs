@@ -2,12 +2,12 @@
 //! checks on the values concertd interprets. Values of tags we only echo
 //! (CJ, CF, CH, unknown tags) are not checked.
 
-use crate::answer::Af;
-use crate::ticket::TicketSpec;
-use crate::tlv::{tags::*, DecodeError, Frame, Tag};
+use crate::wire::answer::Af;
+use crate::wire::ticket::TicketSpec;
+use crate::wire::tlv::{tags::*, DecodeError, Frame, Tag};
 use std::fmt;
 
-pub use crate::operation::Operation;
+pub use crate::wire::operation::Operation;
 
 /// The mandatory tags for a raw CD value, for deciding on the wire whether
 /// a request can already be complete.

@@ -1,7 +1,7 @@
 //! The operations of Concert V3 (`CD`): what each needs and how it is
 //! named, apart from requests so that tickets and requests both use it.
 
-use crate::tlv::{tags::*, Tag};
+use crate::wire::tlv::{tags::*, Tag};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {

@@ -1,12 +1,18 @@
 //! The running service: its threads, and a configuration that a reload
 //! replaces without dropping a running transaction or a connection.
 
+// The control socket, daemon mode and its directories, `config-watch`.
+pub mod control;
+pub mod daemon;
+pub mod dirs;
+pub mod watch;
+
+use crate::config::error::Error;
 use crate::config::Config;
-use crate::error::Error;
-use crate::journal::{Contents, Journal};
-use crate::net::{self, Listening, Shared};
-use crate::serial;
-use crate::worker::{self, Control, Worker};
+use crate::front::net::{self, Listening, Shared};
+use crate::front::serial;
+use crate::terminal::journal::{Contents, Journal};
+use crate::terminal::worker::{self, Control, Worker};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -130,7 +136,7 @@ impl Service {
         file: Option<PathBuf>,
         bound: Vec<(SocketAddr, TcpListener)>,
         backend: Box<dyn crate::backend::Backend>,
-        stage: std::sync::Arc<crate::stage::Stage>,
+        stage: std::sync::Arc<crate::config::stage::Stage>,
         journal: Journal,
         contents: Contents,
     ) -> Result<(Service, Receiver<()>), Error> {
@@ -259,7 +265,7 @@ impl Service {
         // Until the file changes again, config-watch leaves it alone.
         self.file_stamp = stamp(&file);
         // Never blocks on a FIFO, never reads a device without end.
-        let text = match crate::files::read_regular(&file, crate::config::MAX_CONFIG_FILE) {
+        let text = match crate::config::files::read_regular(&file, crate::config::MAX_CONFIG_FILE) {
             Ok(t) => t,
             Err(e) => return refuse(format!("{}: {e}", file.display())),
         };
@@ -298,7 +304,7 @@ impl Service {
         // What changed, as `-n` prints it: the lines gone, then the new ones,
         // their values masked (concertd-logging.7, Card numbers).
         let (old_lines, new_lines) = (self.cfg.describe(), new.describe());
-        let shown = crate::pan::masked_text;
+        let shown = crate::wire::pan::masked_text;
         let mut said: Vec<String> = old_lines
             .lines()
             .filter(|o| !new_lines.lines().any(|l| l == *o))
@@ -518,7 +524,7 @@ impl Service {
                     .map(str::to_string),
             );
         }
-        use crate::floodgate::Kind;
+        use crate::logging::floodgate::Kind;
         out.push(format!(
             "refused connections: {}; bad requests: {}",
             self.shared.floodgate.count(Kind::Refused),

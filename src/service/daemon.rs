@@ -1,8 +1,8 @@
 //! Running as a daemon: detaching from the terminal with a readiness
 //! handshake, the pid file, and dropping root.
 
-use crate::error::Error;
-use crate::files;
+use crate::config::error::Error;
+use crate::config::files;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -193,7 +193,7 @@ fn root() -> bool {
 
 /// Gives the journal and its generations to the account, when we are
 /// root.
-pub fn give_journal(j: &crate::journal::Journal, a: &Account) {
+pub fn give_journal(j: &crate::terminal::journal::Journal, a: &Account) {
     if !root() {
         return;
     }
@@ -204,7 +204,7 @@ pub fn give_journal(j: &crate::journal::Journal, a: &Account) {
 
 /// Gives the journal's lock file to the account, when we are root, so
 /// that a later start as that user can open it.
-pub fn give_lock(l: &crate::journal::Lock, a: &Account) {
+pub fn give_lock(l: &crate::terminal::journal::Lock, a: &Account) {
     if !root() {
         return;
     }

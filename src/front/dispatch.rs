@@ -3,11 +3,11 @@
 //! its own framing, its own log wording and how it hands the job over
 //! (TCP waits for the reply; the serial line ACKs only once it started).
 
-use crate::answer::{self, Af};
-use crate::request::{self, Request};
-use crate::tlv::Frame;
-use crate::v2::{self, V2Request};
-use crate::worker::Reply;
+use crate::terminal::worker::Reply;
+use crate::wire::answer::{self, Af};
+use crate::wire::request::{self, Request};
+use crate::wire::tlv::Frame;
+use crate::wire::v2::{self, V2Request};
 
 /// How a request came, so that its answer goes back the same way.
 #[derive(Clone, Debug)]
@@ -132,7 +132,7 @@ mod tests {
         ));
         match job(b"CZ0040320CA00201CD001Q", true, &[978]) {
             Job::Refuse(Kind::V3, r, why) => {
-                assert_eq!(r.frame.get(crate::tlv::tags::AE), Some(&b"01"[..]));
+                assert_eq!(r.frame.get(crate::wire::tlv::tags::AE), Some(&b"01"[..]));
                 assert!(why.starts_with("request refused: "), "{why}");
             }
             _ => panic!("not refused"),

@@ -29,10 +29,10 @@
 //! before anything else is written, so a record never starts in the middle
 //! of a line.
 
-use crate::clock;
-use crate::files;
-use crate::pan;
-use crate::tlv::{self, Frame};
+use crate::config::files;
+use crate::wire::clock;
+use crate::wire::pan;
+use crate::wire::tlv::{self, Frame};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};

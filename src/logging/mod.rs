@@ -8,6 +8,9 @@
 //! JOURNAL_STREAM) each line starts with its sd-daemon(3) priority;
 //! otherwise with a local timestamp and the level.
 
+// Log lines a peer can cause, summarised.
+pub mod floodgate;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -67,7 +70,7 @@ impl log::Log for Logger {
         // The last line of defence: whatever a caller forgot to escape, no
         // control or format character reaches the log (see pan::escape_line).
         let args = r.args().to_string();
-        let text = crate::pan::escape_line(&args);
+        let text = crate::wire::pan::escape_line(&args);
         // Each line is formatted first and written in one call: one system
         // call per line, and a line is never split by a crash or by another
         // writer of the same file.
@@ -79,7 +82,11 @@ impl log::Log for Logger {
                 std::process::id(),
             ),
             Sink::Stderr { journal: false } | Sink::File(_) => {
-                format!("{} {:<5} {text}\n", crate::clock::now().stamp(), r.level(),)
+                format!(
+                    "{} {:<5} {text}\n",
+                    crate::wire::clock::now().stamp(),
+                    r.level(),
+                )
             }
         };
         // A log line that cannot be written is dropped: logging must never
@@ -147,9 +154,9 @@ pub fn syslog_socket(path: &Path) -> io::Result<UnixDatagram> {
 
 /// Opened as root, before the privilege drop, possibly in a directory the
 /// service account can write: a link there is refused (see
-/// [`crate::files`]).
+/// [`crate::config::files`]).
 pub fn open_log_file(path: &Path) -> io::Result<File> {
-    crate::files::open(
+    crate::config::files::open(
         path,
         OpenOptions::new().create(true).append(true).mode(0o640),
     )

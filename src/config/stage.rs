@@ -17,7 +17,7 @@
 //! [`Stage::command`], which reads the same commands as text (`next ...`,
 //! `hold on`, `decide ...`, `press red`, `state`) for a socket to forward.
 
-use crate::clock::{fmt_duration, parse_duration};
+use crate::wire::clock::{fmt_duration, parse_duration};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +41,7 @@ const MAX_LINE: usize = 1024;
 /// session plays.
 pub const MAX_SCRIPT: u64 = 64 * 1024;
 
-pub use crate::channel::Channel;
+pub use crate::wire::channel::Channel;
 
 /// What a simulated transaction ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,15 +348,16 @@ pub struct Script {
 impl Script {
     /// Reads the script at `path` (at start and at each reload): a regular
     /// file of at most [`MAX_SCRIPT`] bytes, opened without blocking (see
-    /// [`crate::files::read_regular`]), whose lines are plans.
-    pub fn read(path: &Path) -> Result<Script, crate::error::Error> {
-        use crate::error::Error;
+    /// [`crate::config::files::read_regular`]), whose lines are plans.
+    pub fn read(path: &Path) -> Result<Script, crate::config::error::Error> {
+        use crate::config::error::Error;
         let file = path.display().to_string();
-        let text =
-            crate::files::read_regular(path, MAX_SCRIPT).map_err(|source| Error::ConfigRead {
+        let text = crate::config::files::read_regular(path, MAX_SCRIPT).map_err(|source| {
+            Error::ConfigRead {
                 file: format!("simulator-script {file}"),
                 source,
-            })?;
+            }
+        })?;
         Script::parse(path, &text).map_err(|(line, msg)| Error::Config { file, line, msg })
     }
 
@@ -389,7 +390,7 @@ impl Script {
     /// Its path as the log, the journal and the control replies show it:
     /// a configuration value, masked like any other.
     fn shown(&self) -> String {
-        crate::pan::masked_text(&self.path.display().to_string())
+        crate::wire::pan::masked_text(&self.path.display().to_string())
     }
 }
 

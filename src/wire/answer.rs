@@ -9,7 +9,7 @@
 //! a credit's `IM` is echoed last, and with `answer-extensions payxpert` an
 //! approved debit's answer ends with `ID AP AQ` ([`extend`]).
 
-use crate::tlv::{self, tags::*, Frame, Tag};
+use crate::wire::tlv::{self, tags::*, Frame, Tag};
 
 /// Our own protocol version, used only when the request carried no usable CZ.
 pub const OUR_CZ: &[u8] = b"0320";
@@ -324,7 +324,7 @@ pub fn extend(f: &mut Frame, x: &Extensions) {
 /// parses it with any UTCTime reader (or strptime `%y%m%d%H%M%SZ`), and
 /// the `Z` says it is UTC: the register and the terminal need not share a
 /// time zone.
-pub fn ap_time(c: &crate::clock::Civil) -> String {
+pub fn ap_time(c: &crate::wire::clock::Civil) -> String {
     format!(
         "{:02}{:02}{:02}{:02}{:02}{:02}Z",
         c.year.rem_euclid(100),
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn ap_is_utctime() {
-        let c = crate::clock::utc(1_796_097_745, 0);
+        let c = crate::wire::clock::utc(1_796_097_745, 0);
         assert_eq!(ap_time(&c), "261201040225Z");
         assert_eq!(ap_time(&c).len(), 13);
     }

@@ -2,12 +2,20 @@
 //! quotes group words. Durations take `ms`, `s` or `m` (a bare number is
 //! seconds); sizes take `K` or `M`.
 
-use crate::allow::{self, Net};
-use crate::currency;
-use crate::error::Error;
+// What the configuration reads and names: the allow-list, the simulator's
+// script (its stage, which a reload replaces), the files it opens and the
+// errors that stop concertd from starting.
+pub mod allow;
+pub mod error;
+pub mod files;
+pub mod stage;
+
+use crate::config::allow::Net;
+use crate::config::error::Error;
+use crate::wire::currency;
 // Here first; the simulator's vocabulary, below the configuration, reads
 // them too.
-pub use crate::clock::{fmt_duration, parse_duration};
+pub use crate::wire::clock::{fmt_duration, parse_duration};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -132,7 +140,7 @@ impl Terminal {
     /// As logs, `status` and errors show it: a value of the file, its card
     /// numbers masked like any value from outside (concertd-logging.7, Card numbers).
     pub fn shown(&self) -> String {
-        crate::pan::masked_text(&self.line())
+        crate::wire::pan::masked_text(&self.line())
     }
 
     /// As written in the file.
@@ -174,7 +182,7 @@ pub struct Config {
     pub simulator_delay: Duration,
     /// Plans for the next transactions, one a line (`simulator-script`);
     /// its lines are read by [`Config::read_script`].
-    pub simulator_script: Option<crate::stage::Script>,
+    pub simulator_script: Option<crate::config::stage::Script>,
     pub transaction_timeout: Duration,
     pub request_gap: Duration,
     pub request_timeout: Duration,
@@ -287,7 +295,7 @@ const EXTENSIONS: &[(&str, AnswerExtensions)] = &[
 fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
     let v = one(key, args)?;
     // (A value never holds `"`: the file's quotes only group words.)
-    if !(2..=20).contains(&v.len()) || !crate::tlv::is_valid_value(v.as_bytes()) {
+    if !(2..=20).contains(&v.len()) || !crate::wire::tlv::is_valid_value(v.as_bytes()) {
         return Err(format!(
             "{key} {v:?} is not 2 to 20 printable ASCII characters"
         ));
@@ -317,7 +325,7 @@ pub fn default_serial_number() -> String {
     ["/etc/machine-id", "/proc/sys/kernel/hostname"]
         .iter()
         .find_map(|p| {
-            crate::files::read_regular(Path::new(p), MAX_ID_FILE)
+            crate::config::files::read_regular(Path::new(p), MAX_ID_FILE)
                 .ok()
                 .as_deref()
                 .and_then(usable)
@@ -668,7 +676,7 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Live,
         apply: |d, k, a| {
             let path = PathBuf::from(one(k, a)?);
-            d.c.simulator_script = Some(crate::stage::Script {
+            d.c.simulator_script = Some(crate::config::stage::Script {
                 path,
                 lines: Vec::new(),
             });
@@ -956,11 +964,11 @@ fn masked_words(raw: &str, msg: String) -> String {
     const STAND_IN: char = '\u{e000}';
     let masked: String = raw
         .chars()
-        .zip(crate::pan::masked_text(raw).chars())
+        .zip(crate::wire::pan::masked_text(raw).chars())
         .map(|(r, m)| if r == m { r } else { STAND_IN })
         .collect();
     let (Ok(real), Ok(shown)) = (words(raw), words(&masked)) else {
-        return crate::pan::masked_text(&msg);
+        return crate::wire::pan::masked_text(&msg);
     };
     let shown: Vec<String> = shown.iter().map(|w| w.replace(STAND_IN, "#")).collect();
     let mut msg = msg;
@@ -969,7 +977,7 @@ fn masked_words(raw: &str, msg: String) -> String {
             .replace(&format!("{r:?}"), &format!("{s:?}"))
             .replace(r.as_str(), s);
     }
-    crate::pan::masked_text(&msg)
+    crate::wire::pan::masked_text(&msg)
 }
 
 impl Config {
@@ -1021,7 +1029,7 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, Error> {
         let file = path.display().to_string();
-        let text = crate::files::read_regular(path, MAX_CONFIG_FILE).map_err(|source| {
+        let text = crate::config::files::read_regular(path, MAX_CONFIG_FILE).map_err(|source| {
             Error::ConfigRead {
                 file: file.clone(),
                 source,
@@ -1039,7 +1047,7 @@ impl Config {
         let Some(script) = &mut self.simulator_script else {
             return Ok(());
         };
-        let read = crate::stage::Script::read(&script.path)?;
+        let read = crate::config::stage::Script::read(&script.path)?;
         script.lines = read.lines;
         Ok(())
     }
@@ -1125,7 +1133,7 @@ impl Config {
         let serial = match &self.serial.device {
             Some(d) => format!(
                 "{} {} {}{}",
-                crate::pan::masked_text(&d.display().to_string()),
+                crate::wire::pan::masked_text(&d.display().to_string()),
                 self.serial.speed,
                 self.serial.format,
                 if self.serial.rtscts { " rtscts" } else { "" }
@@ -1142,7 +1150,7 @@ impl Config {
                     format!("simulator (delay {})", fmt_duration(self.simulator_delay)),
                 ref t => t.shown(),
             },
-            crate::pan::masked_text(&self.journal.display().to_string())
+            crate::wire::pan::masked_text(&self.journal.display().to_string())
         )
     }
 
@@ -1180,7 +1188,7 @@ mod tests {
         let c = Config::parse("", "t").unwrap();
         assert_eq!(c.answer_extensions, AnswerExtensions::None);
         let d = default_serial_number();
-        assert!((2..=20).contains(&d.len()) && crate::tlv::is_valid_value(d.as_bytes()));
+        assert!((2..=20).contains(&d.len()) && crate::wire::tlv::is_valid_value(d.as_bytes()));
         assert_eq!(c.serial_number(), d);
         let c = Config::parse("answer-extensions payxpert\nserial-number \"T 42\"", "t").unwrap();
         assert_eq!(c.answer_extensions, AnswerExtensions::PayXpert);

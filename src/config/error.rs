@@ -51,8 +51,8 @@ impl fmt::Display for Error {
             Error::Terminal { line, msg } => write!(
                 f,
                 "terminal {}: {}",
-                crate::pan::masked_text(line),
-                crate::pan::masked_text(msg)
+                crate::wire::pan::masked_text(line),
+                crate::wire::pan::masked_text(msg)
             ),
             Error::AlreadyRunning { pid, pidfile } => write!(
                 f,

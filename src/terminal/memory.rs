@@ -3,11 +3,11 @@
 //! and the payments a safe retry may replay. Ages are read against a `now`
 //! the caller gives (the worker: `Instant::now()`; tests: any instant).
 
-use crate::answer::Outcome;
-use crate::journal::{Record, Verdict};
-use crate::operation::Operation;
-use crate::request::Request;
-use crate::retry::{bound, Age, Attempt, Proof, RetryKey, Seen};
+use crate::terminal::journal::{Record, Verdict};
+use crate::terminal::retry::{bound, Age, Attempt, Proof, RetryKey, Seen};
+use crate::wire::answer::Outcome;
+use crate::wire::operation::Operation;
+use crate::wire::request::Request;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,10 +174,10 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::{Af, Outcome};
+    use crate::wire::answer::{Af, Outcome};
 
     fn done(id: u64, body: &str, outcome: Outcome, since: Instant) -> Arc<Completed> {
-        let request = crate::request::parse(body.as_bytes(), &[978]).unwrap();
+        let request = crate::wire::request::parse(body.as_bytes(), &[978]).unwrap();
         let key = RetryKey::of(&request);
         let verdict = if outcome.is_approved() {
             Verdict::Approved

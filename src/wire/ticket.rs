@@ -1,10 +1,10 @@
 //! Tickets: what `CK` asks for, and the base64 text the terminal returns
 //! in `ZT` (`CK` + `AK`).
 
-use crate::answer::Af;
-use crate::base64;
-use crate::operation::Operation;
-use crate::tlv::{tags, Frame};
+use crate::wire::answer::Af;
+use crate::wire::base64;
+use crate::wire::operation::Operation;
+use crate::wire::tlv::{tags, Frame};
 
 /// Longest AK value: 900 base64 characters, i.e. 675 bytes of ticket.
 pub const MAX_AK: usize = 900;

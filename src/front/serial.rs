@@ -5,19 +5,19 @@
 //! Requests go to the same worker as TCP, so the one-transaction rule
 //! holds across both.
 
-use crate::assemble::{Assembler, Progress};
+use crate::config::stage::Quirk;
 use crate::config::{Serial as Settings, SerialProtocol};
-use crate::dispatch::{self, Job, Kind};
-use crate::floodgate::{self, Floodgate, Source};
-use crate::framing::ENQ;
+use crate::front::dispatch::{self, Job, Kind};
 use crate::link::session::{self, Sent, Take, Timers, TRIES};
 use crate::link::{is_stalled, Link, Patience, Timer};
 pub use crate::link::{trace, Port};
-use crate::pan;
-use crate::request::Request;
-use crate::stage::Quirk;
-use crate::tlv::{tags, Frame};
-use crate::worker::{Channel, Decision, Handle, Origin, Reply};
+use crate::logging::floodgate::{self, Floodgate, Source};
+use crate::terminal::worker::{Channel, Decision, Handle, Origin, Reply};
+use crate::wire::assemble::{Assembler, Progress};
+use crate::wire::framing::ENQ;
+use crate::wire::pan;
+use crate::wire::request::Request;
+use crate::wire::tlv::{tags, Frame};
 use crossbeam_channel::{Receiver, Sender};
 use serialport::TTYPort;
 use std::io;
@@ -222,7 +222,7 @@ fn run(ctx: Context) {
         let path = device.display().to_string();
         // A configuration value, shown masked like any other (the log,
         // the status, the journal's peer): the device is opened by its name.
-        let shown = crate::pan::masked_text(&path);
+        let shown = crate::wire::pan::masked_text(&path);
         match open(&conf.settings, &path) {
             Ok(port) => {
                 reported = false;

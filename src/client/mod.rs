@@ -1,11 +1,11 @@
 //! The cash-register side, for the `concert` tool: build a request, send
 //! it over TCP, read the answer, and describe it for a person.
 
-use crate::answer::Af;
-use crate::currency;
-use crate::framing::{lrc, ETX, STX};
-use crate::ticket;
-use crate::tlv::{step, tags::*, DecodeError, Frame, Step};
+use crate::wire::answer::Af;
+use crate::wire::currency;
+use crate::wire::framing::{lrc, ETX, STX};
+use crate::wire::ticket;
+use crate::wire::tlv::{step, tags::*, DecodeError, Frame, Step};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// further. Every tag a terminal is documented to answer, each at its
 /// longest, comes to under 4 KiB; this is also the longest request
 /// concertd takes.
-pub const MAX_ANSWER: usize = crate::assemble::MAX_REQUEST;
+pub const MAX_ANSWER: usize = crate::wire::assemble::MAX_REQUEST;
 
 /// The IPC concertd's client sends (the example value used by HiPay, Viva
 /// and Dolibarr); terminals do not check it.
@@ -220,8 +220,8 @@ impl Command {
             pos.first().copied().unwrap_or(b'0'),
             pos.get(1).copied().unwrap_or(b'1'),
         ];
-        let private = crate::v2::private_field(o.private.as_deref().unwrap_or("").as_bytes());
-        Ok(crate::v2::request_eplus(
+        let private = crate::wire::v2::private_field(o.private.as_deref().unwrap_or("").as_bytes());
+        Ok(crate::wire::v2::request_eplus(
             pos,
             amount,
             b'1',
@@ -255,7 +255,7 @@ pub fn print(text: &str, o: &Options) -> Frame {
     f.push(CD, &b"P"[..]);
     let mut zt = Frame::new();
     zt.push(CK, &b"100"[..]);
-    zt.push(AK, crate::base64::encode(&latin1).into_bytes());
+    zt.push(AK, crate::wire::base64::encode(&latin1).into_bytes());
     f.push(ZT, zt.encode());
     f
 }
@@ -469,11 +469,12 @@ fn row(out: &mut String, label: &str, value: &str) {
 }
 
 fn operation_name(cd: &[u8]) -> &'static str {
-    crate::request::Operation::from_cd(cd).map_or("operation", |op| op.label())
+    crate::wire::request::Operation::from_cd(cd).map_or("operation", |op| op.label())
 }
 
 fn application_name(cc: &str) -> String {
-    crate::ticket::application(cc).map_or_else(|| format!("application {cc}"), |a| a.name.into())
+    crate::wire::ticket::application(cc)
+        .map_or_else(|| format!("application {cc}"), |a| a.name.into())
 }
 
 /// `AP` (`YYMMDDhhmmssZ`) as `20YY-MM-DD hh:mm:ss UTC`; as it came when
@@ -598,7 +599,7 @@ pub fn describe(f: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::{wrap, Wrapping};
+    use crate::wire::framing::{wrap, Wrapping};
 
     #[test]
     fn commands_and_their_requests() {
@@ -881,7 +882,7 @@ pub mod serial_link {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::framing::{lrc, ACK, ENQ, ETB, STX};
+        use crate::wire::framing::{lrc, ACK, ENQ, ETB, STX};
         use serialport::{SerialPort, TTYPort};
         use std::io::{Read, Write};
 

@@ -10,7 +10,7 @@
 //! the side of never paying out twice. Each debit takes at most
 //! [`MAX_REFUNDS`] refunds.
 
-use crate::journal::Record;
+use crate::terminal::journal::Record;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -116,14 +116,17 @@ impl fmt::Display for Refusal {
             Refusal::NotAnId(im) => write!(
                 f,
                 "IM \"{}\" is not a transaction id of this terminal",
-                crate::pan::shown(im.as_bytes())
+                crate::wire::pan::shown(im.as_bytes())
             ),
             // The register's IM, not one of our ids: maybe a card number.
             Refusal::NotKnown(id) => write!(
                 f,
                 "tx {} is not known as an approved debit (not in the journal, not an approved \
                  debit, or older than the approved debits kept)",
-                crate::pan::shown_element(crate::tlv::tags::IM, id.to_string().as_bytes())
+                crate::wire::pan::shown_element(
+                    crate::wire::tlv::tags::IM,
+                    id.to_string().as_bytes()
+                )
             ),
             Refusal::Cancelled(id) => write!(
                 f,

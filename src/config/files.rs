@@ -16,7 +16,7 @@
 //! configuration, the `simulator-script`) are read by [`read_regular`]:
 //! regular files of bounded size, opened without blocking.
 
-use crate::error::Error;
+use crate::config::error::Error;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;

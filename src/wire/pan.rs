@@ -20,7 +20,7 @@
 //! and they mask before they cut, so that a cut never shows what masking
 //! would hide.
 
-use crate::tlv::{tags, Frame, Tag};
+use crate::wire::tlv::{tags, Frame, Tag};
 use std::borrow::Cow;
 use std::fmt::Write;
 

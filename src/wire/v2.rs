@@ -4,7 +4,7 @@
 //! the V3 answer is turned back into the 25- or 80-byte V2 reply that
 //! clients read by position.
 
-use crate::tlv::{is_printable, tags::*, Frame};
+use crate::wire::tlv::{is_printable, tags::*, Frame};
 use std::fmt;
 
 /// Which request layout came, told apart by the payload length.
@@ -501,13 +501,13 @@ mod tests {
 
     #[test]
     fn to_v3_is_a_valid_v3_request() {
-        let r = crate::request::interpret(req(PTM).to_v3(), &[978]).unwrap();
-        assert_eq!(r.op, crate::request::Operation::Debit);
+        let r = crate::wire::request::interpret(req(PTM).to_v3(), &[978]).unwrap();
+        assert_eq!(r.op, crate::wire::request::Operation::Debit);
         assert_eq!(
             (r.register, r.amount, r.currency),
             (1, Some(1000), Some(978))
         );
-        let r = crate::request::interpret(req(PYP).to_v3(), &[978]).unwrap();
+        let r = crate::wire::request::interpret(req(PYP).to_v3(), &[978]).unwrap();
         assert!(r.immediate);
     }
 

@@ -21,9 +21,9 @@
 //! refunds by reference would not see the transactions already journaled.
 
 use crate::config;
-use crate::daemon::Account;
-use crate::error::Error;
-use crate::files;
+use crate::config::error::Error;
+use crate::config::files;
+use crate::service::daemon::Account;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -94,7 +94,7 @@ fn made_by_install(dir: &Path, user: Option<&str>) -> String {
 /// and missing; any other missing one is an error that says how to make
 /// it. `user`: the account it will be given to, for the message.
 pub fn journal_dir(journal: &Path, user: Option<&str>) -> Result<Dir, Error> {
-    let dir = crate::journal::directory_of(journal).to_path_buf();
+    let dir = crate::terminal::journal::directory_of(journal).to_path_buf();
     let make = match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => Make::Found,
         Ok(_) => {

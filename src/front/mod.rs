@@ -1,0 +1,7 @@
+//! The ways in: TCP (with its per-peer limits) and the serial line, and
+//! the one dispatch from their bytes to the worker and back.
+
+pub mod dispatch;
+pub mod net;
+pub mod peers;
+pub mod serial;
