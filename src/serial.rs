@@ -668,8 +668,8 @@ impl<'a> Line<'a> {
                 log::info!("tx {id}: {q} not applied: raw V3 has no link session");
             }
         }
-        let bad_lrc = quirks.has("bad-lrc") && !raw;
-        if let (Some(d), false) = (quirks.wait("slow-enq"), raw) {
+        let bad_lrc = quirks.has(Quirk::BadLrc) && !raw;
+        if let (Some(d), false) = (quirks.slow_enq(), raw) {
             log::info!(
                 "tx {id}: our ENQ {} late (slow-enq)",
                 crate::config::fmt_duration(d)

@@ -133,8 +133,7 @@ impl Quirk {
         matches!(self, Quirk::NakFirst | Quirk::NoAck)
     }
 
-    /// Its name, without a value: two quirks with the same name are one
-    /// too many.
+    /// Its name, without a value, as the vocabulary spells it.
     pub fn name(self) -> &'static str {
         match self {
             Quirk::Split(..) => "split",
@@ -149,6 +148,12 @@ impl Quirk {
             Quirk::BadLrc => "bad-lrc",
             Quirk::SlowEnq(_) => "slow-enq",
         }
+    }
+
+    /// The same quirk, whatever its value: two of a kind are one too
+    /// many.
+    fn same_kind(self, other: Quirk) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
     }
 
     /// Shapes the bytes of an answer that is sent: meaningless when none
@@ -306,21 +311,21 @@ impl Plan {
         let mut quirks: Vec<Quirk> = Vec::new();
         for w in rest {
             let q = quirk(w)?;
-            if quirks.iter().any(|o| o.name() == q.name()) {
+            if quirks.iter().any(|o| q.same_kind(*o)) {
                 return Err(format!("{} is given twice", q.name()));
             }
             quirks.push(q);
         }
-        let has = |n: &str| quirks.iter().any(|q| q.name() == n);
-        if has("silent") && has("reset") {
+        let has = |q: Quirk| quirks.contains(&q);
+        if has(Quirk::Silent) && has(Quirk::Reset) {
             return Err("silent and reset: the connection ends one way only".into());
         }
         // What shapes an answer has nothing to act on when none goes out.
         let gone = match fate {
             Fate::Unknown => Some("unknown (the answer is lost)"),
             Fate::Busy => Some("busy (no transaction)"),
-            _ if has("silent") => Some("silent"),
-            _ if has("reset") => Some("reset"),
+            _ if has(Quirk::Silent) => Some("silent"),
+            _ if has(Quirk::Reset) => Some("reset"),
             _ => None,
         };
         if let Some(why) = gone {
@@ -426,8 +431,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn has(&self, name: &str) -> bool {
-        self.quirks.iter().any(|q| q.name() == name)
+    /// Carries this quirk (one without a value: those are found by
+    /// [`Answer::split`], [`Answer::late`] and [`Answer::slow_enq`]).
+    pub fn has(&self, q: Quirk) -> bool {
+        self.quirks.contains(&q)
     }
 
     pub fn split(&self) -> Option<(u32, Duration)> {
@@ -437,10 +444,18 @@ impl Answer {
         })
     }
 
-    pub fn wait(&self, name: &str) -> Option<Duration> {
+    /// `late`: the extra wait before a TCP answer.
+    pub fn late(&self) -> Option<Duration> {
         self.quirks.iter().find_map(|q| match q {
-            Quirk::Late(d) if name == "late" => Some(*d),
-            Quirk::SlowEnq(d) if name == "slow-enq" => Some(*d),
+            Quirk::Late(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    /// `slow-enq`: the wait before the serial answer's ENQ.
+    pub fn slow_enq(&self) -> Option<Duration> {
+        self.quirks.iter().find_map(|q| match q {
+            Quirk::SlowEnq(d) => Some(*d),
             _ => None,
         })
     }
@@ -1096,7 +1111,7 @@ mod tests {
         );
         let a = s.answer(7).unwrap();
         assert_eq!(a.split(), Some((3, DEFAULT_GAP)));
-        assert!(a.has("crlf") && !a.has("bad-lrc"));
+        assert!(a.has(Quirk::Crlf) && !a.has(Quirk::BadLrc));
         assert_eq!(s.answer(7), None, "taken once");
         // Serial quirks before the request: spent on the frame, noted.
         s.arm(plan("refuse nak-first no-ack slow-enq=1s crlf"))
@@ -1115,7 +1130,7 @@ mod tests {
         assert!(note.contains("no-ack applied before the request"), "{note}");
         assert!(note.contains("crlf not applied: the transaction came over serial"));
         assert_eq!(
-            s.answer(8).unwrap().wait("slow-enq"),
+            s.answer(8).unwrap().slow_enq(),
             Some(Duration::from_secs(1))
         );
         // Not spent, and the transaction came over TCP.
@@ -1173,7 +1188,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert!(s.answer(11).unwrap().has("crlf"));
+        assert!(s.answer(11).unwrap().has(Quirk::Crlf));
         assert_eq!(s.waiting(), None, "decided once");
         assert_eq!(s.command("press red").unwrap(), "tx 11: red key pressed");
         assert!(matches!(got.try_recv(), Ok(Cmd::Red)));
