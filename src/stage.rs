@@ -489,6 +489,9 @@ struct Inner {
     /// Quirks acting before the request (nak-first, no-ack) already spent
     /// on the plan that comes next.
     early: Vec<Quirk>,
+    /// An ENQ went un-ACKed for `no-ack` and the frame of its session is
+    /// not read yet: only that frame says whether a transaction had it.
+    unacked: bool,
     /// How long `open` keeps a connection: `transaction-timeout`.
     open_limit: Duration,
     /// The simulator that has the stage, and the last claim given.
@@ -572,6 +575,7 @@ impl Stage {
         log::info!("simulator: next transaction {said}");
         g.armed = Some(plan);
         g.early.clear();
+        g.unacked = false;
         Ok(said)
     }
 
@@ -587,6 +591,7 @@ impl Stage {
         if let Some(p) = &was {
             log::info!("simulator: {p} disarmed");
             g.early.clear();
+            g.unacked = false;
         }
         Ok(was)
     }
@@ -860,18 +865,53 @@ impl Stage {
     }
 
     /// The serial line is about to ACK an ENQ (`no-ack`) or a frame
-    /// (`nak-first`): true when the next plan says not to, once.
+    /// (`nak-first`): true when the next plan says not to, once. The
+    /// serial line asks through [`Stage::enq`] and [`Stage::frame`], which
+    /// keep both for a transaction.
     pub fn early(&self, q: Quirk) -> bool {
-        let mut g = self.lock();
-        if !g.active || g.early.contains(&q) {
-            return false;
-        }
-        if !g.next_plan().is_some_and(|p| p.quirks.contains(&q)) {
-            return false;
-        }
-        g.early.push(q);
-        true
+        spend(&mut self.lock(), q)
     }
+
+    /// The register's ENQ: true when it is not to be ACKed (`no-ack`).
+    /// What the session carries is not known yet: [`Stage::frame`] gives
+    /// the quirk back if it is no transaction.
+    pub fn enq(&self) -> bool {
+        let mut g = self.lock();
+        let spent = spend(&mut g, Quirk::NoAck);
+        g.unacked |= spent;
+        spent
+    }
+
+    /// The register's good frame, a `transaction` (a request that occupies
+    /// the terminal) or not: true when it is to be NAKed (`nak-first`).
+    /// Identification, status and duplicata frames spend neither quirk:
+    /// a `no-ack` spent on the ENQ of their session is given back, for the
+    /// ENQ of the next one.
+    pub fn frame(&self, transaction: bool) -> bool {
+        let mut g = self.lock();
+        let unacked = std::mem::take(&mut g.unacked);
+        if transaction {
+            return spend(&mut g, Quirk::NakFirst);
+        }
+        if unacked && g.early.contains(&Quirk::NoAck) {
+            g.early.retain(|q| *q != Quirk::NoAck);
+            log::info!("simulator: no-ack kept for a transaction's ENQ: that session carried none");
+        }
+        false
+    }
+}
+
+/// Spends quirk `q` of the next plan, before its request: true when the
+/// plan has it and it was not spent yet.
+fn spend(g: &mut Inner, q: Quirk) -> bool {
+    if !g.active || g.early.contains(&q) {
+        return false;
+    }
+    if !g.next_plan().is_some_and(|p| p.quirks.contains(&q)) {
+        return false;
+    }
+    g.early.push(q);
+    true
 }
 
 /// A plan taken for transaction `id` on `channel`: the answer's quirks of
@@ -1144,6 +1184,38 @@ mod tests {
         s.arm(plan("unknown")).unwrap();
         s.begin(10, Channel::Serial);
         assert!(s.answer(10).unwrap().withhold.is_some());
+    }
+
+    #[test]
+    fn serial_quirks_are_spent_on_a_transaction_only() {
+        let s = active();
+        s.arm(plan("approve nak-first no-ack")).unwrap();
+        // A status frame's session: its ENQ is not ACKed (nothing says yet
+        // what follows), its frame not NAKed, and the no-ack is given back.
+        assert!(s.enq());
+        assert!(!s.enq(), "its retry is ACKed");
+        assert!(!s.frame(false));
+        assert!(!s.frame(false), "nak-first kept");
+        // The transaction's session gets both.
+        assert!(s.enq());
+        assert!(!s.enq());
+        assert!(s.frame(true));
+        assert!(!s.frame(true), "once");
+        let Begin::Plan { note, .. } = s.begin(1, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
+        assert!(note.contains("no-ack applied before the request"), "{note}");
+        // A frame with no un-ACKed ENQ before it gives nothing back.
+        s.arm(plan("approve no-ack")).unwrap();
+        assert!(s.enq());
+        assert!(!s.enq());
+        assert!(!s.frame(true));
+        assert!(!s.frame(false));
+        assert!(!s.enq(), "spent on the transaction's session");
     }
 
     #[test]
