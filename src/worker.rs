@@ -149,9 +149,7 @@ pub enum Control {
     /// New settings, and the new configuration for the backend; they apply
     /// from the next transaction on.
     Reload(Settings, Box<crate::config::Config>),
-    /// Log the live state (SIGUSR1).
-    Report,
-    /// The live state as lines, for `concertctl status`.
+    /// The live state as lines, for `concertctl status` and SIGUSR1.
     Status(Sender<Vec<String>>),
 }
 
@@ -644,7 +642,6 @@ impl Worker {
             select_biased! {
                 recv(self.control) -> c => match c {
                     Ok(Control::Reload(settings, cfg)) => self.reload(settings, &cfg),
-                    Ok(Control::Report) => self.report(),
                     Ok(Control::Status(to)) => {
                         let _ = to.send(self.status_lines());
                     }
@@ -1380,10 +1377,11 @@ impl Worker {
         }
     }
 
-    /// The running transaction, as SIGUSR1 and `concertctl status` say it.
+    /// The running transaction, as `concertctl status` and SIGUSR1 say
+    /// it.
     fn running_line(r: &Running) -> String {
         format!(
-            "running tx {} {}{} register {:02} from {} {} for {:.1} s",
+            "running: tx {} {}{} register {:02} from {} {} for {:.1} s",
             r.id,
             r.request.op.name(),
             amount_label(&r.request),
@@ -1394,44 +1392,13 @@ impl Worker {
         )
     }
 
-    fn report(&self) {
-        match &self.running {
-            Some(r) => log::info!("state: {}", Worker::running_line(r)),
-            None if self.stopping => log::info!("state: stopping"),
-            None => log::info!("state: idle"),
-        }
-        if self.settings.retry_window.is_zero() {
-            log::info!("state: retries are not replayed (retry-window 0)");
-        } else {
-            log::info!(
-                "state: {} transactions held for replay (retry-window {})",
-                self.memory.replayable().count(),
-                crate::config::fmt_duration(self.settings.retry_window)
-            );
-        }
-        for reg in self.memory.no_replay() {
-            log::info!("state: register {reg:02}: replays stopped, its CF came with two amounts");
-        }
-        let last = self.memory.lasts().max_by_key(|c| c.record.id);
-        match last {
-            Some(c) => log::info!(
-                "state: last outcome tx {} {}{} register {:02}: {}",
-                c.record.id,
-                c.request.op.name(),
-                amount_label(&c.request),
-                c.request.register,
-                c.record.verdict.map_or("unknown", Verdict::word)
-            ),
-            None => log::info!("state: no transaction yet"),
-        }
-    }
-
-    /// `concertctl status`: the running transaction, the counts since
-    /// start and each register's last outcome.
+    /// The worker's part of the live state (`concertctl status`,
+    /// SIGUSR1): the running transaction, the counts since start, the
+    /// replays and each register's last outcome.
     fn status_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.push(match &self.running {
-            Some(r) => Worker::running_line(r).replacen("running tx", "running: tx", 1),
+            Some(r) => Worker::running_line(r),
             None if self.stopping => "running: none, stopping".into(),
             None => "running: none".into(),
         });
@@ -1445,6 +1412,31 @@ impl Worker {
             n(&c.busy),
             n(&c.undelivered)
         ));
+        if self.settings.retry_window.is_zero() {
+            out.push("retries are not replayed (retry-window 0)".into());
+        } else {
+            out.push(format!(
+                "{} transactions held for replay (retry-window {})",
+                self.memory.replayable().count(),
+                crate::config::fmt_duration(self.settings.retry_window)
+            ));
+        }
+        for reg in self.memory.no_replay() {
+            out.push(format!(
+                "register {reg:02}: replays stopped, its CF came with two amounts"
+            ));
+        }
+        out.push(match self.memory.lasts().max_by_key(|c| c.record.id) {
+            Some(c) => format!(
+                "last outcome tx {} {}{} register {:02}: {}",
+                c.record.id,
+                c.request.op.name(),
+                amount_label(&c.request),
+                c.request.register,
+                c.record.verdict.map_or("unknown", Verdict::word)
+            ),
+            None => "no transaction yet".into(),
+        });
         let mut lasts: Vec<&Arc<Completed>> = self.memory.lasts().collect();
         lasts.sort_by_key(|c| c.request.register);
         for c in lasts {
