@@ -54,6 +54,14 @@ pub struct Origin {
     pub v2: bool,
 }
 
+/// Where a request came from, as the log and the journal name it: the
+/// channel and the peer (`tcp 127.0.0.1:41710`, `serial /dev/ttyUSB0`).
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.channel, self.peer)
+    }
+}
+
 /// The worker's answer to a job.
 #[derive(Debug)]
 pub struct Reply {
@@ -341,11 +349,7 @@ impl Handle {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
                 bump(&self.counters.busy);
-                log::warn!(
-                    "{} {}: worker queue full, answered busy",
-                    job.origin.channel,
-                    job.origin.peer
-                );
+                log::warn!("{}: worker queue full, answered busy", job.origin);
                 Err(Box::new(job))
             }
             Err(TrySendError::Disconnected(job)) => {
@@ -686,18 +690,16 @@ impl Worker {
         if job.withdrawn() {
             // NAKed while it waited in the queue: nothing was written.
             log::info!(
-                "{} {}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
-                job.origin.channel,
-                job.origin.peer,
+                "{}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
+                job.origin,
                 req.op.name(),
                 req.register
             );
             return;
         }
         log::debug!(
-            "{} {}: {} register {:02}",
-            job.origin.channel,
-            job.origin.peer,
+            "{}: {} register {:02}",
+            job.origin,
             req.op.name(),
             req.register
         );
@@ -714,9 +716,8 @@ impl Worker {
         let req = &job.request;
         if let Some(r) = &self.running {
             log::info!(
-                "{} {}: {} refused busy: tx {} for register {:02} running",
-                job.origin.channel,
-                job.origin.peer,
+                "{}: {} refused busy: tx {} for register {:02} running",
+                job.origin,
                 req.op.name(),
                 r.id,
                 r.request.register
@@ -725,18 +726,13 @@ impl Worker {
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if self.stopping {
-            log::info!(
-                "{} {}: {} refused: stopping",
-                job.origin.channel,
-                job.origin.peer,
-                req.op.name()
-            );
+            log::info!("{}: {} refused: stopping", job.origin, req.op.name());
             bump(&self.counters.busy);
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         let key = (!job.origin.v2).then(|| RetryKey::of(req)).flatten();
         if let Some(k) = &key {
-            self.check_attempt(k, &format!("{} {}", job.origin.channel, job.origin.peer));
+            self.check_attempt(k, &job.origin.to_string());
         }
         match key.as_ref().and_then(|k| self.replay_of(k)) {
             Some((done, Proof::Same)) => {
@@ -744,14 +740,13 @@ impl Worker {
                     return;
                 }
                 log::info!(
-                    "{} {}: same {} as tx {} (every element): its answer replayed",
-                    job.origin.channel,
-                    job.origin.peer,
+                    "{}: same {} as tx {} (every element): its answer replayed",
+                    job.origin,
                     req.op.name(),
                     done.record.id
                 );
                 let ev = Event::Replayed {
-                    peer: format!("{} {}", job.origin.channel, job.origin.peer),
+                    peer: job.origin.to_string(),
                 };
                 if let Err(e) = self.journal.note(done.record.id, &ev) {
                     log::error!("{}: {e}", self.journal.path().display());
@@ -771,32 +766,19 @@ impl Worker {
         // nothing with another backend): no transaction starts.
         if let Some(why) = self.stage.take_busy() {
             bump(&self.counters.busy);
-            log::info!(
-                "{} {}: {} refused busy: {why}",
-                job.origin.channel,
-                job.origin.peer,
-                req.op.name()
-            );
+            log::info!("{}: {} refused busy: {why}", job.origin, req.op.name());
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if let Some(im) = &req.refund_of {
             let amount = req.amount.unwrap_or(0);
             if let Err(why) = self.refunds.check(im, req.currency, amount) {
-                log::warn!(
-                    "{} {}: refund by reference refused AF04: {why}",
-                    job.origin.channel,
-                    job.origin.peer
-                );
+                log::warn!("{}: refund by reference refused AF04: {why}", job.origin);
                 let frame = answer::refusal(&req.frame, Some(Af::Refused));
                 return send(&job.reply, frame, None);
             }
         }
         if let Err(why) = self.check_cancel(req) {
-            log::warn!(
-                "{} {}: cancellation refused AF04: {why}",
-                job.origin.channel,
-                job.origin.peer
-            );
+            log::warn!("{}: cancellation refused AF04: {why}", job.origin);
             let frame = answer::refusal(&req.frame, Some(Af::Refused));
             return send(&job.reply, frame, None);
         }
@@ -902,7 +884,7 @@ impl Worker {
         };
         let cancels = original.as_ref().map(|o| o.id);
         log::info!(
-            "tx {id}: {}{}{} register {:02} from {} {}{}",
+            "tx {id}: {}{}{} register {:02} from {}{}",
             req.op.name(),
             amount_label(&req),
             req.refund_of
@@ -913,8 +895,7 @@ impl Worker {
                 ))
                 .unwrap_or_default(),
             req.register,
-            job.origin.channel,
-            job.origin.peer,
+            job.origin,
             if req.immediate {
                 " (immediate answer)"
             } else {
@@ -986,13 +967,12 @@ impl Worker {
         };
         match self.journal.record(id, &ev) {
             Ok(()) => log::warn!(
-                "tx {id}: {}{} register {:02} from {} {} withdrawn: the line NAKed it \
+                "tx {id}: {}{} register {:02} from {} withdrawn: the line NAKed it \
                  before it was taken (slow journal?); not started, nothing charged",
                 req.op.name(),
                 amount_label(req),
                 req.register,
-                job.origin.channel,
-                job.origin.peer
+                job.origin
             ),
             Err(e) => log::error!(
                 "{}: {e}: tx {id} was withdrawn (NAKed, not started) but its record could \
@@ -1260,9 +1240,8 @@ impl Worker {
             }
             (Ok(()), None) => {
                 log::info!(
-                    "tx {id}: outcome kept for a status request from {} {}",
-                    run.origin.channel,
-                    run.origin.peer
+                    "tx {id}: outcome kept for a status request from {}",
+                    run.origin
                 );
             }
         }
@@ -1381,13 +1360,12 @@ impl Worker {
     /// it.
     fn running_line(r: &Running) -> String {
         format!(
-            "running: tx {} {}{} register {:02} from {} {} for {:.1} s",
+            "running: tx {} {}{} register {:02} from {} for {:.1} s",
             r.id,
             r.request.op.name(),
             amount_label(&r.request),
             r.request.register,
-            r.origin.channel,
-            r.origin.peer,
+            r.origin,
             r.started.elapsed().as_secs_f64()
         )
     }
