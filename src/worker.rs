@@ -161,15 +161,16 @@ pub enum Control {
     Status(Sender<Vec<String>>),
 }
 
-/// Counted since start, for `concertctl status`.
+/// Counted since start by the worker, for `concertctl status`.
 #[derive(Debug, Default)]
-pub struct Counters {
-    pub approved: AtomicU64,
-    pub declined: AtomicU64,
-    pub unknown: AtomicU64,
-    /// Busy answers, those of a full queue included.
-    pub busy: AtomicU64,
-    pub undelivered: AtomicU64,
+struct Counters {
+    approved: u64,
+    declined: u64,
+    unknown: u64,
+    /// Busy answers the worker gave; those of a full queue are counted by
+    /// the senders, in [`Handle`]'s `turned_busy`.
+    busy: u64,
+    undelivered: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -252,7 +253,10 @@ pub struct Worker {
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
     stage: Arc<crate::stage::Stage>,
-    counters: Arc<Counters>,
+    counters: Counters,
+    /// Busy answers the senders gave themselves (queue full, worker
+    /// gone): the one count another thread writes.
+    turned_busy: Arc<AtomicU64>,
 }
 
 /// An answer handed out, waiting for its delivery report.
@@ -284,7 +288,8 @@ pub struct Handle {
     /// What the simulator is told to do, for the ways in to shape answers
     /// and for the control socket.
     stage: Arc<crate::stage::Stage>,
-    counters: Arc<Counters>,
+    /// The worker's `turned_busy`.
+    turned_busy: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -348,12 +353,12 @@ impl Handle {
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
-                bump(&self.counters.busy);
+                bump(&self.turned_busy);
                 log::warn!("{}: worker queue full, answered busy", job.origin);
                 Err(Box::new(job))
             }
             Err(TrySendError::Disconnected(job)) => {
-                bump(&self.counters.busy);
+                bump(&self.turned_busy);
                 Err(Box::new(job))
             }
         }
@@ -477,7 +482,8 @@ impl Worker {
             history: Arc::default(),
             refunds: Refunds::default(),
             stage,
-            counters: Arc::default(),
+            counters: Counters::default(),
+            turned_busy: Arc::default(),
         };
         w.backend.share_history(Arc::clone(&w.history));
         for r in completed {
@@ -488,7 +494,7 @@ impl Worker {
             jobs: jobs_tx,
             deliveries: deliveries_tx,
             stage: Arc::clone(&w.stage),
-            counters: Arc::clone(&w.counters),
+            turned_busy: Arc::clone(&w.turned_busy),
         };
         (w, handle, control_tx)
     }
@@ -722,12 +728,12 @@ impl Worker {
                 r.id,
                 r.request.register
             );
-            bump(&self.counters.busy);
+            self.counters.busy += 1;
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if self.stopping {
             log::info!("{}: {} refused: stopping", job.origin, req.op.name());
-            bump(&self.counters.busy);
+            self.counters.busy += 1;
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         let key = (!job.origin.v2).then(|| RetryKey::of(req)).flatten();
@@ -765,7 +771,7 @@ impl Worker {
         // The simulator told to answer busy although idle (the stage says
         // nothing with another backend): no transaction starts.
         if let Some(why) = self.stage.take_busy() {
-            bump(&self.counters.busy);
+            self.counters.busy += 1;
             log::info!("{}: {} refused busy: {why}", job.origin, req.op.name());
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
@@ -1177,11 +1183,11 @@ impl Worker {
                 .map(|a| format!(", authorisation {a}"))
                 .unwrap_or_default()
         );
-        bump(match verdict {
-            Verdict::Approved => &self.counters.approved,
-            Verdict::Declined => &self.counters.declined,
-            Verdict::Unknown | Verdict::NotDone => &self.counters.unknown,
-        });
+        *match verdict {
+            Verdict::Approved => &mut self.counters.approved,
+            Verdict::Declined => &mut self.counters.declined,
+            Verdict::Unknown | Verdict::NotDone => &mut self.counters.unknown,
+        } += 1;
         let mut record = run.record;
         record.ended_at = Some(journal::stamp());
         record.verdict = Some(verdict);
@@ -1266,7 +1272,7 @@ impl Worker {
             log::error!("{}: {e}", self.journal.path().display());
         }
         if let Err(reason) = d.result {
-            bump(&self.counters.undelivered);
+            self.counters.undelivered += 1;
             log::warn!(
                 "tx {}: answer not delivered to {} ({reason}); {}",
                 d.id,
@@ -1380,15 +1386,14 @@ impl Worker {
             None if self.stopping => "running: none, stopping".into(),
             None => "running: none".into(),
         });
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
         out.push(format!(
             "since start: {} approved, {} declined, {} unknown; {} busy answers; {} answers undelivered",
-            n(&c.approved),
-            n(&c.declined),
-            n(&c.unknown),
-            n(&c.busy),
-            n(&c.undelivered)
+            c.approved,
+            c.declined,
+            c.unknown,
+            c.busy + self.turned_busy.load(Ordering::Relaxed),
+            c.undelivered
         ));
         if self.settings.retry_window.is_zero() {
             out.push("retries are not replayed (retry-window 0)".into());
@@ -1644,7 +1649,7 @@ mod tests {
             jobs,
             deliveries,
             stage: Arc::default(),
-            counters: Arc::default(),
+            turned_busy: Arc::default(),
         };
         let origin = Origin {
             channel: Channel::Tcp,
@@ -1749,6 +1754,22 @@ mod queue_and_window_tests {
         let p = h.hand_over(r, origin());
         let busy = p.reply.try_recv().expect("busy answer at once");
         assert_eq!(busy.frame.encode(), format!("{DEBIT}AE00201").as_bytes());
+    }
+
+    #[test]
+    fn status_counts_the_busy_answers_of_a_full_queue_with_the_workers() {
+        let (mut w, h) = worker(Vec::new(), Duration::ZERO);
+        let r = request::parse(DEBIT.as_bytes(), &[978]).unwrap();
+        let _queued: Vec<Pending> = (0..QUEUE)
+            .map(|_| h.hand_over(r.clone(), origin()))
+            .collect();
+        let busy = |w: &Worker| w.status_lines()[1].clone();
+        assert!(busy(&w).contains("; 0 busy answers;"), "{}", busy(&w));
+        h.submit(r, origin()).expect("a busy answer");
+        assert!(busy(&w).contains("; 1 busy answers;"), "{}", busy(&w));
+        // One the worker gives itself (a transaction running, stopping).
+        w.counters.busy += 1;
+        assert!(busy(&w).contains("; 2 busy answers;"), "{}", busy(&w));
     }
 
     /// A journal stamp `secs` before now.
