@@ -108,6 +108,41 @@ fn status_and_show_answer_while_a_transaction_runs() {
     assert_eq!(get(&t.join().unwrap(), "AE").as_deref(), Some("10"));
 }
 
+/// SIGUSR1 logs what `status` answers, line for line: one report, not
+/// two wordings of it.
+#[test]
+fn sigusr1_logs_what_status_answers() {
+    let d = start("");
+    let a = exchange(d.addr, debit("1200").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"));
+    loop_until(|| d.journal().contains(" delivered").then_some(()));
+    // The register's connection may still be counted open for a moment:
+    // asked again until both say the same.
+    loop_until(|| {
+        let since = d.mark();
+        d.signal(libc::SIGUSR1);
+        d.wait_log_since(since, "state: control connections closed")
+            .expect("SIGUSR1 logs the control socket's line last");
+        let log = d.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        let first = lines
+            .iter()
+            .rposition(|l| l.contains("state: concertd "))
+            .unwrap();
+        let logged: Vec<&str> = lines[first..]
+            .iter()
+            .filter_map(|l| l.split_once("state: ").map(|(_, s)| s))
+            .collect();
+        let status = ok(&d.ctl(&["status"]));
+        let said: Vec<&str> = status.lines().collect();
+        assert!(said.len() > 8, "{status}");
+        assert!(status.contains("last outcome tx "), "{status}");
+        assert!(status.contains("register 01: tx "), "{status}");
+        // The first line has the uptime, which may have turned meanwhile.
+        (logged.len() == said.len() && logged[1..] == said[1..]).then_some(())
+    });
+}
+
 /// Journal lines as concertd writes them.
 fn line(t: &str, id: u64, rest: &str) -> String {
     format!("{t} {id} {rest}\n")

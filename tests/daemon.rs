@@ -102,7 +102,7 @@ fn sigusr1_logs_the_live_state() {
     d.wait_log("debit 9.00 EUR register 03 from tcp");
     d.signal(libc::SIGUSR1);
     d.wait_log("state: listening on 127.0.0.1:");
-    let line = d.wait_log("state: running tx");
+    let line = d.wait_log("state: running: tx");
     assert!(line.contains("debit 9.00 EUR register 03"), "{line}");
     gate.release();
     t.join().unwrap();

@@ -52,7 +52,7 @@ fn section<'a>(man: &'a str, title: &str) -> &'a str {
 
 #[test]
 fn the_keyword_list_is_the_table() {
-    use concert::config::{Reload, KEYS};
+    use concert::config::KEYS;
     let man = page("concertd.conf.5");
     // Each `.It Ic keyword ...` entry of KEYWORDS, with its text.
     let entries: Vec<(&str, &str)> = section(&man, "KEYWORDS")
@@ -67,7 +67,7 @@ fn the_keyword_list_is_the_table() {
     for (key, (_, text)) in KEYS.iter().zip(&entries) {
         assert_eq!(
             text.contains("\nA change needs a restart.\n"),
-            key.reload == Reload::Restart,
+            key.reload.needs_restart(),
             "{}: whether a change needs a restart",
             key.name
         );

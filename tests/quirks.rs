@@ -308,6 +308,41 @@ fn no_ack_then_the_registers_second_enq_is_taken() {
 }
 
 #[test]
+fn nak_first_and_no_ack_wait_for_a_transaction() {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let mut r = pty(&link);
+    let script = dir.join("scenario");
+    std::fs::write(&script, "refuse nak-first no-ack\n").unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        link.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    // A status request first. Its ENQ meets the no-ack (an ENQ does not say
+    // what follows), its frame is not NAKed, and the no-ack is kept.
+    r.send(&[concert::wire::framing::ENQ]);
+    d.wait_log("ENQ not ACKed (simulator no-ack)");
+    assert_eq!(r.request(STATUS.as_bytes()), ACK, "status frame NAKed");
+    let a = r.answer();
+    assert_eq!(get(&a, "CD").as_deref(), Some("T"), "{}", text(&a));
+    d.wait_log("no-ack kept for a transaction's ENQ");
+    // The debit: its ENQ is not ACKed, its first frame is NAKed.
+    r.send(&[concert::wire::framing::ENQ]);
+    d.wait_log_n("ENQ not ACKed (simulator no-ack)", 2);
+    assert_eq!(r.request(DEBIT.as_bytes()), NAK);
+    r.send(&frame(DEBIT.as_bytes()));
+    assert_eq!(r.byte(), ACK);
+    r.send(&[concert::wire::framing::EOT]);
+    let a = r.answer();
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    let j = d.journal();
+    assert!(j.contains("nak-first applied before the request"), "{j}");
+    assert!(j.contains("no-ack applied before the request"), "{j}");
+}
+
+#[test]
 fn slow_enq_opens_the_answer_session_late_and_says_so() {
     let dir = temp_dir();
     let link = dir.join("tty");

@@ -574,12 +574,19 @@ struct Draft {
 }
 
 /// What a reload does with a changed keyword.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Reload {
     /// Applied by the reload.
     Live,
-    /// Kept at its running value until a restart (said in the log).
-    Restart,
+    /// Kept at its running value until a restart (said in the log): this
+    /// takes the running value back.
+    Restart(fn(&mut Config, &Config)),
+}
+
+impl Reload {
+    pub fn needs_restart(self) -> bool {
+        matches!(self, Reload::Restart(_))
+    }
 }
 
 /// One keyword of the file. Everything that lists the keywords (the
@@ -593,12 +600,7 @@ pub struct Key {
     /// Writes the keyword's lines as `-n` prints them, which `apply` reads
     /// back to the same value.
     show: fn(&Config, &str, &mut String),
-    /// For `Reload::Restart`: takes the running value back.
-    keep: fn(&mut Config, &Config),
 }
-
-/// For keywords a reload applies.
-fn live(_: &mut Config, _: &Config) {}
 
 fn line(s: &mut String, key: &str, v: impl std::fmt::Display) {
     let _ = writeln!(s, "{key} {v}");
@@ -615,7 +617,6 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Live,
         apply: |d, k, a| parse_listen(one(k, a)?).map(|l| d.listen.push(l)),
         show: |c, k, s| c.listen.iter().for_each(|l| line(s, k, l)),
-        keep: live,
     },
     Key {
         name: "allow",
@@ -635,7 +636,6 @@ pub static KEYS: &[Key] = &[
             }
             c.allow.iter().for_each(|a| line(s, k, a));
         },
-        keep: live,
     },
     Key {
         name: "currency",
@@ -655,21 +655,18 @@ pub static KEYS: &[Key] = &[
             let cur: Vec<String> = c.currencies.iter().map(|c| format!("{c:03}")).collect();
             line(s, k, cur.join(" "));
         },
-        keep: live,
     },
     Key {
         name: "terminal",
         reload: Reload::Live,
         apply: |d, _, a| Terminal::parse(a).map(|v| d.c.terminal = v),
         show: |c, k, s| line(s, k, c.terminal.line()),
-        keep: live,
     },
     Key {
         name: "simulator-delay",
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.simulator_delay = v),
         show: |c, k, s| line(s, k, fmt_duration(c.simulator_delay)),
-        keep: live,
     },
     Key {
         name: "simulator-script",
@@ -687,53 +684,46 @@ pub static KEYS: &[Key] = &[
                 path_line(s, k, &script.path);
             }
         },
-        keep: live,
     },
     Key {
         name: "transaction-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.transaction_timeout = v),
         show: |c, k, s| line(s, k, fmt_duration(c.transaction_timeout)),
-        keep: live,
     },
     Key {
         name: "request-gap",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_gap = v),
         show: |c, k, s| line(s, k, fmt_duration(c.request_gap)),
-        keep: live,
     },
     Key {
         name: "request-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_timeout = v),
         show: |c, k, s| line(s, k, fmt_duration(c.request_timeout)),
-        keep: live,
     },
     Key {
         name: "max-connections",
         reload: Reload::Live,
         apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections = v),
         show: |c, k, s| line(s, k, c.max_connections),
-        keep: live,
     },
     Key {
         name: "max-connections-per-peer",
         reload: Reload::Live,
         apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections_per_peer = v),
         show: |c, k, s| line(s, k, c.max_connections_per_peer),
-        keep: live,
     },
     Key {
         name: "journal",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.journal = r.journal.clone()),
         apply: |d, k, a| one(k, a).map(|v| d.c.journal = PathBuf::from(v)),
         show: |c, k, s| path_line(s, k, &c.journal),
-        keep: |c, r| c.journal = r.journal.clone(),
     },
     Key {
         name: "journal-size",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.journal_size = r.journal_size),
         apply: |d, k, a| {
             let v = parse_size(one(k, a)?)?;
             if v < 4096 {
@@ -743,11 +733,10 @@ pub static KEYS: &[Key] = &[
             Ok(())
         },
         show: |c, k, s| line(s, k, fmt_size(c.journal_size)),
-        keep: |c, r| c.journal_size = r.journal_size,
     },
     Key {
         name: "journal-keep",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.journal_keep = r.journal_keep),
         apply: |d, k, a| {
             let v = one(k, a)?;
             d.c.journal_keep = v
@@ -756,21 +745,18 @@ pub static KEYS: &[Key] = &[
             Ok(())
         },
         show: |c, k, s| line(s, k, c.journal_keep),
-        keep: |c, r| c.journal_keep = r.journal_keep,
     },
     Key {
         name: "retry-window",
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.retry_window = v),
         show: |c, k, s| line(s, k, fmt_duration(c.retry_window)),
-        keep: live,
     },
     Key {
         name: "answer-extensions",
         reload: Reload::Live,
         apply: |d, k, a| choice(k, a, EXTENSIONS).map(|v| d.c.answer_extensions = v),
         show: |c, k, s| line(s, k, word_of(EXTENSIONS, &c.answer_extensions)),
-        keep: live,
     },
     Key {
         name: "serial-number",
@@ -786,7 +772,6 @@ pub static KEYS: &[Key] = &[
                 );
             }
         },
-        keep: live,
     },
     Key {
         name: "serial",
@@ -796,7 +781,6 @@ pub static KEYS: &[Key] = &[
             Some(p) => path_line(s, k, p),
             None => s.push_str("# no serial line\n"),
         },
-        keep: live,
     },
     Key {
         name: "serial-speed",
@@ -810,120 +794,105 @@ pub static KEYS: &[Key] = &[
             Ok(())
         },
         show: |c, k, s| line(s, k, c.serial.speed),
-        keep: live,
     },
     Key {
         name: "serial-format",
         reload: Reload::Live,
         apply: |d, k, a| Format::parse(one(k, a)?).map(|v| d.c.serial.format = v),
         show: |c, k, s| line(s, k, c.serial.format),
-        keep: live,
     },
     Key {
         name: "serial-flow",
         reload: Reload::Live,
         apply: |d, k, a| choice(k, a, FLOW).map(|v| d.c.serial.rtscts = v),
         show: |c, k, s| line(s, k, word_of(FLOW, &c.serial.rtscts)),
-        keep: live,
     },
     Key {
         name: "serial-protocol",
         reload: Reload::Live,
         apply: |d, k, a| choice(k, a, PROTOCOLS).map(|v| d.c.serial.protocol = v),
         show: |c, k, s| line(s, k, word_of(PROTOCOLS, &c.serial.protocol)),
-        keep: live,
     },
     Key {
         name: "serial-split",
         reload: Reload::Live,
         apply: |d, k, a| choice(k, a, YES_NO).map(|v| d.c.serial.split = v),
         show: |c, k, s| line(s, k, word_of(YES_NO, &c.serial.split)),
-        keep: live,
     },
     Key {
         name: "serial-retry",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.retry = v),
         show: |c, k, s| line(s, k, fmt_duration(c.serial.retry)),
-        keep: live,
     },
     Key {
         name: "serial-ack-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.ack_timeout = v),
         show: |c, k, s| line(s, k, fmt_duration(c.serial.ack_timeout)),
-        keep: live,
     },
     Key {
         name: "serial-frame-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.frame_timeout = v),
         show: |c, k, s| line(s, k, fmt_duration(c.serial.frame_timeout)),
-        keep: live,
     },
     Key {
         name: "serial-eot-timeout",
         reload: Reload::Live,
         apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.eot_timeout = v),
         show: |c, k, s| line(s, k, fmt_duration(c.serial.eot_timeout)),
-        keep: live,
     },
     Key {
         name: "serial-retry-pause",
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.serial.retry_pause = v),
         show: |c, k, s| line(s, k, fmt_duration(c.serial.retry_pause)),
-        keep: live,
     },
     Key {
         name: "config-watch",
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.config_watch = v),
         show: |c, k, s| line(s, k, fmt_duration(c.config_watch)),
-        keep: live,
     },
     Key {
         name: "user",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.user = r.user.clone()),
         apply: |d, k, a| one(k, a).map(|v| d.c.user = Some(v.to_string())),
         show: |c, k, s| match &c.user {
             Some(u) => line(s, k, format!("\"{u}\"")),
             None => s.push_str("# no user: runs as the user that started it\n"),
         },
-        keep: |c, r| c.user = r.user.clone(),
     },
     Key {
         name: "group",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.group = r.group.clone()),
         apply: |d, k, a| one(k, a).map(|v| d.c.group = Some(v.to_string())),
         show: |c, k, s| {
             if let Some(g) = &c.group {
                 line(s, k, format!("\"{g}\""));
             }
         },
-        keep: |c, r| c.group = r.group.clone(),
     },
     Key {
         name: "pidfile",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.pidfile = r.pidfile.clone()),
         apply: |d, k, a| one(k, a).map(|v| d.c.pidfile = PathBuf::from(v)),
         show: |c, k, s| path_line(s, k, &c.pidfile),
-        keep: |c, r| c.pidfile = r.pidfile.clone(),
     },
     Key {
         name: "log-file",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.log_file = r.log_file.clone()),
         apply: |d, k, a| one(k, a).map(|v| d.c.log_file = Some(PathBuf::from(v))),
         show: |c, k, s| {
             if let Some(l) = &c.log_file {
                 path_line(s, k, l);
             }
         },
-        keep: |c, r| c.log_file = r.log_file.clone(),
     },
     Key {
         name: "syslog-socket",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.syslog_socket = r.syslog_socket.clone()),
         apply: |d, k, a| match one(k, a)? {
             "" => Err("syslog-socket takes a PATH".into()),
             v => {
@@ -932,11 +901,10 @@ pub static KEYS: &[Key] = &[
             }
         },
         show: |c, k, s| path_line(s, k, &c.syslog_socket),
-        keep: |c, r| c.syslog_socket = r.syslog_socket.clone(),
     },
     Key {
         name: "control",
-        reload: Reload::Restart,
+        reload: Reload::Restart(|c, r| c.control = r.control.clone()),
         apply: |d, k, a| {
             d.c.control = match one(k, a)? {
                 "none" => None,
@@ -949,7 +917,6 @@ pub static KEYS: &[Key] = &[
             Some(p) => path_line(s, k, p),
             None => line(s, k, "none"),
         },
-        keep: |c, r| c.control = r.control.clone(),
     },
 ];
 
@@ -1101,7 +1068,7 @@ impl Config {
     /// as `-n` prints them.
     pub fn restart_only(&self) -> Vec<(&'static str, String)> {
         KEYS.iter()
-            .filter(|k| k.reload == Reload::Restart)
+            .filter(|k| k.reload.needs_restart())
             .map(|k| {
                 let mut s = String::new();
                 (k.show)(self, k.name, &mut s);
@@ -1120,8 +1087,10 @@ impl Config {
             .filter(|((_, old), (_, new))| old != new)
             .map(|((key, _), _)| key)
             .collect();
-        for k in KEYS.iter().filter(|k| k.reload == Reload::Restart) {
-            (k.keep)(self, running);
+        for k in KEYS {
+            if let Reload::Restart(keep) = k.reload {
+                keep(self, running);
+            }
         }
         changed
     }
@@ -1311,7 +1280,7 @@ mod tests {
         .unwrap();
         let restart: Vec<&str> = KEYS
             .iter()
-            .filter(|k| k.reload == Reload::Restart)
+            .filter(|k| k.reload.needs_restart())
             .map(|k| k.name)
             .collect();
         assert_eq!(new.keep_restart_only(&running), restart);

@@ -133,8 +133,7 @@ impl Quirk {
         matches!(self, Quirk::NakFirst | Quirk::NoAck)
     }
 
-    /// Its name, without a value: two quirks with the same name are one
-    /// too many.
+    /// Its name, without a value, as the vocabulary spells it.
     pub fn name(self) -> &'static str {
         match self {
             Quirk::Split(..) => "split",
@@ -149,6 +148,12 @@ impl Quirk {
             Quirk::BadLrc => "bad-lrc",
             Quirk::SlowEnq(_) => "slow-enq",
         }
+    }
+
+    /// The same quirk, whatever its value: two of a kind are one too
+    /// many.
+    fn same_kind(self, other: Quirk) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
     }
 
     /// Shapes the bytes of an answer that is sent: meaningless when none
@@ -306,21 +311,21 @@ impl Plan {
         let mut quirks: Vec<Quirk> = Vec::new();
         for w in rest {
             let q = quirk(w)?;
-            if quirks.iter().any(|o| o.name() == q.name()) {
+            if quirks.iter().any(|o| q.same_kind(*o)) {
                 return Err(format!("{} is given twice", q.name()));
             }
             quirks.push(q);
         }
-        let has = |n: &str| quirks.iter().any(|q| q.name() == n);
-        if has("silent") && has("reset") {
+        let has = |q: Quirk| quirks.contains(&q);
+        if has(Quirk::Silent) && has(Quirk::Reset) {
             return Err("silent and reset: the connection ends one way only".into());
         }
         // What shapes an answer has nothing to act on when none goes out.
         let gone = match fate {
             Fate::Unknown => Some("unknown (the answer is lost)"),
             Fate::Busy => Some("busy (no transaction)"),
-            _ if has("silent") => Some("silent"),
-            _ if has("reset") => Some("reset"),
+            _ if has(Quirk::Silent) => Some("silent"),
+            _ if has(Quirk::Reset) => Some("reset"),
             _ => None,
         };
         if let Some(why) = gone {
@@ -427,8 +432,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn has(&self, name: &str) -> bool {
-        self.quirks.iter().any(|q| q.name() == name)
+    /// Carries this quirk (one without a value: those are found by
+    /// [`Answer::split`], [`Answer::late`] and [`Answer::slow_enq`]).
+    pub fn has(&self, q: Quirk) -> bool {
+        self.quirks.contains(&q)
     }
 
     pub fn split(&self) -> Option<(u32, Duration)> {
@@ -438,10 +445,18 @@ impl Answer {
         })
     }
 
-    pub fn wait(&self, name: &str) -> Option<Duration> {
+    /// `late`: the extra wait before a TCP answer.
+    pub fn late(&self) -> Option<Duration> {
         self.quirks.iter().find_map(|q| match q {
-            Quirk::Late(d) if name == "late" => Some(*d),
-            Quirk::SlowEnq(d) if name == "slow-enq" => Some(*d),
+            Quirk::Late(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    /// `slow-enq`: the wait before the serial answer's ENQ.
+    pub fn slow_enq(&self) -> Option<Duration> {
+        self.quirks.iter().find_map(|q| match q {
+            Quirk::SlowEnq(d) => Some(*d),
             _ => None,
         })
     }
@@ -475,6 +490,9 @@ struct Inner {
     /// Quirks acting before the request (nak-first, no-ack) already spent
     /// on the plan that comes next.
     early: Vec<Quirk>,
+    /// An ENQ went un-ACKed for `no-ack` and the frame of its session is
+    /// not read yet: only that frame says whether a transaction had it.
+    unacked: bool,
     /// How long `open` keeps a connection: `transaction-timeout`.
     open_limit: Duration,
     /// The simulator that has the stage, and the last claim given.
@@ -558,6 +576,7 @@ impl Stage {
         log::info!("simulator: next transaction {said}");
         g.armed = Some(plan);
         g.early.clear();
+        g.unacked = false;
         Ok(said)
     }
 
@@ -573,6 +592,7 @@ impl Stage {
         if let Some(p) = &was {
             log::info!("simulator: {p} disarmed");
             g.early.clear();
+            g.unacked = false;
         }
         Ok(was)
     }
@@ -846,18 +866,53 @@ impl Stage {
     }
 
     /// The serial line is about to ACK an ENQ (`no-ack`) or a frame
-    /// (`nak-first`): true when the next plan says not to, once.
+    /// (`nak-first`): true when the next plan says not to, once. The
+    /// serial line asks through [`Stage::enq`] and [`Stage::frame`], which
+    /// keep both for a transaction.
     pub fn early(&self, q: Quirk) -> bool {
-        let mut g = self.lock();
-        if !g.active || g.early.contains(&q) {
-            return false;
-        }
-        if !g.next_plan().is_some_and(|p| p.quirks.contains(&q)) {
-            return false;
-        }
-        g.early.push(q);
-        true
+        spend(&mut self.lock(), q)
     }
+
+    /// The register's ENQ: true when it is not to be ACKed (`no-ack`).
+    /// What the session carries is not known yet: [`Stage::frame`] gives
+    /// the quirk back if it is no transaction.
+    pub fn enq(&self) -> bool {
+        let mut g = self.lock();
+        let spent = spend(&mut g, Quirk::NoAck);
+        g.unacked |= spent;
+        spent
+    }
+
+    /// The register's good frame, a `transaction` (a request that occupies
+    /// the terminal) or not: true when it is to be NAKed (`nak-first`).
+    /// Identification, status and duplicata frames spend neither quirk:
+    /// a `no-ack` spent on the ENQ of their session is given back, for the
+    /// ENQ of the next one.
+    pub fn frame(&self, transaction: bool) -> bool {
+        let mut g = self.lock();
+        let unacked = std::mem::take(&mut g.unacked);
+        if transaction {
+            return spend(&mut g, Quirk::NakFirst);
+        }
+        if unacked && g.early.contains(&Quirk::NoAck) {
+            g.early.retain(|q| *q != Quirk::NoAck);
+            log::info!("simulator: no-ack kept for a transaction's ENQ: that session carried none");
+        }
+        false
+    }
+}
+
+/// Spends quirk `q` of the next plan, before its request: true when the
+/// plan has it and it was not spent yet.
+fn spend(g: &mut Inner, q: Quirk) -> bool {
+    if !g.active || g.early.contains(&q) {
+        return false;
+    }
+    if !g.next_plan().is_some_and(|p| p.quirks.contains(&q)) {
+        return false;
+    }
+    g.early.push(q);
+    true
 }
 
 /// A plan taken for transaction `id` on `channel`: the answer's quirks of
@@ -1097,7 +1152,7 @@ mod tests {
         );
         let a = s.answer(7).unwrap();
         assert_eq!(a.split(), Some((3, DEFAULT_GAP)));
-        assert!(a.has("crlf") && !a.has("bad-lrc"));
+        assert!(a.has(Quirk::Crlf) && !a.has(Quirk::BadLrc));
         assert_eq!(s.answer(7), None, "taken once");
         // Serial quirks before the request: spent on the frame, noted.
         s.arm(plan("refuse nak-first no-ack slow-enq=1s crlf"))
@@ -1116,7 +1171,7 @@ mod tests {
         assert!(note.contains("no-ack applied before the request"), "{note}");
         assert!(note.contains("crlf not applied: the transaction came over serial"));
         assert_eq!(
-            s.answer(8).unwrap().wait("slow-enq"),
+            s.answer(8).unwrap().slow_enq(),
             Some(Duration::from_secs(1))
         );
         // Not spent, and the transaction came over TCP.
@@ -1130,6 +1185,38 @@ mod tests {
         s.arm(plan("unknown")).unwrap();
         s.begin(10, Channel::Serial);
         assert!(s.answer(10).unwrap().withhold.is_some());
+    }
+
+    #[test]
+    fn serial_quirks_are_spent_on_a_transaction_only() {
+        let s = active();
+        s.arm(plan("approve nak-first no-ack")).unwrap();
+        // A status frame's session: its ENQ is not ACKed (nothing says yet
+        // what follows), its frame not NAKed, and the no-ack is given back.
+        assert!(s.enq());
+        assert!(!s.enq(), "its retry is ACKed");
+        assert!(!s.frame(false));
+        assert!(!s.frame(false), "nak-first kept");
+        // The transaction's session gets both.
+        assert!(s.enq());
+        assert!(!s.enq());
+        assert!(s.frame(true));
+        assert!(!s.frame(true), "once");
+        let Begin::Plan { note, .. } = s.begin(1, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
+        assert!(note.contains("no-ack applied before the request"), "{note}");
+        // A frame with no un-ACKed ENQ before it gives nothing back.
+        s.arm(plan("approve no-ack")).unwrap();
+        assert!(s.enq());
+        assert!(!s.enq());
+        assert!(!s.frame(true));
+        assert!(!s.frame(false));
+        assert!(!s.enq(), "spent on the transaction's session");
     }
 
     #[test]
@@ -1174,7 +1261,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert!(s.answer(11).unwrap().has("crlf"));
+        assert!(s.answer(11).unwrap().has(Quirk::Crlf));
         assert_eq!(s.waiting(), None, "decided once");
         assert_eq!(s.command("press red").unwrap(), "tx 11: red key pressed");
         assert!(matches!(got.try_recv(), Ok(Cmd::Red)));

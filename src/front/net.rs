@@ -3,7 +3,7 @@
 //! goes out in a single write, then concertd closes its side.
 
 use crate::config::allow::{self, Net};
-use crate::config::stage::Answer;
+use crate::config::stage::{Answer, Quirk};
 use crate::front::dispatch::{self, Job};
 use crate::front::peers::{Admission, Held, Peers};
 use crate::logging::floodgate::{Floodgate, Kind};
@@ -393,7 +393,7 @@ fn answer_for(
                 .tx
                 .and_then(|id| shared.worker.stage().answer(id))
                 .unwrap_or_default();
-            if let (true, Some(id)) = (quirks.has("no-cb"), reply.tx) {
+            if let (true, Some(id)) = (quirks.has(Quirk::NoCb), reply.tx) {
                 match kind {
                     dispatch::Kind::V3 => {
                         log::info!("tx {id}: answer without its amount CB (no-cb)");
@@ -624,14 +624,18 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         return;
     };
     let id = tx.unwrap_or_default();
-    if let Some(late) = quirks.wait("late") {
+    if let Some(late) = quirks.late() {
         log::info!(
             "tx {id}: answer {} late (late)",
             crate::config::fmt_duration(late)
         );
         std::thread::sleep(late);
     }
-    let gone = match (quirks.withhold, quirks.has("silent"), quirks.has("reset")) {
+    let gone = match (
+        quirks.withhold,
+        quirks.has(Quirk::Silent),
+        quirks.has(Quirk::Reset),
+    ) {
         (Some(why), _, _) => Some(why),
         (None, true, _) => Some("simulator: silent, closed without an answer"),
         (None, false, true) => Some("simulator: reset instead of the answer"),
@@ -642,14 +646,14 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         // and a status request (CD=T) returns it.
         log::info!("tx {id}: {why}");
         shared.worker.delivered(id, Err(why.to_string()));
-        if quirks.has("reset") {
+        if quirks.has(Quirk::Reset) {
             reset(stream);
         } else {
             let _ = stream.shutdown(Shutdown::Both);
         }
         return;
     }
-    if quirks.has("crlf") {
+    if quirks.has(Quirk::Crlf) {
         log::info!("tx {id}: CR LF after the answer (crlf)");
         bytes.extend_from_slice(b"\r\n");
     }
@@ -688,7 +692,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         log::debug!("tcp {peer}: answer not delivered: {e}");
         return;
     }
-    if quirks.has("open") {
+    if quirks.has(Quirk::Open) {
         return hold_open(stream, id, shared.worker.stage().open_limit());
     }
     // Close our side first, then read what the client still sends until it

@@ -372,11 +372,13 @@ impl Desk<'_> {
     fn request(&mut self, payload: &[u8]) -> Take<Now> {
         // From the frame's last byte, as the register counts.
         let by = Instant::now() + TAKE_WITHIN;
-        if self.worker.stage().early(Quirk::NakFirst) {
+        let v3 = self.is_v3(payload);
+        let job = dispatch::job(payload, v3, &self.conf.currencies);
+        let transaction = matches!(&job, Job::Submit(req, _) if req.op.occupies_terminal());
+        if self.worker.stage().frame(transaction) {
             return Take::Nak("simulator nak-first".into());
         }
-        let v3 = self.is_v3(payload);
-        match dispatch::job(payload, v3, &self.conf.currencies) {
+        match job {
             Job::Submit(req, kind) => self.submit(req, kind, by),
             Job::Refuse(kind, reply, why) => {
                 self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
@@ -590,7 +592,7 @@ impl<'a> Line<'a> {
         };
         let settings = &self.desk.conf.settings;
         match b {
-            ENQ if self.desk.worker.stage().early(Quirk::NoAck) => {
+            ENQ if self.desk.worker.stage().enq() => {
                 log::info!("serial {}: ENQ not ACKed (simulator no-ack)", self.path());
             }
             ENQ => {
@@ -668,8 +670,8 @@ impl<'a> Line<'a> {
                 log::info!("tx {id}: {q} not applied: raw V3 has no link session");
             }
         }
-        let bad_lrc = quirks.has("bad-lrc") && !raw;
-        if let (Some(d), false) = (quirks.wait("slow-enq"), raw) {
+        let bad_lrc = quirks.has(Quirk::BadLrc) && !raw;
+        if let (Some(d), false) = (quirks.slow_enq(), raw) {
             log::info!(
                 "tx {id}: our ENQ {} late (slow-enq)",
                 crate::config::fmt_duration(d)

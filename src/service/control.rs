@@ -245,15 +245,17 @@ pub struct Journal {
 }
 
 /// Serves the socket on a thread of its own, each connection on one more.
-/// The caller keeps `socket`, whose file goes when it is dropped.
+/// The caller keeps `socket`, whose file goes when it is dropped; what it
+/// gets back counts the connections turned away, for the live state.
 pub fn serve(
     socket: &Socket,
     journal: Journal,
     ask: Sender<Ask>,
     stage: Arc<Stage>,
-) -> io::Result<()> {
+) -> io::Result<Arc<TurnedAway>> {
     let active = Arc::new(AtomicUsize::new(0));
     let turned_away = Arc::new(TurnedAway::default());
+    let counted = Arc::clone(&turned_away);
     let listener = socket.listener.try_clone()?;
     log::info!("control socket {}", socket.path.display());
     std::thread::Builder::new()
@@ -279,7 +281,7 @@ pub fn serve(
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        let late = connection(conn, accepted, &journal, &ask, &stage, &away);
+                        let late = connection(conn, accepted, &journal, &ask, &stage);
                         // The place is free before the log says so: whoever
                         // reads that line may connect at once.
                         done.fetch_sub(1, Ordering::SeqCst);
@@ -294,7 +296,7 @@ pub fn serve(
                 }
             }
         })
-        .map(|_| ())
+        .map(|_| counted)
 }
 
 /// Why a connection was turned away, for the log and `status`.
@@ -310,7 +312,7 @@ enum Away {
 /// kind a minute logged. Whoever may open the socket could otherwise write
 /// a line to the log per connection.
 #[derive(Default)]
-struct TurnedAway {
+pub struct TurnedAway {
     counts: [AtomicU64; 2],
     window: Mutex<Option<Window>>,
 }
@@ -357,8 +359,8 @@ impl TurnedAway {
         }
     }
 
-    /// The line `status` adds.
-    fn status(&self) -> String {
+    /// Its line in the live state (`status`, SIGUSR1).
+    pub fn status(&self) -> String {
         format!(
             "control connections closed without a whole command within {} s: {}; \
              refused (more than {MAX_CONNECTIONS} at once): {}",
@@ -446,7 +448,6 @@ fn connection(
     journal: &Journal,
     ask: &Sender<Ask>,
     stage: &Stage,
-    away: &TurnedAway,
 ) -> bool {
     let answer = match read_command(&conn, accepted + COMMAND_DEADLINE) {
         Err(Unread::Late) => {
@@ -464,7 +465,7 @@ fn connection(
         Err(Unread::Bad(why)) => Err(why),
         Ok(line) => unmasked(&line)
             .and_then(|()| Command::parse(&line))
-            .and_then(|c| run(c, journal, ask, stage, away)),
+            .and_then(|c| run(c, journal, ask, stage)),
     };
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),
@@ -480,13 +481,7 @@ fn connection(
     false
 }
 
-fn run(
-    c: Command,
-    journal: &Journal,
-    ask: &Sender<Ask>,
-    stage: &Stage,
-    away: &TurnedAway,
-) -> Result<String, String> {
+fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Result<String, String> {
     match c {
         // Straight to the stage: a decision must reach a held transaction
         // while the worker waits for it.
@@ -508,7 +503,6 @@ fn run(
             ask.send(Ask::Status(tx))
                 .map_err(|_| "concertd is stopping".to_string())?;
             rx.recv_timeout(ASK_WAIT)
-                .map(|status| format!("{status}\n{}", away.status()))
                 .map_err(|_| "concertd did not answer (stopping?)".into())
         }
         Command::Reload => {

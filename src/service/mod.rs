@@ -126,6 +126,8 @@ pub struct Service {
     /// The serial thread, once a configuration names a device.
     serial: Option<serial::Updates>,
     started: std::time::Instant,
+    /// The control socket's connections turned away, once it is served.
+    turned_away: Option<Arc<crate::service::control::TurnedAway>>,
 }
 
 impl Service {
@@ -189,6 +191,7 @@ impl Service {
             control,
             serial,
             started: std::time::Instant::now(),
+            turned_away: None,
         };
         log::info!("running: {}", service.cfg.summary());
         warn_if_simulator(&service.cfg);
@@ -461,24 +464,29 @@ impl Service {
         Ok(())
     }
 
-    /// SIGUSR1: the live state, in the log.
-    pub fn report(&self) {
-        let listening: Vec<String> = self.listeners.iter().map(|l| l.local.to_string()).collect();
-        log::info!(
-            "state: listening on {}; {} connections open; {}",
-            listening.join(" "),
-            self.shared
-                .peers
-                .active
-                .load(std::sync::atomic::Ordering::Relaxed),
-            self.cfg.summary()
-        );
-        let _ = self.control.send(Control::Report);
+    /// The control socket is served: its connections turned away are
+    /// part of the live state.
+    pub fn control_served(&mut self, turned_away: Arc<crate::service::control::TurnedAway>) {
+        self.turned_away = Some(turned_away);
     }
 
-    /// `concertctl status`: what runs, and since when. The worker's part
-    /// comes from the worker itself, which answers at once between jobs.
+    /// SIGUSR1: the live state in the log, a line each, as `concertctl
+    /// status` says it.
+    pub fn report(&self) {
+        for line in self.state() {
+            log::info!("state: {line}");
+        }
+    }
+
+    /// `concertctl status`: the live state.
     pub fn status(&self) -> String {
+        self.state().join("\n")
+    }
+
+    /// The live state, one fact a line, for SIGUSR1 and `concertctl
+    /// status` alike. The worker's part comes from the worker itself,
+    /// which answers at once between jobs.
+    fn state(&self) -> Vec<String> {
         let up = self.started.elapsed().as_secs();
         let mut out = vec![
             format!(
@@ -500,7 +508,15 @@ impl Service {
             ),
         ];
         let listening: Vec<String> = self.listeners.iter().map(|l| l.local.to_string()).collect();
-        out.push(format!("listening on {}", listening.join(" ")));
+        out.push(format!(
+            "listening on {}; {} connections open; {}",
+            listening.join(" "),
+            self.shared
+                .peers
+                .active
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.cfg.summary()
+        ));
         out.push(format!(
             "serial: {}",
             match &self.serial {
@@ -530,7 +546,10 @@ impl Service {
             self.shared.floodgate.count(Kind::Refused),
             self.shared.floodgate.count(Kind::BadRequest)
         ));
-        out.join("\n")
+        if let Some(t) = &self.turned_away {
+            out.push(t.status());
+        }
+        out
     }
 
     /// Refuses new transactions and lets the running one end; the worker's

@@ -54,6 +54,14 @@ pub struct Origin {
     pub v2: bool,
 }
 
+/// Where a request came from, as the log and the journal name it: the
+/// channel and the peer (`tcp 127.0.0.1:41710`, `serial /dev/ttyUSB0`).
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.channel, self.peer)
+    }
+}
+
 /// The worker's answer to a job.
 #[derive(Debug)]
 pub struct Reply {
@@ -149,21 +157,20 @@ pub enum Control {
     /// New settings, and the new configuration for the backend; they apply
     /// from the next transaction on.
     Reload(Settings, Box<crate::config::Config>),
-    /// Log the live state (SIGUSR1).
-    Report,
-    /// The live state as lines, for `concertctl status`.
+    /// The live state as lines, for `concertctl status` and SIGUSR1.
     Status(Sender<Vec<String>>),
 }
 
-/// Counted since start, for `concertctl status`.
+/// Counted since start by the worker, for `concertctl status`.
 #[derive(Debug, Default)]
-pub struct Counters {
-    pub approved: AtomicU64,
-    pub declined: AtomicU64,
-    pub unknown: AtomicU64,
-    /// Busy answers, those of a full queue included.
-    pub busy: AtomicU64,
-    pub undelivered: AtomicU64,
+struct Counters {
+    approved: u64,
+    declined: u64,
+    unknown: u64,
+    /// Busy answers the worker gave; those of a full queue are counted by
+    /// the senders, in [`Handle`]'s `turned_busy`.
+    busy: u64,
+    undelivered: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -246,7 +253,10 @@ pub struct Worker {
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
     stage: Arc<crate::config::stage::Stage>,
-    counters: Arc<Counters>,
+    counters: Counters,
+    /// Busy answers the senders gave themselves (queue full, worker
+    /// gone): the one count another thread writes.
+    turned_busy: Arc<AtomicU64>,
 }
 
 /// An answer handed out, waiting for its delivery report.
@@ -278,7 +288,8 @@ pub struct Handle {
     /// What the simulator is told to do, for the ways in to shape answers
     /// and for the control socket.
     stage: Arc<crate::config::stage::Stage>,
-    counters: Arc<Counters>,
+    /// The worker's `turned_busy`.
+    turned_busy: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -342,16 +353,12 @@ impl Handle {
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
-                bump(&self.counters.busy);
-                log::warn!(
-                    "{} {}: worker queue full, answered busy",
-                    job.origin.channel,
-                    job.origin.peer
-                );
+                bump(&self.turned_busy);
+                log::warn!("{}: worker queue full, answered busy", job.origin);
                 Err(Box::new(job))
             }
             Err(TrySendError::Disconnected(job)) => {
-                bump(&self.counters.busy);
+                bump(&self.turned_busy);
                 Err(Box::new(job))
             }
         }
@@ -475,7 +482,8 @@ impl Worker {
             history: Arc::default(),
             refunds: Refunds::default(),
             stage,
-            counters: Arc::default(),
+            counters: Counters::default(),
+            turned_busy: Arc::default(),
         };
         w.backend.share_history(Arc::clone(&w.history));
         for r in completed {
@@ -486,7 +494,7 @@ impl Worker {
             jobs: jobs_tx,
             deliveries: deliveries_tx,
             stage: Arc::clone(&w.stage),
-            counters: Arc::clone(&w.counters),
+            turned_busy: Arc::clone(&w.turned_busy),
         };
         (w, handle, control_tx)
     }
@@ -648,7 +656,6 @@ impl Worker {
             select_biased! {
                 recv(self.control) -> c => match c {
                     Ok(Control::Reload(settings, cfg)) => self.reload(settings, &cfg),
-                    Ok(Control::Report) => self.report(),
                     Ok(Control::Status(to)) => {
                         let _ = to.send(self.status_lines());
                     }
@@ -693,18 +700,16 @@ impl Worker {
         if job.withdrawn() {
             // NAKed while it waited in the queue: nothing was written.
             log::info!(
-                "{} {}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
-                job.origin.channel,
-                job.origin.peer,
+                "{}: {} register {:02} withdrawn (NAKed) before the worker reached it: not started",
+                job.origin,
                 req.op.name(),
                 req.register
             );
             return;
         }
         log::debug!(
-            "{} {}: {} register {:02}",
-            job.origin.channel,
-            job.origin.peer,
+            "{}: {} register {:02}",
+            job.origin,
             req.op.name(),
             req.register
         );
@@ -721,29 +726,23 @@ impl Worker {
         let req = &job.request;
         if let Some(r) = &self.running {
             log::info!(
-                "{} {}: {} refused busy: tx {} for register {:02} running",
-                job.origin.channel,
-                job.origin.peer,
+                "{}: {} refused busy: tx {} for register {:02} running",
+                job.origin,
                 req.op.name(),
                 r.id,
                 r.request.register
             );
-            bump(&self.counters.busy);
+            self.counters.busy += 1;
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if self.stopping {
-            log::info!(
-                "{} {}: {} refused: stopping",
-                job.origin.channel,
-                job.origin.peer,
-                req.op.name()
-            );
-            bump(&self.counters.busy);
+            log::info!("{}: {} refused: stopping", job.origin, req.op.name());
+            self.counters.busy += 1;
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         let key = (!job.origin.v2).then(|| RetryKey::of(req)).flatten();
         if let Some(k) = &key {
-            self.check_attempt(k, &format!("{} {}", job.origin.channel, job.origin.peer));
+            self.check_attempt(k, &job.origin.to_string());
         }
         match key.as_ref().and_then(|k| self.replay_of(k)) {
             Some((done, Proof::Same)) => {
@@ -751,14 +750,13 @@ impl Worker {
                     return;
                 }
                 log::info!(
-                    "{} {}: same {} as tx {} (every element): its answer replayed",
-                    job.origin.channel,
-                    job.origin.peer,
+                    "{}: same {} as tx {} (every element): its answer replayed",
+                    job.origin,
                     req.op.name(),
                     done.record.id
                 );
                 let ev = Event::Replayed {
-                    peer: format!("{} {}", job.origin.channel, job.origin.peer),
+                    peer: job.origin.to_string(),
                 };
                 if let Err(e) = self.journal.note(done.record.id, &ev) {
                     log::error!("{}: {e}", self.journal.path().display());
@@ -777,33 +775,20 @@ impl Worker {
         // The simulator told to answer busy although idle (the stage says
         // nothing with another backend): no transaction starts.
         if let Some(why) = self.stage.take_busy() {
-            bump(&self.counters.busy);
-            log::info!(
-                "{} {}: {} refused busy: {why}",
-                job.origin.channel,
-                job.origin.peer,
-                req.op.name()
-            );
+            self.counters.busy += 1;
+            log::info!("{}: {} refused busy: {why}", job.origin, req.op.name());
             return send(&job.reply, answer::refusal(&req.frame, None), None);
         }
         if let Some(im) = &req.refund_of {
             let amount = req.amount.unwrap_or(0);
             if let Err(why) = self.refunds.check(im, req.currency, amount) {
-                log::warn!(
-                    "{} {}: refund by reference refused AF04: {why}",
-                    job.origin.channel,
-                    job.origin.peer
-                );
+                log::warn!("{}: refund by reference refused AF04: {why}", job.origin);
                 let frame = answer::refusal(&req.frame, Some(Af::Refused));
                 return send(&job.reply, frame, None);
             }
         }
         if let Err(why) = self.check_cancel(req) {
-            log::warn!(
-                "{} {}: cancellation refused AF04: {why}",
-                job.origin.channel,
-                job.origin.peer
-            );
+            log::warn!("{}: cancellation refused AF04: {why}", job.origin);
             let frame = answer::refusal(&req.frame, Some(Af::Refused));
             return send(&job.reply, frame, None);
         }
@@ -909,7 +894,7 @@ impl Worker {
         };
         let cancels = original.as_ref().map(|o| o.id);
         log::info!(
-            "tx {id}: {}{}{} register {:02} from {} {}{}",
+            "tx {id}: {}{}{} register {:02} from {}{}",
             req.op.name(),
             amount_label(&req),
             req.refund_of
@@ -920,8 +905,7 @@ impl Worker {
                 ))
                 .unwrap_or_default(),
             req.register,
-            job.origin.channel,
-            job.origin.peer,
+            job.origin,
             if req.immediate {
                 " (immediate answer)"
             } else {
@@ -993,13 +977,12 @@ impl Worker {
         };
         match self.journal.record(id, &ev) {
             Ok(()) => log::warn!(
-                "tx {id}: {}{} register {:02} from {} {} withdrawn: the line NAKed it \
+                "tx {id}: {}{} register {:02} from {} withdrawn: the line NAKed it \
                  before it was taken (slow journal?); not started, nothing charged",
                 req.op.name(),
                 amount_label(req),
                 req.register,
-                job.origin.channel,
-                job.origin.peer
+                job.origin
             ),
             Err(e) => log::error!(
                 "{}: {e}: tx {id} was withdrawn (NAKed, not started) but its record could \
@@ -1204,11 +1187,11 @@ impl Worker {
                 .map(|a| format!(", authorisation {a}"))
                 .unwrap_or_default()
         );
-        bump(match verdict {
-            Verdict::Approved => &self.counters.approved,
-            Verdict::Declined => &self.counters.declined,
-            Verdict::Unknown | Verdict::NotDone => &self.counters.unknown,
-        });
+        *match verdict {
+            Verdict::Approved => &mut self.counters.approved,
+            Verdict::Declined => &mut self.counters.declined,
+            Verdict::Unknown | Verdict::NotDone => &mut self.counters.unknown,
+        } += 1;
         let mut record = run.record;
         record.ended_at = Some(journal::stamp());
         record.verdict = Some(verdict);
@@ -1267,9 +1250,8 @@ impl Worker {
             }
             (Ok(()), None) => {
                 log::info!(
-                    "tx {id}: outcome kept for a status request from {} {}",
-                    run.origin.channel,
-                    run.origin.peer
+                    "tx {id}: outcome kept for a status request from {}",
+                    run.origin
                 );
             }
         }
@@ -1294,7 +1276,7 @@ impl Worker {
             log::error!("{}: {e}", self.journal.path().display());
         }
         if let Err(reason) = d.result {
-            bump(&self.counters.undelivered);
+            self.counters.undelivered += 1;
             log::warn!(
                 "tx {}: answer not delivered to {} ({reason}); {}",
                 d.id,
@@ -1384,71 +1366,64 @@ impl Worker {
         }
     }
 
-    /// The running transaction, as SIGUSR1 and `concertctl status` say it.
+    /// The running transaction, as `concertctl status` and SIGUSR1 say
+    /// it.
     fn running_line(r: &Running) -> String {
         format!(
-            "running tx {} {}{} register {:02} from {} {} for {:.1} s",
+            "running: tx {} {}{} register {:02} from {} for {:.1} s",
             r.id,
             r.request.op.name(),
             amount_label(&r.request),
             r.request.register,
-            r.origin.channel,
-            r.origin.peer,
+            r.origin,
             r.started.elapsed().as_secs_f64()
         )
     }
 
-    fn report(&self) {
-        match &self.running {
-            Some(r) => log::info!("state: {}", Worker::running_line(r)),
-            None if self.stopping => log::info!("state: stopping"),
-            None => log::info!("state: idle"),
-        }
+    /// The worker's part of the live state (`concertctl status`,
+    /// SIGUSR1): the running transaction, the counts since start, the
+    /// replays and each register's last outcome.
+    fn status_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(match &self.running {
+            Some(r) => Worker::running_line(r),
+            None if self.stopping => "running: none, stopping".into(),
+            None => "running: none".into(),
+        });
+        let c = &self.counters;
+        out.push(format!(
+            "since start: {} approved, {} declined, {} unknown; {} busy answers; {} answers undelivered",
+            c.approved,
+            c.declined,
+            c.unknown,
+            c.busy + self.turned_busy.load(Ordering::Relaxed),
+            c.undelivered
+        ));
         if self.settings.retry_window.is_zero() {
-            log::info!("state: retries are not replayed (retry-window 0)");
+            out.push("retries are not replayed (retry-window 0)".into());
         } else {
-            log::info!(
-                "state: {} transactions held for replay (retry-window {})",
+            out.push(format!(
+                "{} transactions held for replay (retry-window {})",
                 self.memory.replayable().count(),
                 crate::config::fmt_duration(self.settings.retry_window)
-            );
+            ));
         }
         for reg in self.memory.no_replay() {
-            log::info!("state: register {reg:02}: replays stopped, its CF came with two amounts");
+            out.push(format!(
+                "register {reg:02}: replays stopped, its CF came with two amounts"
+            ));
         }
-        let last = self.memory.lasts().max_by_key(|c| c.record.id);
-        match last {
-            Some(c) => log::info!(
-                "state: last outcome tx {} {}{} register {:02}: {}",
+        out.push(match self.memory.lasts().max_by_key(|c| c.record.id) {
+            Some(c) => format!(
+                "last outcome tx {} {}{} register {:02}: {}",
                 c.record.id,
                 c.request.op.name(),
                 amount_label(&c.request),
                 c.request.register,
                 c.record.verdict.map_or("unknown", Verdict::word)
             ),
-            None => log::info!("state: no transaction yet"),
-        }
-    }
-
-    /// `concertctl status`: the running transaction, the counts since
-    /// start and each register's last outcome.
-    fn status_lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        out.push(match &self.running {
-            Some(r) => Worker::running_line(r).replacen("running tx", "running: tx", 1),
-            None if self.stopping => "running: none, stopping".into(),
-            None => "running: none".into(),
+            None => "no transaction yet".into(),
         });
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let c = &self.counters;
-        out.push(format!(
-            "since start: {} approved, {} declined, {} unknown; {} busy answers; {} answers undelivered",
-            n(&c.approved),
-            n(&c.declined),
-            n(&c.unknown),
-            n(&c.busy),
-            n(&c.undelivered)
-        ));
         let mut lasts: Vec<&Arc<Completed>> = self.memory.lasts().collect();
         lasts.sort_by_key(|c| c.request.register);
         for c in lasts {
@@ -1678,7 +1653,7 @@ mod tests {
             jobs,
             deliveries,
             stage: Arc::default(),
-            counters: Arc::default(),
+            turned_busy: Arc::default(),
         };
         let origin = Origin {
             channel: Channel::Tcp,
@@ -1783,6 +1758,22 @@ mod queue_and_window_tests {
         let p = h.hand_over(r, origin());
         let busy = p.reply.try_recv().expect("busy answer at once");
         assert_eq!(busy.frame.encode(), format!("{DEBIT}AE00201").as_bytes());
+    }
+
+    #[test]
+    fn status_counts_the_busy_answers_of_a_full_queue_with_the_workers() {
+        let (mut w, h) = worker(Vec::new(), Duration::ZERO);
+        let r = request::parse(DEBIT.as_bytes(), &[978]).unwrap();
+        let _queued: Vec<Pending> = (0..QUEUE)
+            .map(|_| h.hand_over(r.clone(), origin()))
+            .collect();
+        let busy = |w: &Worker| w.status_lines()[1].clone();
+        assert!(busy(&w).contains("; 0 busy answers;"), "{}", busy(&w));
+        h.submit(r, origin()).expect("a busy answer");
+        assert!(busy(&w).contains("; 1 busy answers;"), "{}", busy(&w));
+        // One the worker gives itself (a transaction running, stopping).
+        w.counters.busy += 1;
+        assert!(busy(&w).contains("; 2 busy answers;"), "{}", busy(&w));
     }
 
     /// A journal stamp `secs` before now.
