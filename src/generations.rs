@@ -381,6 +381,7 @@ pub fn restore(c: &Contents, mut each: impl FnMut(Item)) -> io::Result<Restored>
         held: BTreeMap::new(),
         first_new: None,
         from_blocks: HashSet::new(),
+        max_seen: 0,
         each: &mut each,
     };
     if !whole {
@@ -410,6 +411,8 @@ struct Fold<'a> {
     /// Ids handed over from carried blocks, older than `first_new`: a copy
     /// of one in a later block is skipped. At most the carried records.
     from_blocks: HashSet<u64>,
+    /// The highest id begun in what was read.
+    max_seen: u64,
     each: &'a mut dyn FnMut(Item),
 }
 
@@ -432,8 +435,11 @@ impl Fold<'_> {
             };
             let carried = p.carried(at);
             if carried && matches!(ev, Event::Begun { .. }) {
-                let known =
-                    self.first_new.is_some_and(|f| id >= f) || self.from_blocks.contains(&id);
+                // (Past every id read, it is no copy: only a generation
+                // written before the carried length was said can have a
+                // new record there.)
+                let known = id <= self.max_seen
+                    && (self.first_new.is_some_and(|f| id >= f) || self.from_blocks.contains(&id));
                 if later && known {
                     skipping = Some(id);
                     continue;
@@ -446,6 +452,9 @@ impl Fold<'_> {
                 continue;
             } else if !carried && matches!(ev, Event::Begun { .. }) && self.first_new.is_none() {
                 self.first_new = Some(id);
+            }
+            if matches!(ev, Event::Begun { .. }) {
+                self.max_seen = self.max_seen.max(id);
             }
             self.event(time, id, ev);
         }
@@ -663,16 +672,32 @@ fn day_once(
         }
     }
     let mut open: BTreeMap<u64, Record> = BTreeMap::new();
+    // The highest id begun in what was read: a carried copy repeats one.
+    let mut max_seen = 0;
     for (i, name) in chosen.iter().rev().enumerate() {
         let Some(p) = Part::open(name)? else {
             continue;
         };
-        let from = if i > 0 { p.block_end } else { p.head };
-        let mut r = Forward::new(&p.file, from, p.len);
-        while let Some((_, line)) = r.next()? {
+        let mut r = Forward::new(&p.file, p.head, p.len);
+        let mut copy = None;
+        while let Some((at, line)) = r.next()? {
             let Some((time, id, word)) = peek(line) else {
                 continue;
             };
+            if i > 0 && p.carried(at) {
+                // A copy of what an older generation read holds: skipped
+                // with its events. (Only a generation written before the
+                // carried length was said can have a new record there.)
+                if word == b"begun" {
+                    copy = (id <= max_seen).then_some(id);
+                }
+                if copy == Some(id) {
+                    continue;
+                }
+            }
+            if word == b"begun" {
+                max_seen = max_seen.max(id);
+            }
             let wanted = if word == b"begun" {
                 !open.contains_key(&id) && on_day(time)
             } else {
