@@ -31,6 +31,12 @@ pub fn start_dir() -> &'static Path {
 
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
+/// The largest `journal-size`: a generation is what start-up and `totals`
+/// may have to read whole.
+pub const MAX_JOURNAL_SIZE: u64 = 1 << 30;
+/// The most generations `journal-keep` keeps: each is a file a read of an
+/// old day may open.
+pub const MAX_JOURNAL_KEEP: u32 = 1000;
 
 /// What performs the transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -708,6 +714,9 @@ pub static KEYS: &[Key] = &[
             if v < 4096 {
                 return Err("journal-size must be at least 4K".into());
             }
+            if v > MAX_JOURNAL_SIZE {
+                return Err("journal-size must be at most 1G".into());
+            }
             d.c.journal_size = v;
             Ok(())
         },
@@ -719,9 +728,13 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Restart,
         apply: |d, k, a| {
             let v = one(k, a)?;
-            d.c.journal_keep = v
+            let n: u32 = v
                 .parse()
                 .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
+            if n > MAX_JOURNAL_KEEP {
+                return Err(format!("journal-keep must be at most {MAX_JOURNAL_KEEP}"));
+            }
+            d.c.journal_keep = n;
             Ok(())
         },
         show: |c, k, s| line(s, k, c.journal_keep),

@@ -13,7 +13,7 @@
 //! rotation's), never by a set of every id read.
 
 use crate::files;
-use crate::journal::{self, Contents, Event, Record, Rotation, Source, Verdict};
+use crate::journal::{self, Contents, Event, Loaded, Record, Rotation, Source, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -308,6 +308,27 @@ pub struct Restored {
     /// Only the newest file was read: its rotation carried everything the
     /// state needs.
     pub newest_only: bool,
+}
+
+/// Every record of the kept generations, read whole: for tests and tools,
+/// never for the daemon.
+pub fn load(c: &Contents) -> io::Result<Loaded> {
+    let mut out = Loaded {
+        torn: c.torn.clone(),
+        ..Loaded::default()
+    };
+    match &c.source {
+        Source::Given(r) => out.records = r.clone(),
+        Source::Files { .. } => {
+            let mut index = HashMap::new();
+            let parts = parts_of(c)?;
+            out.bad_lines = each_event(&parts, |time, id, event| {
+                journal::apply(&mut out.records, &mut index, time, id, event)
+            })?;
+            out.records.sort_by_key(|r| r.id);
+        }
+    }
+    Ok(out)
 }
 
 /// The kept generations, oldest first, then the journal itself (through

@@ -205,8 +205,7 @@ struct Injected {
 }
 
 /// What `open` found: a torn last line, cut off, and where start-up reads
-/// the records from (streamed by [`crate::generations::restore`], never
-/// held whole).
+/// the records from (streamed, one line at a time: never held whole).
 #[derive(Debug)]
 pub struct Contents {
     /// A torn last line, cut off at start-up.
@@ -248,25 +247,6 @@ impl Contents {
         }
     }
 
-    /// Every record, read whole (see [`Loaded`]).
-    pub fn load(&self) -> io::Result<Loaded> {
-        let mut out = Loaded {
-            torn: self.torn.clone(),
-            ..Loaded::default()
-        };
-        match &self.source {
-            Source::Given(r) => out.records = r.clone(),
-            Source::Files { .. } => {
-                let mut index = std::collections::HashMap::new();
-                let parts = crate::generations::parts_of(self)?;
-                out.bad_lines = crate::generations::each_event(&parts, |time, id, event| {
-                    apply(&mut out.records, &mut index, time, id, event)
-                })?;
-                out.records.sort_by_key(|r| r.id);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// The journal, opened for appending (created, mode 0600, when missing)
@@ -716,9 +696,9 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
 }
 
 /// Merges every line's event into the records, one per id: a carried-over
-/// copy after rotation repeats a record, the first is kept. (For
-/// [`Contents::load`], which holds everything.)
-fn apply(
+/// copy after rotation repeats a record, the first is kept. (For a read
+/// that holds everything: tests, tools.)
+pub(crate) fn apply(
     records: &mut Vec<Record>,
     index: &mut std::collections::HashMap<u64, usize>,
     time: String,
@@ -1304,7 +1284,7 @@ mod tests {
     /// The journal opened, and everything it holds read whole.
     fn open(p: &Path, max_size: u64, keep: u32) -> io::Result<(Journal, Loaded)> {
         let (j, c) = Journal::open(p, max_size, keep)?;
-        let l = c.load()?;
+        let l = crate::generations::load(&c)?;
         Ok((j, l))
     }
 

@@ -2009,7 +2009,7 @@ mod handover_tests {
         drop(w);
         // Read back at the next start: closed, not recovered as unknown.
         let (journal, contents) = Journal::open(&d.join("journal"), 1 << 20, 0).unwrap();
-        let loaded = contents.load().unwrap();
+        let loaded = crate::generations::load(&contents).unwrap();
         let r = &loaded.records[0];
         assert!(r.withdrawn && r.verdict == Some(Verdict::NotDone) && r.answer.is_none());
         drop(journal);
