@@ -605,6 +605,10 @@ fn newest_once(path: &Path, keep: u32, n: usize) -> io::Result<Vec<Record>> {
             }
             if word == b"begun" && !p.carried(at) {
                 first_new = Some(id);
+                // Begun before every kept one: so is everything before it.
+                if done(&kept, first_new) {
+                    break;
+                }
             }
             if floor(&kept).is_some_and(|f| id <= f) || kept.contains_key(&id) {
                 // Older than every kept one, or older than the copy kept.

@@ -190,6 +190,8 @@ pub struct Journal {
     unsynced: bool,
     max_size: u64,
     keep: u32,
+    /// Where time stamps come from: now, unless a generator set a clock.
+    clock: Option<Box<dyn FnMut() -> String + Send>>,
     #[cfg(test)]
     injected: Injected,
 }
@@ -910,6 +912,7 @@ impl Journal {
                 injected: Injected::default(),
                 max_size,
                 keep,
+                clock: None,
             },
             contents,
         ))
@@ -917,6 +920,19 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Time stamps from `clock` from now on, instead of the time now: for
+    /// a journal generated as if written over days (`make bench`).
+    pub fn set_clock(&mut self, clock: impl FnMut() -> String + Send + 'static) {
+        self.clock = Some(Box::new(clock));
+    }
+
+    fn now(&mut self) -> String {
+        match &mut self.clock {
+            Some(c) => c(),
+            None => stamp(),
+        }
     }
 
     /// Appends one event and waits until it is on disk. All or nothing:
@@ -975,7 +991,7 @@ impl Journal {
                 self.path.display()
             );
         }
-        let mut line = format_line(&stamp(), id, ev);
+        let mut line = format_line(&self.now(), id, ev);
         line.push('\n');
         if let Err(e) = self.append(line.as_bytes(), sync) {
             return Err(match self.cut() {
@@ -1085,9 +1101,10 @@ impl Journal {
             ..
         } = carry;
         pieces.sort_by_key(|(id, _)| *id);
+        let at = self.now();
         {
             let mut w = io::BufWriter::with_capacity(64 << 10, &mut f);
-            w.write_all(rotation_line(&stamp(), bytes, last, whole).as_bytes())?;
+            w.write_all(rotation_line(&at, bytes, last, whole).as_bytes())?;
             for (_, text) in &pieces {
                 w.write_all(text.as_bytes())?;
             }
