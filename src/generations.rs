@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 /// Bytes read at once.
 const CHUNK: usize = 128 << 10;
-/// A line longer than this is no journal line (a frame is at most a few
-/// KB): skipped, and counted unreadable.
+/// A line still without its newline past this many bytes is no journal
+/// line (a frame is at most a few KB): skipped, and counted unreadable.
 const MAX_LINE: usize = 1 << 20;
 /// Start-up holds a record back until this many later ones have begun, so
 /// that the events that follow its end (a delivery report after the next
@@ -235,6 +235,8 @@ pub struct Backward<'a> {
     buf: Vec<u8>,
     /// What the last line given left: `buf` is cut here first.
     cut: Option<usize>,
+    /// Inside a line longer than `MAX_LINE`: dropped back to its start.
+    skipping: bool,
     pub overlong: usize,
 }
 
@@ -246,6 +248,7 @@ impl<'a> Backward<'a> {
             lo: end,
             buf: Vec::new(),
             cut: None,
+            skipping: false,
             overlong: 0,
         }
     }
@@ -258,24 +261,36 @@ impl<'a> Backward<'a> {
             if self.buf.is_empty() && self.lo <= self.start {
                 return Ok(None);
             }
-            let body = self.buf.len().saturating_sub(1);
+            // While skipping, `buf` holds only the start of the long line
+            // read so far (no newline of its own).
+            let body = if self.skipping {
+                self.buf.len()
+            } else {
+                self.buf.len().saturating_sub(1)
+            };
             if let Some(p) = self.buf[..body].iter().rposition(|&b| b == b'\n') {
+                if std::mem::take(&mut self.skipping) {
+                    self.buf.truncate(p + 1);
+                    continue;
+                }
                 self.cut = Some(p + 1);
                 return Ok(Some((self.lo + p as u64 + 1, &self.buf[p + 1..body])));
             }
             if self.lo <= self.start {
+                if self.skipping {
+                    self.buf.clear();
+                    continue;
+                }
                 self.cut = Some(0);
                 return Ok(Some((self.lo, &self.buf[..body])));
             }
             if self.buf.len() >= MAX_LINE {
-                // No journal line: dropped, and what comes before its
-                // start is read on.
-                self.overlong += 1;
-                let keep_nl = self.buf.last() == Some(&b'\n');
-                self.buf.clear();
-                if keep_nl {
-                    self.buf.push(b'\n');
+                // No journal line: dropped back to its start.
+                if !self.skipping {
+                    self.overlong += 1;
                 }
+                self.skipping = true;
+                self.buf.clear();
             }
             let n = (self.lo - self.start).min(CHUNK as u64) as usize;
             let tail = self.buf.len();
@@ -759,4 +774,201 @@ fn day_once(
         each(r);
     }
     Ok(DayRead { starts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Carry, Journal};
+    use std::fs;
+    use std::io::Write as _;
+
+    const T: &str = "2026-11-26T16:00:00.000Z";
+
+    fn dir() -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "concertd-generations-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Debit `id` of register `reg`, approved, as the worker writes it.
+    fn debit(j: &mut Journal, id: u64, reg: u8) -> Record {
+        let request = format!("CZ0040320CA002{reg:02}CB0041000CD0010CE003978").into_bytes();
+        let mut answer = request.clone();
+        answer.extend_from_slice(b"AE00210");
+        j.record(
+            id,
+            &Event::Begun {
+                channel: "tcp".into(),
+                peer: "127.0.0.1:1".into(),
+                register: reg,
+                key: None,
+                request: request.clone(),
+            },
+        )
+        .unwrap();
+        j.record(
+            id,
+            &Event::Ended {
+                verdict: Verdict::Approved,
+                answer: answer.clone(),
+            },
+        )
+        .unwrap();
+        j.note(id, &Event::Delivered).unwrap();
+        Record {
+            id,
+            begun_at: T.into(),
+            channel: "tcp".into(),
+            peer: "127.0.0.1:1".into(),
+            register: reg,
+            request,
+            ended_at: Some(T.into()),
+            verdict: Some(Verdict::Approved),
+            answer: Some(answer),
+            delivered: Some(true),
+            ..Record::default()
+        }
+    }
+
+    fn restored(p: &Path, keep: u32) -> (Vec<u64>, Vec<u64>, Restored) {
+        let (_, c) = Journal::open(p, 1 << 20, keep).unwrap();
+        let (mut records, mut late) = (Vec::new(), Vec::new());
+        let read = restore(&c, |item| match item {
+            Item::Record(r) => records.push(r.id),
+            Item::Late(id, _) => late.push(id),
+        })
+        .unwrap();
+        (records, late, read)
+    }
+
+    #[test]
+    fn start_up_reads_the_journal_alone_when_its_rotation_carried_everything() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 1 << 20, 2).unwrap();
+        let kept = debit(&mut j, 10, 1);
+        debit(&mut j, 11, 2);
+        // An unreadable line in the older generation: counted only if read.
+        j.note(12, &Event::Delivered).unwrap();
+        let mut carry = Carry::of(&[kept]);
+        carry.last = 12_345;
+        carry.whole = true;
+        j.rotate(carry).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(journal::generation(&p, 1))
+            .unwrap()
+            .write_all(b"not a journal line\n")
+            .unwrap();
+        debit(&mut j, 20, 2);
+        drop(j);
+        let (records, late, read) = restored(&p, 2);
+        assert!(read.newest_only);
+        assert_eq!((read.files, read.bad_lines, read.last), (1, 0, 12_345));
+        assert_eq!(records, [10, 20]);
+        assert!(late.is_empty(), "{late:?}");
+        // The same rotation, not said whole: every generation is read, the
+        // copy of tx 10 once.
+        let text = fs::read_to_string(&p).unwrap().replacen(" whole\n", "\n", 1);
+        fs::write(&p, text).unwrap();
+        let (records, late, read) = restored(&p, 2);
+        assert!(!read.newest_only);
+        assert_eq!((read.files, read.bad_lines), (2, 1));
+        assert_eq!(records, [10, 11, 20]);
+        // The stray delivery report of tx 12, never begun.
+        assert_eq!(late, [12]);
+    }
+
+    #[test]
+    fn copies_are_known_by_where_they_stand_and_readers_stop_where_they_may() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = Journal::open(&p, 1 << 20, 2).unwrap();
+        let one = debit(&mut j, 1, 1);
+        debit(&mut j, 2, 1);
+        j.rotate(Carry::of(&[one])).unwrap();
+        debit(&mut j, 3, 1);
+        let three = debit(&mut j, 4, 2);
+        j.rotate(Carry::of(&[three])).unwrap();
+        for id in 5..=7 {
+            debit(&mut j, id, 1);
+        }
+        drop(j);
+        let all = |keep| {
+            let (v, read) = day(&p, keep, |_| false, |_| true, Vec::new, |v, r| v.push(r.id)).unwrap();
+            let mut v = v;
+            v.sort_unstable();
+            (v, read.starts)
+        };
+        // Every transaction once: the copies of tx 1 and tx 4 are skipped.
+        let (ids, starts) = all(2);
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(starts, None, "journal.2 was the first journal");
+        assert_eq!(
+            newest(&p, 2, 100).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7]
+        );
+        // With journal.2 gone, journal.1's copy of tx 1 is what is left of it.
+        let (ids, starts) = all(1);
+        assert_eq!(ids, [1, 3, 4, 5, 6, 7]);
+        assert!(starts.is_some());
+        // The three newest are in the journal itself: nothing older is
+        // opened (journal.1 would be refused, a link).
+        let one = journal::generation(&p, 1);
+        fs::rename(&one, d.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), &one).unwrap();
+        let shown: Vec<u64> = newest(&p, 2, 3).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(shown, [5, 6, 7]);
+        assert!(newest(&p, 2, 4).is_err(), "the fourth newest is in journal.1");
+        // A day the journal itself started before: the older files are not
+        // opened either.
+        let (ids, _) = day(&p, 2, |_| true, |_| true, Vec::new, |v, r| v.push(r.id)).unwrap();
+        assert_eq!(ids, [4, 5, 6, 7]);
+        assert!(day(&p, 2, |_| false, |_| true, Vec::new, |v, r| v.push(r.id)).is_err());
+    }
+
+    #[test]
+    fn lines_read_forwards_and_backwards_alike() {
+        let d = dir();
+        let p = d.join("f");
+        // Lines across chunk ends, an empty one, one past MAX_LINE.
+        let mut text = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..3000 {
+            let l = format!("{i} {}", "x".repeat(i * 37 % 500));
+            text.extend_from_slice(l.as_bytes());
+            text.push(b'\n');
+            want.push(l);
+        }
+        text.extend_from_slice(&vec![b'y'; 3 * MAX_LINE]);
+        text.extend_from_slice(b"\n\nlast\n");
+        want.push(String::new());
+        want.push("last".into());
+        fs::write(&p, &text).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut fw = Forward::new(&f, 0, text.len() as u64);
+        let mut got = Vec::new();
+        while let Some((at, l)) = fw.next().unwrap() {
+            assert_eq!(&text[at as usize..at as usize + l.len()], l);
+            got.push(String::from_utf8(l.to_vec()).unwrap());
+        }
+        assert_eq!(fw.overlong, 1);
+        assert_eq!(got, want);
+        let mut bw = Backward::new(&f, 0, text.len() as u64);
+        let mut back = Vec::new();
+        while let Some((at, l)) = bw.next().unwrap() {
+            assert_eq!(&text[at as usize..at as usize + l.len()], l);
+            back.push(String::from_utf8(l.to_vec()).unwrap());
+        }
+        back.reverse();
+        assert_eq!(bw.overlong, 1);
+        assert_eq!(back, want);
+    }
 }
