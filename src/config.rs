@@ -440,6 +440,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, mul) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
         Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
     num.parse::<u64>()
