@@ -522,7 +522,10 @@ fn start() {
 
 /// A journal time stamp of Unix milliseconds.
 fn stamp_of(ms_since_epoch: i64) -> String {
-    let c = concert::clock::utc(ms_since_epoch.div_euclid(1000), ms_since_epoch.rem_euclid(1000) as u32);
+    let c = concert::clock::utc(
+        ms_since_epoch.div_euclid(1000),
+        ms_since_epoch.rem_euclid(1000) as u32,
+    );
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
@@ -697,7 +700,11 @@ fn history_case(prefix: &str, size: u64, keep: u32, n: u64, days: i64) {
         let t = Instant::now();
         let out = d.ctl(args);
         let took = t.elapsed();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let peak = status_kib(pid, "VmHWM:");
         let after = status_kib(pid, "VmRSS:");
         (took, before, peak, after)
@@ -711,7 +718,10 @@ fn history_case(prefix: &str, size: u64, keep: u32, n: u64, days: i64) {
         bytes as f64 / 1e6,
         generated.as_secs_f64()
     );
-    row("start", format!("{start_ms:.0} ms, peak RSS {:.1} MiB", mib(start_peak)));
+    row(
+        "start",
+        format!("{start_ms:.0} ms, peak RSS {:.1} MiB", mib(start_peak)),
+    );
     row(
         &format!("totals {day}"),
         format!(
@@ -735,23 +745,44 @@ fn history_case(prefix: &str, size: u64, keep: u32, n: u64, days: i64) {
         ),
     );
     row("show 5", format!("{:.0} ms", ms(show5_t)));
-    line(&format!("{prefix}.journal_mb"), format!("{:.0}", bytes as f64 / 1e6));
+    line(
+        &format!("{prefix}.journal_mb"),
+        format!("{:.0}", bytes as f64 / 1e6),
+    );
     line(&format!("{prefix}.start_ms"), format!("{start_ms:.0}"));
-    line(&format!("{prefix}.start_peak_mb"), format!("{:.1}", mib(start_peak)));
-    line(&format!("{prefix}.totals_ms"), format!("{:.0}", ms(totals_t)));
-    line(&format!("{prefix}.totals_peak_mb"), format!("{:.1}", mib(totals_peak)));
+    line(
+        &format!("{prefix}.start_peak_mb"),
+        format!("{:.1}", mib(start_peak)),
+    );
+    line(
+        &format!("{prefix}.totals_ms"),
+        format!("{:.0}", ms(totals_t)),
+    );
+    line(
+        &format!("{prefix}.totals_peak_mb"),
+        format!("{:.1}", mib(totals_peak)),
+    );
     line(
         &format!("{prefix}.totals_added_mb"),
         format!("{:.1}", mib(totals_peak.saturating_sub(totals_before))),
     );
-    line(&format!("{prefix}.show1000_ms"), format!("{:.0}", ms(show_t)));
+    line(
+        &format!("{prefix}.show1000_ms"),
+        format!("{:.0}", ms(show_t)),
+    );
     line(
         &format!("{prefix}.show1000_added_mb"),
         format!("{:.1}", mib(show_peak.saturating_sub(show_before))),
     );
     line(&format!("{prefix}.show5_ms"), format!("{:.0}", ms(show5_t)));
-    line(&format!("{prefix}.rss_before_mb"), format!("{:.1}", mib(totals_before)));
-    line(&format!("{prefix}.rss_after_mb"), format!("{:.1}", mib(show5_after.max(totals_after))));
+    line(
+        &format!("{prefix}.rss_before_mb"),
+        format!("{:.1}", mib(totals_before)),
+    );
+    line(
+        &format!("{prefix}.rss_after_mb"),
+        format!("{:.1}", mib(show5_after.max(totals_after))),
+    );
 }
 
 /// `history`: 500,000 transactions in a 300 MB journal (journal-size 64M,
@@ -765,7 +796,10 @@ fn main() {
     if let Ok(dir) = std::env::var("HISTORY_GEN") {
         let p = std::path::Path::new(&dir);
         std::fs::create_dir_all(p).unwrap();
-        let n = std::env::var("HISTORY_N").ok().and_then(|n| n.parse().ok()).unwrap_or(500_000);
+        let n = std::env::var("HISTORY_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(500_000);
         println!("{}", generate(&p.join("journal"), 64 << 20, 4, n, 20));
         return;
     }

@@ -337,8 +337,10 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
         }
         Command::Show(n) => {
             let local = |s| clock::local(s, 0);
-            one_read(journal, || crate::generations::newest(&journal.path, journal.keep, n))
-                .map(|records| show(&records, local))
+            one_read(journal, || {
+                crate::generations::newest(&journal.path, journal.keep, n)
+            })
+            .map(|records| show(&records, local))
         }
         Command::Totals(day) => {
             let day = day.unwrap_or_else(|| Day::of(&clock::now()));

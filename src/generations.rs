@@ -876,7 +876,9 @@ mod tests {
         assert!(late.is_empty(), "{late:?}");
         // The same rotation, not said whole: every generation is read, the
         // copy of tx 10 once.
-        let text = fs::read_to_string(&p).unwrap().replacen(" whole\n", "\n", 1);
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replacen(" whole\n", "\n", 1);
         fs::write(&p, text).unwrap();
         let (records, late, read) = restored(&p, 2);
         assert!(!read.newest_only);
@@ -902,7 +904,8 @@ mod tests {
         }
         drop(j);
         let all = |keep| {
-            let (v, read) = day(&p, keep, |_| false, |_| true, Vec::new, |v, r| v.push(r.id)).unwrap();
+            let (v, read) =
+                day(&p, keep, |_| false, |_| true, Vec::new, |v, r| v.push(r.id)).unwrap();
             let mut v = v;
             v.sort_unstable();
             (v, read.starts)
@@ -912,7 +915,11 @@ mod tests {
         assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(starts, None, "journal.2 was the first journal");
         assert_eq!(
-            newest(&p, 2, 100).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(),
+            newest(&p, 2, 100)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
             [1, 2, 3, 4, 5, 6, 7]
         );
         // With journal.2 gone, journal.1's copy of tx 1 is what is left of it.
@@ -926,7 +933,10 @@ mod tests {
         std::os::unix::fs::symlink(d.join("elsewhere"), &one).unwrap();
         let shown: Vec<u64> = newest(&p, 2, 3).unwrap().iter().map(|r| r.id).collect();
         assert_eq!(shown, [5, 6, 7]);
-        assert!(newest(&p, 2, 4).is_err(), "the fourth newest is in journal.1");
+        assert!(
+            newest(&p, 2, 4).is_err(),
+            "the fourth newest is in journal.1"
+        );
         // A day the journal itself started before: the older files are not
         // opened either.
         let (ids, _) = day(&p, 2, |_| true, |_| true, Vec::new, |v, r| v.push(r.id)).unwrap();

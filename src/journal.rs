@@ -248,7 +248,6 @@ impl Contents {
             source: Source::Given(records),
         }
     }
-
 }
 
 /// The journal, opened for appending (created, mode 0600, when missing)
@@ -2058,14 +2057,8 @@ mod tests {
 
     fn read_all(p: &Path, keep: u32) -> io::Result<History> {
         let records = crate::generations::newest(p, keep, 1000)?;
-        let (mut forwards, read) = crate::generations::day(
-            p,
-            keep,
-            |_| false,
-            |_| true,
-            Vec::new,
-            |v, r| v.push(r),
-        )?;
+        let (mut forwards, read) =
+            crate::generations::day(p, keep, |_| false, |_| true, Vec::new, |v, r| v.push(r))?;
         // The same transactions, once each (a copy may say more than the
         // original only when made up, as below).
         let ids = |v: &[Record]| v.iter().map(|r| r.id).collect::<Vec<_>>();

@@ -33,8 +33,8 @@ pub mod client;
 
 // Backends (simulator, exec, relay) and the one worker that runs them.
 pub mod backend;
-pub mod handover;
 pub mod generations;
+pub mod handover;
 pub mod journal;
 pub mod memory;
 pub mod refunds;

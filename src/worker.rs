@@ -12,6 +12,7 @@
 use crate::answer::{self, Af, Outcome, Status};
 use crate::backend::{Backend, Done, Note, Original, Transaction};
 use crate::currency;
+use crate::generations::Item;
 use crate::handover::Claim;
 use crate::journal::{self, Event, Journal, Record, Verdict};
 use crate::memory::{Completed, Memory};
@@ -23,7 +24,6 @@ use crate::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
-use crate::generations::Item;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -435,7 +435,10 @@ impl Worker {
             log::warn!("{path}: {} unreadable lines skipped", read.bad_lines);
         }
         if read.last > bound {
-            log::warn!("{path}: a rotation line says ids up to {} were given, beyond {bound}: ignored", read.last);
+            log::warn!(
+                "{path}: a rotation line says ids up to {} were given, beyond {bound}: ignored",
+                read.last
+            );
         } else {
             max_id = max_id.max(read.last);
         }
@@ -453,7 +456,11 @@ impl Worker {
         log::debug!(
             "{path}: {} files read{}",
             read.files,
-            if read.newest_only { " (the last rotation carried what the state needs)" } else { "" }
+            if read.newest_only {
+                " (the last rotation carried what the state needs)"
+            } else {
+                ""
+            }
         );
         w.resume_unknown();
         let handle = Handle {
@@ -538,7 +545,11 @@ impl Worker {
         };
         let cancels = self.refunds.cancelled_by(id);
         self.account(&settled, cancels);
-        if self.memory.last(register).is_some_and(|c| c.record.id == id) {
+        if self
+            .memory
+            .last(register)
+            .is_some_and(|c| c.record.id == id)
+        {
             self.remember(Arc::new(settled));
         }
     }
@@ -1791,6 +1802,48 @@ mod id_tests {
         assert_eq!(w.new_id(), Some(u64::MAX));
         assert_eq!(w.new_id(), None);
         assert_eq!(w.new_id(), None);
+    }
+
+    /// Start-up that reads the journal alone (its rotation carried
+    /// everything) still never gives an id an older generation holds: the
+    /// rotation line says the highest one given out.
+    #[test]
+    fn ids_go_on_past_the_rotation_line_when_older_generations_are_not_read() {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let given = u64::try_from(unix_now()).unwrap() * 1000 + 5_000_000;
+        let older = format!(
+            "2026-01-01T00:00:00.000Z {given} begun tcp 127.0.0.1:1 01 CZ0040320CA00201CB0041000CD0010CE003978\n"
+        );
+        std::fs::write(dir.join("journal.1"), older).unwrap();
+        std::fs::write(
+            dir.join("journal"),
+            format!("2026-01-01T00:00:01.000Z 0 rotated carried=0 last={given} whole\n"),
+        )
+        .unwrap();
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 1).unwrap();
+        let (mut w, _, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        assert!(w.new_id().is_some_and(|id| id > given), "{}", w.next_id);
+        // Not read: tx `given`, begun and never ended there, is not closed.
+        let older = std::fs::read_to_string(dir.join("journal.1")).unwrap();
+        assert_eq!(older.lines().count(), 1, "{older}");
+        assert!(!std::fs::read_to_string(dir.join("journal"))
+            .unwrap()
+            .contains("unknown-recovered"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -452,7 +452,13 @@ fn a_debit_is_answered_while_totals_reads_a_big_journal() {
         let tick = std::sync::Arc::clone(&n);
         j.set_clock(move || {
             let ms = tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("2025-01-15T{:02}:{:02}:{:02}.{:03}Z", ms / 3_600_000 % 24, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+            format!(
+                "2025-01-15T{:02}:{:02}:{:02}.{:03}Z",
+                ms / 3_600_000 % 24,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
         });
         let req = debit("1000");
         for id in 1..=30_000u64 {
@@ -481,7 +487,10 @@ fn a_debit_is_answered_while_totals_reads_a_big_journal() {
     for _ in 0..5 {
         let sock = sock.clone();
         let totals = std::thread::spawn(move || {
-            run(CONCERTCTL, &["-s", sock.to_str().unwrap(), "totals", "2025-01-15"])
+            run(
+                CONCERTCTL,
+                &["-s", sock.to_str().unwrap(), "totals", "2025-01-15"],
+            )
         });
         // Readiness: the connection's thread serves the totals.
         while !control_thread(pid) && !totals.is_finished() {
