@@ -13,7 +13,7 @@
 //! rotation's), never by a set of every id read.
 
 use crate::files;
-use crate::journal::{self, Contents, Event, Loaded, Record, Rotation, Source, Verdict};
+use crate::journal::{self, Contents, Event, Loaded, Record, Rotation, Source, Step, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -95,7 +95,7 @@ impl Part {
         // rotation line with a time no later than it are the carried ones.
         let mut end = self.head;
         let mut r = Forward::new(&self.file, self.head, self.len);
-        while let Some((at, line)) = r.next()? {
+        while let Some((at, line)) = r.line()? {
             match peek(line) {
                 Some((time, _, _)) if time <= rot.at.as_bytes() => end = at + line.len() as u64 + 1,
                 _ => break,
@@ -179,7 +179,7 @@ impl<'a> Forward<'a> {
     }
 
     /// The next line, without its newline, and where it starts.
-    pub fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+    pub fn line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
         loop {
             if let Some(i) = self.buf[self.at..self.filled]
                 .iter()
@@ -253,7 +253,7 @@ impl<'a> Backward<'a> {
         }
     }
 
-    pub fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+    pub fn line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
         if let Some(c) = self.cut.take() {
             self.buf.truncate(c);
         }
@@ -374,7 +374,7 @@ pub fn each_event(parts: &[Part], mut f: impl FnMut(String, u64, Event)) -> io::
     let mut bad = 0;
     for p in parts {
         let mut r = Forward::new(&p.file, p.head, p.len);
-        while let Some((_, line)) = r.next()? {
+        while let Some((_, line)) = r.line()? {
             match decode(line) {
                 Some((time, id, ev)) => f(time, id, ev),
                 None if line.is_empty() || journal::rotation(line).is_some() => {}
@@ -462,7 +462,7 @@ impl Fold<'_> {
         let mut r = Forward::new(&p.file, p.head, p.len);
         // The carried copy being skipped.
         let mut skipping = None;
-        while let Some((at, line)) = r.next()? {
+        while let Some((at, line)) = r.line()? {
             let Some((time, id, ev)) = decode(line) else {
                 if !line.is_empty() && journal::rotation(line).is_none() {
                     out.bad_lines += 1;
@@ -500,7 +500,7 @@ impl Fold<'_> {
 
     fn event(&mut self, time: String, id: u64, ev: Event) {
         match journal::begun(time, id, ev) {
-            Ok(rec) => {
+            Step::Begun(rec) => {
                 // A second begun of one id: the first is kept.
                 if self.held.contains_key(&id) {
                     return;
@@ -512,7 +512,7 @@ impl Fold<'_> {
                     }
                 }
             }
-            Err((time, ev)) => match self.held.get_mut(&id) {
+            Step::Then(time, ev) => match self.held.get_mut(&id) {
                 Some(r) => journal::apply_to(r, time, ev),
                 None => (self.each)(Item::Late(id, ev)),
             },
@@ -535,12 +535,12 @@ pub fn back_through_older(c: &Contents, mut each: impl FnMut(Record) -> bool) ->
             continue;
         };
         let mut r = Backward::new(&p.file, p.head, p.len);
-        while let Some((_, line)) = r.next()? {
+        while let Some((_, line)) = r.line()? {
             let Some((time, id, ev)) = decode(line) else {
                 continue;
             };
             match journal::begun(time, id, ev) {
-                Ok(mut rec) => {
+                Step::Begun(mut rec) => {
                     for (t, e) in later.remove(&id).unwrap_or_default().into_iter().rev() {
                         journal::apply_to(&mut rec, t, e);
                     }
@@ -548,7 +548,7 @@ pub fn back_through_older(c: &Contents, mut each: impl FnMut(Record) -> bool) ->
                         return Ok(());
                     }
                 }
-                Err(te) => later.entry(id).or_default().push(te),
+                Step::Then(t, e) => later.entry(id).or_default().push((t, e)),
             }
         }
     }
@@ -611,7 +611,7 @@ fn newest_once(path: &Path, keep: u32, n: usize) -> io::Result<Vec<Record>> {
         let done = |kept: &BTreeMap<u64, Record>, first_new: Option<u64>| {
             full(kept) && first_new.is_some_and(|f| kept.keys().next().is_some_and(|&k| k >= f))
         };
-        while let Some((at, line)) = r.next()? {
+        while let Some((at, line)) = r.line()? {
             let Some((_, id, word)) = peek(line) else {
                 continue;
             };
@@ -633,7 +633,7 @@ fn newest_once(path: &Path, keep: u32, n: usize) -> io::Result<Vec<Record>> {
                 continue;
             };
             match journal::begun(time, id, ev) {
-                Ok(mut rec) => {
+                Step::Begun(mut rec) => {
                     for (t, e) in later.remove(&id).unwrap_or_default().into_iter().rev() {
                         journal::apply_to(&mut rec, t, e);
                     }
@@ -645,7 +645,7 @@ fn newest_once(path: &Path, keep: u32, n: usize) -> io::Result<Vec<Record>> {
                         later.retain(|&i, _| i > f);
                     }
                 }
-                Err(te) => later.entry(id).or_default().push(te),
+                Step::Then(t, e) => later.entry(id).or_default().push((t, e)),
             }
         }
         if done(&kept, first_new) {
@@ -720,7 +720,7 @@ fn day_once(
         };
         let mut r = Forward::new(&p.file, p.head, p.len);
         let mut copy = None;
-        while let Some((at, line)) = r.next()? {
+        while let Some((at, line)) = r.line()? {
             let Some((time, id, word)) = peek(line) else {
                 continue;
             };
@@ -750,10 +750,10 @@ fn day_once(
                 continue;
             };
             match journal::begun(time, id, ev) {
-                Ok(rec) => {
+                Step::Begun(rec) => {
                     open.insert(id, rec);
                 }
-                Err((time, ev)) => {
+                Step::Then(time, ev) => {
                     let Some(rec) = open.get_mut(&id) else {
                         continue;
                     };
@@ -965,7 +965,7 @@ mod tests {
         let f = File::open(&p).unwrap();
         let mut fw = Forward::new(&f, 0, text.len() as u64);
         let mut got = Vec::new();
-        while let Some((at, l)) = fw.next().unwrap() {
+        while let Some((at, l)) = fw.line().unwrap() {
             assert_eq!(&text[at as usize..at as usize + l.len()], l);
             got.push(String::from_utf8(l.to_vec()).unwrap());
         }
@@ -973,7 +973,7 @@ mod tests {
         assert_eq!(got, want);
         let mut bw = Backward::new(&f, 0, text.len() as u64);
         let mut back = Vec::new();
-        while let Some((at, l)) = bw.next().unwrap() {
+        while let Some((at, l)) = bw.line().unwrap() {
             assert_eq!(&text[at as usize..at as usize + l.len()], l);
             back.push(String::from_utf8(l.to_vec()).unwrap());
         }

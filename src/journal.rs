@@ -707,14 +707,14 @@ pub(crate) fn apply(
     ev: Event,
 ) {
     match begun(time, id, ev) {
-        Ok(r) => {
+        Step::Begun(r) => {
             if index.contains_key(&id) {
                 return;
             }
             index.insert(id, records.len());
             records.push(r);
         }
-        Err((time, ev)) => {
+        Step::Then(time, ev) => {
             if let Some(&i) = index.get(&id) {
                 apply_to(&mut records[i], time, ev);
             }
@@ -722,8 +722,15 @@ pub(crate) fn apply(
     }
 }
 
+/// A line's event, as a reader takes it: a transaction's start, or what
+/// changes one already started.
+pub(crate) enum Step {
+    Begun(Record),
+    Then(String, Event),
+}
+
 /// The record a `begun` event starts; any other event back.
-pub(crate) fn begun(time: String, id: u64, ev: Event) -> Result<Record, (String, Event)> {
+pub(crate) fn begun(time: String, id: u64, ev: Event) -> Step {
     match ev {
         Event::Begun {
             channel,
@@ -731,7 +738,7 @@ pub(crate) fn begun(time: String, id: u64, ev: Event) -> Result<Record, (String,
             register,
             key,
             request,
-        } => Ok(Record {
+        } => Step::Begun(Record {
             id,
             begun_at: time,
             channel,
@@ -741,7 +748,7 @@ pub(crate) fn begun(time: String, id: u64, ev: Event) -> Result<Record, (String,
             request,
             ..Record::default()
         }),
-        ev => Err((time, ev)),
+        ev => Step::Then(time, ev),
     }
 }
 
