@@ -843,35 +843,31 @@ fn rotated_at(line: &[u8]) -> Option<String> {
 }
 
 /// Cuts off a torn last line (the bytes after the last newline), reading
-/// only the file's tail. The length of the whole lines, and the torn line.
+/// only the file's tail. The length of the whole lines, and the torn line
+/// (its first 4K, for the log).
 fn cut_torn(file: &File) -> io::Result<(u64, Option<String>)> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
     let mut end = len;
-    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = vec![0; 64 << 10];
+    let mut whole = 0;
     while end > 0 {
-        let n = end.min(64 << 10);
-        let mut chunk = vec![0; n as usize];
-        file.read_exact_at(&mut chunk, end - n)?;
-        if let Some(p) = chunk.iter().rposition(|&b| b == b'\n') {
-            let whole = end - n + p as u64 + 1;
-            if whole == len {
-                return Ok((len, None));
-            }
-            chunk.drain(..=p);
-            chunk.extend_from_slice(&tail);
-            file.set_len(whole)?;
-            return Ok((whole, Some(String::from_utf8_lossy(&chunk).into_owned())));
+        let n = end.min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..n], end - n as u64)?;
+        if let Some(p) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            whole = end - n as u64 + p as u64 + 1;
+            break;
         }
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        end -= n;
+        end -= n as u64;
     }
-    if len > 0 {
-        file.set_len(0)?;
-        return Ok((0, Some(String::from_utf8_lossy(&tail).into_owned())));
+    if whole == len {
+        return Ok((len, None));
     }
-    Ok((0, None))
+    let shown = (len - whole).min(4096) as usize;
+    let mut torn = vec![0; shown];
+    file.read_exact_at(&mut torn, whole)?;
+    file.set_len(whole)?;
+    Ok((whole, Some(String::from_utf8_lossy(&torn).into_owned())))
 }
 
 impl Journal {
