@@ -713,8 +713,9 @@ fn history_case(prefix: &str, size: u64, keep: u32, n: u64, days: i64) {
     let (show_t, show_before, show_peak, show_after) = measure(&["show", "1000"]);
     let (show5_t, _, _, show5_after) = measure(&["show", "5"]);
     println!(
-        "history ({prefix}): {n} debits over {days} days, journal-size {size}, journal-keep {keep}: \
+        "history ({prefix}): {n} debits over {days} days, journal-size {}, journal-keep {keep}: \
          {:.0} MB in the files, generated in {:.1} s",
+        concert::config::fmt_size(size),
         bytes as f64 / 1e6,
         generated.as_secs_f64()
     );
@@ -793,6 +794,8 @@ fn history() {
 }
 
 fn main() {
+    // HISTORY_GEN=DIR [HISTORY_N=N]: only writes the history figures'
+    // journal there (N debits, 500,000 by default), for a look by hand.
     if let Ok(dir) = std::env::var("HISTORY_GEN") {
         let p = std::path::Path::new(&dir);
         std::fs::create_dir_all(p).unwrap();
