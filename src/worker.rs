@@ -522,6 +522,7 @@ impl Worker {
         let Some(old) = unknown
             .remove(&id)
             .or_else(|| self.memory.lasts().find(|c| c.record.id == id).cloned())
+            .filter(|c| c.record.verdict == Some(Verdict::Unknown))
         else {
             return;
         };
