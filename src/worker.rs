@@ -1805,6 +1805,53 @@ mod id_tests {
         assert_eq!(w.new_id(), None);
     }
 
+    /// A late outcome written long after its transaction ended (more
+    /// transactions than start-up holds back began in between) still
+    /// settles it when the journal is read back: as its register's last.
+    #[test]
+    fn a_resolution_read_far_after_its_transaction_settles_it() {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = "2026-01-01T00:00:00.000Z";
+        let req = |reg: u8| format!("CZ0040320CA002{reg:02}CB0041000CD0010CE003978");
+        let mut text = format!(
+            "{t} 1 begun tcp 127.0.0.1:1 01 {}\n{t} 1 ended unknown {}AE00201AF00207\n",
+            req(1),
+            req(1)
+        );
+        for id in 2..40 {
+            text += &format!(
+                "{t} {id} begun tcp 127.0.0.1:1 02 {}\n{t} {id} ended approved {}AE00210\n",
+                req(2),
+                req(2)
+            );
+        }
+        text += &format!("{t} 1 resolved approved {}AE00210\n", req(1));
+        std::fs::write(dir.join("journal"), text).unwrap();
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        let (w, _, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        let last = w.memory.last(1).expect("register 01's last");
+        assert_eq!(last.record.id, 1);
+        assert_eq!(last.record.verdict, Some(Verdict::Approved));
+        assert!(last.record.resolved && last.outcome.is_approved());
+        assert_eq!(w.memory.last_debit(1).map(|c| c.record.id), Some(1));
+        assert_eq!(w.refunds.len(), 39, "the resolved debit is refundable too");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Start-up that reads the journal alone (its rotation carried
     /// everything) still never gives an id an older generation holds: the
     /// rotation line says the highest one given out.
