@@ -306,6 +306,8 @@ fn connection(mut conn: UnixStream, journal: &Journal, ask: &Sender<Ask>, stage:
     };
     // A client gone before reading its answer loses only that answer.
     let _ = conn.write_all(text.as_bytes());
+    drop(text);
+    give_back();
 }
 
 fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Result<String, String> {
@@ -366,19 +368,17 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
 /// that.
 static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `read`, one connection at a time; what it allocated is given back to
-/// the system once it is done (see `give_back`).
+/// `read`, one connection at a time.
 fn one_read<T>(j: &Journal, read: impl FnOnce() -> io::Result<T>) -> Result<T, String> {
     let _one = READING.lock().unwrap_or_else(|p| p.into_inner());
-    let got = read().map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()));
-    give_back();
-    got
+    read().map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()))
 }
 
-/// Returns the free memory of the allocator's arenas to the system: a
-/// read's buffers and records, freed, would otherwise stay resident in the
-/// arena of the connection's thread, and the daemon's RSS would keep the
-/// high-water mark of every `show` and `totals`.
+/// Returns the free memory of the allocator's arenas to the system, once
+/// a command's answer is written and freed: a read's buffers, records and
+/// answer would otherwise stay resident in the arena of the connection's
+/// thread, and the daemon's RSS would keep the high-water mark of every
+/// `show` and `totals`.
 fn give_back() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory of the allocator.

@@ -520,18 +520,40 @@ impl Fold<'_> {
     }
 }
 
-/// The kept generations before the journal, newest first, read backwards
+/// Whether start-up reads the journal alone: its rotation line says the
+/// records carried over hold everything the state needs.
+pub fn whole(c: &Contents) -> bool {
+    match &c.source {
+        Source::Files { newest, len, .. } => newest
+            .try_clone()
+            .and_then(|f| Part::new(f, *len))
+            .is_ok_and(|p| p.rotation.is_some_and(|r| r.whole)),
+        Source::Given(_) => false,
+    }
+}
+
+/// The journal, then its kept generations, newest first, read backwards
 /// one at a time: each record once its `begun` line is reached, with the
 /// events after it, until `each` says it has enough. For what start-up
-/// takes from older generations without folding them (the relay's history
-/// of authorisations and CFs).
-pub fn back_through_older(c: &Contents, mut each: impl FnMut(Record) -> bool) -> io::Result<()> {
-    let Source::Files { path, keep, .. } = &c.source else {
+/// wants of the newest transactions only (the relay's history of
+/// authorisations and CFs), without folding in every one.
+pub fn back_through(c: &Contents, mut each: impl FnMut(Record) -> bool) -> io::Result<()> {
+    let Source::Files {
+        path,
+        keep,
+        newest,
+        len,
+    } = &c.source
+    else {
         return Ok(());
     };
     let mut later: HashMap<u64, Vec<(String, Event)>> = HashMap::new();
-    for n in 1..=*keep {
-        let Some(p) = Part::open(&journal::generation(path, n))? else {
+    for n in 0..=*keep {
+        let part = match n {
+            0 => Some(Part::new(newest.try_clone()?, *len)?),
+            n => Part::open(&journal::generation(path, n))?,
+        };
+        let Some(p) = part else {
             continue;
         };
         let mut r = Backward::new(&p.file, p.head, p.len);

@@ -225,7 +225,10 @@ pub struct Worker {
     /// resolves them even once their register has moved on.
     unresolved: HashMap<u64, Arc<Completed>>,
     /// The ACs and CFs of journaled transactions, shared with the backend.
+    /// (Filled after start-up's fold, from the newest transactions back,
+    /// while `history_later` is set.)
     history: crate::backend::history::Shared,
+    history_later: bool,
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
@@ -400,6 +403,7 @@ impl Worker {
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
             history: Arc::default(),
+            history_later: crate::generations::whole(&contents),
             refunds: Refunds::default(),
             stage,
             counters: Arc::default(),
@@ -450,8 +454,8 @@ impl Worker {
             );
         }
         w.next_id = max_id.max(floor);
-        if read.newest_only {
-            w.history_from_older(&contents);
+        if std::mem::take(&mut w.history_later) {
+            w.history_backwards(&contents);
         }
         log::debug!(
             "{path}: {} files read{}",
@@ -556,27 +560,36 @@ impl Worker {
     }
 
     /// Start-up read the journal alone: the relay's history of the ACs and
-    /// CFs other transactions had is filled on from the older generations,
-    /// read backwards, until it is full or has gone back twice its size
-    /// in transactions.
-    fn history_from_older(&mut self, contents: &journal::Contents) {
+    /// CFs other transactions had, bounded to the newest values, is filled
+    /// from the newest transactions back (the journal, then the older
+    /// generations, read backwards) until it is full or has gone back
+    /// twice its size in transactions, rather than from every transaction
+    /// folded in. A transaction never ended still gives its CF.
+    fn history_backwards(&mut self, contents: &journal::Contents) {
         let limit = 2 * crate::backend::history::LIMIT;
         let mut n = 0;
         let h = Arc::clone(&self.history);
-        let read = crate::generations::back_through_older(contents, |r| {
+        let read = crate::generations::back_through(contents, |r| {
             n += 1;
             let full = match reread(&r) {
                 Ok((req, frame)) => {
                     let outcome = Outcome::from_answer(&frame, &req.frame);
                     crate::backend::history::with(&h, |h| h.older(r.id, &req, &outcome))
                 }
+                Err(_) if r.answer.is_none() => match request::reread(&r.request) {
+                    Ok(req) => {
+                        let unknown = Outcome::declined(Af::NotEnded);
+                        crate::backend::history::with(&h, |h| h.older(r.id, &req, &unknown))
+                    }
+                    Err(_) => false,
+                },
                 Err(_) => false,
             };
             !full && n < limit
         });
         if let Err(e) = read {
             log::warn!(
-                "{}: older generations not read for the relay's history: {e}",
+                "{}: the journal not read back for the relay's history: {e}",
                 self.journal.path().display()
             );
         }
@@ -1391,9 +1404,11 @@ impl Worker {
     }
 
     fn remember(&mut self, c: Arc<Completed>) {
-        crate::backend::history::with(&self.history, |h| {
-            h.record(c.record.id, &c.request, &c.outcome)
-        });
+        if !self.history_later {
+            crate::backend::history::with(&self.history, |h| {
+                h.record(c.record.id, &c.request, &c.outcome)
+            });
+        }
         self.memory
             .remember(c, self.settings.retry_window, Instant::now());
     }
