@@ -520,7 +520,292 @@ fn start() {
     line("start.ms", format!("{:.1}", ms(v[4])));
 }
 
+/// A journal time stamp of Unix milliseconds.
+fn stamp_of(ms_since_epoch: i64) -> String {
+    let c = concert::wire::clock::utc(
+        ms_since_epoch.div_euclid(1000),
+        ms_since_epoch.rem_euclid(1000) as u32,
+    );
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+    )
+}
+
+/// Writes `n` debits spread over the `days` days before now into the
+/// journal at `path`, through the journal's own writer (its lines, its
+/// rotations at `size`, keeping `keep` generations), carrying over at each
+/// rotation what the worker carries with a retry window of 0: each
+/// register's last payment and the newest approved debits the refunds
+/// index holds, within half of `size`. Not synced line by line: a
+/// generator, not a terminal. The local day of the last debit.
+fn generate(path: &std::path::Path, size: u64, keep: u32, n: u64, days: i64) -> String {
+    use concert::terminal::journal::{Carry, Event, Journal, Record, Verdict};
+    use std::collections::{BTreeMap, VecDeque};
+    let (mut j, _) = Journal::open(path, size, keep).expect("journal");
+    let now_ms = concert::wire::clock::unix_now().0 * 1000;
+    let span = days * 86_400_000;
+    let first = now_ms - span;
+    let step = span / n as i64;
+    let at = Arc::new(std::sync::atomic::AtomicI64::new(first));
+    let clock = Arc::clone(&at);
+    j.set_clock(move || stamp_of(clock.load(Ordering::Relaxed)));
+    let base_id = (first / 1000) as u64 * 1000;
+    let mut lasts: BTreeMap<u8, Record> = BTreeMap::new();
+    let mut debits: VecDeque<Record> = VecDeque::new();
+    for i in 0..n {
+        let t = first + i as i64 * step;
+        at.store(t, Ordering::Relaxed);
+        let id = base_id + i + 1;
+        let register = (i % 20) as u8 + 1;
+        let amount = 100 + (i * 37) % 99_900;
+        let el = |tag: &str, v: &str| format!("{tag}{:03}{v}", v.len());
+        let request = format!(
+            "CZ0040320{}{}CD0010CE003978{}",
+            el("CA", &format!("{register:02}")),
+            el("CB", &amount.to_string()),
+            el("CF", &format!("sale{i:08}"))
+        );
+        let approved = i % 10 != 0;
+        // A ticket as a payment program gives one: about 600 bytes a
+        // transaction in all, as the journals of a busy shop.
+        let ticket = el(
+            "ZT",
+            &format!(
+                "MERCHANT DEMO SHOP / 12 RUE DE LA PAIX / 75001 PARIS / \
+                 CARTE BANCAIRE SANS CONTACT / A0000000421010 / ######0674 / \
+                 TRANSACTION {i:08} / DEBIT {amount:>9} EUR / TICKET CLIENT / \
+                 A CONSERVER / MERCI DE VOTRE VISITE / A BIENTOT"
+            ),
+        );
+        let answer = if approved {
+            format!(
+                "{request}AE00210AA016497010######0674AB0042812{}AI014A0000000421010CC0010CI0012{ticket}",
+                el("AC", &format!("{:06}", i % 1_000_000))
+            )
+        } else {
+            format!("{request}AE00201AF00204AA016497010######0674CI0012")
+        };
+        let begun = Event::Begun {
+            channel: "tcp".into(),
+            peer: format!("192.168.1.{register}:{}", 40_000 + i % 20_000),
+            register,
+            key: None,
+            request: request.clone().into_bytes(),
+        };
+        j.note(id, &begun).expect("begun");
+        let verdict = if approved {
+            Verdict::Approved
+        } else {
+            Verdict::Declined
+        };
+        let ended = Event::Ended {
+            verdict,
+            answer: answer.clone().into_bytes(),
+        };
+        j.note(id, &ended).expect("ended");
+        j.note(id, &Event::Delivered).expect("delivered");
+        let stamp = stamp_of(t);
+        let r = Record {
+            id,
+            begun_at: stamp.clone(),
+            channel: "tcp".into(),
+            peer: format!("192.168.1.{register}:{}", 40_000 + i % 20_000),
+            register,
+            request: request.into_bytes(),
+            ended_at: Some(stamp),
+            verdict: Some(verdict),
+            answer: Some(answer.into_bytes()),
+            delivered: Some(true),
+            ..Record::default()
+        };
+        if approved {
+            debits.push_back(r.clone());
+            if debits.len() > concert::terminal::refunds::MAX_DEBITS {
+                debits.pop_front();
+            }
+        }
+        lasts.insert(register, r);
+        if j.needs_rotation() {
+            let mut carry = Carry::default();
+            for r in lasts.values() {
+                carry.take(r);
+            }
+            let mut all = true;
+            for r in debits.iter().rev() {
+                all &= carry.take_all(&[r], size / 2, false);
+            }
+            carry.last = id;
+            carry.whole = all;
+            j.rotate(carry).expect("rotation");
+        }
+    }
+    j.sync().expect("sync");
+    let last = at.load(Ordering::Relaxed);
+    let c = concert::wire::clock::local(last / 1000, 0);
+    format!("{:04}-{:02}-{:02}", c.year, c.month, c.day)
+}
+
+/// A kB figure of /proc/PID/status (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets the process's peak RSS (`VmHWM`) to its RSS now.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The daemon's start on a generated journal, then `concertctl totals`
+/// of one day, `show 1000` and `show 5` beside it: time, the peak RSS and
+/// the RSS left once each command is done.
+fn history_case(prefix: &str, size: u64, keep: u32, n: u64, days: i64) {
+    let mut d = daemon(&format!(
+        "journal-size {size}\njournal-keep {keep}\ncontrol \"@DIR@/control.sock\""
+    ));
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    for entry in std::fs::read_dir(&d.dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("journal") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let t0 = Instant::now();
+    let day = generate(&d.dir.join("journal"), size, keep, n, days);
+    let generated = t0.elapsed();
+    let bytes: u64 = std::fs::read_dir(&d.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("journal"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    d.spawn();
+    let pid = d.pid();
+    let start_ms = ms(d.started);
+    let start_peak = status_kib(pid, "VmHWM:");
+    // One request answered: settled.
+    exchange(d.addr, PING).unwrap();
+    let measure = |args: &[&str]| {
+        let before = status_kib(pid, "VmRSS:");
+        reset_peak(pid);
+        let t = Instant::now();
+        let out = d.ctl(args);
+        let took = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let peak = status_kib(pid, "VmHWM:");
+        let after = status_kib(pid, "VmRSS:");
+        (took, before, peak, after)
+    };
+    let (totals_t, totals_before, totals_peak, totals_after) = measure(&["totals", &day]);
+    let (show_t, show_before, show_peak, show_after) = measure(&["show", "1000"]);
+    let (show5_t, _, _, show5_after) = measure(&["show", "5"]);
+    println!(
+        "history ({prefix}): {n} debits over {days} days, journal-size {}, journal-keep {keep}: \
+         {:.0} MB in the files, generated in {:.1} s",
+        concert::config::fmt_size(size),
+        bytes as f64 / 1e6,
+        generated.as_secs_f64()
+    );
+    row(
+        "start",
+        format!("{start_ms:.0} ms, peak RSS {:.1} MiB", mib(start_peak)),
+    );
+    row(
+        &format!("totals {day}"),
+        format!(
+            "{:.0} ms, peak {:.1} MiB (+{:.1}), RSS after {:.1} MiB (was {:.1})",
+            ms(totals_t),
+            mib(totals_peak),
+            mib(totals_peak.saturating_sub(totals_before)),
+            mib(totals_after),
+            mib(totals_before)
+        ),
+    );
+    row(
+        "show 1000",
+        format!(
+            "{:.0} ms, peak {:.1} MiB (+{:.1}), RSS after {:.1} MiB (was {:.1})",
+            ms(show_t),
+            mib(show_peak),
+            mib(show_peak.saturating_sub(show_before)),
+            mib(show_after),
+            mib(show_before)
+        ),
+    );
+    row("show 5", format!("{:.0} ms", ms(show5_t)));
+    line(
+        &format!("{prefix}.journal_mb"),
+        format!("{:.0}", bytes as f64 / 1e6),
+    );
+    line(&format!("{prefix}.start_ms"), format!("{start_ms:.0}"));
+    line(
+        &format!("{prefix}.start_peak_mb"),
+        format!("{:.1}", mib(start_peak)),
+    );
+    line(
+        &format!("{prefix}.totals_ms"),
+        format!("{:.0}", ms(totals_t)),
+    );
+    line(
+        &format!("{prefix}.totals_peak_mb"),
+        format!("{:.1}", mib(totals_peak)),
+    );
+    line(
+        &format!("{prefix}.totals_added_mb"),
+        format!("{:.1}", mib(totals_peak.saturating_sub(totals_before))),
+    );
+    line(
+        &format!("{prefix}.show1000_ms"),
+        format!("{:.0}", ms(show_t)),
+    );
+    line(
+        &format!("{prefix}.show1000_added_mb"),
+        format!("{:.1}", mib(show_peak.saturating_sub(show_before))),
+    );
+    line(&format!("{prefix}.show5_ms"), format!("{:.0}", ms(show5_t)));
+    line(
+        &format!("{prefix}.rss_before_mb"),
+        format!("{:.1}", mib(totals_before)),
+    );
+    line(
+        &format!("{prefix}.rss_after_mb"),
+        format!("{:.1}", mib(show5_after.max(totals_after))),
+    );
+}
+
+/// `history`: 500,000 transactions in a 300 MB journal (journal-size 64M,
+/// journal-keep 4), then a full journal with the defaults (8M, 4).
+fn history() {
+    history_case("history", 64 << 20, 4, 500_000, 20);
+    history_case("history.default", 8 << 20, 4, 100_000, 4);
+}
+
 fn main() {
+    // HISTORY_GEN=DIR [HISTORY_N=N]: only writes the history figures'
+    // journal there (N debits, 500,000 by default), for a look by hand.
+    if let Ok(dir) = std::env::var("HISTORY_GEN") {
+        let p = std::path::Path::new(&dir);
+        std::fs::create_dir_all(p).unwrap();
+        let n = std::env::var("HISTORY_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(500_000);
+        println!("{}", generate(&p.join("journal"), 64 << 20, 4, n, 20));
+        return;
+    }
     // `cargo bench` passes --bench; BENCH_ONLY=name runs one part.
     if let Ok(only) = std::env::var("BENCH_ONLY") {
         match only.as_str() {
@@ -531,7 +816,8 @@ fn main() {
             "serial" => serial(),
             "start" => start(),
             "idle" => idle(),
-            _ => eprintln!("BENCH_ONLY: ping, busy, tx, memory, serial, start or idle"),
+            "history" => history(),
+            _ => eprintln!("BENCH_ONLY: ping, busy, tx, memory, serial, start, idle or history"),
         }
         return;
     }
@@ -546,4 +832,5 @@ fn main() {
     serial();
     start();
     idle();
+    history();
 }

@@ -440,3 +440,66 @@ fn the_detached_daemon_keeps_the_journal_lock_after_the_fork() {
         stderr(&o)
     );
 }
+
+/// After rotations that carried everything, a restart reads the journal
+/// file alone: older generations may hold anything, they are not read;
+/// each register's last outcome is known again, and new ids go on past
+/// the old ones.
+#[test]
+fn a_restart_after_a_whole_rotation_reads_the_journal_alone() {
+    let mut d = Daemon::start("journal-size 4K\njournal-keep 2");
+    let mut n = 0;
+    // Refused (amounts ending in 51): no debit for the refunds index,
+    // whose records a 4K journal could not carry whole.
+    while d.log_text().matches(": rotated,").count() < 2 {
+        let amount = format!("{}51", 10 + n);
+        let a = exchange(
+            d.addr,
+            debit(&format!("{:02}", n % 3 + 1), &amount).as_bytes(),
+        );
+        assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+        n += 1;
+        assert!(n < 400, "no rotation:\n{}", d.log_text());
+    }
+    let newest = d.journal();
+    let first = newest.lines().next().unwrap();
+    assert!(
+        first.contains(" 0 rotated carried=") && first.ends_with(" whole"),
+        "{first}"
+    );
+    let ids = |j: &str| {
+        j.lines()
+            .filter_map(parse_line)
+            .map(|(_, id, _)| id)
+            .max()
+            .unwrap_or(0)
+    };
+    let highest = ids(&newest).max(ids(
+        &std::fs::read_to_string(d.dir.join("journal.1")).unwrap()
+    ));
+    let before: Vec<Vec<u8>> = ["01", "02", "03"]
+        .iter()
+        .map(|reg| exchange(d.addr, status(reg).as_bytes()))
+        .collect();
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit().success());
+    // What an older generation holds is not read: an unreadable line there
+    // is not counted.
+    let mut older = std::fs::read_to_string(d.dir.join("journal.1")).unwrap();
+    older.push_str("not a journal line\n");
+    std::fs::write(d.dir.join("journal.1"), older).unwrap();
+    d.spawn();
+    d.wait_log("1 files read (the last rotation carried what the state needs)");
+    assert!(
+        !d.log_text().contains("unreadable lines"),
+        "{}",
+        d.log_text()
+    );
+    for (reg, was) in ["01", "02", "03"].iter().zip(before) {
+        let a = exchange(d.addr, status(reg).as_bytes());
+        assert_eq!(text(&a), text(&was), "register {reg}");
+    }
+    let a = exchange(d.addr, debit("01", "777").as_bytes());
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"));
+    assert!(ids(&d.journal()) > highest);
+}

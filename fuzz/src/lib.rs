@@ -700,7 +700,9 @@ pub fn journal_read(data: &[u8]) {
     let (journal, contents) =
         Journal::open(&path, 1 << 20, 0).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut registers: Vec<u8> = Vec::new();
-    for r in &contents.records {
+    let loaded = concert::terminal::generations::load(&contents)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for r in &loaded.records {
         if r.answer.is_none() {
             let a = worker::recovery_answer(&r.request);
             match Frame::decode(&a) {

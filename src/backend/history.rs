@@ -64,6 +64,20 @@ impl Ids {
         self.order.push_back(value);
     }
 
+    /// A value older than every one held: kept only while there is room,
+    /// as the oldest. Whether the values are full.
+    fn add_older(&mut self, value: &[u8], id: u64) -> bool {
+        if let Some((lo, hi)) = self.by_value.get_mut(value) {
+            *lo = (*lo).min(id);
+            *hi = (*hi).max(id);
+        } else if !value.is_empty() && self.order.len() < LIMIT {
+            let value: Arc<[u8]> = Arc::from(value);
+            self.by_value.insert(Arc::clone(&value), (id, id));
+            self.order.push_front(value);
+        }
+        self.order.len() >= LIMIT
+    }
+
     fn other_than(&self, value: &[u8], id: u64) -> bool {
         self.by_value
             .get(value)
@@ -80,6 +94,21 @@ impl History {
         if let Some(ac) = outcome.auth.as_deref() {
             self.auths.add(ac.as_bytes(), id);
         }
+    }
+
+    /// Transaction `id`, older than every one recorded (start-up reading
+    /// older generations backwards): its values are kept while there is
+    /// room. Whether both kinds are full.
+    pub fn older(&mut self, id: u64, req: &Request, outcome: &Outcome) -> bool {
+        let cfs = match req.frame.get(tags::CF) {
+            Some(cf) => self.cfs.add_older(cf, id),
+            None => self.cfs.order.len() >= LIMIT,
+        };
+        let auths = match outcome.auth.as_deref() {
+            Some(ac) => self.auths.add_older(ac.as_bytes(), id),
+            None => self.auths.order.len() >= LIMIT,
+        };
+        cfs && auths
     }
 
     /// Was authorisation `ac` given to a transaction other than `id`?

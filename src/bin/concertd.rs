@@ -221,13 +221,7 @@ fn run(args: Args) -> Result<(), Error> {
             cfg.journal.display()
         );
     }
-    if contents.bad_lines > 0 {
-        log::warn!(
-            "{}: {} unreadable lines skipped",
-            cfg.journal.display(),
-            contents.bad_lines
-        );
-    }
+    // Unreadable lines are counted, and said, as start-up reads them.
     // What the simulator is told to do: one for the service's life, given
     // to every simulator a reload builds.
     let stage = std::sync::Arc::new(concert::config::stage::Stage::new());

@@ -42,6 +42,12 @@ pub fn start_dir() -> &'static Path {
 
 pub const DEFAULT_FILE: &str = "/etc/concertd.conf";
 pub const DEFAULT_PORT: u16 = 8888;
+/// The largest `journal-size`: a generation is what start-up and `totals`
+/// may have to read whole.
+pub const MAX_JOURNAL_SIZE: u64 = 1 << 30;
+/// The most generations `journal-keep` keeps: each is a file a read of an
+/// old day may open.
+pub const MAX_JOURNAL_KEEP: u32 = 1000;
 
 /// What performs the transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -465,6 +471,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, mul) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
         Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
     num.parse::<u64>()
@@ -729,6 +736,9 @@ pub static KEYS: &[Key] = &[
             if v < 4096 {
                 return Err("journal-size must be at least 4K".into());
             }
+            if v > MAX_JOURNAL_SIZE {
+                return Err("journal-size must be at most 1G".into());
+            }
             d.c.journal_size = v;
             Ok(())
         },
@@ -739,9 +749,13 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Restart(|c, r| c.journal_keep = r.journal_keep),
         apply: |d, k, a| {
             let v = one(k, a)?;
-            d.c.journal_keep = v
+            let n: u32 = v
                 .parse()
                 .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
+            if n > MAX_JOURNAL_KEEP {
+                return Err(format!("journal-keep must be at most {MAX_JOURNAL_KEEP}"));
+            }
+            d.c.journal_keep = n;
             Ok(())
         },
         show: |c, k, s| line(s, k, c.journal_keep),

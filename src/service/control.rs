@@ -478,6 +478,8 @@ fn connection(
     };
     // A client gone before reading its answer loses only that answer.
     let _ = conn.write_all(text.as_bytes());
+    drop(text);
+    give_back();
     false
 }
 
@@ -513,30 +515,78 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
             rx.recv_timeout(ASK_WAIT)
                 .map_err(|_| "concertd did not answer (stopping?)".to_string())?
         }
-        Command::Show(n) => read(journal, |h| {
-            let skip = h.records.len().saturating_sub(n);
-            show(&h.records[skip..], |s| clock::local(s, 0))
-        }),
+        Command::Show(n) => {
+            let local = |s| clock::local(s, 0);
+            one_read(journal, || {
+                crate::terminal::generations::newest(&journal.path, journal.keep, n)
+            })
+            .map(|records| show(&records, local))
+        }
         Command::Totals(day) => {
             let day = day.unwrap_or_else(|| Day::of(&clock::now()));
-            read(journal, |h| {
-                totals(&h.records, day, h.starts.as_deref(), |s| clock::local(s, 0))
+            let local = |s| clock::local(s, 0);
+            let mut days = Days::default();
+            one_read(journal, || {
+                crate::terminal::generations::day(
+                    &journal.path,
+                    journal.keep,
+                    |at| journal::unix_time(at).is_some_and(|t| Day::of(&local(t)) < day),
+                    |time| days.of(time, &local) == Some(day),
+                    || Totals::new(day),
+                    |t, r| t.add(&r, &local),
+                )
             })
+            .map(|(t, read)| t.text(read.starts.as_deref(), &local))
         }
     }
 }
 
-/// One read of the journal at a time: each holds every kept generation's
-/// records in memory until its answer is made, so several control
-/// connections must not multiply that.
+/// One read of the journal at a time: each holds a few buffers and what
+/// its answer keeps, and several control connections must not multiply
+/// that.
 static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `f` of the whole journal, read (and used) by one connection at a time.
-fn read<T>(j: &Journal, f: impl FnOnce(&journal::History) -> T) -> Result<T, String> {
+/// `read`, one connection at a time.
+fn one_read<T>(j: &Journal, read: impl FnOnce() -> io::Result<T>) -> Result<T, String> {
     let _one = READING.lock().unwrap_or_else(|p| p.into_inner());
-    journal::read_all(&j.path, j.keep)
-        .map(|h| f(&h))
-        .map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()))
+    read().map_err(|e| format!("cannot read the journal {}: {e}", j.path.display()))
+}
+
+/// Returns the free memory of the allocator's arenas to the system, once
+/// a command's answer is written and freed: a read's buffers, records and
+/// answer would otherwise stay resident in the arena of the connection's
+/// thread, and the daemon's RSS would keep the high-water mark of every
+/// `show` and `totals`.
+fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The local day of journal time stamps, by their minute: a zone's
+/// offset changes only on a whole minute, and a day's lines share a few
+/// minutes each, so most are not converted at all.
+#[derive(Default)]
+struct Days {
+    minute: Vec<u8>,
+    day: Option<Day>,
+}
+
+impl Days {
+    fn of(&mut self, stamp: &[u8], local: &impl Fn(i64) -> Civil) -> Option<Day> {
+        let minute = stamp.get(..16)?;
+        if self.minute != minute {
+            self.minute.clear();
+            self.minute.extend_from_slice(minute);
+            self.day = std::str::from_utf8(stamp)
+                .ok()
+                .and_then(journal::unix_time)
+                .map(|s| Day::of(&local(s)));
+        }
+        self.day
+    }
 }
 
 /// `2026-12-01 10:02:03` in the zone `local` gives; the stamp as it is
@@ -680,26 +730,30 @@ fn total_name(op: Operation) -> &'static str {
 /// Per operation name: how many, and their sum in minor units.
 type Sums = BTreeMap<&'static str, (u64, u128)>;
 
-/// `totals`: for `day` (in the zone `local` gives), per register and
-/// currency, the count and sum of approved operations by name, each at the
-/// amount charged (a partial approval at its part); transactions read more
-/// than once (carried over on rotation) count once, by id. Unknown and
-/// later resolved outcomes are listed apart, not added. `starts`: when the
-/// oldest generation kept was started by a rotation.
-pub fn totals(
-    records: &[Record],
+/// The totals of a day, added one transaction at a time.
+pub struct Totals {
     day: Day,
-    starts: Option<&str>,
-    local: impl Fn(i64) -> Civil,
-) -> String {
-    let mut sums: BTreeMap<(u8, u16), Sums> = BTreeMap::new();
-    let mut apart = Vec::new();
-    let mut ids = std::collections::HashSet::new();
-    for r in records {
+    sums: BTreeMap<(u8, u16), Sums>,
+    /// What is listed apart, by id.
+    apart: BTreeMap<u64, String>,
+}
+
+impl Totals {
+    pub fn new(day: Day) -> Totals {
+        Totals {
+            day,
+            sums: BTreeMap::new(),
+            apart: BTreeMap::new(),
+        }
+    }
+
+    /// One transaction (once: a carried copy is not given again), with
+    /// every event of it; one not begun on the day is left out.
+    pub fn add(&mut self, r: &Record, local: &impl Fn(i64) -> Civil) {
         let of_day = journal::unix_time(&r.begun_at).map(|s| Day::of(&local(s)));
         // A withdrawn request never ran: no operation to count or list.
-        if of_day != Some(day) || !ids.insert(r.id) || r.withdrawn {
-            continue;
+        if of_day != Some(self.day) || r.withdrawn {
+            return;
         }
         let s = match seen(r) {
             Ok(s) => s,
@@ -709,13 +763,17 @@ pub fn totals(
                 } else {
                     why
                 };
-                apart.push(format!("tx {} register {:02}: {state}", r.id, r.register));
-                continue;
+                self.apart.insert(
+                    r.id,
+                    format!("tx {} register {:02}: {state}", r.id, r.register),
+                );
+                return;
             }
         };
         let counted = r.verdict == Some(Verdict::Approved) && !r.resolved;
         if counted && s.outcome.is_approved() {
-            let e = sums
+            let e = self
+                .sums
                 .entry((r.register, s.currency))
                 .or_default()
                 .entry(total_name(s.op))
@@ -727,52 +785,82 @@ pub fn totals(
                 .requested
                 .map(|a| format!(" {}", money(a.into(), s.currency)))
                 .unwrap_or_default();
-            apart.push(format!(
-                "{} tx {} register {:02} {}{amount}: {}",
-                when(&r.begun_at, &local),
+            self.apart.insert(
                 r.id,
-                r.register,
-                s.op.name(),
-                outcome_words(r, &s)
-            ));
-        }
-    }
-    let mut out = format!(
-        "totals for {day} (local time), approved operations at the amount charged; \
-         debits include deferred debits\n"
-    );
-    if sums.is_empty() {
-        out.push_str("no approved operation\n");
-    }
-    for ((register, cur), ops) in &sums {
-        let parts: Vec<String> = ops
-            .iter()
-            .map(|(name, (n, sum))| format!("{name} {n} = {}", money(*sum, *cur)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "register {register:02} {}: {}",
-            currency::label(*cur),
-            parts.join("; ")
-        );
-    }
-    if !apart.is_empty() {
-        out.push_str("not counted above (unknown, resolved later or not ended; check each):\n");
-        for l in apart {
-            let _ = writeln!(out, "  {l}");
-        }
-    }
-    if let Some(t) = starts.and_then(journal::unix_time) {
-        if Day::of(&local(t)) >= day {
-            let _ = writeln!(
-                out,
-                "incomplete: the journal starts at {}; older records were dropped by rotation \
-                 (journal-keep), but for those carried over",
-                when(starts.unwrap_or_default(), &local)
+                format!(
+                    "{} tx {} register {:02} {}{amount}: {}",
+                    when(&r.begun_at, local),
+                    r.id,
+                    r.register,
+                    s.op.name(),
+                    outcome_words(r, &s)
+                ),
             );
         }
     }
-    out
+
+    /// The answer. `starts`: when the oldest generation kept was started
+    /// by a rotation, if it was and the day may be older.
+    pub fn text(self, starts: Option<&str>, local: &impl Fn(i64) -> Civil) -> String {
+        let day = self.day;
+        let mut out = format!(
+            "totals for {day} (local time), approved operations at the amount charged; \
+             debits include deferred debits\n"
+        );
+        if self.sums.is_empty() {
+            out.push_str("no approved operation\n");
+        }
+        for ((register, cur), ops) in &self.sums {
+            let parts: Vec<String> = ops
+                .iter()
+                .map(|(name, (n, sum))| format!("{name} {n} = {}", money(*sum, *cur)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "register {register:02} {}: {}",
+                currency::label(*cur),
+                parts.join("; ")
+            );
+        }
+        if !self.apart.is_empty() {
+            out.push_str("not counted above (unknown, resolved later or not ended; check each):\n");
+            for l in self.apart.values() {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        if let Some(t) = starts.and_then(journal::unix_time) {
+            if Day::of(&local(t)) >= day {
+                let _ = writeln!(
+                    out,
+                    "incomplete: the journal starts at {}; older records were dropped by rotation \
+                     (journal-keep), but for those carried over",
+                    when(starts.unwrap_or_default(), local)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `totals` of records held in memory (the daemon streams them instead:
+/// see [`crate::terminal::generations::day`]): for `day` (in the zone `local`
+/// gives), per register and currency, the count and sum of approved
+/// operations by name, each at the amount charged (a partial approval at
+/// its part); a transaction given twice counts once. Unknown and later
+/// resolved outcomes are listed apart, not added. `starts`: when the
+/// oldest generation kept was started by a rotation.
+pub fn totals(
+    records: &[Record],
+    day: Day,
+    starts: Option<&str>,
+    local: impl Fn(i64) -> Civil,
+) -> String {
+    let mut t = Totals::new(day);
+    let mut ids = std::collections::HashSet::new();
+    for r in records.iter().filter(|r| ids.insert(r.id)) {
+        t.add(r, &local);
+    }
+    t.text(starts, &local)
 }
 
 #[cfg(test)]

@@ -190,6 +190,8 @@ pub struct Journal {
     unsynced: bool,
     max_size: u64,
     keep: u32,
+    /// Where time stamps come from: now, unless a generator set a clock.
+    clock: Option<Box<dyn FnMut() -> String + Send>>,
     #[cfg(test)]
     injected: Injected,
 }
@@ -204,16 +206,48 @@ struct Injected {
     cut_failures: u32,
 }
 
-/// What `open` found.
-#[derive(Debug, Default)]
+/// What `open` found: a torn last line, cut off, and where start-up reads
+/// the records from (streamed, one line at a time: never held whole).
+#[derive(Debug)]
 pub struct Contents {
-    /// Transactions in id order, from the oldest kept generation on.
-    pub records: Vec<Record>,
-    /// Lines that could not be read (reported, skipped), those that are
-    /// not UTF-8 included.
-    pub bad_lines: usize,
     /// A torn last line, cut off at start-up.
     pub torn: Option<String>,
+    pub(crate) source: Source,
+}
+
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// The journal's files: the journal (through a copy of its descriptor,
+    /// `len` bytes of whole lines) and its kept generations, by name.
+    Files {
+        path: PathBuf,
+        keep: u32,
+        newest: File,
+        len: u64,
+    },
+    /// Records given whole (tests, fuzzing).
+    Given(Vec<Record>),
+}
+
+/// Every record of the kept generations, read whole: for tests and tools,
+/// never for the daemon.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Transactions in id order, carried copies merged.
+    pub records: Vec<Record>,
+    /// Lines that could not be read, those that are not UTF-8 included.
+    pub bad_lines: usize,
+    pub torn: Option<String>,
+}
+
+impl Contents {
+    /// Records to start from instead of the files.
+    pub fn given(records: Vec<Record>) -> Contents {
+        Contents {
+            torn: None,
+            source: Source::Given(records),
+        }
+    }
 }
 
 /// The journal, opened for appending (created, mode 0600, when missing)
@@ -229,7 +263,7 @@ fn open_append(path: &Path) -> io::Result<File> {
     )
 }
 
-fn generation(path: &Path, n: u32) -> PathBuf {
+pub(crate) fn generation(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
@@ -742,27 +776,49 @@ pub fn parse_line(line: &str) -> Option<(String, u64, Event)> {
     Some((time, id, ev))
 }
 
-fn apply(
+/// Merges every line's event into the records, one per id: a carried-over
+/// copy after rotation repeats a record, the first is kept. (For a read
+/// that holds everything: tests, tools.)
+pub(crate) fn apply(
     records: &mut Vec<Record>,
     index: &mut std::collections::HashMap<u64, usize>,
     time: String,
     id: u64,
     ev: Event,
 ) {
-    if let Event::Begun {
-        channel,
-        peer,
-        register,
-        key,
-        request,
-    } = ev
-    {
-        // A carried-over copy after rotation repeats a record: keep one.
-        if index.contains_key(&id) {
-            return;
+    match begun(time, id, ev) {
+        Step::Begun(r) => {
+            if index.contains_key(&id) {
+                return;
+            }
+            index.insert(id, records.len());
+            records.push(r);
         }
-        index.insert(id, records.len());
-        records.push(Record {
+        Step::Then(time, ev) => {
+            if let Some(&i) = index.get(&id) {
+                apply_to(&mut records[i], time, ev);
+            }
+        }
+    }
+}
+
+/// A line's event, as a reader takes it: a transaction's start, or what
+/// changes one already started.
+pub(crate) enum Step {
+    Begun(Record),
+    Then(String, Event),
+}
+
+/// The record a `begun` event starts; any other event back.
+pub(crate) fn begun(time: String, id: u64, ev: Event) -> Step {
+    match ev {
+        Event::Begun {
+            channel,
+            peer,
+            register,
+            key,
+            request,
+        } => Step::Begun(Record {
             id,
             begun_at: time,
             channel,
@@ -771,11 +827,13 @@ fn apply(
             key,
             request,
             ..Record::default()
-        });
-        return;
+        }),
+        ev => Step::Then(time, ev),
     }
-    let Some(&i) = index.get(&id) else { return };
-    let r = &mut records[i];
+}
+
+/// What a later event of its transaction changes in a record.
+pub(crate) fn apply_to(r: &mut Record, time: String, ev: Event) {
     match ev {
         Event::Ended { verdict, answer } => {
             r.ended_at = Some(time);
@@ -807,136 +865,121 @@ fn apply(
 }
 
 /// The first line of a generation that a rotation started: `TIME 0
-/// rotated`. Records carried over follow it with their own, older, times;
-/// so it alone says from when on the generation holds everything. (Id 0
-/// is never a transaction's: ids start at the start time x 1000.)
-fn rotation_line(time: &str) -> String {
-    format!("{time} 0 rotated\n")
+/// rotated carried=BYTES last=ID [whole]`. Records carried over follow it
+/// with their own, older, times; so it alone says from when on the
+/// generation holds everything. `carried`: the bytes of the records carried
+/// over, which follow it (readers know a carried copy by where it stands).
+/// `last`: the highest transaction id given out before it, so that ids are
+/// never given again whatever generation is read. `whole`: the records
+/// carried over hold everything start-up needs from the older generations
+/// (start-up may read this file alone). Generations written before these
+/// fields existed have a bare `TIME 0 rotated`. (Id 0 is never a
+/// transaction's: ids start at the start time x 1000.)
+fn rotation_line(time: &str, carried: u64, last: u64, whole: bool) -> String {
+    let whole = if whole { " whole" } else { "" };
+    format!("{time} 0 rotated carried={carried} last={last}{whole}\n")
+}
+
+/// A generation's first line when a rotation started it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// When the rotation was.
+    pub at: String,
+    /// Bytes of the carried records after this line, when said.
+    pub carried: Option<u64>,
+    /// The highest id given out before, when said.
+    pub last: Option<u64>,
+    /// Start-up may read this generation alone.
+    pub whole: bool,
+}
+
+/// The rotation a line says, if it is a rotation line.
+pub fn rotation(line: &[u8]) -> Option<Rotation> {
+    let s = std::str::from_utf8(line).ok()?;
+    let mut words = s.split(' ');
+    let at = words.next().filter(|t| !t.is_empty())?;
+    if words.next()? != "0" || words.next()? != "rotated" {
+        return None;
+    }
+    let mut r = Rotation {
+        at: at.to_string(),
+        ..Rotation::default()
+    };
+    for w in words {
+        match w.split_once('=') {
+            Some(("carried", v)) => r.carried = Some(v.parse().ok()?),
+            Some(("last", v)) => r.last = Some(v.parse().ok()?),
+            None if w == "whole" => r.whole = true,
+            _ => return None,
+        }
+    }
+    Some(r)
 }
 
 /// The time of a rotation's first line.
-fn rotated_at(line: &[u8]) -> Option<&str> {
-    let s = std::str::from_utf8(line).ok()?;
-    let time = s.strip_suffix(" 0 rotated")?;
-    (!time.is_empty() && !time.contains(' ')).then_some(time)
+#[cfg(test)]
+fn rotated_at(line: &[u8]) -> Option<String> {
+    rotation(line).map(|r| r.at)
 }
 
-/// Everything the journal's kept generations hold, read without writing
-/// (for `concertctl show` and `totals`, beside the running daemon).
-#[derive(Debug, Default)]
-pub struct History {
-    /// Transactions in id order; one per id, carried-over copies merged.
-    pub records: Vec<Record>,
-    /// Set when the oldest generation kept was started by a rotation: the
-    /// time it was, before which only records carried over are left.
-    pub starts: Option<String>,
-}
-
-/// Reads every kept generation, oldest first, then the journal itself,
-/// each opened without following a link and never for writing. A torn last
-/// line (a record being appended) is left out. Read again when a rotation
-/// renamed the journal meanwhile, so that no generation is missed.
-pub fn read_all(path: &Path, keep: u32) -> io::Result<History> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = |p: &Path| fs::symlink_metadata(p).map(|m| m.ino()).ok();
-    let mut tries = 0;
-    loop {
-        let before = inode(path);
-        let mut out = Contents::default();
-        let mut starts = None;
-        let mut first = true;
-        let names = (1..=keep).rev().map(|n| generation(path, n));
-        for p in names.chain(std::iter::once(path.to_path_buf())) {
-            let Some(bytes) = files::read(&p)? else {
-                continue;
-            };
-            if std::mem::take(&mut first) {
-                let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-                starts = rotated_at(line).map(str::to_string);
-            }
-            read_bytes(&bytes, &mut out);
+/// Cuts off a torn last line (the bytes after the last newline), reading
+/// only the file's tail. The length of the whole lines, and the torn line
+/// (its first 4K, for the log).
+fn cut_torn(file: &File) -> io::Result<(u64, Option<String>)> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0; 64 << 10];
+    let mut whole = 0;
+    while end > 0 {
+        let n = end.min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..n], end - n as u64)?;
+        if let Some(p) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            whole = end - n as u64 + p as u64 + 1;
+            break;
         }
-        tries += 1;
-        if before == inode(path) || tries >= 3 {
-            out.records.sort_by_key(|r| r.id);
-            return Ok(History {
-                records: out.records,
-                starts,
-            });
-        }
+        end -= n as u64;
     }
-}
-
-/// Reads an older generation, opened without following a link.
-fn read_generation(path: &Path, out: &mut Contents) -> io::Result<()> {
-    match files::read(path)? {
-        Some(bytes) => {
-            read_bytes(&bytes, out);
-            Ok(())
-        }
-        None => Ok(()),
+    if whole == len {
+        return Ok((len, None));
     }
-}
-
-/// Reads the journal through its open descriptor, never by name again. A
-/// last line without its newline is torn: it is returned apart and the
-/// file is cut back to the last whole line.
-fn read_current(file: &mut File, out: &mut Contents) -> io::Result<()> {
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    io::Read::read_to_end(file, &mut bytes)?;
-    if let Some(whole) = read_bytes(&bytes, out) {
-        file.set_len(whole as u64)?;
-    }
-    Ok(())
-}
-
-/// Applies the whole lines of `bytes`; a torn last line goes to
-/// `out.torn`, and the length of the whole lines is returned then.
-fn read_bytes(bytes: &[u8], out: &mut Contents) -> Option<usize> {
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let torn = (whole < bytes.len()).then_some(whole);
-    if torn.is_some() {
-        out.torn = Some(String::from_utf8_lossy(&bytes[whole..]).into_owned());
-    }
-    let mut index: std::collections::HashMap<u64, usize> = out
-        .records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id, i))
-        .collect();
-    for line in bytes[..whole].split(|&b| b == b'\n') {
-        // As `BufRead::lines` did before: a CR before the newline goes.
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        // A rotation line is no record: tried only on what is not one.
-        match std::str::from_utf8(line).ok().and_then(parse_line) {
-            Some((time, id, ev)) => apply(&mut out.records, &mut index, time, id, ev),
-            None if rotated_at(line).is_some() => {}
-            None => out.bad_lines += 1,
-        }
-    }
-    torn
+    let shown = (len - whole).min(4096) as usize;
+    let mut torn = vec![0; shown];
+    file.read_exact_at(&mut torn, whole)?;
+    file.set_len(whole)?;
+    Ok((whole, Some(String::from_utf8_lossy(&torn).into_owned())))
 }
 
 impl Journal {
-    /// Opens (creating, mode 0600) the journal and reads back every kept
-    /// generation, oldest first.
+    /// Opens (creating, mode 0600) the journal and cuts off a torn last
+    /// line; what it holds is read by start-up from the returned
+    /// [`Contents`], one line at a time.
     pub fn open(path: &Path, max_size: u64, keep: u32) -> io::Result<(Journal, Contents)> {
-        let mut contents = Contents::default();
-        for n in (1..=keep).rev() {
-            read_generation(&generation(path, n), &mut contents)?;
+        // Refused before anything is created: a generation that is a link
+        // (or has another name), as reading it later would refuse it.
+        for n in 1..=keep {
+            match files::open(&generation(path, n), OpenOptions::new().read(true)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         // Create it first so that an unwritable place fails here, at start.
         let mut file = open_append(path)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        read_current(&mut file, &mut contents)?;
+        let (len, torn) = cut_torn(&file)?;
         let size = file.seek(SeekFrom::End(0))?;
-        contents.records.sort_by_key(|r| r.id);
+        let contents = Contents {
+            torn,
+            source: Source::Files {
+                path: path.to_path_buf(),
+                keep,
+                newest: file.try_clone()?,
+                len,
+            },
+        };
         Ok((
             Journal {
                 path: path.to_path_buf(),
@@ -951,6 +994,7 @@ impl Journal {
                 injected: Injected::default(),
                 max_size,
                 keep,
+                clock: None,
             },
             contents,
         ))
@@ -958,6 +1002,19 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Time stamps from `clock` from now on, instead of the time now: for
+    /// a journal generated as if written over days (`make bench`).
+    pub fn set_clock(&mut self, clock: impl FnMut() -> String + Send + 'static) {
+        self.clock = Some(Box::new(clock));
+    }
+
+    fn now(&mut self) -> String {
+        match &mut self.clock {
+            Some(c) => c(),
+            None => stamp(),
+        }
     }
 
     /// Appends one event and waits until it is on disk. All or nothing:
@@ -1016,7 +1073,7 @@ impl Journal {
                 self.path.display()
             );
         }
-        let mut line = format_line(&stamp(), id, ev);
+        let mut line = format_line(&self.now(), id, ev);
         line.push('\n');
         if let Err(e) = self.append(line.as_bytes(), sync) {
             return Err(match self.cut() {
@@ -1101,27 +1158,41 @@ impl Journal {
 
     /// Starts a new generation: journal.N-1 -> journal.N ... journal ->
     /// journal.1, then a fresh journal that starts with a `rotated` line
-    /// (its start, for `concertctl totals`) and then receives `carry` (the
-    /// records that must outlive the oldest generation: each register's
-    /// last transaction). The fresh file is written and synced under a
-    /// temporary name and renamed into place, so that a crash leaves either
-    /// the old journal or the complete new one.
+    /// (its start, for `concertctl totals`, and what `carry` says: see
+    /// [`Carry`]) and then receives the records of `carry` (those that
+    /// must outlive the oldest generation), in id order. The fresh file is
+    /// written and synced under a temporary name and renamed into place,
+    /// so that a crash leaves either the old journal or the complete new
+    /// one.
     ///
     /// Nothing is written through a link: the temporary is created anew
     /// (`O_EXCL|O_NOFOLLOW`, whatever was at its name removed first), the
     /// renames move names, not what a link points to, and the descriptor
     /// of the temporary goes on as the journal, never opened again by
     /// name.
-    pub fn rotate(&mut self, carry: &[Record]) -> io::Result<()> {
+    pub fn rotate(&mut self, carry: Carry) -> io::Result<()> {
         // What `note` wrote goes to disk with the generation it is in.
         self.sync()?;
         let tmp = generation(&self.path, 0);
         let mut f = files::create_new(&tmp, OpenOptions::new().append(true).read(true), 0o600)?;
-        let mut text = rotation_line(&stamp());
-        for r in carry {
-            text.push_str(&carry_lines(r));
+        let Carry {
+            mut pieces,
+            bytes,
+            last,
+            whole,
+            ..
+        } = carry;
+        pieces.sort_by_key(|(id, _)| *id);
+        let at = self.now();
+        {
+            let mut w = io::BufWriter::with_capacity(64 << 10, &mut f);
+            w.write_all(rotation_line(&at, bytes, last, whole).as_bytes())?;
+            for (_, text) in &pieces {
+                w.write_all(text.as_bytes())?;
+            }
+            w.flush()?;
         }
-        f.write_all(text.as_bytes())?;
+        drop(pieces);
         f.sync_all()?;
         if self.keep == 0 {
             fs::rename(&tmp, &self.path)?;
@@ -1151,6 +1222,81 @@ impl Journal {
         // The new file holds whole lines only.
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// The records a rotation carries over, each formatted once, as the lines
+/// that reproduce it: what they weigh is what is written.
+#[derive(Debug, Default)]
+pub struct Carry {
+    pieces: Vec<(u64, String)>,
+    ids: std::collections::HashSet<u64>,
+    bytes: u64,
+    /// The highest transaction id given out so far (see [`Rotation`]).
+    pub last: u64,
+    /// The records carried hold everything start-up needs from the older
+    /// generations (see [`Rotation`]).
+    pub whole: bool,
+}
+
+impl Carry {
+    /// All of `records`, whatever they weigh.
+    pub fn of(records: &[Record]) -> Carry {
+        let mut c = Carry::default();
+        for r in records {
+            c.take(r);
+        }
+        c
+    }
+
+    /// Whether record `id` is carried.
+    pub fn has(&self, id: u64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Bytes of the records carried.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// How many records are carried.
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Carries `r`, once, whatever it weighs.
+    pub fn take(&mut self, r: &Record) {
+        if self.ids.insert(r.id) {
+            let text = carry_lines(r);
+            self.bytes += text.len() as u64;
+            self.pieces.push((r.id, text));
+        }
+    }
+
+    /// Carries the records of `group` not carried yet, all or none: all
+    /// when `forced`, else only when the carried set stays within `budget`
+    /// bytes. Whether they are carried. Each is formatted once.
+    pub fn take_all(&mut self, group: &[&Record], budget: u64, forced: bool) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let texts: Vec<(u64, String)> = group
+            .iter()
+            .filter(|r| !self.ids.contains(&r.id) && seen.insert(r.id))
+            .map(|r| (r.id, carry_lines(r)))
+            .collect();
+        let bytes: u64 = texts.iter().map(|(_, t)| t.len() as u64).sum();
+        if !forced && self.bytes + bytes > budget {
+            return false;
+        }
+        for (id, text) in texts {
+            self.ids.insert(id);
+            self.pieces.push((id, text));
+        }
+        self.bytes += bytes;
+        true
     }
 }
 
@@ -1233,6 +1379,13 @@ fn carry_lines(r: &Record) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The journal opened, and everything it holds read whole.
+    fn open(p: &Path, max_size: u64, keep: u32) -> io::Result<(Journal, Loaded)> {
+        let (j, c) = Journal::open(p, max_size, keep)?;
+        let l = crate::terminal::generations::load(&c)?;
+        Ok((j, l))
+    }
 
     fn dir() -> PathBuf {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1518,10 +1671,11 @@ mod tests {
         );
         assert_eq!(parse_line(&l).map(|(_, _, e)| e), Some(ev));
         let begun = "2026-12-01T04:00:00.000Z 7 begun tcp 127.0.0.1:9 01 CZ0040320";
-        let mut with = Contents::default();
-        read_bytes(format!("{begun}\n{l}\n").as_bytes(), &mut with);
-        let mut without = Contents::default();
-        read_bytes(format!("{begun}\n").as_bytes(), &mut without);
+        let d = dir();
+        fs::write(d.join("with"), format!("{begun}\n{l}\n")).unwrap();
+        fs::write(d.join("without"), format!("{begun}\n")).unwrap();
+        let (_, with) = open(&d.join("with"), 1 << 20, 0).unwrap();
+        let (_, without) = open(&d.join("without"), 1 << 20, 0).unwrap();
         assert_eq!(with.bad_lines, 0);
         assert_eq!(with.records, without.records);
     }
@@ -1558,7 +1712,7 @@ mod tests {
         );
         bytes.extend_from_slice(b"\xc3\x28 2 delivered\r\n\n");
         fs::write(&p, bytes).unwrap();
-        let (_, c) = Journal::open(&p, 1 << 20, 0).unwrap();
+        let (_, c) = open(&p, 1 << 20, 0).unwrap();
         assert_eq!(c.bad_lines, 2);
         assert_eq!(c.records.len(), 1);
         assert_eq!(c.records[0].answer, None);
@@ -1586,7 +1740,7 @@ mod tests {
     fn failed_append_is_cut_back_to_the_last_whole_line() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 1 << 20, 0).unwrap();
+        let (mut j, _) = open(&p, 1 << 20, 0).unwrap();
         j.record(1, &begun(1)).unwrap();
         let size = fs::metadata(&p).unwrap().len();
         j.injected.short_write = Some(10);
@@ -1604,7 +1758,7 @@ mod tests {
     fn no_append_after_a_partial_line_that_cannot_be_cut() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 1 << 20, 0).unwrap();
+        let (mut j, _) = open(&p, 1 << 20, 0).unwrap();
         j.record(1, &begun(1)).unwrap();
         j.injected.short_write = Some(7);
         j.injected.cut_failures = 2;
@@ -1632,7 +1786,7 @@ mod tests {
             request: b"CZ0040320CA00203CB0041000CD0010CE003978".to_vec(),
         };
         {
-            let (mut j, _) = Journal::open(&p, 1 << 20, 1).unwrap();
+            let (mut j, _) = open(&p, 1 << 20, 1).unwrap();
             j.record(9, &ev).unwrap();
             j.record(9, &ended()).unwrap();
             j.record(
@@ -1643,16 +1797,16 @@ mod tests {
             )
             .unwrap();
         }
-        let (mut j, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let (mut j, c) = open(&p, 1 << 20, 1).unwrap();
         assert_eq!(c.bad_lines, 0);
         let r = &c.records[0];
         assert_eq!(r.peer, "/dev/serial/by-id/usb-Ingenico A");
         assert_eq!(r.key.as_deref(), Some("k-42"));
         assert_eq!(r.delivered, Some(false));
-        j.rotate(&c.records).unwrap();
+        j.rotate(Carry::of(&c.records)).unwrap();
         drop(j);
         fs::remove_file(generation(&p, 1)).unwrap();
-        let (_, c2) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let (_, c2) = open(&p, 1 << 20, 1).unwrap();
         assert_eq!(c2.records.len(), 1);
         assert_eq!(c2.records[0].key.as_deref(), Some("k-42"));
         assert_eq!(c2.records[0].peer, r.peer);
@@ -1675,7 +1829,7 @@ mod tests {
     fn notes_are_written_at_once_and_synced_with_the_next_record() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 1 << 20, 2).unwrap();
+        let (mut j, _) = open(&p, 1 << 20, 2).unwrap();
         j.record(1, &begun(1)).unwrap();
         assert!(!j.unsynced());
         j.note(1, &Event::Delivered).unwrap();
@@ -1688,7 +1842,7 @@ mod tests {
         j.note(2, &Event::Delivered).unwrap();
         j.sync().unwrap();
         assert!(!j.unsynced());
-        let (_, c) = Journal::open(&p, 1 << 20, 2).unwrap();
+        let (_, c) = open(&p, 1 << 20, 2).unwrap();
         assert_eq!(c.records.len(), 2);
         assert!(c.records.iter().all(|r| r.delivered == Some(true)));
     }
@@ -1698,7 +1852,7 @@ mod tests {
         let d = dir();
         let p = d.join("journal");
         {
-            let (mut j, c) = Journal::open(&p, 1 << 20, 2).unwrap();
+            let (mut j, c) = open(&p, 1 << 20, 2).unwrap();
             assert!(c.records.is_empty());
             j.record(1, &begun(1)).unwrap();
             j.record(
@@ -1713,7 +1867,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"2026-11-26T16:00:00.000 2 beg").unwrap();
         drop(f);
-        let (_, c) = Journal::open(&p, 1 << 20, 2).unwrap();
+        let (_, c) = open(&p, 1 << 20, 2).unwrap();
         assert_eq!(c.torn.as_deref(), Some("2026-11-26T16:00:00.000 2 beg"));
         assert_eq!(c.records.len(), 1);
         assert_eq!(c.records[0].verdict, Some(Verdict::Declined));
@@ -1727,7 +1881,7 @@ mod tests {
     fn rotation_keeps_generations_and_carries_records() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 300, 2).unwrap();
+        let (mut j, _) = open(&p, 300, 2).unwrap();
         for id in 1..=12u64 {
             j.record(id, &begun((id % 3) as u8)).unwrap();
             j.record(
@@ -1740,19 +1894,19 @@ mod tests {
             .unwrap();
             j.record(id, &Event::Delivered).unwrap();
             if j.needs_rotation() {
-                let (_, c) = Journal::open(&p, 300, 2).unwrap();
+                let (_, c) = open(&p, 300, 2).unwrap();
                 let mut last = std::collections::BTreeMap::new();
                 for r in c.records {
                     last.insert(r.register, r);
                 }
                 let carry: Vec<Record> = last.into_values().collect();
-                j.rotate(&carry).unwrap();
+                j.rotate(Carry::of(&carry)).unwrap();
             }
         }
         assert!(generation(&p, 1).exists());
         assert!(generation(&p, 2).exists());
         assert!(!generation(&p, 3).exists());
-        let (_, c) = Journal::open(&p, 300, 2).unwrap();
+        let (_, c) = open(&p, 300, 2).unwrap();
         for reg in 0..3u8 {
             let last = c
                 .records
@@ -1772,7 +1926,7 @@ mod tests {
         let p = d.join("journal");
         let kept = b"CZ0040320CA00201CB003500CD0010CE003978AE00210AA016497010######0674".to_vec();
         let not_ended = b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00207".to_vec();
-        let (mut j, _) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let (mut j, _) = open(&p, 1 << 20, 1).unwrap();
         j.record(7, &begun(1)).unwrap();
         // Masked again on the way in: a kept frame reads back unchanged.
         j.record(
@@ -1799,15 +1953,15 @@ mod tests {
             },
         )
         .unwrap();
-        let (_, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let (_, c) = open(&p, 1 << 20, 1).unwrap();
         let r = c.records[0].clone();
         assert_eq!(r.upstream_status.as_deref(), Some(&kept[..]));
         assert_eq!(r.verdict, Some(Verdict::NotDone));
         assert_eq!(r.answer.as_deref(), Some(&not_ended[..]));
-        j.rotate(std::slice::from_ref(&r)).unwrap();
+        j.rotate(Carry::of(std::slice::from_ref(&r))).unwrap();
         // Only the carried copy is left: the old generation is dropped.
         fs::remove_file(generation(&p, 1)).unwrap();
-        let (_, c) = Journal::open(&p, 1 << 20, 1).unwrap();
+        let (_, c) = open(&p, 1 << 20, 1).unwrap();
         assert_eq!(c.records, vec![r]);
     }
 
@@ -1818,14 +1972,14 @@ mod tests {
         fs::write(&target, "root:x:0:\n").unwrap();
         let p = d.join("journal");
         std::os::unix::fs::symlink(&target, &p).unwrap();
-        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        let e = open(&p, 1 << 20, 1).err().unwrap();
         assert_eq!(
             e.to_string(),
             format!("{} is a symbolic link: refused", p.display())
         );
         fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink(&target, generation(&p, 1)).unwrap();
-        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        let e = open(&p, 1 << 20, 1).err().unwrap();
         assert!(files::is_refused(&e), "{e}");
         assert!(
             e.to_string().contains("journal.1 is a symbolic link"),
@@ -1833,7 +1987,7 @@ mod tests {
         );
         fs::remove_file(generation(&p, 1)).unwrap();
         fs::hard_link(&target, &p).unwrap();
-        let e = Journal::open(&p, 1 << 20, 1).err().unwrap();
+        let e = open(&p, 1 << 20, 1).err().unwrap();
         assert!(e.to_string().contains("has 2 hard links: refused"), "{e}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "root:x:0:\n");
     }
@@ -1845,7 +1999,7 @@ mod tests {
         let (t0, t2) = (d.join("target0"), d.join("target2"));
         fs::write(&t0, "zero\n").unwrap();
         fs::write(&t2, "two\n").unwrap();
-        let (mut j, _) = Journal::open(&p, 300, 2).unwrap();
+        let (mut j, _) = open(&p, 300, 2).unwrap();
         j.record(1, &begun(1)).unwrap();
         // Planted once the journal is open, as the service account could.
         std::os::unix::fs::symlink(&t0, generation(&p, 0)).unwrap();
@@ -1855,8 +2009,8 @@ mod tests {
             format!("{}\n", format_line(T, 9, &begun(2))),
         )
         .unwrap();
-        let (_, c) = Journal::open(&p, 300, 0).unwrap();
-        j.rotate(&c.records).unwrap();
+        let (_, c) = open(&p, 300, 0).unwrap();
+        j.rotate(Carry::of(&c.records)).unwrap();
         j.record(2, &ended()).unwrap();
         assert_eq!(fs::read_to_string(&t0).unwrap(), "zero\n");
         assert_eq!(fs::read_to_string(&t2).unwrap(), "two\n");
@@ -1877,7 +2031,7 @@ mod tests {
     fn records_carried_over_do_not_count_toward_the_next_rotation() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 4096, 1).unwrap();
+        let (mut j, _) = open(&p, 4096, 1).unwrap();
         // A carried set larger than journal-size.
         let carry: Vec<Record> = (1..=40)
             .map(|id| Record {
@@ -1896,8 +2050,8 @@ mod tests {
             .collect();
         let bytes: u64 = carry.iter().map(carry_len).sum();
         assert!(bytes > 4096, "{bytes}");
-        j.rotate(&carry).unwrap();
-        let marker = rotation_line(T).len() as u64;
+        j.rotate(Carry::of(&carry)).unwrap();
+        let marker = rotation_line(T, bytes, 0, false).len() as u64;
         assert_eq!(fs::metadata(&p).unwrap().len(), bytes + marker);
         j.record(41, &begun(1)).unwrap();
         assert!(!j.needs_rotation());
@@ -1913,7 +2067,7 @@ mod tests {
         // After a restart the whole file counts: it never grows past
         // journal-size plus one carried set.
         drop(j);
-        let (j, _) = Journal::open(&p, 4096, 1).unwrap();
+        let (j, _) = open(&p, 4096, 1).unwrap();
         assert!(j.needs_rotation());
     }
 
@@ -2000,14 +2154,44 @@ mod tests {
 
     #[test]
     fn unwritable_place_is_an_error() {
-        assert!(Journal::open(Path::new("/nonexistent/dir/journal"), 1, 1).is_err());
+        assert!(open(Path::new("/nonexistent/dir/journal"), 1, 1).is_err());
+    }
+
+    /// What `show` and `totals` read: every record once, in id order
+    /// (`show`'s reader, backwards, which takes the newest copy), the same
+    /// transactions as `totals`' reader (forwards) finds, and when the
+    /// oldest kept generation started.
+    struct History {
+        records: Vec<Record>,
+        starts: Option<String>,
+    }
+
+    fn read_all(p: &Path, keep: u32) -> io::Result<History> {
+        let records = crate::terminal::generations::newest(p, keep, 1000)?;
+        let (mut forwards, read) = crate::terminal::generations::day(
+            p,
+            keep,
+            |_| false,
+            |_| true,
+            Vec::new,
+            |v, r| v.push(r),
+        )?;
+        // The same transactions, once each (a copy may say more than the
+        // original only when made up, as below).
+        let ids = |v: &[Record]| v.iter().map(|r| r.id).collect::<Vec<_>>();
+        forwards.sort_by_key(|r| r.id);
+        assert_eq!(ids(&forwards), ids(&records));
+        Ok(History {
+            records,
+            starts: read.starts,
+        })
     }
 
     #[test]
     fn read_all_merges_carried_copies_and_says_where_the_journal_starts() {
         let d = dir();
         let p = d.join("journal");
-        let (mut j, _) = Journal::open(&p, 4096, 1).unwrap();
+        let (mut j, _) = open(&p, 4096, 1).unwrap();
         j.record(1, &begun(1)).unwrap();
         j.record(1, &ended()).unwrap();
         j.record(2, &begun(1)).unwrap();
@@ -2017,10 +2201,10 @@ mod tests {
         let h = read_all(&p, 1).unwrap();
         assert_eq!(h.starts, None);
         assert_eq!(h.records.len(), 2);
-        let (_, c) = Journal::open(&p, 4096, 1).unwrap();
+        let (_, c) = open(&p, 4096, 1).unwrap();
         let mut last = c.records[1].clone();
         last.resolved = true;
-        j.rotate(std::slice::from_ref(&last)).unwrap();
+        j.rotate(Carry::of(std::slice::from_ref(&last))).unwrap();
         j.record(3, &begun(1)).unwrap();
         // Tx 2 is in both generations: read once, still resolved.
         let h = read_all(&p, 1).unwrap();
@@ -2031,13 +2215,13 @@ mod tests {
         // A second rotation drops the first journal: what is kept now
         // starts at the first rotation, which Journal::open does not count
         // as an unreadable line.
-        j.rotate(&[]).unwrap();
+        j.rotate(Carry::default()).unwrap();
         let h = read_all(&p, 1).unwrap();
         let starts = h.starts.expect("the journal starts at a rotation");
         assert!(unix_time(&starts).is_some(), "{starts}");
         let ids: Vec<u64> = h.records.iter().map(|r| r.id).collect();
         assert_eq!(ids, [2, 3]);
-        let (_, c) = Journal::open(&p, 4096, 1).unwrap();
+        let (_, c) = open(&p, 4096, 1).unwrap();
         assert_eq!(c.bad_lines, 0);
     }
 }

@@ -165,6 +165,15 @@ impl Memory {
         self.retries.values()
     }
 
+    /// Whether the transactions held for replay are all the window needs
+    /// to be rebuilt: every payment attempt seen has one held, and no
+    /// register's replays were stopped (their evidence may be a refused
+    /// attempt, not held).
+    pub fn attempts_held(&self) -> bool {
+        let held: std::collections::HashSet<_> = self.retries.keys().map(|k| k.attempt()).collect();
+        self.no_replay.is_empty() && self.seen.keys().all(|a| held.contains(a))
+    }
+
     /// Registers whose retries are no longer replayed.
     pub fn no_replay(&self) -> impl Iterator<Item = &u8> {
         self.no_replay.iter()

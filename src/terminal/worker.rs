@@ -10,6 +10,7 @@
 //! leaves a begun record that the next start closes as "unknown".
 
 use crate::backend::{Backend, Done, Note, Original, Transaction};
+use crate::terminal::generations::Item;
 use crate::terminal::handover::Claim;
 use crate::terminal::journal::{self, Event, Journal, Record, Verdict};
 use crate::terminal::memory::{Completed, Memory};
@@ -23,7 +24,7 @@ use crate::wire::tlv::{tags::*, Frame};
 use crossbeam_channel::{
     at, bounded, never, select_biased, unbounded, Receiver, Sender, TrySendError,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -188,23 +189,6 @@ pub struct Settings {
     pub serial_number: String,
 }
 
-/// The records a rotation carries over, each once, and their size.
-#[derive(Default)]
-struct Carry {
-    records: Vec<Record>,
-    ids: HashSet<u64>,
-    bytes: u64,
-}
-
-impl Carry {
-    fn take(&mut self, r: &Record) {
-        if self.ids.insert(r.id) {
-            self.bytes += journal::carry_len(r);
-            self.records.push(r.clone());
-        }
-    }
-}
-
 struct Running {
     id: u64,
     request: Request,
@@ -248,7 +232,10 @@ pub struct Worker {
     /// resolves them even once their register has moved on.
     unresolved: HashMap<u64, Arc<Completed>>,
     /// The ACs and CFs of journaled transactions, shared with the backend.
+    /// (Filled after start-up's fold, from the newest transactions back,
+    /// while `history_later` is set.)
     history: crate::backend::history::Shared,
+    history_later: bool,
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
@@ -388,7 +375,7 @@ impl Worker {
     pub fn new(
         backend: Box<dyn Backend>,
         terminal: crate::config::Terminal,
-        mut journal: Journal,
+        journal: Journal,
         contents: journal::Contents,
         settings: Settings,
         stage: Arc<crate::config::stage::Stage>,
@@ -397,69 +384,12 @@ impl Worker {
         let (deliveries_tx, deliveries) = unbounded();
         let (control_tx, control) = unbounded();
         let (done_tx, done_rx) = unbounded();
-        // Unique across restarts: past every sane id in the journal, and
+        // Unique across restarts: past every sane id in the journal (and
+        // every id a rotation line says was given out before it), and
         // seconds since the epoch times 1000 plus a count. Checked
         // arithmetic: a clock or a journal cannot make it wrap.
         let floor = u64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000);
         let bound = floor.saturating_add(ID_SLACK);
-        let mut records = contents.records;
-        let beyond: HashSet<u64> = records
-            .iter()
-            .map(|r| r.id)
-            .filter(|&id| id > bound)
-            .collect();
-        if let Some(max) = beyond.iter().max() {
-            log::warn!(
-                "{}: {} transaction ids beyond {bound} (start time x 1000 + 10^9), up to {max}, \
-                 ignored when choosing new ids: corrupt or crafted lines",
-                journal.path().display(),
-                beyond.len()
-            );
-        }
-        let max_id = records
-            .iter()
-            .map(|r| r.id)
-            .filter(|&id| id <= bound)
-            .max()
-            .unwrap_or(0);
-        // Restored oldest first, so that each register's last is the
-        // newest; ids beyond the bound say nothing of age: first.
-        records.sort_by_key(|r| (r.id <= bound, r.id));
-        let mut completed = Vec::new();
-        for mut r in records {
-            if r.withdrawn {
-                // Never started, never answered (the line NAKed it): not
-                // an unknown outcome, and not its register's last.
-                continue;
-            }
-            if r.answer.is_none() {
-                let answer = recovery_answer(&r.request);
-                log::warn!(
-                    "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
-                    r.id,
-                    r.begun_at,
-                    r.channel,
-                    r.peer
-                );
-                if let Err(e) = journal.record(
-                    r.id,
-                    &Event::Recovered {
-                        answer: answer.clone(),
-                    },
-                ) {
-                    log::error!(
-                        "{}: cannot close tx {}: {e}",
-                        journal.path().display(),
-                        r.id
-                    );
-                }
-                r.ended_at = Some(r.begun_at.clone());
-                r.verdict = Some(Verdict::Unknown);
-                r.answer = Some(answer);
-                r.recovered = true;
-            }
-            completed.push(r);
-        }
         let mut w = Worker {
             backend,
             terminal,
@@ -474,21 +404,76 @@ impl Worker {
             running: None,
             memory: Memory::default(),
             born: Instant::now(),
-            next_id: max_id.max(floor),
-            taken: beyond,
+            next_id: floor,
+            taken: HashSet::new(),
             stopping: false,
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
             history: Arc::default(),
+            history_later: crate::terminal::generations::whole(&contents),
             refunds: Refunds::default(),
             stage,
             counters: Counters::default(),
             turned_busy: Arc::default(),
         };
         w.backend.share_history(Arc::clone(&w.history));
-        for r in completed {
-            w.restore(r);
+        // Streamed: each record is folded in as it is read, in id order,
+        // and dropped unless the state keeps it.
+        let mut max_id = 0;
+        let mut unknown = BTreeMap::new();
+        let read = crate::terminal::generations::restore(&contents, |item| match item {
+            Item::Record(r) if r.id > bound => {
+                w.taken.insert(r.id);
+            }
+            Item::Record(r) => {
+                max_id = max_id.max(r.id);
+                if let Some(c) = w.restore_read(r) {
+                    // A later `resolved` line may settle it.
+                    unknown.insert(c.record.id, c);
+                    if unknown.len() > MAX_UNRESOLVED {
+                        unknown.pop_first();
+                    }
+                }
+            }
+            Item::Late(id, ev) => w.restore_late(id, ev, &mut unknown),
+        });
+        drop(unknown);
+        let path = w.journal.path().display().to_string();
+        let read = read.unwrap_or_else(|e| {
+            log::error!("{path}: reading stopped: {e}; the state is what was read before");
+            crate::terminal::generations::Restored::default()
+        });
+        if read.bad_lines > 0 {
+            log::warn!("{path}: {} unreadable lines skipped", read.bad_lines);
         }
+        if read.last > bound {
+            log::warn!(
+                "{path}: a rotation line says ids up to {} were given, beyond {bound}: ignored",
+                read.last
+            );
+        } else {
+            max_id = max_id.max(read.last);
+        }
+        if let Some(max) = w.taken.iter().max() {
+            log::warn!(
+                "{path}: {} transaction ids beyond {bound} (start time x 1000 + 10^9), up to {max}, \
+                 ignored when choosing new ids: corrupt or crafted lines",
+                w.taken.len()
+            );
+        }
+        w.next_id = max_id.max(floor);
+        if std::mem::take(&mut w.history_later) {
+            w.history_backwards(&contents);
+        }
+        log::debug!(
+            "{path}: {} files read{}",
+            read.files,
+            if read.newest_only {
+                " (the last rotation carried what the state needs)"
+            } else {
+                ""
+            }
+        );
         w.resume_unknown();
         let handle = Handle {
             jobs: jobs_tx,
@@ -499,8 +484,127 @@ impl Worker {
         (w, handle, control_tx)
     }
 
+    /// A transaction read back at start-up: a withdrawn one is left out
+    /// (never started, never answered: not an unknown outcome, and not
+    /// its register's last), one begun and never ended is closed as
+    /// unknown, then it is restored. The restored transaction when its
+    /// outcome is unknown.
+    fn restore_read(&mut self, mut r: Record) -> Option<Arc<Completed>> {
+        if r.withdrawn {
+            return None;
+        }
+        if r.answer.is_none() {
+            let answer = recovery_answer(&r.request);
+            log::warn!(
+                "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
+                r.id,
+                r.begun_at,
+                r.channel,
+                r.peer
+            );
+            if let Err(e) = self.journal.record(
+                r.id,
+                &Event::Recovered {
+                    answer: answer.clone(),
+                },
+            ) {
+                log::error!(
+                    "{}: cannot close tx {}: {e}",
+                    self.journal.path().display(),
+                    r.id
+                );
+            }
+            r.ended_at = Some(r.begun_at.clone());
+            r.verdict = Some(Verdict::Unknown);
+            r.answer = Some(answer);
+            r.recovered = true;
+        }
+        self.restore(r)
+            .filter(|c| c.record.verdict == Some(Verdict::Unknown))
+    }
+
+    /// An event read after its transaction was folded in: a resolution
+    /// settles it as `resolve` did when it was written (the refunds
+    /// index, and its register's last when it still is); nothing else
+    /// changes the state.
+    fn restore_late(&mut self, id: u64, ev: Event, unknown: &mut BTreeMap<u64, Arc<Completed>>) {
+        let Event::Resolved { verdict, answer } = ev else {
+            return;
+        };
+        let Some(old) = unknown
+            .remove(&id)
+            .or_else(|| self.memory.lasts().find(|c| c.record.id == id).cloned())
+            .filter(|c| c.record.verdict == Some(Verdict::Unknown))
+        else {
+            return;
+        };
+        let outcome = match Frame::decode(&answer) {
+            Ok(f) if verdict != Verdict::NotDone => Outcome::from_answer(&f, &old.request.frame),
+            _ => old.outcome.clone(),
+        };
+        let mut record = old.record.clone();
+        record.verdict = Some(verdict);
+        record.answer = Some(answer.clone());
+        record.recovered = false;
+        record.resolved = true;
+        let register = old.request.register;
+        let settled = Completed {
+            request: old.request.clone(),
+            outcome,
+            answer,
+            record,
+            age: old.age,
+            key: old.key.clone(),
+        };
+        let cancels = self.refunds.cancelled_by(id);
+        self.account(&settled, cancels);
+        if self
+            .memory
+            .last(register)
+            .is_some_and(|c| c.record.id == id)
+        {
+            self.remember(Arc::new(settled));
+        }
+    }
+
+    /// Start-up read the journal alone: the relay's history of the ACs and
+    /// CFs other transactions had, bounded to the newest values, is filled
+    /// from the newest transactions back (the journal, then the older
+    /// generations, read backwards) until it is full or has gone back
+    /// twice its size in transactions, rather than from every transaction
+    /// folded in. A transaction never ended still gives its CF.
+    fn history_backwards(&mut self, contents: &journal::Contents) {
+        let limit = 2 * crate::backend::history::LIMIT;
+        let mut n = 0;
+        let h = Arc::clone(&self.history);
+        let read = crate::terminal::generations::back_through(contents, |r| {
+            n += 1;
+            let full = match reread(&r) {
+                Ok((req, frame)) => {
+                    let outcome = Outcome::from_answer(&frame, &req.frame);
+                    crate::backend::history::with(&h, |h| h.older(r.id, &req, &outcome))
+                }
+                Err(_) if r.answer.is_none() => match request::reread(&r.request) {
+                    Ok(req) => {
+                        let unknown = Outcome::declined(Af::NotEnded);
+                        crate::backend::history::with(&h, |h| h.older(r.id, &req, &unknown))
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            !full && n < limit
+        });
+        if let Err(e) = read {
+            log::warn!(
+                "{}: the journal not read back for the relay's history: {e}",
+                self.journal.path().display()
+            );
+        }
+    }
+
     /// Puts a journaled transaction back in the per-register state.
-    fn restore(&mut self, r: Record) {
+    fn restore(&mut self, r: Record) -> Option<Arc<Completed>> {
         let (request, frame) = match reread(&r) {
             Ok(v) => v,
             Err(why) => {
@@ -512,7 +616,7 @@ impl Worker {
                     r.channel,
                     r.peer
                 );
-                return;
+                return None;
             }
         };
         let answer = r.answer.clone().unwrap_or_default();
@@ -537,7 +641,8 @@ impl Worker {
             .flatten()
             .map(|d| d.record.id);
         self.account(&c, cancels);
-        self.remember(c);
+        self.remember(Arc::clone(&c));
+        Some(c)
     }
 
     /// What an ended (or resolved) transaction changes for refunds by
@@ -1288,9 +1393,11 @@ impl Worker {
     }
 
     fn remember(&mut self, c: Arc<Completed>) {
-        crate::backend::history::with(&self.history, |h| {
-            h.record(c.record.id, &c.request, &c.outcome)
-        });
+        if !self.history_later {
+            crate::backend::history::with(&self.history, |h| {
+                h.record(c.record.id, &c.request, &c.outcome)
+            });
+        }
         self.memory
             .remember(c, self.settings.retry_window, Instant::now());
     }
@@ -1307,7 +1414,7 @@ impl Worker {
         if !self.journal.needs_rotation() {
             return;
         }
-        let mut carry = Carry::default();
+        let mut carry = journal::Carry::default();
         if let Some(r) = &self.running {
             carry.take(&r.record);
         }
@@ -1322,25 +1429,17 @@ impl Worker {
         let budget = self.journal.carry_budget();
         let mut left = 0;
         for r in window {
-            if carry.ids.contains(&r.id) {
-                continue;
-            }
-            if carry.bytes + journal::carry_len(r) > budget {
+            if !carry.has(r.id) && !carry.take_all(&[r], budget, false) {
                 left += 1;
-                continue;
             }
-            carry.take(r);
         }
         // A debit goes with its refunds and cancellation, or not at all: a
         // debit read back without them would be refundable again. One of
         // them already carried takes the rest along, whatever the budget.
         let mut unrefundable = 0;
         for group in self.refunds.groups() {
-            let forced = group.iter().any(|r| carry.ids.contains(&r.id));
-            let bytes: u64 = group.iter().map(|r| journal::carry_len(r)).sum();
-            if forced || carry.bytes + bytes <= budget {
-                group.into_iter().for_each(|r| carry.take(r));
-            } else {
+            let forced = group.iter().any(|r| carry.has(r.id));
+            if !carry.take_all(&group, budget, forced) {
                 unrefundable += 1;
             }
         }
@@ -1351,17 +1450,22 @@ impl Worker {
                 self.journal.path().display()
             );
         }
-        let mut carry = carry.records;
-        carry.sort_by_key(|r| r.id);
+        // Start-up may then read the new generation alone: ids go on from
+        // `last`, and nothing the state holds is left behind.
+        carry.last = self.next_id;
+        carry.whole = left == 0
+            && unrefundable == 0
+            && self.taken.is_empty()
+            && (self.settings.retry_window.is_zero() || self.memory.attempts_held());
+        let carried = carry.len();
         let path = self.journal.path().display().to_string();
-        match self.journal.rotate(&carry) {
+        match self.journal.rotate(carry) {
             Ok(()) if left > 0 => log::info!(
-                "{path}: rotated, {} transactions carried over; {left} older ones of the \
+                "{path}: rotated, {carried} transactions carried over; {left} older ones of the \
                  retry window are not (past half of journal-size): they stay in the older \
-                 generations while those are kept",
-                carry.len()
+                 generations while those are kept"
             ),
-            Ok(()) => log::info!("{path}: rotated, {} transactions carried over", carry.len()),
+            Ok(()) => log::info!("{path}: rotated, {carried} transactions carried over"),
             Err(e) => log::error!("{path}: rotation failed: {e}"),
         }
     }
@@ -1697,6 +1801,95 @@ mod id_tests {
         assert_eq!(w.new_id(), None);
         assert_eq!(w.new_id(), None);
     }
+
+    /// A late outcome written long after its transaction ended (more
+    /// transactions than start-up holds back began in between) still
+    /// settles it when the journal is read back: as its register's last.
+    #[test]
+    fn a_resolution_read_far_after_its_transaction_settles_it() {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = "2026-01-01T00:00:00.000Z";
+        let req = |reg: u8| format!("CZ0040320CA002{reg:02}CB0041000CD0010CE003978");
+        let mut text = format!(
+            "{t} 1 begun tcp 127.0.0.1:1 01 {}\n{t} 1 ended unknown {}AE00201AF00207\n",
+            req(1),
+            req(1)
+        );
+        for id in 2..40 {
+            text += &format!(
+                "{t} {id} begun tcp 127.0.0.1:1 02 {}\n{t} {id} ended approved {}AE00210\n",
+                req(2),
+                req(2)
+            );
+        }
+        text += &format!("{t} 1 resolved approved {}AE00210\n", req(1));
+        std::fs::write(dir.join("journal"), text).unwrap();
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        let (w, _, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        let last = w.memory.last(1).expect("register 01's last");
+        assert_eq!(last.record.id, 1);
+        assert_eq!(last.record.verdict, Some(Verdict::Approved));
+        assert!(last.record.resolved && last.outcome.is_approved());
+        assert_eq!(w.memory.last_debit(1).map(|c| c.record.id), Some(1));
+        assert_eq!(w.refunds.len(), 39, "the resolved debit is refundable too");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Start-up that reads the journal alone (its rotation carried
+    /// everything) still never gives an id an older generation holds: the
+    /// rotation line says the highest one given out.
+    #[test]
+    fn ids_go_on_past_the_rotation_line_when_older_generations_are_not_read() {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let given = u64::try_from(unix_now()).unwrap() * 1000 + 5_000_000;
+        let older = format!(
+            "2026-01-01T00:00:00.000Z {given} begun tcp 127.0.0.1:1 01 CZ0040320CA00201CB0041000CD0010CE003978\n"
+        );
+        std::fs::write(dir.join("journal.1"), older).unwrap();
+        std::fs::write(
+            dir.join("journal"),
+            format!("2026-01-01T00:00:01.000Z 0 rotated carried=0 last={given} whole\n"),
+        )
+        .unwrap();
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 1).unwrap();
+        let (mut w, _, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        assert!(w.new_id().is_some_and(|id| id > given), "{}", w.next_id);
+        // Not read: tx `given`, begun and never ended there, is not closed.
+        let older = std::fs::read_to_string(dir.join("journal.1")).unwrap();
+        assert_eq!(older.lines().count(), 1, "{older}");
+        assert!(!std::fs::read_to_string(dir.join("journal"))
+            .unwrap()
+            .contains("unknown-recovered"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[cfg(test)]
@@ -1713,8 +1906,8 @@ mod queue_and_window_tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (journal, mut contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
-        contents.records = records;
+        let (journal, _) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        let contents = journal::Contents::given(records);
         let (w, h, _) = Worker::new(
             Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
             crate::config::Terminal::Simulator,
@@ -1930,7 +2123,8 @@ mod handover_tests {
         drop(w);
         // Read back at the next start: closed, not recovered as unknown.
         let (journal, contents) = Journal::open(&d.join("journal"), 1 << 20, 0).unwrap();
-        let r = &contents.records[0];
+        let loaded = crate::terminal::generations::load(&contents).unwrap();
+        let r = &loaded.records[0];
         assert!(r.withdrawn && r.verdict == Some(Verdict::NotDone) && r.answer.is_none());
         drop(journal);
         let (w, _h) = worker(&d);
