@@ -240,7 +240,7 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Live,
         apply: |d, k, a| {
             let path = PathBuf::from(one(k, a)?);
-            d.c.simulator_script = Some(crate::config::stage::Script {
+            d.c.simulator_script = Some(crate::config::plan::Script {
                 path,
                 lines: Vec::new(),
             });

@@ -8,6 +8,7 @@
 pub mod allow;
 pub mod error;
 pub mod files;
+pub mod plan;
 pub mod stage;
 // The keywords and their parsers, and the values they make: the file's
 // vocabulary, named from here.
@@ -59,7 +60,7 @@ pub struct Config {
     pub simulator_delay: Duration,
     /// Plans for the next transactions, one a line (`simulator-script`);
     /// its lines are read by [`Config::read_script`].
-    pub simulator_script: Option<crate::config::stage::Script>,
+    pub simulator_script: Option<crate::config::plan::Script>,
     pub transaction_timeout: Duration,
     pub request_gap: Duration,
     pub request_timeout: Duration,
@@ -290,7 +291,7 @@ impl Config {
         let Some(script) = &mut self.simulator_script else {
             return Ok(());
         };
-        let read = crate::config::stage::Script::read(&script.path)?;
+        let read = crate::config::plan::Script::read(&script.path)?;
         script.lines = read.lines;
         Ok(())
     }

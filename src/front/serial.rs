@@ -5,7 +5,7 @@
 //! Requests go to the same worker as TCP, so the one-transaction rule
 //! holds across both.
 
-use crate::config::stage::Quirk;
+use crate::config::plan::Quirk;
 use crate::config::{Serial as Settings, SerialProtocol};
 use crate::front::dispatch::{self, Job, Kind};
 use crate::link::session::{self, Sent, Take, Timers, TRIES};
