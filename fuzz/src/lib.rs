@@ -825,7 +825,8 @@ pub fn control_command(data: &[u8]) {
 /// as it parses, refused as it parses not; `decide` is refused with no
 /// transaction waiting. Every refusal is readable.
 pub fn simulator_plan(data: &[u8]) {
-    use concert::config::stage::{Begin, Channel, Fate, Plan, Script, Stage};
+    use concert::config::plan::{Fate, Plan, Script};
+    use concert::config::stage::{Begin, Channel, Stage};
     use std::path::Path;
     let text = String::from_utf8_lossy(data);
     let lines: Vec<&str> = text.lines().collect();

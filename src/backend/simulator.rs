@@ -5,7 +5,8 @@
 //! manual decision, the red key).
 
 use crate::backend::{Backend, Done, Note, Transaction};
-use crate::config::stage::{Begin, Cmd, Fate, Stage};
+use crate::config::plan::Fate;
+use crate::config::stage::{Begin, Cmd, Stage};
 use crate::wire::answer::{Af, Outcome};
 use crate::wire::currency;
 use crate::wire::request::Operation;
@@ -443,7 +444,7 @@ impl Backend for Simulator {
 mod tests {
     use super::*;
     use crate::backend::Channel;
-    use crate::config::stage::Plan;
+    use crate::config::plan::Plan;
     use crossbeam_channel::Receiver;
 
     fn tx(id: u64, body: &str) -> Transaction {

@@ -8,16 +8,23 @@
 pub mod allow;
 pub mod error;
 pub mod files;
+pub mod plan;
 pub mod stage;
+// The keywords and their parsers, and the values they make: the file's
+// vocabulary, named from here.
+mod keys;
+mod types;
+
+use keys::Draft;
+pub use keys::{fmt_size, parse_listen, parse_size, Key, Reload, KEYS};
+pub use types::{AnswerExtensions, Format, Parity, Serial, SerialProtocol, Terminal, Upstream};
 
 use crate::config::allow::Net;
 use crate::config::error::Error;
-use crate::wire::currency;
 // Here first; the simulator's vocabulary, below the configuration, reads
 // them too.
 pub use crate::wire::clock::{fmt_duration, parse_duration};
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,135 +56,6 @@ pub const MAX_JOURNAL_SIZE: u64 = 1 << 30;
 /// old day may open.
 pub const MAX_JOURNAL_KEEP: u32 = 1000;
 
-/// What performs the transactions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Terminal {
-    Simulator,
-    /// A program run for each transaction.
-    Exec {
-        program: PathBuf,
-        args: Vec<String>,
-    },
-    /// An upstream Concert terminal.
-    Relay {
-        link: Upstream,
-        v2: bool,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Upstream {
-    Tcp(String),
-    Serial {
-        device: PathBuf,
-        speed: u32,
-        format: Format,
-    },
-}
-
-fn quote(w: &str) -> String {
-    if w.is_empty() || w.contains(char::is_whitespace) || w.contains('#') {
-        format!("\"{w}\"")
-    } else {
-        w.to_string()
-    }
-}
-
-impl Terminal {
-    fn parse(args: &[String]) -> Result<Terminal, String> {
-        let words: Vec<&str> = args.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            ["simulator"] => Ok(Terminal::Simulator),
-            ["exec", program, rest @ ..] => Ok(Terminal::Exec {
-                program: PathBuf::from(program),
-                args: rest.iter().map(|a| a.to_string()).collect(),
-            }),
-            ["relay", "tcp", addr, rest @ ..] => {
-                let v2 = match rest {
-                    [] | ["v3"] => false,
-                    ["v2"] => true,
-                    _ => return Err("terminal relay tcp HOST:PORT [v2|v3]".into()),
-                };
-                if !addr.contains(':') {
-                    return Err(format!("{addr:?} is not HOST:PORT"));
-                }
-                Ok(Terminal::Relay {
-                    link: Upstream::Tcp(addr.to_string()),
-                    v2,
-                })
-            }
-            ["relay", "serial", device, rest @ ..] => {
-                let (v2, rest) = match rest {
-                    ["v3", r @ ..] => (false, r),
-                    ["v2", r @ ..] => (true, r),
-                    r => (true, r),
-                };
-                let speed = |sp: &str| match sp.parse::<u32>() {
-                    Ok(n) if SPEEDS.contains(&n) => Ok(n),
-                    _ => Err(format!("bad speed {sp:?}")),
-                };
-                let (speed, format) = match rest {
-                    [] => (9600, Format::parse("7E1")?),
-                    [sp] => (speed(sp)?, Format::parse("7E1")?),
-                    [sp, f] => (
-                        speed(sp)?,
-                        Format::parse(f)?,
-                    ),
-                    _ => return Err("terminal relay serial DEVICE [v2|v3] [SPEED [FORMAT]]".into()),
-                };
-                Ok(Terminal::Relay {
-                    link: Upstream::Serial {
-                        device: PathBuf::from(device),
-                        speed,
-                        format,
-                    },
-                    v2,
-                })
-            }
-            ["exec"] => Err("terminal exec needs a PROGRAM".into()),
-            ["relay", ..] => Err(
-                "terminal relay tcp HOST:PORT [v2|v3] or relay serial DEVICE [v2|v3] [SPEED [FORMAT]]".into(),
-            ),
-            [] => Err("terminal takes simulator, exec PROGRAM... or relay tcp|serial ...".into()),
-            [t, ..] => Err(format!("terminal {t:?} is not simulator, exec or relay")),
-        }
-    }
-
-    /// As logs, `status` and errors show it: a value of the file, its card
-    /// numbers masked like any value from outside (concertd-logging.7, Card numbers).
-    pub fn shown(&self) -> String {
-        crate::wire::pan::masked_text(&self.line())
-    }
-
-    /// As written in the file.
-    pub fn line(&self) -> String {
-        match self {
-            Terminal::Simulator => "simulator".into(),
-            Terminal::Exec { program, args } => {
-                let mut w = vec!["exec".to_string(), quote(&program.display().to_string())];
-                w.extend(args.iter().map(|a| quote(a)));
-                w.join(" ")
-            }
-            Terminal::Relay { link, v2 } => {
-                let p = if *v2 { "v2" } else { "v3" };
-                match link {
-                    Upstream::Tcp(a) => format!("relay tcp {} {p}", quote(a)),
-                    Upstream::Serial {
-                        device,
-                        speed,
-                        format,
-                    } => {
-                        format!(
-                            "relay serial {} {p} {speed} {format}",
-                            quote(&device.display().to_string())
-                        )
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
@@ -188,7 +66,7 @@ pub struct Config {
     pub simulator_delay: Duration,
     /// Plans for the next transactions, one a line (`simulator-script`);
     /// its lines are read by [`Config::read_script`].
-    pub simulator_script: Option<crate::config::stage::Script>,
+    pub simulator_script: Option<crate::config::plan::Script>,
     pub transaction_timeout: Duration,
     pub request_gap: Duration,
     pub request_timeout: Duration,
@@ -214,99 +92,6 @@ pub struct Config {
     pub syslog_socket: PathBuf,
     /// The control socket; `None`: no socket (`control none`).
     pub control: Option<PathBuf>,
-}
-
-/// Parity of the serial line's characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-impl Parity {
-    /// The letter of `serial-format`, either case.
-    pub fn from_letter(b: u8) -> Option<Parity> {
-        match b.to_ascii_uppercase() {
-            b'N' => Some(Parity::None),
-            b'E' => Some(Parity::Even),
-            b'O' => Some(Parity::Odd),
-            _ => None,
-        }
-    }
-
-    pub fn letter(self) -> char {
-        match self {
-            Parity::None => 'N',
-            Parity::Even => 'E',
-            Parity::Odd => 'O',
-        }
-    }
-}
-
-/// Character format of the serial line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Format {
-    pub data_bits: u8,
-    pub parity: Parity,
-    pub stop_bits: u8,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Result<Format, String> {
-        let b = s.as_bytes();
-        let bad = || format!("serial-format {s:?} is not like 7E1 or 8N1");
-        if b.len() != 3 {
-            return Err(bad());
-        }
-        let f = Format {
-            data_bits: b[0].wrapping_sub(b'0'),
-            parity: Parity::from_letter(b[1]).ok_or_else(bad)?,
-            stop_bits: b[2].wrapping_sub(b'0'),
-        };
-        if !(5..=8).contains(&f.data_bits) || !(1..=2).contains(&f.stop_bits) {
-            return Err(bad());
-        }
-        Ok(f)
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}{}{}",
-            self.data_bits,
-            self.parity.letter(),
-            self.stop_bits
-        )
-    }
-}
-
-/// Tags beyond the standard ones in answers (`answer-extensions`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AnswerExtensions {
-    /// Answers as standard clients expect them, byte for byte.
-    None,
-    /// PayXpert's ID, AP and AQ in approved debit answers.
-    PayXpert,
-}
-
-const EXTENSIONS: &[(&str, AnswerExtensions)] = &[
-    ("none", AnswerExtensions::None),
-    ("payxpert", AnswerExtensions::PayXpert),
-];
-
-/// `serial-number`: 2 to 20 printable characters, as PayXpert's AQ holds.
-fn serial_number(key: &str, args: &[String]) -> Result<String, String> {
-    let v = one(key, args)?;
-    // (A value never holds `"`: the file's quotes only group words.)
-    if !(2..=20).contains(&v.len()) || !crate::wire::tlv::is_valid_value(v.as_bytes()) {
-        return Err(format!(
-            "{key} {v:?} is not 2 to 20 printable ASCII characters"
-        ));
-    }
-    Ok(v.to_string())
 }
 
 /// The largest configuration file concertd reads: some 2,000 lines, far
@@ -345,54 +130,6 @@ impl Config {
         self.serial_number
             .clone()
             .unwrap_or_else(default_serial_number)
-    }
-}
-
-/// Which protocol a serial request speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SerialProtocol {
-    /// Told from each frame: V3 starts with `CZ`, anything else is V2.
-    Auto,
-    V2,
-    V3,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Serial {
-    /// None: no serial line.
-    pub device: Option<PathBuf>,
-    pub speed: u32,
-    pub format: Format,
-    pub rtscts: bool,
-    pub protocol: SerialProtocol,
-    /// Send answers over 512 bytes in ETB blocks rather than drop tickets.
-    pub split: bool,
-    pub retry: Duration,
-    pub ack_timeout: Duration,
-    pub frame_timeout: Duration,
-    pub eot_timeout: Duration,
-    pub retry_pause: Duration,
-}
-
-impl Default for Serial {
-    fn default() -> Serial {
-        Serial {
-            device: None,
-            speed: 9600,
-            format: Format {
-                data_bits: 7,
-                parity: Parity::Even,
-                stop_bits: 1,
-            },
-            rtscts: false,
-            protocol: SerialProtocol::Auto,
-            split: false,
-            retry: Duration::from_secs(5),
-            ack_timeout: Duration::from_secs(3),
-            frame_timeout: Duration::from_secs(3),
-            eot_timeout: Duration::from_secs(3),
-            retry_pause: Duration::from_secs(1),
-        }
     }
 }
 
@@ -465,474 +202,6 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
-
-/// `8M`, `512K`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mul) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("{s:?} is not a size"))
-}
-
-/// `ADDR:PORT`, `[V6]:PORT`, `*:PORT`, `localhost:PORT` or a bare `PORT`.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
-    }
-    if let Some(port) = s.strip_prefix("*:") {
-        let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
-    }
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    match s.rsplit_once(':') {
-        Some(("localhost", p)) => p
-            .parse()
-            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
-            .map_err(|_| format!("{s:?}: bad port")),
-        Some((h, p)) if !h.is_empty() => {
-            // Checked first: the resolver would call a bad port a name it
-            // cannot resolve.
-            p.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?;
-            s.to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("{s:?}: cannot resolve"))
-        }
-        _ => Err(format!("{s:?} is not ADDRESS:PORT")),
-    }
-}
-
-fn one<'a>(key: &str, args: &'a [String]) -> Result<&'a str, String> {
-    match args {
-        [v] => Ok(v),
-        _ => Err(format!("{key} takes one value")),
-    }
-}
-
-fn positive(key: &str, d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        return Err(format!("{key} must be more than 0"));
-    }
-    Ok(d)
-}
-
-fn duration(key: &str, args: &[String]) -> Result<Duration, String> {
-    one(key, args).and_then(parse_duration)
-}
-
-fn positive_duration(key: &str, args: &[String]) -> Result<Duration, String> {
-    positive(key, duration(key, args)?)
-}
-
-fn positive_count(key: &str, args: &[String]) -> Result<usize, String> {
-    let v = one(key, args)?;
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{key} {v:?} is not a positive number")),
-    }
-}
-
-/// One of a few words, each standing for a value.
-fn choice<T: Copy>(key: &str, args: &[String], words: &[(&str, T)]) -> Result<T, String> {
-    let v = one(key, args)?;
-    words
-        .iter()
-        .find(|(w, _)| *w == v)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-            let names = match names.split_last() {
-                Some((last, [])) => last.to_string(),
-                Some((last, rest)) if rest.len() == 1 => format!("{} or {last}", rest[0]),
-                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                None => String::new(),
-            };
-            format!("{key} {v:?} is not {names}")
-        })
-}
-
-/// The word of `words` that stands for `t`.
-fn word_of<T: PartialEq>(words: &[(&'static str, T)], t: &T) -> &'static str {
-    words.iter().find(|(_, v)| v == t).map_or("?", |(w, _)| w)
-}
-
-const FLOW: &[(&str, bool)] = &[("none", false), ("rtscts", true)];
-const PROTOCOLS: &[(&str, SerialProtocol)] = &[
-    ("auto", SerialProtocol::Auto),
-    ("v2", SerialProtocol::V2),
-    ("v3", SerialProtocol::V3),
-];
-const YES_NO: &[(&str, bool)] = &[("yes", true), ("no", false)];
-
-/// A file being read. `listen` and `currency` lines add up, and the
-/// first one replaces the default rather than adding to it.
-struct Draft {
-    c: Config,
-    listen: Vec<SocketAddr>,
-    currencies: Vec<u16>,
-}
-
-/// What a reload does with a changed keyword.
-#[derive(Clone, Copy, Debug)]
-pub enum Reload {
-    /// Applied by the reload.
-    Live,
-    /// Kept at its running value until a restart (said in the log): this
-    /// takes the running value back.
-    Restart(fn(&mut Config, &Config)),
-}
-
-impl Reload {
-    pub fn needs_restart(self) -> bool {
-        matches!(self, Reload::Restart(_))
-    }
-}
-
-/// One keyword of the file. Everything that lists the keywords (the
-/// parser, `-n`, the reload's restart-only set, the man page's test)
-/// reads this table, so a keyword is added in one place.
-pub struct Key {
-    pub name: &'static str,
-    pub reload: Reload,
-    /// Reads one line's values (the keyword is passed for the messages).
-    apply: fn(&mut Draft, &str, &[String]) -> Result<(), String>,
-    /// Writes the keyword's lines as `-n` prints them, which `apply` reads
-    /// back to the same value.
-    show: fn(&Config, &str, &mut String),
-}
-
-fn line(s: &mut String, key: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(s, "{key} {v}");
-}
-
-fn path_line(s: &mut String, key: &str, p: &Path) {
-    let _ = writeln!(s, "{key} \"{}\"", p.display());
-}
-
-/// The keywords, in the order `-n` prints them.
-pub static KEYS: &[Key] = &[
-    Key {
-        name: "listen",
-        reload: Reload::Live,
-        apply: |d, k, a| parse_listen(one(k, a)?).map(|l| d.listen.push(l)),
-        show: |c, k, s| c.listen.iter().for_each(|l| line(s, k, l)),
-    },
-    Key {
-        name: "allow",
-        reload: Reload::Live,
-        apply: |d, _, a| {
-            if a.is_empty() {
-                return Err("allow takes one or more ADDRESS[/PREFIX]".into());
-            }
-            for a in a {
-                d.c.allow.push(a.parse()?);
-            }
-            Ok(())
-        },
-        show: |c, k, s| {
-            if c.allow.is_empty() {
-                s.push_str("# no allow line: loopback clients only\n");
-            }
-            c.allow.iter().for_each(|a| line(s, k, a));
-        },
-    },
-    Key {
-        name: "currency",
-        reload: Reload::Live,
-        apply: |d, _, a| {
-            if a.is_empty() {
-                return Err("currency takes one or more codes".into());
-            }
-            for a in a {
-                let n = currency::parse(a)
-                    .ok_or_else(|| format!("{a:?} is not an ISO 4217 currency"))?;
-                d.currencies.push(n);
-            }
-            Ok(())
-        },
-        show: |c, k, s| {
-            let cur: Vec<String> = c.currencies.iter().map(|c| format!("{c:03}")).collect();
-            line(s, k, cur.join(" "));
-        },
-    },
-    Key {
-        name: "terminal",
-        reload: Reload::Live,
-        apply: |d, _, a| Terminal::parse(a).map(|v| d.c.terminal = v),
-        show: |c, k, s| line(s, k, c.terminal.line()),
-    },
-    Key {
-        name: "simulator-delay",
-        reload: Reload::Live,
-        apply: |d, k, a| duration(k, a).map(|v| d.c.simulator_delay = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.simulator_delay)),
-    },
-    Key {
-        name: "simulator-script",
-        reload: Reload::Live,
-        apply: |d, k, a| {
-            let path = PathBuf::from(one(k, a)?);
-            d.c.simulator_script = Some(crate::config::stage::Script {
-                path,
-                lines: Vec::new(),
-            });
-            Ok(())
-        },
-        show: |c, k, s| {
-            if let Some(script) = &c.simulator_script {
-                path_line(s, k, &script.path);
-            }
-        },
-    },
-    Key {
-        name: "transaction-timeout",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.transaction_timeout = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.transaction_timeout)),
-    },
-    Key {
-        name: "request-gap",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_gap = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.request_gap)),
-    },
-    Key {
-        name: "request-timeout",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.request_timeout = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.request_timeout)),
-    },
-    Key {
-        name: "max-connections",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections = v),
-        show: |c, k, s| line(s, k, c.max_connections),
-    },
-    Key {
-        name: "max-connections-per-peer",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_count(k, a).map(|v| d.c.max_connections_per_peer = v),
-        show: |c, k, s| line(s, k, c.max_connections_per_peer),
-    },
-    Key {
-        name: "journal",
-        reload: Reload::Restart(|c, r| c.journal = r.journal.clone()),
-        apply: |d, k, a| one(k, a).map(|v| d.c.journal = PathBuf::from(v)),
-        show: |c, k, s| path_line(s, k, &c.journal),
-    },
-    Key {
-        name: "journal-size",
-        reload: Reload::Restart(|c, r| c.journal_size = r.journal_size),
-        apply: |d, k, a| {
-            let v = parse_size(one(k, a)?)?;
-            if v < 4096 {
-                return Err("journal-size must be at least 4K".into());
-            }
-            if v > MAX_JOURNAL_SIZE {
-                return Err("journal-size must be at most 1G".into());
-            }
-            d.c.journal_size = v;
-            Ok(())
-        },
-        show: |c, k, s| line(s, k, fmt_size(c.journal_size)),
-    },
-    Key {
-        name: "journal-keep",
-        reload: Reload::Restart(|c, r| c.journal_keep = r.journal_keep),
-        apply: |d, k, a| {
-            let v = one(k, a)?;
-            let n: u32 = v
-                .parse()
-                .map_err(|_| format!("journal-keep {v:?} is not a number"))?;
-            if n > MAX_JOURNAL_KEEP {
-                return Err(format!("journal-keep must be at most {MAX_JOURNAL_KEEP}"));
-            }
-            d.c.journal_keep = n;
-            Ok(())
-        },
-        show: |c, k, s| line(s, k, c.journal_keep),
-    },
-    Key {
-        name: "retry-window",
-        reload: Reload::Live,
-        apply: |d, k, a| duration(k, a).map(|v| d.c.retry_window = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.retry_window)),
-    },
-    Key {
-        name: "answer-extensions",
-        reload: Reload::Live,
-        apply: |d, k, a| choice(k, a, EXTENSIONS).map(|v| d.c.answer_extensions = v),
-        show: |c, k, s| line(s, k, word_of(EXTENSIONS, &c.answer_extensions)),
-    },
-    Key {
-        name: "serial-number",
-        reload: Reload::Live,
-        apply: |d, k, a| serial_number(k, a).map(|v| d.c.serial_number = Some(v)),
-        show: |c, k, s| match &c.serial_number {
-            Some(v) => line(s, k, format!("\"{v}\"")),
-            None => {
-                let _ = writeln!(
-                    s,
-                    "# no serial-number: machine id (or host name), first 20 characters: {:?}",
-                    default_serial_number()
-                );
-            }
-        },
-    },
-    Key {
-        name: "serial",
-        reload: Reload::Live,
-        apply: |d, k, a| one(k, a).map(|v| d.c.serial.device = Some(PathBuf::from(v))),
-        show: |c, k, s| match &c.serial.device {
-            Some(p) => path_line(s, k, p),
-            None => s.push_str("# no serial line\n"),
-        },
-    },
-    Key {
-        name: "serial-speed",
-        reload: Reload::Live,
-        apply: |d, k, a| {
-            let v = one(k, a)?;
-            d.c.serial.speed = match v.parse::<u32>() {
-                Ok(n) if SPEEDS.contains(&n) => n,
-                _ => return Err(format!("serial-speed {v:?} is not a baud rate")),
-            };
-            Ok(())
-        },
-        show: |c, k, s| line(s, k, c.serial.speed),
-    },
-    Key {
-        name: "serial-format",
-        reload: Reload::Live,
-        apply: |d, k, a| Format::parse(one(k, a)?).map(|v| d.c.serial.format = v),
-        show: |c, k, s| line(s, k, c.serial.format),
-    },
-    Key {
-        name: "serial-flow",
-        reload: Reload::Live,
-        apply: |d, k, a| choice(k, a, FLOW).map(|v| d.c.serial.rtscts = v),
-        show: |c, k, s| line(s, k, word_of(FLOW, &c.serial.rtscts)),
-    },
-    Key {
-        name: "serial-protocol",
-        reload: Reload::Live,
-        apply: |d, k, a| choice(k, a, PROTOCOLS).map(|v| d.c.serial.protocol = v),
-        show: |c, k, s| line(s, k, word_of(PROTOCOLS, &c.serial.protocol)),
-    },
-    Key {
-        name: "serial-split",
-        reload: Reload::Live,
-        apply: |d, k, a| choice(k, a, YES_NO).map(|v| d.c.serial.split = v),
-        show: |c, k, s| line(s, k, word_of(YES_NO, &c.serial.split)),
-    },
-    Key {
-        name: "serial-retry",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.retry = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.serial.retry)),
-    },
-    Key {
-        name: "serial-ack-timeout",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.ack_timeout = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.serial.ack_timeout)),
-    },
-    Key {
-        name: "serial-frame-timeout",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.frame_timeout = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.serial.frame_timeout)),
-    },
-    Key {
-        name: "serial-eot-timeout",
-        reload: Reload::Live,
-        apply: |d, k, a| positive_duration(k, a).map(|v| d.c.serial.eot_timeout = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.serial.eot_timeout)),
-    },
-    Key {
-        name: "serial-retry-pause",
-        reload: Reload::Live,
-        apply: |d, k, a| duration(k, a).map(|v| d.c.serial.retry_pause = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.serial.retry_pause)),
-    },
-    Key {
-        name: "config-watch",
-        reload: Reload::Live,
-        apply: |d, k, a| duration(k, a).map(|v| d.c.config_watch = v),
-        show: |c, k, s| line(s, k, fmt_duration(c.config_watch)),
-    },
-    Key {
-        name: "user",
-        reload: Reload::Restart(|c, r| c.user = r.user.clone()),
-        apply: |d, k, a| one(k, a).map(|v| d.c.user = Some(v.to_string())),
-        show: |c, k, s| match &c.user {
-            Some(u) => line(s, k, format!("\"{u}\"")),
-            None => s.push_str("# no user: runs as the user that started it\n"),
-        },
-    },
-    Key {
-        name: "group",
-        reload: Reload::Restart(|c, r| c.group = r.group.clone()),
-        apply: |d, k, a| one(k, a).map(|v| d.c.group = Some(v.to_string())),
-        show: |c, k, s| {
-            if let Some(g) = &c.group {
-                line(s, k, format!("\"{g}\""));
-            }
-        },
-    },
-    Key {
-        name: "pidfile",
-        reload: Reload::Restart(|c, r| c.pidfile = r.pidfile.clone()),
-        apply: |d, k, a| one(k, a).map(|v| d.c.pidfile = PathBuf::from(v)),
-        show: |c, k, s| path_line(s, k, &c.pidfile),
-    },
-    Key {
-        name: "log-file",
-        reload: Reload::Restart(|c, r| c.log_file = r.log_file.clone()),
-        apply: |d, k, a| one(k, a).map(|v| d.c.log_file = Some(PathBuf::from(v))),
-        show: |c, k, s| {
-            if let Some(l) = &c.log_file {
-                path_line(s, k, l);
-            }
-        },
-    },
-    Key {
-        name: "syslog-socket",
-        reload: Reload::Restart(|c, r| c.syslog_socket = r.syslog_socket.clone()),
-        apply: |d, k, a| match one(k, a)? {
-            "" => Err("syslog-socket takes a PATH".into()),
-            v => {
-                d.c.syslog_socket = PathBuf::from(v);
-                Ok(())
-            }
-        },
-        show: |c, k, s| path_line(s, k, &c.syslog_socket),
-    },
-    Key {
-        name: "control",
-        reload: Reload::Restart(|c, r| c.control = r.control.clone()),
-        apply: |d, k, a| {
-            d.c.control = match one(k, a)? {
-                "none" => None,
-                "" => return Err("control takes a PATH or none".into()),
-                v => Some(PathBuf::from(v)),
-            };
-            Ok(())
-        },
-        show: |c, k, s| match &c.control {
-            Some(p) => path_line(s, k, p),
-            None => line(s, k, "none"),
-        },
-    },
-];
 
 /// An error about a line of the file, as logs and replies show it: the
 /// line is a value from outside, masked whole (a card number may be cut
@@ -1028,7 +297,7 @@ impl Config {
         let Some(script) = &mut self.simulator_script else {
             return Ok(());
         };
-        let read = crate::config::stage::Script::read(&script.path)?;
+        let read = crate::config::plan::Script::read(&script.path)?;
         script.lines = read.lines;
         Ok(())
     }
@@ -1148,16 +417,6 @@ impl Config {
     }
 }
 
-pub fn fmt_size(n: u64) -> String {
-    if n.is_multiple_of(1 << 20) {
-        format!("{}M", n >> 20)
-    } else if n.is_multiple_of(1 << 10) {
-        format!("{}K", n >> 10)
-    } else {
-        n.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1206,22 +465,6 @@ mod tests {
     }
 
     #[test]
-    fn parity_is_parsed_with_the_format() {
-        for (text, parity) in [
-            ("7E1", Parity::Even),
-            ("8n1", Parity::None),
-            ("7o2", Parity::Odd),
-        ] {
-            let f = Format::parse(text).unwrap();
-            assert_eq!(f.parity, parity, "{text}");
-            assert_eq!(f.to_string(), text.to_ascii_uppercase());
-        }
-        for bad in ["7X1", "7M1", "7S1", "7 1"] {
-            assert!(Format::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn full_file() {
         let c = Config::parse(
             "# comment\n\nlisten 127.0.0.1:0\nlisten [::1]:8888   # v6\nallow 10.0.0.0/8 192.168.1.2\n\
@@ -1255,27 +498,6 @@ mod tests {
         assert_eq!(c.serial.ack_timeout, Duration::from_millis(500));
         let again = Config::parse(&c.describe(), "d").unwrap();
         assert_eq!(again, c);
-    }
-
-    #[test]
-    fn every_keyword_is_parsed_and_printed_by_its_entry() {
-        let d = Config::default().describe();
-        for line in d.lines().filter(|l| !l.starts_with('#')) {
-            let k = line.split_whitespace().next().unwrap();
-            assert!(KEYS.iter().any(|key| key.name == k), "{k}");
-        }
-        for (i, k) in KEYS.iter().enumerate() {
-            assert!(
-                !KEYS[..i].iter().any(|o| o.name == k.name),
-                "{} twice",
-                k.name
-            );
-            let e = Config::parse(k.name, "t")
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(!e.contains("unknown keyword"), "{}: {e}", k.name);
-        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! goes out in a single write, then concertd closes its side.
 
 use crate::config::allow::{self, Net};
-use crate::config::stage::{Answer, Quirk};
+use crate::config::plan::Quirk;
+use crate::config::stage::Answer;
 use crate::front::dispatch::{self, Job};
 use crate::front::peers::{Admission, Held, Peers};
 use crate::logging::floodgate::{Floodgate, Kind};
