@@ -806,7 +806,7 @@ pub fn control_command(data: &[u8]) {
         show(data)
     );
     if let Command::Simulator(s) = &c {
-        let stage = concert::config::stage::Stage::new();
+        let stage = concert::backend::stage::Stage::new();
         stage.adopt();
         match stage.command(s) {
             Ok(said) => assert_readable(&said, "reply", data),
@@ -825,8 +825,8 @@ pub fn control_command(data: &[u8]) {
 /// as it parses, refused as it parses not; `decide` is refused with no
 /// transaction waiting. Every refusal is readable.
 pub fn simulator_plan(data: &[u8]) {
+    use concert::backend::stage::{Begin, Channel, Stage};
     use concert::config::plan::{Fate, Plan, Script};
-    use concert::config::stage::{Begin, Channel, Stage};
     use std::path::Path;
     let text = String::from_utf8_lossy(data);
     let lines: Vec<&str> = text.lines().collect();

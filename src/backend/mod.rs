@@ -6,6 +6,7 @@ pub mod exec;
 pub mod history;
 pub mod relay;
 pub mod simulator;
+pub mod stage;
 
 use crate::wire::answer::Outcome;
 use crate::wire::request::Request;
@@ -172,7 +173,7 @@ pub trait Backend: Send {
 /// takes its orders from `stage`, the service's one.
 pub fn build(
     cfg: &crate::config::Config,
-    stage: &std::sync::Arc<crate::config::stage::Stage>,
+    stage: &std::sync::Arc<crate::backend::stage::Stage>,
 ) -> Result<Box<dyn Backend>, String> {
     use crate::config::Terminal;
     Ok(match &cfg.terminal {

@@ -4,9 +4,9 @@
 //! or, on demand, what the [`Stage`] says (an armed plan, a script line, a
 //! manual decision, the red key).
 
+use crate::backend::stage::{Begin, Cmd, Stage};
 use crate::backend::{Backend, Done, Note, Transaction};
 use crate::config::plan::Fate;
-use crate::config::stage::{Begin, Cmd, Stage};
 use crate::wire::answer::{Af, Outcome};
 use crate::wire::currency;
 use crate::wire::request::Operation;

@@ -224,7 +224,7 @@ fn run(args: Args) -> Result<(), Error> {
     // Unreadable lines are counted, and said, as start-up reads them.
     // What the simulator is told to do: one for the service's life, given
     // to every simulator a reload builds.
-    let stage = std::sync::Arc::new(concert::config::stage::Stage::new());
+    let stage = std::sync::Arc::new(concert::backend::stage::Stage::new());
     let backend = concert::backend::build(&cfg, &stage).map_err(|msg| Error::Terminal {
         line: cfg.terminal.line(),
         msg,

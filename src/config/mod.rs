@@ -3,13 +3,13 @@
 //! seconds); sizes take `K` or `M`.
 
 // What the configuration reads and names: the allow-list, the simulator's
-// script (its stage, which a reload replaces), the files it opens and the
-// errors that stop concertd from starting.
+// script (its plans; the stage that plays them is the simulator's, in
+// backend/), the files it opens and the errors that stop concertd from
+// starting.
 pub mod allow;
 pub mod error;
 pub mod files;
 pub mod plan;
-pub mod stage;
 // The keywords and their parsers, and the values they make: the file's
 // vocabulary, named from here.
 mod keys;

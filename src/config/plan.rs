@@ -366,13 +366,13 @@ impl Script {
         })
     }
 
-    pub(super) fn at(&self, line: usize) -> String {
+    pub(crate) fn at(&self, line: usize) -> String {
         format!("{}:{line}", self.shown())
     }
 
     /// Its path as the log, the journal and the control replies show it:
     /// a configuration value, masked like any other.
-    pub(super) fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         crate::wire::pan::masked_text(&self.path.display().to_string())
     }
 }

@@ -2,9 +2,9 @@
 //! connection. A connection carries one request and one answer: the answer
 //! goes out in a single write, then concertd closes its side.
 
+use crate::backend::stage::Answer;
 use crate::config::allow::{self, Net};
 use crate::config::plan::Quirk;
-use crate::config::stage::Answer;
 use crate::front::dispatch::{self, Job};
 use crate::front::peers::{Admission, Held, Peers};
 use crate::logging::floodgate::{Floodgate, Kind};

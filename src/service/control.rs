@@ -14,7 +14,7 @@
 //! thread, never on the worker: a register asking while someone reads a
 //! month of journal still gets its busy answer at once.
 
-use crate::config::stage::Stage;
+use crate::backend::stage::Stage;
 use crate::terminal::journal::{self, Record, Verdict};
 use crate::wire::answer::{Outcome, Status};
 use crate::wire::clock::{self, Civil};

@@ -138,7 +138,7 @@ impl Service {
         file: Option<PathBuf>,
         bound: Vec<(SocketAddr, TcpListener)>,
         backend: Box<dyn crate::backend::Backend>,
-        stage: std::sync::Arc<crate::config::stage::Stage>,
+        stage: std::sync::Arc<crate::backend::stage::Stage>,
         journal: Journal,
         contents: Contents,
     ) -> Result<(Service, Receiver<()>), Error> {

@@ -239,7 +239,7 @@ pub struct Worker {
     /// Approved debits a credit's IM may name, with what was refunded.
     refunds: Refunds,
     /// The service's stage, given to every simulator built on reload.
-    stage: Arc<crate::config::stage::Stage>,
+    stage: Arc<crate::backend::stage::Stage>,
     counters: Counters,
     /// Busy answers the senders gave themselves (queue full, worker
     /// gone): the one count another thread writes.
@@ -274,13 +274,13 @@ pub struct Handle {
     deliveries: Sender<Delivery>,
     /// What the simulator is told to do, for the ways in to shape answers
     /// and for the control socket.
-    stage: Arc<crate::config::stage::Stage>,
+    stage: Arc<crate::backend::stage::Stage>,
     /// The worker's `turned_busy`.
     turned_busy: Arc<AtomicU64>,
 }
 
 impl Handle {
-    pub fn stage(&self) -> &Arc<crate::config::stage::Stage> {
+    pub fn stage(&self) -> &Arc<crate::backend::stage::Stage> {
         &self.stage
     }
 
@@ -378,7 +378,7 @@ impl Worker {
         journal: Journal,
         contents: journal::Contents,
         settings: Settings,
-        stage: Arc<crate::config::stage::Stage>,
+        stage: Arc<crate::backend::stage::Stage>,
     ) -> (Worker, Handle, Sender<Control>) {
         let (jobs_tx, jobs) = bounded(QUEUE);
         let (deliveries_tx, deliveries) = unbounded();

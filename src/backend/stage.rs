@@ -1,5 +1,5 @@
 //! The simulator on demand: what the next simulated transaction does, said
-//! in a small vocabulary (`OUTCOME [QUIRK...]`, read by [`super::plan`]),
+//! in a small vocabulary (`OUTCOME [QUIRK...]`, read by [`crate::config::plan`]),
 //! and the stage that holds it between the ways in (a `simulator-script`,
 //! the control socket) and the places that act on it (the simulator backend
 //! for the outcome, the TCP and serial channels for the quirks).
