@@ -518,7 +518,7 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
         Command::Show(n) => {
             let local = |s| clock::local(s, 0);
             one_read(journal, || {
-                crate::terminal::generations::newest(&journal.path, journal.keep, n)
+                crate::terminal::journal::read::newest(&journal.path, journal.keep, n)
             })
             .map(|records| show(&records, local))
         }
@@ -527,7 +527,7 @@ fn run(c: Command, journal: &Journal, ask: &Sender<Ask>, stage: &Stage) -> Resul
             let local = |s| clock::local(s, 0);
             let mut days = Days::default();
             one_read(journal, || {
-                crate::terminal::generations::day(
+                crate::terminal::journal::read::day(
                     &journal.path,
                     journal.keep,
                     |at| journal::unix_time(at).is_some_and(|t| Day::of(&local(t)) < day),
@@ -843,7 +843,7 @@ impl Totals {
 }
 
 /// `totals` of records held in memory (the daemon streams them instead:
-/// see [`crate::terminal::generations::day`]): for `day` (in the zone `local`
+/// see [`crate::terminal::journal::read::day`]): for `day` (in the zone `local`
 /// gives), per register and currency, the count and sum of approved
 /// operations by name, each at the amount charged (a partial approval at
 /// its part); a transaction given twice counts once. Unknown and later

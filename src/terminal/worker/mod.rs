@@ -734,7 +734,7 @@ mod handover_tests {
         drop(w);
         // Read back at the next start: closed, not recovered as unknown.
         let (journal, contents) = Journal::open(&d.join("journal"), 1 << 20, 0).unwrap();
-        let loaded = crate::terminal::generations::load(&contents).unwrap();
+        let loaded = crate::terminal::journal::read::load(&contents).unwrap();
         let r = &loaded.records[0];
         assert!(r.withdrawn && r.verdict == Some(Verdict::NotDone) && r.answer.is_none());
         drop(journal);

@@ -7,7 +7,7 @@ use super::{
     unix_now, Channel, Control, Counters, Handle, Settings, Worker, ID_SLACK, MAX_UNRESOLVED, QUEUE,
 };
 use crate::backend::{Backend, Transaction};
-use crate::terminal::generations::Item;
+use crate::terminal::journal::read::Item;
 use crate::terminal::journal::{self, Event, Journal, Record, Verdict};
 use crate::terminal::memory::{Completed, Memory};
 use crate::terminal::refunds::Refunds;
@@ -62,7 +62,7 @@ impl Worker {
             undelivered: HashMap::new(),
             unresolved: HashMap::new(),
             history: Arc::default(),
-            history_later: crate::terminal::generations::whole(&contents),
+            history_later: crate::terminal::journal::read::whole(&contents),
             refunds: Refunds::default(),
             stage,
             counters: Counters::default(),
@@ -73,7 +73,7 @@ impl Worker {
         // and dropped unless the state keeps it.
         let mut max_id = 0;
         let mut unknown = BTreeMap::new();
-        let read = crate::terminal::generations::restore(&contents, |item| match item {
+        let read = crate::terminal::journal::read::restore(&contents, |item| match item {
             Item::Record(r) if r.id > bound => {
                 w.taken.insert(r.id);
             }
@@ -93,7 +93,7 @@ impl Worker {
         let path = w.journal.path().display().to_string();
         let read = read.unwrap_or_else(|e| {
             log::error!("{path}: reading stopped: {e}; the state is what was read before");
-            crate::terminal::generations::Restored::default()
+            crate::terminal::journal::read::Restored::default()
         });
         if read.bad_lines > 0 {
             log::warn!("{path}: {} unreadable lines skipped", read.bad_lines);
@@ -229,7 +229,7 @@ impl Worker {
         let limit = 2 * crate::backend::history::LIMIT;
         let mut n = 0;
         let h = Arc::clone(&self.history);
-        let read = crate::terminal::generations::back_through(contents, |r| {
+        let read = crate::terminal::journal::read::back_through(contents, |r| {
             n += 1;
             let full = match reread(&r) {
                 Ok((req, frame)) => {
