@@ -368,10 +368,10 @@ pub struct Carry {
     pieces: Vec<(u64, String)>,
     ids: std::collections::HashSet<u64>,
     bytes: u64,
-    /// The highest transaction id given out so far (see [`Rotation`]).
+    /// The highest transaction id given out so far (see [`Rotation`](super::Rotation)).
     pub last: u64,
     /// The records carried hold everything start-up needs from the older
-    /// generations (see [`Rotation`]).
+    /// generations (see [`Rotation`](super::Rotation)).
     pub whole: bool,
 }
 
