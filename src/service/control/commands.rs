@@ -56,14 +56,7 @@ impl Day {
         };
         let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
         let year = i32::try_from(year).ok()?;
-        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let days = match month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
+        let days = clock::days_in_month(year, month)?;
         (1..=days)
             .contains(&day)
             .then_some(Day { year, month, day })
