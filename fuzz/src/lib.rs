@@ -700,7 +700,7 @@ pub fn journal_read(data: &[u8]) {
     let (journal, contents) =
         Journal::open(&path, 1 << 20, 0).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut registers: Vec<u8> = Vec::new();
-    let loaded = concert::terminal::generations::load(&contents)
+    let loaded = concert::terminal::journal::read::load(&contents)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     for r in &loaded.records {
         if r.answer.is_none() {

@@ -2,7 +2,6 @@
 //! one-transaction rule, its journal, and what it remembers between
 //! transactions (last payments, refunds by reference, safe retries).
 
-pub mod generations;
 pub mod handover;
 pub mod journal;
 pub mod memory;

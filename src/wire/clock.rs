@@ -75,6 +75,19 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The days of a month (proleptic Gregorian); `None` for a month that is
+/// not 1 to 12.
+pub fn days_in_month(year: i32, month: u32) -> Option<u32> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => Some(31),
+        4 | 6 | 9 | 11 => Some(30),
+        2 if leap => Some(29),
+        2 => Some(28),
+        _ => None,
+    }
+}
+
 pub fn now() -> Civil {
     let (s, ms) = unix_now();
     local(s, ms)
@@ -147,5 +160,33 @@ mod tests {
         assert_eq!(utc(1_795_708_712, 0).ticket(), "26/11/2026 15:58:32");
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 2, 29) * 86_400, 951_782_400);
+    }
+
+    /// The months' lengths are those of the calendar `days_from_civil` and
+    /// `utc` count in: a month ends where the next one begins.
+    #[test]
+    fn months_have_the_days_of_the_calendar() {
+        assert_eq!(days_in_month(2024, 2), Some(29));
+        assert_eq!(days_in_month(2023, 2), Some(28));
+        assert_eq!(days_in_month(2000, 2), Some(29));
+        assert_eq!(days_in_month(1900, 2), Some(28));
+        assert_eq!(days_in_month(2026, 4), Some(30));
+        assert_eq!(days_in_month(2026, 0), None);
+        assert_eq!(days_in_month(2026, 13), None);
+        for year in [1900, 1970, 1999, 2000, 2023, 2024, 2100, 9999] {
+            for month in 1..=12u32 {
+                let start = days_from_civil(i64::from(year), i64::from(month), 1);
+                let (y, m) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
+                let next = days_from_civil(i64::from(y), i64::from(m), 1);
+                let days = days_in_month(year, month).unwrap();
+                assert_eq!(next - start, i64::from(days), "{year}-{month}");
+                let last = utc((next - 1) * 86_400, 0);
+                assert_eq!((last.year, last.month, last.day), (year, month, days));
+            }
+        }
     }
 }

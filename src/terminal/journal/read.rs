@@ -803,6 +803,8 @@ fn day_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::terminal::journal::testing::{begun, ended, open};
+    use crate::terminal::journal::{format_line, unix_time};
     use crate::terminal::journal::{Carry, Journal};
     use std::fs;
     use std::io::Write as _;
@@ -1004,5 +1006,89 @@ mod tests {
         back.reverse();
         assert_eq!(bw.overlong, 1);
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn lines_not_utf8_count_as_unreadable() {
+        let d = dir();
+        let p = d.join("journal");
+        let mut bytes = format_line(T, 1, &begun(1)).into_bytes();
+        bytes.extend_from_slice(
+            b"\n2026-11-26T16:00:00.000Z 1 ended approved CZ0040320AE002\xff\xfe\n",
+        );
+        bytes.extend_from_slice(b"\xc3\x28 2 delivered\r\n\n");
+        fs::write(&p, bytes).unwrap();
+        let (_, c) = open(&p, 1 << 20, 0).unwrap();
+        assert_eq!(c.bad_lines, 2);
+        assert_eq!(c.records.len(), 1);
+        assert_eq!(c.records[0].answer, None);
+    }
+
+    /// What `show` and `totals` read: every record once, in id order
+    /// (`show`'s reader, backwards, which takes the newest copy), the same
+    /// transactions as `totals`' reader (forwards) finds, and when the
+    /// oldest kept generation started.
+    struct History {
+        records: Vec<Record>,
+        starts: Option<String>,
+    }
+
+    fn read_all(p: &Path, keep: u32) -> io::Result<History> {
+        let records = crate::terminal::journal::read::newest(p, keep, 1000)?;
+        let (mut forwards, read) = crate::terminal::journal::read::day(
+            p,
+            keep,
+            |_| false,
+            |_| true,
+            Vec::new,
+            |v, r| v.push(r),
+        )?;
+        // The same transactions, once each (a copy may say more than the
+        // original only when made up, as below).
+        let ids = |v: &[Record]| v.iter().map(|r| r.id).collect::<Vec<_>>();
+        forwards.sort_by_key(|r| r.id);
+        assert_eq!(ids(&forwards), ids(&records));
+        Ok(History {
+            records,
+            starts: read.starts,
+        })
+    }
+
+    #[test]
+    fn read_all_merges_carried_copies_and_says_where_the_journal_starts() {
+        let d = dir();
+        let p = d.join("journal");
+        let (mut j, _) = open(&p, 4096, 1).unwrap();
+        j.record(1, &begun(1)).unwrap();
+        j.record(1, &ended()).unwrap();
+        j.record(2, &begun(1)).unwrap();
+        j.record(2, &ended()).unwrap();
+        // The first journal was never rotated into: it starts with its first
+        // transaction, nothing is missing.
+        let h = read_all(&p, 1).unwrap();
+        assert_eq!(h.starts, None);
+        assert_eq!(h.records.len(), 2);
+        let (_, c) = open(&p, 4096, 1).unwrap();
+        let mut last = c.records[1].clone();
+        last.resolved = true;
+        j.rotate(Carry::of(std::slice::from_ref(&last))).unwrap();
+        j.record(3, &begun(1)).unwrap();
+        // Tx 2 is in both generations: read once, still resolved.
+        let h = read_all(&p, 1).unwrap();
+        assert_eq!(h.starts, None);
+        let ids: Vec<u64> = h.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(h.records[1].resolved);
+        // A second rotation drops the first journal: what is kept now
+        // starts at the first rotation, which Journal::open does not count
+        // as an unreadable line.
+        j.rotate(Carry::default()).unwrap();
+        let h = read_all(&p, 1).unwrap();
+        let starts = h.starts.expect("the journal starts at a rotation");
+        assert!(unix_time(&starts).is_some(), "{starts}");
+        let ids: Vec<u64> = h.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 3]);
+        let (_, c) = open(&p, 4096, 1).unwrap();
+        assert_eq!(c.bad_lines, 0);
     }
 }
