@@ -89,6 +89,13 @@ pub struct Outcome {
     /// Retries after a restart that could not be proved the same request
     /// (masked CF): journaled unknown, the backend never asked.
     pub unproven: u64,
+    /// Second registers that found the step's transaction already ended
+    /// in the journal: (h) not applicable, judged as ordinary requests.
+    pub busy_na: u64,
+    /// Serial ACKs and NAKs the register found only at a look after its
+    /// patience: the harness scheduled late (a harness artefact, taken as
+    /// a register takes what is on its line), not a violation.
+    pub late_looks: u64,
     pub violations: Vec<String>,
     pub secs: f64,
 }
@@ -107,6 +114,8 @@ impl Outcome {
         self.withdrawn += o.withdrawn;
         self.slowed += o.slowed;
         self.unproven += o.unproven;
+        self.busy_na += o.busy_na;
+        self.late_looks += o.late_looks;
         self.violations.extend(o.violations.iter().cloned());
     }
 }
@@ -117,16 +126,22 @@ pub fn play(plan: &Plan) -> Outcome {
     let mut rig = run::Rig::new(plan);
     let trace = std::env::var_os("ORACLE_TRACE").is_some();
     for s in &plan.steps {
+        let from = rig.obs.len();
         rig.step(s);
-        check::step(&mut rig);
-        if trace {
-            let o = rig.obs.last().unwrap();
-            println!(
-                "oracle: {s} tx={:?} entries={:?} -> {}",
-                o.tx,
-                o.entries,
-                String::from_utf8_lossy(&o.answer)
-            );
+        // The step's own observation, and a second register's that began
+        // a transaction.
+        for i in from..rig.obs.len() {
+            check::step(&mut rig, i);
+            if trace {
+                let o = &rig.obs[i];
+                println!(
+                    "oracle: {} tx={:?} entries={:?} -> {}",
+                    o.step,
+                    o.tx,
+                    o.entries,
+                    String::from_utf8_lossy(&o.answer)
+                );
+            }
         }
     }
     check::at_end(&mut rig);
@@ -142,6 +157,8 @@ pub fn play(plan: &Plan) -> Outcome {
         withdrawn: rig.withdrawn,
         slowed: rig.slowed,
         unproven: rig.unproven,
+        busy_na: rig.busy_na,
+        late_looks: rig.late_looks(),
         violations: rig.violations.clone(),
         secs: t0.elapsed().as_secs_f64(),
     }
@@ -151,7 +168,7 @@ pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
     format!(
         "{}oracle.ops={} oracle.faults={} oracle.violations={} oracle.restarts={} oracle.replays={} \
          oracle.serial={} oracle.busy={} oracle.not_taken={} oracle.withdrawn={} oracle.slow_disk={} \
-         oracle.unproven={} ({:.1} s)",
+         oracle.unproven={} oracle.busy_na={} oracle.late_looks={} ({:.1} s)",
         seed.map(|s| format!("oracle.seed={s} ")).unwrap_or_default(),
         o.ops,
         o.faults,
@@ -164,6 +181,8 @@ pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
         o.withdrawn,
         o.slowed,
         o.unproven,
+        o.busy_na,
+        o.late_looks,
         o.secs
     )
 }
