@@ -480,7 +480,9 @@ impl Rig {
                 reg: 7,
                 cd: '0',
                 amount: 1000,
-                cf: format!("B{:06}", step.id),
+                // Ten characters: the whole private field of a V2 frame,
+                // which the journal has without padding.
+                cf: format!("B{:09}", step.id),
                 im: None,
             },
             fault: Fault::None,
