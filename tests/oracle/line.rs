@@ -126,6 +126,19 @@ impl Line {
         }
     }
 
+    /// concertd's ACK or NAK to a frame the register gave up on, within
+    /// `d` (only a broken terminal says neither).
+    pub fn late_word(&mut self, d: Duration) -> Option<u8> {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.byte_within(left)? {
+                b @ (ACK | NAK) => return Some(b),
+                _ => {}
+            }
+        }
+    }
+
     /// The first of `want` on the line within `d`, others ignored: None
     /// only once a look that began at or after the deadline found the
     /// line empty, so that nothing wanted was there in time.

@@ -581,9 +581,18 @@ impl Rig {
             // NAK, or a transaction that runs anyway, whose answer session
             // is taken off the line (the register ignores it) and judged.
             // A frame that never went (no ACK to the ENQ) leaves nothing
-            // to wait for.
+            // to wait for. Silence (no ACK in time) is followed by
+            // concertd's word all the same, late: a NAK, or an ACK and
+            // then the answer's session.
+            let late = match took {
+                Took::NoAck => line.late_word(PATIENCE),
+                _ => None,
+            };
+            if late == Some(concert::framing::ACK) {
+                let _ = self.session(&mut line, false, jfrom, req);
+            }
             let deadline = Instant::now() + PATIENCE;
-            while took != Took::Unsent {
+            while took != Took::Unsent && late != Some(concert::framing::ACK) {
                 if self.d.log_has_since(mark, "not started")
                     || self.d.log_has_since(mark, "refused busy")
                     || Instant::now() > deadline
