@@ -132,9 +132,9 @@ impl Line {
         let until = Instant::now() + d;
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            match self.byte_within(left)? {
-                b @ (ACK | NAK) => return Some(b),
-                _ => {}
+            let b = self.byte_within(left)?;
+            if b == ACK || b == NAK {
+                return Some(b);
             }
         }
     }
