@@ -34,7 +34,20 @@
 //! - a second register (register 07, a CF of its own) that fires while
 //!   a step's transaction is held at the backend must get the busy
 //!   answer and begin nothing: any begun record for its request, or a
-//!   ledger entry no request of the run began, is a violation;
+//!   ledger entry no request of the run began, is a violation. The step
+//!   runs with a transaction-timeout of 60 s (reloaded for it, undone
+//!   after), so that its transaction is still held when the second
+//!   request goes however late the harness is scheduled; should the
+//!   journal show it ended before the second request went, there was
+//!   nothing to be busy with: (h) does not apply (`busy_na`). Either way
+//!   a second request that began a transaction is judged as one of its
+//!   own (an observation after the step's, its ledger entries tied by
+//!   its transaction id or, upstream, by its CF);
+//! - no verdict rests on the harness's clock: a register's silence is
+//!   proved by a look at the line after its patience, the end of a
+//!   session by the journal's `delivered`/`undelivered`, a connection
+//!   given up on by concertd's own "closed" log line, a gate's release
+//!   by a line that waits in the FIFO for the program;
 //! - a retry (a request sent again byte for byte, `retry-window` on)
 //!   that got no transaction of its own is backed by the charge of the
 //!   request it repeats, and by nothing else.
