@@ -155,6 +155,9 @@ impl Line {
                     return Some(b[0]);
                 }
                 Ok(1) => {}
+                // Interrupted (EINTR: the harness stopped and continued,
+                // signal(7)) is no look at the line.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 _ if look >= until => return None,
                 _ => {}
             }

@@ -351,6 +351,10 @@ impl Rig {
         if held {
             self.reload_timeout(None);
         }
+        // Every request concertd sent upstream for the step is recorded.
+        if let Some(u) = &self.up {
+            u.quiesce(PATIENCE);
+        }
         drop(slow);
         if o.slowed {
             self.slowed += 1;
@@ -797,9 +801,15 @@ impl Rig {
             match s.read(&mut buf) {
                 Ok(0) => return cond(self),
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
+                // EINTR: a read with a timeout is interrupted when the
+                // harness is stopped and continued (signal(7)).
                 Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return cond(self),
             }
             assert!(Instant::now() < deadline, "neither answer nor progress");
@@ -965,6 +975,9 @@ fn read_rest(s: &mut TcpStream, answer: &mut Vec<u8>, patience: Duration) {
         match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
+            // A read with a timeout fails with EINTR when the harness is
+            // stopped and continued (signal(7)): not the end of anything.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
     }
