@@ -71,7 +71,7 @@ fn performed<'a>(ledger: &'a [Entry], o: &Obs) -> Vec<&'a Entry> {
 }
 
 /// The request as the backend must get it: a relay's upstream gets no IM.
-fn expected_frame(backend: Backend, req: &str) -> String {
+pub fn expected_frame(backend: Backend, req: &str) -> String {
     if backend != Backend::Relay {
         return req.to_string();
     }
@@ -157,14 +157,22 @@ fn v2_elements(
     Some(els)
 }
 
-/// (h) The second register of a busy step.
+/// (h) The second register of a busy step. When the step's transaction
+/// had ended (in the journal) before the second request went, there was
+/// nothing to be busy with: (h) does not apply, and the second request,
+/// if it began a transaction, is judged as an ordinary one (its own
+/// observation, after the step's).
 fn busy(rig: &mut Rig, o: &Obs, name: &str) {
     let Some(b) = &o.busy else { return };
+    if b.first_ended {
+        rig.busy_na += 1;
+        return;
+    }
     let who = format!("{name}: a second register's debit by {:?}", b.via);
-    if b.began {
+    if let Some(tx) = b.tx {
         violate(
             rig,
-            format!("(h) {who} while the transaction ran began one of its own (queued, not refused busy)"),
+            format!("(h) {who} while the transaction ran began one of its own, tx {tx} (queued, not refused busy)"),
         );
     }
     if b.via == Via::Tcp {
@@ -245,7 +253,14 @@ fn taken(rig: &mut Rig, o: &Obs, name: &str, ledger: &[Entry]) -> bool {
 /// (g) A retry after a restart of a request the journal keeps masked,
 /// whose earlier attempts all predate the restart and were approved:
 /// not provably the same request, so neither replayed nor run.
-fn unproven(rig: &mut Rig, o: &Obs, name: &str, req: &str, els: Option<&[(String, String)]>) {
+fn unproven(
+    rig: &mut Rig,
+    i: usize,
+    o: &Obs,
+    name: &str,
+    req: &str,
+    els: Option<&[(String, String)]>,
+) {
     if !rig.plan.window || o.step.via == Via::SerialV2 {
         return;
     }
@@ -254,7 +269,7 @@ fn unproven(rig: &mut Rig, o: &Obs, name: &str, req: &str, els: Option<&[(String
     if !cf.bytes().filter(u8::is_ascii_digit).count().ge(&13) {
         return;
     }
-    let earlier: Vec<Obs> = rig.obs[..rig.obs.len() - 1]
+    let earlier: Vec<Obs> = rig.obs[..i]
         .iter()
         .filter(|p| p.tx.is_some() && p.req.as_deref() == Some(req))
         .cloned()
@@ -316,9 +331,8 @@ fn unproven(rig: &mut Rig, o: &Obs, name: &str, req: &str, els: Option<&[(String
     }
 }
 
-/// Checks the step just played.
-pub fn step(rig: &mut Rig) {
-    let i = rig.obs.len() - 1;
+/// Checks observation `i`, just played.
+pub fn step(rig: &mut Rig, i: usize) {
     let o = rig.obs[i].clone();
     let Some(req) = o.req.clone() else { return };
     let name = format!("{}", o.step);
@@ -359,7 +373,7 @@ pub fn step(rig: &mut Rig) {
             }
         }
     };
-    unproven(rig, &o, &name, &req, els.as_deref());
+    unproven(rig, i, &o, &name, &req, els.as_deref());
     let Some(els) = els else {
         return check_sums(rig);
     };
@@ -397,7 +411,7 @@ pub fn step(rig: &mut Rig) {
         }
         let done = performed(&ledger, &o);
         if ae == "10" && tag(&els, "BA").is_none() {
-            approval(rig, &o, &name, &els, &done, &ledger, backend, &req);
+            approval(rig, i, &o, &name, &els, &done, &ledger, backend, &req);
         }
         if ae == "01" && af != "07" && !done.is_empty() {
             violate(
@@ -417,6 +431,7 @@ pub fn step(rig: &mut Rig) {
 #[allow(clippy::too_many_arguments)]
 fn approval(
     rig: &mut Rig,
+    i: usize,
     o: &Obs,
     name: &str,
     els: &[(String, String)],
@@ -459,7 +474,7 @@ fn approval(
         }
         0 => {
             // A replay: backed by the charge of the request it repeats.
-            let source = rig.obs[..rig.obs.len() - 1]
+            let source = rig.obs[..i]
                 .iter()
                 .rev()
                 .find(|p| {
@@ -475,7 +490,7 @@ fn approval(
                         && decode(&p.answer).is_none_or(|a| tag(&a, "AC") == tag(els, "AC"))
                 });
             if !backed {
-                let other = rig.obs[..rig.obs.len() - 1]
+                let other = rig.obs[..i]
                     .iter()
                     .rev()
                     .find(|p| {

@@ -4,12 +4,23 @@
 //! concertd-exec.7 (ATTEMPTED=1 before money may move), and
 //! appends its ledger line before it prints its outcome. The harness
 //! arms a fault for the next transaction in the file `fault`.
+//!
+//! The gate that holds a transaction at the program is a FIFO of its
+//! own, `gate-<CONCERT_ID>`, made by whichever of the program and the
+//! harness comes first; the harness lets it go by writing a line into it
+//! through a descriptor it keeps open, so that the line waits there for a
+//! program that has not opened it yet: the release never waits for the
+//! program and never misses it, however late either side is scheduled,
+//! and a program killed at the gate leaves its line to nobody else.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct PayProgram {
     pub dir: PathBuf,
+    /// The gates let go, each kept open until the run ends: a line
+    /// written into a FIFO lasts only while a descriptor holds it open.
+    released: std::sync::Mutex<Vec<std::fs::File>>,
 }
 
 const SCRIPT: &str = r#"#!/bin/sh
@@ -55,7 +66,7 @@ fi
 case "$f" in
 die) kill -9 $$ ;;
 slow) sleep 5 ;;
-gate) read go < "$D/gate" ;;
+gate) g="$D/gate-$CONCERT_ID"; mkfifo "$g" 2>/dev/null; read go < "$g" ;;
 esac
 if [ $ok = yes ]; then
 	case "$a" in
@@ -75,17 +86,13 @@ exit 0
 
 impl PayProgram {
     pub fn new(dir: &Path) -> PayProgram {
-        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::PermissionsExt;
         let script = dir.join("pay.sh");
         std::fs::write(&script, SCRIPT.replace("@DIR@", &dir.display().to_string())).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let fifo = dir.join("gate");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: mkfifo(3) on a path this harness owns.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
         PayProgram {
             dir: dir.to_path_buf(),
+            released: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -106,21 +113,25 @@ impl PayProgram {
         let _ = std::fs::remove_file(self.dir.join("fault"));
     }
 
-    /// Lets a program held on the gate go on (one whose concertd was
-    /// killed prints to nobody); false when none holds it open yet.
-    /// Never blocks.
-    pub fn try_release(&self) -> bool {
+    /// Lets the program of transaction `tx` held at its gate go on, now
+    /// or whenever it reaches the gate (one whose concertd was killed
+    /// prints to nobody). Never blocks: the FIFO is opened read-write,
+    /// which Linux grants without a reader.
+    pub fn release(&self, tx: u64) {
+        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::OpenOptions::new()
+        let fifo = self.dir.join(format!("gate-{tx}"));
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a path this harness owns; EEXIST (the
+        // program made it first) is what the open below needs anyway.
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
-            .open(self.dir.join("gate"))
-        {
-            Ok(mut f) => {
-                let _ = f.write_all(b"go\n");
-                true
-            }
-            Err(_) => false,
-        }
+            .open(&fifo)
+            .expect("the gate FIFO");
+        f.write_all(b"go\n").expect("a line into the gate");
+        self.released.lock().unwrap().push(f);
     }
 }

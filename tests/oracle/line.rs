@@ -3,6 +3,13 @@
 //! register's link layer (ENQ, ACK, STX..ETX+LRC, EOT) with a real
 //! register's patience: it waits 1 s for the ACK of its frame, as
 //! pyTeliumManager does, and counts a NAK or silence as "not taken".
+//!
+//! Silence is proved, not timed: the register gives up only once a look
+//! at the line that began after its patience ran out found nothing there.
+//! A byte on the line stays until read, so an ACK concertd wrote in time
+//! is found by that look however late a loaded machine schedules the
+//! harness (what a real register's read does too); such an ACK, found only
+//! after the deadline, is counted (`late_looks`) and taken.
 //! Nothing here panics on what concertd sends: a broken session is said
 //! to the caller, which judges it.
 
@@ -28,15 +35,20 @@ pub enum Took {
     Ack,
     /// NAKed: not taken (busy, withdrawn).
     Nak,
-    /// No ACK to the ENQ or to the frame within ACK_PATIENCE: not taken,
-    /// for the register.
+    /// No ACK to the frame within ACK_PATIENCE: not taken, for the
+    /// register.
     NoAck,
+    /// No ACK to the ENQ within ACK_PATIENCE: the frame never went.
+    Unsent,
 }
 
 pub struct Line {
     master: TTYPort,
     _slave: TTYPort,
     pub link: PathBuf,
+    /// ACKs and NAKs found only by a look that began after the register's
+    /// patience: the harness was not scheduled to look in time.
+    pub late_looks: u64,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -58,6 +70,7 @@ impl Line {
             master,
             _slave: slave,
             link,
+            late_looks: 0,
         }
     }
 
@@ -97,7 +110,7 @@ impl Line {
         self.send(&[ENQ]);
         if self.awaits(&[ACK], ACK_PATIENCE).is_none() {
             self.send(&[EOT]);
-            return Took::NoAck;
+            return Took::Unsent;
         }
         self.send(&frame(payload));
         match self.awaits(&[ACK, NAK], ACK_PATIENCE) {
@@ -113,14 +126,40 @@ impl Line {
         }
     }
 
-    /// The first of `want` within `d`, others ignored.
-    fn awaits(&mut self, want: &[u8], d: Duration) -> Option<u8> {
+    /// concertd's ACK or NAK to a frame the register gave up on, within
+    /// `d` (only a broken terminal says neither).
+    pub fn late_word(&mut self, d: Duration) -> Option<u8> {
         let until = Instant::now() + d;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let b = self.byte_within(left)?;
-            if want.contains(&b) {
+            if b == ACK || b == NAK {
                 return Some(b);
+            }
+        }
+    }
+
+    /// The first of `want` on the line within `d`, others ignored: None
+    /// only once a look that began at or after the deadline found the
+    /// line empty, so that nothing wanted was there in time.
+    fn awaits(&mut self, want: &[u8], d: Duration) -> Option<u8> {
+        let until = Instant::now() + d;
+        let mut b = [0u8; 1];
+        loop {
+            let look = Instant::now();
+            match self.master.read(&mut b) {
+                Ok(1) if want.contains(&b[0]) => {
+                    if look >= until {
+                        self.late_looks += 1;
+                    }
+                    return Some(b[0]);
+                }
+                Ok(1) => {}
+                // Interrupted (EINTR: the harness stopped and continued,
+                // signal(7)) is no look at the line.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ if look >= until => return None,
+                _ => {}
             }
         }
     }

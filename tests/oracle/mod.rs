@@ -34,7 +34,20 @@
 //! - a second register (register 07, a CF of its own) that fires while
 //!   a step's transaction is held at the backend must get the busy
 //!   answer and begin nothing: any begun record for its request, or a
-//!   ledger entry no request of the run began, is a violation;
+//!   ledger entry no request of the run began, is a violation. The step
+//!   runs with a transaction-timeout of 60 s (reloaded for it, undone
+//!   after), so that its transaction is still held when the second
+//!   request goes however late the harness is scheduled; should the
+//!   journal show it ended before the second request went, there was
+//!   nothing to be busy with: (h) does not apply (`busy_na`). Either way
+//!   a second request that began a transaction is judged as one of its
+//!   own (an observation after the step's, its ledger entries tied by
+//!   its transaction id or, upstream, by its CF);
+//! - no verdict rests on the harness's clock: a register's silence is
+//!   proved by a look at the line after its patience, the end of a
+//!   session by the journal's `delivered`/`undelivered`, a connection
+//!   given up on by concertd's own "closed" log line, a gate's release
+//!   by a line that waits in the FIFO for the program;
 //! - a retry (a request sent again byte for byte, `retry-window` on)
 //!   that got no transaction of its own is backed by the charge of the
 //!   request it repeats, and by nothing else.
@@ -89,6 +102,13 @@ pub struct Outcome {
     /// Retries after a restart that could not be proved the same request
     /// (masked CF): journaled unknown, the backend never asked.
     pub unproven: u64,
+    /// Second registers that found the step's transaction already ended
+    /// in the journal: (h) not applicable, judged as ordinary requests.
+    pub busy_na: u64,
+    /// Serial ACKs and NAKs the register found only at a look after its
+    /// patience: the harness scheduled late (a harness artefact, taken as
+    /// a register takes what is on its line), not a violation.
+    pub late_looks: u64,
     pub violations: Vec<String>,
     pub secs: f64,
 }
@@ -107,6 +127,8 @@ impl Outcome {
         self.withdrawn += o.withdrawn;
         self.slowed += o.slowed;
         self.unproven += o.unproven;
+        self.busy_na += o.busy_na;
+        self.late_looks += o.late_looks;
         self.violations.extend(o.violations.iter().cloned());
     }
 }
@@ -117,16 +139,22 @@ pub fn play(plan: &Plan) -> Outcome {
     let mut rig = run::Rig::new(plan);
     let trace = std::env::var_os("ORACLE_TRACE").is_some();
     for s in &plan.steps {
+        let from = rig.obs.len();
         rig.step(s);
-        check::step(&mut rig);
-        if trace {
-            let o = rig.obs.last().unwrap();
-            println!(
-                "oracle: {s} tx={:?} entries={:?} -> {}",
-                o.tx,
-                o.entries,
-                String::from_utf8_lossy(&o.answer)
-            );
+        // The step's own observation, and a second register's that began
+        // a transaction.
+        for i in from..rig.obs.len() {
+            check::step(&mut rig, i);
+            if trace {
+                let o = &rig.obs[i];
+                println!(
+                    "oracle: {} tx={:?} entries={:?} -> {}",
+                    o.step,
+                    o.tx,
+                    o.entries,
+                    String::from_utf8_lossy(&o.answer)
+                );
+            }
         }
     }
     check::at_end(&mut rig);
@@ -142,6 +170,8 @@ pub fn play(plan: &Plan) -> Outcome {
         withdrawn: rig.withdrawn,
         slowed: rig.slowed,
         unproven: rig.unproven,
+        busy_na: rig.busy_na,
+        late_looks: rig.late_looks(),
         violations: rig.violations.clone(),
         secs: t0.elapsed().as_secs_f64(),
     }
@@ -151,7 +181,7 @@ pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
     format!(
         "{}oracle.ops={} oracle.faults={} oracle.violations={} oracle.restarts={} oracle.replays={} \
          oracle.serial={} oracle.busy={} oracle.not_taken={} oracle.withdrawn={} oracle.slow_disk={} \
-         oracle.unproven={} ({:.1} s)",
+         oracle.unproven={} oracle.busy_na={} oracle.late_looks={} ({:.1} s)",
         seed.map(|s| format!("oracle.seed={s} ")).unwrap_or_default(),
         o.ops,
         o.faults,
@@ -164,6 +194,8 @@ pub fn figures(seed: Option<u64>, o: &Outcome) -> String {
         o.withdrawn,
         o.slowed,
         o.unproven,
+        o.busy_na,
+        o.late_looks,
         o.secs
     )
 }

@@ -8,7 +8,7 @@ use super::journal::{self, same_masked, Tail};
 use super::ledger::{Entry, ExecLedger, Target};
 use super::line::{Line, Took};
 use super::model::{request, v2_request, Backend, Fault, Op, Plan, Step, Via};
-use super::slow::{SlowDisk, DELAY};
+use super::slow::SlowDisk;
 use super::upstream::Upstream;
 use crate::util::{Daemon, Spec, CONCERTCTL};
 use std::collections::HashMap;
@@ -21,6 +21,12 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// Short, so that a slow backend costs little; a loaded machine that
 /// outruns it turns an answer into AF07, which no invariant forbids.
 pub const TX_TIMEOUT_MS: u64 = 600;
+/// The transaction-timeout of a `Fault::Busy` step, reloaded before it
+/// and undone after: the step's transaction, held at the backend, must
+/// still run when the second register's request comes, however late a
+/// loaded machine lets the harness send it. Past PATIENCE: only a
+/// broken harness or daemon gets there.
+pub const HELD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One step as it went.
 #[derive(Clone, Debug)]
@@ -70,19 +76,29 @@ impl Obs {
 /// A second register's request while a transaction runs.
 #[derive(Clone, Debug)]
 pub struct Busy {
+    /// The second register's own step (register 07, a debit).
+    pub step: Step,
     pub via: Via,
     /// As the journal would have it (V3).
     pub req: String,
+    /// The bytes on the wire when they are not `req` (V2).
+    pub wire: Option<String>,
     /// What it got (TCP), or the answer of a session (serial, ACKed).
     pub answer: Vec<u8>,
     pub took: Option<Took>,
-    /// A transaction began for it.
-    pub began: bool,
+    /// The transaction begun for it, if any.
+    pub tx: Option<u64>,
+    /// The step's own transaction had ended in the journal before the
+    /// second request was sent: there was nothing to be busy with, and
+    /// the second request is an ordinary one (judged as such).
+    pub first_ended: bool,
 }
 
 pub struct Rig {
     pub plan: Plan,
     pub d: Daemon,
+    /// The daemon's configuration lines (those of `Daemon::set_extra`).
+    extra: String,
     pay: Option<PayProgram>,
     up: Option<Upstream>,
     exec_ledger: Option<ExecLedger>,
@@ -110,6 +126,8 @@ pub struct Rig {
     pub withdrawn: u64,
     pub slowed: u64,
     pub unproven: u64,
+    /// Second registers that found the step's transaction ended already.
+    pub busy_na: u64,
 }
 
 impl Rig {
@@ -151,6 +169,7 @@ impl Rig {
         Rig {
             plan: plan.clone(),
             d,
+            extra,
             pay,
             up,
             exec_ledger,
@@ -172,7 +191,13 @@ impl Rig {
             withdrawn: 0,
             slowed: 0,
             unproven: 0,
+            busy_na: 0,
         }
+    }
+
+    /// ACKs and NAKs the serial register found only after its patience.
+    pub fn late_looks(&self) -> u64 {
+        self.line.as_ref().map_or(0, |l| l.late_looks)
     }
 
     /// Every entry of the run's backend.
@@ -276,6 +301,10 @@ impl Rig {
         if wire != req {
             o.wire = Some(wire.clone());
         }
+        let held = matches!(step.fault, Fault::Busy(_));
+        if held {
+            self.reload_timeout(Some(HELD_TIMEOUT));
+        }
         self.arm(step.fault);
         self.tail.refresh();
         let jfrom = self.tail.lines.len();
@@ -294,20 +323,15 @@ impl Rig {
             None
         };
         o.slowed = slow.is_some();
+        // Past this, concertd has decided on the request: it began a
+        // transaction for it (its begun record is in the journal) or it
+        // never will (an answer, a NAK, its connection closed, "not
+        // started" logged).
         let mut restarted = if step.via.serial() {
             self.serial_step(step, &wire, &req, jfrom, &mut o)
         } else {
             self.tcp_step(step, &req, jfrom, &mut o)
         };
-        if o.slowed && o.answer.is_empty() && o.took != Some(Took::Ack) {
-            // The register gave up (or was NAKed) before the disk let the
-            // begun record in: whatever concertd does with the request
-            // is waited for, bounded (it may refuse it without a record).
-            let until = Instant::now() + DELAY * 4 + Duration::from_secs(2);
-            while self.begun_since(jfrom, &req).is_none() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
         self.disarm();
         if let Some(old) = fsize {
             crate::util::restore_fsize(self.d.pid(), old);
@@ -320,15 +344,16 @@ impl Rig {
         // The transaction this request began, and its end (under the
         // slow disk too: its records are part of the step).
         let tx = self.begun_since(jfrom, &req);
-        if let Some(id) = tx {
-            let deadline = Instant::now() + PATIENCE;
-            while !self.closed(id) {
-                assert!(
-                    Instant::now() < deadline,
-                    "tx {id} never ended in the journal"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        let second = o.busy.as_ref().and_then(|b| b.tx);
+        for id in tx.iter().chain(second.iter()) {
+            self.wait_closed(*id);
+        }
+        if held {
+            self.reload_timeout(None);
+        }
+        // Every request concertd sent upstream for the step is recorded.
+        if let Some(u) = &self.up {
+            u.quiesce(PATIENCE);
         }
         drop(slow);
         if o.slowed {
@@ -338,10 +363,35 @@ impl Rig {
             self.serial_steps += 1;
         }
         let answer = o.answer.clone();
-        o.entries = self.attribute(step, &req, tx, &answer, up_from);
+        let busy = o.busy.clone().filter(|b| b.tx.is_some());
+        let mut claims = vec![(step.clone(), req.clone(), tx, answer)];
+        if let Some(b) = &busy {
+            claims.push((b.step.clone(), b.req.clone(), b.tx, b.answer.clone()));
+        }
+        let mut entries = self.attribute(&claims, up_from).into_iter();
+        o.entries = entries.next().unwrap_or_default();
         o.tx = tx;
         o.req = Some(req);
+        let restarts_before = o.restarts_before;
         self.obs.push(o);
+        // A second register's request that began a transaction is judged
+        // as one of its own, by every invariant (and by (h), when the
+        // step's transaction still ran).
+        if let Some(b) = busy {
+            self.obs.push(Obs {
+                step: b.step.clone(),
+                req: Some(b.req.clone()),
+                answer: b.answer.clone(),
+                tx: b.tx,
+                entries: entries.next().unwrap_or_default(),
+                wire: b.wire.clone(),
+                took: b.took,
+                busy: None,
+                slowed: false,
+                restarts_before,
+                line_error: None,
+            });
+        }
         if restarted {
             super::check::after_restart(self);
         }
@@ -350,8 +400,10 @@ impl Rig {
     /// A step by TCP; true when concertd was restarted.
     fn tcp_step(&mut self, step: &Step, req: &str, jfrom: usize, o: &mut Obs) -> bool {
         let bfrom = self.backend_len();
+        let mark = self.d.mark();
         let mut s = TcpStream::connect(self.d.addr).expect("connect");
         s.set_nodelay(true).unwrap();
+        let me = s.local_addr().expect("local address");
         let _ = s.write_all(req.as_bytes());
         let _ = s.shutdown(Shutdown::Write);
         let mut answer = Vec::new();
@@ -371,12 +423,29 @@ impl Rig {
                 let reached = self.plan.backend == Backend::Simulator
                     || self.wait_until(&mut s, &mut answer, |r| r.backend_len() > bfrom);
                 if reached {
-                    restarted = self.mid(step, o);
+                    let tx = self.begun_since(jfrom, req);
+                    restarted = self.mid(step, o, tx);
                 }
                 read_rest(&mut s, &mut answer, PATIENCE);
             }
             // The register's patience: 1 s, as on the serial line.
-            Fault::SlowDisk => read_rest(&mut s, &mut answer, super::line::ACK_PATIENCE),
+            Fault::SlowDisk => {
+                read_rest(&mut s, &mut answer, super::line::ACK_PATIENCE);
+                if answer.is_empty() {
+                    // It gave up before the disk let the begun record in.
+                    // Whether concertd begins a transaction for it all
+                    // the same is known once it is done with the
+                    // connection (it may refuse it without a record):
+                    // its log says so, however slow the disk or the
+                    // machine.
+                    drop(s);
+                    let done = format!("tcp {me}: closed");
+                    assert!(
+                        self.d.wait_log_since(mark, &done).is_some(),
+                        "concertd never closed {me}"
+                    );
+                }
+            }
             _ => read_rest(&mut s, &mut answer, PATIENCE),
         }
         o.answer = answer;
@@ -385,7 +454,7 @@ impl Rig {
 
     /// While the backend holds the step's transaction: the kill, the
     /// reload or the second register; then the backend is let go.
-    fn mid(&mut self, step: &Step, o: &mut Obs) -> bool {
+    fn mid(&mut self, step: &Step, o: &mut Obs, tx: Option<u64>) -> bool {
         let mut restarted = false;
         match step.fault {
             Fault::KillMid => {
@@ -399,23 +468,25 @@ impl Rig {
                     .wait_log_since(mark, "reloaded: ")
                     .expect("reloaded after SIGHUP");
             }
-            Fault::Busy(via) => o.busy = Some(self.second(step, via)),
+            Fault::Busy(via) => o.busy = Some(self.second(step, via, tx)),
             _ => {}
         }
-        self.release();
+        self.release(tx);
         restarted
     }
 
     /// A second register's debit (register 07, a CF of its own) while the
-    /// step's transaction runs.
-    fn second(&mut self, step: &Step, via: Via) -> Busy {
+    /// step's transaction (`first`) runs.
+    fn second(&mut self, step: &Step, via: Via, first: Option<u64>) -> Busy {
         let s2 = Step {
             id: step.id,
             op: Op::Custom {
                 reg: 7,
                 cd: '0',
                 amount: 1000,
-                cf: format!("B{:06}", step.id),
+                // Ten characters: the whole private field of a V2 frame,
+                // which the journal has without padding.
+                cf: format!("B{:09}", step.id),
                 im: None,
             },
             fault: Fault::None,
@@ -428,12 +499,19 @@ impl Rig {
         let (wire, req) = built.expect("a debit is a request");
         self.tail.refresh();
         let jfrom = self.tail.lines.len();
+        // Read from the journal before the request goes: a step's
+        // transaction already ended (by itself: the harness holds its
+        // backend) leaves nothing to be busy with, whatever the timing.
+        let first_ended = first.is_some_and(|id| self.closed(id));
         let mut b = Busy {
+            step: s2,
             via,
             req: req.clone(),
+            wire: (wire != req).then(|| wire.clone()),
             answer: Vec::new(),
             took: None,
-            began: false,
+            tx: None,
+            first_ended,
         };
         if via.serial() {
             if let Some(mut line) = self.line.take() {
@@ -441,8 +519,7 @@ impl Rig {
                 b.took = Some(took);
                 if took == Took::Ack {
                     // It was taken: its answer comes once it ran.
-                    let deadline = Instant::now() + PATIENCE;
-                    if let Ok(Some(a)) = line.answer(false, || Instant::now() < deadline) {
+                    if let Ok(Some(a)) = self.session(&mut line, false, jfrom, &req) {
                         b.answer = a;
                     }
                 }
@@ -454,7 +531,7 @@ impl Rig {
             let _ = s.shutdown(Shutdown::Write);
             read_rest(&mut s, &mut b.answer, PATIENCE);
         }
-        b.began = self.begun_since(jfrom, &req).is_some();
+        b.tx = self.begun_since(jfrom, &req);
         b
     }
 
@@ -495,7 +572,7 @@ impl Rig {
                 }
                 if reached {
                     self.line = Some(line);
-                    restarted = self.mid(step, o);
+                    restarted = self.mid(step, o, Some(id));
                     line = self.line.take().expect("the serial line");
                 }
             }
@@ -507,8 +584,19 @@ impl Rig {
             // waited for: the worker's "not started" (withdrawn), a busy
             // NAK, or a transaction that runs anyway, whose answer session
             // is taken off the line (the register ignores it) and judged.
+            // A frame that never went (no ACK to the ENQ) leaves nothing
+            // to wait for. Silence (no ACK in time) is followed by
+            // concertd's word all the same, late: a NAK, or an ACK and
+            // then the answer's session.
+            let late = match took {
+                Took::NoAck => line.late_word(PATIENCE),
+                _ => None,
+            };
+            if late == Some(concert::framing::ACK) {
+                let _ = self.session(&mut line, false, jfrom, req);
+            }
             let deadline = Instant::now() + PATIENCE;
-            loop {
+            while took != Took::Unsent && late != Some(concert::framing::ACK) {
                 if self.d.log_has_since(mark, "not started")
                     || self.d.log_has_since(mark, "refused busy")
                     || Instant::now() > deadline
@@ -560,19 +648,50 @@ impl Rig {
         req: &str,
     ) -> Result<Option<Vec<u8>>, String> {
         let deadline = Instant::now() + PATIENCE;
-        let mut grace: Option<Instant> = None;
         line.answer(refuse, || {
-            let closed = match self.begun_since(jfrom, req) {
-                Some(id) => self.closed(id),
+            let over = match self.begun_since(jfrom, req) {
+                Some(id) => self.delivery_known(id),
                 None => false,
             };
-            if closed {
-                let g = *grace.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-                Instant::now() < g
-            } else {
-                Instant::now() < deadline
-            }
+            !over && Instant::now() < deadline
         })
+    }
+
+    /// Whether the journal says how transaction `id`'s answer session
+    /// ended: `delivered` (the register ACKed its last frame),
+    /// `undelivered` (it did not), or `withdrawn` (there is none).
+    fn delivery_known(&mut self, id: u64) -> bool {
+        self.tail.refresh();
+        self.tail.lines.iter().rev().any(|l| {
+            l.id == id && matches!(l.event.as_str(), "delivered" | "undelivered" | "withdrawn")
+        })
+    }
+
+    /// Waits for transaction `id`'s ended (or withdrawn) record.
+    fn wait_closed(&mut self, id: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.closed(id) {
+            assert!(
+                Instant::now() < deadline,
+                "tx {id} never ended in the journal"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Reloads concertd with a transaction-timeout of `t` (None: the
+    /// run's own), applied from the next transaction.
+    fn reload_timeout(&mut self, t: Option<Duration>) {
+        let extra = match t {
+            Some(t) => format!("{}transaction-timeout {}ms\n", self.extra, t.as_millis()),
+            None => self.extra.clone(),
+        };
+        self.d.set_extra(&extra);
+        let mark = self.d.mark();
+        self.d.signal(libc::SIGHUP);
+        self.d
+            .wait_log_since(mark, "reloaded: ")
+            .expect("reloaded after SIGHUP");
     }
 
     /// Waits for the relay to settle the register's last transaction, or
@@ -653,13 +772,11 @@ impl Rig {
         }
     }
 
-    fn release(&self) {
-        if let Some(p) = &self.pay {
-            // The program may not have opened its gate yet.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !p.try_release() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+    /// Lets the backend go on with transaction `tx`: at once, whether or
+    /// not it reached its hold yet.
+    fn release(&self, tx: Option<u64>) {
+        if let (Some(p), Some(tx)) = (&self.pay, tx) {
+            p.release(tx);
         }
         if let Some(u) = &self.up {
             u.release();
@@ -684,57 +801,76 @@ impl Rig {
             match s.read(&mut buf) {
                 Ok(0) => return cond(self),
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
+                // EINTR: a read with a timeout is interrupted when the
+                // harness is stopped and continued (signal(7)).
                 Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return cond(self),
             }
             assert!(Instant::now() < deadline, "neither answer nor progress");
         }
     }
 
-    /// Which ledger entries the backend wrote for this request.
+    /// Which ledger entries the backend wrote for each of the requests
+    /// of a step (the step's own, and a second register's that began a
+    /// transaction): (step, request, its transaction, its answer).
     fn attribute(
         &mut self,
-        step: &Step,
-        req: &str,
-        tx: Option<u64>,
-        answer: &[u8],
+        claims: &[(Step, String, Option<u64>, Vec<u8>)],
         up_from: usize,
-    ) -> Vec<usize> {
+    ) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); claims.len()];
         match self.plan.backend {
             Backend::Exec => {
                 let l = self.exec_ledger.as_mut().unwrap();
                 l.refresh();
-                match tx {
-                    Some(id) => l
-                        .entries
-                        .iter()
-                        .filter(|e| e.tx == Some(id))
-                        .map(|e| e.seq)
-                        .collect(),
-                    None => Vec::new(),
+                for (k, (_, _, tx, _)) in claims.iter().enumerate() {
+                    if let Some(id) = tx {
+                        out[k] = l
+                            .entries
+                            .iter()
+                            .filter(|e| e.tx == Some(*id))
+                            .map(|e| e.seq)
+                            .collect();
+                    }
                 }
             }
             Backend::Relay => {
                 let new = self.up.as_ref().unwrap().entries(up_from);
-                let im = crate::util::elements(req.as_bytes())
-                    .into_iter()
-                    .find(|(t, _)| t == "IM")
-                    .and_then(|(_, v)| v.parse().ok());
-                let mut idx = Vec::new();
+                let frames: Vec<String> = claims
+                    .iter()
+                    .map(|(_, r, _, _)| super::check::expected_frame(Backend::Relay, r))
+                    .collect();
                 for mut e in new {
                     // The upstream knows neither concertd's id nor IM:
-                    // they come from the request it arrived for.
-                    e.tx = tx;
-                    e.refund_of = im;
-                    idx.push(self.up_entries.len());
+                    // they come from the request it arrived for, the
+                    // step's own unless it is the second register's
+                    // (which carries a CF of its own).
+                    let k = (1..claims.len())
+                        .find(|&k| same_masked(&e.frame, &frames[k]))
+                        .unwrap_or(0);
+                    let (_, req, tx, _) = &claims[k];
+                    e.tx = *tx;
+                    e.refund_of = crate::util::elements(req.as_bytes())
+                        .into_iter()
+                        .find(|(t, _)| t == "IM")
+                        .and_then(|(_, v)| v.parse().ok());
+                    out[k].push(self.up_entries.len());
                     self.up_entries.push(e);
                 }
-                idx
             }
-            Backend::Simulator => self.simulate(step, req, tx, answer),
+            Backend::Simulator => {
+                for (k, (step, req, tx, answer)) in claims.iter().enumerate() {
+                    out[k] = self.simulate(step, req, *tx, answer);
+                }
+            }
         }
+        out
     }
 
     /// What the simulator decided for a transaction: the plan the harness
@@ -839,6 +975,9 @@ fn read_rest(s: &mut TcpStream, answer: &mut Vec<u8>, patience: Duration) {
         match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
+            // A read with a timeout fails with EINTR when the harness is
+            // stopped and continued (signal(7)): not the end of anything.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
     }

@@ -6,6 +6,12 @@
 //! (past transaction-timeout, or until the harness lets it go), and its
 //! status answers may vary between asks (a duplicate ticket with a
 //! counter in it).
+//!
+//! Its entries are tied to the step being played when they are recorded
+//! (mod.rs): so a step ends only once every connection concertd made to
+//! it has been read (`quiesce`), lest a request concertd sent and gave up
+//! on before a starved upstream thread read it be recorded during, and
+//! taken for, the next step.
 
 use super::ledger::{Entry, Target};
 use super::model::{el, Fault};
@@ -31,7 +37,14 @@ struct State {
     /// Set by the harness: a held answer may go.
     released: bool,
     stopped: bool,
+    /// Connections accepted whose request is not yet read and recorded.
+    pending: u64,
+    /// The harness's probes read (`quiesce`).
+    probes: u64,
 }
+
+/// What the harness's probe connection sends.
+const PROBE: &[u8] = b"PROBE";
 
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -54,6 +67,9 @@ impl Upstream {
                     return;
                 }
                 let Ok(s) = s else { continue };
+                // Counted in accept order, which is the order concertd
+                // connected in.
+                st.lock().unwrap().pending += 1;
                 let st = Arc::clone(&st);
                 std::thread::spawn(move || serve(s, &st));
             }
@@ -87,6 +103,32 @@ impl Upstream {
     pub fn entries(&self, from: usize) -> Vec<Entry> {
         self.state.lock().unwrap().entries[from..].to_vec()
     }
+
+    /// Returns once every connection made to the upstream before this
+    /// call has had its request read (and recorded, for a payment): a
+    /// probe connection goes after them; connections are accepted in the
+    /// order they came, so once the probe is read, those before it are
+    /// all counted in `pending`, which is then waited to empty.
+    pub fn quiesce(&self, patience: Duration) {
+        let probes = self.state.lock().unwrap().probes;
+        let mut s = TcpStream::connect(self.addr).expect("connect to the upstream");
+        let _ = s.write_all(PROBE);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + patience;
+        loop {
+            {
+                let g = self.state.lock().unwrap();
+                if g.probes > probes && g.pending == 0 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the upstream never read the requests sent to it"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 impl Drop for Upstream {
@@ -102,6 +144,8 @@ fn read_request(s: &mut TcpStream) -> Vec<u8> {
     let mut chunk = [0u8; 1024];
     while concert::wire::request::parse(&buf, &[978]).is_err() {
         match s.read(&mut chunk) {
+            // EINTR (stopped and continued, signal(7)): read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
@@ -115,6 +159,23 @@ fn get(els: &[(String, String)], tag: &str) -> Option<String> {
 
 fn serve(mut s: TcpStream, st: &Mutex<State>) {
     let buf = read_request(&mut s);
+    {
+        // Read: no longer pending. A payment is recorded below under the
+        // same lock it is taken out under, before anyone can look.
+        let mut g = st.lock().unwrap();
+        if buf == PROBE {
+            g.probes += 1;
+            g.pending -= 1;
+            return;
+        }
+        let payment = String::from_utf8(buf.clone()).ok().is_some_and(|r| {
+            concert::tlv::Frame::decode(r.as_bytes()).is_ok()
+                && get(&elements(r.as_bytes()), "CD").as_deref() != Some("T")
+        });
+        if !payment {
+            g.pending -= 1;
+        }
+    }
     let Ok(req) = String::from_utf8(buf) else {
         return;
     };
@@ -154,6 +215,7 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
     let partial = get(&els, "BF").as_deref() == Some("1");
     let (fault, answer, performed_entry) = {
         let mut g = st.lock().unwrap();
+        g.pending -= 1;
         let fault = g.fault.take().unwrap_or(Fault::None);
         let seq = g.entries.len();
         let op = match cd.as_str() {
@@ -259,8 +321,12 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
                     Err(_) => break,
                 }
                 if Instant::now() > deadline {
