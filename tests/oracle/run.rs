@@ -592,11 +592,11 @@ impl Rig {
                 Took::NoAck => line.late_word(PATIENCE),
                 _ => None,
             };
-            if late == Some(concert::framing::ACK) {
+            if late == Some(concert::wire::framing::ACK) {
                 let _ = self.session(&mut line, false, jfrom, req);
             }
             let deadline = Instant::now() + PATIENCE;
-            while took != Took::Unsent && late != Some(concert::framing::ACK) {
+            while took != Took::Unsent && late != Some(concert::wire::framing::ACK) {
                 if self.d.log_has_since(mark, "not started")
                     || self.d.log_has_since(mark, "refused busy")
                     || Instant::now() > deadline

@@ -169,7 +169,7 @@ fn serve(mut s: TcpStream, st: &Mutex<State>) {
             return;
         }
         let payment = String::from_utf8(buf.clone()).ok().is_some_and(|r| {
-            concert::tlv::Frame::decode(r.as_bytes()).is_ok()
+            concert::wire::tlv::Frame::decode(r.as_bytes()).is_ok()
                 && get(&elements(r.as_bytes()), "CD").as_deref() != Some("T")
         });
         if !payment {
