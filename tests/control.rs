@@ -773,3 +773,15 @@ fn a_debit_is_answered_while_totals_reads_a_big_journal() {
     }
     assert!(conclusive > 0, "every totals ended before a debit's answer");
 }
+
+/// A script asking one command after another (each once the last one's
+/// connection ended) is never turned away as "too many": the place of a
+/// connection is free before its client sees it end.
+#[test]
+fn commands_asked_one_after_another_always_get_a_place() {
+    let d = start("");
+    for i in 0..300 {
+        let reply = raw(&d, b"next\n");
+        assert!(reply.starts_with("ok\n"), "ask {i}: {reply}");
+    }
+}

@@ -175,10 +175,14 @@ pub fn serve(
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        let late = connection(conn, accepted, &journal, &ask, &stage);
-                        // The place is free before the log says so: whoever
-                        // reads that line may connect at once.
+                        let mut conn = conn;
+                        let late = connection(&mut conn, accepted, &journal, &ask, &stage);
+                        // The place is free before the client sees its
+                        // connection end, and before the log says so: a
+                        // script that asks again at once, or whoever reads
+                        // that line, finds it free.
                         done.fetch_sub(1, Ordering::SeqCst);
+                        drop(conn);
                         if late {
                             away.note(Away::Late);
                         }
@@ -337,7 +341,7 @@ fn unmasked(line: &str) -> Result<(), String> {
 /// Serves one connection; true when it was closed for sending no whole
 /// command in time.
 fn connection(
-    mut conn: UnixStream,
+    conn: &mut UnixStream,
     accepted: Instant,
     journal: &Journal,
     ask: &Sender<Ask>,
