@@ -347,7 +347,7 @@ fn connection(
     ask: &Sender<Ask>,
     stage: &Stage,
 ) -> bool {
-    let answer = match read_command(&conn, accepted + COMMAND_DEADLINE) {
+    let answer = match read_command(conn, accepted + COMMAND_DEADLINE) {
         Err(Unread::Late) => {
             // A person typing into socat learns why; a slow client is only
             // closed.
