@@ -487,7 +487,14 @@ fn approval(
                 && rig.plan.window
                 && source.as_ref().is_some_and(|p| {
                     performed(ledger, p).len() == 1
-                        && decode(&p.answer).is_none_or(|a| tag(&a, "AC") == tag(els, "AC"))
+                        && decode(&p.answer).is_none_or(|a| {
+                            // The same answer again; or, for a request first
+                            // answered unknown (AF07) and resolved since, the
+                            // resolution, which names that very transaction.
+                            tag(&a, "AC") == tag(els, "AC")
+                                || (tag(&a, "AF").as_deref() == Some("07")
+                                    && tag(els, "ID") == p.tx.map(|t| t.to_string()))
+                        })
                 });
             if !backed {
                 let other = rig.obs[..i]

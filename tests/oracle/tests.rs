@@ -523,3 +523,28 @@ fn oracle_seed_unproven_retry_after_restart() {
         "the retry after the restart was not unproven"
     );
 }
+
+// Found by the long form (seed 10237508494388761597, relay, serial line,
+// retry window on), a harness error: a sale answered unknown (the
+// upstream slow past transaction-timeout, after it charged) is resolved
+// approved in the background; the same bytes sent again within the window
+// get that resolution replayed, with the first transaction's ID. The
+// oracle took the replay for unbacked because the first answer had no AC;
+// it is backed by the first request's charge, named by its ID. Kept with
+// a true retry too.
+#[test]
+fn oracle_seed_replay_of_an_unknown_outcome_resolved_since() {
+    use Via::{SerialV3 as V3, Tcp};
+    let p = serial_plan(
+        Backend::Relay,
+        true,
+        vec![
+            (debit(3, 1000, Cf::Constant), Fault::Slow, V3),
+            (Op::Duplicata { reg: 2 }, Fault::KillAfter, V3),
+            (Op::Status { reg: 3 }, N, Tcp),
+            (debit(3, 1000, Cf::Constant), N, Tcp),
+            (Op::Retry { of: 0 }, N, V3),
+        ],
+    );
+    expect_clean("replay_of_an_unknown_outcome_resolved_since", &p);
+}
