@@ -194,29 +194,7 @@ impl Worker {
             Ok(f) if verdict != Verdict::NotDone => Outcome::from_answer(&f, &old.request.frame),
             _ => old.outcome.clone(),
         };
-        let mut record = old.record.clone();
-        record.verdict = Some(verdict);
-        record.answer = Some(answer.clone());
-        record.recovered = false;
-        record.resolved = true;
-        let register = old.request.register;
-        let settled = Completed {
-            request: old.request.clone(),
-            outcome,
-            answer,
-            record,
-            age: old.age,
-            key: old.key.clone(),
-        };
-        let cancels = self.refunds.cancelled_by(id);
-        self.account(&settled, cancels);
-        if self
-            .memory
-            .last(register)
-            .is_some_and(|c| c.record.id == id)
-        {
-            self.remember(Arc::new(settled));
-        }
+        self.settle(&old, old.request.clone(), outcome, verdict, answer);
     }
 
     /// Start-up read the journal alone: the relay's history of the ACs and
@@ -439,6 +417,44 @@ mod id_tests {
         assert!(last.record.resolved && last.outcome.is_approved());
         assert_eq!(w.memory.last_debit(1).map(|c| c.record.id), Some(1));
         assert_eq!(w.refunds.len(), 39, "the resolved debit is refundable too");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An unknown outcome resolved while running is settled as one read
+    /// back at start: its record says resolved, so that a rotation carries
+    /// its resolution line and `totals` still lists it apart.
+    #[test]
+    fn a_live_resolution_is_settled_like_one_read_back() {
+        let dir = std::env::temp_dir().join(format!("concertd-worker-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = "2026-01-01T00:00:00.000Z";
+        let req = "CZ0040320CA00201CB0041000CD0010CE003978";
+        let text = format!(
+            "{t} 1 begun tcp 127.0.0.1:1 01 {req}\n{t} 1 ended unknown {req}AE00201AF00207\n"
+        );
+        std::fs::write(dir.join("journal"), text).unwrap();
+        let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
+        let (mut w, _, _) = Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout: Duration::from_secs(1),
+                retry_window: Duration::ZERO,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        );
+        let request = Frame::decode(req.as_bytes()).unwrap();
+        let approved = Frame::decode(format!("{req}AE00210AC006123456").as_bytes()).unwrap();
+        w.resolve(1, Outcome::from_answer(&approved, &request), false);
+        let last = w.memory.last(1).expect("register 01's last");
+        assert_eq!(last.record.verdict, Some(Verdict::Approved));
+        assert!(last.record.resolved && last.outcome.is_approved());
+        assert_eq!(w.refunds.len(), 1, "the resolved debit is refundable");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

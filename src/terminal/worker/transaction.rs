@@ -449,13 +449,38 @@ impl Worker {
         }
         log::info!("tx {id}: outcome resolved: {}", verdict.word());
         self.unresolved.remove(&id);
+        let register = req.register;
+        if !self.settle(&old, req, outcome, verdict, answer) {
+            // The status request describes the register's last transaction.
+            log::info!(
+                "tx {id}: register {register:02} has had a transaction since; the resolution is in the journal"
+            );
+        }
+    }
+
+    /// Settles a transaction of unknown outcome, whether its resolution is
+    /// written now (`resolve`) or read back at start: its record as the
+    /// journal now reads it (resolved, so that a rotation carries its
+    /// resolution line too), the refunds index, and its register's last
+    /// when it still is. False when the register has had a transaction
+    /// since (its last stays that one).
+    pub(super) fn settle(
+        &mut self,
+        old: &Completed,
+        request: Request,
+        outcome: Outcome,
+        verdict: Verdict,
+        answer: Vec<u8>,
+    ) -> bool {
+        let id = old.record.id;
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
         record.recovered = false;
-        let register = req.register;
+        record.resolved = true;
+        let register = request.register;
         let settled = Completed {
-            request: req,
+            request,
             outcome,
             answer,
             record,
@@ -468,14 +493,10 @@ impl Worker {
             .memory
             .last(register)
             .is_some_and(|c| c.record.id == id);
-        if !current {
-            // The status request describes the register's last transaction.
-            log::info!(
-                "tx {id}: register {register:02} has had a transaction since; the resolution is in the journal"
-            );
-            return;
+        if current {
+            self.remember(Arc::new(settled));
         }
-        self.remember(Arc::new(settled));
+        current
     }
 
     pub(super) fn finish(&mut self, id: u64, mut outcome: Outcome) {
