@@ -459,61 +459,6 @@ fn register_naks_our_answer_three_times() {
     undelivered_then_idle(&d, &mut r, "frame not acknowledged after 3 tries");
 }
 
-/// The daemon's fdatasync(2) slowed down by strace's fault injection, on
-/// every thread, as a slow disk would, until dropped. Needs strace (CI
-/// installs it).
-struct SlowDisk {
-    strace: std::process::Child,
-}
-
-impl SlowDisk {
-    /// None, said on standard error, when strace cannot attach (ptrace not
-    /// permitted here): the test then has nothing to show.
-    fn attach(pid: u32, delay: Duration) -> Option<SlowDisk> {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let inject = format!("inject=fdatasync:delay_enter={}", delay.as_micros());
-        let mut strace = Command::new("strace")
-            .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync", "-e"])
-            .arg(inject)
-            .arg("-p")
-            .arg(pid.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("strace: the slow-disk tests need it installed");
-        let mut lines = std::io::BufReader::new(strace.stderr.take().unwrap()).lines();
-        // "strace: Process N attached with M threads" once every thread is
-        // traced; an error and its exit otherwise.
-        let mut said = Vec::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if line.contains(" attached") {
-                // Drained, so that strace never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Some(SlowDisk { strace });
-            }
-            said.push(line);
-        }
-        let _ = strace.wait();
-        eprintln!(
-            "SKIPPED: strace cannot attach to concertd, so the disk cannot be slowed: {}",
-            said.join("; ")
-        );
-        None
-    }
-}
-
-impl Drop for SlowDisk {
-    fn drop(&mut self) {
-        // SIGTERM: strace detaches, releasing a call it holds.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.strace.id() as i32, libc::SIGTERM) };
-        let _ = self.strace.wait();
-    }
-}
-
 /// The ids of the journal's transactions whose request holds `pat`.
 fn ids_with(journal: &str, pat: &str) -> Vec<String> {
     journal
@@ -543,8 +488,15 @@ fn a_request_the_terminal_cannot_take_in_time_is_naked_and_never_runs() {
     let (mut d, mut r) = serial_daemon("");
     // pyTeliumManager's E+ request for 80.00 EUR.
     const SALE: &[u8] = b"0100008000110978          A010B010";
-    let Some(slow) = SlowDisk::attach(d.pid(), Duration::from_millis(1500)) else {
-        return;
+    let slow = match SlowDisk::attach(d.pid(), Duration::from_millis(1500)) {
+        Ok(s) => s,
+        Err(Unslowed::Missing(e)) => panic!("strace: the slow-disk tests need it installed: {e}"),
+        Err(Unslowed::Refused(why)) => {
+            eprintln!(
+                "SKIPPED: strace cannot attach to concertd, so the disk cannot be slowed: {why}"
+            );
+            return;
+        }
     };
     r.send(&[ENQ]);
     assert_eq!(r.byte(), ACK, "ACK to ENQ");

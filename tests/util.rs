@@ -883,3 +883,64 @@ pub fn loop_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::yield_now();
     }
 }
+
+/// The daemon's fdatasync(2) slowed down by strace's fault injection
+/// (`-e inject=fdatasync:delay_enter=`), on every thread, as a slow disk
+/// would, with no hook in concertd, until dropped. Needs strace (CI
+/// installs it).
+pub struct SlowDisk {
+    strace: Child,
+}
+
+/// Why strace is not slowing the disk.
+pub enum Unslowed {
+    /// strace cannot be run at all.
+    Missing(std::io::Error),
+    /// It ran and could not attach (ptrace not permitted here): what it said.
+    Refused(String),
+}
+
+impl SlowDisk {
+    pub fn attach(pid: u32, delay: Duration) -> Result<SlowDisk, Unslowed> {
+        let inject = format!("inject=fdatasync:delay_enter={}", delay.as_micros());
+        let mut strace = Command::new("strace")
+            .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync", "-e"])
+            .arg(inject)
+            .arg("-p")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(Unslowed::Missing)?;
+        let Some(err) = strace.stderr.take() else {
+            let _ = strace.kill();
+            let _ = strace.wait();
+            return Err(Unslowed::Refused("no standard error".into()));
+        };
+        let mut lines = BufReader::new(err).lines();
+        // "strace: Process N attached with M threads" once every thread is
+        // traced; an error and its exit otherwise.
+        let mut said = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.contains(" attached") {
+                // Drained, so that strace never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok(SlowDisk { strace });
+            }
+            said.push(line);
+        }
+        let _ = strace.wait();
+        Err(Unslowed::Refused(said.join("; ")))
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        // SIGTERM: strace detaches, releasing a call it holds.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.strace.id() as i32, libc::SIGTERM) };
+        let _ = self.strace.wait();
+    }
+}

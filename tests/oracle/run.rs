@@ -8,7 +8,6 @@ use super::journal::{self, same_masked, Tail};
 use super::ledger::{Entry, ExecLedger, Target};
 use super::line::{Line, Took};
 use super::model::{request, v2_request, Backend, Fault, Op, Plan, Step, Via};
-use super::slow::SlowDisk;
 use super::upstream::Upstream;
 use crate::util::{Daemon, Spec, CONCERTCTL};
 use std::collections::HashMap;
@@ -318,7 +317,7 @@ impl Rig {
             crate::util::set_fsize(self.d.pid(), size + req.len() as u64 + 80)
         });
         let slow = if step.fault == Fault::SlowDisk {
-            SlowDisk::attach(self.d.pid())
+            super::slow::attach(self.d.pid())
         } else {
             None
         };
