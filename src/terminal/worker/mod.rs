@@ -517,19 +517,7 @@ mod queue_and_window_tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (journal, _) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
         let contents = journal::Contents::given(records);
-        let (w, h, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(1),
-                retry_window,
-                extensions: crate::config::AnswerExtensions::None,
-                serial_number: "test".into(),
-            },
-            Arc::default(),
-        );
+        let (w, h, _) = testing::on(journal, contents, Duration::from_secs(1), retry_window);
         let _ = std::fs::remove_dir_all(&dir);
         (w, h)
     }
@@ -649,19 +637,7 @@ mod handover_tests {
     /// A worker, not running, on a journal in `dir` (kept for reading).
     fn worker(dir: &std::path::Path) -> (Worker, Handle) {
         let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
-        let (w, h, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(5),
-                retry_window: Duration::ZERO,
-                extensions: crate::config::AnswerExtensions::None,
-                serial_number: "test".into(),
-            },
-            Arc::default(),
-        );
+        let (w, h, _) = testing::on(journal, contents, Duration::from_secs(5), Duration::ZERO);
         (w, h)
     }
 
@@ -764,5 +740,34 @@ mod handover_tests {
         }
         assert!(!p.claim.withdraw(), "withdrawn after it started");
         let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// What the worker's tests share.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::*;
+
+    /// A worker on the simulator, not running, on `journal` and what start
+    /// read of it.
+    pub fn on(
+        journal: Journal,
+        contents: crate::terminal::journal::Contents,
+        transaction_timeout: Duration,
+        retry_window: Duration,
+    ) -> (Worker, Handle, Sender<Control>) {
+        Worker::new(
+            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
+            crate::config::Terminal::Simulator,
+            journal,
+            contents,
+            Settings {
+                transaction_timeout,
+                retry_window,
+                extensions: crate::config::AnswerExtensions::None,
+                serial_number: "test".into(),
+            },
+            Arc::default(),
+        )
     }
 }

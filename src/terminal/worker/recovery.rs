@@ -398,19 +398,8 @@ mod id_tests {
         text += &format!("{t} 1 resolved approved {}AE00210\n", req(1));
         std::fs::write(dir.join("journal"), text).unwrap();
         let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
-        let (w, _, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(1),
-                retry_window: Duration::ZERO,
-                extensions: crate::config::AnswerExtensions::None,
-                serial_number: "test".into(),
-            },
-            Arc::default(),
-        );
+        let (w, _, _) =
+            super::super::testing::on(journal, contents, Duration::from_secs(1), Duration::ZERO);
         let last = w.memory.last(1).expect("register 01's last");
         assert_eq!(last.record.id, 1);
         assert_eq!(last.record.verdict, Some(Verdict::Approved));
@@ -435,19 +424,8 @@ mod id_tests {
         );
         std::fs::write(dir.join("journal"), text).unwrap();
         let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 0).unwrap();
-        let (mut w, _, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(1),
-                retry_window: Duration::ZERO,
-                extensions: crate::config::AnswerExtensions::None,
-                serial_number: "test".into(),
-            },
-            Arc::default(),
-        );
+        let (mut w, _, _) =
+            super::super::testing::on(journal, contents, Duration::from_secs(1), Duration::ZERO);
         let request = Frame::decode(req.as_bytes()).unwrap();
         let approved = Frame::decode(format!("{req}AE00210AC006123456").as_bytes()).unwrap();
         w.resolve(1, Outcome::from_answer(&approved, &request), false);
@@ -477,19 +455,8 @@ mod id_tests {
         )
         .unwrap();
         let (journal, contents) = Journal::open(&dir.join("journal"), 1 << 20, 1).unwrap();
-        let (mut w, _, _) = Worker::new(
-            Box::new(crate::backend::simulator::Simulator::new(Duration::ZERO)),
-            crate::config::Terminal::Simulator,
-            journal,
-            contents,
-            Settings {
-                transaction_timeout: Duration::from_secs(1),
-                retry_window: Duration::ZERO,
-                extensions: crate::config::AnswerExtensions::None,
-                serial_number: "test".into(),
-            },
-            Arc::default(),
-        );
+        let (mut w, _, _) =
+            super::super::testing::on(journal, contents, Duration::from_secs(1), Duration::ZERO);
         assert!(w.new_id().is_some_and(|id| id > given), "{}", w.next_id);
         // Not read: tx `given`, begun and never ended there, is not closed.
         let older = std::fs::read_to_string(dir.join("journal.1")).unwrap();
