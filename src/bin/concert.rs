@@ -1,6 +1,7 @@
 //! concert: play the cash register against a Concert terminal.
 
 use concert::client::{self, NoAnswer, Options, Verdict};
+use concert::logging::stdout;
 use concert::wire::currency;
 use concert::wire::pan;
 use concert::wire::tlv::tags;
@@ -158,11 +159,11 @@ fn parse() -> Result<Run, String> {
     let args: Vec<String> = std::env::args().skip(1).map(shield).collect();
     let m = o.parse(&args).map_err(|e| usage(unshield(e.to_string())))?;
     if m.opt_present("help") {
-        print!("{}", o.usage(USAGE));
+        stdout::print(&o.usage(USAGE));
         std::process::exit(0);
     }
     if m.opt_present("V") {
-        println!("concert {}", env!("CARGO_PKG_VERSION"));
+        stdout::line(&format!("concert {}", env!("CARGO_PKG_VERSION")));
         std::process::exit(0);
     }
     let opt = |name: &str| m.opt_str(name).map(unshield);
@@ -365,7 +366,7 @@ fn run_v2(run: &Run) -> ExitCode {
         Err(code) => return code,
     };
     if run.raw {
-        println!("{}", String::from_utf8_lossy(&answer));
+        stdout::line(&String::from_utf8_lossy(&answer));
     }
     let r = match concert::wire::v2::parse_reply(&answer) {
         Ok(r) => r,
@@ -390,16 +391,16 @@ fn run_v2(run: &Run) -> ExitCode {
             b'9' => "accepted, outcome not reported (immediate answer)",
             _ => "declined",
         };
-        println!(
+        stdout::line(&format!(
             "{verdict}: {amount}, register {reg} (V2 result {})",
             r.stat as char
-        );
+        ));
         if let Some(rep) = &r.rep {
-            println!("  card           {rep}");
+            stdout::line(&format!("  card           {rep}"));
         }
         let private = String::from_utf8_lossy(&r.private);
         if !private.trim().is_empty() {
-            println!("  private data   {}", private.trim_end());
+            stdout::line(&format!("  private data   {}", private.trim_end()));
         }
     }
     match r.stat {
@@ -470,7 +471,7 @@ fn main() -> ExitCode {
     };
     if run.poll && client::verdict(&frame) == Verdict::Approved {
         if !run.raw {
-            println!("accepted, waiting for the outcome");
+            stdout::line("accepted, waiting for the outcome");
         }
         (answer, frame) = match poll_outcome(&run) {
             Ok(a) => a,
@@ -478,9 +479,9 @@ fn main() -> ExitCode {
         };
     }
     if run.raw {
-        println!("{}", String::from_utf8_lossy(&answer));
+        stdout::line(&String::from_utf8_lossy(&answer));
     } else {
-        print!("{}", client::describe(&frame));
+        stdout::print(&client::describe(&frame));
     }
     // Neither approved nor declined: a payment's fate is not said.
     if run.money && !matches!(frame.get(tags::AE), Some(b"10" | b"01")) {

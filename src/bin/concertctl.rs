@@ -3,6 +3,7 @@
 //! line); 2: concertd could not be reached.
 
 use concert::config::DEFAULT_CONTROL;
+use concert::logging::stdout;
 use concert::service::control::{Command, COMMANDS, MAX_COMMAND};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -32,11 +33,11 @@ fn main() -> ExitCode {
         }
     };
     if m.opt_present("h") {
-        print!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE));
+        stdout::print(&format!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE)));
         return ExitCode::SUCCESS;
     }
     if m.opt_present("V") {
-        println!("concertctl {}", env!("CARGO_PKG_VERSION"));
+        stdout::line(&format!("concertctl {}", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
     let line = m.free.join(" ");
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     let (status, text) = answer.split_once('\n').unwrap_or((&answer, ""));
     match status {
         "ok" => {
-            print!("{text}");
+            stdout::print(text);
             ExitCode::SUCCESS
         }
         "refused" => {
