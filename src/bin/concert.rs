@@ -17,6 +17,23 @@ const USAGE: &str =
 commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
 \x20         ping | status | telecollect | print TEXT | send FRAME";
 
+/// Said to whom took `-h` for help: it is the host, as in nc(1).
+const HELP: &str = "for help, run concert --help";
+
+/// The command words, which no host is called.
+const COMMANDS: [&str; 10] = [
+    "pay",
+    "defer",
+    "refund",
+    "cancel",
+    "duplicate",
+    "ping",
+    "status",
+    "telecollect",
+    "print",
+    "send",
+];
+
 /// What `concert status` is for, said whenever an outcome may have been
 /// missed.
 const STATUS_HINT: &str =
@@ -157,7 +174,12 @@ fn parse() -> Result<Run, String> {
     o.optflag("", "v3", "on serial: send Concert V3 (the default)");
     o.optflag("", "help", "this help");
     let args: Vec<String> = std::env::args().skip(1).map(shield).collect();
-    let m = o.parse(&args).map_err(|e| usage(unshield(e.to_string())))?;
+    let m = o.parse(&args).map_err(|e| match e {
+        getopts::Fail::ArgumentMissing(o) if o == "h" => {
+            usage(format!("-h takes the terminal's host (-h HOST); {HELP}"))
+        }
+        e => usage(unshield(e.to_string())),
+    })?;
     if m.opt_present("help") {
         stdout::print(&o.usage(USAGE));
         std::process::exit(0);
@@ -169,6 +191,11 @@ fn parse() -> Result<Run, String> {
     let opt = |name: &str| m.opt_str(name).map(unshield);
     let free: Vec<String> = m.free.iter().cloned().map(unshield).collect();
     let host = opt("h").unwrap_or_else(|| "127.0.0.1".into());
+    if COMMANDS.contains(&host.as_str()) {
+        return Err(usage(format!(
+            "-h takes the terminal's host, not the command {host:?}; {HELP}"
+        )));
+    }
     let port: u16 = match opt("p") {
         Some(p) => p.parse().map_err(|_| usage(format!("bad port {p:?}")))?,
         None => 8888,
