@@ -206,3 +206,68 @@ fn concert_h_is_the_host_and_says_where_help_is() {
         stderr(&o)
     );
 }
+
+#[test]
+fn concert_partial_sends_bf1_and_says_a_partial_approval_with_a_status_of_its_own() {
+    let dir = temp_dir();
+    let script = dir.join("scenario");
+    std::fs::write(&script, "partial=500\npartial=500\n").unwrap();
+    let d = Daemon::start(&format!("simulator-script {}\n", script.display()));
+    // Without --partial the terminal may not charge less: refused.
+    let o = d.concert(&["pay", "10"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    d.wait_log("without partial payment (BF=1): refused");
+    // With it, BF=1 goes out, and 5.00 of 10.00 is charged.
+    let o = d.concert(&["--partial", "pay", "10"]);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved for 5.00 of 10.00 EUR (partial): debit, register 01\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stderr(&o), "");
+    // The script done, the amount table: 10.57 is approved for half with
+    // BF=1, also when the outcome is polled for (-i).
+    let o = d.concert(&["-i", "--partial", "pay", "10.57"]);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().take(2).collect::<Vec<_>>(),
+        [
+            "accepted, waiting for the outcome",
+            "approved for 5.28 of 10.57 EUR (partial): debit, register 01"
+        ],
+        "{}",
+        stdout(&o)
+    );
+    // --raw prints the frame, and the status still says partial.
+    let o = d.concert(&["--raw", "--partial", "defer", "10.57"]);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("CB0040528"), "{}", stdout(&o));
+    // A whole approval is still 0.
+    let o = d.concert(&["--partial", "pay", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("approved: debit 10.00 EUR, register 01\n"));
+    // Where BF means nothing.
+    for (args, why) in [
+        (
+            &["--partial", "refund", "1"][..],
+            "--partial goes with pay and defer only",
+        ),
+        (
+            &["--partial", "status"],
+            "--partial goes with pay and defer only",
+        ),
+        (
+            &["--partial", "-s", "/dev/null", "--v2", "pay", "1"],
+            "Concert V2 has no BF: --partial needs V3",
+        ),
+    ] {
+        let o = d.concert(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).starts_with(&format!("concert: {why}\n")),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: concert [-i] [-v] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
-\x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
+    "usage: concert [-i] [-v] [--raw] [--partial] [-h host] [-p port] [-c currency]\n\
+\x20              [-r register] [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
 commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
@@ -51,6 +51,10 @@ const UNKNOWN_V2: &str =
 
 /// The exit status of an unknown outcome.
 const EXIT_UNKNOWN: u8 = 3;
+
+/// The exit status of an approval for less than asked (`--partial`): money
+/// moved, but not all of it; the rest is still to be paid.
+const EXIT_PARTIAL: u8 = 4;
 
 /// Between two status requests of `--immediate`.
 const POLL: Duration = Duration::from_millis(500);
@@ -162,6 +166,11 @@ fn parse() -> Result<Run, String> {
         "say what of an answer is ignored (bytes after its last element)",
     );
     o.optflag("", "raw", "print the answer frame as it came");
+    o.optflag(
+        "",
+        "partial",
+        "with pay or defer: accept an approval for less (BF=1)",
+    );
     o.optopt(
         "s",
         "serial",
@@ -217,6 +226,7 @@ fn parse() -> Result<Run, String> {
         .map(|v| value("-P", &v, 1..=999))
         .transpose()?;
     opts.immediate = m.opt_present("i");
+    opts.partial = m.opt_present("partial");
     if let Some(z) = opt("z") {
         opts.version = value("-z", &z, 4..=4)?;
     }
@@ -270,6 +280,14 @@ fn parse() -> Result<Run, String> {
             return Err(usage("Concert V2 has no IM: -m/--refund-of needs V3"));
         }
         opts.refund_of = Some(value("-m", &im, 1..=999)?);
+    }
+    if opts.partial {
+        if !matches!(command, client::Command::Pay(_) | client::Command::Defer(_)) {
+            return Err(usage("--partial goes with pay and defer only"));
+        }
+        if v2 {
+            return Err(usage("Concert V2 has no BF: --partial needs V3"));
+        }
     }
     let hint = !matches!(command, client::Command::Status | client::Command::Ping);
     let money = command.moves_money();
@@ -505,10 +523,13 @@ fn main() -> ExitCode {
             Err(code) => return code,
         };
     }
+    // What was asked, to tell an approval for less (`send` of a frame
+    // that cannot be read asks nothing known).
+    let asked = client::read_answer(&run.request).ok().map(|a| a.frame);
     if run.raw {
         stdout::line(&String::from_utf8_lossy(&answer));
     } else {
-        stdout::print(&client::describe(&frame));
+        stdout::print(&client::describe(&frame, asked.as_ref()));
     }
     // Neither approved nor declined: a payment's fate is not said.
     if run.money && !matches!(frame.get(tags::AE), Some(b"10" | b"01")) {
@@ -516,6 +537,9 @@ fn main() -> ExitCode {
         return unknown::<()>(&run, &format!("answer status AE={ae}")).unwrap_err();
     }
     match client::verdict(&frame) {
+        Verdict::Approved if asked.is_some_and(|a| client::partial(&a, &frame).is_some()) => {
+            ExitCode::from(EXIT_PARTIAL)
+        }
         Verdict::Approved => ExitCode::SUCCESS,
         Verdict::Declined => ExitCode::from(1),
     }
