@@ -271,3 +271,66 @@ fn concert_partial_sends_bf1_and_says_a_partial_approval_with_a_status_of_its_ow
         );
     }
 }
+
+/// The register's end of a relayed pty pair whose other end concertd
+/// opens as its serial line, with `extra` configuration.
+fn serial_pair(extra: &str) -> (Daemon, crate::serial::Relay, String) {
+    use crate::serial::{pty, relay, TIMERS};
+    let dir = temp_dir();
+    let (tpe, ecr) = (dir.join("ttyTPE"), dir.join("ttyECR"));
+    let relayed = relay(pty(&tpe), pty(&ecr));
+    let d = Daemon::start(&format!("serial {}\n{TIMERS}\n{extra}", tpe.display()));
+    d.wait_log(": open, 9600 baud 7E1");
+    (d, relayed, ecr.to_str().unwrap().to_string())
+}
+
+#[test]
+fn concert_s_sends_a_nakked_request_again() {
+    let dir = temp_dir();
+    let script = dir.join("scenario");
+    std::fs::write(&script, "approve nak-first\n").unwrap();
+    let (d, _relay, ecr) = serial_pair(&format!("simulator-script {}", script.display()));
+    // The first frame NAKed, the second taken: approved, as if nothing
+    // had happened.
+    let o = d.concert(&["-s", &ecr, "pay", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("approved: debit 10.00 EUR, register 01\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stderr(&o), "");
+    d.wait_log("simulator nak-first: NAK");
+    // One debit, run once.
+    d.wait_log("debit approved");
+    let j = d.journal();
+    assert_eq!(j.matches(" begun ").count(), 1, "{j}");
+}
+
+#[test]
+fn concert_s_gives_up_after_three_naks() {
+    let gate = Gate::new();
+    let (d, _relay, ecr) = serial_pair(&gate.terminal());
+    // A TCP debit holds the terminal: each serial request is NAKed, busy.
+    let addr = d.addr;
+    let held =
+        std::thread::spawn(move || exchange(addr, b"CZ0040320CA00202CB003500CD0010CE003978"));
+    d.wait_log("debit 5.00 EUR register 02 from tcp");
+    let o = d.concert(&["-s", &ecr, "pay", "10"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "concert: {ecr}: request refused: NAKed 3 times, so not taken (the terminal is \
+             busy, or the line garbles the frame); nothing was done\n"
+        )
+    );
+    assert_eq!(stdout(&o), "");
+    // Three sessions, three NAKs; the serial debit never ran.
+    d.wait_log_n("refused busy: NAK", 3);
+    gate.release();
+    assert!(text(&held.join().unwrap()).contains("AE00210"));
+    d.wait_log("debit approved");
+    let j = d.journal();
+    assert_eq!(j.matches(" begun ").count(), 1, "{j}");
+}

@@ -909,26 +909,45 @@ pub mod serial_link {
         }
 
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
-        /// A NAK is not answered by sending again: the terminal is busy.
+        /// A NAKed frame is sent again, [`session::TRIES`] times in all, each
+        /// time in a session of its own (EOT, a pause, ENQ): a terminal that
+        /// NAKs because it is busy ends its session, as concertd does, and
+        /// the frame sent again outside one would be noise to it, or read
+        /// as a raw V3 request; one that NAKs a garbled frame and waits for
+        /// it again takes the EOT as the end of that wait. A frame met by
+        /// silence is not sent again: the terminal may have taken it and
+        /// its ACK been lost, which nothing sent again can tell.
+        ///
         /// Told by whether the terminal may have taken the request: the
         /// frame went out once the session opened, and without its ACK
-        /// nobody knows whether the terminal took it (an ACK lost on the
-        /// line looks the same). A device that fails mid-session is counted
-        /// the same way.
+        /// nobody knows whether the terminal took it, unless it was NAKed
+        /// each time. A device that fails mid-session is counted the same
+        /// way.
         pub fn send(&mut self, payload: &[u8]) -> Result<(), NoAnswer> {
-            match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1) {
-                Err(e) => Err(NoAnswer::Unanswered(e)),
-                Ok(Sent::Done) => Ok(()),
-                Ok(Sent::Unopened) => Err(NoAnswer::Unsent(err(
-                    "the terminal does not answer ENQ (not ready, or not a Concert line)",
-                ))),
-                Ok(Sent::Refused) => Err(NoAnswer::Unsent(err(
-                    "request refused (NAK): the terminal is busy or did not accept the frame",
-                ))),
-                Ok(Sent::Unanswered) => {
-                    Err(NoAnswer::Unanswered(err("no ACK to the request frame")))
+            let blocks = [payload.to_vec()];
+            for attempt in 1..=session::TRIES {
+                match session::send(&mut self.link, &TIMERS, &blocks, 1) {
+                    Err(e) => return Err(NoAnswer::Unanswered(e)),
+                    Ok(Sent::Done) => return Ok(()),
+                    Ok(Sent::Unopened) => {
+                        return Err(NoAnswer::Unsent(err(
+                            "the terminal does not answer ENQ (not ready, or not a Concert line)",
+                        )))
+                    }
+                    Ok(Sent::Unanswered) => {
+                        return Err(NoAnswer::Unanswered(err("no ACK to the request frame")))
+                    }
+                    Ok(Sent::Refused) if attempt < session::TRIES => {
+                        std::thread::sleep(TIMERS.pause)
+                    }
+                    Ok(Sent::Refused) => {}
                 }
             }
+            Err(NoAnswer::Unsent(io::Error::other(format!(
+                "request refused: NAKed {} times, so not taken (the terminal is busy, or the \
+                 line garbles the frame); nothing was done",
+                session::TRIES
+            ))))
         }
 
         /// Session 2: waits for the terminal's ENQ, reads its frame or ETB
