@@ -17,22 +17,8 @@ const USAGE: &str =
 commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
 \x20         ping | status | telecollect | print TEXT | send FRAME";
 
-/// Said to whom took `-h` for help: it is the host, as in nc(1).
+/// Said to whom took `-h` for help: here it names the host.
 const HELP: &str = "for help, run concert --help";
-
-/// The command words, which no host is called.
-const COMMANDS: [&str; 10] = [
-    "pay",
-    "defer",
-    "refund",
-    "cancel",
-    "duplicate",
-    "ping",
-    "status",
-    "telecollect",
-    "print",
-    "send",
-];
 
 /// What `concert status` is for, said whenever an outcome may have been
 /// missed.
@@ -200,7 +186,13 @@ fn parse() -> Result<Run, String> {
     let opt = |name: &str| m.opt_str(name).map(unshield);
     let free: Vec<String> = m.free.iter().cloned().map(unshield).collect();
     let host = opt("h").unwrap_or_else(|| "127.0.0.1".into());
-    if COMMANDS.contains(&host.as_str()) {
+    // A command word, which no terminal is called, in the host's place.
+    let command_word = |w: &str| {
+        [None, Some("1")]
+            .iter()
+            .any(|&a| client::Command::parse(w, a, 978).is_ok())
+    };
+    if command_word(&host) {
         return Err(usage(format!(
             "-h takes the terminal's host, not the command {host:?}; {HELP}"
         )));
