@@ -309,7 +309,7 @@ fn every_concertctl_command_and_option_is_documented() {
     }
     assert!(n >= 4, "{help}");
     for item in [
-        ".It Fl s Ar socket",
+        ".It Fl s Ar socket , Fl \\-socket Ns = Ns Ar socket",
         ".It Fl h , Fl \\-help",
         ".It Fl V , Fl \\-version",
     ] {

@@ -19,8 +19,10 @@ mod masking;
 #[allow(dead_code)]
 mod oracle;
 mod peers;
+
 mod quirks;
 mod retry;
 mod serial;
 mod service;
 mod tcp;
+mod tools;

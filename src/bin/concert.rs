@@ -1,6 +1,7 @@
 //! concert: play the cash register against a Concert terminal.
 
 use concert::client::{self, NoAnswer, Options, Verdict};
+use concert::logging::stdout;
 use concert::wire::currency;
 use concert::wire::pan;
 use concert::wire::tlv::tags;
@@ -9,12 +10,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: concert [-i] [-v] [--raw] [-h host] [-p port] [-c currency] [-r register]\n\
-\x20              [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
+    "usage: concert [-i] [-v] [--raw] [--partial] [-h host] [-p port] [-c currency]\n\
+\x20              [-r register] [-k ck] [-m id] [-P private] [-t timeout] [-z version]\n\
 \x20              [-s device [--speed baud] [--format 7E1] [--v2 | --v3]] command [argument]\n\
 \x20      concert --help | -V\n\
 commands: pay AMOUNT | defer AMOUNT | refund AMOUNT | cancel AMOUNT | duplicate\n\
 \x20         ping | status | telecollect | print TEXT | send FRAME";
+
+/// Said to whom took `-h` for help: here it names the host.
+const HELP: &str = "for help, run concert --help";
 
 /// What `concert status` is for, said whenever an outcome may have been
 /// missed.
@@ -33,6 +37,10 @@ const UNKNOWN_V2: &str =
 
 /// The exit status of an unknown outcome.
 const EXIT_UNKNOWN: u8 = 3;
+
+/// The exit status of an approval for less than asked (`--partial`): money
+/// moved, but not all of it; the rest is still to be paid.
+const EXIT_PARTIAL: u8 = 4;
 
 /// Between two status requests of `--immediate`.
 const POLL: Duration = Duration::from_millis(500);
@@ -144,6 +152,11 @@ fn parse() -> Result<Run, String> {
         "say what of an answer is ignored (bytes after its last element)",
     );
     o.optflag("", "raw", "print the answer frame as it came");
+    o.optflag(
+        "",
+        "partial",
+        "with pay or defer: accept an approval for less (BF=1)",
+    );
     o.optopt(
         "s",
         "serial",
@@ -156,18 +169,34 @@ fn parse() -> Result<Run, String> {
     o.optflag("", "v3", "on serial: send Concert V3 (the default)");
     o.optflag("", "help", "this help");
     let args: Vec<String> = std::env::args().skip(1).map(shield).collect();
-    let m = o.parse(&args).map_err(|e| usage(unshield(e.to_string())))?;
+    let m = o.parse(&args).map_err(|e| match e {
+        getopts::Fail::ArgumentMissing(o) if o == "h" => {
+            usage(format!("-h takes the terminal's host (-h HOST); {HELP}"))
+        }
+        e => usage(unshield(e.to_string())),
+    })?;
     if m.opt_present("help") {
-        print!("{}", o.usage(USAGE));
+        stdout::print(&o.usage(USAGE));
         std::process::exit(0);
     }
     if m.opt_present("V") {
-        println!("concert {}", env!("CARGO_PKG_VERSION"));
+        stdout::line(&format!("concert {}", env!("CARGO_PKG_VERSION")));
         std::process::exit(0);
     }
     let opt = |name: &str| m.opt_str(name).map(unshield);
     let free: Vec<String> = m.free.iter().cloned().map(unshield).collect();
     let host = opt("h").unwrap_or_else(|| "127.0.0.1".into());
+    // A command word, which no terminal is called, in the host's place.
+    let command_word = |w: &str| {
+        [None, Some("1")]
+            .iter()
+            .any(|&a| client::Command::parse(w, a, 978).is_ok())
+    };
+    if command_word(&host) {
+        return Err(usage(format!(
+            "-h takes the terminal's host, not the command {host:?}; {HELP}"
+        )));
+    }
     let port: u16 = match opt("p") {
         Some(p) => p.parse().map_err(|_| usage(format!("bad port {p:?}")))?,
         None => 8888,
@@ -189,6 +218,7 @@ fn parse() -> Result<Run, String> {
         .map(|v| value("-P", &v, 1..=999))
         .transpose()?;
     opts.immediate = m.opt_present("i");
+    opts.partial = m.opt_present("partial");
     if let Some(z) = opt("z") {
         opts.version = value("-z", &z, 4..=4)?;
     }
@@ -242,6 +272,14 @@ fn parse() -> Result<Run, String> {
             return Err(usage("Concert V2 has no IM: -m/--refund-of needs V3"));
         }
         opts.refund_of = Some(value("-m", &im, 1..=999)?);
+    }
+    if opts.partial {
+        if !matches!(command, client::Command::Pay(_) | client::Command::Defer(_)) {
+            return Err(usage("--partial goes with pay and defer only"));
+        }
+        if v2 {
+            return Err(usage("Concert V2 has no BF: --partial needs V3"));
+        }
     }
     let hint = !matches!(command, client::Command::Status | client::Command::Ping);
     let money = command.moves_money();
@@ -365,7 +403,7 @@ fn run_v2(run: &Run) -> ExitCode {
         Err(code) => return code,
     };
     if run.raw {
-        println!("{}", String::from_utf8_lossy(&answer));
+        stdout::line(&String::from_utf8_lossy(&answer));
     }
     let r = match concert::wire::v2::parse_reply(&answer) {
         Ok(r) => r,
@@ -390,16 +428,16 @@ fn run_v2(run: &Run) -> ExitCode {
             b'9' => "accepted, outcome not reported (immediate answer)",
             _ => "declined",
         };
-        println!(
+        stdout::line(&format!(
             "{verdict}: {amount}, register {reg} (V2 result {})",
             r.stat as char
-        );
+        ));
         if let Some(rep) = &r.rep {
-            println!("  card           {rep}");
+            stdout::line(&format!("  card           {rep}"));
         }
         let private = String::from_utf8_lossy(&r.private);
         if !private.trim().is_empty() {
-            println!("  private data   {}", private.trim_end());
+            stdout::line(&format!("  private data   {}", private.trim_end()));
         }
     }
     match r.stat {
@@ -470,17 +508,20 @@ fn main() -> ExitCode {
     };
     if run.poll && client::verdict(&frame) == Verdict::Approved {
         if !run.raw {
-            println!("accepted, waiting for the outcome");
+            stdout::line("accepted, waiting for the outcome");
         }
         (answer, frame) = match poll_outcome(&run) {
             Ok(a) => a,
             Err(code) => return code,
         };
     }
+    // What was asked, to tell an approval for less (`send` of a frame
+    // that cannot be read asks nothing known).
+    let asked = client::read_answer(&run.request).ok().map(|a| a.frame);
     if run.raw {
-        println!("{}", String::from_utf8_lossy(&answer));
+        stdout::line(&String::from_utf8_lossy(&answer));
     } else {
-        print!("{}", client::describe(&frame));
+        stdout::print(&client::describe(&frame, asked.as_ref()));
     }
     // Neither approved nor declined: a payment's fate is not said.
     if run.money && !matches!(frame.get(tags::AE), Some(b"10" | b"01")) {
@@ -488,6 +529,9 @@ fn main() -> ExitCode {
         return unknown::<()>(&run, &format!("answer status AE={ae}")).unwrap_err();
     }
     match client::verdict(&frame) {
+        Verdict::Approved if asked.is_some_and(|a| client::partial(&a, &frame).is_some()) => {
+            ExitCode::from(EXIT_PARTIAL)
+        }
         Verdict::Approved => ExitCode::SUCCESS,
         Verdict::Declined => ExitCode::from(1),
     }

@@ -3,14 +3,15 @@
 //! line); 2: concertd could not be reached.
 
 use concert::config::DEFAULT_CONTROL;
-use concert::service::control::{Command, COMMANDS, MAX_COMMAND};
+use concert::logging::stdout;
+use concert::service::control::{access, Command, COMMANDS, MAX_COMMAND};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: concertctl [-hV] [-s socket] command [argument ...]";
+const USAGE: &str = "usage: concertctl [-hV] [-s | --socket socket] command [argument ...]";
 
 /// Longer than concertd's own wait for a reload (30 s).
 const ANSWER_WAIT: Duration = Duration::from_secs(40);
@@ -20,7 +21,7 @@ const UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
     let mut o = getopts::Options::new();
-    o.optopt("s", "", "the control socket", "PATH");
+    o.optopt("s", "socket", "the control socket", "PATH");
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,11 +33,11 @@ fn main() -> ExitCode {
         }
     };
     if m.opt_present("h") {
-        print!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE));
+        stdout::print(&format!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE)));
         return ExitCode::SUCCESS;
     }
     if m.opt_present("V") {
-        println!("concertctl {}", env!("CARGO_PKG_VERSION"));
+        stdout::line(&format!("concertctl {}", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
     let line = m.free.join(" ");
@@ -56,13 +57,21 @@ fn main() -> ExitCode {
         eprintln!(
             "concertctl: cannot reach concertd at {}: {what}; check that concertd runs, \
              that its control keyword names this socket (else give it with -s), and that \
-             you may open it (its group, concertd when installed by make install)",
+             you may open it (the members of its group may)",
             socket.display()
         );
         ExitCode::from(UNREACHABLE)
     };
     let mut conn = match UnixStream::connect(&socket) {
         Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!(
+                "concertctl: cannot reach concertd at {}: {e}: {}",
+                socket.display(),
+                access::denied(&socket)
+            );
+            return ExitCode::from(UNREACHABLE);
+        }
         Err(e) => return unreachable(e.to_string()),
     };
     let _ = conn.set_read_timeout(Some(ANSWER_WAIT));
@@ -78,7 +87,7 @@ fn main() -> ExitCode {
     let (status, text) = answer.split_once('\n').unwrap_or((&answer, ""));
     match status {
         "ok" => {
-            print!("{text}");
+            stdout::print(text);
             ExitCode::SUCCESS
         }
         "refused" => {

@@ -2,7 +2,7 @@
 
 use concert::config::error::Error;
 use concert::config::{self, Config};
-use concert::logging;
+use concert::logging::{self, stdout};
 use concert::service::control;
 use concert::service::daemon::{self, PidFile};
 use concert::service::{self, Service};
@@ -120,8 +120,8 @@ fn check(cfg: &Config) -> Result<(), Error> {
     }
     match errors.pop() {
         None => {
-            print!("{}", cfg.describe());
-            println!("configuration OK");
+            stdout::print(&cfg.describe());
+            stdout::line("configuration OK");
             Ok(())
         }
         Some(last) => {
@@ -402,7 +402,7 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Action::Run(a)) => a,
         Ok(Action::Print(text)) => {
-            print!("{text}");
+            stdout::print(&text);
             return ExitCode::SUCCESS;
         }
         Err(e) => {

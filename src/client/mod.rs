@@ -31,6 +31,9 @@ pub struct Options {
     /// `IM` on a refund: the transaction id (a debit answer's `ID`) of
     /// the debit it refunds.
     pub refund_of: Option<String>,
+    /// `BF=1` on a payment: the register accepts an approval for less than
+    /// it asked (a partial approval).
+    pub partial: bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             private: None,
             immediate: false,
             refund_of: None,
+            partial: false,
         }
     }
 }
@@ -76,6 +80,9 @@ pub fn payment(cd: u8, amount: u64, o: &Options) -> Frame {
     f.push(CE, format!("{:03}", o.currency).into_bytes());
     if let (b'1', Some(im)) = (cd, &o.refund_of) {
         f.push(IM, im.as_bytes().to_vec());
+    }
+    if o.partial {
+        f.push(BF, &b"1"[..]);
     }
     tail(&mut f, o);
     f
@@ -495,8 +502,24 @@ fn ap_readable(v: &str) -> String {
     )
 }
 
-/// A readable description of an answer, ticket decoded.
-pub fn describe(f: &Frame) -> String {
+/// An approval for less than the request asked, as a terminal may give
+/// when the register sent `BF=1`: the amounts charged and asked, in minor
+/// units. None for an approval of the whole amount, or an answer that
+/// approves nothing.
+pub fn partial(request: &Frame, answer: &Frame) -> Option<(u64, u64)> {
+    let amount = |f: &Frame| f.text(CB).and_then(|b| b.parse::<u64>().ok());
+    if answer.get(AE) != Some(b"10") {
+        return None;
+    }
+    match (amount(answer), amount(request)) {
+        (Some(charged), Some(asked)) if charged < asked => Some((charged, asked)),
+        _ => None,
+    }
+}
+
+/// A readable description of an answer, ticket decoded; given the
+/// `request` it answers, an approval for less says so, with both amounts.
+pub fn describe(f: &Frame, request: Option<&Frame>) -> String {
     let mut out = String::new();
     let op = operation_name(f.get(CD).unwrap_or_default());
     let amount = match (f.text(CB).and_then(|b| b.parse::<u64>().ok()), f.text(CE)) {
@@ -514,8 +537,20 @@ pub fn describe(f: &Frame) -> String {
         .text(CA)
         .map(|r| format!(", register {r}"))
         .unwrap_or_default();
+    let part = request.and_then(|r| partial(r, f));
     match (f.text(AE), f.get(AF)) {
-        (Some("10"), _) => out.push_str(&format!("approved: {op}{amount}{reg}\n")),
+        (Some("10"), _) => match part {
+            Some((charged, asked)) => {
+                let c: u16 = f.text(CE).and_then(|c| c.parse().ok()).unwrap_or(0);
+                out.push_str(&format!(
+                    "approved for {} of {} {} (partial): {op}{reg}\n",
+                    currency::format_amount(charged, c, false),
+                    currency::format_amount(asked, c, false),
+                    currency::label(c)
+                ))
+            }
+            None => out.push_str(&format!("approved: {op}{amount}{reg}\n")),
+        },
         (Some("01"), None) => {
             out.push_str(&format!("declined: {op}{amount}{reg}: terminal busy\n"))
         }
@@ -778,7 +813,7 @@ mod tests {
     fn describes_answers() {
         let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00204").unwrap();
         assert_eq!(
-            describe(&f),
+            describe(&f, None),
             "declined: debit 12.34 EUR, register 01: refused (AF 04)\n"
         );
         assert_eq!(verdict(&f), Verdict::Declined);
@@ -786,14 +821,43 @@ mod tests {
             let f = Frame::decode(format!("CZ0040320CA00207CD001{cd}AE00201AF00200").as_bytes())
                 .unwrap();
             assert!(
-                describe(&f).ends_with(": no transaction known for register 07 (AF 00)\n"),
+                describe(&f, None).ends_with(": no transaction known for register 07 (AF 00)\n"),
                 "{}",
-                describe(&f)
+                describe(&f, None)
             );
         }
         // On a payment, AF 00 keeps its label.
         let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00200").unwrap();
-        assert!(describe(&f).ends_with(": unknown error (AF 00)\n"));
+        assert!(describe(&f, None).ends_with(": unknown error (AF 00)\n"));
+    }
+
+    #[test]
+    fn an_approval_for_less_says_both_amounts() {
+        let o = Options {
+            partial: true,
+            ..Options::default()
+        };
+        let req = payment(b'0', 1000, &o);
+        assert_eq!(req.text(BF), Some("1"));
+        assert_eq!(payment(b'0', 1000, &Options::default()).get(BF), None);
+        let answer = |cb: &str, ae: &str| {
+            Frame::decode(format!("CZ0040320CA00201CB{cb}CD0010CE003978AE002{ae}").as_bytes())
+                .unwrap()
+        };
+        let part = answer("0040500", "10");
+        assert_eq!(partial(&req, &part), Some((500, 1000)));
+        assert_eq!(
+            describe(&part, Some(&req)),
+            "approved for 5.00 of 10.00 EUR (partial): debit, register 01\n"
+        );
+        // The whole amount, written another way, is no partial approval;
+        // neither is a refusal, which echoes the amount or not.
+        assert_eq!(partial(&req, &answer("00501000", "10")), None);
+        assert_eq!(partial(&req, &answer("0040500", "01")), None);
+        assert_eq!(
+            describe(&answer("0041000", "10"), Some(&req)),
+            "approved: debit 10.00 EUR, register 01\n"
+        );
     }
 }
 
@@ -845,26 +909,45 @@ pub mod serial_link {
         }
 
         /// Session 1: ENQ (three tries), the frame, the terminal's ACK, EOT.
-        /// A NAK is not answered by sending again: the terminal is busy.
+        /// A NAKed frame is sent again, [`session::TRIES`] times in all, each
+        /// time in a session of its own (EOT, a pause, ENQ): a terminal that
+        /// NAKs because it is busy ends its session, as concertd does, and
+        /// the frame sent again outside one would be noise to it, or read
+        /// as a raw V3 request; one that NAKs a garbled frame and waits for
+        /// it again takes the EOT as the end of that wait. A frame met by
+        /// silence is not sent again: the terminal may have taken it and
+        /// its ACK been lost, which nothing sent again can tell.
+        ///
         /// Told by whether the terminal may have taken the request: the
         /// frame went out once the session opened, and without its ACK
-        /// nobody knows whether the terminal took it (an ACK lost on the
-        /// line looks the same). A device that fails mid-session is counted
-        /// the same way.
+        /// nobody knows whether the terminal took it, unless it was NAKed
+        /// each time. A device that fails mid-session is counted the same
+        /// way.
         pub fn send(&mut self, payload: &[u8]) -> Result<(), NoAnswer> {
-            match session::send(&mut self.link, &TIMERS, &[payload.to_vec()], 1) {
-                Err(e) => Err(NoAnswer::Unanswered(e)),
-                Ok(Sent::Done) => Ok(()),
-                Ok(Sent::Unopened) => Err(NoAnswer::Unsent(err(
-                    "the terminal does not answer ENQ (not ready, or not a Concert line)",
-                ))),
-                Ok(Sent::Refused) => Err(NoAnswer::Unsent(err(
-                    "request refused (NAK): the terminal is busy or did not accept the frame",
-                ))),
-                Ok(Sent::Unanswered) => {
-                    Err(NoAnswer::Unanswered(err("no ACK to the request frame")))
+            let blocks = [payload.to_vec()];
+            for attempt in 1..=session::TRIES {
+                match session::send(&mut self.link, &TIMERS, &blocks, 1) {
+                    Err(e) => return Err(NoAnswer::Unanswered(e)),
+                    Ok(Sent::Done) => return Ok(()),
+                    Ok(Sent::Unopened) => {
+                        return Err(NoAnswer::Unsent(err(
+                            "the terminal does not answer ENQ (not ready, or not a Concert line)",
+                        )))
+                    }
+                    Ok(Sent::Unanswered) => {
+                        return Err(NoAnswer::Unanswered(err("no ACK to the request frame")))
+                    }
+                    Ok(Sent::Refused) if attempt < session::TRIES => {
+                        std::thread::sleep(TIMERS.pause)
+                    }
+                    Ok(Sent::Refused) => {}
                 }
             }
+            Err(NoAnswer::Unsent(io::Error::other(format!(
+                "request refused: NAKed {} times, so not taken (the terminal is busy, or the \
+                 line garbles the frame); nothing was done",
+                session::TRIES
+            ))))
         }
 
         /// Session 2: waits for the terminal's ENQ, reads its frame or ETB

@@ -11,6 +11,9 @@
 // Log lines a peer can cause, summarised.
 pub mod floodgate;
 
+// The tools' standard output, which a closed pipe ends.
+pub mod stdout;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;

@@ -16,6 +16,9 @@
 
 mod commands;
 
+// Why concertctl may not open the socket: read from its files.
+pub mod access;
+
 use commands::run;
 
 pub use commands::{show, totals, Command, Day, Totals, COMMANDS, DEFAULT_SHOW, MAX_SHOW};
