@@ -20,6 +20,7 @@ mod masking;
 mod oracle;
 mod peers;
 mod quirks;
+mod replay;
 mod retry;
 mod serial;
 mod service;

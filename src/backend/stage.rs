@@ -435,9 +435,9 @@ impl Stage {
         };
         p.next = 0;
         let said = format!(
-            "script {} rewound: {} steps, starts at step 1",
+            "script {} rewound: {}, starts at step 1",
             p.script.shown(),
-            p.script.lines.len()
+            steps(p.script.lines.len())
         );
         // Quirks spent before a request belong to the plan they were spent
         // for: an armed plan keeps them, the script's next step does not.
@@ -626,8 +626,12 @@ fn position(p: &Playing) -> String {
     let n = p.script.lines.len();
     match p.script.lines.get(p.next) {
         Some((line, _)) => format!("step {} of {n} (line {line}) is next", p.next + 1),
-        None => format!("consumed ({n} steps), the amount table decides"),
+        None => format!("consumed ({}), the amount table decides", steps(n)),
     }
+}
+
+fn steps(n: usize) -> String {
+    format!("{n} step{}", if n == 1 { "" } else { "s" })
 }
 
 fn load(g: &mut Inner, script: Option<&Script>) -> Option<Verdict> {
@@ -647,10 +651,10 @@ fn load(g: &mut Inner, script: Option<&Script>) -> Option<Verdict> {
             Verdict {
                 changed: true,
                 said: format!(
-                    "script {} {}: {} steps, starts at step 1",
+                    "script {} {}: {}, starts at step 1",
                     s.shown(),
                     how,
-                    s.lines.len()
+                    steps(s.lines.len())
                 ),
             }
         }
