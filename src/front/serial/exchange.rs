@@ -405,7 +405,7 @@ impl<'a> Line<'a> {
         };
         let path = self.path();
         self.desk
-            .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
+            .flood(floodgate::Kind::LinkError, log::Level::Info, || {
                 format!(
                     "serial {path}: frame outside a session{}: not taken",
                     if whole { ", NAKed" } else { " (cut)" }
