@@ -481,7 +481,10 @@ fn an_immediate_answer_takes_no_answer_quirk_and_its_loss_is_journaled_with_its_
         j.contains("bad-lrc not applied: an immediate answer went out, the outcome is not sent"),
         "{j}"
     );
-    assert!(j.contains("slow-enq=300ms not applied: an immediate answer"), "{j}");
+    assert!(
+        j.contains("slow-enq=300ms not applied: an immediate answer"),
+        "{j}"
+    );
     assert!(!d.log_text().contains("late (slow-enq)"));
     // The register does not take the next immediate answer: said with its
     // transaction, and journaled.

@@ -39,7 +39,9 @@ fn reload_says_what_it_did_to_the_script_and_next_rewind_starts_it_over() {
     let out = ok(&d.ctl(&["reload"]));
     assert!(out.contains("nothing changed"), "{out}");
     assert!(
-        out.contains(&format!("script {p} unchanged: step 2 of 3 (line 3) is next")),
+        out.contains(&format!(
+            "script {p} unchanged: step 2 of 3 (line 3) is next"
+        )),
         "{out}"
     );
     assert_eq!(pay(&d), "10", "the script went on at step 2");
@@ -57,7 +59,10 @@ fn reload_says_what_it_did_to_the_script_and_next_rewind_starts_it_over() {
     assert_eq!(pay(&d), "10", "consumed: the amount table");
     // Rewound: from its first step again.
     let out = ok(&d.ctl(&["next", "rewind"]));
-    assert_eq!(out, format!("script {p} rewound: 2 steps, starts at step 1\n"));
+    assert_eq!(
+        out,
+        format!("script {p} rewound: 2 steps, starts at step 1\n")
+    );
     assert!(ok(&d.ctl(&["status"])).contains("line 1 is next (abandon), 2 of 2 left"));
     assert_eq!(pay(&d), "06");
 }

@@ -906,6 +906,121 @@ mod tests {
     }
 
     #[test]
+    fn quirks_spent_before_a_request_belong_to_that_request() {
+        let s = active();
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"A"), "A's first frame");
+        assert!(!s.frame(true, b"A"), "A's retry");
+        // A is given up; B is another request: its own first frame.
+        assert!(s.frame(true, b"B"));
+        assert!(!s.frame(true, b"B"));
+        let Begin::Plan { note, .. } = s.begin(1, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
+        // Spent on a serial request, taken by a TCP transaction.
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"C"));
+        let Begin::Plan { note, .. } = s.begin(2, Channel::Tcp) else {
+            panic!()
+        };
+        assert!(
+            note.contains(
+                "nak-first not applied: the transaction came over tcp (spent on a serial \
+                 request that did not start)"
+            ),
+            "{note}"
+        );
+        // A raw request after a framed one that was NAKed.
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"D"));
+        s.unframed();
+        let Begin::Plan { note, .. } = s.begin(3, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first not applied: the request was already taken"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn no_answer_quirk_applies_to_an_immediate_answer() {
+        let s = active();
+        s.arm(plan("approve bad-lrc slow-enq=1s")).unwrap();
+        let Begin::Plan { note, .. } = s.begin_answered(1, Channel::Serial, false) else {
+            panic!()
+        };
+        assert!(note.contains("bad-lrc not applied: an immediate answer went out"));
+        assert!(note.contains("slow-enq=1s not applied: an immediate answer went out"));
+        assert_eq!(s.answer(1), None);
+    }
+
+    #[test]
+    fn a_script_read_again_says_where_it_is_and_rewinds() {
+        let s = active();
+        let script = Script::parse(
+            Path::new("t.script"),
+            "phone
+refuse
+",
+        )
+        .unwrap();
+        assert!(s.rewind().unwrap_err().contains("no simulator-script"));
+        let v = s.load_script(Some(&script)).unwrap();
+        assert!(v.changed);
+        assert_eq!(v.said, "script t.script loaded: 2 steps, starts at step 1");
+        s.begin(1, Channel::Tcp);
+        let v = s.load_script(Some(&script)).unwrap();
+        assert!(!v.changed);
+        assert_eq!(
+            v.said,
+            "script t.script unchanged: step 2 of 2 (line 2) is next"
+        );
+        s.begin(2, Channel::Tcp);
+        assert!(s
+            .load_script(Some(&script))
+            .unwrap()
+            .said
+            .ends_with("consumed (2 steps), the amount table decides"));
+        assert_eq!(
+            s.command("next rewind").unwrap(),
+            "script t.script rewound: 2 steps, starts at step 1"
+        );
+        assert!(matches!(
+            s.begin(3, Channel::Tcp),
+            Begin::Plan {
+                fate: Fate::Phone,
+                ..
+            }
+        ));
+        let other = Script::parse(
+            Path::new("t.script"),
+            "abandon
+",
+        )
+        .unwrap();
+        assert_eq!(
+            s.load_script(Some(&other)).unwrap().said,
+            "script t.script reloaded: 1 step, starts at step 1"
+        );
+        let v = s.load_script(None).unwrap();
+        assert!(v.changed && v.said.contains("no longer named"), "{v:?}");
+        assert_eq!(s.load_script(None), None);
+    }
+
+    #[test]
+    fn only_a_plain_next_is_a_query() {
+        assert!(Stage::is_query("next"));
+        assert!(Stage::is_query(" next "));
+        assert!(!Stage::is_query("next refuse"));
+        assert!(!Stage::is_query("next rewind"));
+    }
+
+    #[test]
     fn busy_is_taken_by_the_request_it_refuses() {
         let s = active();
         assert_eq!(s.take_busy(), None);

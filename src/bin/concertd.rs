@@ -338,9 +338,7 @@ fn run(args: Args) -> Result<(), Error> {
             (Some(_), false, None) => never(),
             (None, false, _) => after(watch),
         };
-        let changed = changes
-            .as_ref()
-            .map_or_else(never, |w| w.changes.clone());
+        let changed = changes.as_ref().map_or_else(never, |w| w.changes.clone());
         select! {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {

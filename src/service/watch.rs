@@ -6,11 +6,11 @@
 //! be had, the caller polls instead.
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Events on the file itself: written, closed after writing, its mode or
 /// owner changed, replaced or removed.

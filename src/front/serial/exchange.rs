@@ -385,7 +385,10 @@ impl<'a> Line<'a> {
     /// never taken: its `CZ` is not the start of a raw V3 request.
     fn outside(&mut self) -> io::Result<()> {
         let s = &self.desk.conf.settings;
-        let (frame, until) = (s.frame_timeout, Instant::now() + self.desk.conf.request_timeout);
+        let (frame, until) = (
+            s.frame_timeout,
+            Instant::now() + self.desk.conf.request_timeout,
+        );
         let by = || (Instant::now() + frame).min(until);
         let whole = loop {
             match self.link.byte(by())? {
@@ -473,11 +476,7 @@ impl<'a> Line<'a> {
     ) -> io::Result<()> {
         let deferred = taken.is_some();
         let quirks = taken
-            .or_else(|| {
-                reply
-                    .tx
-                    .and_then(|id| self.desk.worker.stage().answer(id))
-            })
+            .or_else(|| reply.tx.and_then(|id| self.desk.worker.stage().answer(id)))
             .unwrap_or_default();
         let id = reply.tx.unwrap_or_default();
         if let Some(why) = quirks.withhold {
