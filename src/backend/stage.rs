@@ -659,10 +659,7 @@ fn load(g: &mut Inner, script: Option<&Script>) -> Option<Verdict> {
             }
         }
         (None, Some(p)) => {
-            let said = format!(
-                "script {} no longer named: the amount table decides",
-                p.script.shown()
-            );
+            let said = format!("script {} no longer named: not played", p.script.shown());
             g.script = None;
             Verdict {
                 changed: true,

@@ -646,7 +646,9 @@ impl<'a> Line<'a> {
         }
         match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
             Job::Submit(req, _) => {
-                self.desk.worker.stage().unframed();
+                if req.op.occupies_terminal() {
+                    self.desk.worker.stage().unframed();
+                }
                 let pending = self.desk.worker.hand_over(req, self.desk.origin(false));
                 // No ACK to give: its answer is the register's only word,
                 // however long the start takes.
