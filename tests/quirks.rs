@@ -441,3 +441,134 @@ fn concert_s_keeps_a_nak_apart_from_a_lost_answer() {
     assert!(stderr(&o).contains(UNKNOWN), "{}", stderr(&o));
     d.wait_log("simulator: unknown, the answer is lost");
 }
+
+/// A daemon on a pty playing `script`, the register on the other side.
+fn serial_scripted(script: &str) -> (Daemon, crate::serial::Register) {
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let r = pty(&link);
+    let path = dir.join("scenario");
+    std::fs::write(&path, script).unwrap();
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}",
+        link.display(),
+        path.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    (d, r)
+}
+
+/// pypostelium's V2 request for 10.00 EUR with an immediate answer (A011).
+const V2_IMMEDIATE: &[u8] = b"0100001000010978          A011B010";
+
+#[test]
+fn an_immediate_answer_takes_no_answer_quirk_and_its_loss_is_journaled_with_its_tx() {
+    let (d, mut r) = serial_scripted("approve bad-lrc slow-enq=300ms\n");
+    assert_eq!(r.request(V2_IMMEDIATE), ACK);
+    // The immediate answer, with a good LRC and at once; the outcome is
+    // not sent: the quirks had nothing to act on, and the journal says so.
+    assert_eq!(r.answer(), b"019000010001978          ");
+    d.wait_log("outcome kept for a status request");
+    let j = d.journal();
+    assert!(
+        j.contains("bad-lrc not applied: an immediate answer went out, the outcome is not sent"),
+        "{j}"
+    );
+    assert!(
+        j.contains("slow-enq=300ms not applied: an immediate answer"),
+        "{j}"
+    );
+    assert!(!d.log_text().contains("late (slow-enq)"));
+    // The register does not take the next immediate answer: said with its
+    // transaction, and journaled.
+    r.send(&[concert::wire::framing::ENQ]);
+    assert_eq!(r.byte(), ACK);
+    r.send(&frame(V2_IMMEDIATE));
+    assert_eq!(r.byte(), ACK);
+    r.send(&[concert::wire::framing::EOT]);
+    let said = d.wait_log(": immediate answer not delivered (no ACK to 3 ENQ)");
+    let tx = said.split("tx ").nth(1).and_then(|t| t.split(':').next());
+    let tx = tx.expect("said with its transaction");
+    let j = d.journal();
+    assert!(j.contains(&format!("{tx} begun serial")), "{tx}: {j}");
+    assert!(j.contains("immediate answer: no ACK to 3 ENQ"), "{j}");
+}
+
+#[test]
+fn nak_first_spent_on_a_request_that_never_started_is_not_said_applied() {
+    let (d, mut r) = serial_scripted("refuse nak-first\nrefuse nak-first\n");
+    // The register gives up on its NAKed debit.
+    assert_eq!(r.request(DEBIT.as_bytes()), NAK);
+    r.send(&[concert::wire::framing::EOT]);
+    d.wait_log("simulator nak-first: NAK");
+    // The plan's transaction comes over TCP: the NAK was not its own.
+    let a = pay(&d, DEBIT);
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    let j = d.journal();
+    assert!(
+        j.contains(
+            "nak-first not applied: the transaction came over tcp (spent on a serial request \
+             that did not start)"
+        ),
+        "{j}"
+    );
+    assert!(!j.contains("nak-first applied"), "{j}");
+    // Serial again: the first debit is NAKed and given up; another debit
+    // then has its own first frame NAKed, and takes the plan.
+    assert_eq!(r.request(DEBIT.as_bytes()), NAK);
+    r.send(&[concert::wire::framing::EOT]);
+    let other = DEBIT.replace("CB0041000", "CB0042000");
+    assert_eq!(r.request(other.as_bytes()), NAK, "its own first frame");
+    r.send(&frame(other.as_bytes()));
+    assert_eq!(r.byte(), ACK);
+    r.send(&[concert::wire::framing::EOT]);
+    let a = r.answer();
+    assert_eq!(get(&a, "CB").as_deref(), Some("2000"), "{}", text(&a));
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    d.wait_log("nak-first spent on a request that did not start");
+    assert!(d.journal().contains("nak-first applied before the request"));
+}
+
+#[test]
+fn slow_enq_leaves_the_line_listening() {
+    // Long enough for the status exchange below to fit in, under load.
+    let (d, mut r) = serial_scripted("refuse slow-enq=4s\n");
+    assert_eq!(r.request(DEBIT.as_bytes()), ACK);
+    d.wait_log("our ENQ 4s late (slow-enq)");
+    // Meanwhile the register asks for the status: its ENQ is ACKed (a
+    // line that slept would open its own session instead) and answered
+    // with the outcome.
+    assert_eq!(r.request(STATUS.as_bytes()), ACK);
+    let s = r.answer();
+    assert_eq!(get(&s, "AF").as_deref(), Some("04"), "{}", text(&s));
+    // Then the debit's answer, late, once the status was answered.
+    let a = r.answer();
+    assert_eq!(get(&a, "AF").as_deref(), Some("04"), "{}", text(&a));
+    loop_until(|| d.journal().contains(" delivered").then_some(()));
+}
+
+#[test]
+fn a_framed_request_after_three_naks_is_never_read_as_a_raw_one() {
+    let (d, mut r) = serial_scripted("");
+    let mut bad = frame(DEBIT.as_bytes());
+    if let Some(l) = bad.last_mut() {
+        *l ^= 0x01;
+    }
+    r.send(&[concert::wire::framing::ENQ]);
+    assert_eq!(r.byte(), ACK);
+    for _ in 0..3 {
+        r.send(&bad);
+        assert_eq!(r.byte(), NAK);
+    }
+    d.wait_log("NAK (3/3), back to idle");
+    // The register's last retry, in a session that is over for the
+    // terminal: NAKed, not taken, not answered raw.
+    r.send(&frame(DEBIT.as_bytes()));
+    assert_eq!(r.byte(), NAK, "not answered as a raw request");
+    d.wait_log("frame outside a session, NAKed: not taken");
+    // The next session is served as ever.
+    assert_eq!(r.request(DEBIT.as_bytes()), ACK);
+    let a = r.answer();
+    assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    assert_eq!(d.journal().matches(" begun ").count(), 1, "{}", d.journal());
+}

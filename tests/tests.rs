@@ -21,6 +21,7 @@ mod oracle;
 mod peers;
 
 mod quirks;
+mod replay;
 mod retry;
 mod serial;
 mod service;

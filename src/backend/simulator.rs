@@ -354,7 +354,10 @@ impl Backend for Simulator {
             );
         }
         let mut rng = Rng(self.rng.next());
-        let first = match self.stage.begin(tx.id, tx.channel) {
+        // An immediate answer (BA=1, V2 A011) goes out instead of the
+        // outcome's: no quirk of the answer can act.
+        let answered = !tx.request.immediate;
+        let first = match self.stage.begin_answered(tx.id, tx.channel, answered) {
             Begin::Table => Some(conclude(&mut rng, &self.ledger, tx, None)),
             Begin::Plan { fate, note } => {
                 tell(tx.id, note, &done);

@@ -120,6 +120,10 @@ struct Inner {
     /// Quirks acting before the request (nak-first, no-ack) already spent
     /// on the plan that comes next.
     early: Vec<Quirk>,
+    /// The serial request frame (its payload) they were spent on: they
+    /// apply to the transaction of that very request, not to another one
+    /// that comes after a register gave up on it.
+    early_for: Option<Vec<u8>>,
     /// An ENQ went un-ACKed for `no-ack` and the frame of its session is
     /// not read yet: only that frame says whether a transaction had it.
     unacked: bool,
@@ -202,11 +206,11 @@ impl Stage {
     /// line, which waits its turn).
     pub fn arm(&self, plan: Plan) -> Result<String, String> {
         let mut g = self.active()?;
+        // Not logged here: the control socket logs the command and this
+        // reply, once.
         let said = format!("armed: {plan}");
-        log::info!("simulator: next transaction {said}");
         g.armed = Some(plan);
-        g.early.clear();
-        g.unacked = false;
+        forget_early(&mut g);
         Ok(said)
     }
 
@@ -219,10 +223,8 @@ impl Stage {
     pub fn clear(&self) -> Result<Option<Plan>, String> {
         let mut g = self.active()?;
         let was = g.armed.take();
-        if let Some(p) = &was {
-            log::info!("simulator: {p} disarmed");
-            g.early.clear();
-            g.unacked = false;
+        if was.is_some() {
+            forget_early(&mut g);
         }
         Ok(was)
     }
@@ -233,10 +235,8 @@ impl Stage {
         let mut g = self.active()?;
         g.hold = on;
         if on {
-            log::info!("simulator: hold on: each transaction waits for a decision");
             return Ok("hold on: each transaction waits for a decision".into());
         }
-        log::info!("simulator: hold off");
         if let Some(r) = g.running.as_ref().filter(|r| r.waiting) {
             let _ = r.cmd.send(Cmd::Release);
             return Ok(format!(
@@ -266,7 +266,12 @@ impl Stage {
         };
         // Now, not when the thread gets it: the channel may ask for the
         // answer's quirks as soon as the outcome is out.
-        let (fate, note) = settle(&mut g, id, channel, plan, "decide".into(), Vec::new());
+        let ways = Ways {
+            channel,
+            answered: true,
+            early: Vec::new(),
+        };
+        let (fate, note) = settle(&mut g, id, plan, "decide".into(), ways);
         if cmd.send(Cmd::Decide(fate, note)).is_err() {
             g.answers.remove(&id);
             return Err(format!("tx {id} ended meanwhile"));
@@ -333,7 +338,14 @@ impl Stage {
         out.join("\n")
     }
 
-    /// The commands as text: `next [OUTCOME [QUIRK...] | clear]`, `hold
+    /// Whether a command line only asks (`next` alone, `state`): it
+    /// changes nothing, and is not logged as if it did.
+    pub fn is_query(line: &str) -> bool {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        matches!(words.as_slice(), ["next"] | ["state"])
+    }
+
+    /// The commands as text: `next [OUTCOME [QUIRK...] | clear | rewind]`, `hold
     /// on|off`, `decide OUTCOME [QUIRK...]`, `press red`, `state`. The
     /// reply is a sentence for the operator; an error is a refusal.
     pub fn command(&self, line: &str) -> Result<String, String> {
@@ -345,6 +357,7 @@ impl Stage {
                     .armed()
                     .map_or("nothing armed".into(), |p| format!("armed: {p}")))
             }
+            ["next", "rewind"] => self.rewind(),
             ["next", "clear"] => Ok(match self.clear()? {
                 Some(p) => format!("disarmed: {p}"),
                 None => "nothing was armed".into(),
@@ -402,21 +415,36 @@ impl Stage {
             g.running = None;
             return;
         }
-        match (script, &g.script) {
-            (Some(s), Some(p)) if p.script == *s => {}
-            (Some(s), _) => {
-                log::info!(
-                    "simulator: {}: {} lines, played from the first",
-                    s.shown(),
-                    s.lines.len()
-                );
-                g.script = Some(Playing {
-                    script: s.clone(),
-                    next: 0,
-                });
-            }
-            (None, _) => g.script = None,
+        load(&mut g, script);
+    }
+
+    /// The script a configuration names, read again (`reload`, or
+    /// config-watch seeing it change): played from its first step when it
+    /// changed, kept where it is when not. Says which, for the reply to
+    /// `reload`; `None` when there is no script and was none. The
+    /// simulator's own reload then finds it the same and keeps it.
+    pub fn load_script(&self, script: Option<&Script>) -> Option<Verdict> {
+        load(&mut self.lock(), script)
+    }
+
+    /// `next rewind`: the script plays again from its first step.
+    pub fn rewind(&self) -> Result<String, String> {
+        let mut g = self.active()?;
+        let Some(p) = g.script.as_mut() else {
+            return Err("no simulator-script to rewind".into());
+        };
+        p.next = 0;
+        let said = format!(
+            "script {} rewound: {}, starts at step 1",
+            p.script.shown(),
+            steps(p.script.lines.len())
+        );
+        // Quirks spent before a request belong to the plan they were spent
+        // for: an armed plan keeps them, the script's next step does not.
+        if g.armed.is_none() {
+            forget_early(&mut g);
         }
+        Ok(said)
     }
 
     /// Is the next plan `busy`? Then it is spent on this request, which
@@ -428,6 +456,7 @@ impl Stage {
         }
         let (plan, from) = g.take_plan()?;
         let early = std::mem::take(&mut g.early);
+        g.early_for = None;
         let mut note = format!("{from}: {plan}: busy answer, no transaction");
         for q in plan.quirks.iter().filter(|q| !early.contains(q)) {
             note.push_str(&format!("; {q} not applied"));
@@ -435,8 +464,16 @@ impl Stage {
         Some(note)
     }
 
-    /// Transaction `id` starts on `channel`: what decides it.
+    /// Transaction `id` starts on `channel`, its answer to be sent: what
+    /// decides it.
     pub fn begin(&self, id: u64, channel: Channel) -> Begin {
+        self.begin_answered(id, channel, true)
+    }
+
+    /// [`Stage::begin`]; `answered` false when the channel sends no
+    /// answer of the outcome (an immediate answer, `BA=1` or V2 `A011`,
+    /// went out instead): the answer's quirks have nothing to act on.
+    pub fn begin_answered(&self, id: u64, channel: Channel, answered: bool) -> Begin {
         let mut g = self.lock();
         if !g.active {
             return Begin::Table;
@@ -444,7 +481,13 @@ impl Stage {
         match g.take_plan() {
             Some((plan, from)) => {
                 let early = std::mem::take(&mut g.early);
-                let (fate, note) = settle(&mut g, id, channel, plan, from, early);
+                g.early_for = None;
+                let ways = Ways {
+                    channel,
+                    answered,
+                    early,
+                };
+                let (fate, note) = settle(&mut g, id, plan, from, ways);
                 Begin::Plan { fate, note }
             }
             None if g.hold => Begin::Hold,
@@ -514,15 +557,39 @@ impl Stage {
     }
 
     /// The register's good frame, a `transaction` (a request that occupies
-    /// the terminal) or not: true when it is to be NAKed (`nak-first`).
-    /// Identification, status and duplicata frames spend neither quirk:
-    /// a `no-ack` spent on the ENQ of their session is given back, for the
-    /// ENQ of the next one.
-    pub fn frame(&self, transaction: bool) -> bool {
+    /// the terminal) or not, its `payload` as read: true when it is to be
+    /// NAKed (`nak-first`). Identification, status and duplicata frames
+    /// spend neither quirk: a `no-ack` spent on the ENQ of their session
+    /// is given back, for the ENQ of the next one. Quirks spent on another
+    /// request, which never started (its register gave up), are the
+    /// plan's again, for this one.
+    pub fn frame(&self, transaction: bool, payload: &[u8]) -> bool {
         let mut g = self.lock();
         let unacked = std::mem::take(&mut g.unacked);
         if transaction {
-            return spend(&mut g, Quirk::NakFirst);
+            if g.early_for.as_deref().is_some_and(|p| p != payload) {
+                // A no-ack spent on this very session's ENQ stays spent.
+                let here = unacked && g.early.contains(&Quirk::NoAck);
+                let gone: Vec<String> = g
+                    .early
+                    .iter()
+                    .filter(|q| !(here && **q == Quirk::NoAck))
+                    .map(ToString::to_string)
+                    .collect();
+                g.early.retain(|q| here && *q == Quirk::NoAck);
+                if !gone.is_empty() {
+                    log::info!(
+                        "simulator: {} spent on a request that did not start: \
+                         played again for this one",
+                        gone.join(" ")
+                    );
+                }
+            }
+            let nak = spend(&mut g, Quirk::NakFirst);
+            if !g.early.is_empty() {
+                g.early_for = Some(payload.to_vec());
+            }
+            return nak;
         }
         if unacked && g.early.contains(&Quirk::NoAck) {
             g.early.retain(|q| *q != Quirk::NoAck);
@@ -530,6 +597,90 @@ impl Stage {
         }
         false
     }
+
+    /// A raw V3 request (no link session) is handed over: quirks spent
+    /// on a framed request before it are not its own.
+    pub fn unframed(&self) {
+        let mut g = self.lock();
+        if g.early_for.is_some() && !g.early.is_empty() {
+            let gone: Vec<String> = g.early.iter().map(ToString::to_string).collect();
+            log::info!(
+                "simulator: {} spent on a framed request that did not start",
+                gone.join(" ")
+            );
+            forget_early(&mut g);
+        }
+    }
+}
+
+/// What a reload did to the script, said to the operator.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// It plays from its first step (new, changed, or dropped).
+    pub changed: bool,
+    pub said: String,
+}
+
+/// Where a script is: the step that comes next, or consumed.
+fn position(p: &Playing) -> String {
+    let n = p.script.lines.len();
+    match p.script.lines.get(p.next) {
+        Some((line, _)) => format!("step {} of {n} (line {line}) is next", p.next + 1),
+        None => format!("consumed ({}), the amount table decides", steps(n)),
+    }
+}
+
+fn steps(n: usize) -> String {
+    format!("{n} step{}", if n == 1 { "" } else { "s" })
+}
+
+fn load(g: &mut Inner, script: Option<&Script>) -> Option<Verdict> {
+    let verdict = match (script, &g.script) {
+        (Some(s), Some(p)) if p.script == *s => {
+            return Some(Verdict {
+                changed: false,
+                said: format!("script {} unchanged: {}", s.shown(), position(p)),
+            })
+        }
+        (Some(s), had) => {
+            let how = if had.is_some() { "reloaded" } else { "loaded" };
+            g.script = Some(Playing {
+                script: s.clone(),
+                next: 0,
+            });
+            Verdict {
+                changed: true,
+                said: format!(
+                    "script {} {}: {}, starts at step 1",
+                    s.shown(),
+                    how,
+                    steps(s.lines.len())
+                ),
+            }
+        }
+        (None, Some(p)) => {
+            let said = format!("script {} no longer named: not played", p.script.shown());
+            g.script = None;
+            Verdict {
+                changed: true,
+                said,
+            }
+        }
+        (None, None) => return None,
+    };
+    if g.armed.is_none() {
+        forget_early(g);
+    }
+    log::info!("simulator: {}", verdict.said);
+    Some(verdict)
+}
+
+/// The quirks spent before a request are forgotten with the plan they
+/// were spent for.
+fn forget_early(g: &mut Inner) {
+    g.early.clear();
+    g.early_for = None;
+    g.unacked = false;
 }
 
 /// Spends quirk `q` of the next plan, before its request: true when the
@@ -545,30 +696,45 @@ fn spend(g: &mut Inner, q: Quirk) -> bool {
     true
 }
 
-/// A plan taken for transaction `id` on `channel`: the answer's quirks of
-/// that channel are kept for it; the note says what applies and what does
-/// not.
-fn settle(
-    g: &mut Inner,
-    id: u64,
+/// How a transaction that takes a plan came and is answered.
+struct Ways {
     channel: Channel,
-    plan: Plan,
-    from: String,
+    /// Its outcome is sent to the register (no immediate answer instead).
+    answered: bool,
+    /// The quirks spent before its request.
     early: Vec<Quirk>,
-) -> (Fate, String) {
+}
+
+/// A plan taken for transaction `id`: the answer's quirks of its channel
+/// are kept for it; the note says what applies and what does not, and
+/// why.
+fn settle(g: &mut Inner, id: u64, plan: Plan, from: String, ways: Ways) -> (Fate, String) {
+    let Ways {
+        channel,
+        answered,
+        early,
+    } = ways;
     let mut note = format!("{from}: {plan}");
     let mut answer = Answer {
-        withhold: (plan.fate == Fate::Unknown).then_some("simulator: unknown, the answer is lost"),
+        withhold: (plan.fate == Fate::Unknown && answered)
+            .then_some("simulator: unknown, the answer is lost"),
         ..Answer::default()
     };
     for q in &plan.quirks {
-        if early.contains(q) {
+        if q.channel() != channel {
+            note.push_str(&format!(
+                "; {q} not applied: the transaction came over {channel}"
+            ));
+            if early.contains(q) {
+                note.push_str(" (spent on a serial request that did not start)");
+            }
+        } else if early.contains(q) {
             note.push_str(&format!("; {q} applied before the request"));
         } else if q.before_request() {
             note.push_str(&format!("; {q} not applied: the request was already taken"));
-        } else if q.channel() != channel {
+        } else if !answered {
             note.push_str(&format!(
-                "; {q} not applied: the transaction came over {channel}"
+                "; {q} not applied: an immediate answer went out, the outcome is not sent"
             ));
         } else {
             answer.quirks.push(*q);
@@ -712,13 +878,13 @@ mod tests {
         // what follows), its frame not NAKed, and the no-ack is given back.
         assert!(s.enq());
         assert!(!s.enq(), "its retry is ACKed");
-        assert!(!s.frame(false));
-        assert!(!s.frame(false), "nak-first kept");
+        assert!(!s.frame(false, b"S"));
+        assert!(!s.frame(false, b"S"), "nak-first kept");
         // The transaction's session gets both.
         assert!(s.enq());
         assert!(!s.enq());
-        assert!(s.frame(true));
-        assert!(!s.frame(true), "once");
+        assert!(s.frame(true, b"D"));
+        assert!(!s.frame(true, b"D"), "once");
         let Begin::Plan { note, .. } = s.begin(1, Channel::Serial) else {
             panic!()
         };
@@ -731,9 +897,124 @@ mod tests {
         s.arm(plan("approve no-ack")).unwrap();
         assert!(s.enq());
         assert!(!s.enq());
-        assert!(!s.frame(true));
-        assert!(!s.frame(false));
+        assert!(!s.frame(true, b"D"));
+        assert!(!s.frame(false, b"S"));
         assert!(!s.enq(), "spent on the transaction's session");
+    }
+
+    #[test]
+    fn quirks_spent_before_a_request_belong_to_that_request() {
+        let s = active();
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"A"), "A's first frame");
+        assert!(!s.frame(true, b"A"), "A's retry");
+        // A is given up; B is another request: its own first frame.
+        assert!(s.frame(true, b"B"));
+        assert!(!s.frame(true, b"B"));
+        let Begin::Plan { note, .. } = s.begin(1, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first applied before the request"),
+            "{note}"
+        );
+        // Spent on a serial request, taken by a TCP transaction.
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"C"));
+        let Begin::Plan { note, .. } = s.begin(2, Channel::Tcp) else {
+            panic!()
+        };
+        assert!(
+            note.contains(
+                "nak-first not applied: the transaction came over tcp (spent on a serial \
+                 request that did not start)"
+            ),
+            "{note}"
+        );
+        // A raw request after a framed one that was NAKed.
+        s.arm(plan("refuse nak-first")).unwrap();
+        assert!(s.frame(true, b"D"));
+        s.unframed();
+        let Begin::Plan { note, .. } = s.begin(3, Channel::Serial) else {
+            panic!()
+        };
+        assert!(
+            note.contains("nak-first not applied: the request was already taken"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn no_answer_quirk_applies_to_an_immediate_answer() {
+        let s = active();
+        s.arm(plan("approve bad-lrc slow-enq=1s")).unwrap();
+        let Begin::Plan { note, .. } = s.begin_answered(1, Channel::Serial, false) else {
+            panic!()
+        };
+        assert!(note.contains("bad-lrc not applied: an immediate answer went out"));
+        assert!(note.contains("slow-enq=1s not applied: an immediate answer went out"));
+        assert_eq!(s.answer(1), None);
+    }
+
+    #[test]
+    fn a_script_read_again_says_where_it_is_and_rewinds() {
+        let s = active();
+        let script = Script::parse(
+            Path::new("t.script"),
+            "phone
+refuse
+",
+        )
+        .unwrap();
+        assert!(s.rewind().unwrap_err().contains("no simulator-script"));
+        let v = s.load_script(Some(&script)).unwrap();
+        assert!(v.changed);
+        assert_eq!(v.said, "script t.script loaded: 2 steps, starts at step 1");
+        s.begin(1, Channel::Tcp);
+        let v = s.load_script(Some(&script)).unwrap();
+        assert!(!v.changed);
+        assert_eq!(
+            v.said,
+            "script t.script unchanged: step 2 of 2 (line 2) is next"
+        );
+        s.begin(2, Channel::Tcp);
+        assert!(s
+            .load_script(Some(&script))
+            .unwrap()
+            .said
+            .ends_with("consumed (2 steps), the amount table decides"));
+        assert_eq!(
+            s.command("next rewind").unwrap(),
+            "script t.script rewound: 2 steps, starts at step 1"
+        );
+        assert!(matches!(
+            s.begin(3, Channel::Tcp),
+            Begin::Plan {
+                fate: Fate::Phone,
+                ..
+            }
+        ));
+        let other = Script::parse(
+            Path::new("t.script"),
+            "abandon
+",
+        )
+        .unwrap();
+        assert_eq!(
+            s.load_script(Some(&other)).unwrap().said,
+            "script t.script reloaded: 1 step, starts at step 1"
+        );
+        let v = s.load_script(None).unwrap();
+        assert!(v.changed && v.said.contains("no longer named"), "{v:?}");
+        assert_eq!(s.load_script(None), None);
+    }
+
+    #[test]
+    fn only_a_plain_next_is_a_query() {
+        assert!(Stage::is_query("next"));
+        assert!(Stage::is_query(" next "));
+        assert!(!Stage::is_query("next refuse"));
+        assert!(!Stage::is_query("next rewind"));
     }
 
     #[test]

@@ -323,6 +323,7 @@ fn run(args: Args) -> Result<(), Error> {
     // "ready", and one check follows the first period, so that a change
     // made while starting is not missed.
     let mut changes = service.file().and_then(concert::service::watch::watch);
+    watch_script(&service, changes.as_ref());
     let mut settle: Option<Instant> = Some(Instant::now() + service.config().config_watch);
     log::info!("ready");
     if let Some(r) = ready.take() {
@@ -337,12 +338,13 @@ fn run(args: Args) -> Result<(), Error> {
             (Some(_), false, None) => never(),
             (None, false, _) => after(watch),
         };
-        let changed = changes.clone().unwrap_or_else(never);
+        let changed = changes.as_ref().map_or_else(never, |w| w.changes.clone());
         select! {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {
                     log::info!("SIGHUP: reading the configuration again");
                     let _ = service.reload();
+                    watch_script(&service, changes.as_ref());
                 }
                 Ok(SIGUSR1) => service.report(),
                 Ok(sig) if !stopping => {
@@ -363,6 +365,7 @@ fn run(args: Args) -> Result<(), Error> {
                 }
                 Ok(control::Ask::Reload(to)) => {
                     let _ = to.send(service.reload());
+                    watch_script(&service, changes.as_ref());
                 }
                 Err(_) => {}
             },
@@ -388,12 +391,27 @@ fn run(args: Args) -> Result<(), Error> {
                 } else {
                     service.check_file();
                 }
+                watch_script(&service, changes.as_ref());
             }
             recv(stopped) -> _ => {
                 service.flush_logs();
                 log::info!("stopped");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// config-watch follows the `simulator-script` the running configuration
+/// names, as it follows the file: a reload may name another one.
+fn watch_script(service: &Service, watch: Option<&concert::service::watch::Watch>) {
+    let Some(w) = watch else { return };
+    for f in service.watched().iter().skip(1) {
+        if let Err(e) = w.add(f) {
+            log::warn!(
+                "config-watch: cannot watch {}: {e}",
+                concert::wire::pan::masked_text(&f.display().to_string())
+            );
         }
     }
 }

@@ -76,6 +76,15 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// What `config-watch` compares: the configuration file's stamp and that
+/// of the `simulator-script` it names, read with it.
+type Stamps = (Option<Stamp>, Option<Stamp>);
+
+fn stamps(file: &Path, cfg: &Config) -> Stamps {
+    let script = cfg.simulator_script.as_ref().and_then(|s| stamp(&s.path));
+    (stamp(file), script)
+}
+
 /// Why a file read for a reload is not applied as it stands. An editor
 /// saving in place truncates the file and then writes it: caught in
 /// between, the file is empty or ends mid-line, and applying it would put
@@ -92,6 +101,17 @@ fn unfinished(text: &str) -> Option<&'static str> {
         return Some("its last line has no newline (being written)");
     }
     None
+}
+
+/// Which file `config-watch` saw change, for the log.
+fn changed_on_disk(file: &Path, cfg: &Config, now: Stamps, was: Stamps) -> String {
+    match &cfg.simulator_script {
+        Some(s) if now.0 == was.0 => format!(
+            "simulator-script {}: changed on disk",
+            crate::wire::pan::masked_text(&s.path.display().to_string())
+        ),
+        _ => format!("{}: changed on disk", file.display()),
+    }
 }
 
 /// Whether the file has a line of this keyword at all.
@@ -116,10 +136,10 @@ fn warn_if_simulator(cfg: &Config) {
 pub struct Service {
     cfg: Config,
     file: Option<PathBuf>,
-    file_stamp: Option<Stamp>,
+    file_stamp: Stamps,
     /// A change `config-watch` saw, applied once it has stayed the same
     /// for one more period.
-    settling: Option<Option<Stamp>>,
+    settling: Option<Stamps>,
     shared: Arc<Shared>,
     listeners: Vec<Listening>,
     control: Sender<Control>,
@@ -180,7 +200,7 @@ impl Service {
             log::info!("listening on {}", listening.local);
             listeners.push(listening);
         }
-        let file_stamp = file.as_deref().and_then(stamp);
+        let file_stamp = file.as_deref().map_or((None, None), |f| stamps(f, &cfg));
         let service = Service {
             cfg,
             file,
@@ -217,13 +237,25 @@ impl Service {
         self.file.as_deref()
     }
 
+    /// The files `config-watch` watches: the configuration file and the
+    /// script it names.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        let Some(f) = &self.file else {
+            return Vec::new();
+        };
+        let mut files = vec![f.clone()];
+        files.extend(self.cfg.simulator_script.as_ref().map(|s| s.path.clone()));
+        files
+    }
+
     /// `config-watch` with inotify: the file has been quiet for a whole
     /// period since its last change; applied if it differs from what was
     /// last read.
     pub fn apply_if_changed(&mut self) {
         let Some(f) = &self.file else { return };
-        if stamp(f) != self.file_stamp {
-            log::info!("{}: changed on disk", f.display());
+        let now = stamps(f, &self.cfg);
+        if now != self.file_stamp {
+            log::info!("{}", changed_on_disk(f, &self.cfg, now, self.file_stamp));
             let _ = self.reload();
         }
     }
@@ -233,7 +265,7 @@ impl Service {
     /// written is not read half-way.
     pub fn check_file(&mut self) {
         let Some(f) = &self.file else { return };
-        let now = stamp(f);
+        let now = stamps(f, &self.cfg);
         if now == self.file_stamp {
             self.settling = None;
             return;
@@ -247,7 +279,7 @@ impl Service {
             return;
         }
         self.settling = None;
-        log::info!("{}: changed on disk", f.display());
+        log::info!("{}", changed_on_disk(f, &self.cfg, now, self.file_stamp));
         let _ = self.reload();
     }
 
@@ -265,8 +297,8 @@ impl Service {
             log::error!("reload: {why}; the running configuration is kept");
             Err(format!("{why}; the running configuration is kept"))
         };
-        // Until the file changes again, config-watch leaves it alone.
-        self.file_stamp = stamp(&file);
+        // Until the files change again, config-watch leaves them alone.
+        self.file_stamp = stamps(&file, &self.cfg);
         // Never blocks on a FIFO, never reads a device without end.
         let text = match crate::config::files::read_regular(&file, crate::config::MAX_CONFIG_FILE) {
             Ok(t) => t,
@@ -328,6 +360,17 @@ impl Service {
         if let Err(why) = self.rebind(&new.listen) {
             return refuse(why);
         }
+        // The script first: the worker's simulator then finds it the same.
+        let script = self
+            .shared
+            .worker
+            .stage()
+            .load_script(new.simulator_script.as_ref());
+        if new.simulator_script.as_ref().map(|s| &s.path)
+            != self.cfg.simulator_script.as_ref().map(|s| &s.path)
+        {
+            self.file_stamp.1 = new.simulator_script.as_ref().and_then(|s| stamp(&s.path));
+        }
         self.shared.set_settings(net_settings(&new));
         let _ = self.control.send(Control::Reload(
             worker_settings(&new),
@@ -351,8 +394,14 @@ impl Service {
         self.cfg = new;
         log::info!("reloaded: {}", self.cfg.summary());
         warn_if_simulator(&self.cfg);
+        if let Some(v) = script.as_ref().filter(|v| v.changed) {
+            said.push(v.said.clone());
+        }
         if said.is_empty() {
             said.push("nothing changed".into());
+        }
+        if let Some(v) = script.filter(|v| !v.changed) {
+            said.push(v.said);
         }
         Ok(format!("reloaded {}\n{}", file.display(), said.join("\n")))
     }

@@ -4,6 +4,7 @@
 
 use super::{patience, port_settings, request_timer, timers, Bell, Conf};
 use super::{MAX_FRAME, POLL, TAKE_WITHIN};
+use crate::backend::stage::Answer;
 use crate::config::plan::Quirk;
 use crate::config::SerialProtocol;
 use crate::front::dispatch::{self, Job, Kind};
@@ -12,7 +13,7 @@ use crate::link::{is_stalled, Link, Port};
 use crate::logging::floodgate::{self, Floodgate, Source};
 use crate::terminal::worker::{Channel, Decision, Handle, Origin, Reply};
 use crate::wire::assemble::{Assembler, Progress};
-use crate::wire::framing::ENQ;
+use crate::wire::framing::{ENQ, EOT, ETB, ETX, NAK, STX};
 use crate::wire::pan;
 use crate::wire::request::Request;
 use crate::wire::tlv::{tags, Frame};
@@ -22,12 +23,32 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A transaction accepted on this line whose answer is not ready yet.
+/// A transaction accepted on this line whose answer is not sent yet:
+/// not ready, or held back by the simulator's `slow-enq`.
 pub(super) struct Waiting {
     reply: Receiver<Reply>,
     kind: Kind,
     /// Its answer rings the bell: the line may sleep until it comes.
     rung: bool,
+    /// The transaction, as the worker told it when it started: what an
+    /// immediate answer (which carries none) is reported under.
+    id: Option<u64>,
+    /// `slow-enq`: the answer is ready and goes out at this instant, with
+    /// these quirks (taken from the stage already). The line goes on
+    /// serving the register meanwhile, as a terminal does.
+    due: Option<(Instant, Answer)>,
+}
+
+impl Waiting {
+    fn new(reply: Receiver<Reply>, kind: Kind, rung: bool, id: u64) -> Waiting {
+        Waiting {
+            reply,
+            kind,
+            rung,
+            id: Some(id),
+            due: None,
+        }
+    }
 }
 
 pub(super) struct Line<'a> {
@@ -94,7 +115,7 @@ impl Desk<'_> {
         let v3 = self.is_v3(payload);
         let job = dispatch::job(payload, v3, &self.conf.currencies);
         let transaction = matches!(&job, Job::Submit(req, _) if req.op.occupies_terminal());
-        if self.worker.stage().frame(transaction) {
+        if self.worker.stage().frame(transaction, payload) {
             return Take::Nak("simulator nak-first".into());
         }
         match job {
@@ -118,12 +139,12 @@ impl Desk<'_> {
         let v2 = matches!(kind, Kind::V2(_));
         let pending = self.worker.hand_over(req.clone(), self.origin(v2));
         match pending.decision(Some(by)) {
-            Decision::Started(_) => {
+            Decision::Started(id) => {
                 // Waiting before the ACK: if the ACK cannot be written
                 // (device gone), the answer still goes out once the line
                 // is back.
                 let (reply, rung) = self.forward(pending.reply);
-                self.waiting.push(Waiting { reply, kind, rung });
+                self.waiting.push(Waiting::new(reply, kind, rung, id));
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
@@ -222,9 +243,9 @@ impl<'a> Line<'a> {
         self.desk.path
     }
 
-    /// No input pending: blocks, with no timeout, until the register sends
-    /// a byte (true), or the bell rings for a new configuration or an
-    /// answer (false).
+    /// No input pending: blocks until the register sends a byte (true), or
+    /// the bell rings for a new configuration or an answer, or an answer
+    /// held back by slow-enq is due (false).
     fn sleep(&mut self) -> io::Result<bool> {
         let (Some(fd), Some(bell)) = (self.link.poll_fd(), self.desk.bell) else {
             return Ok(true);
@@ -241,8 +262,19 @@ impl<'a> Line<'a> {
                 revents: 0,
             },
         ];
-        // SAFETY: poll(2) on two valid descriptors, no timeout.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // Until the first answer held back by slow-enq is due, if any.
+        let timeout = self
+            .desk
+            .waiting
+            .iter()
+            .filter_map(|w| w.due.as_ref().map(|(at, _)| *at))
+            .min()
+            .map_or(-1, |at| {
+                let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
+                i32::try_from(ms).unwrap_or(i32::MAX)
+            });
+        // SAFETY: poll(2) on two valid descriptors.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
@@ -250,6 +282,9 @@ impl<'a> Line<'a> {
             } else {
                 Err(e)
             };
+        }
+        if n == 0 {
+            return Ok(false);
         }
         if fds[1].revents != 0 {
             bell.drain();
@@ -325,6 +360,7 @@ impl<'a> Line<'a> {
                     self.answer(&kind, reply)?;
                 }
             }
+            STX => self.outside()?,
             b'C' if settings.protocol != SerialProtocol::V2 => {
                 let start = Instant::now();
                 match self.link.byte(start + settings.frame_timeout)? {
@@ -343,6 +379,47 @@ impl<'a> Line<'a> {
         Ok(())
     }
 
+    /// A frame outside any session (STX read on the idle line): its
+    /// register goes on with a session that is over for us, after three
+    /// NAKs or having missed our EOT. It is read to its LRC and NAKed,
+    /// never taken: its `CZ` is not the start of a raw V3 request.
+    fn outside(&mut self) -> io::Result<()> {
+        let s = &self.desk.conf.settings;
+        let (frame, until) = (
+            s.frame_timeout,
+            Instant::now() + self.desk.conf.request_timeout,
+        );
+        let by = || (Instant::now() + frame).min(until);
+        let whole = loop {
+            match self.link.byte(by())? {
+                None => break false,
+                Some(ETX | ETB) => {
+                    // The LRC, whatever its value.
+                    let _ = self.link.byte(by())?;
+                    break true;
+                }
+                // A session starts, or ends: that byte is the idle line's.
+                Some(b @ (ENQ | EOT)) => {
+                    self.link.unread(b);
+                    break false;
+                }
+                Some(_) => {}
+            }
+        };
+        let path = self.path();
+        self.desk
+            .flood(floodgate::Kind::LinkError, log::Level::Info, || {
+                format!(
+                    "serial {path}: frame outside a session{}: not taken",
+                    if whole { ", NAKed" } else { " (cut)" }
+                )
+            });
+        if whole {
+            self.link.send(&[NAK])?;
+        }
+        Ok(())
+    }
+
     fn stray(&self, b: u8) {
         let path = self.path();
         self.desk
@@ -355,11 +432,21 @@ impl<'a> Line<'a> {
     /// worker has it.
     fn answer_if_ready(&mut self) -> io::Result<()> {
         let mut i = 0;
+        let now = Instant::now();
         while i < self.desk.waiting.len() {
+            if self.desk.waiting[i]
+                .due
+                .as_ref()
+                .is_some_and(|(at, _)| *at > now)
+            {
+                i += 1;
+                continue;
+            }
             match self.desk.waiting[i].reply.try_recv() {
                 Ok(reply) => {
                     let w = self.desk.waiting.remove(i);
-                    self.answer(&w.kind, reply)?;
+                    let taken = w.due.map(|(_, q)| q);
+                    self.send_answer(&w.kind, reply, w.id, taken)?;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -371,11 +458,25 @@ impl<'a> Line<'a> {
         Ok(())
     }
 
-    /// Sends an answer the way its request came, and reports its delivery.
+    /// Sends an answer given at once (no transaction waits for it).
     fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
-        let quirks = reply
-            .tx
-            .and_then(|id| self.desk.worker.stage().answer(id))
+        self.send_answer(kind, reply, None, None)
+    }
+
+    /// Sends an answer the way its request came, and reports its delivery.
+    /// `started` is the transaction the worker said it started for the
+    /// request, if any; `taken`, the simulator's quirks already taken for
+    /// an answer that slow-enq held back.
+    fn send_answer(
+        &mut self,
+        kind: &Kind,
+        reply: Reply,
+        started: Option<u64>,
+        taken: Option<Answer>,
+    ) -> io::Result<()> {
+        let deferred = taken.is_some();
+        let quirks = taken
+            .or_else(|| reply.tx.and_then(|id| self.desk.worker.stage().answer(id)))
             .unwrap_or_default();
         let id = reply.tx.unwrap_or_default();
         if let Some(why) = quirks.withhold {
@@ -390,12 +491,23 @@ impl<'a> Line<'a> {
             }
         }
         let bad_lrc = quirks.has(Quirk::BadLrc) && !raw;
-        if let (Some(d), false) = (quirks.slow_enq(), raw) {
+        if let (Some(d), false, false) = (quirks.slow_enq(), raw, deferred) {
             log::info!(
                 "tx {id}: our ENQ {} late (slow-enq)",
                 crate::config::fmt_duration(d)
             );
-            std::thread::sleep(d);
+            // Held back, never slept on: the register may open a session
+            // meanwhile (a status request), and is ACKed.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(reply);
+            self.desk.waiting.push(Waiting {
+                reply: rx,
+                kind: kind.clone(),
+                rung: true,
+                id: started,
+                due: Some((Instant::now() + d, quirks)),
+            });
+            return Ok(());
         }
         let sent: io::Result<Result<(), String>> = match kind {
             Kind::Raw => {
@@ -425,6 +537,9 @@ impl<'a> Line<'a> {
             let line = || format!("serial {path}: answer not delivered: {e}");
             if reply.tx.is_some() {
                 log::warn!("{}", line());
+            } else if let (true, Some(id)) = (reply.immediate, started) {
+                // The worker journals it and says it with the id.
+                self.desk.worker.immediate_undelivered(id, e.clone());
             } else {
                 // No transaction's: the register may ask and NAK the
                 // answer as often as it likes.
@@ -531,17 +646,18 @@ impl<'a> Line<'a> {
         }
         match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
             Job::Submit(req, _) => {
+                if req.op.occupies_terminal() {
+                    self.desk.worker.stage().unframed();
+                }
                 let pending = self.desk.worker.hand_over(req, self.desk.origin(false));
                 // No ACK to give: its answer is the register's only word,
                 // however long the start takes.
                 match pending.decision(None) {
-                    Decision::Started(_) => {
+                    Decision::Started(id) => {
                         let (reply, rung) = self.desk.forward(pending.reply);
-                        self.desk.waiting.push(Waiting {
-                            reply,
-                            kind: Kind::Raw,
-                            rung,
-                        });
+                        self.desk
+                            .waiting
+                            .push(Waiting::new(reply, Kind::Raw, rung, id));
                         Ok(())
                     }
                     Decision::Answered(r) => self.answer(&Kind::Raw, r),

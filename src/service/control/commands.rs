@@ -84,7 +84,7 @@ pub enum Command {
 
 /// The commands, for messages and `concertctl -h`.
 pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, \
-                            next [OUTCOME [QUIRK...] | clear], hold on|off, \
+                            next [OUTCOME [QUIRK...] | clear | rewind], hold on|off, \
                             decide OUTCOME [QUIRK...], press red";
 
 impl Command {
@@ -128,6 +128,13 @@ pub(super) fn run(
         Command::Simulator(line) => {
             let r = stage.command(&line);
             match &r {
+                // A query changes nothing: not an event of the log.
+                Ok(said) if Stage::is_query(&line) => log::debug!(
+                    "control: {}: {}",
+                    crate::wire::pan::escape_str(&line),
+                    crate::wire::pan::escape_str(said)
+                ),
+                // Logged here once (the stage does not log them).
                 Ok(said) => log::info!("control: {}: {said}", crate::wire::pan::escape_str(&line)),
                 Err(why) => {
                     log::info!(

@@ -152,6 +152,9 @@ impl Pending {
 pub struct Delivery {
     pub id: u64,
     pub result: Result<(), String>,
+    /// The immediate answer (`BA=1`, V2 `A011`) of the transaction, not
+    /// its outcome's.
+    pub immediate: bool,
 }
 
 pub enum Control {
@@ -341,7 +344,21 @@ impl Handle {
     }
 
     pub fn delivered(&self, id: u64, result: Result<(), String>) {
-        let _ = self.deliveries.send(Delivery { id, result });
+        let _ = self.deliveries.send(Delivery {
+            id,
+            result,
+            immediate: false,
+        });
+    }
+
+    /// The immediate answer of transaction `id` could not be delivered:
+    /// journaled, since its register does not know that it runs.
+    pub fn immediate_undelivered(&self, id: u64, reason: String) {
+        let _ = self.deliveries.send(Delivery {
+            id,
+            result: Err(reason),
+            immediate: true,
+        });
     }
 }
 

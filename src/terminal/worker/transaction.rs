@@ -587,6 +587,7 @@ impl Worker {
                     self.delivery(Delivery {
                         id,
                         result: Err("the channel that asked is gone".into()),
+                        immediate: false,
                     });
                 }
             }
@@ -602,6 +603,9 @@ impl Worker {
     }
 
     pub(super) fn delivery(&mut self, d: Delivery) {
+        if d.immediate {
+            return self.immediate_undelivered(d);
+        }
         let Some(Handed { done, v2 }) = self.undelivered.remove(&d.id) else {
             return;
         };
@@ -626,6 +630,26 @@ impl Worker {
                 how_to_fetch(v2, done.request.register)
             );
         }
+        self.rotate_if_needed();
+    }
+
+    /// The immediate answer did not reach the register: it may take the
+    /// request for lost while the transaction runs (or ran). On record,
+    /// and said with the transaction's id and how to learn its outcome.
+    fn immediate_undelivered(&mut self, d: Delivery) {
+        let Err(reason) = d.result else { return };
+        let ev = Event::Undelivered {
+            reason: format!("immediate answer: {reason}"),
+        };
+        if let Err(e) = self.journal.note(d.id, &ev) {
+            log::error!("{}: {e}", self.journal.path().display());
+        }
+        self.counters.undelivered += 1;
+        log::warn!(
+            "tx {}: immediate answer not delivered ({reason}); the transaction runs all the \
+             same, its outcome is kept for a status request",
+            d.id
+        );
         self.rotate_if_needed();
     }
 
