@@ -234,6 +234,8 @@ fn configuration_errors_are_those_of_diagnostics() {
     let bad = [
         "lisen 127.0.0.1:1",
         "simulator-delay 1 2",
+        "simulator-delay 2 s",
+        "journal a b",
         "listen \"127.0.0.1:1",
         "request-gap 5x",
         "request-gap 1.2.3s",

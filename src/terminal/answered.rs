@@ -32,8 +32,10 @@ mod tests {
 
     #[test]
     fn each_fact_in_its_own_words() {
-        let mut r = Record::default();
-        r.delivered = Some(true);
+        let mut r = Record {
+            delivered: Some(true),
+            ..Record::default()
+        };
         assert_eq!(reached(&r, false), "the register was answered AF07");
         r.delivered = Some(false);
         assert!(reached(&r, false).starts_with("the register got no answer"));
