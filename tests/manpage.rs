@@ -569,7 +569,12 @@ fn the_configuration_files_section_names_every_default_path() {
     use concert::config::{DEFAULT_CONTROL, DEFAULT_FILE, DEFAULT_JOURNAL, DEFAULT_PIDFILE};
     let man = page("concertd.conf.5");
     let files = section(&man, "FILES");
-    for path in [DEFAULT_FILE, DEFAULT_PIDFILE, DEFAULT_JOURNAL, DEFAULT_CONTROL] {
+    for path in [
+        DEFAULT_FILE,
+        DEFAULT_PIDFILE,
+        DEFAULT_JOURNAL,
+        DEFAULT_CONTROL,
+    ] {
         assert!(
             files.lines().any(|l| l == format!(".It Pa {path}")),
             "{path} not in concertd.conf.5 FILES"

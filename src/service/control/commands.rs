@@ -731,6 +731,67 @@ mod tests {
         assert!(!out.contains("tx 9"), "{out}");
     }
 
+    /// What the register got of an unknown outcome, said as a fact, also
+    /// once the outcome is resolved; an operation that moves no money is
+    /// done or not, with no amount.
+    #[test]
+    fn show_says_what_the_register_got_and_what_each_operation_is() {
+        let debit = "CZ0040320CA00201CB0041000CD0010CE003978";
+        let af07 = format!("{debit}AE00201AF00207");
+        let mut answered = rec(1, 1, debit, Some(Verdict::Unknown), &af07);
+        answered.delivered = Some(true);
+        let mut lost = rec(2, 1, debit, Some(Verdict::Unknown), &af07);
+        lost.delivered = Some(false);
+        let mut resolved = rec(
+            3,
+            1,
+            debit,
+            Some(Verdict::Approved),
+            &format!("{debit}AE00210"),
+        );
+        resolved.recovered = true;
+        resolved.resolved = true;
+        let immediate = format!("{debit}BA0011");
+        let later = rec(4, 1, &immediate, Some(Verdict::Unknown), &af07);
+        let print = "CZ0040320CA00201CD001PZT017CK003100AK004aGk=";
+        let refused = rec(
+            5,
+            1,
+            print,
+            Some(Verdict::Declined),
+            "CZ0040320CA00201CD001PAE00201AF00212",
+        );
+        let out = show(&[answered, lost, resolved, later, refused], utc);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with("debit 10.00 EUR: unknown; the register was answered AF07"),
+            "{out}"
+        );
+        assert!(
+            lines[1].ends_with(
+                "debit 10.00 EUR: unknown; the register got no answer: AF07 undelivered"
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "debit 10.00 EUR: approved, resolved later; at first the register got no answer: \
+                 concertd stopped before the transaction ended"
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[3].contains("only the immediate acknowledgement"),
+            "{out}"
+        );
+        assert!(
+            lines[4].ends_with(
+                "register 01 print: not done, AF12 (unknown operation); delivery not reported"
+            ),
+            "{out}"
+        );
+    }
+
     #[test]
     fn totals_say_when_rotation_dropped_part_of_the_day() {
         let on_the_day = "2026-11-26T09:00:00.000Z";

@@ -477,7 +477,6 @@ impl Worker {
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
-        record.recovered = false;
         record.resolved = true;
         let register = request.register;
         let settled = Completed {
