@@ -201,8 +201,10 @@ fn lock_error(journal: &Path, e: LockError) -> Error {
 /// A journal file (`path`: the journal or its lock) that cannot be
 /// opened: refused for want of permission, what to do about it.
 fn journal_error(what: &str, path: &Path, journal: &Path, e: std::io::Error) -> Error {
-    let denied =
-        e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
+    // (A link or odd file refused by concertd itself says so already.)
+    let denied = !concert::config::files::is_refused(&e)
+        && (e.kind() == std::io::ErrorKind::PermissionDenied
+            || e.raw_os_error() == Some(libc::EPERM));
     if !denied {
         return concert::config::files::error(what, path, e);
     }
