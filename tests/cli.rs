@@ -481,3 +481,65 @@ fn a_refused_connection_says_so_for_a_payment_too() {
         );
     }
 }
+
+/// `concertd -n` on a file with one line at fault (line 3): its stderr.
+fn check_error(line: &str) -> String {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    let text = format!(
+        "listen 127.0.0.1:0\njournal {}\n{line}\n",
+        dir.join("j").display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{line}: {}", stdout(&o));
+    let e = stderr(&o);
+    let at = format!("concertd: {}:3: ", conf.display());
+    assert!(e.starts_with(&at), "{line}: {e}");
+    e[at.len()..].trim_end().to_string()
+}
+
+/// Every configuration error says its file and line and what would be
+/// accepted (issue 24, item 12), also those found once the file is read.
+#[test]
+fn configuration_errors_say_file_line_and_what_would_do() {
+    assert_eq!(
+        check_error("user nosuchuser24"),
+        "user \"nosuchuser24\" does not exist: create it (useradd --system nosuchuser24), \
+         or name another user"
+    );
+    // `group` is looked up with `user`: root exists everywhere.
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    std::fs::write(
+        &conf,
+        "listen 127.0.0.1:0\nuser root\ngroup nosuchgroup24\n",
+    )
+    .unwrap();
+    let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "concertd: {}:3: group \"nosuchgroup24\" does not exist: create it \
+             (groupadd --system nosuchgroup24), or name another group",
+            conf.display()
+        )
+    );
+    assert_eq!(
+        check_error("simulator-script /nonexistent/scenario"),
+        "simulator-script /nonexistent/scenario: No such file or directory (os error 2); \
+         name a regular file of at most 64K that concertd may read, or remove the line"
+    );
+    assert_eq!(
+        check_error("journal-size 8X"),
+        "journal-size \"8X\" is not a size: bytes, or a number with K, M or G, from 4K to 1G"
+    );
+    assert_eq!(
+        check_error("simulator-delay 2 s"),
+        "simulator-delay takes one value, a duration written without a space: \"2s\""
+    );
+    assert_eq!(
+        check_error("simulator-delay 1 2"),
+        "simulator-delay takes one value, a duration such as 2s, 500ms or 1m"
+    );
+}

@@ -785,3 +785,130 @@ fn commands_asked_one_after_another_always_get_a_place() {
         assert!(reply.starts_with("ok\n"), "ask {i}: {reply}");
     }
 }
+
+/// Print and telecollection move no money: `show` says whether each was
+/// done, with no amount, and `totals` counts them apart from the sums
+/// (issue 24, item 2).
+#[test]
+fn show_and_totals_describe_print_and_telecollection_by_what_they_are() {
+    let d = start("");
+    assert_eq!(d.concert(&["pay", "10"]).status.code(), Some(0));
+    assert_eq!(d.concert(&["telecollect"]).status.code(), Some(0));
+    assert_eq!(d.concert(&["print", "hello"]).status.code(), Some(0));
+    loop_until(|| (d.journal().matches(" delivered").count() >= 3).then_some(()));
+
+    let shown = ok(&d.ctl(&["show"]));
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 3, "{shown}");
+    assert!(
+        lines[0].ends_with("register 01 debit 10.00 EUR: approved; delivered"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].ends_with("register 01 telecollection: done; delivered"),
+        "{shown}"
+    );
+    assert!(
+        lines[2].ends_with("register 01 print: done; delivered"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("partial") && !shown.contains(" 000"),
+        "{shown}"
+    );
+
+    let day = &d.journal()[..10];
+    let t = ok(&d.ctl(&["totals", day]));
+    let sums: Vec<&str> = t.lines().filter(|l| l.starts_with("register ")).collect();
+    assert_eq!(sums, ["register 01 EUR: debit 1 = 10.00 EUR"], "{t}");
+    assert!(
+        t.contains("other operations, no money moved: print 1 done; telecollection 1 done\n"),
+        "{t}"
+    );
+    assert!(!t.contains("not counted above"), "{t}");
+}
+
+/// An unknown outcome has one word, "unknown", in the log, the journal,
+/// `show` and `status`, with the fact of what its register got: AF07, or
+/// nothing (issue 24, item 10).
+#[test]
+fn an_unknown_outcome_says_whether_the_register_got_af07_or_nothing() {
+    let mut d = start("");
+    // Answered AF07, said as such.
+    assert!(ok(&d.ctl(&["next", "not-ended"])).contains("not-ended"));
+    let a = exchange(d.addr, debit("1100").as_bytes());
+    assert_eq!(get(&a, "AF").as_deref(), Some("07"));
+    // The answer lost: the register gets nothing.
+    assert!(ok(&d.ctl(&["next", "unknown"])).contains("unknown"));
+    assert!(exchange(d.addr, debit("1200").as_bytes()).is_empty());
+    loop_until(|| d.journal().contains(" undelivered ").then_some(()));
+
+    let j = d.journal();
+    assert_eq!(j.matches(" ended unknown ").count(), 2, "{j}");
+    let log = d.log_text();
+    assert_eq!(log.matches(": debit unknown in ").count(), 2, "{log}");
+    assert!(
+        log.contains(": outcome unknown: the register was answered AF07"),
+        "{log}"
+    );
+    assert!(
+        log.contains(": the register got no answer: AF07 not delivered to 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(!log.contains("declined AF07"), "{log}");
+
+    let shown = ok(&d.ctl(&["show"]));
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(
+        lines[0].ends_with("debit 11.00 EUR: unknown; the register was answered AF07"),
+        "{shown}"
+    );
+    assert!(
+        lines[1]
+            .ends_with("debit 12.00 EUR: unknown; the register got no answer: AF07 undelivered"),
+        "{shown}"
+    );
+    let s = ok(&d.ctl(&["status"]));
+    assert!(s.contains("0 approved, 0 declined, 2 unknown"), "{s}");
+    assert!(
+        s.contains("debit 12.00 EUR unknown (the register got no answer: AF07 undelivered)"),
+        "{s}"
+    );
+
+    // Begun and never ended (concertd stopped): closed unknown at start,
+    // and the register got nothing.
+    d.signal(libc::SIGTERM);
+    d.wait_exit();
+    let t = concert::terminal::journal::stamp();
+    let mut journal = d.journal();
+    journal += &line(
+        &t,
+        9,
+        &format!(
+            "begun tcp 127.0.0.1:1 03 {}",
+            debit("1300").replace("CA00201", "CA00203")
+        ),
+    );
+    std::fs::write(d.dir.join("journal"), journal).unwrap();
+    d.spawn();
+    let log = d.wait_log("tx 9: begun");
+    assert!(
+        log.contains("outcome unknown; the register got no answer"),
+        "{log}"
+    );
+    // (Its id is older than the others: it is listed first.)
+    let shown = ok(&d.ctl(&["show"]));
+    assert!(
+        shown.contains(
+            "register 03 debit 13.00 EUR: unknown; the register got no answer: concertd \
+             stopped before the transaction ended"
+        ),
+        "{shown}"
+    );
+    let s = ok(&d.ctl(&["status"]));
+    assert!(
+        s.contains("register 03: tx 9 debit 13.00 EUR unknown (the register got no answer: concertd stopped"),
+        "{s}"
+    );
+}

@@ -863,3 +863,51 @@ fn a_fifo_at_the_pid_file_path_does_not_block_the_start() {
     let addr = listening_in(&dd.log);
     assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
 }
+
+/// A start-up that fails on its port, its journal or its control socket
+/// says what to do about it (issue 24, item 12).
+#[test]
+fn start_up_errors_say_the_next_step() {
+    let dir = temp_dir();
+    let conf = dir.join("c.conf");
+    let start = |text: String| {
+        std::fs::write(&conf, text).unwrap();
+        run(CONCERTD, &["-d", "-f", conf.to_str().unwrap()])
+    };
+    // The port is ours.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let o = start(format!(
+        "listen {busy}\ncontrol none\njournal {}\n",
+        dir.join("j").display()
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "; another process listens on {busy}: stop it, or set listen to another port"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // sysfs refuses new files even to root.
+    let o = start("listen 127.0.0.1:0\ncontrol none\njournal /sys/journal\n".into());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "concertd may not write in /sys; give that directory to the user concertd runs \
+             as (chown), or set journal to a file in a directory it may write"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // No control socket: a warning that says how to have one.
+    let d = Daemon::start("control /sys/concertd.sock");
+    let line = d.wait_log("no control socket");
+    assert!(
+        line.ends_with(
+            "concertctl cannot reach this concertd: set control to a path in a directory \
+             concertd's user may write (or control none), and restart"
+        ),
+        "{line}"
+    );
+}

@@ -51,7 +51,7 @@ fn killed_mid_transaction_is_unknown_after_restart() {
     d.wait_exit();
     t.join().unwrap();
     d.spawn();
-    d.wait_log("never ended: outcome unknown, answer AF07");
+    d.wait_log("never ended: outcome unknown; the register got no answer");
     let a = exchange(d.addr, status("01").as_bytes());
     assert_eq!(text(&a), format!("{req}AE00201AF00207"));
     let j = d.journal();

@@ -234,6 +234,8 @@ fn configuration_errors_are_those_of_diagnostics() {
     let bad = [
         "lisen 127.0.0.1:1",
         "simulator-delay 1 2",
+        "simulator-delay 2 s",
+        "journal a b",
         "listen \"127.0.0.1:1",
         "request-gap 5x",
         "request-gap 1.2.3s",
@@ -557,5 +559,25 @@ fn concertd_8_is_about_running_the_daemon() {
         "SEE ALSO",
     ] {
         assert!(titles(&man).contains(&s), "concertd.8 has no {s}");
+    }
+}
+
+/// concertd.conf.5 FILES names every file the keywords default to, the
+/// control socket included (issue 24, item 12).
+#[test]
+fn the_configuration_files_section_names_every_default_path() {
+    use concert::config::{DEFAULT_CONTROL, DEFAULT_FILE, DEFAULT_JOURNAL, DEFAULT_PIDFILE};
+    let man = page("concertd.conf.5");
+    let files = section(&man, "FILES");
+    for path in [
+        DEFAULT_FILE,
+        DEFAULT_PIDFILE,
+        DEFAULT_JOURNAL,
+        DEFAULT_CONTROL,
+    ] {
+        assert!(
+            files.lines().any(|l| l == format!(".It Pa {path}")),
+            "{path} not in concertd.conf.5 FILES"
+        );
     }
 }

@@ -102,7 +102,7 @@ fn destination(cfg: &Config) -> Result<Option<logging::Destination>, Error> {
 /// `-n`: what start-up would refuse in the file, else the effective
 /// configuration. A wrong file shows only its errors, all of them, the
 /// last one returned for `main` to print like any other.
-fn check(cfg: &Config) -> Result<(), Error> {
+fn check(cfg: &Config, file: Option<&Path>) -> Result<(), Error> {
     let mut errors = Vec::new();
     // The backend as start-up would build it: a program that cannot run
     // fails the check too.
@@ -115,7 +115,7 @@ fn check(cfg: &Config) -> Result<(), Error> {
     // Without `user`, `group` is not used, so not looked up (as at start).
     if let Some(u) = &cfg.user {
         if let Err(e) = daemon::lookup(u, cfg.group.as_deref()) {
-            errors.push(e);
+            errors.push(account_error(file, e));
         }
     }
     match errors.pop() {
@@ -162,23 +162,65 @@ fn directories(
     dirs::hand_over(&all, a)
 }
 
+/// A `user` or `group` that cannot be taken on, reported at the line of
+/// the file that names it (the file read again: only on this error).
+fn account_error(file: Option<&Path>, e: Error) -> Error {
+    let Error::Account(msg) = &e else {
+        return e;
+    };
+    let key = if msg.starts_with("group ") {
+        "group"
+    } else {
+        "user"
+    };
+    let Some(f) = file else {
+        return e;
+    };
+    let text = concert::config::files::read_regular(f, config::MAX_CONFIG_FILE);
+    match text.ok().and_then(|t| config::line_of(&t, key)) {
+        Some(line) => Error::Config {
+            file: f.display().to_string(),
+            line,
+            msg: concert::wire::pan::masked_text(msg),
+        },
+        None => e,
+    }
+}
+
 fn lock_error(journal: &Path, e: LockError) -> Error {
     match e {
         LockError::Held(pid) => Error::JournalInUse {
             journal: journal.to_path_buf(),
             pid,
         },
-        LockError::Journal(e) => concert::config::files::error("journal", journal, e),
-        LockError::Io(e) => {
-            concert::config::files::error("journal lock", &Lock::path_of(journal), e)
-        }
+        LockError::Journal(e) => journal_error("journal", journal, journal, e),
+        LockError::Io(e) => journal_error("journal lock", &Lock::path_of(journal), journal, e),
     }
+}
+
+/// A journal file (`path`: the journal or its lock) that cannot be
+/// opened: refused for want of permission, what to do about it.
+fn journal_error(what: &str, path: &Path, journal: &Path, e: std::io::Error) -> Error {
+    // (A link or odd file refused by concertd itself says so already.)
+    let denied = !concert::config::files::is_refused(&e)
+        && (e.kind() == std::io::ErrorKind::PermissionDenied
+            || e.raw_os_error() == Some(libc::EPERM));
+    if !denied {
+        return concert::config::files::error(what, path, e);
+    }
+    let dir = concert::terminal::journal::directory_of(journal);
+    Error::Directory(format!(
+        "{what} {}: {e}: concertd may not write in {}; give that directory to the user \
+         concertd runs as (chown), or set journal to a file in a directory it may write",
+        path.display(),
+        dir.display()
+    ))
 }
 
 fn run(args: Args) -> Result<(), Error> {
     let (cfg, file) = load(&args)?;
     if args.check {
-        return check(&cfg);
+        return check(&cfg, file.as_deref());
     }
     // Past a file size limit (systemd's LimitFSIZE) a write must fail with
     // EFBIG, which the journal undoes, rather than kill the terminal in
@@ -193,7 +235,10 @@ fn run(args: Args) -> Result<(), Error> {
         daemon::check_pidfile(&cfg.pidfile)?;
     }
     let account = match &cfg.user {
-        Some(u) => Some(daemon::lookup(u, cfg.group.as_deref())?),
+        Some(u) => Some(
+            daemon::lookup(u, cfg.group.as_deref())
+                .map_err(|e| account_error(file.as_deref(), e))?,
+        ),
         None => None,
     };
     directories(&cfg, args.foreground, account.as_ref())?;
@@ -209,7 +254,7 @@ fn run(args: Args) -> Result<(), Error> {
     let bound = service::bind_all(&cfg.listen)?;
     let mut lock = lock.map_err(|e| lock_error(&cfg.journal, e))?;
     let (journal, contents) = Journal::open(&cfg.journal, cfg.journal_size, cfg.journal_keep)
-        .map_err(|e| concert::config::files::error("journal", &cfg.journal, e))?;
+        .map_err(|e| journal_error("journal", &cfg.journal, &cfg.journal, e))?;
     if let Some(torn) = &contents.torn {
         // Its second field, the transaction id, is no card number.
         let shown = match torn.split(' ').nth(1).and_then(|f| f.parse().ok()) {
@@ -276,7 +321,9 @@ fn run(args: Args) -> Result<(), Error> {
         Ok(s) => Some(s),
         Err(why) => {
             log::warn!(
-                "control {}: {why}; no control socket, concertctl cannot reach this concertd",
+                "control {}: {why}; no control socket, concertctl cannot reach this concertd: \
+                 set control to a path in a directory concertd's user may write (or control \
+                 none), and restart",
                 p.display()
             );
             None

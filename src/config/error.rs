@@ -45,7 +45,10 @@ impl fmt::Display for Error {
             Error::Usage(m) => f.write_str(m),
             Error::ConfigRead { file, source } => write!(f, "{file}: {source}"),
             Error::Config { file, line, msg } => write!(f, "{file}:{line}: {msg}"),
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Bind { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")?;
+                f.write_str(&bind_hint(addr, source))
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             // Values of the configuration file: masked (concertd-logging.7, Card numbers).
             Error::Terminal { line, msg } => write!(
@@ -70,6 +73,28 @@ impl fmt::Display for Error {
             Error::Account(m) | Error::Directory(m) => f.write_str(m),
             Error::StoppedEarly => f.write_str("stopped before the running transaction ended"),
         }
+    }
+}
+
+/// What to do about a `listen` address that cannot be bound.
+fn bind_hint(addr: &SocketAddr, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            format!("; another process listens on {addr}: stop it, or set listen to another port")
+        }
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: start concertd as root \
+             (it drops to user), grant it the capability, or set listen to a port from 1024"
+                .into()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "; the system refuses this address to concertd's user: set listen to another".into()
+        }
+        io::ErrorKind::AddrNotAvailable => format!(
+            "; {} is not an address of this machine: set listen to one of its own, or 0.0.0.0",
+            addr.ip()
+        ),
+        _ => String::new(),
     }
 }
 
@@ -136,5 +161,36 @@ mod tests {
             assert!(!matches!(e, Error::Usage(_)));
             assert_eq!(e.to_string(), text);
         }
+    }
+
+    /// A `listen` address that cannot be bound says what to do: the
+    /// cases a test run as root cannot provoke through the binary.
+    #[test]
+    fn bind_errors_say_the_next_step() {
+        let bind = |addr: &str, kind| {
+            Error::Bind {
+                addr: addr.parse().unwrap(),
+                source: io::Error::from(kind),
+            }
+            .to_string()
+        };
+        let low = bind("0.0.0.0:80", io::ErrorKind::PermissionDenied);
+        assert!(low.starts_with("cannot listen on 0.0.0.0:80: "), "{low}");
+        assert!(
+            low.contains("ports below 1024 need root or CAP_NET_BIND_SERVICE"),
+            "{low}"
+        );
+        let used = bind("127.0.0.1:8888", io::ErrorKind::AddrInUse);
+        assert!(
+            used.ends_with(
+                "; another process listens on 127.0.0.1:8888: stop it, or set listen to another port"
+            ),
+            "{used}"
+        );
+        let away = bind("10.9.9.9:8888", io::ErrorKind::AddrNotAvailable);
+        assert!(
+            away.contains("10.9.9.9 is not an address of this machine"),
+            "{away}"
+        );
     }
 }

@@ -85,8 +85,24 @@ fn positive(key: &str, d: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// One duration; `2 s`, a number and its unit apart, is answered with
+/// the value it means, written as it must be.
 fn duration(key: &str, args: &[String]) -> Result<Duration, String> {
-    one(key, args).and_then(parse_duration)
+    match args {
+        [_] => one(key, args).and_then(parse_duration),
+        [n, unit]
+            if !unit.is_empty()
+                && unit.bytes().all(|b| b.is_ascii_alphabetic())
+                && parse_duration(&format!("{n}{unit}")).is_ok() =>
+        {
+            Err(format!(
+                "{key} takes one value, a duration written without a space: \"{n}{unit}\""
+            ))
+        }
+        _ => Err(format!(
+            "{key} takes one value, a duration such as 2s, 500ms or 1m"
+        )),
+    }
 }
 
 fn positive_duration(key: &str, args: &[String]) -> Result<Duration, String> {
@@ -293,7 +309,10 @@ pub static KEYS: &[Key] = &[
         name: "journal-size",
         reload: Reload::Restart(|c, r| c.journal_size = r.journal_size),
         apply: |d, k, a| {
-            let v = parse_size(one(k, a)?)?;
+            let v = one(k, a)?;
+            let v = parse_size(v).map_err(|_| {
+                format!("{k} {v:?} is not a size: bytes, or a number with K, M or G, from 4K to 1G")
+            })?;
             if v < 4096 {
                 return Err("journal-size must be at least 4K".into());
             }

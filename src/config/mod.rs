@@ -230,6 +230,34 @@ fn masked_words(raw: &str, msg: String) -> String {
     crate::wire::pan::masked_text(&msg)
 }
 
+/// The number of the line of `text` that sets `key` last, the one in
+/// force: where an error found after the file was read (a script that
+/// cannot be read, a user that does not exist) is reported.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| words(l).is_ok_and(|w| w.first().is_some_and(|k| k == key)))
+        .map(|(i, _)| i + 1)
+        .last()
+}
+
+/// A `simulator-script` that cannot be read, reported at the line of the
+/// file that names it, with what would do; an error in the script's own
+/// lines names the script's file and line already.
+pub fn script_error(text: &str, file: &str, e: Error) -> Error {
+    match (e, line_of(text, "simulator-script")) {
+        (Error::ConfigRead { file: what, source }, Some(line)) => Error::Config {
+            file: file.to_string(),
+            line,
+            msg: crate::wire::pan::masked_text(&format!(
+                "{what}: {source}; name a regular file of at most 64K that concertd may \
+                 read, or remove the line"
+            )),
+        },
+        (e, _) => e,
+    }
+}
+
 impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
         let mut d = Draft {
@@ -287,7 +315,7 @@ impl Config {
         })?;
         let mut c = Config::parse(&text, &file)?;
         c.absolute_paths();
-        c.read_script()?;
+        c.read_script().map_err(|e| script_error(&text, &file, e))?;
         Ok(c)
     }
 

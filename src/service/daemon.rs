@@ -167,7 +167,10 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
     // once, before any other call could overwrite it (no threads yet).
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        return Err(Error::Account(format!("user {user:?} does not exist")));
+        return Err(Error::Account(format!(
+            "user {user:?} does not exist: create it (useradd --system {user}), or name \
+             another user"
+        )));
     }
     let (uid, mut gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     if let Some(g) = group {
@@ -175,7 +178,10 @@ pub fn lookup(user: &str, group: Option<&str>) -> Result<Account, Error> {
         // SAFETY: as above.
         let gr = unsafe { libc::getgrnam(gname.as_ptr()) };
         if gr.is_null() {
-            return Err(Error::Account(format!("group {g:?} does not exist")));
+            return Err(Error::Account(format!(
+                "group {g:?} does not exist: create it (groupadd --system {g}), or name \
+                 another group"
+            )));
         }
         gid = unsafe { (*gr).gr_gid };
     }

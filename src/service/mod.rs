@@ -327,9 +327,12 @@ impl Service {
                 addresses(&default_listen)
             ));
         }
-        let read = Config::parse(&text, &file.display().to_string()).and_then(|mut c| {
+        let shown = file.display().to_string();
+        let read = Config::parse(&text, &shown).and_then(|mut c| {
             c.absolute_paths();
-            c.read_script().map(|()| c)
+            c.read_script()
+                .map_err(|e| crate::config::script_error(&text, &shown, e))
+                .map(|()| c)
         });
         let mut new = match read {
             Ok(c) => c,

@@ -2,6 +2,7 @@
 //! one-transaction rule, its journal, and what it remembers between
 //! transactions (last payments, refunds by reference, safe retries).
 
+pub mod answered;
 pub mod handover;
 pub mod journal;
 pub mod memory;

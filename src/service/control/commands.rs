@@ -5,6 +5,7 @@
 
 use super::{Ask, Journal};
 use crate::backend::stage::Stage;
+use crate::terminal::answered;
 use crate::terminal::journal::{self, Record, Verdict};
 use crate::wire::answer::{Outcome, Status};
 use crate::wire::clock::{self, Civil};
@@ -242,6 +243,8 @@ fn when(stamp: &str, local: &impl Fn(i64) -> Civil) -> String {
 /// A journaled transaction as the totals and `show` see it.
 struct Seen {
     op: Operation,
+    /// Asked with an immediate answer (`BA=1`).
+    immediate: bool,
     currency: u16,
     requested: Option<u64>,
     outcome: Outcome,
@@ -251,6 +254,7 @@ fn seen(r: &Record) -> Result<Seen, String> {
     let (req, answer) = crate::terminal::worker::reread(r)?;
     Ok(Seen {
         op: req.op,
+        immediate: req.immediate,
         currency: req.currency.unwrap_or(0),
         requested: req.amount,
         outcome: Outcome::from_answer(&answer, &req.frame),
@@ -270,12 +274,16 @@ fn money(minor: u128, currency: u16) -> String {
 }
 
 /// The outcome in words: AF named, a partial approval with what was
-/// charged.
+/// charged; an operation that moves no money (print, telecollection)
+/// done or not, with no amount.
 fn outcome_words(r: &Record, s: &Seen) -> String {
+    let payment = s.op.is_payment();
     let base = match (r.verdict, &s.outcome.status) {
         (None, _) => "not ended yet".to_string(),
-        (Some(Verdict::Unknown), _) => "unknown (AF07 answered)".to_string(),
-        (Some(Verdict::NotDone), _) => "not done (nothing charged)".to_string(),
+        (Some(Verdict::Unknown), _) => answered::UNKNOWN.to_string(),
+        (Some(Verdict::NotDone), _) if payment => "not done (nothing charged)".to_string(),
+        (Some(Verdict::NotDone), _) => "not done".to_string(),
+        (_, Status::Approved) if !payment => "done".to_string(),
         (_, Status::Approved) => {
             let charged = s.outcome.charged(s.requested);
             if Some(charged) != s.requested {
@@ -287,6 +295,9 @@ fn outcome_words(r: &Record, s: &Seen) -> String {
                 "approved".to_string()
             }
         }
+        (_, Status::Declined(af)) if !payment => {
+            format!("not done, AF{} ({})", af.code(), af.label())
+        }
         (_, Status::Declined(af)) => format!("declined AF{} ({})", af.code(), af.label()),
     };
     if r.resolved {
@@ -294,6 +305,30 @@ fn outcome_words(r: &Record, s: &Seen) -> String {
     } else {
         base
     }
+}
+
+/// What the register got: for an outcome unknown (or unknown at first,
+/// resolved later), whether it was answered AF07 or got nothing, said as
+/// such; else whether the answer was delivered.
+fn delivery_words(r: &Record, s: Option<&Seen>) -> String {
+    let immediate = s.is_some_and(|s| s.immediate);
+    match (r.verdict, r.delivered) {
+        (Some(Verdict::Unknown), _) => answered::reached(r, immediate).to_string(),
+        _ if r.resolved => format!("at first {}", answered::reached(r, immediate)),
+        (_, Some(true)) => "delivered".into(),
+        (_, Some(false)) => "undelivered".into(),
+        (_, None) => "delivery not reported".into(),
+    }
+}
+
+/// The operation and, for one that moves money, its amount.
+fn asked(s: &Seen) -> String {
+    let amount = s
+        .requested
+        .filter(|_| s.op.is_payment())
+        .map(|a| format!(" {}", money(a.into(), s.currency)))
+        .unwrap_or_default();
+    format!("{}{amount}", s.op.name())
 }
 
 /// A transaction withdrawn before it started (its request NAKed on the
@@ -319,23 +354,14 @@ pub fn show(records: &[Record], local: impl Fn(i64) -> Civil) -> String {
         out.push_str("no transaction in the journal\n");
     }
     for r in records {
-        let delivery = match r.delivered {
-            Some(true) => "delivered",
-            Some(false) => "undelivered",
-            None => "delivery not reported",
-        };
-        let what = match seen(r) {
+        let seen = seen(r);
+        let what = match &seen {
             _ if r.withdrawn => withdrawn_words(r),
-            Ok(s) => {
-                let amount = s
-                    .requested
-                    .map(|a| format!(" {}", money(a.into(), s.currency)))
-                    .unwrap_or_default();
-                format!("{}{amount}: {}", s.op.name(), outcome_words(r, &s))
-            }
+            Ok(s) => format!("{}: {}", asked(s), outcome_words(r, s)),
             Err(_) if r.verdict.is_none() => "not ended yet".to_string(),
-            Err(why) => why,
+            Err(why) => why.clone(),
         };
+        let delivery = delivery_words(r, seen.as_ref().ok());
         let _ = writeln!(
             out,
             "{} tx {} {} {} register {:02} {what}; {delivery}",
@@ -368,6 +394,9 @@ pub struct Totals {
     sums: BTreeMap<(u8, u16), Sums>,
     /// What is listed apart, by id.
     apart: BTreeMap<u64, String>,
+    /// Operations that move no money (print, telecollection): how many,
+    /// by name and by what became of them.
+    others: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
 }
 
 impl Totals {
@@ -376,6 +405,7 @@ impl Totals {
             day,
             sums: BTreeMap::new(),
             apart: BTreeMap::new(),
+            others: BTreeMap::new(),
         }
     }
 
@@ -402,6 +432,22 @@ impl Totals {
                 return;
             }
         };
+        // Counted apart: no amount, no money, nothing to reconcile.
+        if !s.op.is_payment() {
+            let state = match (r.verdict, s.outcome.is_approved()) {
+                (None, _) => "not ended yet",
+                (Some(Verdict::Unknown), _) => answered::UNKNOWN,
+                (Some(Verdict::Approved), true) => "done",
+                _ => "not done",
+            };
+            *self
+                .others
+                .entry(s.op.name())
+                .or_default()
+                .entry(state)
+                .or_default() += 1;
+            return;
+        }
         let counted = r.verdict == Some(Verdict::Approved) && !r.resolved;
         if counted && s.outcome.is_approved() {
             let e = self
@@ -413,18 +459,20 @@ impl Totals {
             e.0 += 1;
             e.1 += u128::from(s.outcome.charged(s.requested));
         } else if r.resolved || r.verdict != Some(Verdict::Declined) {
-            let amount = s
-                .requested
-                .map(|a| format!(" {}", money(a.into(), s.currency)))
-                .unwrap_or_default();
+            // What the register got, where it has to be checked.
+            let got = if r.verdict == Some(Verdict::Unknown) || r.resolved {
+                format!("; {}", delivery_words(r, Some(&s)))
+            } else {
+                String::new()
+            };
             self.apart.insert(
                 r.id,
                 format!(
-                    "{} tx {} register {:02} {}{amount}: {}",
+                    "{} tx {} register {:02} {}: {}{got}",
                     when(&r.begun_at, local),
                     r.id,
                     r.register,
-                    s.op.name(),
+                    asked(&s),
                     outcome_words(r, &s)
                 ),
             );
@@ -451,6 +499,22 @@ impl Totals {
                 out,
                 "register {register:02} {}: {}",
                 currency::label(*cur),
+                parts.join("; ")
+            );
+        }
+        if !self.others.is_empty() {
+            let parts: Vec<String> = self
+                .others
+                .iter()
+                .map(|(name, states)| {
+                    let states: Vec<String> =
+                        states.iter().map(|(st, n)| format!("{n} {st}")).collect();
+                    format!("{name} {}", states.join(", "))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "other operations, no money moved: {}",
                 parts.join("; ")
             );
         }
@@ -672,6 +736,67 @@ mod tests {
         let out = totals(&[r], DAY, None, utc);
         assert!(out.contains("no approved operation"), "{out}");
         assert!(!out.contains("tx 9"), "{out}");
+    }
+
+    /// What the register got of an unknown outcome, said as a fact, also
+    /// once the outcome is resolved; an operation that moves no money is
+    /// done or not, with no amount.
+    #[test]
+    fn show_says_what_the_register_got_and_what_each_operation_is() {
+        let debit = "CZ0040320CA00201CB0041000CD0010CE003978";
+        let af07 = format!("{debit}AE00201AF00207");
+        let mut answered = rec(1, 1, debit, Some(Verdict::Unknown), &af07);
+        answered.delivered = Some(true);
+        let mut lost = rec(2, 1, debit, Some(Verdict::Unknown), &af07);
+        lost.delivered = Some(false);
+        let mut resolved = rec(
+            3,
+            1,
+            debit,
+            Some(Verdict::Approved),
+            &format!("{debit}AE00210"),
+        );
+        resolved.recovered = true;
+        resolved.resolved = true;
+        let immediate = format!("{debit}BA0011");
+        let later = rec(4, 1, &immediate, Some(Verdict::Unknown), &af07);
+        let print = "CZ0040320CA00201CD001PZT017CK003100AK004aGk=";
+        let refused = rec(
+            5,
+            1,
+            print,
+            Some(Verdict::Declined),
+            "CZ0040320CA00201CD001PAE00201AF00212",
+        );
+        let out = show(&[answered, lost, resolved, later, refused], utc);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with("debit 10.00 EUR: unknown; the register was answered AF07"),
+            "{out}"
+        );
+        assert!(
+            lines[1].ends_with(
+                "debit 10.00 EUR: unknown; the register got no answer: AF07 undelivered"
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "debit 10.00 EUR: approved, resolved later; at first the register got no answer: \
+                 concertd stopped before the transaction ended"
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[3].contains("only the immediate acknowledgement"),
+            "{out}"
+        );
+        assert!(
+            lines[4].ends_with(
+                "register 01 print: not done, AF12 (unknown operation); delivery not reported"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -539,10 +539,11 @@ pub(crate) fn apply_to(r: &mut Record, time: String, ev: Event) {
             r.answer = Some(answer);
             r.recovered = true;
         }
+        // `recovered` stays: the register got no answer at the time,
+        // whatever was learnt since.
         Event::Resolved { verdict, answer } => {
             r.verdict = Some(verdict);
             r.answer = Some(answer);
-            r.recovered = false;
             r.resolved = true;
         }
         Event::Delivered => r.delivered = Some(true),

@@ -518,6 +518,28 @@ mod tests {
     use crate::terminal::journal::parse_line;
     use crate::terminal::journal::testing::{begun, dir, ended, open, T};
 
+    /// A transaction closed unknown at start, then resolved: read back,
+    /// and carried over by a rotation, it is still one whose register got
+    /// no answer at the time (what `concertctl show` says of it).
+    #[test]
+    fn a_recovered_then_resolved_record_stays_recovered_when_carried() {
+        let t = "2026-12-01T04:00:00.000Z";
+        let lines = format!(
+            "{t} 7 begun tcp 127.0.0.1:9 01 CZ0040320CA00201CB003100CD0010CE003978\n\
+             {t} 7 ended unknown-recovered CZ0040320AE00201AF00207\n\
+             {t} 7 resolved approved CZ0040320AE00210\n"
+        );
+        let d = dir();
+        fs::write(d.join("j"), &lines).unwrap();
+        let (_, read) = open(&d.join("j"), 1 << 20, 0).unwrap();
+        let r = &read.records[0];
+        assert!(r.recovered && r.resolved, "{r:?}");
+        assert_eq!(r.verdict, Some(Verdict::Approved));
+        fs::write(d.join("c"), carry_lines(r)).unwrap();
+        let (_, carried) = open(&d.join("c"), 1 << 20, 0).unwrap();
+        assert_eq!(&carried.records[0], r);
+    }
+
     /// Every line of the file parses, and the file ends with a newline.
     fn whole_lines(p: &Path) -> Vec<(u64, Event)> {
         let text = fs::read_to_string(p).unwrap();

@@ -148,7 +148,9 @@ impl Worker {
         if r.answer.is_none() {
             let answer = recovery_answer(&r.request);
             log::warn!(
-                "tx {}: begun {} from {} {} and never ended: outcome unknown, answer AF07",
+                "tx {}: begun {} from {} {} and never ended: outcome unknown; the register got \
+                 no answer (concertd stopped before the transaction ended); a status request \
+                 now returns AF07",
                 r.id,
                 r.begun_at,
                 r.channel,

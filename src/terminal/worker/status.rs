@@ -3,6 +3,7 @@
 //! answers, and the receipt facts tickets are printed from.
 
 use super::{Running, Worker};
+use crate::terminal::answered;
 use crate::terminal::journal::{self, Verdict};
 use crate::terminal::memory::Completed;
 use crate::wire::answer::{self, Af, Outcome, Status};
@@ -12,6 +13,19 @@ use crate::wire::ticket::{self, Facts, TicketSpec};
 use crate::wire::tlv::{tags::*, Frame};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// A past transaction's outcome: the journal's word, and for an unknown
+/// one whether its register was answered AF07 or got nothing.
+fn outcome_words(c: &Completed) -> String {
+    match c.record.verdict {
+        Some(Verdict::Unknown) | None => format!(
+            "{} ({})",
+            answered::UNKNOWN,
+            answered::reached(&c.record, c.request.immediate)
+        ),
+        Some(v) => v.word().to_string(),
+    }
+}
 
 impl Worker {
     /// The running transaction, as `concertctl status` and SIGUSR1 say
@@ -68,7 +82,7 @@ impl Worker {
                 c.request.op.name(),
                 amount_label(&c.request),
                 c.request.register,
-                c.record.verdict.map_or("unknown", Verdict::word)
+                outcome_words(c)
             ),
             None => "no transaction yet".into(),
         });
@@ -81,7 +95,7 @@ impl Worker {
                 c.record.id,
                 c.request.op.name(),
                 amount_label(&c.request),
-                c.record.verdict.map_or("unknown", Verdict::word)
+                outcome_words(c)
             ));
         }
         out

@@ -5,6 +5,7 @@
 use super::status::{amount_label, with_ticket};
 use super::{send, Delivery, Handed, Job, Reply, Running, Worker, MAX_UNRESOLVED};
 use crate::backend::{Done, Original, Transaction};
+use crate::terminal::answered;
 use crate::terminal::journal::{self, Event, Record, Verdict};
 use crate::terminal::memory::Completed;
 use crate::terminal::retry::{Age, Proof, RetryKey};
@@ -476,7 +477,6 @@ impl Worker {
         let mut record = old.record.clone();
         record.verdict = Some(verdict);
         record.answer = Some(answer.clone());
-        record.recovered = false;
         record.resolved = true;
         let register = request.register;
         let settled = Completed {
@@ -517,6 +517,9 @@ impl Worker {
         let verdict = verdict_of(&outcome);
         let detail = match outcome.status {
             Status::Approved => "approved".to_string(),
+            // The journal's word; whether the register got AF07 is logged
+            // when its delivery is reported.
+            Status::Declined(Af::NotEnded) => answered::UNKNOWN.to_string(),
             Status::Declined(af) => format!("declined AF{} ({})", af.code(), af.label()),
         };
         log::info!(
@@ -572,6 +575,7 @@ impl Worker {
                     how_to_fetch(run.origin.v2, done.request.register)
                 );
                 drop(reply);
+                self.note_delivery(id, false);
             }
             (Ok(()), Some(reply)) => {
                 let frame = Frame::decode(&done.answer).unwrap_or_else(|(p, _)| p);
@@ -621,14 +625,29 @@ impl Worker {
         if let Err(e) = self.journal.note(d.id, &ev) {
             log::error!("{}: {e}", self.journal.path().display());
         }
-        if let Err(reason) = d.result {
-            self.counters.undelivered += 1;
-            log::warn!(
-                "tx {}: answer not delivered to {} ({reason}); {}",
+        let unknown = done.record.verdict == Some(Verdict::Unknown);
+        self.note_delivery(d.id, d.result.is_ok());
+        match d.result {
+            Ok(()) if unknown => log::info!(
+                "tx {}: outcome {}: the register was answered AF07",
                 d.id,
-                done.record.peer,
-                how_to_fetch(v2, done.request.register)
-            );
+                answered::UNKNOWN
+            ),
+            Ok(()) => {}
+            Err(reason) => {
+                self.counters.undelivered += 1;
+                let what = if unknown {
+                    "the register got no answer: AF07 not delivered"
+                } else {
+                    "answer not delivered"
+                };
+                log::warn!(
+                    "tx {}: {what} to {} ({reason}); {}",
+                    d.id,
+                    done.record.peer,
+                    how_to_fetch(v2, done.request.register)
+                );
+            }
         }
         self.rotate_if_needed();
     }
@@ -651,6 +670,38 @@ impl Worker {
             d.id
         );
         self.rotate_if_needed();
+    }
+
+    /// Whether a transaction's answer reached its register, kept with it
+    /// while its outcome is unknown: what `concertctl status` says of it,
+    /// and what its resolution carries.
+    fn note_delivery(&mut self, id: u64, delivered: bool) {
+        let with = |c: &Completed| {
+            let mut record = c.record.clone();
+            record.delivered = Some(delivered);
+            Arc::new(Completed {
+                request: c.request.clone(),
+                outcome: c.outcome.clone(),
+                answer: c.answer.clone(),
+                record,
+                age: c.age,
+                key: c.key.clone(),
+            })
+        };
+        if let Some(c) = self.unresolved.get_mut(&id) {
+            *c = with(c);
+        }
+        let last = self
+            .memory
+            .lasts()
+            .find(|c| c.record.id == id && c.record.verdict == Some(Verdict::Unknown))
+            .map(|c| with(c));
+        if let Some(c) = last {
+            // The same transaction again: its place, age and replay key
+            // stay as they were (not told to the history a second time).
+            self.memory
+                .remember(c, self.settings.retry_window, Instant::now());
+        }
     }
 
     pub(super) fn remember(&mut self, c: Arc<Completed>) {
