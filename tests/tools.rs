@@ -334,3 +334,26 @@ fn concert_s_gives_up_after_three_naks() {
     let j = d.journal();
     assert_eq!(j.matches(" begun ").count(), 1, "{j}");
 }
+
+/// AF 07 is the terminal saying it does not know how a payment ended: the
+/// cashier is told "unknown", with the status of an unknown outcome (3),
+/// never "declined" (1), which would invite charging the card again.
+#[test]
+fn concert_says_unknown_when_the_terminal_answers_af07() {
+    let d = Daemon::start("");
+    // The simulator's amount table: ..54 is answered AE=01 AF=07.
+    let o = d.concert(&["pay", "12.54"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with(
+            "unknown: debit 12.54 EUR, register 01: the terminal does not know the outcome, \
+             it may have been approved (AF 07)\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("run `concert status`"), "{}", stderr(&o));
+    // The status request that follows says the same word.
+    let o = d.concert(&["status"]);
+    assert!(stdout(&o).starts_with("unknown: "), "{}", stdout(&o));
+}

@@ -533,6 +533,11 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_PARTIAL)
         }
         Verdict::Approved => ExitCode::SUCCESS,
-        Verdict::Declined => ExitCode::from(1),
+        // The terminal itself says it does not know (AF 07): for a payment
+        // that is the unknown outcome, whose status is its own.
+        Verdict::Unknown if run.money => {
+            unknown::<()>(&run, "the terminal answered AF 07").unwrap_err()
+        }
+        Verdict::Unknown | Verdict::Declined => ExitCode::from(1),
     }
 }

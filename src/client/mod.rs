@@ -461,13 +461,16 @@ pub fn unwrap_stx(bytes: Vec<u8>) -> Vec<u8> {
 pub enum Verdict {
     Approved,
     Declined,
+    /// AF 07: the terminal does not know how the transaction ended (it
+    /// may have been approved): neither a refusal nor an approval.
+    Unknown,
 }
 
 pub fn verdict(f: &Frame) -> Verdict {
-    if f.get(AE) == Some(b"10") {
-        Verdict::Approved
-    } else {
-        Verdict::Declined
+    match (f.get(AE), f.get(AF)) {
+        (Some(b"10"), _) => Verdict::Approved,
+        (_, Some(b"07")) => Verdict::Unknown,
+        _ => Verdict::Declined,
     }
 }
 
@@ -562,6 +565,12 @@ pub fn describe(f: &Frame, request: Option<&Frame>) -> String {
                 "declined: {op}: no transaction known for register {r} (AF 00)\n"
             ))
         }
+        (Some("01"), Some(b"07")) if matches!(f.get(CD), Some(b"T")) => out.push_str(&format!(
+            "unknown: {op}{reg}: the last transaction has not ended, or its outcome is not known (AF 07)\n"
+        )),
+        (Some("01"), Some(b"07")) => out.push_str(&format!(
+            "unknown: {op}{amount}{reg}: the terminal does not know the outcome, it may have been approved (AF 07)\n"
+        )),
         (Some("01"), Some(af)) => {
             let why = Af::from_code(af).map_or("unknown reason", Af::label);
             let code = String::from_utf8_lossy(af);
@@ -817,6 +826,14 @@ mod tests {
             "declined: debit 12.34 EUR, register 01: refused (AF 04)\n"
         );
         assert_eq!(verdict(&f), Verdict::Declined);
+        // AF 07 is the one word for an outcome not known, never a refusal.
+        let f = Frame::decode(b"CZ0040320CA00201CB0041234CD0010CE003978AE00201AF00207").unwrap();
+        assert_eq!(
+            describe(&f, None),
+            "unknown: debit 12.34 EUR, register 01: the terminal does not know the outcome, \
+             it may have been approved (AF 07)\n"
+        );
+        assert_eq!(verdict(&f), Verdict::Unknown);
         for cd in ["3", "T"] {
             let f = Frame::decode(format!("CZ0040320CA00207CD001{cd}AE00201AF00200").as_bytes())
                 .unwrap();
