@@ -798,6 +798,8 @@ pub fn control_command(data: &[u8]) {
             );
             s.clone()
         }
+        Command::Registers => "registers".to_string(),
+        Command::RegistersClear => "registers clear".to_string(),
     };
     assert_eq!(
         Command::parse(&text),
