@@ -501,10 +501,12 @@ fn answer_for(
         }
     };
     if let Some(fault) = &a.fault {
-        shared.findings.request(&who, &seen);
+        // Bytes that are no request at all (a NAKed frame) tell nothing
+        // of a register; a V3 request that is not TLV as written does.
         if v2 {
             return nak(&format!("bad V2 frame ({fault})"));
         }
+        shared.findings.request(&who, &seen);
         refused(&format!("bad request ({fault}): answered AF09"));
         let reply = dispatch::malformed(&a.body);
         return Some(plain(bytes(&dispatch::Kind::V3, &reply)));
@@ -582,10 +584,7 @@ fn answer_for(
             refused(&why);
             Some(plain(bytes(&kind, &reply)))
         }
-        Job::Nak(why) => {
-            shared.findings.request(&who, &seen);
-            nak(&why)
-        }
+        Job::Nak(why) => nak(&why),
     }
 }
 

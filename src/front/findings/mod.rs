@@ -298,7 +298,8 @@ impl Findings {
                     r.lost = None;
                 }
                 Some(op) if op.occupies_terminal() => {
-                    if op.is_payment() {
+                    // Concert V2 has no status request: nothing to ask.
+                    if op.is_payment() && !seen.v2 {
                         if let Some(lost) = r.lost.take() {
                             found.push((
                                 Kind::NoStatusAfterLoss,
