@@ -800,6 +800,7 @@ pub fn control_command(data: &[u8]) {
         }
         Command::Registers => "registers".to_string(),
         Command::RegistersClear => "registers clear".to_string(),
+        Command::Exam => "exam".to_string(),
     };
     assert_eq!(
         Command::parse(&text),

@@ -521,6 +521,7 @@ fn answer_for(
             (seen.op, seen.amount) = (Some(req.op), req.amount);
             shared.findings.request(&who, &seen);
             let op = req.op;
+            let (requested, partial_ok) = (req.amount, req.partial_ok);
             let since = reading.since.unwrap_or_else(Instant::now);
             let mut closed_after = None;
             let mut watch = || {
@@ -550,6 +551,15 @@ fn answer_for(
                     .text(crate::wire::tlv::tags::CB)
                     .and_then(|t| t.parse().ok()),
                 closed_after,
+                tx: reply.tx,
+                // The exam's step: the script line this request took.
+                taken: match reply.tx {
+                    Some(id) => shared.worker.stage().taken(id),
+                    None if busy => shared.worker.stage().busy_taken(),
+                    None => None,
+                },
+                requested,
+                partial_ok,
                 ..Answered::default()
             };
             let quirks = reply

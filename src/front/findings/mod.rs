@@ -12,11 +12,14 @@
 //! that spans requests (a lost answer, a busy answer, the last debit)
 //! lives here.
 
+pub mod episode;
 pub mod kind;
 pub mod tags;
 
+pub use episode::{Episode, Next};
 pub use kind::{Kind, Severity};
 
+use crate::backend::stage::Taken;
 use crate::wire::answer::Af;
 use crate::wire::channel::Channel;
 use crate::wire::clock;
@@ -105,6 +108,15 @@ pub struct Answered {
     /// The register closed its side this long after its request, before
     /// the answer was written.
     pub closed_after: Option<Duration>,
+    /// The transaction, when one ran.
+    pub tx: Option<u64>,
+    /// The `simulator-script` line the request took, if any: the exam's
+    /// step.
+    pub taken: Option<Taken>,
+    /// The amount the request asked (CB) and whether it allowed a partial
+    /// approval (BF=1).
+    pub requested: Option<u64>,
+    pub partial_ok: bool,
 }
 
 /// One finding of a register.
@@ -145,6 +157,8 @@ struct Register {
     retries: VecDeque<Instant>,
     /// Its last approved debit's amount.
     last_debit: Option<u64>,
+    /// Its requests that took a script line, for the exam.
+    episodes: VecDeque<Episode>,
 }
 
 impl Register {
@@ -160,6 +174,7 @@ impl Register {
             busy_at: None,
             retries: VecDeque::new(),
             last_debit: None,
+            episodes: VecDeque::new(),
         }
     }
 }
@@ -292,6 +307,16 @@ impl Findings {
             let r = t.entry(who, unix);
             r.counts.requests += 1;
             r.protocol = protocol(seen);
+            if let Some(op) = seen
+                .op
+                .filter(|o| *o == Operation::Status || o.is_payment())
+            {
+                // Every answer not followed yet: one reported after a later
+                // one (a split answer written slowly) is followed too.
+                for e in &mut r.episodes {
+                    e.followed(op == Operation::Status, now);
+                }
+            }
             match seen.op {
                 Some(Operation::Status) => {
                     r.counts.status += 1;
@@ -382,6 +407,7 @@ impl Findings {
         {
             let mut t = self.lock();
             let r = t.entry(who, unix_now());
+            let tick = r.tick;
             if a.busy {
                 r.counts.busy += 1;
                 r.busy_at = Some(Instant::now());
@@ -410,6 +436,17 @@ impl Findings {
             }
             if not_delivered && a.transaction {
                 r.counts.undelivered += 1;
+            }
+            if a.taken.is_some() {
+                if r.episodes.len() >= episode::MAX_EPISODES {
+                    r.episodes.pop_front();
+                }
+                r.episodes.push_back(Episode {
+                    seq: tick,
+                    answered: a.clone(),
+                    at: Instant::now(),
+                    next: None,
+                });
             }
         }
         for (k, ex) in found {
@@ -449,6 +486,15 @@ impl Findings {
         Kind::ALL
             .iter()
             .filter_map(|k| r.findings[k.index()].clone().map(|f| (*k, f)))
+            .collect()
+    }
+
+    /// Every register's episodes, for the exam.
+    pub fn episodes(&self) -> Vec<(Who, Episode)> {
+        let t = self.lock();
+        t.registers
+            .iter()
+            .flat_map(|(w, r)| r.episodes.iter().map(move |e| (w.clone(), e.clone())))
             .collect()
     }
 

@@ -84,12 +84,14 @@ pub enum Command {
     Registers,
     /// `registers clear`: forget them.
     RegistersClear,
+    /// `exam`: each step of the exam script, judged.
+    Exam,
 }
 
 /// The commands, for messages and `concertctl -h`.
 pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, \
                             next [OUTCOME [QUIRK...] | clear], hold on|off, \
-                            decide OUTCOME [QUIRK...], press red, registers [clear]";
+                            decide OUTCOME [QUIRK...], press red, registers [clear], exam";
 
 impl Command {
     /// One command line, its words separated by blanks.
@@ -108,6 +110,7 @@ impl Command {
             },
             ["totals"] => Ok(Command::Totals(None)),
             ["registers"] => Ok(Command::Registers),
+            ["exam"] => Ok(Command::Exam),
             ["registers", "clear"] => Ok(Command::RegistersClear),
             ["registers", w, ..] => Err(format!(
                 "registers {:?}: the only argument is clear",
@@ -135,6 +138,7 @@ pub(super) fn run(
 ) -> Result<String, String> {
     match c {
         Command::Registers => Ok(findings.report(|s| clock::local(s, 0))),
+        Command::Exam => Ok(crate::front::exam::report(findings, stage)),
         Command::RegistersClear => {
             let n = findings.clear();
             log::info!("control: registers clear: {n} registers forgotten");
