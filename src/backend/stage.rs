@@ -912,7 +912,8 @@ mod tests {
             s.taken(1),
             Some(Taken {
                 index: 0,
-                plan: plan("approve crlf")
+                plan: plan("approve crlf"),
+                run: 1
             })
         );
         assert_eq!(s.taken(1), None, "told once");
@@ -921,7 +922,8 @@ mod tests {
             s.busy_taken(),
             Some(Taken {
                 index: 1,
-                plan: plan("busy")
+                plan: plan("busy"),
+                run: 1
             })
         );
         assert_eq!(s.busy_taken(), None);
@@ -934,7 +936,8 @@ mod tests {
             s.taken(3),
             Some(Taken {
                 index: 2,
-                plan: plan("refuse")
+                plan: plan("refuse"),
+                run: 1
             })
         );
         assert_eq!(s.script_plans().map(|(_, next)| next), Some(3));

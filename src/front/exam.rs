@@ -396,3 +396,204 @@ pub fn report(findings: &Findings, stage: &Stage) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::plan::Script;
+    use crate::front::findings::{Answered, Seen};
+    use crate::wire::channel::Channel;
+    use crate::wire::operation::Operation;
+    use std::path::Path;
+    use std::time::Instant;
+
+    #[test]
+    fn etc_exam_script_is_the_table() {
+        let text = include_str!("../../etc/exam.script");
+        let script = Script::parse(Path::new("exam.script"), text).unwrap();
+        let theirs: Vec<Plan> = script.lines.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(plans().len(), STEPS.len(), "every step's plan parses");
+        assert_eq!(theirs, plans());
+        // Each line says which step it is.
+        for (i, line) in text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+        {
+            assert!(line.contains(&format!("# {}: ", i + 1)), "{line}");
+        }
+    }
+
+    fn episode(a: Answered, next: Option<Next>) -> Episode {
+        Episode {
+            seq: 1,
+            answered: a,
+            at: Instant::now(),
+            next,
+        }
+    }
+
+    fn step(plan: &str) -> &'static Step {
+        STEPS.iter().find(|s| s.plan == plan).unwrap()
+    }
+
+    fn delivered(r: Result<(), &str>) -> Option<Result<(), String>> {
+        Some(r.map_err(str::to_string))
+    }
+
+    #[test]
+    fn each_judgement_from_what_the_terminal_sees() {
+        let split = step("approve split=3:200ms");
+        let read = Answered {
+            approved: true,
+            split: true,
+            delivered: delivered(Ok(())),
+            ..Answered::default()
+        };
+        assert_eq!(judge(split, &episode(read.clone(), None)).word(), "pass");
+        let cut = Answered {
+            delivered: delivered(Err("connection reset by the register")),
+            ..read.clone()
+        };
+        let v = judge(split, &episode(cut.clone(), None));
+        assert_eq!(v.word(), "fail");
+        assert!(v.why().contains("only its first part"), "{v:?}");
+        // Closed before the late answer: it gave up.
+        let late = step("approve late=10s");
+        let gave_up = Answered {
+            closed_after: Some(Duration::from_secs(5)),
+            ..cut
+        };
+        let v = judge(late, &episode(gave_up, None));
+        assert!(v.why().contains("closed 5.0 s after its request"), "{v:?}");
+        // A lost answer: judged at the next request.
+        let silent = step("approve silent");
+        let lost = Answered {
+            withheld: true,
+            delivered: delivered(Err("simulator: silent")),
+            ..Answered::default()
+        };
+        assert_eq!(
+            judge(silent, &episode(lost.clone(), None)).word(),
+            "waiting"
+        );
+        assert_eq!(
+            judge(silent, &episode(lost.clone(), Some(Next::Status))).word(),
+            "pass"
+        );
+        let again = Some(Next::Payment(Duration::from_secs(3)));
+        assert_eq!(judge(silent, &episode(lost, again.clone())).word(), "fail");
+        // AF07 read, then a payment without asking.
+        let af07 = Answered {
+            af: Some(Af::NotEnded),
+            delivered: delivered(Ok(())),
+            ..Answered::default()
+        };
+        let v = judge(step("not-ended"), &episode(af07, again.clone()));
+        assert_eq!(v.word(), "fail");
+        assert!(v.why().starts_with("it read the AF07 answer, but"), "{v:?}");
+        // Busy: a retry under 1 s fails, later passes.
+        let busy = step("busy");
+        let b = Answered {
+            busy: true,
+            ..Answered::default()
+        };
+        let soon = Some(Next::Payment(Duration::from_millis(300)));
+        let v = judge(busy, &episode(b.clone(), soon));
+        assert_eq!(v.word(), "fail");
+        assert!(v.why().contains("300 ms"), "{v:?}");
+        assert_eq!(judge(busy, &episode(b, again)).word(), "pass");
+        // Partial: approved for less with BF=1, refused without it, and
+        // an amount too small tries nothing.
+        let partial = step("partial=100");
+        let part = Answered {
+            approved: true,
+            amount: Some(100),
+            requested: Some(1000),
+            partial_ok: true,
+            delivered: delivered(Ok(())),
+            ..Answered::default()
+        };
+        assert_eq!(judge(partial, &episode(part.clone(), None)).word(), "pass");
+        let refused = Answered {
+            approved: false,
+            amount: None,
+            af: Some(Af::Refused),
+            partial_ok: false,
+            ..part.clone()
+        };
+        assert_eq!(judge(partial, &episode(refused, None)).word(), "pass");
+        let small = Answered {
+            amount: Some(50),
+            requested: Some(50),
+            ..part
+        };
+        let v = judge(partial, &episode(small, None));
+        assert_eq!(v.word(), "cannot see");
+        assert!(v.why().contains("pay more than 1.00"), "{v:?}");
+    }
+
+    #[test]
+    fn the_report_follows_the_latest_run_and_names_each_register() {
+        let stage = Stage::new();
+        let text = include_str!("../../etc/exam.script");
+        let script = Script::parse(Path::new("exam.script"), text).unwrap();
+        stage.configure(true, Some(&script), Duration::from_secs(5));
+        let f = Findings::new();
+        let who = |peer: &str| Who {
+            channel: Channel::Tcp,
+            peer: peer.into(),
+            ca: Some(1),
+        };
+        let pay = |w: &Who, id: u64| {
+            f.request(
+                w,
+                &Seen {
+                    op: Some(Operation::Debit),
+                    ..Seen::default()
+                },
+            );
+            stage.begin(id, Channel::Tcp);
+            f.answered(
+                w,
+                &Answered {
+                    op: Some(Operation::Debit),
+                    transaction: true,
+                    approved: true,
+                    tx: Some(id),
+                    taken: stage.taken(id),
+                    delivered: delivered(Ok(())),
+                    ..Answered::default()
+                },
+            );
+        };
+        // A first run cut short by a changed script played again.
+        pay(&who("10.0.0.1"), 1);
+        pay(&who("10.0.0.1"), 2);
+        stage.configure(true, None, Duration::from_secs(5));
+        stage.configure(true, Some(&script), Duration::from_secs(5));
+        // The new run: step 1 by one register, step 2 by another.
+        pay(&who("10.0.0.2"), 3);
+        pay(&who("10.0.0.3"), 4);
+        let r = report(&f, &stage);
+        assert!(
+            r.contains("step 1 of 11, split answer (approve split=3:200ms): pass\n  register 01 at tcp 10.0.0.2, tx 3 debit: "),
+            "{r}"
+        );
+        assert!(
+            r.contains("  register 01 at tcp 10.0.0.3, tx 4 debit: "),
+            "{r}"
+        );
+        assert!(!r.contains("10.0.0.1"), "{r}");
+        assert!(r.contains("step 3 of 11, late answer (approve late=10s): not taken yet"));
+        assert!(
+            r.contains("exam: 2 of 11 steps done: 2 pass, 0 fail, 0 cannot see, 0 waiting (2 registers took part)\n"),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("exam: pay again to continue: step 3 of 11, late answer, is next\n"),
+            "{r}"
+        );
+    }
+}
