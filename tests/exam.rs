@@ -216,6 +216,12 @@ fn the_odoo_transport_fails_the_split_answer_and_every_status_step() {
         r.contains("exam: 11 of 11 steps done: 6 pass, 5 fail, 0 cannot see, 0 waiting\n"),
         "{r}"
     );
+    // README.md shows this very report, numbers aside.
+    assert_eq!(
+        digitless(&readme_exam()),
+        digitless(&r),
+        "README.md's exam:\n{r}"
+    );
     // The findings say the same.
     let o = d.ctl(&["registers"]);
     let regs = stdout(&o);
@@ -241,4 +247,37 @@ fn the_exam_says_when_its_script_is_not_played() {
         r.contains("exam: the simulator-script played is not the exam"),
         "{r}"
     );
+}
+
+/// The text with each run of digits as `#`: transaction ids, addresses
+/// and times differ from one run to the next.
+fn digitless(t: &str) -> String {
+    let mut out = String::new();
+    let mut digit = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            if !digit {
+                out.push('#');
+            }
+            digit = true;
+        } else {
+            out.push(c);
+            digit = false;
+        }
+    }
+    out
+}
+
+/// The `concertctl exam` output README.md shows in its section on the
+/// exam: the first fenced block after the line beginning `$ concertctl
+/// exam`, that line excluded.
+fn readme_exam() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n$ concertctl exam\n")
+        .expect("no `$ concertctl exam` in README.md")
+        + "\n$ concertctl exam\n".len();
+    let rest = &readme[start..];
+    rest[..rest.find("```").expect("an unclosed block")].to_string()
 }

@@ -76,14 +76,14 @@ pub const STEPS: [Step; 11] = [
         judge: Judge::Waited,
     },
     Step {
-        name: "silent (no answer)",
+        name: "closed without an answer",
         plan: "approve silent",
         check: "the register showed the payment approved, as the status answer said, and did \
                 not charge it again",
         judge: Judge::AskedStatus,
     },
     Step {
-        name: "reset (no answer)",
+        name: "reset instead of the answer",
         plan: "refuse reset",
         check: "the register showed the refusal the status answer gave, not an approval",
         judge: Judge::AskedStatus,
@@ -115,7 +115,7 @@ pub const STEPS: [Step; 11] = [
         judge: Judge::ReadWhole,
     },
     Step {
-        name: "unknown outcome (AF07)",
+        name: "unknown outcome",
         plan: "not-ended",
         check: "the register showed the outcome as unknown (the card may be charged), neither \
                 approved nor refused",
@@ -185,10 +185,13 @@ fn read_whole(e: &Episode) -> Verdict {
                 "it closed {} after its request, before the answer ({why}): it gave up",
                 secs(d)
             )),
-            None if a.split => Verdict::Fail(format!(
-                "it did not read the whole answer ({why}): one read of an answer in several \
-                 segments gets only its first part"
-            )),
+            // Not the system's words: which one comes (a reset, a broken
+            // pipe) depends on when the register closed.
+            None if a.split => Verdict::Fail(
+                "it closed before the whole answer was taken: one read of an answer in \
+                 several segments gets only its first part"
+                    .into(),
+            ),
             None => Verdict::Fail(format!("it did not read the whole answer ({why})")),
         },
         None => Verdict::Unseen("the answer's delivery was not measured".into()),
@@ -422,6 +425,19 @@ mod tests {
             .enumerate()
         {
             assert!(line.contains(&format!("# {}: ", i + 1)), "{line}");
+        }
+    }
+
+    #[test]
+    fn concertctl_8_lists_every_step_in_order() {
+        let man = include_str!("../../man/concertctl.8");
+        let exam = &man[man.find(".Sh EXAM").unwrap()..];
+        let mut at = 0;
+        for s in &STEPS {
+            let item = format!(".It\n{},\n.Li {} :\n", s.name, s.plan);
+            let found = exam[at..].find(&item);
+            assert!(found.is_some(), "{item:?} not in EXAM, in order");
+            at += found.unwrap_or(0);
         }
     }
 
