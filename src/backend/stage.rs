@@ -553,10 +553,11 @@ impl Stage {
     }
 
     /// The script being played, if any: its plans and the place of the
-    /// next one (its length once consumed).
+    /// next one (its length once consumed). None when the simulator is not
+    /// the backend: its script is not played then.
     pub fn script_plans(&self) -> Option<(Vec<Plan>, usize)> {
         let g = self.lock();
-        let p = g.script.as_ref()?;
+        let p = g.script.as_ref().filter(|_| g.active)?;
         let plans = p
             .script
             .lines
@@ -949,6 +950,9 @@ mod tests {
         s.configure(true, Some(&again), Duration::from_secs(5));
         s.begin(5, Channel::Tcp);
         assert_eq!(s.taken(5).map(|t| (t.index, t.run)), Some((0, 2)));
+        // Another backend: no script is played.
+        s.configure(false, Some(&again), Duration::from_secs(5));
+        assert_eq!(s.script_plans(), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A register's recent payment episodes, for the exam (`concertctl exam`,
-//! [`crate::front::exam`]): each request that took a line of the
+//! in front/exam.rs): each request that took a line of the
 //! `simulator-script`, what was answered and what became of the answer,
 //! and what the register did next (a status request, or its next payment
 //! and how soon). At most [`MAX_EPISODES`] per register, the oldest

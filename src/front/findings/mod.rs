@@ -10,7 +10,8 @@
 //! The ways in report what they see ([`Findings::request`],
 //! [`Findings::answered`], [`Findings::after`]); the per-register state
 //! that spans requests (a lost answer, a busy answer, the last debit)
-//! lives here.
+//! lives here, and so do the register's last episodes (requests that took
+//! a `simulator-script` line, see [`episode`]), which the exam reads.
 
 pub mod episode;
 pub mod kind;
