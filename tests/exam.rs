@@ -149,7 +149,7 @@ fn a_careful_register_passes_every_step() {
         assert!(step(&r, n).contains("\n  check: "), "{r}");
     }
     assert!(
-        step(&r, 4).contains("it asked the last outcome (CD=T)"),
+        step(&r, 4).contains("it asked the last outcome (CD=T) before any new payment"),
         "{r}"
     );
     assert!(step(&r, 6).contains("s after the busy answer"), "{r}");

@@ -174,7 +174,7 @@ fn secs(d: Duration) -> String {
 fn read_whole(e: &Episode) -> Verdict {
     let a = &e.answered;
     let how = if a.split {
-        "the whole answer, sent in several writes"
+        "the whole answer (sent in several writes)"
     } else {
         "the whole answer"
     };
@@ -202,7 +202,7 @@ fn read_whole(e: &Episode) -> Verdict {
 fn asked_status(e: &Episode) -> Verdict {
     match &e.next {
         Some(Next::Status) => {
-            Verdict::Pass("it asked the last outcome (CD=T) before its next payment".into())
+            Verdict::Pass("it asked the last outcome (CD=T) before any new payment".into())
         }
         Some(Next::Payment(_)) => Verdict::Fail(
             "its next payment came without a status request (CD=T) first: an approval it \

@@ -167,6 +167,9 @@ impl Desk<'_> {
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
+                // The exam reads TCP only: the script line this busy answer
+                // took is not left for a TCP register's busy answer to claim.
+                let _ = self.worker.stage().busy_taken();
                 self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {}: {} refused busy: NAK", self.path, req.op.name())
                 });
