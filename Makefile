@@ -109,6 +109,7 @@ install:
 	@# gives it to that user; systemd's StateDirectory takes it over.
 	install -d -m 0750 $(DESTDIR)$(STATEDIR)
 	install -m 0755 etc/concertd-pay.example $(DESTDIR)$(DOCDIR)/concertd-pay.example
+	install -m 0644 etc/exam.script $(DESTDIR)$(DOCDIR)/exam.script
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/concertd.conf ]; then \
 		echo "$(DESTDIR)$(SYSCONFDIR)/concertd.conf exists: kept"; \
 	else \
@@ -136,7 +137,8 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/concertd $(DESTDIR)$(BINDIR)/concert \
 		$(DESTDIR)$(BINDIR)/concertctl $(DESTDIR)$(UNITDIR)/concertd.service \
-		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example
+		$(DESTDIR)$(UNITDIR)/concertd@.service $(DESTDIR)$(DOCDIR)/concertd-pay.example \
+		$(DESTDIR)$(DOCDIR)/exam.script
 	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; done
 	@if [ -d $(DESTDIR)$(DOCDIR) ] && rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null; then \
 		echo "rmdir $(DESTDIR)$(DOCDIR)"; fi

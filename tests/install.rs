@@ -53,6 +53,7 @@ fn install_and_uninstall_into_destdir() {
             "usr/local/lib/systemd/system/concertd@.service",
             "usr/local/sbin/concertd",
             "usr/local/share/doc/concertd/concertd-pay.example",
+            "usr/local/share/doc/concertd/exam.script",
             "usr/local/share/man/man1/concert.1",
             "usr/local/share/man/man5/concertd-journal.5",
             "usr/local/share/man/man5/concertd.conf.5",

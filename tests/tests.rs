@@ -7,6 +7,8 @@ mod cli;
 mod control;
 mod daemon;
 mod durability;
+mod exam;
+mod findings;
 mod fuzz_regressions;
 #[cfg(feature = "hardware-tests")]
 mod hardware;

@@ -798,6 +798,9 @@ pub fn control_command(data: &[u8]) {
             );
             s.clone()
         }
+        Command::Registers => "registers".to_string(),
+        Command::RegistersClear => "registers clear".to_string(),
+        Command::Exam => "exam".to_string(),
     };
     assert_eq!(
         Command::parse(&text),

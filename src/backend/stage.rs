@@ -92,6 +92,17 @@ impl Answer {
     }
 }
 
+/// A plan a request took from the script, for the exam
+/// (`concertctl exam`): its place among the script's plans, from 0, the
+/// plan, and which run of the script took it (a run begins each time its
+/// first plan is taken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub index: usize,
+    pub plan: Plan,
+    pub run: u64,
+}
+
 /// The running simulated transaction, which the red key or a decision
 /// reaches.
 struct Run {
@@ -132,6 +143,13 @@ struct Inner {
     /// The simulator that has the stage, and the last claim given.
     owner: u64,
     claims: u64,
+    /// Script lines taken by transactions, by id, until their channel
+    /// asks ([`Stage::taken`]); capped as `answers`.
+    taken: BTreeMap<u64, Taken>,
+    /// The script line the last busy answer took ([`Stage::busy_taken`]).
+    busy_taken: Option<Taken>,
+    /// Runs of the script begun: its first plan taken this many times.
+    runs: u64,
 }
 
 impl Inner {
@@ -159,6 +177,29 @@ impl Inner {
             );
         }
         Some((plan, format!("script {at}")))
+    }
+
+    /// The place in the script of the plan [`Inner::take_plan`] would take
+    /// now: none when `next` armed one or the script is consumed.
+    fn script_index(&self) -> Option<usize> {
+        if self.armed.is_some() {
+            return None;
+        }
+        let p = self.script.as_ref()?;
+        (p.next < p.script.lines.len()).then_some(p.next)
+    }
+
+    /// The script's plan at `index` is taken now (by a request whose
+    /// report may come after a later one's).
+    fn took(&mut self, index: usize, plan: &Plan) -> Taken {
+        if index == 0 {
+            self.runs += 1;
+        }
+        Taken {
+            index,
+            plan: plan.clone(),
+            run: self.runs,
+        }
     }
 }
 
@@ -454,7 +495,9 @@ impl Stage {
         if !g.active || g.next_plan().map(|p| p.fate) != Some(Fate::Busy) {
             return None;
         }
+        let index = g.script_index();
         let (plan, from) = g.take_plan()?;
+        g.busy_taken = index.map(|index| g.took(index, &plan));
         let early = std::mem::take(&mut g.early);
         g.early_for = None;
         let mut note = format!("{from}: {plan}: busy answer, no transaction");
@@ -478,8 +521,16 @@ impl Stage {
         if !g.active {
             return Begin::Table;
         }
+        let index = g.script_index();
         match g.take_plan() {
             Some((plan, from)) => {
+                if let Some(index) = index {
+                    while g.taken.len() >= MAX_ANSWERS {
+                        g.taken.pop_first();
+                    }
+                    let taken = g.took(index, &plan);
+                    g.taken.insert(id, taken);
+                }
                 let early = std::mem::take(&mut g.early);
                 g.early_for = None;
                 let ways = Ways {
@@ -531,6 +582,32 @@ impl Stage {
     /// How the answer of transaction `id` goes out; taken once.
     pub fn answer(&self, id: u64) -> Option<Answer> {
         self.lock().answers.remove(&id)
+    }
+
+    /// The script line transaction `id` took, if it took one; asked once.
+    pub fn taken(&self, id: u64) -> Option<Taken> {
+        self.lock().taken.remove(&id)
+    }
+
+    /// The script line the last busy answer took, if it took one; asked
+    /// once, by the request that got the busy answer.
+    pub fn busy_taken(&self) -> Option<Taken> {
+        self.lock().busy_taken.take()
+    }
+
+    /// The script being played, if any: its plans and the place of the
+    /// next one (its length once consumed). None when the simulator is not
+    /// the backend: its script is not played then.
+    pub fn script_plans(&self) -> Option<(Vec<Plan>, usize)> {
+        let g = self.lock();
+        let p = g.script.as_ref().filter(|_| g.active)?;
+        let plans = p
+            .script
+            .lines
+            .iter()
+            .map(|(_, plan)| plan.clone())
+            .collect();
+        Some((plans, p.next))
     }
 
     /// How long `open` keeps a connection.
@@ -1101,6 +1178,62 @@ refuse
             .contains("not a simulator command"));
         assert!(s.command("").is_err());
         assert!(s.command("state").unwrap().contains("hold: off"));
+    }
+
+    #[test]
+    fn the_script_line_each_request_took_is_told_once() {
+        let s = Stage::new();
+        let script = Script::parse(Path::new("exam"), "approve crlf\n# c\nbusy\nrefuse\n").unwrap();
+        s.configure(true, Some(&script), Duration::from_secs(5));
+        assert_eq!(
+            s.script_plans(),
+            Some((vec![plan("approve crlf"), plan("busy"), plan("refuse")], 0))
+        );
+        s.begin(1, Channel::Tcp);
+        assert_eq!(
+            s.taken(1),
+            Some(Taken {
+                index: 0,
+                plan: plan("approve crlf"),
+                run: 1
+            })
+        );
+        assert_eq!(s.taken(1), None, "told once");
+        assert!(s.take_busy().is_some());
+        assert_eq!(
+            s.busy_taken(),
+            Some(Taken {
+                index: 1,
+                plan: plan("busy"),
+                run: 1
+            })
+        );
+        assert_eq!(s.busy_taken(), None);
+        // What `next` armed is no script line, nor what the table decides.
+        s.arm(plan("approve")).unwrap();
+        s.begin(2, Channel::Tcp);
+        assert_eq!(s.taken(2), None);
+        s.begin(3, Channel::Tcp);
+        assert_eq!(
+            s.taken(3),
+            Some(Taken {
+                index: 2,
+                plan: plan("refuse"),
+                run: 1
+            })
+        );
+        assert_eq!(s.script_plans().map(|(_, next)| next), Some(3));
+        s.begin(4, Channel::Tcp);
+        assert_eq!(s.taken(4), None);
+        // Played again from its first line (here a changed script): a new
+        // run.
+        let again = Script::parse(Path::new("exam"), "approve crlf\n").unwrap();
+        s.configure(true, Some(&again), Duration::from_secs(5));
+        s.begin(5, Channel::Tcp);
+        assert_eq!(s.taken(5).map(|t| (t.index, t.run)), Some((0, 2)));
+        // Another backend: no script is played.
+        s.configure(false, Some(&again), Duration::from_secs(5));
+        assert_eq!(s.script_plans(), None);
     }
 
     #[test]

@@ -360,8 +360,14 @@ fn run(args: Args) -> Result<(), Error> {
     // closed channel is always ready, and the loop would spin).
     let (ask_tx, asks) = unbounded();
     if let Some(s) = &control {
-        let turned_away = control::serve(s, journal_files, ask_tx.clone(), ctl_stage)
-            .map_err(|e| Error::io("cannot start the control thread", e))?;
+        let turned_away = control::serve(
+            s,
+            journal_files,
+            ask_tx.clone(),
+            ctl_stage,
+            service.findings(),
+        )
+        .map_err(|e| Error::io("cannot start the control thread", e))?;
         service.control_served(turned_away);
     }
     // config-watch: inotify says when the file changed, and the change is

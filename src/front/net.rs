@@ -6,6 +6,7 @@ use crate::backend::stage::Answer;
 use crate::config::allow::{self, Net};
 use crate::config::plan::Quirk;
 use crate::front::dispatch::{self, Job};
+use crate::front::findings::{Answered, Findings, Seen, Who};
 use crate::front::peers::{Admission, Held, Peers};
 use crate::logging::floodgate::{Floodgate, Kind};
 use crate::terminal::worker::{Channel, Handle, Origin, Reply};
@@ -53,6 +54,8 @@ pub struct Shared {
     pub peers: Arc<Peers>,
     /// Refusals and bad requests, logged in full only at first.
     pub floodgate: Arc<Floodgate>,
+    /// What each register does wrong, for `concertctl registers`.
+    pub findings: Arc<Findings>,
 }
 
 impl Shared {
@@ -62,6 +65,7 @@ impl Shared {
             worker,
             peers: Arc::new(Peers::default()),
             floodgate: Floodgate::start()?,
+            findings: Arc::new(Findings::new()),
         })
     }
 
@@ -281,9 +285,59 @@ fn nothing_waiting(stream: &TcpStream) -> bool {
 }
 
 enum Incoming {
-    Request(Assembled),
+    Request(Assembled, Reading),
     Silent,
     Gone,
+}
+
+/// How a request came, for the register's findings.
+#[derive(Default)]
+struct Reading {
+    /// Its bytes as read, framing and tails included (at most a little
+    /// more than the largest request).
+    raw: Vec<u8>,
+    segments: u32,
+    /// The longest pause between two segments.
+    gap: Duration,
+    /// When its first byte came.
+    since: Option<Instant>,
+}
+
+impl Reading {
+    fn read(&mut self, bytes: &[u8], last: &mut Option<Instant>) {
+        let now = Instant::now();
+        if let Some(l) = *last {
+            self.gap = self.gap.max(now.saturating_duration_since(l));
+        }
+        *last = Some(now);
+        self.since.get_or_insert(now);
+        self.segments += 1;
+        if self.raw.len() < crate::wire::assemble::MAX_REQUEST + 64 {
+            self.raw.extend_from_slice(bytes);
+        }
+    }
+
+    /// The bytes that came with the request and are not part of it: what
+    /// follows its body (and its ETX and LRC), but ACK and EOT, which
+    /// STX-framing registers send as their link layer.
+    fn extra(&self, a: &Assembled) -> Vec<u8> {
+        let lead = self
+            .raw
+            .iter()
+            .take_while(|b| matches!(**b, b'\r' | b'\n'))
+            .count();
+        let end = match a.wrapping {
+            Wrapping::Stx => lead + 1 + a.body.len() + 2,
+            Wrapping::Raw => lead + a.body.len(),
+        };
+        self.raw
+            .get(end..)
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .filter(|b| !matches!(*b, ACK | EOT))
+            .collect()
+    }
 }
 
 fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &Held) -> Incoming {
@@ -291,11 +345,17 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
     let mut asm = Assembler::default();
     let mut whole = false;
     let mut buf = [0u8; 4096];
+    let mut reading = Reading::default();
+    let mut last = None;
+    let request = |asm: &Assembler, reading| {
+        asm.finish()
+            .map_or(Incoming::Silent, |a| Incoming::Request(a, reading))
+    };
     loop {
         let now = Instant::now();
         if now >= deadline {
             log::debug!("{peer}: request-timeout");
-            return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+            return request(&asm, reading);
         }
         let left = deadline - now;
         let wait = if whole { left.min(s.request_gap) } else { left };
@@ -308,17 +368,18 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
             return Incoming::Gone;
         }
         match read {
-            Ok(0) => return asm.finish().map_or(Incoming::Silent, Incoming::Request),
+            Ok(0) => return request(&asm, reading),
             Ok(n) => {
                 // Only the count: a card number split across two reads
                 // would escape masking.
                 log::trace!("tcp {peer}: read {n} bytes");
                 whole = false;
+                reading.read(&buf[..n], &mut last);
                 match asm.feed(&buf[..n]) {
-                    Progress::Done(a) => return Incoming::Request(a),
+                    Progress::Done(a) => return Incoming::Request(a, reading),
                     Progress::Whole { ready } => {
                         if ready && nothing_waiting(stream) {
-                            return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+                            return request(&asm, reading);
                         }
                         whole = true;
                     }
@@ -332,7 +393,7 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
                 ) =>
             {
                 if whole {
-                    return asm.finish().map_or(Incoming::Silent, Incoming::Request);
+                    return request(&asm, reading);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -344,23 +405,88 @@ fn read_request(stream: &mut TcpStream, s: &Settings, peer: SocketAddr, held: &H
     }
 }
 
-/// The bytes to send back for one assembled request, the transaction
-/// whose final answer they are, and how the simulator was told to send it;
-/// `None` when nothing may be sent (the outcome could not be journaled).
+/// True once the register has shut its side of the connection (or it
+/// failed): it sends nothing more, and a register that closed its socket
+/// will not read an answer either.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut p = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd of ours, without waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// How often a connection looks whether its register is still there while
+/// its transaction runs.
+const WATCH: Duration = Duration::from_millis(250);
+
+/// One answer to write, and what the register's findings need of it.
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// The transaction whose final answer it is.
+    tx: Option<u64>,
+    /// How the simulator was told to send it.
+    quirks: Answer,
+    who: Who,
+    answered: Answered,
+}
+
+/// The register a request names: its CA, read from what could be parsed.
+fn register_of(body: &[u8], v2: bool) -> Option<u8> {
+    if v2 {
+        let d = body.get(..2)?;
+        return std::str::from_utf8(d).ok()?.parse().ok();
+    }
+    let f = crate::wire::tlv::Frame::decode(body).unwrap_or_else(|(p, _)| p);
+    let ca = f.text(crate::wire::tlv::tags::CA)?;
+    ca.parse().ok()
+}
+
+/// The bytes to send back for one assembled request, with what the
+/// findings need; `None` when nothing may be sent (the outcome could not
+/// be journaled).
 fn answer_for(
     a: &Assembled,
+    reading: &Reading,
+    stream: &TcpStream,
     shared: &Shared,
     settings: &Settings,
     peer: SocketAddr,
-) -> Option<(Vec<u8>, Option<u64>, Answer)> {
+) -> Option<Outgoing> {
     // A V2 request comes STX-framed; a V3 answer goes back as its request
     // came.
     let v2 = a.wrapping == Wrapping::Stx && !a.body.starts_with(b"CZ");
+    let who = Who {
+        channel: Channel::Tcp,
+        peer: peer.ip().to_string(),
+        ca: register_of(&a.body, v2),
+    };
+    let extra = reading.extra(a);
+    let mut seen = Seen {
+        body: &a.body,
+        v2,
+        stx_on_tcp: !v2 && a.wrapping == Wrapping::Stx,
+        extra: &extra,
+        segments: reading.segments,
+        gap: reading.gap,
+        op: None,
+        amount: None,
+    };
+    let plain = |bytes: Vec<u8>| Outgoing {
+        bytes,
+        tx: None,
+        quirks: Answer::default(),
+        who: who.clone(),
+        answered: Answered::default(),
+    };
     let nak = |why: &str| {
         shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
             format!("tcp {peer}: {why}: NAK")
         });
-        Some((vec![NAK], None, Answer::default()))
+        Some(plain(vec![NAK]))
     };
     let refused = |why: &str| {
         shared.flood(peer, Kind::BadRequest, log::Level::Info, || {
@@ -375,12 +501,15 @@ fn answer_for(
         }
     };
     if let Some(fault) = &a.fault {
+        // Bytes that are no request at all (a NAKed frame) tell nothing
+        // of a register; a V3 request that is not TLV as written does.
         if v2 {
             return nak(&format!("bad V2 frame ({fault})"));
         }
+        shared.findings.request(&who, &seen);
         refused(&format!("bad request ({fault}): answered AF09"));
         let reply = dispatch::malformed(&a.body);
-        return Some((bytes(&dispatch::Kind::V3, &reply), None, Answer::default()));
+        return Some(plain(bytes(&dispatch::Kind::V3, &reply)));
     }
     match dispatch::job(&a.body, !v2, &settings.currencies) {
         Job::Submit(req, kind) => {
@@ -389,7 +518,50 @@ fn answer_for(
                 peer: peer.to_string(),
                 v2,
             };
-            let mut reply = shared.worker.submit(req, origin)?;
+            (seen.op, seen.amount) = (Some(req.op), req.amount);
+            shared.findings.request(&who, &seen);
+            let op = req.op;
+            let (requested, partial_ok) = (req.amount, req.partial_ok);
+            let since = reading.since.unwrap_or_else(Instant::now);
+            let mut closed_after = None;
+            let mut watch = || {
+                if closed_after.is_none() && peer_closed(stream) {
+                    closed_after = Some(since.elapsed());
+                }
+            };
+            let mut reply =
+                shared
+                    .worker
+                    .submit_watching(req, origin, Some((WATCH, &mut watch)))?;
+            let busy = reply.tx.is_none()
+                && op.occupies_terminal()
+                && reply.frame.get(crate::wire::tlv::tags::AE) == Some(b"01")
+                && !reply.frame.has(crate::wire::tlv::tags::AF);
+            let answered = Answered {
+                op: Some(op),
+                approved: reply.frame.get(crate::wire::tlv::tags::AE) == Some(b"10"),
+                af: reply
+                    .frame
+                    .get(crate::wire::tlv::tags::AF)
+                    .and_then(crate::wire::answer::Af::from_code),
+                busy,
+                transaction: reply.tx.is_some(),
+                amount: reply
+                    .frame
+                    .text(crate::wire::tlv::tags::CB)
+                    .and_then(|t| t.parse().ok()),
+                closed_after,
+                tx: reply.tx,
+                // The exam's step: the script line this request took.
+                taken: match reply.tx {
+                    Some(id) => shared.worker.stage().taken(id),
+                    None if busy => shared.worker.stage().busy_taken(),
+                    None => None,
+                },
+                requested,
+                partial_ok,
+                ..Answered::default()
+            };
             let quirks = reply
                 .tx
                 .and_then(|id| shared.worker.stage().answer(id))
@@ -405,11 +577,22 @@ fn answer_for(
                     ),
                 }
             }
-            Some((bytes(&kind, &reply), reply.tx, quirks))
+            Some(Outgoing {
+                bytes: bytes(&kind, &reply),
+                tx: reply.tx,
+                quirks,
+                who,
+                answered,
+            })
         }
         Job::Refuse(kind, reply, why) => {
+            let f = crate::wire::tlv::Frame::decode(&a.body).unwrap_or_else(|(p, _)| p);
+            seen.op = f
+                .get(crate::wire::tlv::tags::CD)
+                .and_then(crate::wire::operation::Operation::from_cd);
+            shared.findings.request(&who, &seen);
             refused(&why);
-            Some((bytes(&kind, &reply), None, Answer::default()))
+            Some(plain(bytes(&kind, &reply)))
         }
         Job::Nak(why) => nak(&why),
     }
@@ -609,10 +792,10 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     // No TCP_NODELAY: the answer is one write followed by a shutdown, which
     // Nagle's rule never holds back.
     let settings = shared.settings();
-    let a = match read_request(stream, &settings, peer, held) {
-        Incoming::Request(a) => {
+    let (a, reading) = match read_request(stream, &settings, peer, held) {
+        Incoming::Request(a, r) => {
             held.requested();
-            a
+            (a, r)
         }
         Incoming::Silent => {
             log::debug!("{peer}: closed without a request");
@@ -621,8 +804,21 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         Incoming::Gone => return,
     };
     log::trace!("tcp {peer}: < {}", crate::link::trace(&a.body));
-    let Some((mut bytes, tx, quirks)) = answer_for(&a, shared, &settings, peer) else {
+    let Some(out) = answer_for(&a, &reading, stream, shared, &settings, peer) else {
         return;
+    };
+    let Outgoing {
+        mut bytes,
+        tx,
+        quirks,
+        who,
+        mut answered,
+    } = out;
+    let since = reading.since.unwrap_or_else(Instant::now);
+    // What the register did with its answer, once known.
+    let report = |answered: &mut Answered, delivered: Option<Result<(), String>>| {
+        answered.delivered = delivered;
+        shared.findings.answered(&who, answered);
     };
     let id = tx.unwrap_or_default();
     if let Some(late) = quirks.late() {
@@ -647,6 +843,8 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         // and a status request (CD=T) returns it.
         log::info!("tx {id}: {why}");
         shared.worker.delivered(id, Err(why.to_string()));
+        answered.withheld = true;
+        report(&mut answered, Some(Err(why.to_string())));
         if quirks.has(Quirk::Reset) {
             reset(stream);
         } else {
@@ -659,6 +857,9 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         bytes.extend_from_slice(b"\r\n");
     }
     log::trace!("tcp {peer}: > {}", trace_answer(&bytes));
+    if answered.closed_after.is_none() && tx.is_some() && peer_closed(stream) {
+        answered.closed_after = Some(since.elapsed());
+    }
     if bytes.len() > SURE_WRITE {
         // Only a large answer can find the send buffer full.
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -668,6 +869,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
             // Each part in a segment of its own, as a slow terminal's.
             let _ = stream.set_nodelay(true);
             let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            answered.split = true;
             let w = write_split(stream, &bytes, n, gap, &mut std::thread::sleep);
             if let Ok(k) = &w {
                 log::info!(
@@ -689,6 +891,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
+    report(&mut answered, tx.map(|_| sent.clone()));
     if let Err(e) = sent {
         log::debug!("tcp {peer}: answer not delivered: {e}");
         return;
@@ -701,12 +904,23 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     // destroy the answer before the client reads it.
     let _ = stream.shutdown(Shutdown::Write);
     let mut trailing = a.trailing;
+    let mut drained = Vec::new();
     drain_until_closed(stream, Instant::now() + LINGER, |b| {
         if trailing.len() < 4096 {
             trailing.extend_from_slice(b);
+            drained.extend_from_slice(b);
         }
     });
     report_trailing(shared, peer, &trailing);
+    // Those that came with the request were reported with it.
+    let after: Vec<u8> = drained
+        .iter()
+        .copied()
+        .filter(|b| !matches!(*b, ACK | EOT))
+        .collect();
+    if !after.is_empty() {
+        shared.findings.after(&who, &after);
+    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,7 @@ impl Service {
                     serial_conf(&cfg),
                     shared.worker.clone(),
                     Arc::clone(&shared.floodgate),
+                    Arc::clone(&shared.findings),
                 )
                 .map_err(|e| Error::io("cannot start the serial thread", e))?,
             ),
@@ -226,6 +227,11 @@ impl Service {
             );
         }
         Ok((service, stopped))
+    }
+
+    /// The registers' findings, for the control socket.
+    pub fn findings(&self) -> Arc<crate::front::findings::Findings> {
+        Arc::clone(&self.shared.findings)
     }
 
     pub fn config(&self) -> &Config {
@@ -385,6 +391,7 @@ impl Service {
                 serial_conf(&new),
                 self.shared.worker.clone(),
                 Arc::clone(&self.shared.floodgate),
+                Arc::clone(&self.shared.findings),
             ) {
                 Ok(s) => self.serial = Some(s),
                 Err(e) => {

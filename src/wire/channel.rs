@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// The way a request came: a TCP connection or the serial line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Channel {
     Tcp,
     Serial,

@@ -8,6 +8,7 @@ use crate::backend::stage::Answer;
 use crate::config::plan::Quirk;
 use crate::config::SerialProtocol;
 use crate::front::dispatch::{self, Job, Kind};
+use crate::front::findings::{Answered, Findings, Seen, Who};
 use crate::link::session::{self, Sent, Take, TRIES};
 use crate::link::{is_stalled, Link, Port};
 use crate::logging::floodgate::{self, Floodgate, Source};
@@ -65,6 +66,7 @@ pub(super) struct Desk<'a> {
     bell: Option<&'a Arc<Bell>>,
     worker: &'a Handle,
     floodgate: &'a Arc<Floodgate>,
+    findings: &'a Arc<Findings>,
     /// The line as the floodgate counts it.
     source: Source,
     path: &'a str,
@@ -77,6 +79,11 @@ fn is_busy(req: &Request, reply: &Reply) -> bool {
         && req.op.occupies_terminal()
         && reply.frame.get(tags::AE) == Some(b"01")
         && !reply.frame.has(tags::AF)
+}
+
+/// A V2 request's register number, when its two digits are one.
+fn v2_register(v: &crate::wire::v2::V2Request) -> Option<u8> {
+    std::str::from_utf8(&v.pos).ok()?.parse().ok()
 }
 
 /// An answer to send once the register has closed its session.
@@ -99,6 +106,38 @@ impl Desk<'_> {
         }
     }
 
+    /// The register a request or an answer names on this line.
+    fn who(&self, ca: Option<u8>) -> Who {
+        Who {
+            channel: Channel::Serial,
+            peer: self.path.to_string(),
+            ca,
+        }
+    }
+
+    /// Tells the findings about a request read on this line.
+    fn seen(&self, payload: &[u8], v3: bool, job: &Job) {
+        let (ca, op, amount) = match job {
+            Job::Submit(req, _) => (Some(req.register), Some(req.op), req.amount),
+            Job::Refuse(Kind::V2(v), ..) => (v2_register(v), None, None),
+            Job::Refuse(_, reply, _) => (
+                reply.frame.text(tags::CA).and_then(|c| c.parse().ok()),
+                None,
+                None,
+            ),
+            Job::Nak(_) => (None, None, None),
+        };
+        let seen = Seen {
+            body: payload,
+            v2: !v3,
+            segments: 1,
+            op,
+            amount,
+            ..Seen::default()
+        };
+        self.findings.request(&self.who(ca), &seen);
+    }
+
     fn is_v3(&self, payload: &[u8]) -> bool {
         match self.conf.settings.protocol {
             SerialProtocol::V3 => true,
@@ -114,6 +153,7 @@ impl Desk<'_> {
         let by = Instant::now() + TAKE_WITHIN;
         let v3 = self.is_v3(payload);
         let job = dispatch::job(payload, v3, &self.conf.currencies);
+        self.seen(payload, v3, &job);
         let transaction = matches!(&job, Job::Submit(req, _) if req.op.occupies_terminal());
         if self.worker.stage().frame(transaction, payload) {
             return Take::Nak("simulator nak-first".into());
@@ -148,6 +188,9 @@ impl Desk<'_> {
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
+                // The exam reads TCP only: the script line this busy answer
+                // took is not left for a TCP register's busy answer to claim.
+                let _ = self.worker.stage().busy_taken();
                 self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {}: {} refused busy: NAK", self.path, req.op.name())
                 });
@@ -218,6 +261,7 @@ impl<'a> Line<'a> {
         bell: Option<&'a Arc<Bell>>,
         worker: &'a Handle,
         floodgate: &'a Arc<Floodgate>,
+        findings: &'a Arc<Findings>,
         path: &'a str,
         waiting: Vec<Waiting>,
     ) -> Line<'a> {
@@ -231,6 +275,7 @@ impl<'a> Line<'a> {
                 bell,
                 worker,
                 floodgate,
+                findings,
                 source: Source::Line(name.into()),
                 path,
                 waiting,
@@ -479,9 +524,31 @@ impl<'a> Line<'a> {
             .or_else(|| reply.tx.and_then(|id| self.desk.worker.stage().answer(id)))
             .unwrap_or_default();
         let id = reply.tx.unwrap_or_default();
+        let ca = match kind {
+            Kind::V2(v) => v2_register(v),
+            _ => reply.frame.text(tags::CA).and_then(|c| c.parse().ok()),
+        };
+        let who = self.desk.who(ca);
+        let mut answered = Answered {
+            op: reply
+                .frame
+                .get(tags::CD)
+                .and_then(crate::wire::operation::Operation::from_cd),
+            approved: reply.frame.get(tags::AE) == Some(b"10"),
+            af: reply
+                .frame
+                .get(tags::AF)
+                .and_then(crate::wire::answer::Af::from_code),
+            transaction: reply.tx.is_some(),
+            amount: reply.frame.text(tags::CB).and_then(|t| t.parse().ok()),
+            ..Answered::default()
+        };
         if let Some(why) = quirks.withhold {
             log::info!("tx {id}: {why}");
             self.desk.worker.delivered(id, Err(why.to_string()));
+            answered.withheld = true;
+            answered.delivered = Some(Err(why.to_string()));
+            self.desk.findings.answered(&who, &answered);
             return Ok(());
         }
         let raw = matches!(kind, Kind::Raw);
@@ -548,6 +615,8 @@ impl<'a> Line<'a> {
             }
         }
         if let Some(id) = reply.tx {
+            answered.delivered = Some(result.clone());
+            self.desk.findings.answered(&who, &answered);
             self.desk.worker.delivered(id, result);
         }
         device
@@ -644,7 +713,9 @@ impl<'a> Line<'a> {
                 });
             return self.answer(&Kind::Raw, dispatch::malformed(&a.body));
         }
-        match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
+        let job = dispatch::job(&a.body, true, &self.desk.conf.currencies);
+        self.desk.seen(&a.body, true, &job);
+        match job {
             Job::Submit(req, _) => {
                 if req.op.occupies_terminal() {
                     self.desk.worker.stage().unframed();

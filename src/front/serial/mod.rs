@@ -11,6 +11,7 @@
 mod exchange;
 
 use crate::config::Serial as Settings;
+use crate::front::findings::Findings;
 use crate::link::session::Timers;
 pub use crate::link::{trace, Port};
 use crate::link::{Patience, Timer};
@@ -90,6 +91,8 @@ pub struct Context {
     /// Where bad frames, noise and link errors are counted, with TCP's
     /// bad requests.
     pub floodgate: Arc<Floodgate>,
+    /// What each register on the line does wrong.
+    pub findings: Arc<Findings>,
     /// What the line is doing, in words (`concertctl status`).
     pub state: State,
 }
@@ -159,7 +162,12 @@ impl Updates {
 
 /// Starts the serial thread; what it returns sends it new configurations.
 /// The service starts it only once a configuration names a device.
-pub fn spawn(conf: Conf, worker: Handle, floodgate: Arc<Floodgate>) -> io::Result<Updates> {
+pub fn spawn(
+    conf: Conf,
+    worker: Handle,
+    floodgate: Arc<Floodgate>,
+    findings: Arc<Findings>,
+) -> io::Result<Updates> {
     let (tx, updates) = crossbeam_channel::unbounded();
     let bell = Arc::new(Bell::new()?);
     let state = State::default();
@@ -169,6 +177,7 @@ pub fn spawn(conf: Conf, worker: Handle, floodgate: Arc<Floodgate>) -> io::Resul
         bell: Arc::clone(&bell),
         worker,
         floodgate,
+        findings,
         state: Arc::clone(&state),
     };
     std::thread::Builder::new()
@@ -197,6 +206,7 @@ fn run(ctx: Context) {
         bell,
         worker,
         floodgate,
+        findings,
         state,
     } = ctx;
     let mut reported = false;
@@ -237,6 +247,7 @@ fn run(ctx: Context) {
                     Some(&bell),
                     &worker,
                     &floodgate,
+                    &findings,
                     &shown,
                     std::mem::take(&mut waiting),
                 );
@@ -289,6 +300,7 @@ fn run(ctx: Context) {
 pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) -> io::Error {
     let (_keep, updates) = crossbeam_channel::unbounded();
     let floodgate = Arc::new(Floodgate::default());
+    let findings = Arc::new(Findings::new());
     let mut line = Line::new(
         port,
         conf,
@@ -296,6 +308,7 @@ pub fn serve_port(port: Box<dyn Port>, conf: Conf, worker: &Handle, path: &str) 
         None,
         worker,
         &floodgate,
+        &findings,
         path,
         Vec::new(),
     );

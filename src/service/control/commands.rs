@@ -81,12 +81,18 @@ pub enum Command {
     /// A command for the simulator on demand (`next`, `hold`, `decide`,
     /// `press`), read by the stage itself.
     Simulator(String),
+    /// `registers`: each register's findings.
+    Registers,
+    /// `registers clear`: forget them.
+    RegistersClear,
+    /// `exam`: each step of the exam script, judged.
+    Exam,
 }
 
 /// The commands, for messages and `concertctl -h`.
 pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, \
                             next [OUTCOME [QUIRK...] | clear | rewind], hold on|off, \
-                            decide OUTCOME [QUIRK...], press red";
+                            decide OUTCOME [QUIRK...], press red, registers [clear], exam";
 
 impl Command {
     /// One command line, its words separated by blanks.
@@ -104,6 +110,13 @@ impl Command {
                 )),
             },
             ["totals"] => Ok(Command::Totals(None)),
+            ["registers"] => Ok(Command::Registers),
+            ["exam"] => Ok(Command::Exam),
+            ["registers", "clear"] => Ok(Command::RegistersClear),
+            ["registers", w, ..] => Err(format!(
+                "registers {:?}: the only argument is clear",
+                crate::wire::pan::escape_str(w)
+            )),
             ["totals", d] => Day::parse(d)
                 .map(|d| Command::Totals(Some(d)))
                 .ok_or_else(|| format!("totals {d:?}: not a day written YYYY-MM-DD")),
@@ -122,8 +135,16 @@ pub(super) fn run(
     journal: &Journal,
     ask: &Sender<Ask>,
     stage: &Stage,
+    findings: &crate::front::findings::Findings,
 ) -> Result<String, String> {
     match c {
+        Command::Registers => Ok(findings.report(|s| clock::local(s, 0))),
+        Command::Exam => Ok(crate::front::exam::report(findings, stage)),
+        Command::RegistersClear => {
+            let n = findings.clear();
+            log::info!("control: registers clear: {n} registers forgotten");
+            Ok(format!("{n} registers forgotten\n"))
+        }
         // Straight to the stage: a decision must reach a held transaction
         // while the worker waits for it.
         Command::Simulator(line) => {

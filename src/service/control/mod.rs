@@ -24,6 +24,7 @@ use commands::run;
 pub use commands::{show, totals, Command, Day, Totals, COMMANDS, DEFAULT_SHOW, MAX_SHOW};
 
 use crate::backend::stage::Stage;
+use crate::front::findings::Findings;
 use crossbeam_channel::Sender;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -149,6 +150,7 @@ pub fn serve(
     journal: Journal,
     ask: Sender<Ask>,
     stage: Arc<Stage>,
+    findings: Arc<Findings>,
 ) -> io::Result<Arc<TurnedAway>> {
     let active = Arc::new(AtomicUsize::new(0));
     let turned_away = Arc::new(TurnedAway::default());
@@ -175,11 +177,13 @@ pub fn serve(
                 }
                 let (journal, ask, done) = (journal.clone(), ask.clone(), Arc::clone(&active));
                 let (stage, away) = (Arc::clone(&stage), Arc::clone(&turned_away));
+                let findings = Arc::clone(&findings);
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
                         let mut conn = conn;
-                        let late = connection(&mut conn, accepted, &journal, &ask, &stage);
+                        let late =
+                            connection(&mut conn, accepted, &journal, &ask, &stage, &findings);
                         // The place is free before the client sees its
                         // connection end, and before the log says so: a
                         // script that asks again at once, or whoever reads
@@ -349,6 +353,7 @@ fn connection(
     journal: &Journal,
     ask: &Sender<Ask>,
     stage: &Stage,
+    findings: &Findings,
 ) -> bool {
     let answer = match read_command(conn, accepted + COMMAND_DEADLINE) {
         Err(Unread::Late) => {
@@ -366,7 +371,7 @@ fn connection(
         Err(Unread::Bad(why)) => Err(why),
         Ok(line) => unmasked(&line)
             .and_then(|()| Command::parse(&line))
-            .and_then(|c| run(c, journal, ask, stage)),
+            .and_then(|c| run(c, journal, ask, stage, findings)),
     };
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),

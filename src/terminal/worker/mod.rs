@@ -279,6 +279,18 @@ impl Handle {
     /// Hands a request to the worker and waits for its answer. `None`: no
     /// answer may be sent (its outcome could not be journaled).
     pub fn submit(&self, request: Request, origin: Origin) -> Option<Reply> {
+        self.submit_watching(request, origin, None)
+    }
+
+    /// As [`Handle::submit`], calling `watch`'s function every `watch`'s
+    /// period while the answer is awaited (a connection looks whether its
+    /// register is still there).
+    pub fn submit_watching(
+        &self,
+        request: Request,
+        origin: Origin,
+        watch: Option<(Duration, &mut dyn FnMut())>,
+    ) -> Option<Reply> {
         // Nobody waits for the start here: no `started` channel, and the
         // request is taken back from a refused job for the busy answer.
         let (reply, answer) = bounded(2);
@@ -298,7 +310,16 @@ impl Handle {
         }
         // Closed without an answer: the worker could not journal the
         // outcome (or stopped), and a register must not get one then.
-        answer.recv().ok()
+        let Some((every, tick)) = watch else {
+            return answer.recv().ok();
+        };
+        loop {
+            match answer.recv_timeout(every) {
+                Ok(r) => return Some(r),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => tick(),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     /// Hands a request to the worker without waiting. When the worker
