@@ -42,6 +42,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// The shape of V3 answers (`terminal-profile`).
+    pub profile: crate::wire::profile::Profile,
 }
 
 pub struct Shared {
@@ -379,8 +381,9 @@ fn answer_for(
             return nak(&format!("bad V2 frame ({fault})"));
         }
         refused(&format!("bad request ({fault}): answered AF09"));
-        let reply = dispatch::malformed(&a.body);
-        return Some((bytes(&dispatch::Kind::V3, &reply), None, Answer::default()));
+        let v3 = dispatch::Kind::V3;
+        let reply = dispatch::shaped(&v3, dispatch::malformed(&a.body), None, settings.profile);
+        return Some((bytes(&v3, &reply), None, Answer::default()));
     }
     match dispatch::job(&a.body, !v2, &settings.currencies) {
         Job::Submit(req, kind) => {
@@ -389,6 +392,7 @@ fn answer_for(
                 peer: peer.to_string(),
                 v2,
             };
+            let asked = req.frame.clone();
             let mut reply = shared.worker.submit(req, origin)?;
             let quirks = reply
                 .tx
@@ -405,10 +409,12 @@ fn answer_for(
                     ),
                 }
             }
+            let reply = dispatch::shaped(&kind, reply, Some(&asked), settings.profile);
             Some((bytes(&kind, &reply), reply.tx, quirks))
         }
         Job::Refuse(kind, reply, why) => {
             refused(&why);
+            let reply = dispatch::shaped(&kind, reply, None, settings.profile);
             Some((bytes(&kind, &reply), None, Answer::default()))
         }
         Job::Nak(why) => nak(&why),

@@ -26,6 +26,8 @@ use std::time::Instant;
 pub(super) struct Waiting {
     reply: Receiver<Reply>,
     kind: Kind,
+    /// The request, for the answer's shape (`terminal-profile`).
+    asked: Frame,
     /// Its answer rings the bell: the line may sleep until it comes.
     rung: bool,
 }
@@ -58,8 +60,9 @@ fn is_busy(req: &Request, reply: &Reply) -> bool {
         && !reply.frame.has(tags::AF)
 }
 
-/// An answer to send once the register has closed its session.
-type Now = Option<(Kind, Reply)>;
+/// An answer to send once the register has closed its session, and the
+/// request it answers when it could be read.
+type Now = Option<(Kind, Reply, Option<Frame>)>;
 
 impl Desk<'_> {
     /// Logs a line the register can cause at will: the first few of each
@@ -103,7 +106,7 @@ impl Desk<'_> {
                 self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {}: {why}", self.path)
                 });
-                Take::Ack(Some((kind, reply)))
+                Take::Ack(Some((kind, reply, None)))
             }
             Job::Nak(why) => Take::Nak(why),
         }
@@ -123,7 +126,12 @@ impl Desk<'_> {
                 // (device gone), the answer still goes out once the line
                 // is back.
                 let (reply, rung) = self.forward(pending.reply);
-                self.waiting.push(Waiting { reply, kind, rung });
+                self.waiting.push(Waiting {
+                    reply,
+                    kind,
+                    asked: req.frame.clone(),
+                    rung,
+                });
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
@@ -132,7 +140,7 @@ impl Desk<'_> {
                 });
                 Take::Refuse
             }
-            Decision::Answered(reply) => Take::Ack(Some((kind, reply))),
+            Decision::Answered(reply) => Take::Ack(Some((kind, reply, Some(req.frame.clone())))),
             Decision::Gone => Take::Nak("worker unavailable".into()),
             Decision::Withdrawn => {
                 log::warn!(
@@ -321,8 +329,8 @@ impl<'a> Line<'a> {
                 let now = session::take(&mut self.link, &t, MAX_FRAME, whole, |payload| {
                     Ok(desk.request(&payload))
                 })?;
-                if let Some((kind, reply)) = now.flatten() {
-                    self.answer(&kind, reply)?;
+                if let Some((kind, reply, asked)) = now.flatten() {
+                    self.answer(&kind, reply, asked.as_ref())?;
                 }
             }
             b'C' if settings.protocol != SerialProtocol::V2 => {
@@ -359,7 +367,7 @@ impl<'a> Line<'a> {
             match self.desk.waiting[i].reply.try_recv() {
                 Ok(reply) => {
                     let w = self.desk.waiting.remove(i);
-                    self.answer(&w.kind, reply)?;
+                    self.answer(&w.kind, reply, Some(&w.asked))?;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -372,7 +380,8 @@ impl<'a> Line<'a> {
     }
 
     /// Sends an answer the way its request came, and reports its delivery.
-    fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
+    fn answer(&mut self, kind: &Kind, reply: Reply, asked: Option<&Frame>) -> io::Result<()> {
+        let reply = dispatch::shaped(kind, reply, asked, self.desk.conf.profile);
         let quirks = reply
             .tx
             .and_then(|id| self.desk.worker.stage().answer(id))
@@ -527,10 +536,11 @@ impl<'a> Line<'a> {
                 .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {path}: bad raw request ({fault}): answered AF09")
                 });
-            return self.answer(&Kind::Raw, dispatch::malformed(&a.body));
+            return self.answer(&Kind::Raw, dispatch::malformed(&a.body), None);
         }
         match dispatch::job(&a.body, true, &self.desk.conf.currencies) {
             Job::Submit(req, _) => {
+                let asked = req.frame.clone();
                 let pending = self.desk.worker.hand_over(req, self.desk.origin(false));
                 // No ACK to give: its answer is the register's only word,
                 // however long the start takes.
@@ -540,11 +550,12 @@ impl<'a> Line<'a> {
                         self.desk.waiting.push(Waiting {
                             reply,
                             kind: Kind::Raw,
+                            asked,
                             rung,
                         });
                         Ok(())
                     }
-                    Decision::Answered(r) => self.answer(&Kind::Raw, r),
+                    Decision::Answered(r) => self.answer(&Kind::Raw, r, Some(&asked)),
                     Decision::Gone | Decision::Withdrawn => Ok(()),
                 }
             }
@@ -554,7 +565,7 @@ impl<'a> Line<'a> {
                     .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                         format!("serial {path}: {why}")
                     });
-                self.answer(&Kind::Raw, reply)
+                self.answer(&Kind::Raw, reply, None)
             }
             // Read as V3, a request is never NAKed.
             Job::Nak(_) => Ok(()),
