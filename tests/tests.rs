@@ -19,6 +19,7 @@ mod masking;
 #[allow(dead_code)]
 mod oracle;
 mod peers;
+mod profiles;
 mod quirks;
 mod retry;
 mod serial;
