@@ -20,10 +20,7 @@ fn playing(script: &str, extra: &str) -> Daemon {
     let dir = temp_dir();
     let path = dir.join("script");
     std::fs::write(&path, script).unwrap();
-    Daemon::start(&format!(
-        "simulator-script {}\n{extra}",
-        path.display()
-    ))
+    Daemon::start(&format!("simulator-script {}\n{extra}", path.display()))
 }
 
 fn pay(d: &Daemon, req: &str) -> String {
@@ -96,21 +93,28 @@ fn ingenico_answers_0301_drops_cb_after_the_red_key_and_refuses_checks_with_af04
     // after the red key, AF08 for the check that timed out.
     let j = d.journal();
     assert!(!j.contains("CZ0040301"), "{j}");
-    assert!(
-        j.contains(&format!("CZ0040300{ECHO}AE00201AF00206")),
-        "{j}"
-    );
+    assert!(j.contains(&format!("CZ0040300{ECHO}AE00201AF00206")), "{j}");
     assert!(j.contains("AE00201AF00208"), "{j}");
 }
 
 #[test]
 fn nepting_answers_as_hipay_shows() {
-    let d = playing("approve\nrefuse\nforbidden\nabandon\n", "terminal-profile nepting\n");
+    let d = playing(
+        "approve\nrefuse\nforbidden\nabandon\n",
+        "terminal-profile nepting\n",
+    );
     let a = pay(&d, ODOO_DEBIT);
-    assert!(a.starts_with("CZ0040320CJ012012345678901CA00201CB00512345CC0"), "{a}");
+    assert!(
+        a.starts_with("CZ0040320CJ012012345678901CA00201CB00512345CC0"),
+        "{a}"
+    );
     // HiPay's order of the tags it shows: CZ CJ CA CB CC CD CE AC AE.
     let order = tags(&a);
-    assert_eq!(order[..9], ["CZ", "CJ", "CA", "CB", "CC", "CD", "CE", "AC", "AE"], "{a}");
+    assert_eq!(
+        order[..9],
+        ["CZ", "CJ", "CA", "CB", "CC", "CD", "CE", "AC", "AE"],
+        "{a}"
+    );
     assert_eq!(get(a.as_bytes(), "AE").as_deref(), Some("10"));
     // The bank's refusals carry the CB2A details, space filled.
     assert_eq!(
@@ -119,7 +123,10 @@ fn nepting_answers_as_hipay_shows() {
     );
     assert_eq!(
         pay(&d, ODOO_DEBIT),
-        format!("CZ0040320{ECHO}AE00201AF02905  FORBIDDEN CARD{}", " ".repeat(11))
+        format!(
+            "CZ0040320{ECHO}AE00201AF02905  FORBIDDEN CARD{}",
+            " ".repeat(11)
+        )
     );
     // An abandon does not.
     assert_eq!(
@@ -157,7 +164,10 @@ fn payxpress_ends_approved_debits_with_id_ap_aq_whatever_answer_extensions_says(
 
 #[test]
 fn the_profile_is_reloaded_for_new_connections_and_shown_by_n() {
-    let mut d = playing("refuse\nrefuse\n", "terminal-profile ingenico\nconfig-watch 0\n");
+    let mut d = playing(
+        "refuse\nrefuse\n",
+        "terminal-profile ingenico\nconfig-watch 0\n",
+    );
     assert!(pay(&d, ODOO_DEBIT).starts_with("CZ0040301"));
     let script = d.dir.join("script2");
     std::fs::write(&script, "refuse\n").unwrap();
@@ -173,12 +183,17 @@ fn the_profile_is_reloaded_for_new_connections_and_shown_by_n() {
     let conf = d.dir.join("n.conf");
     std::fs::write(&conf, "terminal-profile payxpress\n").unwrap();
     let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
-    assert!(stdout(&o).contains("\nterminal-profile payxpress\n"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\nterminal-profile payxpress\n"),
+        "{}",
+        stdout(&o)
+    );
     std::fs::write(&conf, "terminal-profile hipay\n").unwrap();
     let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("terminal-profile \"hipay\" is not generic, ingenico, nepting or payxpress"),
+        stderr(&o)
+            .contains("terminal-profile \"hipay\" is not generic, ingenico, nepting or payxpress"),
         "{}",
         stderr(&o)
     );
@@ -192,6 +207,46 @@ fn a_relay_is_not_reshaped_and_says_so() {
         port.addr
     ));
     d.wait_log("terminal-profile ingenico: not applied with terminal relay");
+    let o = run(
+        CONCERTD,
+        &["-n", "-f", d.dir.join("concertd.conf").to_str().unwrap()],
+    );
+    assert!(
+        stdout(&o).contains(
+            "\nterminal-profile ingenico\n# not applied with terminal relay: answers in the \
+             generic shape\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
     // concertd's own answer to a bad request: generic, the request's CZ.
     assert!(pay(&d, BAD).starts_with("CZ0040300CJ012999999999999CA002"));
+}
+
+#[test]
+fn the_serial_line_answers_v3_in_the_profile_and_v2_as_ever() {
+    use crate::serial::{pty, TIMERS};
+    use concert::wire::framing::ACK;
+    let dir = temp_dir();
+    let link = dir.join("tty");
+    let script = dir.join("script");
+    std::fs::write(&script, "timeout\napprove\n").unwrap();
+    let mut r = pty(&link);
+    let d = Daemon::start(&format!(
+        "serial {}\n{TIMERS}\nsimulator-script {}\nterminal-profile ingenico\n",
+        link.display(),
+        script.display()
+    ));
+    d.wait_log(": open, 9600 baud 7E1");
+    // A check that times out, framed V3: answered once the worker has it.
+    assert_eq!(r.request(ODOO_CHECK.as_bytes()), ACK);
+    assert_eq!(text(&r.answer()), format!("CZ0040301{ECHO}AE00201AF00204"));
+    // Raw V3, answered at once.
+    r.send(IDENTIFY.as_bytes());
+    let want = "CZ0040301CJ012012345678901CA00201CD001IAE00210";
+    let got: Vec<u8> = (0..want.len()).map(|_| r.byte()).collect();
+    assert_eq!(text(&got), want);
+    // pyTeliumManager's E+ request: a V2 reply has fixed fields.
+    assert_eq!(r.request(b"0100001000110978          A010B010"), ACK);
+    assert_eq!(r.answer()[..12], *b"010000010001");
 }

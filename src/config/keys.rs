@@ -4,8 +4,8 @@
 use super::{default_serial_number, Config, MAX_JOURNAL_KEEP, MAX_JOURNAL_SIZE, SPEEDS};
 use super::{AnswerExtensions, Format, SerialProtocol, Terminal};
 use crate::wire::clock::{fmt_duration, parse_duration};
-use crate::wire::profile::PROFILES;
 use crate::wire::currency;
+use crate::wire::profile::PROFILES;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -332,7 +332,12 @@ pub static KEYS: &[Key] = &[
         name: "terminal-profile",
         reload: Reload::Live,
         apply: |d, k, a| choice(k, a, PROFILES).map(|v| d.c.terminal_profile = v),
-        show: |c, k, s| line(s, k, word_of(PROFILES, &c.terminal_profile)),
+        show: |c, k, s| {
+            line(s, k, word_of(PROFILES, &c.terminal_profile));
+            if c.profile() != c.terminal_profile {
+                s.push_str("# not applied with terminal relay: answers in the generic shape\n");
+            }
+        },
     },
     Key {
         name: "answer-extensions",
