@@ -451,6 +451,27 @@ mod tests {
     }
 
     #[test]
+    fn payxpress_implies_the_payxpert_tags_and_a_relay_takes_no_profile() {
+        use crate::wire::profile::Profile;
+        let c = Config::parse("terminal-profile payxpress\nanswer-extensions none", "t").unwrap();
+        assert_eq!(c.profile(), Profile::PayXpress);
+        assert_eq!(c.extensions(), AnswerExtensions::PayXpert);
+        let c = Config::parse("terminal-profile nepting\nanswer-extensions payxpert", "t").unwrap();
+        assert_eq!(c.extensions(), AnswerExtensions::PayXpert);
+        let c = Config::parse(
+            "terminal-profile payxpress\nterminal relay tcp 127.0.0.1:9",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.terminal_profile, c.profile()),
+            (Profile::PayXpress, Profile::Generic)
+        );
+        assert_eq!(c.extensions(), AnswerExtensions::None);
+        assert_eq!(Config::default().profile(), Profile::Generic);
+    }
+
+    #[test]
     fn answer_extensions_and_serial_number() {
         let c = Config::parse("", "t").unwrap();
         assert_eq!(c.answer_extensions, AnswerExtensions::None);
