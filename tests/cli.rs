@@ -41,6 +41,7 @@ journal "/tmp/my journal"
 journal-size 64K
 journal-keep 2
 retry-window 24h
+terminal-profile nepting
 answer-extensions payxpert
 serial-number "TERM 42"
 serial /dev/ttyUSB0
@@ -80,6 +81,7 @@ journal "/tmp/my journal"
 journal-size 64K
 journal-keep 2
 retry-window 24h
+terminal-profile nepting
 answer-extensions payxpert
 serial-number "TERM 42"
 serial "/dev/ttyUSB0"

@@ -268,6 +268,7 @@ fn configuration_errors_are_those_of_diagnostics() {
         "serial-flow xon",
         "serial-protocol v4",
         "serial-split maybe",
+        "terminal-profile hipay",
         "answer-extensions hipay",
         "serial-number x",
     ];

@@ -21,7 +21,7 @@ mod masking;
 #[allow(dead_code)]
 mod oracle;
 mod peers;
-
+mod profiles;
 mod quirks;
 mod replay;
 mod retry;

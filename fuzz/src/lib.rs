@@ -509,6 +509,7 @@ pub fn serial_exchange(data: &[u8], worker: &concert::terminal::worker::Handle) 
         currencies: vec![978],
         request_gap: ms,
         request_timeout: Duration::from_secs(5),
+        profile: Default::default(),
     };
     let e = serial::serve_port(Box::new(port), conf, worker, "fuzz");
     assert_eq!(

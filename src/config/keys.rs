@@ -5,6 +5,7 @@ use super::{default_serial_number, Config, MAX_JOURNAL_KEEP, MAX_JOURNAL_SIZE, S
 use super::{AnswerExtensions, Format, SerialProtocol, Terminal};
 use crate::wire::clock::{fmt_duration, parse_duration};
 use crate::wire::currency;
+use crate::wire::profile::PROFILES;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -345,6 +346,17 @@ pub static KEYS: &[Key] = &[
         reload: Reload::Live,
         apply: |d, k, a| duration(k, a).map(|v| d.c.retry_window = v),
         show: |c, k, s| line(s, k, fmt_duration(c.retry_window)),
+    },
+    Key {
+        name: "terminal-profile",
+        reload: Reload::Live,
+        apply: |d, k, a| choice(k, a, PROFILES).map(|v| d.c.terminal_profile = v),
+        show: |c, k, s| {
+            line(s, k, word_of(PROFILES, &c.terminal_profile));
+            if c.profile() != c.terminal_profile {
+                s.push_str("# not applied with terminal relay: answers in the generic shape\n");
+            }
+        },
     },
     Key {
         name: "answer-extensions",

@@ -77,6 +77,8 @@ pub struct Config {
     pub journal_size: u64,
     pub journal_keep: u32,
     pub retry_window: Duration,
+    /// Whose answer shapes concertd plays (`terminal-profile`).
+    pub terminal_profile: crate::wire::profile::Profile,
     /// PayXpert's ID AP AQ in approved debit answers.
     pub answer_extensions: AnswerExtensions,
     /// AQ; `None`: [`default_serial_number`].
@@ -131,6 +133,28 @@ impl Config {
             .clone()
             .unwrap_or_else(default_serial_number)
     }
+
+    /// The profile answers take: `terminal-profile`, except with `terminal
+    /// relay`, where the terminal is the upstream and concertd carries its
+    /// outcome in the generic shape rather than put another terminal's
+    /// words (a CZ, AF details) in its mouth.
+    pub fn profile(&self) -> crate::wire::profile::Profile {
+        match self.terminal {
+            Terminal::Relay { .. } => crate::wire::profile::Profile::Generic,
+            _ => self.terminal_profile,
+        }
+    }
+
+    /// Whether approved debit answers end with PayXpert's ID AP AQ:
+    /// `answer-extensions payxpert`, or the `payxpress` profile in effect
+    /// (`answer-extensions none` does not take them from it).
+    pub fn extensions(&self) -> AnswerExtensions {
+        if self.profile().payxpert_tags() {
+            AnswerExtensions::PayXpert
+        } else {
+            self.answer_extensions
+        }
+    }
 }
 
 impl Default for Config {
@@ -154,6 +178,7 @@ impl Default for Config {
             journal_size: 8 << 20,
             journal_keep: 4,
             retry_window: Duration::ZERO,
+            terminal_profile: crate::wire::profile::Profile::Generic,
             answer_extensions: AnswerExtensions::None,
             serial_number: None,
             serial: Serial::default(),
@@ -451,6 +476,27 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "t.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn payxpress_implies_the_payxpert_tags_and_a_relay_takes_no_profile() {
+        use crate::wire::profile::Profile;
+        let c = Config::parse("terminal-profile payxpress\nanswer-extensions none", "t").unwrap();
+        assert_eq!(c.profile(), Profile::PayXpress);
+        assert_eq!(c.extensions(), AnswerExtensions::PayXpert);
+        let c = Config::parse("terminal-profile nepting\nanswer-extensions payxpert", "t").unwrap();
+        assert_eq!(c.extensions(), AnswerExtensions::PayXpert);
+        let c = Config::parse(
+            "terminal-profile payxpress\nterminal relay tcp 127.0.0.1:9",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.terminal_profile, c.profile()),
+            (Profile::PayXpress, Profile::Generic)
+        );
+        assert_eq!(c.extensions(), AnswerExtensions::None);
+        assert_eq!(Config::default().profile(), Profile::Generic);
     }
 
     #[test]

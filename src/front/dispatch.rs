@@ -5,6 +5,7 @@
 
 use crate::terminal::worker::Reply;
 use crate::wire::answer::{self, Af};
+use crate::wire::profile::{self, Profile};
 use crate::wire::request::{self, Request};
 use crate::wire::tlv::Frame;
 use crate::wire::v2::{self, V2Request};
@@ -78,6 +79,16 @@ pub fn refusal(req: &Frame, af: Af) -> Reply {
 pub fn malformed(body: &[u8]) -> Reply {
     let partial = Frame::decode(body).unwrap_or_else(|(p, _)| p);
     refusal(&partial, Af::Format)
+}
+
+/// A reply in the shape of the terminal concertd plays
+/// (`terminal-profile`), for a V3 answer: a V2 reply has fixed fields.
+/// `req` is the request when it could be read.
+pub fn shaped(kind: &Kind, mut reply: Reply, req: Option<&Frame>, profile: Profile) -> Reply {
+    if matches!(kind, Kind::V3 | Kind::Raw) {
+        reply.frame = profile::shape(profile, req, &reply.frame);
+    }
+    reply
 }
 
 /// The answer payload (before the channel's framing) for a reply.

@@ -43,6 +43,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// The shape of V3 answers (`terminal-profile`).
+    pub profile: crate::wire::profile::Profile,
 }
 
 pub struct Shared {
@@ -508,8 +510,9 @@ fn answer_for(
         }
         shared.findings.request(&who, &seen);
         refused(&format!("bad request ({fault}): answered AF09"));
-        let reply = dispatch::malformed(&a.body);
-        return Some(plain(bytes(&dispatch::Kind::V3, &reply)));
+        let v3 = dispatch::Kind::V3;
+        let reply = dispatch::shaped(&v3, dispatch::malformed(&a.body), None, settings.profile);
+        return Some(plain(bytes(&v3, &reply)));
     }
     match dispatch::job(&a.body, !v2, &settings.currencies) {
         Job::Submit(req, kind) => {
@@ -521,6 +524,7 @@ fn answer_for(
             (seen.op, seen.amount) = (Some(req.op), req.amount);
             shared.findings.request(&who, &seen);
             let op = req.op;
+            let asked = req.frame.clone();
             let (requested, partial_ok) = (req.amount, req.partial_ok);
             let since = reading.since.unwrap_or_else(Instant::now);
             let mut closed_after = None;
@@ -577,6 +581,7 @@ fn answer_for(
                     ),
                 }
             }
+            let reply = dispatch::shaped(&kind, reply, Some(&asked), settings.profile);
             Some(Outgoing {
                 bytes: bytes(&kind, &reply),
                 tx: reply.tx,
@@ -592,6 +597,7 @@ fn answer_for(
                 .and_then(crate::wire::operation::Operation::from_cd);
             shared.findings.request(&who, &seen);
             refused(&why);
+            let reply = dispatch::shaped(&kind, reply, None, settings.profile);
             Some(plain(bytes(&kind, &reply)))
         }
         Job::Nak(why) => nak(&why),

@@ -45,6 +45,7 @@ fn net_settings(c: &Config) -> net::Settings {
         request_timeout: c.request_timeout,
         max_connections: c.max_connections,
         max_connections_per_peer: c.max_connections_per_peer,
+        profile: c.profile(),
     }
 }
 
@@ -52,7 +53,7 @@ fn worker_settings(c: &Config) -> worker::Settings {
     worker::Settings {
         transaction_timeout: c.transaction_timeout,
         retry_window: c.retry_window,
-        extensions: c.answer_extensions,
+        extensions: c.extensions(),
         serial_number: c.serial_number(),
     }
 }
@@ -63,6 +64,7 @@ fn serial_conf(c: &Config) -> serial::Conf {
         currencies: c.currencies.clone(),
         request_gap: c.request_gap,
         request_timeout: c.request_timeout,
+        profile: c.profile(),
     }
 }
 
@@ -130,6 +132,13 @@ fn addresses(addrs: &[SocketAddr]) -> String {
 fn warn_if_simulator(cfg: &Config) {
     if cfg.terminal == crate::config::Terminal::Simulator {
         log::warn!("terminal simulator: no card is charged; every outcome is simulated");
+    }
+    if cfg.profile() != cfg.terminal_profile {
+        log::warn!(
+            "terminal-profile {}: not applied with terminal relay: answers carry the \
+             upstream's outcome in the generic shape",
+            cfg.terminal_profile.name()
+        );
     }
 }
 

@@ -12,6 +12,7 @@ pub mod currency;
 pub mod framing;
 pub mod operation;
 pub mod pan;
+pub mod profile;
 pub mod request;
 pub mod ticket;
 pub mod tlv;

@@ -29,6 +29,8 @@ use std::time::Instant;
 pub(super) struct Waiting {
     reply: Receiver<Reply>,
     kind: Kind,
+    /// The request, for the answer's shape (`terminal-profile`).
+    asked: Frame,
     /// Its answer rings the bell: the line may sleep until it comes.
     rung: bool,
     /// The transaction, as the worker told it when it started: what an
@@ -41,10 +43,11 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    fn new(reply: Receiver<Reply>, kind: Kind, rung: bool, id: u64) -> Waiting {
+    fn new(reply: Receiver<Reply>, kind: Kind, asked: Frame, rung: bool, id: u64) -> Waiting {
         Waiting {
             reply,
             kind,
+            asked,
             rung,
             id: Some(id),
             due: None,
@@ -86,8 +89,9 @@ fn v2_register(v: &crate::wire::v2::V2Request) -> Option<u8> {
     std::str::from_utf8(&v.pos).ok()?.parse().ok()
 }
 
-/// An answer to send once the register has closed its session.
-type Now = Option<(Kind, Reply)>;
+/// An answer to send once the register has closed its session, and the
+/// request it answers when it could be read.
+type Now = Option<(Kind, Reply, Option<Frame>)>;
 
 impl Desk<'_> {
     /// Logs a line the register can cause at will: the first few of each
@@ -164,7 +168,7 @@ impl Desk<'_> {
                 self.flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {}: {why}", self.path)
                 });
-                Take::Ack(Some((kind, reply)))
+                Take::Ack(Some((kind, reply, None)))
             }
             Job::Nak(why) => Take::Nak(why),
         }
@@ -184,7 +188,7 @@ impl Desk<'_> {
                 // (device gone), the answer still goes out once the line
                 // is back.
                 let (reply, rung) = self.forward(pending.reply);
-                self.waiting.push(Waiting::new(reply, kind, rung, id));
+                self.waiting.push(Waiting::new(reply, kind, req.frame.clone(), rung, id));
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
@@ -196,7 +200,7 @@ impl Desk<'_> {
                 });
                 Take::Refuse
             }
-            Decision::Answered(reply) => Take::Ack(Some((kind, reply))),
+            Decision::Answered(reply) => Take::Ack(Some((kind, reply, Some(req.frame.clone())))),
             Decision::Gone => Take::Nak("worker unavailable".into()),
             Decision::Withdrawn => {
                 log::warn!(
@@ -401,8 +405,8 @@ impl<'a> Line<'a> {
                 let now = session::take(&mut self.link, &t, MAX_FRAME, whole, |payload| {
                     Ok(desk.request(&payload))
                 })?;
-                if let Some((kind, reply)) = now.flatten() {
-                    self.answer(&kind, reply)?;
+                if let Some((kind, reply, asked)) = now.flatten() {
+                    self.answer(&kind, reply, asked.as_ref())?;
                 }
             }
             STX => self.outside()?,
@@ -491,7 +495,7 @@ impl<'a> Line<'a> {
                 Ok(reply) => {
                     let w = self.desk.waiting.remove(i);
                     let taken = w.due.map(|(_, q)| q);
-                    self.send_answer(&w.kind, reply, w.id, taken)?;
+                    self.send_answer(&w.kind, reply, Some(&w.asked), w.id, taken)?;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -504,11 +508,13 @@ impl<'a> Line<'a> {
     }
 
     /// Sends an answer given at once (no transaction waits for it).
-    fn answer(&mut self, kind: &Kind, reply: Reply) -> io::Result<()> {
-        self.send_answer(kind, reply, None, None)
+    fn answer(&mut self, kind: &Kind, reply: Reply, asked: Option<&Frame>) -> io::Result<()> {
+        self.send_answer(kind, reply, asked, None, None)
     }
 
-    /// Sends an answer the way its request came, and reports its delivery.
+    /// Sends an answer the way its request came, in the terminal's shape
+    /// (`terminal-profile`, from `asked` when the request could be read),
+    /// and reports its delivery.
     /// `started` is the transaction the worker said it started for the
     /// request, if any; `taken`, the simulator's quirks already taken for
     /// an answer that slow-enq held back.
@@ -516,10 +522,17 @@ impl<'a> Line<'a> {
         &mut self,
         kind: &Kind,
         reply: Reply,
+        asked: Option<&Frame>,
         started: Option<u64>,
         taken: Option<Answer>,
     ) -> io::Result<()> {
         let deferred = taken.is_some();
+        // A held-back answer (slow-enq) was shaped before it was held.
+        let reply = if deferred {
+            reply
+        } else {
+            dispatch::shaped(kind, reply, asked, self.desk.conf.profile)
+        };
         let quirks = taken
             .or_else(|| reply.tx.and_then(|id| self.desk.worker.stage().answer(id)))
             .unwrap_or_default();
@@ -570,6 +583,8 @@ impl<'a> Line<'a> {
             self.desk.waiting.push(Waiting {
                 reply: rx,
                 kind: kind.clone(),
+                // Shaped already: not read again.
+                asked: Frame::new(),
                 rung: true,
                 id: started,
                 due: Some((Instant::now() + d, quirks)),
@@ -711,7 +726,7 @@ impl<'a> Line<'a> {
                 .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                     format!("serial {path}: bad raw request ({fault}): answered AF09")
                 });
-            return self.answer(&Kind::Raw, dispatch::malformed(&a.body));
+            return self.answer(&Kind::Raw, dispatch::malformed(&a.body), None);
         }
         let job = dispatch::job(&a.body, true, &self.desk.conf.currencies);
         self.desk.seen(&a.body, true, &job);
@@ -720,6 +735,7 @@ impl<'a> Line<'a> {
                 if req.op.occupies_terminal() {
                     self.desk.worker.stage().unframed();
                 }
+                let asked = req.frame.clone();
                 let pending = self.desk.worker.hand_over(req, self.desk.origin(false));
                 // No ACK to give: its answer is the register's only word,
                 // however long the start takes.
@@ -728,10 +744,10 @@ impl<'a> Line<'a> {
                         let (reply, rung) = self.desk.forward(pending.reply);
                         self.desk
                             .waiting
-                            .push(Waiting::new(reply, Kind::Raw, rung, id));
+                            .push(Waiting::new(reply, Kind::Raw, asked, rung, id));
                         Ok(())
                     }
-                    Decision::Answered(r) => self.answer(&Kind::Raw, r),
+                    Decision::Answered(r) => self.answer(&Kind::Raw, r, Some(&asked)),
                     Decision::Gone | Decision::Withdrawn => Ok(()),
                 }
             }
@@ -741,7 +757,7 @@ impl<'a> Line<'a> {
                     .flood(floodgate::Kind::BadRequest, log::Level::Info, || {
                         format!("serial {path}: {why}")
                     });
-                self.answer(&Kind::Raw, reply)
+                self.answer(&Kind::Raw, reply, None)
             }
             // Read as V3, a request is never NAKed.
             Job::Nak(_) => Ok(()),

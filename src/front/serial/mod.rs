@@ -78,6 +78,8 @@ pub struct Conf {
     pub request_gap: Duration,
     /// How long a request may take from its first byte.
     pub request_timeout: Duration,
+    /// The shape of V3 answers (`terminal-profile`).
+    pub profile: crate::wire::profile::Profile,
 }
 
 /// What the serial thread needs.
