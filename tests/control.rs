@@ -841,7 +841,12 @@ fn an_unknown_outcome_says_whether_the_register_got_af07_or_nothing() {
     // The answer lost: the register gets nothing.
     assert!(ok(&d.ctl(&["next", "unknown"])).contains("unknown"));
     assert!(exchange(d.addr, debit("1200").as_bytes()).is_empty());
-    loop_until(|| d.journal().contains(" undelivered ").then_some(()));
+    // The journal is written first, then the log: wait for the log's line.
+    loop_until(|| {
+        d.log_text()
+            .contains(": the register got no answer: AF07 not delivered to ")
+            .then_some(())
+    });
 
     let j = d.journal();
     assert_eq!(j.matches(" ended unknown ").count(), 2, "{j}");
