@@ -24,3 +24,5 @@ mod retry;
 mod serial;
 mod service;
 mod tcp;
+mod watch;
+mod web;
