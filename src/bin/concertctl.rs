@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         }
     };
     if m.opt_present("h") {
-        print!("{}\ncommands: {COMMANDS}\n", o.usage(USAGE));
+        print!(
+            "{}\ncommands: {COMMANDS}, web [ADDRESS] (the terminal's page)\n",
+            o.usage(USAGE)
+        );
         return ExitCode::SUCCESS;
     }
     if m.opt_present("V") {

@@ -53,6 +53,9 @@ pub enum Event {
 impl Event {
     /// Its line, without the newline; the first word says what it is.
     pub fn line(&self) -> String {
+        // What came from outside is masked; ids, amounts and registers are
+        // ours, and a transaction id can look like a card number.
+        let shown = crate::wire::pan::masked_text;
         let text = match self {
             Event::Begun {
                 id,
@@ -63,6 +66,7 @@ impl Event {
                 peer,
             } => {
                 let amount = amount.as_ref().map(|a| format!(" {a}")).unwrap_or_default();
+                let peer = shown(peer);
                 format!("begun tx {id} {operation}{amount} register {register:02} {channel} {peer}")
             }
             Event::Waiting { id } => format!("waiting tx {id}"),
@@ -71,15 +75,14 @@ impl Event {
             Event::Delivered {
                 id,
                 result: Err(why),
-            } => format!("undelivered tx {id} {why}"),
-            Event::Finding(text) => format!("finding {text}"),
-            Event::Reload(Ok(said)) => format!("reload done {said}"),
-            Event::Reload(Err(why)) => format!("reload refused {why}"),
+            } => format!("undelivered tx {id} {}", shown(why)),
+            Event::Finding(text) => format!("finding {}", shown(text)),
+            Event::Reload(Ok(said)) => format!("reload done {}", shown(said)),
+            Event::Reload(Err(why)) => format!("reload refused {}", shown(why)),
         };
         // One line: a reload's text has several, a reason may have any.
         let one = text.replace(['\r', '\n'], "; ");
-        let masked = crate::wire::pan::masked_text(&one);
-        crate::wire::pan::escape_line(&masked).into_owned()
+        crate::wire::pan::escape_line(&one).into_owned()
     }
 }
 
@@ -285,9 +288,20 @@ mod tests {
     }
 
     #[test]
-    fn a_card_number_is_masked() {
+    fn a_card_number_is_masked_a_transaction_id_is_not() {
         let l = Event::Finding("example CA00201CF0164970100000000000".into()).line();
         assert!(!l.contains("4970100000000000"), "{l}");
+        let u = Event::Delivered {
+            id: 1,
+            result: Err("card 4111111111111111 read".into()),
+        };
+        assert!(!u.line().contains("4111111111111111"), "{}", u.line());
+        // 13 digits that pass Luhn's check, as an id can.
+        let id = 1796551607001;
+        assert_eq!(Event::Waiting { id }.line(), format!("waiting tx {id}"));
+        assert!(begun(id)
+            .line()
+            .starts_with(&format!("begun tx {id} debit")));
     }
 
     #[test]

@@ -94,6 +94,7 @@ function event(line) {
       m[5] + ' ' + m[6] + ')';
     screen(m[2].toUpperCase(), m[3] ? 'MONTANT ' + frenchAmount(m[3]) : m[2].toUpperCase(),
       'PRESENTEZ CARTE', '', '');
+    read('/text/show', 'show');
   } else if ((m = /^waiting tx (\d+)/.exec(line))) {
     if (running && running.id === m[1]) {
       running.waiting = true;

@@ -3,6 +3,9 @@
 //! daemon stays as it is). HTTP is tiny_http's; the page is three files
 //! built in (page.html, page.js, page.css), no build step.
 //!
+//! tiny_http reads the requests; the answers are written here (see
+//! [`head`]).
+//!
 //! Safe by default (concertctl.8, WEB PAGE): loopback unless an address is
 //! given; the Host header must name the address served (DNS rebinding);
 //! every request that changes something is a POST carrying the process's
@@ -18,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Method, Request, Server};
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8889";
 
@@ -163,7 +166,7 @@ fn start(socket: &Path, address: &str) -> Result<(), NoServer> {
     for req in server.incoming_requests() {
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
             busy.fetch_sub(1, Ordering::SeqCst);
-            let _ = req.respond(text(503, "too many requests at once"));
+            send(req, text(503, "too many requests at once"));
             continue;
         }
         let (site, done) = (Arc::clone(&site), Arc::clone(&busy));
@@ -188,34 +191,72 @@ fn token() -> std::io::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// The headers every answer carries.
-fn guarded<R: Read>(mut r: Response<R>, kind: &str) -> Response<R> {
-    for (n, v) in [
-        ("Content-Type", kind),
-        ("Content-Security-Policy", CSP),
-        ("X-Frame-Options", "DENY"),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
-        ("Cache-Control", "no-store"),
-    ] {
-        // Our own constants, all ASCII: never refused.
-        if let Ok(h) = Header::from_bytes(n.as_bytes(), v.as_bytes()) {
-            r.add_header(h);
-        }
-    }
-    r
+/// An answer: its status, type and body.
+struct Reply {
+    status: u16,
+    kind: &'static str,
+    body: Vec<u8>,
 }
 
-fn text(status: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    let body = if body.ends_with('\n') {
-        body.to_string()
-    } else {
-        format!("{body}\n")
-    };
-    guarded(
-        Response::from_string(body).with_status_code(status),
-        "text/plain; charset=utf-8",
+fn text(status: u16, body: &str) -> Reply {
+    let mut body = body.to_string();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    Reply {
+        status,
+        kind: "text/plain; charset=utf-8",
+        body: body.into_bytes(),
+    }
+}
+
+fn file(kind: &'static str, body: &str) -> Reply {
+    Reply {
+        status: 200,
+        kind,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// The head of every answer: its status, what guards the page, and
+/// `Connection: close`. tiny_http parses the requests; the answers are
+/// written here because tiny_http never closes a kept-alive connection,
+/// and each holds one of its threads: a browser's burst of new
+/// connections can then wait in its queue for one to close (minutes),
+/// which the page saw as a load that never ends.
+fn head(status: u16, kind: &str, length: Option<usize>) -> String {
+    let length = length
+        .map(|n| format!("Content-Length: {n}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {kind}\r\n{length}Connection: close\r\n\
+         Cache-Control: no-store\r\nContent-Security-Policy: {CSP}\r\n\
+         X-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n\
+         Referrer-Policy: no-referrer\r\n\r\n",
+        reason(status)
     )
+}
+
+/// Writes the answer; a client gone meanwhile loses only it.
+fn send(req: Request, r: Reply) {
+    let mut out = req.into_writer();
+    let _ = out
+        .write_all(head(r.status, r.kind, Some(r.body.len())).as_bytes())
+        .and_then(|()| out.write_all(&r.body))
+        .and_then(|()| out.flush());
 }
 
 fn get<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -235,40 +276,31 @@ fn handle(mut req: Request, site: &Site) {
     // address by a hostile page is not the address served.
     let host = get(&req, "Host").unwrap_or_default().to_string();
     if !site.hosts.allows(&host) {
-        let _ = req.respond(text(
-            403,
-            "forbidden: the Host header does not name this server",
-        ));
+        send(
+            req,
+            text(403, "forbidden: the Host header does not name this server"),
+        );
         return;
     }
     let path = req.url().split('?').next().unwrap_or_default().to_string();
     match (req.method(), path.as_str()) {
         (Method::Get, "/") => {
             let page = PAGE.replace("{{TOKEN}}", &site.token);
-            let _ = req.respond(guarded(
-                Response::from_string(page),
-                "text/html; charset=utf-8",
-            ));
+            send(req, file("text/html; charset=utf-8", &page));
         }
         (Method::Get, "/page.js") => {
-            let _ = req.respond(guarded(
-                Response::from_string(SCRIPT),
-                "text/javascript; charset=utf-8",
-            ));
+            send(req, file("text/javascript; charset=utf-8", SCRIPT));
         }
         (Method::Get, "/page.css") => {
-            let _ = req.respond(guarded(
-                Response::from_string(STYLE),
-                "text/css; charset=utf-8",
-            ));
+            send(req, file("text/css; charset=utf-8", STYLE));
         }
         (Method::Get, "/events") => events(req, site),
         (Method::Get, p) => match READS.iter().find(|(at, _)| *at == p) {
             Some((_, command)) => {
-                let _ = req.respond(asked(site, command));
+                send(req, asked(site, command));
             }
             None => {
-                let _ = req.respond(text(404, "no such page"));
+                send(req, text(404, "no such page"));
             }
         },
         (Method::Post, "/command") => {
@@ -276,10 +308,10 @@ fn handle(mut req: Request, site: &Site) {
                 Ok(command) => asked(site, &command),
                 Err(why) => text(403, &format!("forbidden: {why}")),
             };
-            let _ = req.respond(answer);
+            send(req, answer);
         }
         _ => {
-            let _ = req.respond(text(405, "not here"));
+            send(req, text(405, "not here"));
         }
     }
 }
@@ -314,7 +346,7 @@ fn allowed(req: &mut Request, site: &Site, host: &str) -> Result<String, String>
 
 /// Asks concertd: 200 with its answer, 409 with its refusal, 502 when it
 /// cannot be reached.
-fn asked(site: &Site, command: &str) -> Response<std::io::Cursor<Vec<u8>>> {
+fn asked(site: &Site, command: &str) -> Reply {
     match super::ask(&site.socket, command) {
         Ok(Ok(t)) => text(200, &t),
         Ok(Err(why)) => text(409, &why),
@@ -332,7 +364,7 @@ fn events(req: Request, site: &Site) {
     let mut lines = match watch {
         Ok(c) => BufReader::new(c),
         Err(e) => {
-            let _ = req.respond(text(502, &format!("cannot reach concertd: {e}")));
+            send(req, text(502, &format!("cannot reach concertd: {e}")));
             return;
         }
     };
@@ -343,20 +375,16 @@ fn events(req: Request, site: &Site) {
     if lines.read_until(b'\n', &mut first).is_err() || first != b"ok\n" {
         let mut why = String::new();
         let _ = lines.read_to_string(&mut why);
-        let _ = req.respond(text(503, &format!("concertd refused to watch: {why}")));
+        send(req, text(503, &format!("concertd refused to watch: {why}")));
         return;
     }
     let _ = lines.get_ref().set_read_timeout(Some(KEEPALIVE));
     let mut out = req.into_writer();
-    // Written by hand: a chunked body would hold events back until a
-    // chunk fills. The body ends when the connection does.
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n\
-         Content-Security-Policy: {CSP}\r\n\r\nretry: 2000\n\n"
-    );
+    // No length: the body ends when the connection does, each event
+    // flushed as it comes.
+    let head = head(200, "text/event-stream; charset=utf-8", None);
     if out
-        .write_all(head.as_bytes())
+        .write_all(format!("{head}retry: 2000\n\n").as_bytes())
         .and_then(|()| out.flush())
         .is_err()
     {
