@@ -1,6 +1,7 @@
 //! The terminal's page in a real browser: concertd, `concertctl web` and
 //! the distribution's headless Chromium, driven over the DevTools
-//! protocol. A payment from `concert` shows on the page, the page's red
+//! protocol. A payment from `concert` shows on the page (and on a page
+//! opened while it waits), the page's red
 //! key cancels it (AF06 at the register), and the page's choice for the
 //! next transaction (refuse) is what the register gets next. A screenshot
 //! of the page goes to the build directory (its path is printed).
@@ -124,6 +125,21 @@ fn the_page_shows_a_payment_cancels_it_and_refuses_the_next() {
         |t| t == "true",
         "the green key, for the waiting transaction",
     );
+    // A page opened now shows the waiting transaction at once.
+    let other = browser.new_tab().expect("a second tab");
+    other.set_default_timeout(Duration::from_secs(60));
+    other
+        .navigate_to(&format!("http://{}/", web.addr))
+        .expect("navigate")
+        .wait_until_navigated()
+        .expect("the page again");
+    wait_for(
+        &other,
+        &text_of("screen-amount"),
+        |t| t == "MONTANT 12,34 EUR",
+        "the waiting transaction on a page opened late",
+    );
+    other.close(false).expect("close the second tab");
     let shot = tab
         .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
         .expect("screenshot");

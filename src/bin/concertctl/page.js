@@ -139,7 +139,14 @@ function watch() {
     status();
   };
   es.onmessage = (e) => event(e.data);
-  es.onerror = () => said('the event stream from concertd is interrupted; retrying', true);
+  es.onerror = () => {
+    said('the event stream from concertd is interrupted; retrying', true);
+    // Refused (every watcher taken, concertd stopped): the browser gives
+    // up on it; try again a little later.
+    if (es.readyState === EventSource.CLOSED) {
+      setTimeout(watch, 3000);
+    }
+  };
 }
 
 function fill(select, names) {

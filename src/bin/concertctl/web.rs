@@ -39,8 +39,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 const MAX_REQUESTS: usize = 32;
 /// The longest command a page may send.
 const MAX_BODY: usize = 256;
-/// A quiet event stream sends a comment this often, to notice a page gone.
-const KEEPALIVE: Duration = Duration::from_secs(10);
+/// A quiet event stream sends a comment this often, to notice a page gone
+/// (the second write after it went fails) and give its watcher back.
+const KEEPALIVE: Duration = Duration::from_secs(3);
 /// The words a page may begin a command with: the simulator's keys.
 const KEYS: &[&str] = &["next", "hold", "decide", "press"];
 /// What the page may read, by path.
