@@ -60,8 +60,16 @@ run:
 
 test: check lint
 
+# The browser test (tests/browser.rs) needs Chromium; without it, it is
+# skipped, and said so here, before and after the suite.
+CHROMIUM_NOTE = command -v chromium >/dev/null 2>&1 || command -v chromium-browser \
+	>/dev/null 2>&1 || [ -n "$$CHROMIUM" ] || echo "chromium not installed: the browser test \
+	(tests/browser.rs) is SKIPPED; install it with apt-get install -y chromium"
+
 check:
+	@$(CHROMIUM_NOTE)
 	$(CARGO) test --locked
+	@$(CHROMIUM_NOTE)
 
 lint:
 	@if $(CARGO) fmt --version >/dev/null 2>&1; then \

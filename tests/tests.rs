@@ -29,3 +29,5 @@ mod serial;
 mod service;
 mod tcp;
 mod tools;
+mod watch;
+mod web;

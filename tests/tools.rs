@@ -352,7 +352,11 @@ fn concert_says_unknown_when_the_terminal_answers_af07() {
         "{}",
         stdout(&o)
     );
-    assert!(stderr(&o).contains("run `concert status`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run `concert status`"),
+        "{}",
+        stderr(&o)
+    );
     // The status request that follows says the same word.
     let o = d.concert(&["status"]);
     assert!(stdout(&o).starts_with("unknown: "), "{}", stdout(&o));

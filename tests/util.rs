@@ -944,3 +944,69 @@ impl Drop for SlowDisk {
         let _ = self.strace.wait();
     }
 }
+
+/// `concertctl web` on a daemon's control socket, at 127.0.0.1 on a port
+/// of its choosing (read from its first line); killed when dropped.
+#[allow(dead_code)]
+pub struct Web {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+#[allow(dead_code)]
+impl Web {
+    pub fn start(d: &Daemon) -> Web {
+        let sock = d.control_socket();
+        let mut child = Command::new(CONCERTCTL)
+            .args(["-s", sock.to_str().unwrap(), "web", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn concertctl web");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .split("http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let addr = url.split('/').next().unwrap().parse().expect("address");
+        Web { child, addr }
+    }
+
+    /// The status and the whole answer of a raw HTTP/1.1 request (its
+    /// headers given whole, `Connection: close` added).
+    pub fn request(&self, head: &str, body: &str) -> (u16, String) {
+        let mut s = connect(self.addr);
+        let req = format!(
+            "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let answer = text(&read_all(&mut s));
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        (status, answer)
+    }
+
+    /// The page's token, read from the page as a browser gets it.
+    pub fn token(&self) -> String {
+        let (status, page) = self.request(&format!("GET / HTTP/1.1\r\nHost: {}", self.addr), "");
+        assert_eq!(status, 200, "{page}");
+        let at = page.find("concert-token\" content=\"").expect("token") + 24;
+        page[at..at + 32].to_string()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -783,6 +783,7 @@ pub fn control_command(data: &[u8]) {
     let text = match &c {
         Command::Status => "status".to_string(),
         Command::Reload => "reload".to_string(),
+        Command::Watch => "watch".to_string(),
         Command::Show(n) => {
             assert!((1..=MAX_SHOW).contains(n), "show {n} from {}", show(data));
             format!("show {n}")

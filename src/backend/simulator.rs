@@ -364,6 +364,9 @@ impl Backend for Simulator {
                 Some(conclude(&mut rng, &self.ledger, tx, Some(fate)))
             }
             Begin::Hold => {
+                crate::logging::events::publish(crate::logging::events::Event::Waiting {
+                    id: tx.id,
+                });
                 log::info!(
                     "tx {}: simulator: waiting for a decision (hold on), at most until \
                      transaction-timeout",

@@ -8,6 +8,8 @@
 //! JOURNAL_STREAM) each line starts with its sd-daemon(3) priority;
 //! otherwise with a local timestamp and the level.
 
+// What `concertctl watch` streams.
+pub mod events;
 // Log lines a peer can cause, summarised.
 pub mod floodgate;
 

@@ -303,6 +303,12 @@ impl Service {
     /// Says what changed, or why nothing did (`concertctl reload`); the log
     /// has it too.
     pub fn reload(&mut self) -> Result<String, String> {
+        let r = self.reload_file();
+        crate::logging::events::publish(crate::logging::events::Event::Reload(r.clone()));
+        r
+    }
+
+    fn reload_file(&mut self) -> Result<String, String> {
         let Some(file) = self.file.clone() else {
             let why = "concertd runs on its defaults, there is no file to read again";
             log::warn!("reload: {why}");

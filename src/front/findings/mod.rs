@@ -270,6 +270,9 @@ impl Findings {
             Severity::Note => log::info!("finding: {line}"),
             _ => log::warn!("finding: {line}"),
         }
+        // Watchers (`concertctl watch`, the web page) hear of it when the
+        // log does: once per register and kind.
+        crate::logging::events::publish(crate::logging::events::Event::Finding(line));
     }
 
     /// A request read: framing, tags, and what it means after the

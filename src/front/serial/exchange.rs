@@ -188,7 +188,8 @@ impl Desk<'_> {
                 // (device gone), the answer still goes out once the line
                 // is back.
                 let (reply, rung) = self.forward(pending.reply);
-                self.waiting.push(Waiting::new(reply, kind, req.frame.clone(), rung, id));
+                self.waiting
+                    .push(Waiting::new(reply, kind, req.frame.clone(), rung, id));
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {

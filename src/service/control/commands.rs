@@ -78,6 +78,9 @@ pub enum Command {
     /// `None`: today.
     Totals(Option<Day>),
     Reload,
+    /// `watch`: the connection streams events until the client closes
+    /// (served by [`super::watch`], not [`run`]).
+    Watch,
     /// A command for the simulator on demand (`next`, `hold`, `decide`,
     /// `press`), read by the stage itself.
     Simulator(String),
@@ -90,7 +93,7 @@ pub enum Command {
 }
 
 /// The commands, for messages and `concertctl -h`.
-pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, \
+pub const COMMANDS: &str = "status, show [N], totals [YYYY-MM-DD], reload, watch, \
                             next [OUTCOME [QUIRK...] | clear | rewind], hold on|off, \
                             decide OUTCOME [QUIRK...], press red, registers [clear], exam";
 
@@ -102,6 +105,7 @@ impl Command {
             ["next" | "hold" | "decide" | "press", ..] => Ok(Command::Simulator(words.join(" "))),
             ["status"] => Ok(Command::Status),
             ["reload"] => Ok(Command::Reload),
+            ["watch"] => Ok(Command::Watch),
             ["show"] => Ok(Command::Show(DEFAULT_SHOW)),
             ["show", n] => match n.parse::<usize>() {
                 Ok(n) if (1..=MAX_SHOW).contains(&n) => Ok(Command::Show(n)),
@@ -121,7 +125,7 @@ impl Command {
                 .map(|d| Command::Totals(Some(d)))
                 .ok_or_else(|| format!("totals {d:?}: not a day written YYYY-MM-DD")),
             [] => Err(format!("no command; the commands are {COMMANDS}")),
-            [c @ ("status" | "reload"), ..] => Err(format!("{c} takes no argument")),
+            [c @ ("status" | "reload" | "watch"), ..] => Err(format!("{c} takes no argument")),
             [c @ ("show" | "totals"), ..] => Err(format!("{c} takes at most one argument")),
             [c, ..] => Err(format!(
                 "unknown command {c:?}; the commands are {COMMANDS}"
@@ -167,6 +171,7 @@ pub(super) fn run(
             }
             r
         }
+        Command::Watch => Err("watch is served by the connection itself".into()),
         Command::Status => {
             let (tx, rx) = bounded(1);
             ask.send(Ask::Status(tx))
@@ -588,6 +593,8 @@ mod tests {
     fn commands_parse_and_bad_ones_say_why() {
         assert_eq!(Command::parse("status\n"), Ok(Command::Status));
         assert_eq!(Command::parse("  reload "), Ok(Command::Reload));
+        assert_eq!(Command::parse("watch"), Ok(Command::Watch));
+        assert!(Command::parse("watch all").is_err());
         assert_eq!(Command::parse("show"), Ok(Command::Show(DEFAULT_SHOW)));
         assert_eq!(Command::parse("show 5"), Ok(Command::Show(5)));
         assert_eq!(Command::parse("show 1000"), Ok(Command::Show(MAX_SHOW)));

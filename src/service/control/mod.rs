@@ -10,11 +10,18 @@
 //! [`COMMAND_DEADLINE`] of the accept, however it is trickled: else a few
 //! slow clients would hold every place for minutes.
 //!
+//! `watch` is the exception: its connection streams events until the
+//! client closes (see [`watch`]), in one of the watchers' own places
+//! ([`crate::logging::events::MAX_WATCHERS`]): it gives its ordinary
+//! place back as soon as the command is read, so that watchers never keep
+//! `status` out.
+//!
 //! `show` and `totals` read the journal files on the connection's own
 //! thread, never on the worker: a register asking while someone reads a
 //! month of journal still gets its busy answer at once.
 
 mod commands;
+mod watch;
 
 // Why concertctl may not open the socket: read from its files.
 pub mod access;
@@ -182,13 +189,15 @@ pub fn serve(
                     .name("control-conn".into())
                     .spawn(move || {
                         let mut conn = conn;
-                        let late =
-                            connection(&mut conn, accepted, &journal, &ask, &stage, &findings);
                         // The place is free before the client sees its
-                        // connection end, and before the log says so: a
-                        // script that asks again at once, or whoever reads
-                        // that line, finds it free.
-                        done.fetch_sub(1, Ordering::SeqCst);
+                        // connection end (`connection` gives it back
+                        // before it returns), and before the log says so:
+                        // a script that asks again at once, or whoever
+                        // reads that line, finds it free.
+                        let place = Place(done);
+                        let late = connection(
+                            &mut conn, accepted, &journal, &ask, &stage, &findings, place,
+                        );
                         drop(conn);
                         if late {
                             away.note(Away::Late);
@@ -202,6 +211,15 @@ pub fn serve(
             }
         })
         .map(|_| counted)
+}
+
+/// An ordinary connection's place, given back when dropped.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Why a connection was turned away, for the log and `status`.
@@ -354,6 +372,7 @@ fn connection(
     ask: &Sender<Ask>,
     stage: &Stage,
     findings: &Findings,
+    place: Place,
 ) -> bool {
     let answer = match read_command(conn, accepted + COMMAND_DEADLINE) {
         Err(Unread::Late) => {
@@ -369,9 +388,14 @@ fn connection(
             return true;
         }
         Err(Unread::Bad(why)) => Err(why),
-        Ok(line) => unmasked(&line)
-            .and_then(|()| Command::parse(&line))
-            .and_then(|c| run(c, journal, ask, stage, findings)),
+        Ok(line) => match unmasked(&line).and_then(|()| Command::parse(&line)) {
+            Ok(Command::Watch) => {
+                drop(place);
+                watch::watch(conn);
+                return false;
+            }
+            parsed => parsed.and_then(|c| run(c, journal, ask, stage, findings)),
+        },
     };
     let text = match answer {
         Ok(t) => format!("ok\n{t}"),

@@ -271,6 +271,16 @@ impl Worker {
                 ""
             }
         );
+        // Before the backend starts: a simulator waiting for a decision
+        // says so after it.
+        crate::logging::events::publish(crate::logging::events::Event::Begun {
+            id,
+            operation: req.op.name().to_string(),
+            amount: Some(amount_label(&req).trim_start().to_string()).filter(|a| !a.is_empty()),
+            register: req.register,
+            channel: job.origin.channel.to_string(),
+            peer: job.origin.peer.clone(),
+        });
         let tx = Transaction {
             channel: job.origin.channel,
             id,
@@ -532,6 +542,10 @@ impl Worker {
                 .map(|a| format!(", authorisation {a}"))
                 .unwrap_or_default()
         );
+        crate::logging::events::publish(crate::logging::events::Event::Ended {
+            id,
+            outcome: outcome_line(verdict, &detail, &req, &outcome),
+        });
         *match verdict {
             Verdict::Approved => &mut self.counters.approved,
             Verdict::Declined => &mut self.counters.declined,
@@ -625,6 +639,10 @@ impl Worker {
         if let Err(e) = self.journal.note(d.id, &ev) {
             log::error!("{}: {e}", self.journal.path().display());
         }
+        crate::logging::events::publish(crate::logging::events::Event::Delivered {
+            id: d.id,
+            result: d.result.clone(),
+        });
         let unknown = done.record.verdict == Some(Verdict::Unknown);
         self.note_delivery(d.id, d.result.is_ok());
         match d.result {
@@ -712,6 +730,30 @@ impl Worker {
         }
         self.memory
             .remember(c, self.settings.retry_window, Instant::now());
+    }
+}
+
+/// An ended transaction's outcome for the watch stream: its verdict's
+/// word first (approved, declined, unknown), then what the log says of
+/// it; a partial approval with what was charged.
+fn outcome_line(verdict: Verdict, detail: &str, req: &Request, outcome: &Outcome) -> String {
+    match verdict {
+        Verdict::Approved => {
+            let charged = outcome.charged(req.amount);
+            match (req.amount, req.currency) {
+                (Some(asked), Some(c)) if asked != charged => format!(
+                    "approved for {} {} (partial)",
+                    crate::wire::currency::format_amount(charged, c, false),
+                    crate::wire::currency::label(c)
+                ),
+                _ => "approved".to_string(),
+            }
+        }
+        Verdict::Declined => detail.to_string(),
+        Verdict::Unknown | Verdict::NotDone => format!(
+            "unknown {}",
+            detail.strip_prefix("declined ").unwrap_or(detail)
+        ),
     }
 }
 
