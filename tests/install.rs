@@ -322,3 +322,113 @@ fn unit_has_group(dest: &Path) -> bool {
             .is_ok_and(|t| t.contains("\nGroup=concertd\n"))
     })
 }
+
+/// A host of the test's making for `make install`: first in PATH, a
+/// `groupadd` that records its arguments instead of making a group, a
+/// `getent` that knows no group and an `id -u` that says `uid`.
+struct FakeHost {
+    bin: std::path::PathBuf,
+    calls: std::path::PathBuf,
+}
+
+impl FakeHost {
+    fn new(uid: u32) -> FakeHost {
+        let bin = temp_dir();
+        let calls = bin.join("groupadd.calls");
+        let script = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script("groupadd", &format!("echo \"$*\" >> '{}'", calls.display()));
+        script("getent", "exit 2");
+        script(
+            "id",
+            &format!("[ \"$1\" = -u ] && {{ echo {uid}; exit 0; }}; exec /usr/bin/id \"$@\""),
+        );
+        FakeHost { bin, calls }
+    }
+
+    /// `make -s ARGS` with the fakes first in PATH.
+    fn make(&self, args: &[&str]) -> std::process::Output {
+        let target = Path::new(CONCERTD).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("make")
+            .arg("-s")
+            .args(args)
+            .arg(format!("TARGET={}", target.display()))
+            .env("PATH", path)
+            .env_remove("MAKEFLAGS")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("make")
+    }
+
+    /// What groupadd was asked, a line per call.
+    fn groupadd_calls(&self) -> String {
+        std::fs::read_to_string(&self.calls).unwrap_or_default()
+    }
+}
+
+/// Every directory of an install under `root`, without DESTDIR.
+fn under(root: &Path) -> Vec<String> {
+    let r = root.display();
+    vec![
+        format!("PREFIX={r}/usr"),
+        format!("SYSCONFDIR={r}/etc"),
+        format!("STATEDIR={r}/var/lib/concertd"),
+    ]
+}
+
+#[test]
+fn install_never_makes_a_group_when_staged_or_not_root_and_says_how() {
+    // Staged, even as root: the target's group is the target's business.
+    let host = FakeHost::new(0);
+    let dest = temp_dir();
+    let o = host.make(&[
+        "install",
+        &format!("DESTDIR={}", dest.display()),
+        "GROUP=lanes",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(host.groupadd_calls(), "", "groupadd run with DESTDIR");
+    assert!(
+        stdout(&o).contains(
+            "DESTDIR set: group lanes not created; on the target, as root: groupadd --system lanes"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    // A user installing under a PREFIX of theirs: everything installed,
+    // no group, and the command root runs.
+    let host = FakeHost::new(1000);
+    let root = temp_dir();
+    let mut args = vec!["install".to_string()];
+    args.extend(under(&root));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = host.make(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(root.join("usr/sbin/concertd").is_file());
+    assert!(root.join("etc/concertd.conf").is_file());
+    assert_eq!(host.groupadd_calls(), "", "groupadd run by a user");
+    assert!(
+        stdout(&o)
+            .contains("not root: group concertd not created; as root: groupadd --system concertd"),
+        "{}",
+        stdout(&o)
+    );
+    // Root on the machine itself makes the group the units name: the
+    // fake groupadd is the one make runs.
+    let host = FakeHost::new(0);
+    let root = temp_dir();
+    let mut args = vec!["install".to_string()];
+    args.extend(under(&root));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = host.make(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(host.groupadd_calls(), "--system concertd\n");
+}

@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod daemon;
 mod durability;
+mod examples;
 mod fuzz_regressions;
 #[cfg(feature = "hardware-tests")]
 mod hardware;
