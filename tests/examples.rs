@@ -687,3 +687,60 @@ fn a_changed_output_fails_with_its_block_and_line() {
     assert!(m.shown.is_none());
     assert_eq!(m.got.as_deref(), Some("extra"));
 }
+
+#[test]
+fn the_multi_lane_example_writes_files_concertd_accepts_with_an_allow_line() {
+    // README.md, "Several terminals on one machine": its loop, run in a
+    // directory of the test's (`sudo tee /etc/concertd/` becomes `tee `),
+    // writes files that `concertd -n` accepts, each listening on the
+    // network with an `allow` line the text tells the reader to edit.
+    let text = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    let sec = &text[text
+        .find("## Several terminals on one machine")
+        .expect("the multi-lane section")..];
+    let sec = &sec[..sec[3..].find("\n## ").map_or(sec.len(), |e| e + 3)];
+    let block = &sec[sec.find("```sh\n").expect("its sh block")..];
+    let from = block.find("for n in ").expect("its loop");
+    let to = block[from..].find("\ndone\n").expect("its loop's end") + from + 6;
+    let script = block[from..to].replace("sudo tee /etc/concertd/", "tee ");
+    println!("README.md's loop, run as:\n{script}");
+    let dir = temp_dir();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&dir)
+        .output()
+        .expect("sh");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let mut lanes = 0;
+    for n in 1.. {
+        let conf = dir.join(format!("lane{n}.conf"));
+        if !conf.exists() {
+            break;
+        }
+        lanes += 1;
+        let o = run(CONCERTD, &["-n", "-f", conf.to_str().unwrap()]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "lane{n}.conf: {out}{}", stderr(&o));
+        assert!(
+            out.contains(&format!("listen 0.0.0.0:{}\n", 8887 + n)),
+            "{out}"
+        );
+        let allow = out
+            .lines()
+            .find(|l| l.starts_with("allow "))
+            .unwrap_or_else(|| panic!("lane{n}.conf lets in loopback only:\n{out}"));
+        assert!(
+            allow
+                .split_whitespace()
+                .skip(1)
+                .any(|a| !a.starts_with("127.") && a != "::1/128"),
+            "lane{n}.conf lets in loopback only: {allow}"
+        );
+    }
+    assert_eq!(lanes, 2, "the loop writes lane1.conf and lane2.conf");
+    assert!(
+        sec.contains("**Edit the `allow` line**"),
+        "the section tells the reader to edit the allow line"
+    );
+}

@@ -179,6 +179,10 @@ fn install_finds_the_build_directory_as_cargo_does() {
 /// of the system's choosing; nothing is built (cargo holds the build
 /// directory while tests run).
 fn make_run(run_dir: &Path) -> std::process::Child {
+    make_run_with(run_dir, &[])
+}
+
+fn make_run_with(run_dir: &Path, args: &[&str]) -> std::process::Child {
     use std::process::Stdio;
     let bin = Path::new(CONCERTD).parent().unwrap();
     let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
@@ -186,6 +190,7 @@ fn make_run(run_dir: &Path) -> std::process::Child {
         .args(["-s", "run", "RUN_BUILD=true", "RUN_LISTEN=127.0.0.1:0"])
         .arg(format!("RUN_BIN={}", bin.display()))
         .arg(format!("RUN_DIR={}", run_dir.display()))
+        .args(args)
         .env_remove("MAKEFLAGS")
         .env_remove("RUST_LOG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -431,4 +436,44 @@ fn install_never_makes_a_group_when_staged_or_not_root_and_says_how() {
     let o = host.make(&args);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(host.groupadd_calls(), "--system concertd\n");
+}
+
+#[test]
+fn make_run_v_2_logs_the_wire_trace() {
+    use std::io::BufRead;
+    let run_dir = temp_dir();
+    let mut child = make_run_with(&run_dir, &["V=2"]);
+    let _stop = StopRun(run_dir.clone());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut next = |log: &mut String| match lines.next() {
+        Some(Ok(l)) => {
+            log.push_str(&l);
+            log.push('\n');
+            l
+        }
+        _ => panic!("make run V=2 ended:\n{log}"),
+    };
+    let addr: std::net::SocketAddr = loop {
+        if let Some(a) = next(&mut log).split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    // -v's debug messages, from the start.
+    assert!(log.contains(" DEBUG "), "{log}");
+    assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
+    // -vv's: the frame as it came.
+    while !next(&mut log).contains(": < CZ0040320CA00201CD001I") {}
+    drop(_stop);
+    let _ = child.wait();
+    // Any other level is refused before anything runs.
+    let o = make_run_with(&temp_dir(), &["V=3"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("V=3: make run takes V=1 (concertd -v) or V=2 (concertd -vv)"),
+        "{}",
+        stderr(&o)
+    );
 }
