@@ -14,6 +14,9 @@
 //!   loopback, the installed binaries are the build's. README.md's own
 //!   `export PATH="$PWD/target/debug:$PATH"` finds them: the shell runs in
 //!   a directory whose `target` is the build directory.
+//! - A block that assumes a configuration (CONFIGS) or what came before it
+//!   (SETUPS: a day's trade, a transaction running) gets it from the
+//!   test, which prints what it did.
 //! - A line `...` shown in an example stands for any number of lines.
 //! - A block the test cannot run has a marker on the line before it, with
 //!   the reason, which the test prints: `<!-- not run: REASON -->` in
@@ -73,23 +76,50 @@ const CONFIGS: &[(&str, &str, &str)] = &[(
     "answer-extensions payxpert\nserial-number TERM-0042\n",
 )];
 
-/// The trade some blocks show the totals of, made before them: the file,
-/// a command of the block, the commands run first (their output not
-/// compared, their status 0).
-const SETUPS: &[(&str, &str, &[&str])] = &[(
-    "man/concertctl.8",
-    "concertctl totals",
-    &[
-        "concert pay 20.00",
-        "concert pay 13.60",
-        "concert pay 12.00",
-        "concert cancel 12.00",
-        "concert -r 2 pay 30.00",
-        "concert -r 2 pay 10.10",
-        "concert -r 2 refund 10.00",
-        "concert -r 2 refund 20.00",
-    ],
-)];
+/// What some blocks assume, made before them and undone after: the
+/// commands run there (printed, their output not compared, their status
+/// 0), in the block's shell with its substitutions.
+struct Setup {
+    file: &'static str,
+    /// A command of the block.
+    block_has: &'static str,
+    before: &'static [&'static str],
+    after: &'static [&'static str],
+}
+
+const SETUPS: &[Setup] = &[
+    // The day's trade whose totals the block shows.
+    Setup {
+        file: "man/concertctl.8",
+        block_has: "concertctl totals",
+        before: &[
+            "concert pay 20.00",
+            "concert pay 13.60",
+            "concert pay 12.00",
+            "concert cancel 12.00",
+            "concert -r 2 pay 30.00",
+            "concert -r 2 pay 10.10",
+            "concert -r 2 refund 10.00",
+            "concert -r 2 refund 20.00",
+        ],
+        after: &[],
+    },
+    // A transaction running on TCP, held at the keypad, while the block's
+    // serial request comes.
+    Setup {
+        file: "man/concert.1",
+        block_has: "the terminal is busy",
+        before: &[
+            "concertctl hold on",
+            "concert pay 1.00 >/dev/null &",
+            // Polled, for at most 30 s: the shell cannot read the log.
+            "i=0; until concertctl status | grep -q '^running: tx'; do \
+             i=$((i + 1)); [ $i -le 600 ] || break; sleep 0.05; done; \
+             concertctl status | grep -q '^running: tx'",
+        ],
+        after: &["concertctl decide approve", "wait", "concertctl hold off"],
+    },
+];
 
 /// One command of an example, and the lines shown under it with their
 /// line numbers in the file.
@@ -412,33 +442,73 @@ impl Terminal {
     }
 
     /// The command as it runs here, and what was substituted.
-    fn substitute(&self, cmd: &str) -> (String, Vec<String>) {
+    /// The command as it runs here, what was substituted, and what to
+    /// put back in its output (the pty's name, the device's).
+    fn substitute(&self, cmd: &str) -> (String, Vec<String>, Vec<(String, String)>) {
         let mut c = cmd.to_string();
         let mut said = Vec::new();
+        let mut back = Vec::new();
         let tty = Regex::new(r"/dev/ttyUSB\d+").unwrap();
-        if tty.is_match(&c) {
-            c = tty
-                .replace_all(&c, self.tty.display().to_string())
-                .into_owned();
+        if let Some(dev) = tty.find(&c).map(|m| m.as_str().to_string()) {
+            let pty = self.tty.display().to_string();
+            c = tty.replace_all(&c, pty.as_str()).into_owned();
             said.push("/dev/ttyUSBn: a pty pair's end, the other served by the daemon".to_string());
+            back.push((pty, dev));
         }
         let host = Regex::new(r"-h \d+\.\d+\.\d+\.\d+").unwrap();
         if host.is_match(&c) {
             c = host.replace_all(&c, "-h 127.0.0.1").into_owned();
             said.push("-h HOST: 127.0.0.1, tests use loopback only".to_string());
         }
-        if let Some(rest) = c.strip_prefix("concert ") {
-            c = format!("concert -p {} {rest}", self.d.port());
+        // Where the shell takes a word as a command's name.
+        let tool = Regex::new(r"(^|[|;&]\s*|\b(?:until|while|do|then|if)\s+)(concertctl|concert) ")
+            .unwrap();
+        let port = self.d.port();
+        let sock = self.d.control_socket().display().to_string();
+        let mut said_port = false;
+        let mut said_sock = false;
+        c = tool
+            .replace_all(&c, |m: &regex::Captures| {
+                if &m[2] == "concert" {
+                    said_port = true;
+                    format!("{}concert -p {port} ", &m[1])
+                } else {
+                    said_sock = true;
+                    format!("{}concertctl -s {sock} ", &m[1])
+                }
+            })
+            .into_owned();
+        if said_port {
             said.push("port 8888: the test daemon's".to_string());
-        } else if let Some(rest) = c.strip_prefix("concertctl ") {
-            if !rest.starts_with("-s ") {
-                let sock = self.d.control_socket();
-                c = format!("concertctl -s {} {rest}", sock.display());
-                said.push("the control socket: the test daemon's".to_string());
-            }
         }
-        (c, said)
+        if said_sock {
+            said.push("the control socket: the test daemon's".to_string());
+        }
+        (c, said, back)
     }
+}
+
+/// Runs what a block assumes (`when` it runs: before, after); what failed.
+fn prepare(
+    sh: &mut Shell,
+    t: &Terminal,
+    at: &str,
+    cmds: &[&str],
+    when: &str,
+) -> Result<(), String> {
+    for cmd in cmds {
+        println!("{at}: {when} the block: {cmd}");
+        match sh.run(&t.substitute(cmd).0) {
+            Ok((_, 0)) => {}
+            Ok((out, s)) => {
+                return Err(format!(
+                    "{at}: {when} the block, `{cmd}` exited {s}: {out:?}"
+                ))
+            }
+            Err(e) => return Err(format!("{at}: {when} the block, `{cmd}`: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Runs the blocks of a file; the failures, each naming its block and
@@ -470,36 +540,43 @@ fn run_file(file: &str, blocks: &[Block], path: &str, cwd: &Path) -> Vec<String>
                 Terminal::start(extra)
             });
         let t = own.as_ref().unwrap_or(&main);
-        let setup = SETUPS
-            .iter()
-            .find(|(f, has, _)| *f == file && b.cmds.iter().any(|c| c.text.contains(has)))
-            .map_or(&[][..], |(_, _, cmds)| *cmds);
-        for cmd in setup {
-            println!("{file}:{}: before the block: {cmd}", b.line);
-            match sh.run(&t.substitute(cmd).0) {
-                Ok((_, 0)) => {}
-                Ok((out, s)) => failures.push(format!(
-                    "{file}:{}: before the block, `{cmd}` exited {s}: {out:?}",
-                    b.line
-                )),
-                Err(e) => failures.push(format!("{file}:{}: `{cmd}`: {e}", b.line)),
-            }
+        let setup = SETUPS.iter().find(|s| {
+            s.file == file
+                && b.cmds.iter().any(|c| {
+                    c.text.contains(s.block_has)
+                        || c.shown.iter().any(|l| l.1.contains(s.block_has))
+                })
+        });
+        let at = format!("{file}:{}", b.line);
+        let before = setup.map_or(&[][..], |s| s.before);
+        if let Err(e) = prepare(&mut sh, t, &at, before, "before") {
+            // The shell may be in the middle of it: nothing more runs.
+            failures.push(e);
+            return failures;
         }
         for c in &b.cmds {
             let mut text = c.text.clone();
             for (was, now) in &ids {
                 text = text.replace(was, now);
             }
-            let (text, said) = t.substitute(&text);
+            let (text, said, back) = t.substitute(&text);
             for s in said {
                 if !substituted.contains(&s) {
                     substituted.push(s);
                 }
             }
             let got = match sh.run(&text) {
-                Ok((g, _)) => g,
+                Ok((g, _)) => g
+                    .into_iter()
+                    .map(|l| back.iter().fold(l, |l, (pty, dev)| l.replace(pty, dev)))
+                    .collect::<Vec<_>>(),
                 Err(e) => {
-                    failures.push(format!("{file}:{}: `$ {}`: {e}", c.line, c.text));
+                    failures.push(format!(
+                        "{file}:{}: `$ {}`: {e}; the daemon's last log lines:\n{}",
+                        c.line,
+                        c.text,
+                        t.d.log_tail(20)
+                    ));
                     return failures;
                 }
             };
@@ -535,6 +612,11 @@ fn run_file(file: &str, blocks: &[Block], path: &str, cwd: &Path) -> Vec<String>
                     break;
                 }
             }
+        }
+        let after = setup.map_or(&[][..], |s| s.after);
+        if let Err(e) = prepare(&mut sh, t, &at, after, "after") {
+            failures.push(e);
+            return failures;
         }
     }
     println!("{file}: {run} blocks run, {not_run} not run");
