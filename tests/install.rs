@@ -477,3 +477,74 @@ fn make_run_v_2_logs_the_wire_trace() {
         stderr(&o)
     );
 }
+
+/// The rows of the README's table whose first cell starts with `first`:
+/// that cell, without its backquotes.
+fn readme_table_cells(first: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = &readme[readme.find("\n## Install\n").expect("README's Install")..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|c| c.starts_with(first))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_what_install_puts_in_place_and_its_variables() {
+    // Every file and directory `make install` makes is a row of the
+    // README's table (`concertd-*.7` standing for several), and every row
+    // is made.
+    let dest = temp_dir();
+    let o = make(&["install", &format!("DESTDIR={}", dest.display())]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let mut made = files(&dest);
+    made.push("var/lib/concertd".to_string());
+    let rows: Vec<String> = readme_table_cells("/")
+        .iter()
+        .map(|r| r.trim_start_matches('/').to_string())
+        .collect();
+    let matches = |row: &str, f: &str| match row.split_once('*') {
+        Some((a, b)) => f.starts_with(a) && f.ends_with(b) && f.len() >= a.len() + b.len(),
+        None => row == f,
+    };
+    for f in &made {
+        assert!(
+            rows.iter().any(|r| matches(r, f)),
+            "/{f} is installed but not in the README's table"
+        );
+    }
+    for r in &rows {
+        assert!(
+            made.iter().any(|f| matches(r, f)),
+            "/{r} is in the README's table but not installed"
+        );
+    }
+    // Every variable the install rule reads that a user may set (`?=`) is
+    // a row of the README's variables table.
+    let make_file =
+        std::fs::read_to_string(format!("{}/Makefile", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let rule = &make_file[make_file.find("\ninstall:\n").unwrap()..];
+    let rule = &rule[..rule[1..].find("\n\n").unwrap()];
+    let settable: Vec<&str> = make_file
+        .lines()
+        .filter_map(|l| l.split_once(" ?= ").map(|(v, _)| v))
+        .collect();
+    let documented = readme_table_cells("");
+    let mut used = vec!["DESTDIR", "PREFIX"];
+    used.extend(
+        settable
+            .iter()
+            .filter(|v| rule.contains(&format!("$({v})")) && **v != "CARGO"),
+    );
+    for v in used {
+        assert!(
+            documented.iter().any(|d| d == v),
+            "{v}, which make install reads, is not in the README's variables table"
+        );
+    }
+}
