@@ -27,6 +27,9 @@ RUN_BIN ?= $(BUILD_DIR)/debug
 RUN_DIR ?= run
 RUN_PORT ?= 8888
 RUN_LISTEN ?= 0.0.0.0:$(RUN_PORT)
+# `make run V=1` logs debug messages (-v), V=2 the wire trace too (-vv).
+RUN_VERBOSE = $(if $(V),$(if $(filter 1,$(V)),-v,$(if $(filter 2,$(V)),-vv,$(error \
+	V=$(V): make run takes V=1 (concertd -v) or V=2 (concertd -vv)))))
 
 # Every page `install` puts in place, each under man<its section>/.
 MANPAGES = man/concertd.8 man/concertd.conf.5 man/concert.1 man/concertctl.8 \
@@ -56,7 +59,7 @@ run:
 		echo 'journal "$(abspath $(RUN_DIR))/journal"'; } > $$new && \
 	if cmp -s $$new $(RUN_DIR)/concertd.conf; then rm -f $$new; else \
 		echo "writing $(RUN_DIR)/concertd.conf"; mv -f $$new $(RUN_DIR)/concertd.conf; fi
-	exec $(RUN_BIN)/concertd -d -f $(RUN_DIR)/concertd.conf
+	exec $(RUN_BIN)/concertd -d $(RUN_VERBOSE) -f $(RUN_DIR)/concertd.conf
 
 test: check lint
 
@@ -130,11 +133,16 @@ install:
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
 	done
 	@# The units run concertd in this group, which owns the control socket
-	@# (mode 0660): its members may use concertctl. Made on this machine
-	@# only: a staged install (DESTDIR) leaves it to the target's package.
+	@# (mode 0660): its members may use concertctl. Made by root on this
+	@# machine only: a staged install (DESTDIR) leaves it to the target, and
+	@# a user's install to root; both are told the command to run.
 	@if [ -n "$(DESTDIR)" ]; then \
-		echo "DESTDIR set: group $(GROUP) not created (concertctl's users; see concertctl(8))"; \
+		echo "DESTDIR set: group $(GROUP) not created; on the target, as root:" \
+			"groupadd --system $(GROUP) (concertctl's users; see concertctl(8))"; \
 	elif getent group $(GROUP) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "not root: group $(GROUP) not created; as root:" \
+			"groupadd --system $(GROUP) (concertctl's users; see concertctl(8))"; \
 	elif command -v groupadd >/dev/null 2>&1; then \
 		echo "groupadd --system $(GROUP)"; groupadd --system $(GROUP) || exit 1; \
 	else echo "no groupadd: create the system group $(GROUP) by hand (see concertctl(8))"; fi

@@ -180,6 +180,10 @@ fn install_finds_the_build_directory_as_cargo_does() {
 /// of the system's choosing; nothing is built (cargo holds the build
 /// directory while tests run).
 fn make_run(run_dir: &Path) -> std::process::Child {
+    make_run_with(run_dir, &[])
+}
+
+fn make_run_with(run_dir: &Path, args: &[&str]) -> std::process::Child {
     use std::process::Stdio;
     let bin = Path::new(CONCERTD).parent().unwrap();
     let _g = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,6 +191,7 @@ fn make_run(run_dir: &Path) -> std::process::Child {
         .args(["-s", "run", "RUN_BUILD=true", "RUN_LISTEN=127.0.0.1:0"])
         .arg(format!("RUN_BIN={}", bin.display()))
         .arg(format!("RUN_DIR={}", run_dir.display()))
+        .args(args)
         .env_remove("MAKEFLAGS")
         .env_remove("RUST_LOG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -322,4 +327,225 @@ fn unit_has_group(dest: &Path) -> bool {
         std::fs::read_to_string(dest.join("usr/local/lib/systemd/system").join(u))
             .is_ok_and(|t| t.contains("\nGroup=concertd\n"))
     })
+}
+
+/// A host of the test's making for `make install`: first in PATH, a
+/// `groupadd` that records its arguments instead of making a group, a
+/// `getent` that knows no group and an `id -u` that says `uid`.
+struct FakeHost {
+    bin: std::path::PathBuf,
+    calls: std::path::PathBuf,
+}
+
+impl FakeHost {
+    fn new(uid: u32) -> FakeHost {
+        let bin = temp_dir();
+        let calls = bin.join("groupadd.calls");
+        let script = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script("groupadd", &format!("echo \"$*\" >> '{}'", calls.display()));
+        script("getent", "exit 2");
+        script(
+            "id",
+            &format!("[ \"$1\" = -u ] && {{ echo {uid}; exit 0; }}; exec /usr/bin/id \"$@\""),
+        );
+        FakeHost { bin, calls }
+    }
+
+    /// `make -s ARGS` with the fakes first in PATH.
+    fn make(&self, args: &[&str]) -> std::process::Output {
+        let target = Path::new(CONCERTD).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("make")
+            .arg("-s")
+            .args(args)
+            .arg(format!("TARGET={}", target.display()))
+            .env("PATH", path)
+            .env_remove("MAKEFLAGS")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("make")
+    }
+
+    /// What groupadd was asked, a line per call.
+    fn groupadd_calls(&self) -> String {
+        std::fs::read_to_string(&self.calls).unwrap_or_default()
+    }
+}
+
+/// Every directory of an install under `root`, without DESTDIR.
+fn under(root: &Path) -> Vec<String> {
+    let r = root.display();
+    vec![
+        format!("PREFIX={r}/usr"),
+        format!("SYSCONFDIR={r}/etc"),
+        format!("STATEDIR={r}/var/lib/concertd"),
+    ]
+}
+
+#[test]
+fn install_never_makes_a_group_when_staged_or_not_root_and_says_how() {
+    // Staged, even as root: the target's group is the target's business.
+    let host = FakeHost::new(0);
+    let dest = temp_dir();
+    let o = host.make(&[
+        "install",
+        &format!("DESTDIR={}", dest.display()),
+        "GROUP=lanes",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(host.groupadd_calls(), "", "groupadd run with DESTDIR");
+    assert!(
+        stdout(&o).contains(
+            "DESTDIR set: group lanes not created; on the target, as root: groupadd --system lanes"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    // A user installing under a PREFIX of theirs: everything installed,
+    // no group, and the command root runs.
+    let host = FakeHost::new(1000);
+    let root = temp_dir();
+    let mut args = vec!["install".to_string()];
+    args.extend(under(&root));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = host.make(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(root.join("usr/sbin/concertd").is_file());
+    assert!(root.join("etc/concertd.conf").is_file());
+    assert_eq!(host.groupadd_calls(), "", "groupadd run by a user");
+    assert!(
+        stdout(&o)
+            .contains("not root: group concertd not created; as root: groupadd --system concertd"),
+        "{}",
+        stdout(&o)
+    );
+    // Root on the machine itself makes the group the units name: the
+    // fake groupadd is the one make runs.
+    let host = FakeHost::new(0);
+    let root = temp_dir();
+    let mut args = vec!["install".to_string()];
+    args.extend(under(&root));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = host.make(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(host.groupadd_calls(), "--system concertd\n");
+}
+
+#[test]
+fn make_run_v_2_logs_the_wire_trace() {
+    use std::io::BufRead;
+    let run_dir = temp_dir();
+    let mut child = make_run_with(&run_dir, &["V=2"]);
+    let _stop = StopRun(run_dir.clone());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut next = |log: &mut String| match lines.next() {
+        Some(Ok(l)) => {
+            log.push_str(&l);
+            log.push('\n');
+            l
+        }
+        _ => panic!("make run V=2 ended:\n{log}"),
+    };
+    let addr: std::net::SocketAddr = loop {
+        if let Some(a) = next(&mut log).split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    // -v's debug messages, from the start.
+    assert!(log.contains(" DEBUG "), "{log}");
+    assert_eq!(text(&exchange(addr, PING)), "CZ0040320CA00201CD001IAE00210");
+    // -vv's: the frame as it came.
+    while !next(&mut log).contains(": < CZ0040320CA00201CD001I") {}
+    drop(_stop);
+    let _ = child.wait();
+    // Any other level is refused before anything runs.
+    let o = make_run_with(&temp_dir(), &["V=3"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("V=3: make run takes V=1 (concertd -v) or V=2 (concertd -vv)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The rows of the README's table whose first cell starts with `first`:
+/// that cell, without its backquotes.
+fn readme_table_cells(first: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = &readme[readme.find("\n## Install\n").expect("README's Install")..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|c| c.starts_with(first))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_what_install_puts_in_place_and_its_variables() {
+    // Every file and directory `make install` makes is a row of the
+    // README's table (`concertd-*.7` standing for several), and every row
+    // is made.
+    let dest = temp_dir();
+    let o = make(&["install", &format!("DESTDIR={}", dest.display())]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let mut made = files(&dest);
+    made.push("var/lib/concertd".to_string());
+    let rows: Vec<String> = readme_table_cells("/")
+        .iter()
+        .map(|r| r.trim_start_matches('/').to_string())
+        .collect();
+    let matches = |row: &str, f: &str| match row.split_once('*') {
+        Some((a, b)) => f.starts_with(a) && f.ends_with(b) && f.len() >= a.len() + b.len(),
+        None => row == f,
+    };
+    for f in &made {
+        assert!(
+            rows.iter().any(|r| matches(r, f)),
+            "/{f} is installed but not in the README's table"
+        );
+    }
+    for r in &rows {
+        assert!(
+            made.iter().any(|f| matches(r, f)),
+            "/{r} is in the README's table but not installed"
+        );
+    }
+    // Every variable the install rule reads that a user may set (`?=`) is
+    // a row of the README's variables table.
+    let make_file =
+        std::fs::read_to_string(format!("{}/Makefile", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let rule = &make_file[make_file.find("\ninstall:\n").unwrap()..];
+    let rule = &rule[..rule[1..].find("\n\n").unwrap()];
+    let settable: Vec<&str> = make_file
+        .lines()
+        .filter_map(|l| l.split_once(" ?= ").map(|(v, _)| v))
+        .collect();
+    let documented = readme_table_cells("");
+    let mut used = vec!["DESTDIR", "PREFIX"];
+    used.extend(
+        settable
+            .iter()
+            .filter(|v| rule.contains(&format!("$({v})")) && **v != "CARGO"),
+    );
+    for v in used {
+        assert!(
+            documented.iter().any(|d| d == v),
+            "{v}, which make install reads, is not in the README's variables table"
+        );
+    }
 }

@@ -582,3 +582,45 @@ fn the_configuration_files_section_names_every_default_path() {
         );
     }
 }
+
+#[test]
+fn the_operations_the_protocol_page_calls_unsupported_are_refused_and_no_other() {
+    // concertd-protocol.7, Operations: "Other values, such as R, C, ...,
+    // are not supported and answered AE=01 AF=12"; the table's values are.
+    let man = page("concertd-protocol.7");
+    let ops = section(&man, "PROTOCOL");
+    let ops = &ops[ops
+        .find(".Ss Operations")
+        .expect("Operations in concertd-protocol.7")..];
+    let from = ops
+        .find("\nOther values, such as\n")
+        .expect("Other values, such as");
+    let to = ops[from..]
+        .find("are not supported")
+        .expect("are not supported")
+        + from;
+    let unsupported: Vec<&str> = ops[from..to]
+        .lines()
+        .filter_map(|l| l.strip_prefix(".Li "))
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| *w != ",")
+        .collect();
+    assert!(unsupported.len() >= 3, "{unsupported:?}");
+    let supported: Vec<&str> = ops[..from]
+        .lines()
+        .filter_map(|l| l.strip_prefix(".It Li "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(supported.contains(&"0"), "{supported:?}");
+    let d = Daemon::start("");
+    for cd in unsupported.iter().chain(&supported) {
+        let req = format!("CZ0040320CA00201CB0041000CD001{cd}CE003978ZT004text");
+        let answer = text(&exchange(d.addr, req.as_bytes()));
+        let refused = get(answer.as_bytes(), "AF").as_deref() == Some("12");
+        assert_eq!(
+            refused,
+            unsupported.contains(cd),
+            "CD={cd}: {answer} (the page lists {unsupported:?} as not supported)"
+        );
+    }
+}

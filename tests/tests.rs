@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod durability;
 mod exam;
+mod examples;
 mod findings;
 mod fuzz_regressions;
 #[cfg(feature = "hardware-tests")]
