@@ -140,6 +140,13 @@ fn the_page_shows_a_payment_cancels_it_and_refuses_the_next() {
         "the waiting transaction on a page opened late",
     );
     other.close(false).expect("close the second tab");
+    // The register's report card (`concertctl registers`) names it.
+    wait_for(
+        &tab,
+        &text_of("registers"),
+        |t| t.contains("register 01 at tcp 127.0.0.1"),
+        "the paying register in the registers panel",
+    );
     let shot = tab
         .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
         .expect("screenshot");

@@ -95,6 +95,8 @@ function event(line) {
     screen(m[2].toUpperCase(), m[3] ? 'MONTANT ' + frenchAmount(m[3]) : m[2].toUpperCase(),
       'PRESENTEZ CARTE', '', '');
     read('/text/show', 'show');
+    // A register seen for the first time shows at once.
+    read('/text/registers', 'registers', 'not available');
   } else if ((m = /^waiting tx (\d+)/.exec(line))) {
     if (running && running.id === m[1]) {
       running.waiting = true;
