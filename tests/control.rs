@@ -98,7 +98,10 @@ fn status_and_show_answer_while_a_transaction_runs() {
     assert!(s.contains("running: tx "), "{s}");
     assert!(s.contains("debit 10.00 EUR register 01 from tcp"), "{s}");
     let shown = ok(&d.ctl(&["show"]));
-    assert!(shown.contains("not ended yet"), "{shown}");
+    assert!(
+        shown.contains("register 01 debit 10.00 EUR: not ended yet"),
+        "{shown}"
+    );
     // A second register is still answered busy at once.
     let busy = exchange(d.addr, debit("2000").as_bytes());
     assert_eq!(text(&busy), format!("{}AE00201", debit("2000")));

@@ -357,20 +357,29 @@ fn asked(s: &Seen) -> String {
     format!("{}{amount}", s.op.name())
 }
 
-/// A transaction withdrawn before it started (its request NAKed on the
-/// serial line): what it asked, and that nothing ran.
-fn withdrawn_words(r: &Record) -> String {
-    let asked = match crate::wire::request::reread(&r.request) {
+/// What a journaled request asked (operation and amount), read from the
+/// request alone: for a transaction with no answer yet, or withdrawn.
+fn asked_of(r: &Record) -> String {
+    match crate::wire::request::reread(&r.request) {
         Ok(req) => {
             let amount = req
                 .amount
+                .filter(|_| req.op.is_payment())
                 .map(|a| format!(" {}", money(a.into(), req.currency.unwrap_or(0))))
                 .unwrap_or_default();
             format!("{}{amount}", req.op.name())
         }
         Err(_) => "request".to_string(),
-    };
-    format!("{asked}: withdrawn, NAKed before it started (nothing charged)")
+    }
+}
+
+/// A transaction withdrawn before it started (its request NAKed on the
+/// serial line): what it asked, and that nothing ran.
+fn withdrawn_words(r: &Record) -> String {
+    format!(
+        "{}: withdrawn, NAKed before it started (nothing charged)",
+        asked_of(r)
+    )
 }
 
 /// `show`: one line per transaction, oldest first.
@@ -384,7 +393,7 @@ pub fn show(records: &[Record], local: impl Fn(i64) -> Civil) -> String {
         let what = match &seen {
             _ if r.withdrawn => withdrawn_words(r),
             Ok(s) => format!("{}: {}", asked(s), outcome_words(r, s)),
-            Err(_) if r.verdict.is_none() => "not ended yet".to_string(),
+            Err(_) if r.verdict.is_none() => format!("{}: not ended yet", asked_of(r)),
             Err(why) => why.clone(),
         };
         let delivery = delivery_words(r, seen.as_ref().ok());
@@ -446,15 +455,17 @@ impl Totals {
         let s = match seen(r) {
             Ok(s) => s,
             Err(why) => {
-                let state = if r.verdict.is_none() {
-                    "not ended yet".to_string()
+                let line = if r.verdict.is_none() {
+                    format!(
+                        "tx {} register {:02} {}: not ended yet",
+                        r.id,
+                        r.register,
+                        asked_of(r)
+                    )
                 } else {
-                    why
+                    format!("tx {} register {:02}: {why}", r.id, r.register)
                 };
-                self.apart.insert(
-                    r.id,
-                    format!("tx {} register {:02}: {state}", r.id, r.register),
-                );
+                self.apart.insert(r.id, line);
                 return;
             }
         };
@@ -737,7 +748,11 @@ mod tests {
             out.contains("tx 7 register 01 debit 10.00 EUR: unknown"),
             "{out}"
         );
-        assert!(out.contains("tx 8 register 02: not ended yet"), "{out}");
+        // What it asked is said while it runs, as once it has ended.
+        assert!(
+            out.contains("tx 8 register 02 debit 10.00 EUR: not ended yet"),
+            "{out}"
+        );
         assert!(!out.contains("tx 6"), "{out}");
         assert!(!out.contains("incomplete"), "{out}");
         // Another day: nothing.
