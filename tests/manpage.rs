@@ -624,3 +624,108 @@ fn the_operations_the_protocol_page_calls_unsupported_are_refused_and_no_other()
         );
     }
 }
+
+/// concertd.8 FINDINGS is the one table of findings (issue 25, item 2):
+/// each kind `concertctl registers` can show, with the severity it shows
+/// it with, and the sources the table cites; concertd-protocol.7 only
+/// points there.
+#[test]
+fn concertd_8_findings_list_every_kind_with_its_severity_and_sources() {
+    use concert::front::findings::Kind;
+    let man = page("concertd.8");
+    let findings = section(&man, "FINDINGS");
+    let items: Vec<&str> = findings.lines().filter(|l| l.starts_with(".It ")).collect();
+    for k in Kind::ALL {
+        let item = format!(".It Cm {} Pq {} :", k.name(), k.severity());
+        assert!(
+            items.contains(&item.as_str()),
+            "{item:?} not in concertd.8 FINDINGS: {items:?}"
+        );
+    }
+    assert_eq!(items.len(), Kind::ALL.len(), "{items:?}");
+    // The sources, each where the terminals' behaviour is told.
+    let text = findings.replace('\n', " ");
+    for source in [
+        "HiPay's Local API for Nepting page (Troubleshooting)",
+        "PayXpert's Concert V2 page",
+        "OCA/l10n-france PR 645 to 648",
+        "OCA/l10n-france PR 787, 797, 798",
+        "OCA/pos PR 550",
+        "OCA/l10n-france PR 669 to 672",
+    ] {
+        assert!(text.contains(source), "{source} not in concertd.8 FINDINGS");
+    }
+    let protocol = section(&page("concertd-protocol.7"), "FINDINGS").to_string();
+    for k in Kind::ALL {
+        assert!(
+            !protocol.contains(k.name()),
+            "concertd-protocol.7 FINDINGS keeps a copy: {}",
+            k.name()
+        );
+    }
+}
+
+/// concertd.conf.5 SYSTEMD UNITS says what the units `make install`
+/// writes hold: each directive it gives them (`Cm Key=value`) is a line
+/// of etc/concertd.service.in or etc/concertd@.service.in, and those it
+/// offers for a drop-in, or says the units leave out, are not.
+#[test]
+fn the_units_section_says_what_the_units_hold() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let units: Vec<String> = ["concertd.service.in", "concertd@.service.in"]
+        .iter()
+        .flat_map(|u| {
+            std::fs::read_to_string(format!("{root}/etc/{u}"))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let man = page("concertd.conf.5");
+    let mut said = 0;
+    // Set from "drop-in" to the end of its paragraph: directives offered.
+    let mut drop_in = false;
+    for line in section(&man, "SYSTEMD UNITS").lines() {
+        if line == ".Pp" {
+            drop_in = false;
+        }
+        if line.contains("drop-in") {
+            drop_in = true;
+        }
+        let Some(mac) = line.strip_prefix('.') else {
+            continue;
+        };
+        let words: Vec<&str> = mac.split_whitespace().collect();
+        for (i, _) in words.iter().enumerate().filter(|(_, w)| **w == "Cm") {
+            let directive = words[i + 1..]
+                .iter()
+                .take_while(|w| !ends_a_name(w))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let Some((key, value)) = directive.split_once('=') else {
+                continue;
+            };
+            said += 1;
+            if drop_in {
+                assert!(
+                    !units.contains(&directive),
+                    "{directive} offered for a drop-in, but the units have it"
+                );
+            } else if value.is_empty() {
+                // "no PrivateDevices=": the units leave it out.
+                assert!(
+                    !units.iter().any(|l| l.starts_with(&format!("{key}="))),
+                    "{key}= said absent, but the units have it"
+                );
+            } else {
+                assert!(
+                    units.contains(&directive),
+                    "{directive}: no unit has this line"
+                );
+            }
+        }
+    }
+    assert!(said >= 12, "directives parsed wrong: {said}");
+}
