@@ -70,7 +70,7 @@ fn file_edited_on_disk_changes_the_allow_list() {
         d.base_config()
     ));
     d.wait_log("changed on disk");
-    d.wait_log("reloaded:");
+    d.wait_log("reloaded: listen ");
     // `listen 127.0.0.1:0` is the same configured address: kept as it is.
     assert_eq!(
         text(&exchange(d.addr, PING)),
@@ -221,7 +221,7 @@ fn a_daemon_started_with_a_relative_file_still_reloads_it() {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        if log.contains("reloaded:") {
+        if log.contains("reloaded: listen ") {
             assert!(log.contains("allow 127.0.0.1/32"), "{log}");
             break;
         }
@@ -351,7 +351,7 @@ fn a_change_is_applied_once_the_file_has_settled() {
         "{}listen 127.0.0.1:0\nallow 127.0.0.1\nconfig-watch 100ms\n",
         d.base_config()
     ));
-    d.wait_log("reloaded:");
+    d.wait_log("reloaded: listen ");
     // The change was seen, then applied a period later, not at once.
     let log = d.log_text();
     let seen = log.find("applied once it stays unchanged");
@@ -379,7 +379,7 @@ fn the_simulator_says_no_card_is_charged() {
         d.base_config()
     ));
     d.signal(libc::SIGHUP);
-    d.wait_log("reloaded:");
+    d.wait_log("reloaded: listen ");
     d.wait_log_n("terminal simulator: no card is charged", 2);
 }
 
@@ -418,7 +418,7 @@ fn reload_swaps_the_backend_after_the_running_transaction() {
     ));
     d.signal(libc::SIGHUP);
     d.wait_log("terminal simulator: takes over after the running transaction");
-    d.wait_log("reloaded: ");
+    d.wait_log("reloaded: listen ");
     assert!(!d.log_text().contains("now in use"), "{}", d.log_text());
     // The running transaction ends on the program it started on.
     gate.release();

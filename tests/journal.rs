@@ -303,7 +303,7 @@ fn one_journal_one_daemon_through_rotation_and_reload() {
     assert!(d.dir.join("journal.1").exists());
     refused(&d);
     d.signal(libc::SIGHUP);
-    d.wait_log("reloaded:");
+    d.wait_log("reloaded: listen ");
     refused(&d);
     // Gone with its holder: the next daemon starts on the same journal.
     d.signal(libc::SIGTERM);

@@ -482,7 +482,7 @@ fn configuration_values_are_masked_in_log_and_replies() {
     let o = d.ctl(&["reload"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     replies.push_str(&stdout(&o));
-    d.wait_log("reloaded:");
+    d.wait_log("reloaded: listen ");
     let o = d.ctl(&["status"]);
     let status = stdout(&o);
     assert!(status.contains(".####.0674/pay.sh"), "{status}");

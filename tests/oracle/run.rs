@@ -464,7 +464,7 @@ impl Rig {
                 let mark = self.d.mark();
                 self.d.signal(libc::SIGHUP);
                 self.d
-                    .wait_log_since(mark, "reloaded: ")
+                    .wait_log_since(mark, "reloaded: listen ")
                     .expect("reloaded after SIGHUP");
             }
             Fault::Busy(via) => o.busy = Some(self.second(step, via, tx)),
@@ -689,7 +689,7 @@ impl Rig {
         let mark = self.d.mark();
         self.d.signal(libc::SIGHUP);
         self.d
-            .wait_log_since(mark, "reloaded: ")
+            .wait_log_since(mark, "reloaded: listen ")
             .expect("reloaded after SIGHUP");
     }
 
