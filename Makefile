@@ -180,7 +180,7 @@ stress:
 # Each fuzz target for FUZZ_TIME seconds, on stable (no sanitizer); needs
 # cargo-fuzz (`cargo install cargo-fuzz`). Crashes land in fuzz/artifacts.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS = tlv_decode v2_decode assembler serial_link config_parse backend_output journal_read control_command simulator_plan
+FUZZ_TARGETS = tlv_decode v2_decode assembler serial_link config_parse backend_output journal_read control_command simulator_plan request_findings
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo install cargo-fuzz first"; exit 1; }
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -88,6 +88,11 @@ fn seeds_simulator_plan() {
     replay("simulator_plan", properties::simulator_plan);
 }
 
+#[test]
+fn seeds_request_findings() {
+    replay("request_findings", properties::request_findings);
+}
+
 // Inputs that broke a fuzz property (found while writing the targets, by
 // reading the code, and confirmed on the target binaries; fixed in
 // 94669f4). Each test asserts what should happen.

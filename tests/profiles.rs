@@ -177,7 +177,8 @@ fn the_profile_is_reloaded_for_new_connections_and_shown_by_n() {
     ));
     let since = d.mark();
     d.signal(libc::SIGHUP);
-    d.wait_log_since(since, "reloaded: listen ").expect("reloaded");
+    d.wait_log_since(since, "reloaded: listen ")
+        .expect("reloaded");
     assert!(pay(&d, ODOO_DEBIT).starts_with("CZ0040320"));
 
     let conf = d.dir.join("n.conf");

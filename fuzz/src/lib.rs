@@ -932,3 +932,87 @@ pub fn simulator_plan(data: &[u8]) {
         }
     }
 }
+
+/// `request_findings`: the bytes a register sends, as the report card
+/// reads them. Whatever they are, the tag findings never panic, and each
+/// example is readable and holds no card number (the report cuts it
+/// short after that). Every terminal profile shapes the answers concertd
+/// builds for them into messages that decode, with the same outcome
+/// (AE, and AF's code at its head) as concertd's own.
+pub fn request_findings(data: &[u8]) {
+    use concert::front::findings::tags as seen;
+    use concert::wire::profile::{self, PROFILES};
+    for (kind, example) in seen::findings(data) {
+        assert_readable(&example, "finding example", data);
+        // Checked on digits side by side only: masking the whole example
+        // again would join a value's digits to the count after it, a
+        // number the input never had (values are masked one by one).
+        if let Some(pan) = luhn_run(example.as_bytes()) {
+            panic!(
+                "{kind:?} example {example:?} holds the card number {pan}; input {}",
+                show(data)
+            );
+        }
+    }
+    let _ = seen::unpadded(data);
+    let _ = seen::starts_request(data);
+    let req = Frame::decode(data).unwrap_or_else(|(partial, _)| partial);
+    let answers = [
+        answer::refusal(&req, None),
+        answer::refusal(&req, Some(Af::Refused)),
+        answer::refusal(&req, Some(Af::Abandon)),
+        answer::refusal(&req, Some(Af::NotEnded)),
+        answer::result(&req, &answer::Outcome::approved()),
+        answer::result(&req, &answer::Outcome::declined(Af::Forbidden)),
+        answer::identification(&req),
+    ];
+    for a in &answers {
+        for (name, p) in PROFILES {
+            for asked in [Some(&req), None] {
+                let shaped = profile::shape(*p, asked, a);
+                assert_answer(&shaped, name, data);
+                assert_eq!(
+                    shaped.get(tags::AE),
+                    a.get(tags::AE),
+                    "profile {name} changed AE; input {}",
+                    show(data)
+                );
+                let af = |f: &Frame| f.get(tags::AF).map(|v| v[..v.len().min(2)].to_vec());
+                assert_eq!(
+                    af(&shaped),
+                    af(a),
+                    "profile {name} changed AF's code; input {}",
+                    show(data)
+                );
+            }
+        }
+    }
+}
+
+/// The first window of 13 to 19 digits side by side in `text` that passes
+/// the Luhn check: a card number left whole.
+fn luhn_run(text: &[u8]) -> Option<String> {
+    for run in text.split(|b| !b.is_ascii_digit()) {
+        for len in 13..=19.min(run.len()) {
+            for w in run.windows(len) {
+                let sum: u32 = w
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(k, d)| {
+                        let v = u32::from(d - b'0') * if k % 2 == 1 { 2 } else { 1 };
+                        if v > 9 {
+                            v - 9
+                        } else {
+                            v
+                        }
+                    })
+                    .sum();
+                if sum % 10 == 0 {
+                    return Some(String::from_utf8_lossy(w).into_owned());
+                }
+            }
+        }
+    }
+    None
+}
