@@ -829,6 +829,11 @@ fn show_and_totals_describe_print_and_telecollection_by_what_they_are() {
         "{t}"
     );
     assert!(!t.contains("not counted above"), "{t}");
+    // The log says it as `show` does.
+    let log = d.log_text();
+    assert!(log.contains(": telecollection done in "), "{log}");
+    assert!(log.contains(": print done in "), "{log}");
+    assert!(!log.contains("telecollection approved"), "{log}");
 }
 
 /// An unknown outcome has one word, "unknown", in the log, the journal,

@@ -525,11 +525,17 @@ impl Worker {
         with_ticket(&req, &mut outcome, &when, self.simulated());
         let answer = self.answer_for(id, &req, &outcome);
         let verdict = verdict_of(&outcome);
+        // An operation that moves no money (print, telecollection...) is
+        // done or not, as `show` says it.
         let detail = match outcome.status {
+            Status::Approved if !req.op.is_payment() => "done".to_string(),
             Status::Approved => "approved".to_string(),
             // The journal's word; whether the register got AF07 is logged
             // when its delivery is reported.
             Status::Declined(Af::NotEnded) => answered::UNKNOWN.to_string(),
+            Status::Declined(af) if !req.op.is_payment() => {
+                format!("not done AF{} ({})", af.code(), af.label())
+            }
             Status::Declined(af) => format!("declined AF{} ({})", af.code(), af.label()),
         };
         log::info!(
