@@ -14,7 +14,7 @@ use crate::link::{is_stalled, Link, Port};
 use crate::logging::floodgate::{self, Floodgate, Source};
 use crate::terminal::worker::{Channel, Decision, Handle, Origin, Reply};
 use crate::wire::assemble::{Assembler, Progress};
-use crate::wire::framing::{ENQ, EOT, ETB, ETX, NAK, STX};
+use crate::wire::framing::{ENQ, EOT, ETB, ETX, STX};
 use crate::wire::pan;
 use crate::wire::request::Request;
 use crate::wire::tlv::{tags, Frame};
@@ -431,8 +431,11 @@ impl<'a> Line<'a> {
 
     /// A frame outside any session (STX read on the idle line): its
     /// register goes on with a session that is over for us, after three
-    /// NAKs or having missed our EOT. It is read to its LRC and NAKed,
-    /// never taken: its `CZ` is not the start of a raw V3 request.
+    /// NAKs or having missed our EOT, or it is noise. It is read to its
+    /// LRC and never taken (its `CZ` is not the start of a raw V3 request),
+    /// and not answered: the idle line ignores what is not an ENQ, and a
+    /// NAK then would reach a register that has opened a session since as
+    /// the answer to its ENQ.
     fn outside(&mut self) -> io::Result<()> {
         let s = &self.desk.conf.settings;
         let (frame, until) = (
@@ -460,13 +463,10 @@ impl<'a> Line<'a> {
         self.desk
             .flood(floodgate::Kind::LinkError, log::Level::Info, || {
                 format!(
-                    "serial {path}: frame outside a session{}: not taken",
-                    if whole { ", NAKed" } else { " (cut)" }
+                    "serial {path}: frame outside a session{}: not taken, not answered",
+                    if whole { "" } else { " (cut)" }
                 )
             });
-        if whole {
-            self.link.send(&[NAK])?;
-        }
         Ok(())
     }
 
