@@ -1008,7 +1008,7 @@ fn luhn_run(text: &[u8]) -> Option<String> {
                         }
                     })
                     .sum();
-                if sum % 10 == 0 {
+                if sum.is_multiple_of(10) {
                     return Some(String::from_utf8_lossy(w).into_owned());
                 }
             }
