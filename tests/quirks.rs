@@ -591,3 +591,33 @@ fn a_framed_request_after_three_naks_is_never_read_as_a_raw_one() {
     assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
     assert_eq!(d.journal().matches(" begun ").count(), 1, "{}", d.journal());
 }
+
+/// Over TCP too, an immediate answer (`BA=1`) the register never takes is
+/// journaled with its transaction and said with its id: the register does
+/// not know that its payment runs (issue 24, item 11).
+#[test]
+fn a_tcp_immediate_answer_not_taken_is_journaled_with_its_tx() {
+    let d = Daemon::start("");
+    let mut c = std::net::TcpStream::connect(d.addr).unwrap();
+    // The request, then gone before any answer: the immediate answer
+    // reaches a closed socket, whose system resets it.
+    c.write_all(format!("{DEBIT}BA0011").as_bytes()).unwrap();
+    drop(c);
+    let said = d.wait_log(": immediate answer not delivered (");
+    let id = said
+        .split("tx ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string();
+    loop_until(|| d.journal().contains(" undelivered ").then_some(()));
+    let j = d.journal();
+    assert!(
+        j.lines().any(|l| l.contains(&id)
+            && l.contains(" undelivered ")
+            && l.contains("immediate answer: ")),
+        "{j}"
+    );
+    // The payment ran all the same; its outcome waits for a status request.
+    d.wait_log(&format!("tx {id}: debit approved"));
+}

@@ -70,7 +70,7 @@ pub fn refusal(req: &Frame, af: Af) -> Reply {
     Reply {
         frame: answer::refusal(req, Some(af)),
         tx: None,
-        immediate: false,
+        immediate: None,
     }
 }
 
@@ -95,7 +95,7 @@ pub fn shaped(kind: &Kind, mut reply: Reply, req: Option<&Frame>, profile: Profi
 pub fn payload(kind: &Kind, reply: &Reply) -> Vec<u8> {
     match kind {
         Kind::V3 | Kind::Raw => reply.frame.encode(),
-        Kind::V2(v) if reply.immediate => v2::immediate_reply(v),
+        Kind::V2(v) if reply.immediate.is_some() => v2::immediate_reply(v),
         Kind::V2(v) => v2::reply_from_answer(v, &reply.frame),
     }
 }

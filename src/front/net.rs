@@ -430,6 +430,8 @@ struct Outgoing {
     bytes: Vec<u8>,
     /// The transaction whose final answer it is.
     tx: Option<u64>,
+    /// The transaction whose immediate answer (`BA=1`) it is.
+    immediate: Option<u64>,
     /// How the simulator was told to send it.
     quirks: Answer,
     who: Who,
@@ -480,6 +482,7 @@ fn answer_for(
     let plain = |bytes: Vec<u8>| Outgoing {
         bytes,
         tx: None,
+        immediate: None,
         quirks: Answer::default(),
         who: who.clone(),
         answered: Answered::default(),
@@ -585,6 +588,7 @@ fn answer_for(
             Some(Outgoing {
                 bytes: bytes(&kind, &reply),
                 tx: reply.tx,
+                immediate: reply.immediate,
                 quirks,
                 who,
                 answered,
@@ -816,6 +820,7 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
     let Outgoing {
         mut bytes,
         tx,
+        immediate,
         quirks,
         who,
         mut answered,
@@ -888,18 +893,24 @@ fn connection(stream: &mut TcpStream, peer: SocketAddr, shared: &Shared, held: &
         None => stream.write_all(&bytes),
     }
     .map_err(|e| e.to_string());
-    // A transaction's final answer is journaled delivered or not: wait for
-    // the register's acknowledgement. Other answers need no such record.
-    let sent = match tx {
-        Some(_) => written.and_then(|()| acknowledged(stream)),
-        None => written,
+    // A transaction's final answer is journaled delivered or not, and so
+    // is the loss of its immediate answer: wait for the register's
+    // acknowledgement. Other answers need no such record.
+    let sent = match (tx, immediate) {
+        (Some(_), _) | (_, Some(_)) => written.and_then(|()| acknowledged(stream)),
+        (None, None) => written,
     };
     if let Some(id) = tx {
         shared.worker.delivered(id, sent.clone());
     }
     report(&mut answered, tx.map(|_| sent.clone()));
     if let Err(e) = sent {
-        log::debug!("tcp {peer}: answer not delivered: {e}");
+        match immediate {
+            // The register does not know its transaction runs: the worker
+            // journals it and says it with the id.
+            Some(id) => shared.worker.immediate_undelivered(id, e),
+            None => log::debug!("tcp {peer}: answer not delivered: {e}"),
+        }
         return;
     }
     if quirks.has(Quirk::Open) {

@@ -620,7 +620,7 @@ impl<'a> Line<'a> {
             let line = || format!("serial {path}: answer not delivered: {e}");
             if reply.tx.is_some() {
                 log::warn!("{}", line());
-            } else if let (true, Some(id)) = (reply.immediate, started) {
+            } else if let Some(id) = reply.immediate {
                 // The worker journals it and says it with the id.
                 self.desk.worker.immediate_undelivered(id, e.clone());
             } else {

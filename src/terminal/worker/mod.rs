@@ -74,8 +74,9 @@ pub struct Reply {
     /// reports whether it reached the register.
     pub tx: Option<u64>,
     /// The acknowledgement of an immediate-answer request (`BA=1`, V2
-    /// `A011`), not an outcome.
-    pub immediate: bool,
+    /// `A011`), not an outcome: the transaction it started, which its
+    /// sender reports a failed delivery under.
+    pub immediate: Option<u64>,
 }
 
 pub struct Job {
@@ -305,7 +306,7 @@ impl Handle {
             return Some(Reply {
                 frame: answer::refusal(&job.request.frame, None),
                 tx: None,
-                immediate: false,
+                immediate: None,
             });
         }
         // Closed without an answer: the worker could not journal the
@@ -489,7 +490,7 @@ fn send(reply: &Sender<Reply>, frame: Frame, tx: Option<u64>) {
     let _ = reply.send(Reply {
         frame,
         tx,
-        immediate: false,
+        immediate: None,
     });
 }
 

@@ -309,7 +309,7 @@ impl Worker {
                 let _ = r.send(Reply {
                     frame: answer::done(&req.frame),
                     tx: None,
-                    immediate: true,
+                    immediate: Some(id),
                 });
             }
         }
@@ -604,7 +604,7 @@ impl Worker {
                 let sent = reply.send(Reply {
                     frame,
                     tx: Some(id),
-                    immediate: false,
+                    immediate: None,
                 });
                 if sent.is_err() {
                     // Its connection or line is gone: nobody will report.
