@@ -247,3 +247,29 @@ fn card_numbers_are_masked_in_findings() {
     assert!(!report.contains(pan), "{report}");
     assert!(!d.log_text().contains(pan));
 }
+
+/// A peer that changes its CA at every request makes a new register each
+/// time, each with its first finding: the log lines pass the floodgate
+/// (20 in full a minute per address), `registers` still lists them all.
+#[test]
+fn findings_of_registers_without_end_cost_a_few_log_lines() {
+    let d = start();
+    for ca in 10..40 {
+        // Without CJ: a finding for each new register.
+        let req = format!("CZ0040320CA002{ca}CB0041000CD0010CE003978");
+        let a = exchange_from("127.0.0.9", d.addr, req.as_bytes());
+        assert_eq!(get(&a, "AE").as_deref(), Some("10"), "{}", text(&a));
+    }
+    let report = ok(&d.ctl(&["registers"]));
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.starts_with("register "))
+            .count(),
+        30,
+        "{report}"
+    );
+    assert_eq!(report.matches("no-cj").count(), 30, "{report}");
+    let log = d.log_text();
+    assert_eq!(log.matches("finding: register").count(), 20, "{log}");
+}

@@ -62,12 +62,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: Settings, worker: Handle) -> io::Result<Shared> {
+        let floodgate = Floodgate::start()?;
         Ok(Shared {
             settings: RwLock::new(Arc::new(settings)),
             worker,
             peers: Arc::new(Peers::default()),
-            floodgate: Floodgate::start()?,
-            findings: Arc::new(Findings::new()),
+            findings: Arc::new(Findings::with_gate(Arc::clone(&floodgate))),
+            floodgate,
         })
     }
 

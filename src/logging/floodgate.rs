@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 
 /// Logged in full per address, per kind, per window.
 pub const SHOWN: u32 = 3;
+/// Findings logged in full per address per window: more than there are
+/// kinds of finding, so that one register's are all told.
+pub const FINDINGS_SHOWN: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses counted one by one; past this they share one count.
 pub const MAX_ADDRESSES: usize = 1024;
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -35,6 +38,9 @@ pub enum Kind {
     LinkError,
     /// Bytes on an idle serial line that start nothing (debug level).
     Noise,
+    /// A register's mistake seen the first time (`concertctl registers`):
+    /// once per register and kind, but registers come and go.
+    Finding,
 }
 
 impl Kind {
@@ -44,6 +50,15 @@ impl Kind {
             Kind::BadRequest => 1,
             Kind::LinkError => 2,
             Kind::Noise => 3,
+            Kind::Finding => 4,
+        }
+    }
+
+    /// Lines of this kind logged in full per address per window.
+    fn shown(self) -> u32 {
+        match self {
+            Kind::Finding => FINDINGS_SHOWN,
+            _ => SHOWN,
         }
     }
 
@@ -54,6 +69,7 @@ impl Kind {
             "bad requests",
             "link errors",
             "stray bytes",
+            "findings",
         ][i]
     }
 }
@@ -179,7 +195,7 @@ impl Floodgate {
             *w = Window::new(now);
         }
         let k = kind.index();
-        if w.shown[k] < SHOWN {
+        if w.shown[k] < kind.shown() {
             w.shown[k] += 1;
             drop(guard);
             let l = line();
@@ -279,19 +295,19 @@ mod tests {
         let t = Instant::now();
         let mut w = Window::new(t);
         assert!(!w.pending());
-        w.hidden = [1995, 0, 0, 0];
+        w.hidden = [1995, 0, 0, 0, 0];
         let s = summary("127.0.0.2", &w, t + WINDOW);
         assert!(
             s.starts_with("127.0.0.2: 1995 more connections refused in 60 s"),
             "{s}"
         );
-        w.hidden = [3, 1200, 0, 0];
+        w.hidden = [3, 1200, 0, 0, 0];
         let s = summary("127.0.0.2", &w, t + WINDOW);
         assert!(
             s.contains("3 more connections refused, 1200 more bad requests"),
             "{s}"
         );
-        w.hidden = [0, 1200, 7, 2];
+        w.hidden = [0, 1200, 7, 2, 0];
         let s = summary("serial /dev/ttyUSB0", &w, t + WINDOW);
         assert!(
             s.starts_with(
@@ -317,7 +333,7 @@ mod tests {
         let st = f.lock();
         assert_eq!(
             st.by_address[&Source::Peer(ip)].hidden,
-            [100 - u64::from(SHOWN), 0, 0, 0]
+            [100 - u64::from(SHOWN), 0, 0, 0, 0]
         );
         drop(st);
         for i in 0..(MAX_ADDRESSES as u32 + 10) {

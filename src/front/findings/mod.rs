@@ -21,6 +21,7 @@ pub use episode::{Episode, Next};
 pub use kind::{Kind, Severity};
 
 use crate::backend::stage::Taken;
+use crate::logging::floodgate::{self, Floodgate, Source};
 use crate::wire::answer::Af;
 use crate::wire::channel::Channel;
 use crate::wire::clock;
@@ -28,7 +29,7 @@ use crate::wire::operation::Operation;
 use crate::wire::pan;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Registers kept; past it the one seen least recently is forgotten.
@@ -215,6 +216,10 @@ impl Table {
 #[derive(Default)]
 pub struct Findings {
     table: Mutex<Table>,
+    /// Where the first of each kind is logged: a register is logged once
+    /// per kind, but a peer that keeps changing its CA or address makes
+    /// new registers, so the log lines pass the floodgate too.
+    gate: Option<Arc<Floodgate>>,
 }
 
 fn unix_now() -> i64 {
@@ -234,6 +239,15 @@ fn example(text: &str) -> String {
 impl Findings {
     pub fn new() -> Findings {
         Findings::default()
+    }
+
+    /// Findings whose log lines pass `gate`, as other lines a peer can
+    /// cause at will.
+    pub fn with_gate(gate: Arc<Floodgate>) -> Findings {
+        Findings {
+            gate: Some(gate),
+            ..Findings::default()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -266,9 +280,21 @@ impl Findings {
             example: ex,
         });
         drop(t);
-        match kind.severity() {
-            Severity::Note => log::info!("finding: {line}"),
-            _ => log::warn!("finding: {line}"),
+        let level = match kind.severity() {
+            Severity::Note => log::Level::Info,
+            _ => log::Level::Warn,
+        };
+        match &self.gate {
+            Some(g) => {
+                let source = who
+                    .peer
+                    .parse()
+                    .map_or_else(|_| Source::Line(who.peer.as_str().into()), Source::Peer);
+                g.note(source, floodgate::Kind::Finding, level, || {
+                    format!("finding: {line}")
+                });
+            }
+            None => log::log!(level, "finding: {line}"),
         }
         // Watchers (`concertctl watch`, the web page) hear of it when the
         // log does: once per register and kind.
