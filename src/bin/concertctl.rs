@@ -95,12 +95,10 @@ fn main() -> ExitCode {
         }
         Err(e) => return unreachable(e.to_string()),
     };
-    let _ = conn.set_read_timeout(Some(ANSWER_WAIT));
-    let _ = conn.set_write_timeout(Some(ANSWER_WAIT));
-    if let Err(e) = conn.write_all(format!("{line}\n").as_bytes()) {
-        return unreachable(format!("sending the command: {e}"));
-    }
     if line.split_ascii_whitespace().eq(["watch"]) {
+        if let Err(e) = send(&mut conn, &line) {
+            return unreachable(e);
+        }
         return match watch(conn) {
             Ok(()) => ExitCode::SUCCESS,
             Err(Watch::Refused(why)) => {
@@ -110,22 +108,16 @@ fn main() -> ExitCode {
             Err(Watch::Lost(why)) => unreachable(why),
         };
     }
-    let mut answer = Vec::new();
-    if let Err(e) = conn.read_to_end(&mut answer) {
-        return unreachable(format!("reading the answer: {e}"));
-    }
-    let answer = String::from_utf8_lossy(&answer);
-    let (status, text) = answer.split_once('\n').unwrap_or((&answer, ""));
-    match status {
-        "ok" => {
-            stdout::print(text);
+    match exchange(conn, &line) {
+        Ok(Ok(text)) => {
+            stdout::print(&text);
             ExitCode::SUCCESS
         }
-        "refused" => {
+        Ok(Err(text)) => {
             eprint!("concertctl: {text}");
             ExitCode::from(REFUSED)
         }
-        _ => unreachable("it closed the connection without an answer".into()),
+        Err(why) => unreachable(why),
     }
 }
 
@@ -180,11 +172,21 @@ fn watch(conn: UnixStream) -> Result<(), Watch> {
 /// concertd said ok, `Err` when it refused; the outer `Err` when it could
 /// not be reached.
 pub fn ask(socket: &Path, line: &str) -> Result<Result<String, String>, String> {
-    let mut conn = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let conn = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    exchange(conn, line)
+}
+
+/// Writes the command `line` on `conn` (with the patience of a reload).
+fn send(conn: &mut UnixStream, line: &str) -> Result<(), String> {
     let _ = conn.set_read_timeout(Some(ANSWER_WAIT));
     let _ = conn.set_write_timeout(Some(ANSWER_WAIT));
     conn.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| format!("sending the command: {e}"))?;
+        .map_err(|e| format!("sending the command: {e}"))
+}
+
+/// One command on a connection made: as [`ask`].
+fn exchange(mut conn: UnixStream, line: &str) -> Result<Result<String, String>, String> {
+    send(&mut conn, line)?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer)
         .map_err(|e| format!("reading the answer: {e}"))?;

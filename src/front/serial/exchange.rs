@@ -33,9 +33,6 @@ pub(super) struct Waiting {
     asked: Frame,
     /// Its answer rings the bell: the line may sleep until it comes.
     rung: bool,
-    /// The transaction, as the worker told it when it started: what an
-    /// immediate answer (which carries none) is reported under.
-    id: Option<u64>,
     /// `slow-enq`: the answer is ready and goes out at this instant, with
     /// these quirks (taken from the stage already). The line goes on
     /// serving the register meanwhile, as a terminal does.
@@ -43,13 +40,12 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    fn new(reply: Receiver<Reply>, kind: Kind, asked: Frame, rung: bool, id: u64) -> Waiting {
+    fn new(reply: Receiver<Reply>, kind: Kind, asked: Frame, rung: bool) -> Waiting {
         Waiting {
             reply,
             kind,
             asked,
             rung,
-            id: Some(id),
             due: None,
         }
     }
@@ -183,13 +179,13 @@ impl Desk<'_> {
         let v2 = matches!(kind, Kind::V2(_));
         let pending = self.worker.hand_over(req.clone(), self.origin(v2));
         match pending.decision(Some(by)) {
-            Decision::Started(id) => {
+            Decision::Started(_) => {
                 // Waiting before the ACK: if the ACK cannot be written
                 // (device gone), the answer still goes out once the line
                 // is back.
                 let (reply, rung) = self.forward(pending.reply);
                 self.waiting
-                    .push(Waiting::new(reply, kind, req.frame.clone(), rung, id));
+                    .push(Waiting::new(reply, kind, req.frame.clone(), rung));
                 Take::Ack(None)
             }
             Decision::Answered(reply) if is_busy(&req, &reply) => {
@@ -496,7 +492,7 @@ impl<'a> Line<'a> {
                 Ok(reply) => {
                     let w = self.desk.waiting.remove(i);
                     let taken = w.due.map(|(_, q)| q);
-                    self.send_answer(&w.kind, reply, Some(&w.asked), w.id, taken)?;
+                    self.send_answer(&w.kind, reply, Some(&w.asked), taken)?;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => i += 1,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -510,21 +506,18 @@ impl<'a> Line<'a> {
 
     /// Sends an answer given at once (no transaction waits for it).
     fn answer(&mut self, kind: &Kind, reply: Reply, asked: Option<&Frame>) -> io::Result<()> {
-        self.send_answer(kind, reply, asked, None, None)
+        self.send_answer(kind, reply, asked, None)
     }
 
     /// Sends an answer the way its request came, in the terminal's shape
     /// (`terminal-profile`, from `asked` when the request could be read),
-    /// and reports its delivery.
-    /// `started` is the transaction the worker said it started for the
-    /// request, if any; `taken`, the simulator's quirks already taken for
-    /// an answer that slow-enq held back.
+    /// and reports its delivery. `taken`: the simulator's quirks already
+    /// taken for an answer that slow-enq held back.
     fn send_answer(
         &mut self,
         kind: &Kind,
         reply: Reply,
         asked: Option<&Frame>,
-        started: Option<u64>,
         taken: Option<Answer>,
     ) -> io::Result<()> {
         let deferred = taken.is_some();
@@ -587,7 +580,6 @@ impl<'a> Line<'a> {
                 // Shaped already: not read again.
                 asked: Frame::new(),
                 rung: true,
-                id: started,
                 due: Some((Instant::now() + d, quirks)),
             });
             return Ok(());
@@ -741,11 +733,11 @@ impl<'a> Line<'a> {
                 // No ACK to give: its answer is the register's only word,
                 // however long the start takes.
                 match pending.decision(None) {
-                    Decision::Started(id) => {
+                    Decision::Started(_) => {
                         let (reply, rung) = self.desk.forward(pending.reply);
                         self.desk
                             .waiting
-                            .push(Waiting::new(reply, Kind::Raw, asked, rung, id));
+                            .push(Waiting::new(reply, Kind::Raw, asked, rung));
                         Ok(())
                     }
                     Decision::Answered(r) => self.answer(&Kind::Raw, r, Some(&asked)),

@@ -349,28 +349,25 @@ fn delivery_words(r: &Record, s: Option<&Seen>) -> String {
 
 /// The operation and, for one that moves money, its amount.
 fn asked(s: &Seen) -> String {
-    let amount = s
-        .requested
-        .filter(|_| s.op.is_payment())
-        .map(|a| format!(" {}", money(a.into(), s.currency)))
+    op_and_amount(s.op, s.requested, s.currency)
+}
+
+/// An operation as the lists write it: with its amount when it moves money.
+fn op_and_amount(op: Operation, amount: Option<u64>, currency: u16) -> String {
+    let amount = amount
+        .filter(|_| op.is_payment())
+        .map(|a| format!(" {}", money(a.into(), currency)))
         .unwrap_or_default();
-    format!("{}{amount}", s.op.name())
+    format!("{}{amount}", op.name())
 }
 
 /// What a journaled request asked (operation and amount), read from the
 /// request alone: for a transaction with no answer yet, or withdrawn.
 fn asked_of(r: &Record) -> String {
-    match crate::wire::request::reread(&r.request) {
-        Ok(req) => {
-            let amount = req
-                .amount
-                .filter(|_| req.op.is_payment())
-                .map(|a| format!(" {}", money(a.into(), req.currency.unwrap_or(0))))
-                .unwrap_or_default();
-            format!("{}{amount}", req.op.name())
-        }
-        Err(_) => "request".to_string(),
-    }
+    crate::wire::request::reread(&r.request).map_or_else(
+        |_| "request".to_string(),
+        |req| op_and_amount(req.op, req.amount, req.currency.unwrap_or(0)),
+    )
 }
 
 /// A transaction withdrawn before it started (its request NAKed on the
