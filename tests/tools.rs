@@ -110,9 +110,21 @@ fn as_nobody(args: &[&str]) -> Option<Output> {
         eprintln!("not root, or no user nobody: skipped");
         return None;
     };
+    // A copy that nobody may run: the build's own may lie in a directory
+    // only its owner may enter (a checkout under mktemp -d, or /root).
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let copy = COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("concertctl");
+        std::fs::copy(CONCERTCTL, &copy).expect("copy concertctl");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    });
     // std drops the supplementary groups when root sets a uid.
     Some(
-        Command::new(CONCERTCTL)
+        Command::new(copy)
             .args(args)
             .uid(uid)
             .gid(gid)
